@@ -1,0 +1,42 @@
+# The two commands of the README: `make demo` (set up, then run the main job) and
+# `make test` (set up, then run the whole test suite). Everything lives in .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv demo test lint typecheck layers unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(BIN)/kipsec-sidecar demo
+
+lint: venv
+	$(BIN)/ruff check sidecar operator tests bench
+	$(BIN)/ruff format --check sidecar operator tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+layers: venv
+	$(BIN)/lint-imports
+
+unit: venv
+	$(BIN)/pytest
+
+test: lint typecheck layers unit
+
+bench: venv
+	$(BIN)/python bench/esp_throughput.py
+	$(BIN)/python bench/ike_handshakes.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
