@@ -13,7 +13,7 @@ from .errors import ParseError
 class Reader:
     """Reads big-endian integers and byte strings from ``data``; never reads past the end."""
 
-    __slots__ = ("_data", "_pos", "_end")
+    __slots__ = ("_data", "_end", "_pos")
 
     def __init__(self, data: bytes, start: int = 0, end: int | None = None) -> None:
         self._data = data
@@ -34,9 +34,7 @@ class Reader:
 
     def pull_bytes(self, n: int, field: str = "") -> bytes:
         if n < 0 or self._pos + n > self._end:
-            raise ParseError(
-                f"needs {n} bytes, {self.remaining()} left", field=field or "bytes"
-            )
+            raise ParseError(f"needs {n} bytes, {self.remaining()} left", field=field or "bytes")
         out = self._data[self._pos : self._pos + n]
         self._pos += n
         return out

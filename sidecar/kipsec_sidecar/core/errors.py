@@ -49,9 +49,7 @@ class RefusedAlgorithm(LocalProtocolError):
     """
 
     def __init__(self, algorithm: str, alternative: str) -> None:
-        super().__init__(
-            f"{algorithm} is refused: it is not safe; use {alternative} instead"
-        )
+        super().__init__(f"{algorithm} is refused: it is not safe; use {alternative} instead")
         self.algorithm = algorithm
         self.alternative = alternative
 

@@ -67,9 +67,7 @@ class TrafficSelector:
     def version(self) -> int:
         return self.start_addr.version
 
-    def contains_packet(
-        self, address: IPAddress, protocol: int, port: int | None
-    ) -> bool:
+    def contains_packet(self, address: IPAddress, protocol: int, port: int | None) -> bool:
         """Does a packet endpoint fall inside? ``port`` is None for protocols without ports."""
         if address.version != self.version:
             return False
