@@ -1,0 +1,131 @@
+"""IKEv2 handshakes per second between two in-memory peers (IKE_SA_INIT + IKE_AUTH).
+
+Run: ``.venv/bin/python bench/ike_handshakes.py [--seconds 2]``
+
+Each row runs complete handshakes — initiator IkeSa against a responder Endpoint, with
+the first child SA, through :mod:`support.ike_pair` (no sockets, fake clock) — for about
+``--seconds`` of wall time, and prints handshakes per second and the mean time of one.
+Suites: PSK and ECDSA P-256 certificates (RFC 7427 method 14 and RFC 4754 method 9),
+each with X25519 and with ECP-256 key exchange. Total run time stays bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from kipsec_sidecar.core.ike.config import (
+    AuthConfig,
+    Identity,
+    IkeConfig,
+    IkeProposal,
+)
+from kipsec_sidecar.core.ike.constants import AuthMethod, DhGroup
+from support.ike_pair import (
+    INITIATOR_ADDR,
+    RESPONDER_ADDR,
+    IkePair,
+    child_config,
+    mirrored,
+)
+from support.pki import NOW, CertificateAuthority
+
+Factory = Callable[[], tuple[IkeConfig, IkeConfig]]
+
+
+def _psk(group: int) -> Factory:
+    proposals = (IkeProposal(dh=(group,)),)
+
+    def make() -> tuple[IkeConfig, IkeConfig]:
+        def side(me: str, peer: str, addr: tuple[str, int], mirror: bool) -> IkeConfig:
+            child = mirrored(child_config()) if mirror else child_config()
+            auth = AuthConfig(
+                "psk",
+                local_id=Identity.fqdn(me),
+                remote_id=Identity.fqdn(peer),
+                psk=b"benchmark pre-shared key",
+            )
+            return IkeConfig(auth=auth, children=(child,), local_addr=addr, proposals=proposals)
+
+        return side("a.example", "b.example", INITIATOR_ADDR, False), side(
+            "b.example", "a.example", RESPONDER_ADDR, True
+        )
+
+    return make
+
+
+def _ecdsa(group: int, method: int) -> Factory:
+    root = CertificateAuthority.root("bench root")
+    leaves = {
+        n: root.issue(n, dns=[n], key_slot=30 + i) for i, n in enumerate(("a.example", "b.example"))
+    }
+    proposals = (IkeProposal(dh=(group,)),)
+
+    def make() -> tuple[IkeConfig, IkeConfig]:
+        def side(me: str, peer: str, addr: tuple[str, int], mirror: bool) -> IkeConfig:
+            child = mirrored(child_config()) if mirror else child_config()
+            auth = AuthConfig(
+                "signature",
+                local_id=Identity.fqdn(me),
+                remote_id=Identity.fqdn(peer),
+                private_key=leaves[me].key,
+                certificates=(leaves[me].der,),
+                trust_anchors=(root.der,),
+                signature_method=method,
+            )
+            return IkeConfig(
+                auth=auth,
+                children=(child,),
+                local_addr=addr,
+                proposals=proposals,
+                wall_clock_epoch=NOW.timestamp(),
+            )
+
+        return side("a.example", "b.example", INITIATOR_ADDR, False), side(
+            "b.example", "a.example", RESPONDER_ADDR, True
+        )
+
+    return make
+
+
+SUITES: dict[str, Factory] = {
+    "PSK, X25519": _psk(DhGroup.CURVE25519),
+    "PSK, ECP-256": _psk(DhGroup.ECP_256),
+    "ECDSA P-256 (method 14), X25519": _ecdsa(DhGroup.CURVE25519, AuthMethod.DIGITAL_SIGNATURE),
+    "ECDSA P-256 (method 9), ECP-256": _ecdsa(DhGroup.ECP_256, AuthMethod.ECDSA_SHA256_P256),
+}
+
+
+def handshakes_per_second(factory: Factory, seconds: float) -> tuple[float, int]:
+    initiator, responder = factory()
+    done = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while time.perf_counter() < deadline:
+        pair = IkePair(initiator, responder, seed=int.from_bytes(os.urandom(4), "big"))
+        pair.run(5)
+        if not (pair.initiator.established and pair.responder.established):
+            raise SystemExit("a handshake failed: the benchmark is broken")
+        done += 1
+    return done / (time.perf_counter() - start), done
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="wall time per suite (max 10)")
+    args = parser.parse_args(argv)
+    seconds = min(max(args.seconds, 0.1), 10.0)
+    print(f"{'suite':36} {'handshakes/s':>13} {'ms each':>9} {'count':>7}")
+    for name, factory in SUITES.items():
+        rate, count = handshakes_per_second(factory, seconds)
+        print(f"{name:36} {rate:13.1f} {1000 / rate:9.2f} {count:7d}")
+
+
+if __name__ == "__main__":
+    main()

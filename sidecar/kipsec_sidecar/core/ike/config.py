@@ -1,0 +1,371 @@
+"""Plain, validated configuration of one IKEv2 peer: proposals, authentication, children.
+
+These frozen dataclasses are what the engine reads; the sidecar's pydantic document maps
+onto them. Each one validates itself on construction and raises
+:class:`~kipsec_sidecar.core.errors.LocalProtocolError` naming the bad field, so a
+configuration mistake is reported once, at load time, never in the middle of a handshake.
+Refused algorithms (DES, 3DES, MD5, ESP without integrity) are rejected here with the
+message from :mod:`kipsec_sidecar.core.algorithms`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .. import algorithms
+from ..errors import KipsecError, LocalProtocolError
+from ..traffic_selectors import TrafficSelector
+from .constants import AuthMethod, DhGroup, EncrId, EsnId, IdType, PrfId, ProtocolId
+
+Mode = Literal["tunnel", "transport"]
+Address = tuple[str, int]
+
+#: RFC 7296 section 2.10: nonces are at least 128 bits and at least half the PRF key size.
+NONCE_LENGTH = 32
+
+
+def _fail(field_name: str, message: str) -> LocalProtocolError:
+    return LocalProtocolError(f"{field_name}: {message}")
+
+
+def _check_algorithms(field_name: str, check: Any) -> None:
+    try:
+        check()
+    except KipsecError as exc:
+        raise _fail(field_name, str(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Encryption:
+    """One encryption transform: identifier and key size in bits (RFC 7296 section 3.3.5)."""
+
+    encr_id: int
+    key_bits: int = 0  # 0 = the algorithm's default key size
+
+    def __post_init__(self) -> None:
+        _check_algorithms("encryption", lambda: algorithms.encryption(self.encr_id))
+        spec = algorithms.encryption(self.encr_id)
+        bits = self.key_bits or spec.default_key_len * 8
+        if bits // 8 not in spec.key_lens or bits % 8:
+            raise _fail("encryption.key_bits", f"{spec.name} does not take {bits}-bit keys")
+        object.__setattr__(self, "key_bits", bits)
+
+    @property
+    def aead(self) -> bool:
+        return algorithms.encryption(self.encr_id).aead
+
+
+@dataclass(frozen=True, slots=True)
+class IkeProposal:
+    """The algorithms offered (or accepted) for the IKE SA itself.
+
+    AEAD ciphers and non-AEAD ciphers may not be mixed in one proposal: put them in two.
+    ``integrity`` must be empty when the ciphers are AEAD.
+    """
+
+    encryption: tuple[Encryption, ...] = (Encryption(EncrId.AES_GCM_16, 256),)
+    integrity: tuple[int, ...] = ()
+    prf: tuple[int, ...] = (PrfId.HMAC_SHA2_256,)
+    dh: tuple[int, ...] = (DhGroup.CURVE25519, DhGroup.ECP_256)
+
+    def __post_init__(self) -> None:
+        if not self.encryption:
+            raise _fail("ike_proposal.encryption", "at least one cipher is required")
+        aead = {e.aead for e in self.encryption}
+        if len(aead) != 1:
+            raise _fail("ike_proposal.encryption", "AEAD and non-AEAD ciphers in one proposal")
+        if aead == {True} and self.integrity:
+            raise _fail("ike_proposal.integrity", "must be empty with an AEAD cipher")
+        if aead == {False} and not self.integrity:
+            raise _fail("ike_proposal.integrity", "a non-AEAD cipher needs an integrity algorithm")
+        for integ in self.integrity:
+            _check_algorithms("ike_proposal.integrity", lambda i=integ: algorithms.integrity(i))
+        if not self.prf:
+            raise _fail("ike_proposal.prf", "at least one PRF is required")
+        for p in self.prf:
+            _check_algorithms("ike_proposal.prf", lambda p=p: algorithms.prf(p))
+        if not self.dh:
+            raise _fail("ike_proposal.dh", "at least one Diffie-Hellman group is required")
+        _check_groups("ike_proposal.dh", self.dh)
+
+
+def _check_groups(field_name: str, groups: tuple[int, ...]) -> None:
+    from . import dh  # late: the crypto module is written in parallel
+
+    for group in groups:
+        if group not in dh.SUPPORTED_GROUPS:
+            raise _fail(field_name, f"Diffie-Hellman group {group} is not supported")
+
+
+@dataclass(frozen=True, slots=True)
+class ChildProposal:
+    """The algorithms offered (or accepted) for a child SA.
+
+    ``dh`` non-empty means perfect forward secrecy: CREATE_CHILD_SA exchanges carry a KE
+    payload (the child created inside IKE_AUTH never does, RFC 7296 section 1.2).
+    ``protocol`` AH takes only integrity; ESP must have integrity or an AEAD cipher.
+    """
+
+    protocol: int = ProtocolId.ESP
+    encryption: tuple[Encryption, ...] = (Encryption(EncrId.AES_GCM_16, 256),)
+    integrity: tuple[int, ...] = ()
+    dh: tuple[int, ...] = ()
+    esn: tuple[int, ...] = (EsnId.NO_ESN,)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in (ProtocolId.ESP, ProtocolId.AH):
+            raise _fail("child_proposal.protocol", "must be ESP or AH")
+        if self.protocol == ProtocolId.AH:
+            if self.encryption:
+                raise _fail("child_proposal.encryption", "AH takes no encryption")
+            if not self.integrity:
+                raise _fail("child_proposal.integrity", "AH needs an integrity algorithm")
+        else:
+            if not self.encryption:
+                raise _fail("child_proposal.encryption", "ESP needs at least one cipher")
+            aead = {e.aead for e in self.encryption}
+            if len(aead) != 1:
+                raise _fail("child_proposal.encryption", "AEAD and non-AEAD mixed")
+            integ = self.integrity[0] if self.integrity else None
+            for e in self.encryption:
+                _check_algorithms(
+                    "child_proposal.integrity", lambda e=e: algorithms.check_suite(e.encr_id, integ)
+                )
+        for i in self.integrity:
+            _check_algorithms("child_proposal.integrity", lambda i=i: algorithms.integrity(i))
+        _check_groups("child_proposal.dh", self.dh)
+        if not self.esn or any(e not in (EsnId.NO_ESN, EsnId.ESN) for e in self.esn):
+            raise _fail("child_proposal.esn", "must list NO_ESN (0) and/or ESN (1)")
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetime:
+    """When an SA is rekeyed (soft) and when it dies if the rekey did not happen (hard).
+
+    Seconds. The soft time is lowered by a random fraction up to ``jitter`` (from the
+    injected rng) so that two peers with the same configuration do not rekey at once.
+    ``rekey_after`` 0 disables rekeying; ``expire_after`` 0 disables the hard limit.
+    """
+
+    rekey_after: float = 3600.0
+    expire_after: float = 3960.0
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.rekey_after < 0:
+            raise _fail("lifetime.rekey_after", "must not be negative")
+        if self.expire_after < 0:
+            raise _fail("lifetime.expire_after", "must not be negative")
+        if self.expire_after and self.rekey_after and self.expire_after <= self.rekey_after:
+            raise _fail("lifetime.expire_after", "must be later than rekey_after")
+        if not 0 <= self.jitter < 1:
+            raise _fail("lifetime.jitter", "must be a fraction in [0, 1)")
+
+
+@dataclass(frozen=True, slots=True)
+class Retransmission:
+    """Request retransmission schedule (strongSwan-like defaults).
+
+    Try *n* (0-based) waits ``initial_timeout * factor**n`` seconds; after ``max_tries``
+    retransmissions with no answer the peer is declared dead.
+    """
+
+    initial_timeout: float = 4.0
+    factor: float = 1.8
+    max_tries: int = 5
+
+    def __post_init__(self) -> None:
+        if self.initial_timeout <= 0:
+            raise _fail("retransmission.initial_timeout", "must be positive")
+        if self.factor < 1:
+            raise _fail("retransmission.factor", "must be at least 1")
+        if self.max_tries < 0:
+            raise _fail("retransmission.max_tries", "must not be negative")
+
+    def timeout(self, tries: int) -> float:
+        """Seconds to wait after the transmission numbered ``tries`` (0 = the first)."""
+        return float(self.initial_timeout * self.factor**tries)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An IKE identity (RFC 7296 section 3.5): type and the identification data bytes."""
+
+    id_type: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if self.id_type not in set(IdType):
+            raise _fail("identity.id_type", f"unknown identification type {self.id_type}")
+        if not self.data:
+            raise _fail("identity.data", "must not be empty")
+
+    @classmethod
+    def fqdn(cls, name: str) -> Identity:
+        return cls(IdType.ID_FQDN, name.encode("ascii"))
+
+    @classmethod
+    def address(cls, address: str) -> Identity:
+        addr = ipaddress.ip_address(address)
+        kind = IdType.ID_IPV4_ADDR if addr.version == 4 else IdType.ID_IPV6_ADDR
+        return cls(kind, addr.packed)
+
+    def __str__(self) -> str:
+        return f"{IdType(self.id_type).name}:{self.data!r}"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class AuthConfig:
+    """How this side proves who it is and how it checks the peer.
+
+    ``method`` ``psk``: ``psk`` is the shared secret (both directions). ``signature``:
+    ``private_key`` (a cryptography private key object) signs our AUTH, ``certificates``
+    is our chain as DER (end entity first), ``trust_anchors`` (DER) validate the peer's
+    chain, ``signature_method`` optionally forces an AUTH method (e.g. 1 or 14) and
+    ``rsa_pss`` makes an RSA key sign with RSASSA-PSS under method 14.
+    ``local_id`` defaults to the certificate subject (signatures) and must be given for
+    PSK. ``remote_id`` None accepts any identity that authenticates (certificates must
+    still name it). The repr never shows the PSK or the key.
+    """
+
+    method: Literal["psk", "signature"]
+    local_id: Identity | None = None
+    remote_id: Identity | None = None
+    psk: bytes = b""
+    private_key: Any = None
+    certificates: tuple[bytes, ...] = ()
+    trust_anchors: tuple[bytes, ...] = ()
+    signature_method: int | None = None
+    rsa_pss: bool = False
+    send_certreq: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method == "psk":
+            if len(self.psk) < 8:
+                raise _fail("auth.psk", "a pre-shared key needs at least 8 bytes")
+            if self.local_id is None:
+                raise _fail("auth.local_id", "PSK authentication needs a local identity")
+        elif self.method == "signature":
+            if self.private_key is None:
+                raise _fail("auth.private_key", "signature authentication needs a private key")
+            if not self.certificates:
+                raise _fail("auth.certificates", "signature authentication needs a certificate")
+            if not self.trust_anchors:
+                raise _fail("auth.trust_anchors", "signature authentication needs trust anchors")
+            if self.signature_method is not None and self.signature_method not in set(AuthMethod):
+                raise _fail("auth.signature_method", f"unknown method {self.signature_method}")
+        else:
+            raise _fail("auth.method", "must be 'psk' or 'signature'")
+
+    def __repr__(self) -> str:
+        return (
+            f"AuthConfig(method={self.method!r}, local_id={self.local_id}, "
+            f"remote_id={self.remote_id})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChildConfig:
+    """One child SA (a pair of ESP/AH SAs) this peer wants or accepts.
+
+    ``local_ts``/``remote_ts`` are the traffic selectors of this side and of the peer;
+    the responder narrows what the initiator proposes to them (RFC 7296 section 2.9).
+    ``start`` False: an initiator does not create it with the IKE SA, only when asked
+    (``IkeSa.initiate_child``); a responder accepts it either way.
+    """
+
+    name: str
+    local_ts: tuple[TrafficSelector, ...]
+    remote_ts: tuple[TrafficSelector, ...]
+    proposals: tuple[ChildProposal, ...] = (ChildProposal(),)
+    mode: Mode = "tunnel"
+    lifetime: Lifetime = Lifetime()
+    start: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise _fail("child.name", "must not be empty")
+        if not self.local_ts:
+            raise _fail(f"child[{self.name}].local_ts", "at least one selector is required")
+        if not self.remote_ts:
+            raise _fail(f"child[{self.name}].remote_ts", "at least one selector is required")
+        if not self.proposals:
+            raise _fail(f"child[{self.name}].proposals", "at least one proposal is required")
+        if self.mode not in ("tunnel", "transport"):
+            raise _fail(f"child[{self.name}].mode", "must be 'tunnel' or 'transport'")
+
+
+@dataclass(frozen=True, slots=True)
+class IkeConfig:
+    """Everything one IKE SA needs to know about this side and the peer.
+
+    ``local_addr`` is our (pre-NAT) address, used for NAT detection.
+    ``wall_clock_epoch`` maps the engine's monotonic ``now`` to wall time for certificate
+    validity (wall = epoch + now, seconds since 1970) — the engine never reads a clock.
+    ``max_datagram`` is the size above which an encrypted message is fragmented
+    (RFC 7383) when both sides announced IKEV2_FRAGMENTATION_SUPPORTED.
+    ``children`` is what an initiator establishes (of those with ``start``, the first
+    inside IKE_AUTH, the others by CREATE_CHILD_SA right after) and what a responder
+    accepts.
+    """
+
+    auth: AuthConfig
+    children: tuple[ChildConfig, ...]
+    local_addr: Address = ("0.0.0.0", 500)  # noqa: S104 - an address tuple, not a bind
+    proposals: tuple[IkeProposal, ...] = (IkeProposal(),)
+    lifetime: Lifetime = Lifetime(rekey_after=14400.0, expire_after=15840.0)
+    retransmission: Retransmission = Retransmission()
+    fragmentation: bool = True
+    max_datagram: int = 1280
+    wall_clock_epoch: float = 0.0
+    liveness_interval: float = 0.0  # 0 = no periodic liveness checks
+    temporary_failure_retry: float = 2.0
+    nonce_length: int = NONCE_LENGTH
+    hash_algorithms: tuple[int, ...] = field(default=(2, 3, 4, 5))
+
+    def __post_init__(self) -> None:
+        if not self.proposals:
+            raise _fail("ike.proposals", "at least one proposal is required")
+        names = [c.name for c in self.children]
+        if len(set(names)) != len(names):
+            raise _fail("ike.children", "child names must be unique")
+        if not 576 <= self.max_datagram <= 65535:
+            raise _fail("ike.max_datagram", "must be between 576 and 65535 bytes")
+        if not 16 <= self.nonce_length <= 256:
+            raise _fail("ike.nonce_length", "must be between 16 and 256 bytes")
+        try:
+            ipaddress.ip_address(self.local_addr[0])
+        except ValueError as exc:
+            raise _fail("ike.local_addr", f"not an IP address: {self.local_addr[0]!r}") from exc
+        if self.liveness_interval < 0:
+            raise _fail("ike.liveness_interval", "must not be negative")
+
+    @property
+    def started_children(self) -> tuple[ChildConfig, ...]:
+        """The children an initiator establishes with the IKE SA, in order."""
+        return tuple(c for c in self.children if c.start)
+
+    def child(self, name: str) -> ChildConfig:
+        """The child configuration called ``name``; LocalProtocolError if there is none."""
+        for c in self.children:
+            if c.name == name:
+                return c
+        raise _fail("child", f"no child configuration named {name!r}")
+
+
+__all__ = [
+    "NONCE_LENGTH",
+    "Address",
+    "AuthConfig",
+    "ChildConfig",
+    "ChildProposal",
+    "Encryption",
+    "Identity",
+    "IkeConfig",
+    "IkeProposal",
+    "Lifetime",
+    "Mode",
+    "Retransmission",
+]

@@ -1,0 +1,1 @@
+"""Test-support helpers shared by the unit, conformance and fuzz tests (import as ``support.x``)."""
