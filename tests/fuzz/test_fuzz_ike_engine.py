@@ -7,15 +7,20 @@ ever reaches the caller, and none is swallowed as an internal error either (the
 
 from __future__ import annotations
 
+import contextlib
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kipsec_sidecar.core.errors import RemoteProtocolError
+from kipsec_sidecar.core.ike.config import ChildProposal, IkeProposal
 from kipsec_sidecar.core.ike.constants import ExchangeType
 from kipsec_sidecar.core.ike.engine import IkeSa
 from kipsec_sidecar.core.ike.message import Message
-from kipsec_sidecar.core.ike.payloads import Payload
+from kipsec_sidecar.core.ike.payloads import Payload, SaPayload
+from kipsec_sidecar.core.ike.proposals import check_response, select_child, select_ike
 from kipsec_sidecar.core.ike.sk import protect
-from support.ike_codec_strategies import any_plain_payload
+from support.ike_codec_strategies import any_plain_payload, sa_payloads
 from support.ike_pair import (
     I2R,
     RESPONDER_ADDR,
@@ -173,3 +178,14 @@ def test_authenticated_nonsense_ike_auth_never_breaks_a_half_open_responder(
     msg = Message(ctx.spi_i, ctx.spi_r, ExchangeType.IKE_AUTH, 1, False, True, tuple(payloads))
     pair.deliver(I2R, protect(msg, ctx.sk_out, SeededRng(6)))
     assert_clean(pair.responder)
+
+
+@FUZZ
+@given(sa_payloads(), sa_payloads(), st.sampled_from([None, 19, 31, 14]), st.booleans())
+def test_proposal_selection_never_raises(
+    offered: SaPayload, answer: SaPayload, ke_group: int | None, pfs: bool
+) -> None:
+    select_ike(offered, [IkeProposal()], ke_group)
+    select_child(offered, [ChildProposal(), ChildProposal(dh=(31,))], ke_group, pfs)
+    with contextlib.suppress(RemoteProtocolError):
+        check_response(offered, answer, spi_len=0)

@@ -374,3 +374,22 @@ def test_curve_without_classic_method_needs_rfc7427() -> None:
 def test_signer_choose_uses_its_preferred_method() -> None:
     signer = auth.Signer(make_key("ec256"), AuthMethod.ECDSA_SHA256_P256)
     assert signer.choose({SHA256}) == (9, None)
+
+
+@pytest.mark.parametrize(
+    ("kind", "signed", "claimed"),
+    [
+        ("rsa", "sha256WithRSAEncryption", "sha384WithRSAEncryption"),
+        ("ec256", "ecdsa-with-sha256", "ecdsa-with-sha512"),
+    ],
+)
+def test_signature_relabelled_with_another_hash_fails(
+    kind: KeyKind, signed: str, claimed: str
+) -> None:
+    key = make_key(kind)
+    data = auth.Signer(key).sign(OCTETS, AuthMethod.DIGITAL_SIGNATURE, SHA256)
+    original, relabelled = _hex(RFC7427_APPENDIX_A[signed]), _hex(RFC7427_APPENDIX_A[claimed])
+    assert data[1 : 1 + len(original)] == original
+    forged = bytes([len(relabelled)]) + relabelled + data[1 + len(original) :]
+    with pytest.raises(AuthenticationFailed):
+        auth.verify_signature(AuthMethod.DIGITAL_SIGNATURE, key.public_key(), OCTETS, forged)

@@ -351,3 +351,18 @@ def test_load_certificate_rejects_an_unknown_version(root: CertificateAuthority)
     with pytest.raises(CertificateError) as excinfo:
         certs.load_certificate(der.replace(v3, bytes.fromhex("a003020107"), 1))
     assert reason(excinfo) == "malformed"
+
+
+def test_path_search_over_a_cross_signed_maze_gives_up_quickly() -> None:
+    # Twelve self-issued CAs sharing one name and key: every one verifies every other,
+    # so an unbounded depth-first search would try 12 * 11 * 10 * ... paths.
+    maze_root = CertificateAuthority.root("maze", key_slot=30)
+    maze = [
+        maze_root.intermediate("maze", key_slot=30, not_before=NOW - timedelta(days=i + 1))
+        for i in range(12)
+    ]
+    leaf = maze_root.issue("pod in the maze")
+    trusted = CertificateAuthority.root("the real root", key_slot=31)
+    with pytest.raises(CertificateError) as excinfo:
+        certs.validate_chain(leaf.cert, [m.cert for m in maze], [trusted.cert], NOW)
+    assert reason(excinfo) == "untrusted"

@@ -368,3 +368,22 @@ def test_ike_sa_without_children_is_fine() -> None:
     pair.run(5)
     assert pair.initiator.established and pair.responder.established
     assert pair.i.of(ChildSaEstablished) == []
+
+
+def test_a_lost_fragment_is_recovered_by_retransmitting_the_whole_message() -> None:
+    a = issue("a.example", "rsa", slot=10)
+    b = issue("b.example", "rsa", slot=11)
+    i = cert_config("a.example", "b.example", a, (ROOT,), max_datagram=576)
+    r = cert_config(
+        "b.example",
+        "a.example",
+        b,
+        (ROOT,),
+        children=(mirrored(child_config()),),
+        local_addr=RESPONDER_ADDR,
+        max_datagram=576,
+    )
+    pair = IkePair(i, r, tap=lambda d, n, data: [] if (d, n) == (I2R, 2) else [data])
+    pair.run(5)
+    assert pair.initiator.established and pair.responder.established
+    assert pair.initiator.stats.retransmissions == 1

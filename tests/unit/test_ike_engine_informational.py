@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from kipsec_sidecar.core.errors import LocalProtocolError
-from kipsec_sidecar.core.ike.constants import ExchangeType, NotifyType
+from kipsec_sidecar.core.ike.config import ChildConfig, ChildProposal, Lifetime
+from kipsec_sidecar.core.ike.constants import DhGroup, ExchangeType, NotifyType
 from kipsec_sidecar.core.ike.events import (
     ChildSaDeleted,
     IkeSaDeleted,
@@ -15,7 +16,14 @@ from kipsec_sidecar.core.ike.events import (
     ProtocolErrorEvent,
 )
 from kipsec_sidecar.core.ike.message import Message
-from kipsec_sidecar.core.ike.payloads import UnknownPayload
+from kipsec_sidecar.core.ike.payloads import (
+    KePayload,
+    NoncePayload,
+    TsiPayload,
+    TsrPayload,
+    UnknownPayload,
+)
+from kipsec_sidecar.core.ike.proposals import child_sa_payload
 from kipsec_sidecar.core.ike.sk import protect, unprotect
 from support.ike_pair import (
     I2R,
@@ -29,12 +37,12 @@ from support.ike_pair import (
 )
 
 
-def established(**common: Any) -> IkePair:
-    i = psk_config("a.example", "b.example", **common)
+def established(children: tuple[ChildConfig, ...] = (child_config(),), **common: Any) -> IkePair:
+    i = psk_config("a.example", "b.example", children=children, **common)
     r = psk_config(
         "b.example",
         "a.example",
-        children=(mirrored(child_config()),),
+        children=tuple(mirrored(c) for c in children),
         local_addr=RESPONDER_ADDR,
         **common,
     )
@@ -144,3 +152,41 @@ def test_actions_need_an_established_sa_and_known_names() -> None:
     fresh = IkePair(i, i).initiator
     with pytest.raises(LocalProtocolError):
         fresh.rekey_ike(0.0)
+
+
+def test_hard_lifetime_of_the_ike_sa_deletes_everything() -> None:
+    pair = established(lifetime=Lifetime(rekey_after=0, expire_after=10))
+    pair.run(15)
+    assert pair.initiator.closed and pair.responder.closed
+    assert pair.i.of(IkeSaDeleted)[0].reason == "expired"
+    assert pair.r.of(IkeSaDeleted)[0].reason == "expired"
+    assert pair.i.of(ChildSaDeleted)[0].reason == "expired"
+    assert pair.endpoint.sas == {}
+
+
+def test_an_authenticated_request_with_a_bad_ke_value_is_answered_invalid_syntax() -> None:
+    pfs = (ChildProposal(dh=(DhGroup.CURVE25519,)),)
+    pair = established(children=(child_config(proposals=pfs),))
+    ctx = pair.initiator.current
+    assert ctx.sk_out is not None and ctx.sk_in is not None
+    child = child_config(proposals=pfs)
+    request = Message(
+        ctx.spi_i,
+        ctx.spi_r,
+        ExchangeType.CREATE_CHILD_SA,
+        ctx.next_mid,
+        False,
+        True,
+        (
+            child_sa_payload(pfs, b"\x01\x02\x03\x04", pfs=True),
+            NoncePayload(bytes(32)),
+            KePayload(DhGroup.CURVE25519, bytes(32)),
+            TsiPayload(child.local_ts),
+            TsrPayload(child.remote_ts),
+        ),
+    )
+    pair.deliver(I2R, protect(request, ctx.sk_out, SeededRng(5)))
+    ((_, answer),) = pair.wire
+    assert unprotect(answer, ctx.sk_in).notify(NotifyType.INVALID_SYNTAX) is not None
+    assert pair.responder.current.peer_mid == ctx.next_mid + 1
+    assert pair.responder.established and pair.responder.stats.internal_errors == 0

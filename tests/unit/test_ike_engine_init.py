@@ -264,3 +264,19 @@ def test_init_request_announces_fragmentation_and_nat_detection() -> None:
         assert request.notify(kind) is not None
     assert [p for p in request.payloads if isinstance(p, UnknownPayload)] == []
     assert PayloadType.SA  # the SA payload is first when there is no cookie
+
+
+def test_the_same_seeds_give_the_same_bytes_on_the_wire() -> None:
+    def wire_of(seed: int) -> list[bytes]:
+        seen: list[bytes] = []
+
+        def tap(d: str, i: int, data: bytes) -> list[bytes]:
+            seen.append(data)
+            return [data]
+
+        pair = IkePair(*configs(), seed=seed, tap=tap)
+        pair.run(5)
+        return seen
+
+    assert wire_of(7) == wire_of(7)
+    assert wire_of(7) != wire_of(8)

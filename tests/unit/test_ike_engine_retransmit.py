@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from kipsec_sidecar.core.ike.events import (
@@ -168,3 +170,75 @@ def test_an_unexpected_response_is_dropped() -> None:
     pair.deliver(R2I, captured[1])
     assert pair.initiator.stats.dropped_unexpected == 1
     assert pair.initiator.established
+
+
+def lose_each_message_once() -> Tap:
+    """Drop the first copy of every distinct datagram: each message needs one resend."""
+    seen: set[bytes] = set()
+
+    def tap(d: str, i: int, data: bytes) -> list[bytes]:
+        if data in seen:
+            return [data]
+        seen.add(data)
+        return []
+
+    return tap
+
+
+def duplicate_everything(d: str, i: int, data: bytes) -> list[bytes]:
+    return [data, data]
+
+
+Scenario = Callable[[IkePair], None]
+
+
+def rekey_child(pair: IkePair) -> None:
+    (spi,) = pair.initiator.children
+    pair.initiator.rekey_child(spi, pair.now)
+
+
+def rekey_ike(pair: IkePair) -> None:
+    pair.initiator.rekey_ike(pair.now)
+
+
+def responder_rekeys_ike(pair: IkePair) -> None:
+    pair.responder.rekey_ike(pair.now)
+
+
+def delete_child(pair: IkePair) -> None:
+    (spi,) = pair.responder.children
+    pair.responder.delete_child(spi, pair.now)
+
+
+def liveness(pair: IkePair) -> None:
+    pair.initiator.send_liveness(pair.now)
+
+
+@pytest.mark.parametrize(
+    "scenario", [rekey_child, rekey_ike, responder_rekeys_ike, delete_child, liveness]
+)
+@pytest.mark.parametrize("wire", [lose_each_message_once, lambda: duplicate_everything])
+def test_later_exchanges_survive_loss_and_duplication(
+    scenario: Scenario, wire: Callable[[], Tap]
+) -> None:
+    pair = pair_with(None)
+    pair.run(5)
+    children_before = len(pair.initiator.children)
+    pair.tap = wire()
+    scenario(pair)
+    pair.run(30)
+    assert pair.initiator.established and pair.responder.established
+    mine = {(c.spi_in, c.spi_out) for c in pair.initiator.children.values()}
+    theirs = {(c.spi_out, c.spi_in) for c in pair.responder.children.values()}
+    assert mine == theirs
+    expected = children_before - 1 if scenario is delete_child else children_before
+    assert len(mine) == expected
+    assert (pair.initiator.spi_i, pair.initiator.spi_r) == (
+        pair.responder.spi_i,
+        pair.responder.spi_r,
+    )
+    assert pair.i.of(PeerDead) == [] and pair.r.of(PeerDead) == []
+    pair.tap = None
+    liveness(pair)
+    pair.run(5)
+    assert pair.initiator.established and pair.responder.established

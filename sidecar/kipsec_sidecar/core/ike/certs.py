@@ -37,6 +37,10 @@ from .constants import IdType
 MAX_CHAIN_DEPTH = 8
 """Most certificates in a path, end entity and trust anchor included."""
 
+MAX_SIGNATURE_CHECKS = 64
+"""Work bound of the path search: a peer sending many certificates with the same names
+(cross-signed loops) cannot make the depth-first search verify signatures without end."""
+
 MAX_CERTIFICATE_SIZE = 64 * 1024
 """A DER certificate larger than this is refused before parsing."""
 
@@ -225,7 +229,15 @@ def validate_chain(
     _check_end_entity(end_entity)
     if end_entity.public_bytes(_DER) in anchor_ders:
         return
-    _extend(end_entity, 0, list(intermediates), anchors, now, depth=1)
+    _extend(end_entity, 0, list(intermediates), anchors, now, 1, [MAX_SIGNATURE_CHECKS])
+
+
+def _spend(budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise CertificateError(
+            "untrusted", f"no path found within {MAX_SIGNATURE_CHECKS} signature checks"
+        )
 
 
 def _extend(
@@ -235,12 +247,17 @@ def _extend(
     anchors: list[x509.Certificate],
     now: datetime,
     depth: int,
+    budget: list[int],
 ) -> None:
-    """Find an issuer for ``cert``: an anchor ends the path, an intermediate recurses."""
+    """Find an issuer for ``cert``: an anchor ends the path, an intermediate recurses.
+
+    ``budget`` is the shared count of signature checks left (see MAX_SIGNATURE_CHECKS).
+    """
     errors: list[CertificateError] = []
     for anchor in anchors:
         if anchor.subject != cert.issuer:
             continue
+        _spend(budget)
         try:
             _check_signature(cert, anchor)
             _check_issuer(anchor, cas_below)
@@ -252,6 +269,7 @@ def _extend(
         for candidate in pool:
             if candidate.subject != cert.issuer or candidate is cert:
                 continue
+            _spend(budget)
             try:
                 _check_signature(cert, candidate)
                 _check_issuer(candidate, cas_below)
@@ -259,7 +277,7 @@ def _extend(
                 _check_critical_extensions(candidate)
                 rest = [c for c in pool if c is not candidate]
                 below = cas_below if _is_self_issued(candidate) else cas_below + 1
-                _extend(candidate, below, rest, anchors, now, depth + 1)
+                _extend(candidate, below, rest, anchors, now, depth + 1, budget)
                 return
             except CertificateError as exc:
                 errors.append(exc)

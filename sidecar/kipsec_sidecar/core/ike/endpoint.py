@@ -63,6 +63,8 @@ class Endpoint:
         self.cookie_threshold = cookie_threshold
         self.cookie_secret_lifetime = cookie_secret_lifetime
         self.sas: dict[bytes, IkeSa] = {}
+        # Responders by (SPIi, address), so that a retransmitted or late IKE_SA_INIT
+        # reaches the SA it created instead of creating another one.
         self._half_open: dict[tuple[bytes, Address], IkeSa] = {}
         self._events: deque[tuple[IkeSa, Event]] = deque()
         self._outgoing: list[tuple[bytes, Address]] = []
@@ -223,7 +225,7 @@ class Endpoint:
         while (event := sa.next_event()) is not None:
             self._events.append((sa, event))
         for key, half in list(self._half_open.items()):
-            if half is sa and not sa.half_open:
+            if half is sa and sa.closed:
                 del self._half_open[key]
         for spi, owner in list(self.sas.items()):
             if owner is sa and (sa.closed or spi not in sa.local_spis()):

@@ -41,10 +41,18 @@ from .events import (
     ChildSaDeleted,
     Event,
     IkeSaDeleted,
+    NegotiationFailed,
     PeerDead,
     ProtocolErrorEvent,
 )
-from .message import Header, Message, UnsupportedCriticalPayload, decode_header, decode_message
+from .message import (
+    Header,
+    Message,
+    UnsupportedCriticalPayload,
+    decode_header,
+    decode_message,
+    encode_message,
+)
 from .payloads import EncryptedFragment, NotifyPayload, Payload
 from .sa_context import Outstanding, ResponseHandler, SaContext, TimeoutHandler
 from .sk import protect, protect_fragments, unprotect
@@ -138,6 +146,7 @@ class IkeSa:
         # Exchange state shared by the exchange modules (documented where they set it).
         self.init = ike_sa_init.InitState()
         self.ike_rekey_candidate: create_child.IkeRekeyCandidate | None = None
+        self.closing: tuple[str, str] | None = None  # (reason, child reason) of our Delete
 
     # ------------------------------------------------------------------ constructors
 
@@ -364,6 +373,7 @@ class IkeSa:
     # ------------------------------------------------------------------ for exchanges
 
     def emit(self, event: Event) -> None:
+        """Queue an event for :meth:`next_event`."""
         self._events.append(event)
 
     _emit = emit
@@ -466,8 +476,6 @@ class IkeSa:
 
     def send_plain(self, msg: Message, addr: Address) -> bytes:
         """Send an unencrypted message that is not cached (stateless IKE_SA_INIT errors)."""
-        from .message import encode_message
-
         data = encode_message(msg)
         self._output([data], addr)
         return data
@@ -531,8 +539,6 @@ class IkeSa:
 
     def _encode(self, ctx: SaContext, msg: Message, encrypt: bool) -> list[bytes]:
         if not encrypt:
-            from .message import encode_message
-
             return [encode_message(msg)]
         assert ctx.sk_out is not None
         if self.fragmentation and msg.exchange != ExchangeType.IKE_SA_INIT:
@@ -602,10 +608,15 @@ class IkeSa:
             self.init.init_r = data
         try:
             pending.on_response(msg, now)
-        except KipsecError:
-            if header.exchange == ExchangeType.IKE_SA_INIT and not self.closed:
-                ctx.pending = pending  # unauthenticated garbage: keep waiting for the real one
-            raise
+        except KipsecError as exc:
+            if header.exchange == ExchangeType.IKE_SA_INIT:
+                if not self.closed:
+                    ctx.pending = pending  # unauthenticated garbage: wait for the real one
+                raise
+            # An authenticated answer we cannot use: the exchange is over either way.
+            self._emit(NegotiationFailed(header.exchange, f"unusable answer: {exc}"))
+            if not self.established:
+                self._close("negotiation-failed", now)
 
     def _on_request(
         self, ctx: SaContext, header: Header, data: bytes, addr: Address, now: float
@@ -633,7 +644,14 @@ class IkeSa:
         if self.nat_detected and ctx is self._ctx and header.exchange != ExchangeType.IKE_SA_INIT:
             self.peer_addr = addr
         handler = _REQUEST_HANDLERS[header.exchange]
-        handler(self, ctx, msg, data, addr, now)
+        try:
+            handler(self, ctx, msg, data, addr, now)
+        except KipsecError:
+            if header.exchange == ExchangeType.IKE_SA_INIT or ctx.peer_mid != mid or self.closed:
+                raise
+            # Authenticated but unusable: answer, so that the peer's window moves on.
+            self.respond(ctx, msg, [NotifyPayload(NotifyType.INVALID_SYNTAX)], addr)
+            raise
 
     def _answer_retransmission(
         self, ctx: SaContext, header: Header, data: bytes, answer: list[bytes], addr: Address
@@ -732,7 +750,10 @@ class IkeSa:
             and not self._ctx.deleted
         ):
             action = self._actions.popleft()
-            action(now)
+            try:
+                action(now)
+            except KipsecError as exc:
+                self._emit(NegotiationFailed(ExchangeType.CREATE_CHILD_SA, f"not started: {exc}"))
 
     def _close(self, reason: str, now: float, child_reason: str = "ike-deleted") -> None:
         if self.closed:

@@ -16,7 +16,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..errors import RemoteProtocolError
+from ..errors import KipsecError, RemoteProtocolError
 from . import dh, ike_auth
 from .config import Address
 from .constants import ExchangeType, NotifyType
@@ -239,7 +239,13 @@ def on_response(sa: IkeSa, msg: Message, now: float) -> None:
             sa.enable_natt()
     _peer_capabilities(sa, msg)
     ctx.next_mid = 1
-    ike_auth.start(sa, now)
+    try:
+        ike_auth.start(sa, now)
+    except KipsecError as exc:  # our side cannot authenticate (e.g. no usable method)
+        from .events import NegotiationFailed
+
+        sa.emit(NegotiationFailed(ExchangeType.IKE_AUTH, f"cannot authenticate: {exc}"))
+        sa.close("negotiation-failed", now)
 
 
 def _notify_name(notify_type: int) -> str:

@@ -66,6 +66,7 @@ def start_delete_ike(
     sa: IkeSa, reason: str, now: float, *, child_reason: str = "ike-deleted"
 ) -> None:
     """Delete the IKE SA; closes when the peer answers or the retransmissions run out."""
+    sa.closing = (reason, child_reason)
     sa.send_request(
         sa.current,
         ExchangeType.INFORMATIONAL,
@@ -108,7 +109,9 @@ def handle_request(
         return
     if ike_delete:
         sa.respond(ctx, msg, [], addr)
-        sa.close("deleted-by-peer", now)
+        # Both sides deleting at once (same hard lifetime): each keeps its own reason.
+        reason, child_reason = sa.closing or ("deleted-by-peer", "ike-deleted")
+        sa.close(reason, now, child_reason)
         return
     if msg.notify(NotifyType.AUTHENTICATION_FAILED) is not None:
         sa.respond(ctx, msg, [], addr)
