@@ -15,14 +15,18 @@ from kipsec_sidecar.core.ike.config import (
     Encryption,
     Identity,
     IkeConfig,
+    IkeProposal,
 )
 from kipsec_sidecar.core.ike.constants import (
     AuthMethod,
+    DhGroup,
     EncrId,
     ExchangeType,
     IntegId,
     NotifyType,
     PayloadType,
+    PrfId,
+    ProtocolId,
 )
 from kipsec_sidecar.core.ike.events import (
     AuthenticationFailedEvent,
@@ -387,3 +391,57 @@ def test_a_lost_fragment_is_recovered_by_retransmitting_the_whole_message() -> N
     pair.run(5)
     assert pair.initiator.established and pair.responder.established
     assert pair.initiator.stats.retransmissions == 1
+
+
+@pytest.mark.parametrize(
+    ("ike", "child", "encr_key_len", "integ_key_len"),
+    [
+        (
+            IkeProposal(
+                encryption=(Encryption(EncrId.AES_CBC, 256),),
+                integrity=(IntegId.HMAC_SHA2_256_128,),
+                dh=(DhGroup.ECP_256,),
+            ),
+            ChildProposal(
+                encryption=(Encryption(EncrId.AES_CBC, 128),),
+                integrity=(IntegId.HMAC_SHA2_256_128,),
+            ),
+            16,
+            32,
+        ),
+        (
+            IkeProposal(encryption=(Encryption(EncrId.CHACHA20_POLY1305),)),
+            ChildProposal(encryption=(Encryption(EncrId.CHACHA20_POLY1305),)),
+            36,
+            0,
+        ),
+        (
+            IkeProposal(prf=(PrfId.HMAC_SHA2_512,), dh=(DhGroup.MODP_2048,)),
+            ChildProposal(
+                protocol=ProtocolId.AH, encryption=(), integrity=(IntegId.HMAC_SHA2_512_256,)
+            ),
+            0,
+            64,
+        ),
+    ],
+    ids=["cbc-hmac", "chacha20", "ah-modp2048"],
+)
+def test_other_suites_negotiate_and_key_the_child(
+    ike: IkeProposal, child: ChildProposal, encr_key_len: int, integ_key_len: int
+) -> None:
+    cfg = child_config(proposals=(child,))
+    i = psk_config("a.example", "b.example", children=(cfg,), proposals=(ike,))
+    r = psk_config(
+        "b.example",
+        "a.example",
+        children=(mirrored(cfg),),
+        local_addr=RESPONDER_ADDR,
+        proposals=(ike,),
+    )
+    pair = IkePair(i, r)
+    pair.run(5)
+    (ci,) = pair.i.of(ChildSaEstablished)
+    (cr,) = pair.r.of(ChildSaEstablished)
+    assert ci.protocol == child.protocol
+    assert (len(ci.encr_key_out), len(ci.integ_key_out)) == (encr_key_len, integ_key_len)
+    assert (ci.encr_key_out, ci.integ_key_out) == (cr.encr_key_in, cr.integ_key_in)

@@ -288,3 +288,52 @@ def test_soft_lifetime_rekeys_the_ike_sa() -> None:
     pair.run(12)
     assert len(pair.i.of(IkeSaRekeyed)) == 1
     assert pair.initiator.established and pair.responder.established
+
+
+def hold_first_request_from_responder(pair: IkePair) -> None:
+    """Keep the responder's next request back until ``pair.release_held()``."""
+    held = {"done": False}
+
+    def tap(d: str, i: int, data: bytes) -> list[bytes]:
+        if d == R2I and not held["done"] and not decode_header(data).is_response:
+            held["done"] = True
+            pair.held.append((d, data))
+            return []
+        return [data]
+
+    pair.tap = tap
+
+
+def test_a_late_colliding_ike_rekey_is_refused_and_both_sides_agree() -> None:
+    pair = established()
+    hold_first_request_from_responder(pair)
+    pair.responder.rekey_ike(pair.now)
+    pair.initiator.rekey_ike(pair.now)
+    pair.settle()  # the initiator's rekey completes and it deletes the old IKE SA
+    pair.release_held()  # the responder's rekey request arrives on the old, deleted SA
+    pair.run(30)
+    assert (pair.initiator.spi_i, pair.initiator.spi_r) == (
+        pair.responder.spi_i,
+        pair.responder.spi_r,
+    )
+    assert pair.initiator.established and pair.responder.established
+    assert len(pair.i.of(IkeSaRekeyed)) == 1 and len(pair.r.of(IkeSaRekeyed)) == 1
+    pair.responder.send_liveness(pair.now)
+    pair.initiator.rekey_child(only_child(pair.initiator).spi_in, pair.now)
+    pair.run(5)
+    assert_paired(pair)
+    assert pair.initiator.established and pair.responder.established
+
+
+def test_a_late_colliding_child_rekey_is_child_sa_not_found_and_both_sides_agree() -> None:
+    pair = established()
+    child = only_child(pair.initiator)
+    hold_first_request_from_responder(pair)
+    pair.responder.rekey_child(child.spi_out, pair.now)
+    pair.initiator.rekey_child(child.spi_in, pair.now)
+    pair.settle()
+    pair.release_held()
+    pair.run(30)
+    assert_paired(pair)
+    assert only_child(pair.initiator).spi_in != child.spi_in
+    assert pair.initiator.established and pair.responder.established

@@ -276,9 +276,15 @@ def _on_ike_rekey_response(
     now: float,
 ) -> None:
     error = first_error(msg)
+    superseded = old is not sa.current  # the peer's colliding rekey already replaced it
     if error is not None:
         kind = error.notify_type
-        if kind == NotifyType.TEMPORARY_FAILURE:
+        candidate, sa.ike_rekey_candidate = sa.ike_rekey_candidate, None
+        if superseded:
+            return
+        if candidate is not None:  # refused late in a collision: the peer's new SA stands
+            adopt(sa, candidate.ctx, now)
+        elif kind == NotifyType.TEMPORARY_FAILURE:
             _retry_later(sa, lambda t: start_ike_rekey(sa, t), now)
         elif kind == NotifyType.INVALID_KE_PAYLOAD and len(error.data) == 2:
             group = int.from_bytes(error.data, "big")
@@ -307,6 +313,9 @@ def _on_ike_rekey_response(
         shared = ke.shared_secret(ke_payload.data)
     except KipsecError as exc:
         sa.emit(NegotiationFailed(ExchangeType.CREATE_CHILD_SA, str(exc)))
+        candidate, sa.ike_rekey_candidate = sa.ike_rekey_candidate, None
+        if candidate is not None and not superseded:
+            adopt(sa, candidate.ctx, now)
         return
     assert old.keys is not None and selection.prf_id is not None and selection.encr_id is not None
     _, keys = derive_rekeyed_ike_keys(
@@ -324,6 +333,10 @@ def _on_ike_rekey_response(
     )
     new = SaContext(new_spi, selection.spi, original_initiator=True)
     install_keys(new, selection, keys)
+    if superseded:  # a third IKE SA nobody needs: delete it right away
+        sa.add_draining(new, now)
+        informational.start_delete_context(sa, new, now)
+        return
     sa.init.dh_group = ke.group
     candidate, sa.ike_rekey_candidate = sa.ike_rekey_candidate, None
     if candidate is not None and _redundant_is_ours((nonce_i, nonce.data), candidate.nonces):
@@ -351,6 +364,9 @@ def handle_request(
     sa: IkeSa, ctx: SaContext, msg: Message, data: bytes, addr: Address, now: float
 ) -> None:
     """Answer a CREATE_CHILD_SA request: IKE rekey, child rekey or new child."""
+    if ctx is not sa.current:  # this IKE SA was just replaced and is being deleted
+        sa.respond(ctx, msg, [NotifyPayload(NotifyType.TEMPORARY_FAILURE)], addr)
+        return
     sa_payload = msg.get(SaPayload)
     nonce = msg.get(NoncePayload)
     if sa_payload is None or nonce is None or not sa_payload.proposals:

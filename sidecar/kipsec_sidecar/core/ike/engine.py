@@ -94,7 +94,9 @@ _REQUESTS_ALLOWED: dict[IkeState, frozenset[int]] = {
     IkeState.INIT_DONE: frozenset({ExchangeType.IKE_AUTH}),
     IkeState.ESTABLISHED: frozenset({ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL}),
 }
-_DRAINING_ALLOWED = frozenset({ExchangeType.INFORMATIONAL})
+# An old or redundant IKE SA still answers Deletes, liveness checks and (with
+# TEMPORARY_FAILURE, RFC 7296 2.25.2) a late rekey request from a colliding peer.
+_DRAINING_ALLOWED = frozenset({ExchangeType.INFORMATIONAL, ExchangeType.CREATE_CHILD_SA})
 
 
 class IkeSa:

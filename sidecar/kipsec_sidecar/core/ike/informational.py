@@ -107,6 +107,16 @@ def handle_request(
         if ike_delete:
             ctx.deleted = True
         return
+    if ike_delete and sa.ike_rekey_candidate is not None:
+        # The peer finished its rekey of this IKE SA (we answered it while ours was out)
+        # and deletes the old one: move to the peer's new IKE SA (RFC 7296 2.8.2).
+        sa.respond(ctx, msg, [], addr)
+        candidate, sa.ike_rekey_candidate = sa.ike_rekey_candidate, None
+        from .create_child import adopt
+
+        adopt(sa, candidate.ctx, now)
+        ctx.deleted = True
+        return
     if ike_delete:
         sa.respond(ctx, msg, [], addr)
         # Both sides deleting at once (same hard lifetime): each keeps its own reason.

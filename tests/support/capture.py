@@ -1,0 +1,248 @@
+"""Packet captures inside test namespaces, summarized for "what was on the wire" assertions.
+
+The e2e tests' central claim is that between nodes only IPsec is seen (ESP, AH, ESP in
+UDP 4500, IKE) and never the plaintext they sent. A capture makes that checkable::
+
+    with Capture(topo, WIRE, WIRE_BRIDGE, tmp_path / "wire.pcap") as cap:
+        udp_roundtrip(topo, "pa", "pb", MARKER)
+    summary = cap.summary
+    assert not summary.contains(MARKER), summary.describe()
+    assert summary.kinds.keys() <= {"esp", "esp-in-udp", "ike", "arp"}, summary.describe()
+
+``tcpdump -U -w`` does the capturing (it is in the e2e package list and stops cleanly
+on SIGINT, flushing every packet); scapy reads the file back.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from support.netns import Topology, stop_process, wait_for_output
+
+IP_PROTOCOL_KINDS: Final[Mapping[int, str]] = {
+    1: "icmp",
+    6: "tcp",
+    17: "udp",
+    50: "esp",
+    51: "ah",
+    58: "icmpv6",
+}
+"""IP protocol number → the kind a packet is counted as (UDP is refined by port)."""
+
+IKE_PORT: Final = 500
+NAT_T_PORT: Final = 4500
+NON_ESP_MARKER: Final = b"\x00\x00\x00\x00"
+"""RFC 3948: on port 4500, IKE messages start with four zero bytes; ESP starts with its SPI."""
+
+ENCRYPTED_KINDS: Final = frozenset({"esp", "ah", "esp-in-udp", "ike", "nat-keepalive", "arp"})
+"""Kinds that may appear between IPsec peers (ARP is the segment's own housekeeping)."""
+
+
+@dataclass(frozen=True)
+class CapturedPacket:
+    """One captured frame, reduced to what the assertions need."""
+
+    kind: str
+    """``esp``, ``ah``, ``esp-in-udp``, ``ike``, ``nat-keepalive``, ``udp``, ``tcp``,
+    ``icmp``, ``arp``, ``ipv6``, ``other``."""
+    src: str | None
+    dst: str | None
+    protocol: int | None
+    """IP protocol number (IPv4 ``proto`` / IPv6 ``nh``), None for non-IP frames."""
+    sport: int | None
+    dport: int | None
+    data: bytes
+    """The whole frame as captured, link-layer header included."""
+
+
+@dataclass(frozen=True)
+class CaptureSummary:
+    """Every packet of a capture, with the counts tests assert on."""
+
+    packets: tuple[CapturedPacket, ...]
+    kinds: Counter[str] = field(init=False)
+    protocols: Counter[int] = field(init=False)
+    udp_ports: Counter[int] = field(init=False)
+    """Destination (and source) UDP ports, one count each per packet."""
+
+    def __post_init__(self) -> None:
+        kinds: Counter[str] = Counter(p.kind for p in self.packets)
+        protocols: Counter[int] = Counter(p.protocol for p in self.packets if p.protocol is not None)
+        ports: Counter[int] = Counter()
+        for p in self.packets:
+            if p.protocol == 17 and p.sport is not None and p.dport is not None:
+                ports.update({p.sport, p.dport})
+        object.__setattr__(self, "kinds", kinds)
+        object.__setattr__(self, "protocols", protocols)
+        object.__setattr__(self, "udp_ports", ports)
+
+    def __len__(self) -> int:
+        return len(self.packets)
+
+    def contains(self, marker: bytes) -> bool:
+        """Whether ``marker`` appears anywhere in any captured frame."""
+        return any(marker in p.data for p in self.packets)
+
+    def with_marker(self, marker: bytes) -> list[CapturedPacket]:
+        """The frames that carry ``marker``."""
+        return [p for p in self.packets if marker in p.data]
+
+    def of_kind(self, *kinds: str) -> list[CapturedPacket]:
+        return [p for p in self.packets if p.kind in kinds]
+
+    def unexpected(self, allowed: Iterable[str] = ENCRYPTED_KINDS) -> list[CapturedPacket]:
+        """Frames whose kind is not in ``allowed``."""
+        allowed = frozenset(allowed)
+        return [p for p in self.packets if p.kind not in allowed]
+
+    def describe(self, limit: int = 20) -> str:
+        """A human summary for assertion messages: counts, then the first packets."""
+        lines = [f"{len(self.packets)} packets; kinds {dict(self.kinds)}"]
+        for p in self.packets[:limit]:
+            ports = f" {p.sport}->{p.dport}" if p.sport is not None else ""
+            lines.append(f"  {p.kind:<14} {p.src} -> {p.dst} proto={p.protocol}{ports}")
+        if len(self.packets) > limit:
+            lines.append(f"  ... {len(self.packets) - limit} more")
+        return "\n".join(lines)
+
+
+def _udp_kind(sport: int, dport: int, payload: bytes) -> str:
+    if IKE_PORT in (sport, dport):
+        return "ike"
+    if NAT_T_PORT in (sport, dport):
+        if payload == b"\xff":
+            return "nat-keepalive"
+        if payload.startswith(NON_ESP_MARKER):
+            return "ike"
+        return "esp-in-udp"
+    return "udp"
+
+
+def classify(frame: bytes, linktype: int = 1) -> CapturedPacket:
+    """Reduce one captured frame (of pcap ``linktype``) to a :class:`CapturedPacket`."""
+    from scapy.config import conf
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import ARP
+    from scapy.packet import Raw
+
+    cls = conf.l2types.get(linktype, Raw)
+    packet = cls(frame)
+    if packet.haslayer(ARP):
+        return CapturedPacket("arp", None, None, None, None, None, frame)
+    if packet.haslayer(IP):
+        ip = packet[IP]
+        src, dst, protocol = str(ip.src), str(ip.dst), int(ip.proto)
+    elif packet.haslayer(IPv6):
+        ip6 = packet[IPv6]
+        return CapturedPacket("ipv6", str(ip6.src), str(ip6.dst), int(ip6.nh), None, None, frame)
+    else:
+        return CapturedPacket("other", None, None, None, None, None, frame)
+    kind = IP_PROTOCOL_KINDS.get(protocol, "other")
+    sport = dport = None
+    if packet.haslayer(UDP) and protocol == 17:
+        udp = packet[UDP]
+        sport, dport = int(udp.sport), int(udp.dport)
+        kind = _udp_kind(sport, dport, bytes(udp.payload))
+    elif packet.haslayer(TCP) and protocol == 6:
+        sport, dport = int(packet[TCP].sport), int(packet[TCP].dport)
+    return CapturedPacket(kind, src, dst, protocol, sport, dport, frame)
+
+
+def summarize(path: Path) -> CaptureSummary:
+    """Read a pcap file written by tcpdump and classify every frame."""
+    from scapy.utils import RawPcapReader
+
+    if path.stat().st_size < 24:
+        return CaptureSummary(())
+    packets = []
+    with RawPcapReader(str(path)) as reader:
+        linktype = int(reader.linktype)
+        for frame, _meta in reader:
+            packets.append(classify(bytes(frame), linktype))
+    return CaptureSummary(tuple(packets))
+
+
+class Capture:
+    """``tcpdump`` on ``interface`` inside namespace ``name``, writing ``path``.
+
+    :meth:`start` returns once tcpdump is listening (so no packet sent afterwards is
+    missed); :meth:`stop` interrupts it, waits for the file to be flushed, and returns
+    the :class:`CaptureSummary` (also kept as :attr:`summary`). The process is also
+    registered with the topology, so it is stopped if the test never reaches :meth:`stop`.
+    ``bpf`` is an optional tcpdump filter expression.
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        name: str,
+        interface: str,
+        path: Path,
+        *,
+        bpf: str = "",
+        start_timeout: float = 5.0,
+    ) -> None:
+        self.topology = topology
+        self.name = name
+        self.interface = interface
+        self.path = Path(path)
+        self.bpf = bpf
+        self.start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._summary: CaptureSummary | None = None
+
+    def start(self) -> Capture:
+        if self._proc is not None:
+            raise RuntimeError("capture already started")
+        argv = [
+            *("tcpdump", "-n", "-U", "-s", "0", "-Z", "root"),
+            *("-i", self.interface, "-w", str(self.path)),
+            *self.bpf.split(),
+        ]
+        self._proc = self.topology.popen(self.name, argv, stderr=subprocess.PIPE)
+        assert self._proc.stderr is not None
+        try:
+            wait_for_output(self._proc.stderr, b"listening on", self.start_timeout)
+        except TimeoutError as exc:
+            stop_process(self._proc)
+            raise RuntimeError(f"tcpdump on {self.name}/{self.interface} did not start: {exc}")
+        return self
+
+    def stop(self) -> CaptureSummary:
+        """Stop tcpdump (SIGINT flushes its buffer) and summarize the file. Idempotent."""
+        if self._summary is not None:
+            return self._summary
+        if self._proc is None:
+            raise RuntimeError("capture was never started")
+        stop_process(self._proc, sig=signal.SIGINT)
+        self._summary = summarize(self.path)
+        return self._summary
+
+    @property
+    def summary(self) -> CaptureSummary:
+        """The summary after :meth:`stop` (or the end of the ``with`` block)."""
+        if self._summary is None:
+            raise RuntimeError("capture still running: call stop() first")
+        return self._summary
+
+    def __enter__(self) -> Capture:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.stop()
+        elif self._proc is not None:
+            stop_process(self._proc, sig=signal.SIGINT)
