@@ -106,6 +106,7 @@ def handle_request(
         sa.respond(ctx, msg, [], addr)
         if ike_delete:
             ctx.deleted = True
+            ctx.pending = None  # the peer dropped this IKE SA: nothing will answer
         return
     if ike_delete and sa.ike_rekey_candidate is not None:
         # The peer finished its rekey of this IKE SA (we answered it while ours was out)
@@ -116,6 +117,7 @@ def handle_request(
 
         adopt(sa, candidate.ctx, now)
         ctx.deleted = True
+        ctx.pending = None  # our own rekey request on it will never be answered now
         return
     if ike_delete:
         sa.respond(ctx, msg, [], addr)
