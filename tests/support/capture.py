@@ -7,10 +7,11 @@ UDP 4500, IKE) and never the plaintext they sent. A capture makes that checkable
         udp_roundtrip(topo, "pa", "pb", MARKER)
     summary = cap.summary
     assert not summary.contains(MARKER), summary.describe()
-    assert summary.kinds.keys() <= {"esp", "esp-in-udp", "ike", "arp"}, summary.describe()
+    assert not summary.unexpected(), summary.describe()   # only ESP/AH/IKE (+ ARP, IGMP)
 
-``tcpdump -U -w`` does the capturing (it is in the e2e package list and stops cleanly
-on SIGINT, flushing every packet); scapy reads the file back.
+``tcpdump --immediate-mode -U -w`` does the capturing (it is in the e2e package list;
+immediate mode hands every packet to tcpdump at once, so the SIGINT that stops it loses
+nothing still sitting in the kernel's ring buffer); scapy reads the file back.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from support.netns import Topology, stop_process, wait_for_output
 
 IP_PROTOCOL_KINDS: Final[Mapping[int, str]] = {
     1: "icmp",
+    2: "igmp",
     6: "tcp",
     17: "udp",
     50: "esp",
@@ -41,8 +43,14 @@ NAT_T_PORT: Final = 4500
 NON_ESP_MARKER: Final = b"\x00\x00\x00\x00"
 """RFC 3948: on port 4500, IKE messages start with four zero bytes; ESP starts with its SPI."""
 
-ENCRYPTED_KINDS: Final = frozenset({"esp", "ah", "esp-in-udp", "ike", "nat-keepalive", "arp"})
-"""Kinds that may appear between IPsec peers (ARP is the segment's own housekeeping)."""
+HOUSEKEEPING_KINDS: Final = frozenset({"arp", "igmp"})
+"""The segment's own chatter (address resolution, multicast membership), never user data."""
+
+ENCRYPTED_KINDS: Final = frozenset({"esp", "ah", "esp-in-udp", "ike", "nat-keepalive"})
+"""Kinds that may carry traffic between IPsec peers."""
+
+ALLOWED_ON_WIRE: Final = ENCRYPTED_KINDS | HOUSEKEEPING_KINDS
+"""What a capture between IPsec peers may hold: :meth:`CaptureSummary.unexpected`'s default."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ class CapturedPacket:
 
     kind: str
     """``esp``, ``ah``, ``esp-in-udp``, ``ike``, ``nat-keepalive``, ``udp``, ``tcp``,
-    ``icmp``, ``arp``, ``ipv6``, ``other``."""
+    ``icmp``, ``igmp``, ``arp``, ``ipv6``, ``other``."""
     src: str | None
     dst: str | None
     protocol: int | None
@@ -97,7 +105,7 @@ class CaptureSummary:
     def of_kind(self, *kinds: str) -> list[CapturedPacket]:
         return [p for p in self.packets if p.kind in kinds]
 
-    def unexpected(self, allowed: Iterable[str] = ENCRYPTED_KINDS) -> list[CapturedPacket]:
+    def unexpected(self, allowed: Iterable[str] = ALLOWED_ON_WIRE) -> list[CapturedPacket]:
         """Frames whose kind is not in ``allowed``."""
         allowed = frozenset(allowed)
         return [p for p in self.packets if p.kind not in allowed]
@@ -203,7 +211,7 @@ class Capture:
         if self._proc is not None:
             raise RuntimeError("capture already started")
         argv = [
-            *("tcpdump", "-n", "-U", "-s", "0", "-Z", "root"),
+            *("tcpdump", "-n", "-U", "--immediate-mode", "-s", "0", "-Z", "root"),
             *("-i", self.interface, "-w", str(self.path)),
             *self.bpf.split(),
         ]

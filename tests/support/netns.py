@@ -334,7 +334,7 @@ class Topology:
     def _ensure_wire(self) -> str:
         if WIRE not in self._namespaces:
             self._create_namespace(WIRE)
-            self.ip(WIRE, f"link add {WIRE_BRIDGE} type bridge", f"link set {WIRE_BRIDGE} up")
+            self.ip(WIRE, f"link add {WIRE_BRIDGE} type bridge mcast_snooping 0", f"link set {WIRE_BRIDGE} up")
         return self._namespaces[WIRE]
 
     def add_node(self, name: str) -> Node:

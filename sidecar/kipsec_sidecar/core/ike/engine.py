@@ -289,7 +289,12 @@ class IkeSa:
         self._pump(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        """Datagrams (payload, destination) queued since the last call; the caller owns them."""
+        """Datagrams (UDP payload, destination) queued since the last call.
+
+        Once NAT traversal is on (:attr:`nat_detected`, or the peer wrote to port
+        4500) every datagram starts with the 4-byte non-ESP marker and must leave from
+        the local port 4500 socket; otherwise from port 500. The caller owns the bytes.
+        """
         out, self._outgoing = self._outgoing, []
         return out
 

@@ -22,7 +22,14 @@ from .config import Address
 from .constants import ExchangeType, NotifyType
 from .keys import IkeKeys, derive_ike_keys
 from .message import Message
-from .payloads import KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
+from .payloads import (
+    CertReqPayload,
+    KePayload,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    SaPayload,
+)
 from .proposals import Selection, check_response, first_dh_group, ike_sa_payload, select_ike
 from .sa_context import SaContext
 from .sk import SkKeys
@@ -103,13 +110,7 @@ def _peer_capabilities(sa: IkeSa, msg: Message) -> None:
         sa.peer_hash_algorithms = {
             int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data) - 1, 2)
         }
-    sa.peer_certreq = bool(msg.all(_certreq_class()))
-
-
-def _certreq_class() -> type:
-    from .payloads import CertReqPayload
-
-    return CertReqPayload
+    sa.peer_certreq = bool(msg.all(CertReqPayload))
 
 
 def sk_keys(selection: Selection, keys: IkeKeys, original_initiator: bool) -> tuple[SkKeys, SkKeys]:
