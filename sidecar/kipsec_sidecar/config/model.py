@@ -503,9 +503,9 @@ class Lifetimes(_Model):
     In a peer's `lifetimes` only the fields written there replace the document's.
     """
 
-    ike_sa: Duration = 4 * 3600.0
+    ike_sa: Annotated[Duration, Field(gt=0)] = 4 * 3600.0
     """Hard lifetime of the IKE SA."""
-    child_sa: Duration = 3600.0
+    child_sa: Annotated[Duration, Field(gt=0)] = 3600.0
     """Hard lifetime of each child (ESP/AH) SA."""
     rekey_margin: Duration = 540.0
     """Rekeying starts this long before the hard lifetime ends (make-before-break)."""

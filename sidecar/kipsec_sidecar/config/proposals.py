@@ -31,7 +31,15 @@ ChildProtocol = Literal["esp", "ah"]
 
 
 class ProposalError(ValueError):
-    """A proposal string kipsec cannot use; the message says why and what to write instead."""
+    """A proposal string kipsec cannot use; the message says why and what to write instead.
+
+    ``field`` is set by :func:`parse_manual_algorithms` to the field at fault
+    (``encryption`` or ``integrity``) and is empty otherwise.
+    """
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class Kind(Enum):
@@ -337,30 +345,25 @@ def parse_manual_algorithms(
     encr: tuple[str, int, int] | None = None
     integ: tuple[str, int] | None = None
     if encryption is not None:
-        parsed = _parse(encryption)
-        if len(parsed.encryption) != 1 or len(parsed.encryption) != _count(parsed):
-            raise ProposalError("must name exactly one encryption algorithm, e.g. aes256gcm16")
-        encr = parsed.encryption[0]
+        encr = _single(encryption, "encryption", "aes256gcm16")
     if integrity is not None:
-        parsed = _parse(integrity)
-        if len(parsed.integrity) != 1 or len(parsed.integrity) != _count(parsed):
-            raise ProposalError("must name exactly one integrity algorithm, e.g. sha256")
-        integ = parsed.integrity[0]
+        found = _single(integrity, "integrity", "sha256")
+        integ = (found[0], found[1])
     if protocol == "ah":
         if encr is not None:
-            raise ProposalError("AH takes no encryption algorithm; use protocol esp to encrypt")
+            raise ProposalError(
+                "AH takes no encryption algorithm; use protocol esp to encrypt", field="encryption"
+            )
         if integ is None:
-            raise ProposalError("AH needs an integrity algorithm, e.g. sha256")
+            raise ProposalError("AH needs an integrity algorithm, e.g. sha256", field="integrity")
         return ManualAlgorithms(None, None, integ[1], 0, algorithms.integrity(integ[1]).key_len)
     if encr is None:
         refusal = RefusedAlgorithm("ESP without encryption", algorithms.SAFE_ENCRYPTION)
-        raise ProposalError(f"ESP needs an encryption algorithm: {refusal}")
+        raise ProposalError(f"ESP needs an encryption algorithm: {refusal}", field="encryption")
     try:
         spec, integ_spec = algorithms.check_suite(encr[1], integ[1] if integ else None)
     except KipsecError as exc:
-        raise ProposalError(str(exc)) from exc
-    if encr[2] // 8 not in spec.key_lens:
-        raise ProposalError(f"{spec.name} does not take {encr[2]}-bit keys")
+        raise ProposalError(str(exc), field="integrity") from exc
     return ManualAlgorithms(
         encr_id=encr[1],
         encr_key_bits=encr[2],
@@ -368,6 +371,20 @@ def parse_manual_algorithms(
         encryption_key_len=spec.keymat_len(encr[2] // 8),
         integrity_key_len=integ_spec.key_len if integ_spec else 0,
     )
+
+
+def _single(text: str, field: str, example: str) -> tuple[str, int, int]:
+    """The one algorithm of kind ``field`` that ``text`` names (manual keying)."""
+    try:
+        parsed = _parse(text)
+    except ProposalError as exc:
+        raise ProposalError(str(exc), field=field) from exc
+    if _count(parsed) == 1 and field == "encryption" and parsed.encryption:
+        return parsed.encryption[0]
+    if _count(parsed) == 1 and field == "integrity" and parsed.integrity:
+        name, ident = parsed.integrity[0]
+        return (name, ident, 0)
+    raise ProposalError(f"must name exactly one {field} algorithm, e.g. {example}", field=field)
 
 
 def _count(parsed: _Parsed) -> int:

@@ -1,0 +1,198 @@
+"""Checks of a sidecar configuration that span several fields.
+
+Pydantic validates each field on its own (:mod:`.model`); what needs two or more — peer
+names unique, AH never UDP-encapsulated, a per-peer lifetime override consistent with
+the document's values, transport-mode selectors inside the endpoints, manual key
+lengths matching their algorithms — is checked here, after the model was built, and
+reported with the path of the field the user should change. :func:`check` returns the
+problems; :func:`kipsec_sidecar.config.load.load_config_data` raises them together.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+from .errors import FieldError, join_path
+from .model import Identity, Lifetimes, Manual, Peer, SidecarConfig, TrafficSelector
+from .proposals import ManualAlgorithms, ProposalError, parse_manual_algorithms
+
+IPV6_MIN_MTU = 1280
+
+
+def check(config: SidecarConfig) -> list[FieldError]:
+    """Every cross-field problem of ``config``, in document order (empty when it is valid)."""
+    errors: list[FieldError] = []
+    errors += _check_lifetimes(config.lifetimes, "lifetimes", set(Lifetimes.model_fields))
+    errors += _check_identity_for_auth(config, None, config.local.identity, "local.identity")
+    errors += _check_mtu(config)
+    seen_names: dict[str, int] = {}
+    seen_endpoints: dict[tuple[str, int], int] = {}
+    for index, peer in enumerate(config.peers):
+        base = join_path("peers", index)
+        if peer.name in seen_names:
+            errors.append(
+                FieldError(
+                    join_path(base, "name"),
+                    f"duplicate peer name {peer.name!r} (also peers[{seen_names[peer.name]}])",
+                )
+            )
+        seen_names.setdefault(peer.name, index)
+        endpoint = (peer.address, peer.port)
+        if endpoint in seen_endpoints:
+            errors.append(
+                FieldError(
+                    join_path(base, "address"),
+                    f"{peer.address} port {peer.port} is also peers[{seen_endpoints[endpoint]}]: "
+                    "one peer per address and port",
+                )
+            )
+        seen_endpoints.setdefault(endpoint, index)
+        errors += _check_peer(config, peer, base)
+    return errors
+
+
+def _check_peer(config: SidecarConfig, peer: Peer, base: str) -> Iterator[FieldError]:
+    local_address = config.local_address_for(peer)
+    if local_address is None:
+        version = ipaddress.ip_address(peer.address).version
+        yield FieldError(
+            join_path(base, "address"),
+            f"an IPv{version} peer, but local.addresses has no IPv{version} address",
+        )
+    if peer.keying == "manual" and peer.manual is None:
+        yield FieldError(join_path(base, "manual"), "required with keying: manual")
+    if peer.keying == "ike" and peer.manual is not None:
+        yield FieldError(join_path(base, "manual"), "only allowed with keying: manual")
+    if peer.keying == "manual" and peer.manual is not None:
+        yield from _check_manual(peer.manual, peer, join_path(base, "manual"))
+    if peer.protocol == "ah" and config.encapsulation_for(peer) == "udp":
+        where = "encapsulation" if peer.encapsulation is not None else "protocol"
+        yield FieldError(
+            join_path(base, where),
+            "AH cannot be UDP-encapsulated: it authenticates the IP addresses a NAT rewrites; "
+            "set encapsulation: raw for this peer (or use protocol: esp)",
+        )
+    if peer.lifetimes is not None:
+        merged = config.lifetimes_for(peer)
+        yield from _check_lifetimes(
+            merged, join_path(base, "lifetimes"), set(peer.lifetimes.model_fields_set)
+        )
+    yield from _check_identity_for_auth(config, peer, peer.identity, join_path(base, "identity"))
+    if local_address is not None:
+        yield from _check_selectors(peer, local_address, join_path(base, "trafficSelectors"))
+
+
+def _check_identity_for_auth(
+    config: SidecarConfig, peer: Peer | None, identity: Identity | None, path: str
+) -> Iterator[FieldError]:
+    """keyId identities cannot be named by a certificate (RFC 4945): PSK only."""
+    if identity is None or identity.key_id is None:
+        return
+    auths = [config.auth_for(peer)] if peer is not None else [config.local.auth]
+    if peer is None:
+        auths += [config.auth_for(p) for p in config.peers]
+    if any(a.certificate is not None for a in auths):
+        yield FieldError(
+            join_path(path, "keyId"),
+            "a keyId identity only works with PSK authentication; with certificates use "
+            "fqdn, address, email or dn",
+        )
+
+
+def _check_lifetimes(lifetimes: Lifetimes, path: str, written: set[str]) -> Iterator[FieldError]:
+    """rekeyMargin must leave a positive rekey time inside both lifetimes."""
+    for field, alias in (("child_sa", "childSa"), ("ike_sa", "ikeSa")):
+        life = getattr(lifetimes, field)
+        if not 0 < lifetimes.rekey_margin < life:
+            at = "rekeyMargin" if "rekey_margin" in written or field not in written else alias
+            yield FieldError(
+                join_path(path, at),
+                f"rekeyMargin ({lifetimes.rekey_margin:g} s) must be positive and shorter "
+                f"than {alias} ({life:g} s)",
+            )
+
+
+def _check_mtu(config: SidecarConfig) -> Iterator[FieldError]:
+    if config.mtu is None or config.mtu >= IPV6_MIN_MTU:
+        return
+    if any(ipaddress.ip_address(a).version == 6 for a in config.local.addresses):
+        yield FieldError("mtu", f"IPv6 needs an MTU of at least {IPV6_MIN_MTU}")
+
+
+def _check_manual(manual: Manual, peer: Peer, path: str) -> Iterator[FieldError]:
+    try:
+        algorithms = parse_manual_algorithms(manual.encryption, manual.integrity, peer.protocol)
+    except ProposalError as exc:
+        yield FieldError(join_path(path, exc.field), str(exc))
+        return
+    if manual.keys is not None:
+        keys = {
+            "encryptionIn": manual.keys.encryption_in,
+            "encryptionOut": manual.keys.encryption_out,
+            "integrityIn": manual.keys.integrity_in,
+            "integrityOut": manual.keys.integrity_out,
+        }
+        lengths = {k: None if v is None else len(v.get_secret_value()) // 2 for k, v in keys.items()}
+        for problem in key_length_problems(algorithms, lengths):
+            yield FieldError(join_path(path, "keys", problem.path), problem.message)
+
+
+def key_length_problems(
+    algorithms: ManualAlgorithms, lengths: dict[str, int | None]
+) -> list[FieldError]:
+    """Keys missing, extra or of the wrong length for ``algorithms``.
+
+    ``lengths`` maps ``encryptionIn``/``encryptionOut``/``integrityIn``/``integrityOut``
+    to the byte length given (None = absent). The paths of the result are those key
+    names. Used for inline keys here and for a keys file in :mod:`.to_core`.
+    """
+    problems = []
+    for prefix, need in (
+        ("encryption", algorithms.encryption_key_len),
+        ("integrity", algorithms.integrity_key_len),
+    ):
+        for direction in ("In", "Out"):
+            name = prefix + direction
+            got = lengths.get(name)
+            if need == 0 and got is not None:
+                problems.append(FieldError(name, f"not used: the algorithms take no {prefix} key"))
+            elif need and got is None:
+                problems.append(FieldError(name, f"required: a {need}-byte {prefix} key in hex"))
+            elif need and got != need:
+                problems.append(
+                    FieldError(name, f"must be {need} bytes ({2 * need} hex digits), got {got}")
+                )
+    return problems
+
+
+def _check_selectors(peer: Peer, local_address: str, path: str) -> Iterator[FieldError]:
+    selectors = peer.traffic_selectors
+    if selectors is None:
+        return
+    versions_local = {_version(s) for s in selectors.local}
+    versions_remote = {_version(s) for s in selectors.remote}
+    if not versions_local & versions_remote:
+        yield FieldError(path, "local and remote selectors share no IP version")
+    if peer.mode != "transport":
+        return
+    for side, entries, endpoint in (
+        ("local", selectors.local, local_address),
+        ("remote", selectors.remote, peer.address),
+    ):
+        host = ipaddress.ip_network(endpoint)
+        for index, selector in enumerate(entries):
+            network = ipaddress.ip_network(selector.cidr)
+            if network.version != host.version or not network.subnet_of(host):  # type: ignore[arg-type]
+                yield FieldError(
+                    join_path(path, side, index),
+                    f"transport mode protects only traffic of the endpoint itself: use "
+                    f"{endpoint} (or tunnel mode for {selector.cidr})",
+                )
+
+
+def _version(selector: TrafficSelector) -> int:
+    return ipaddress.ip_network(selector.cidr).version
+
+
+__all__ = ["check", "key_length_problems"]
