@@ -1,0 +1,126 @@
+"""A read-only snapshot of what a running sidecar holds, and the actions it offers.
+
+One shape serves three readers, so they cannot disagree: the control interface
+(``kipsec-sidecar sas --json``), the Prometheus collector and the readiness probe. The
+daemon builds a :class:`SidecarSnapshot` on demand; nothing here holds a key, a PSK or a
+nonce — only SPIs, algorithm names, selectors, states and counters.
+
+``to_json()`` is the stable ``--json`` output for scripts: fields are only ever added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+JSON_VERSION = 1
+
+PeerState = Literal["idle", "connecting", "established", "down"]
+RekeyKind = Literal["child", "ike"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSaView:
+    """One child SA (a pair of ESP/AH SAs) as installed in the datapath."""
+
+    name: str  #: the child configuration's name
+    state: Literal["installed", "rekeyed", "deleting"]  #: rekeyed: replaced, kept for in-flight
+    mode: Literal["tunnel", "transport"]
+    protocol: Literal["esp", "ah"]
+    spi_in: str  #: hex, 8 digits
+    spi_out: str  #: hex, 8 digits
+    encryption: str | None  #: e.g. "aes-gcm-16-256"; None for AH
+    integrity: str | None  #: e.g. "hmac-sha2-256-128"; None with an AEAD cipher
+    esn: bool
+    encapsulation: Literal["udp", "raw"]
+    local_ts: tuple[str, ...]
+    remote_ts: tuple[str, ...]
+    bytes_in: int = 0
+    bytes_out: int = 0
+    packets_in: int = 0
+    packets_out: int = 0
+    installed_at: float = 0.0  #: wall clock, seconds since 1970
+    rekey_at: float | None = None  #: wall clock
+    expire_at: float | None = None  #: wall clock
+
+
+@dataclass(frozen=True, slots=True)
+class IkeSaView:
+    """One IKE SA with a peer."""
+
+    state: str  #: the engine's IkeState value, e.g. "established"
+    initiator: bool
+    local_addr: str  #: "address:port"
+    remote_addr: str  #: "address:port"
+    local_id: str
+    remote_id: str
+    spi_i: str  #: hex, 16 digits
+    spi_r: str  #: hex, 16 digits
+    encryption: str
+    prf: str
+    dh_group: str
+    nat_detected: bool
+    established_at: float | None = None  #: wall clock
+
+
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    """A configured peer and what exists for it now."""
+
+    name: str
+    address: str
+    keying: Literal["ike", "manual"]
+    start: Literal["onStart", "onDemand"]
+    state: PeerState
+    ike_sa: IkeSaView | None = None
+    children: tuple[ChildSaView, ...] = ()
+    last_error: str | None = None  #: the latest failure (no secrets), e.g. "AUTHENTICATION_FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarSnapshot:
+    """Everything the control interface, metrics and probes report, at one instant."""
+
+    version: str
+    datapath: str  #: "userspace" or "kernel"
+    datapath_reason: str  #: why this datapath was chosen (capability probe or configuration)
+    started_at: float  #: wall clock
+    peers: tuple[PeerView, ...]
+    handshakes: dict[str, int] = field(default_factory=dict)  #: by result: success, failure...
+    rekeys: dict[str, int] = field(default_factory=dict)  #: by kind: child, ike
+    auth_failures: int = 0
+    drops: dict[str, int] = field(default_factory=dict)  #: by reason: replay, integrity, ...
+    datapath_errors: dict[str, int] = field(default_factory=dict)  #: by kind
+
+    @property
+    def ready(self) -> bool:
+        """Ready when every configured peer has an installed child SA (the /readyz rule)."""
+        return all(any(c.state == "installed" for c in peer.children) for peer in self.peers)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["jsonVersion"] = JSON_VERSION
+        data["ready"] = self.ready
+        return data
+
+
+class ControlError(Exception):
+    """A control request could not be carried out; the message is shown to the operator."""
+
+
+class Controller(Protocol):
+    """What the daemon offers the control interface. Unknown peers raise ControlError."""
+
+    def snapshot(self) -> SidecarSnapshot: ...
+
+    async def initiate(self, peer: str) -> None:
+        """Start the IKE SA (and its children) with ``peer`` now, if it has none."""
+
+    async def rekey(self, peer: str, kind: RekeyKind) -> None:
+        """Rekey the peer's child SAs (``child``) or its IKE SA (``ike``) now."""
+
+    async def terminate(self, peer: str) -> None:
+        """Delete the peer's SAs (sending DELETE); on-demand peers come back on traffic."""
+
+    async def reload(self) -> list[str]:
+        """Re-read the configuration file; return one line per peer added/removed/changed."""
