@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from support.netns import Topology, sweep_stale
-from support.strongswan import Charon, is_available
+from support.strongswan import Charon, CharonFactory, is_available
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -81,13 +82,8 @@ def gateway_topology(_swept: list[str]) -> Iterator[Topology]:
         yield topo
 
 
-StrongSwanFactory = Callable[..., Charon]
-
-
 @pytest.fixture
-def strongswan_factory(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[StrongSwanFactory]:
+def strongswan_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CharonFactory]:
     """``make(topology, name, **options) -> Charon``: a started charon in namespace ``name``.
 
     Each instance works in ``tmp_path/strongswan-<name>``; all are stopped after the test,
@@ -100,8 +96,8 @@ def strongswan_factory(
     started: list[Charon] = []
     request.node.stash[_CHARONS] = started
 
-    def make(topo: Topology, name: str, **options: object) -> Charon:
-        charon = Charon(topo, name, tmp_path / f"strongswan-{name}", **options)  # type: ignore[arg-type]
+    def make(topology: Topology, name: str, **options: Any) -> Charon:
+        charon = Charon(topology, name, tmp_path / f"strongswan-{name}", **options)
         started.append(charon)
         return charon.start()
 

@@ -155,8 +155,12 @@ def test_sweeper_deletes_namespaces_of_dead_runs_only(topology: Topology) -> Non
     assert topology.namespace("a") in list_namespaces()
 
 
+ETHER = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+"""Explicit MACs: a bare ``Ether()`` makes scapy ARP for the destination on the host."""
+
+
 def _frame(payload: bytes, sport: int, dport: int) -> bytes:
-    packet = Ether() / IP(src="192.0.2.11", dst="192.0.2.12") / UDP(sport=sport, dport=dport)
+    packet = ETHER / IP(src="192.0.2.11", dst="192.0.2.12") / UDP(sport=sport, dport=dport)
     return bytes(packet / payload)
 
 
@@ -178,5 +182,5 @@ def test_capture_classifies_udp_by_port_and_non_esp_marker(
 
 
 def test_capture_classifies_raw_esp_by_ip_protocol() -> None:
-    frame = bytes(Ether() / IP(src="192.0.2.11", dst="192.0.2.12", proto=50) / (b"\x01" * 24))
+    frame = bytes(ETHER / IP(src="192.0.2.11", dst="192.0.2.12", proto=50) / (b"\x01" * 24))
     assert classify(frame).kind == "esp"

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 from support.netns import Topology, stop_process, wait_for_output
 
@@ -82,7 +82,9 @@ class CaptureSummary:
 
     def __post_init__(self) -> None:
         kinds: Counter[str] = Counter(p.kind for p in self.packets)
-        protocols: Counter[int] = Counter(p.protocol for p in self.packets if p.protocol is not None)
+        protocols: Counter[int] = Counter(
+            p.protocol for p in self.packets if p.protocol is not None
+        )
         ports: Counter[int] = Counter()
         for p in self.packets:
             if p.protocol == 17 and p.sport is not None and p.dport is not None:
@@ -141,8 +143,8 @@ def classify(frame: bytes, linktype: int = 1) -> CapturedPacket:
     from scapy.layers.l2 import ARP
     from scapy.packet import Raw
 
-    cls = conf.l2types.get(linktype, Raw)
-    packet = cls(frame)
+    dissector: Any = conf.l2types.get(linktype, Raw)
+    packet = dissector(frame)
     if packet.haslayer(ARP):
         return CapturedPacket("arp", None, None, None, None, None, frame)
     if packet.haslayer(IP):
@@ -221,7 +223,9 @@ class Capture:
             wait_for_output(self._proc.stderr, b"listening on", self.start_timeout)
         except TimeoutError as exc:
             stop_process(self._proc)
-            raise RuntimeError(f"tcpdump on {self.name}/{self.interface} did not start: {exc}")
+            raise RuntimeError(
+                f"tcpdump on {self.name}/{self.interface} did not start: {exc}"
+            ) from None
         return self
 
     def stop(self) -> CaptureSummary:

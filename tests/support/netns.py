@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Final
 
@@ -224,7 +224,9 @@ def wait_for_output(stream: IO[bytes], needle: bytes, timeout: float) -> bytes:
     return seen
 
 
-def stop_process(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, grace: float = 3.0) -> None:
+def stop_process(
+    proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, grace: float = 3.0
+) -> None:
     """Send ``sig`` to ``proc``'s process group, then SIGKILL it after ``grace`` seconds.
 
     Processes started by :meth:`Topology.popen` lead their own session, so the group
@@ -334,7 +336,11 @@ class Topology:
     def _ensure_wire(self) -> str:
         if WIRE not in self._namespaces:
             self._create_namespace(WIRE)
-            self.ip(WIRE, f"link add {WIRE_BRIDGE} type bridge mcast_snooping 0", f"link set {WIRE_BRIDGE} up")
+            self.ip(
+                WIRE,
+                f"link add {WIRE_BRIDGE} type bridge mcast_snooping 0",
+                f"link set {WIRE_BRIDGE} up",
+            )
         return self._namespaces[WIRE]
 
     def add_node(self, name: str) -> Node:
@@ -483,7 +489,7 @@ class Topology:
         return proc
 
     def ip(self, name: str, *commands: str) -> None:
-        """Run ``ip`` sub-commands (e.g. ``"link set lo up"``) in namespace ``name``, as one batch."""
+        """Run ``ip`` sub-commands (``"link set lo up"``, ...) in namespace ``name``, batched."""
         batch = "".join(f"{command}\n" for command in commands)
         host_command(
             ["ip", "-n", self.namespace(name), "-batch", "-"], input=batch, timeout=self.timeout
@@ -576,4 +582,3 @@ def udp_roundtrip(
         return bytes.fromhex(result.stdout.strip())
     finally:
         stop_process(server)
-

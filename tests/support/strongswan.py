@@ -22,7 +22,8 @@ acts as a gateway for a subnet behind it (a node in front of its pod CIDR in
 implementation wins. Every wait is bounded; a timed-out wait raises
 :class:`CharonTimeout` whose message ends with the tail of charon's log.
 
-vici (PyPI ``vici``, strongSwan's own Python binding) lists, initiates, rekeys and
+vici (PyPI ``vici``, strongSwan's own Python binding, imported only when a charon is
+driven, so the module imports without it) lists, initiates, rekeys and
 terminates SAs; ``swanctl --load-all`` loads the written ``swanctl.conf`` so the file a
 test writes is the one a human would debug with.
 """
@@ -38,9 +39,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, Protocol, TypeAlias
 
-import vici  # type: ignore[import-untyped]
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
@@ -51,10 +51,11 @@ CHARON: Final = "/usr/sbin/charon-systemd"
 SWANCTL: Final = "/usr/sbin/swanctl"
 
 PLUGINS: Final = (
-    "random nonce openssl aesni aes gcm chapoly sha1 sha2 hmac kdf curve25519 "
-    "pem pkcs1 pkcs8 x509 pubkey constraints "
-    "socket-default kernel-libipsec kernel-netlink vici"
-).split()
+    *("random", "nonce", "openssl", "aesni", "aes", "gcm", "chapoly"),
+    *("sha1", "sha2", "hmac", "kdf", "curve25519"),
+    *("pem", "pkcs1", "pkcs8", "x509", "pubkey", "constraints"),
+    *("socket-default", "kernel-libipsec", "kernel-netlink", "vici"),
+)
 """charon's plugin load list, in order: ``openssl`` first so its AES-GCM/ChaCha20 is used;
 ``kdf`` for the KDF_PRF, ``pkcs8`` for EC keys, ``constraints`` for certificate checks."""
 
@@ -78,6 +79,10 @@ def is_available() -> str | None:
     for binary in (CHARON, SWANCTL):
         if not os.access(binary, os.X_OK):
             return f"{binary} not installed (Debian: charon-systemd strongswan-swanctl)"
+    try:
+        import vici  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        return "the 'vici' Python package (PyPI) is not installed"
     return None
 
 
@@ -246,8 +251,10 @@ def _scalar(value: Value) -> str:
         return "yes" if value else "no"
     if isinstance(value, str | int):
         text = str(value)
+    elif isinstance(value, Mapping):
+        raise TypeError("a section is not a scalar value")
     else:
-        text = ",".join(str(item) for item in value)  # type: ignore[union-attr]
+        text = ",".join(str(item) for item in value)
     if "\n" in text or "{" in text or "}" in text:
         raise ValueError(f"value not representable in swanctl.conf: {text!r}")
     return text
@@ -269,6 +276,14 @@ class ChildSa:
     encap: bool
     spi_in: str
     spi_out: str
+    encr_alg: str
+    """e.g. ``AES_GCM_16``, ``CHACHA20_POLY1305``, ``AES_CBC``."""
+    encr_keysize: int
+    """Bits; 0 when the algorithm has a fixed size (ChaCha20-Poly1305)."""
+    integ_alg: str
+    """e.g. ``HMAC_SHA2_256_128``; empty for AEAD."""
+    dh_group: str
+    """Only set when the CHILD_SA was created or rekeyed with PFS."""
     local_ts: tuple[str, ...]
     remote_ts: tuple[str, ...]
     bytes_in: int
@@ -291,6 +306,14 @@ class IkeSa:
     local_id: str
     remote_id: str
     initiator: bool
+    initiator_spi: str
+    responder_spi: str
+    encr_alg: str
+    prf_alg: str
+    dh_group: str
+    nat: bool
+    """Whether charon considers NAT present (it moves to port 4500 and encapsulates ESP).
+    With kernel-libipsec it always does: libipsec only sends ESP in UDP."""
     children: tuple[ChildSa, ...]
     raw: Mapping[str, Any] = field(repr=False)
 
@@ -298,7 +321,8 @@ class IkeSa:
         """The first child named ``name`` in state INSTALLED, else any with that name."""
         named = [c for c in self.children if c.name == name]
         installed = [c for c in named if c.state == "INSTALLED"]
-        return (installed or named or [None])[0]
+        candidates = installed or named
+        return candidates[0] if candidates else None
 
 
 def _decode(value: Any) -> Any:
@@ -324,6 +348,10 @@ def _child_from_vici(body: Mapping[str, Any]) -> ChildSa:
         encap=body.get("encap") == "yes",
         spi_in=str(body.get("spi-in", "")),
         spi_out=str(body.get("spi-out", "")),
+        encr_alg=str(body.get("encr-alg", "")),
+        encr_keysize=number("encr-keysize"),
+        integ_alg=str(body.get("integ-alg", "")),
+        dh_group=str(body.get("dh-group", "")),
         local_ts=tuple(body.get("local-ts", [])),
         remote_ts=tuple(body.get("remote-ts", [])),
         bytes_in=number("bytes-in"),
@@ -350,11 +378,23 @@ def ike_sas_from_vici(messages: Sequence[Mapping[str, Any]]) -> list[IkeSa]:
                     local_id=str(body.get("local-id", "")),
                     remote_id=str(body.get("remote-id", "")),
                     initiator=body.get("initiator") == "yes",
+                    initiator_spi=str(body.get("initiator-spi", "")),
+                    responder_spi=str(body.get("responder-spi", "")),
+                    encr_alg=str(body.get("encr-alg", "")),
+                    prf_alg=str(body.get("prf-alg", "")),
+                    dh_group=str(body.get("dh-group", "")),
+                    nat=body.get("nat-any") == "yes",
                     children=children,
                     raw=body,
                 )
             )
     return sas
+
+
+class CharonFactory(Protocol):
+    """What the ``strongswan_factory`` fixture is: start a :class:`Charon` in a namespace."""
+
+    def __call__(self, topology: Topology, name: str, **options: Any) -> Charon: ...
 
 
 # -- the daemon ----------------------------------------------------------------------------
@@ -366,7 +406,10 @@ class Charon:
     Layout of ``workdir``: ``strongswan.conf``, ``charon.vici``, ``charon.log`` (charon's
     file logger), ``charon.out`` (its stdout/stderr) and ``swanctl/`` (``swanctl.conf``,
     ``x509``, ``x509ca``, ``private``). ``log_levels`` sets the file logger's levels per
-    subsystem (``default`` included); 1 is terse, 2 shows the IKE exchanges.
+    subsystem (``default`` included); 1 is terse, 2 shows the IKE exchanges (charon logs
+    key material only at 4, never use that). ``settings`` are extra top-level keys of the
+    ``charon-systemd`` section; each replaces the default of the same name whole (so
+    ``plugins`` given there must repeat the vici socket).
     """
 
     def __init__(
@@ -457,15 +500,10 @@ class Charon:
         return self
 
     def _vici_ready(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise CharonTimeout(self._with_log(f"charon exited with {self._proc.returncode}"))
         if not self.vici_path.exists():
             return False
-        try:
-            with self.session() as session:
-                session.version()
-        except OSError:
-            return False
+        with self.session(timeout=1.0) as session:
+            session.version()
         return True
 
     def stop(self, grace: float = 5.0) -> None:
@@ -562,6 +600,8 @@ class Charon:
 
         Socket reads are bounded by ``timeout`` seconds (default: this instance's).
         """
+        import vici
+
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout or self.timeout)
         try:
@@ -578,13 +618,15 @@ class Charon:
             with self.session(timeout + 2) as session:
                 for message in getattr(session, command)(body):
                     logs.append(str(_decode(message).get("msg", "")))
-        except vici.exception.CommandException as exc:
+        except vici_command_error() as exc:
             raise CharonTimeout(self._with_log(f"vici {command} {request} failed: {exc}")) from None
         except TimeoutError:
             raise CharonTimeout(self._with_log(f"vici {command} {request} timed out")) from None
         return logs
 
-    def initiate(self, child: str, *, ike: str | None = None, timeout: float | None = None) -> list[str]:
+    def initiate(
+        self, child: str, *, ike: str | None = None, timeout: float | None = None
+    ) -> list[str]:
         """Initiate CHILD_SA ``child`` (and its IKE_SA); returns when charon reports the result.
 
         Raises :class:`CharonTimeout` if charon reports failure or nothing within ``timeout``.
@@ -685,13 +727,35 @@ class Charon:
         return f"{message}\n--- charon {self.name} log ({self.log_path}) ---\n{self.log_tail()}"
 
     def _wait(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``check`` every 50 ms for ``timeout`` s; fail at once if charon exits.
+
+        Socket errors from ``check`` (charon still starting, or busy) count as "not yet".
+        """
         deadline = time.monotonic() + timeout
         while True:
-            if check():
-                return
+            if self._proc is not None and self._proc.poll() is not None:
+                raise CharonTimeout(
+                    self._with_log(
+                        f"charon exited ({self._proc.returncode}) while waiting for {what}"
+                    )
+                )
+            try:
+                if check():
+                    return
+            except OSError:
+                pass
             if time.monotonic() >= deadline:
-                raise CharonTimeout(self._with_log(f"timed out after {timeout}s waiting for {what}"))
+                raise CharonTimeout(
+                    self._with_log(f"timed out after {timeout}s waiting for {what}")
+                )
             time.sleep(0.05)
+
+
+def vici_command_error() -> type[Exception]:
+    """vici's CommandException (imported late: the package is only needed with charon)."""
+    from vici.exception import CommandException  # type: ignore[import-untyped]
+
+    return CommandException  # type: ignore[no-any-return]
 
 
 def _quoted(secret: str) -> str:
@@ -727,9 +791,7 @@ def gateway_pair(
             auth=my_auth,
             local_id=my_id,
             remote_id=peer_id,
-            children=(
-                Child(child, (str(me.pod_cidr),), (str(peer.pod_cidr),), **child_options),
-            ),
+            children=(Child(child, (str(me.pod_cidr),), (str(peer.pod_cidr),), **child_options),),
             **options,
         )
 
