@@ -21,9 +21,11 @@ IPV6_MIN_MTU = 1280
 
 
 def check(config: SidecarConfig) -> list[FieldError]:
-    """Every cross-field problem of ``config``, in document order (empty when it is valid)."""
+    """Every cross-field problem of `config`, in document order (empty when it is valid)."""
     errors: list[FieldError] = []
-    errors += _check_lifetimes(config.lifetimes, "lifetimes", set(Lifetimes.model_fields))
+    errors += _check_lifetimes(
+        config.lifetimes, "lifetimes", set(config.lifetimes.model_fields_set)
+    )
     errors += _check_identity_for_auth(config, None, config.local.identity, "local.identity")
     errors += _check_mtu(config)
     seen_names: dict[str, int] = {}
@@ -60,6 +62,11 @@ def _check_peer(config: SidecarConfig, peer: Peer, base: str) -> Iterator[FieldE
             join_path(base, "address"),
             f"an IPv{version} peer, but local.addresses has no IPv{version} address",
         )
+    if peer.keying == "ike" and config.auth_for(peer) is None:
+        yield FieldError(
+            "local.auth",
+            f"required: {base} ({peer.name}) uses IKE and has no auth of its own",
+        )
     if peer.keying == "manual" and peer.manual is None:
         yield FieldError(join_path(base, "manual"), "required with keying: manual")
     if peer.keying == "ike" and peer.manual is not None:
@@ -92,7 +99,7 @@ def _check_identity_for_auth(
     auths = [config.auth_for(peer)] if peer is not None else [config.local.auth]
     if peer is None:
         auths += [config.auth_for(p) for p in config.peers]
-    if any(a.certificate is not None for a in auths):
+    if any(a is not None and a.certificate is not None for a in auths):
         yield FieldError(
             join_path(path, "keyId"),
             "a keyId identity only works with PSK authentication; with certificates use "
@@ -133,7 +140,9 @@ def _check_manual(manual: Manual, peer: Peer, path: str) -> Iterator[FieldError]
             "integrityIn": manual.keys.integrity_in,
             "integrityOut": manual.keys.integrity_out,
         }
-        lengths = {k: None if v is None else len(v.get_secret_value()) // 2 for k, v in keys.items()}
+        lengths = {
+            k: None if v is None else len(v.get_secret_value()) // 2 for k, v in keys.items()
+        }
         for problem in key_length_problems(algorithms, lengths):
             yield FieldError(join_path(path, "keys", problem.path), problem.message)
 
@@ -141,9 +150,9 @@ def _check_manual(manual: Manual, peer: Peer, path: str) -> Iterator[FieldError]
 def key_length_problems(
     algorithms: ManualAlgorithms, lengths: dict[str, int | None]
 ) -> list[FieldError]:
-    """Keys missing, extra or of the wrong length for ``algorithms``.
+    """Keys missing, extra or of the wrong length for `algorithms`.
 
-    ``lengths`` maps ``encryptionIn``/``encryptionOut``/``integrityIn``/``integrityOut``
+    `lengths` maps `encryptionIn`/`encryptionOut`/`integrityIn`/`integrityOut`
     to the byte length given (None = absent). The paths of the result are those key
     names. Used for inline keys here and for a keys file in :mod:`.to_core`.
     """

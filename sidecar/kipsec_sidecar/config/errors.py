@@ -1,9 +1,9 @@
 """The one error a bad sidecar configuration produces: every bad field, each with its path.
 
 A configuration is written once and read by a human when it fails, so the error lists
-all problems at once (not the first one), each as ``path: message`` where ``path`` is
-the field as written in the document (camelCase keys, ``[i]`` for list items), e.g.
-``peers[1].trafficSelectors.remote[0]: not a CIDR``. Messages never contain secret
+all problems at once (not the first one), each as `path: message` where `path` is
+the field as written in the document (camelCase keys, `[i]` for list items), e.g.
+`peers[1].trafficSelectors.remote[0]: not a CIDR`. Messages never contain secret
 values (PSKs, keys): only the field that holds them.
 """
 
@@ -16,7 +16,7 @@ from ..core.errors import KipsecError
 
 
 class FieldError(NamedTuple):
-    """One problem: the document path of the field (``""`` = the whole document) and why."""
+    """One problem: the document path of the field (`""` = the whole document) and why."""
 
     path: str
     message: str
@@ -26,7 +26,7 @@ class FieldError(NamedTuple):
 
 
 def join_path(*parts: str | int) -> str:
-    """``("peers", 1, "name")`` → ``peers[1].name``; empty parts are skipped."""
+    """`("peers", 1, "name")` → `peers[1].name`; empty parts are skipped."""
     out = ""
     for part in parts:
         if isinstance(part, int):
@@ -37,10 +37,10 @@ def join_path(*parts: str | int) -> str:
 
 
 class ConfigError(KipsecError):
-    """The sidecar configuration document is invalid; ``errors`` lists every bad field.
+    """The sidecar configuration document is invalid; `errors` lists every bad field.
 
-    ``source`` names where the document came from (a path, or ``<string>``) and is only
-    used in the message. ``str()`` is one line per bad field, ready for a log or a
+    `source` names where the document came from (a path, or `<string>`) and is only
+    used in the message. `str()` is one line per bad field, ready for a log or a
     terminal.
     """
 
@@ -58,12 +58,12 @@ class ConfigError(KipsecError):
         return tuple(e.path for e in self.errors)
 
     def with_source(self, source: str) -> ConfigError:
-        """The same errors, naming ``source`` in the message."""
+        """The same errors, naming `source` in the message."""
         return ConfigError(self.errors, source=source)
 
     @classmethod
     def collect(cls, errors: Iterable[FieldError], *, source: str = "") -> ConfigError | None:
-        """A ConfigError when ``errors`` is not empty, else None (for ``raise`` sites)."""
+        """A ConfigError when `errors` is not empty, else None (for `raise` sites)."""
         found = list(errors)
         return cls(found, source=source) if found else None
 

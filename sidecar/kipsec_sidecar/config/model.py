@@ -64,6 +64,7 @@ class _Model(BaseModel):
         populate_by_name=True,
         frozen=True,
         hide_input_in_errors=True,
+        serialize_by_alias=True,
         use_attribute_docstrings=True,
     )
 
@@ -125,7 +126,7 @@ IpAddress = Annotated[
     ),
 ]
 
-Path = Annotated[str, Field(min_length=1, max_length=4096)]
+Path = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
 """A file path; a relative path is relative to the directory holding the document."""
 
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
@@ -140,7 +141,15 @@ def _hex_key(value: SecretStr) -> SecretStr:
     return SecretStr(text)
 
 
-HexKey = Annotated[SecretStr, AfterValidator(_hex_key)]
+def _key_not_number(value: object) -> object:
+    if isinstance(value, int | float):
+        raise ValueError(
+            "must be a quoted string: YAML read this key as a number (the value is not shown)"
+        )
+    return value
+
+
+HexKey = Annotated[SecretStr, BeforeValidator(_key_not_number), AfterValidator(_hex_key)]
 """A secret key in hexadecimal (`0x` prefix and `:` separators allowed)."""
 
 
@@ -195,19 +204,20 @@ def _exactly_one(model: BaseModel, names: tuple[str, ...], what: str) -> None:
     if len(given) != 1:
         aliases = ", ".join(to_camel(n) for n in names)
         found = f" (found {', '.join(to_camel(n) for n in given)})" if given else ""
-        raise ValueError(f"{what}: give exactly one of {aliases}{found}")
+        raise ValueError(f"give exactly one of {aliases}{found}")
 
 
 # --- identity and authentication --------------------------------------------------------
 
-_FQDN = r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$"
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_FQDN = rf"^{_LABEL}(\.{_LABEL})*\.?$"
 _EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,253}$"
 
 
 def _dn(value: str) -> str:
     try:
         x509.Name.from_rfc4514_string(value).public_bytes()
-    except Exception:  # noqa: BLE001 - cryptography raises several types for bad DNs
+    except Exception:  # cryptography raises several types for bad DNs
         raise ValueError(
             f"not an RFC 4514 distinguished name: {value[:60]!r}; write e.g. 'CN=pod-a,O=kipsec'"
         ) from None
@@ -238,13 +248,25 @@ class Identity(_Model):
         return self
 
 
+MIN_PSK_LENGTH = 8
+
+
+def _psk_value(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value().encode("utf-8")) < MIN_PSK_LENGTH:
+        raise ValueError(
+            f"a pre-shared key needs at least {MIN_PSK_LENGTH} bytes; use 32 random bytes "
+            "(the value is not shown)"
+        )
+    return value
+
+
 class Psk(_Model):
     """A pre-shared key: a file holding it (production) or the value itself (tests only)."""
 
     secret_file: Path | None = None
     """File holding the key (e.g. a mounted Kubernetes Secret). One trailing newline is
     ignored."""
-    value: Annotated[SecretStr, Field(min_length=8)] | None = None
+    value: Annotated[SecretStr, AfterValidator(_psk_value)] | None = None
     """The key itself. For tests only: it sits in the document in clear."""
 
     @model_validator(mode="after")
@@ -291,7 +313,9 @@ class Local(_Model):
     local address of the peer's IP version."""
     addresses: Annotated[list[IpAddress], Field(min_length=1)]
     """Our addresses (the pod IPs): IKE and the SAs use the one of the peer's IP version."""
-    auth: Auth
+    auth: Auth | None = None
+    """Our authentication for IKE peers (a peer's own `auth` replaces it). Not needed when
+    every peer is manually keyed."""
 
 
 # --- traffic selectors -------------------------------------------------------------------
@@ -631,8 +655,10 @@ class Peer(_Model):
 
 
 def _mtu(value: object) -> object:
-    if value == "auto":
-        return None
+    if isinstance(value, str):
+        if value.strip() == "auto":
+            return None
+        raise ValueError("must be 'auto' or a number of bytes (576-65535)")
     return value
 
 
@@ -659,9 +685,8 @@ class SidecarConfig(_Model):
     needs NET_RAW; required for AH) or auto (raw unless a NAT is detected)."""
     nat_traversal: NatTraversal = NatTraversal()
     mtu: Annotated[
-        int | None,
+        Annotated[int, Field(ge=576, le=65535)] | None,
         BeforeValidator(_mtu),
-        Field(ge=576, le=65535),
         PlainSerializer(_format_mtu),
         WithJsonSchema(
             {
@@ -680,6 +705,17 @@ class SidecarConfig(_Model):
 
     _base_dir: str | None = PrivateAttr(default=None)
 
+    def to_document(self) -> dict[str, Any]:
+        """The document form (camelCase, JSON types) of this configuration, for writing.
+
+        Only fields that were set are written, which keeps a peer's partial overrides
+        (`lifetimes`, `proposals`, `liveness`) partial: dumping every field would turn
+        the document's defaults into per-peer values. Inline secrets come out masked
+        (`**********`); documents meant to be written should use `secretFile` and
+        `keysFile`.
+        """
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
     # --- effective per-peer settings (document values with the peer's overrides) -----
 
     def resolve_path(self, path: str) -> str:
@@ -695,7 +731,8 @@ class SidecarConfig(_Model):
                 return p
         raise KeyError(name)
 
-    def auth_for(self, peer: Peer) -> Auth:
+    def auth_for(self, peer: Peer) -> Auth | None:
+        """The peer's own `auth`, else `local.auth` (None only for manual peers)."""
         return peer.auth if peer.auth is not None else self.local.auth
 
     def proposals_for(self, peer: Peer) -> Proposals:

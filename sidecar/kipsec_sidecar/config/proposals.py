@@ -1,7 +1,7 @@
 """strongSwan-style proposal strings → the cores' proposal objects.
 
-``"aes256gcm16-prfsha256-x25519"`` lists algorithms separated by ``-``; several
-algorithms of one kind are alternatives inside one proposal (``aes256-aes128-sha256``).
+`"aes256gcm16-prfsha256-x25519"` lists algorithms separated by `-`; several
+algorithms of one kind are alternatives inside one proposal (`aes256-aes128-sha256`).
 Operators already know this syntax from swanctl.conf, so the document uses it, and this
 module is the one place that turns it into
 :class:`~kipsec_sidecar.core.ike.config.IkeProposal` /
@@ -11,7 +11,7 @@ Refused algorithms (DES, 3DES, MD5, NULL encryption, ESP without integrity, weak
 groups) are refused by the cores' own registries (:mod:`kipsec_sidecar.core.algorithms`,
 :mod:`kipsec_sidecar.core.ike.dh`), so the message — naming the safe alternative — is
 the same one the engine would give. Every function here raises only
-:class:`ProposalError` (a ``ValueError``) for a bad string.
+:class:`ProposalError` (a `ValueError`) for a bad string.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ ChildProtocol = Literal["esp", "ah"]
 class ProposalError(ValueError):
     """A proposal string kipsec cannot use; the message says why and what to write instead.
 
-    ``field`` is set by :func:`parse_manual_algorithms` to the field at fault
-    (``encryption`` or ``integrity``) and is empty otherwise.
+    `field` is set by :func:`parse_manual_algorithms` to the field at fault
+    (`encryption` or `integrity`) and is empty otherwise.
     """
 
     def __init__(self, message: str, *, field: str = "") -> None:
@@ -153,7 +153,7 @@ _CHECKS: dict[Kind, Callable[[int], None]] = {
 
 
 def usable_names(kind: Kind) -> list[str]:
-    """The names of ``kind`` that kipsec implements and does not refuse (for messages, docs)."""
+    """The names of `kind` that kipsec implements and does not refuse (for messages, docs)."""
     out = []
     for name, value in _TABLES[kind].items():
         ident = value[0] if isinstance(value, tuple) else value
@@ -204,8 +204,7 @@ def _parse(text: str) -> _Parsed:
             raise ProposalError(f"{raw}: {exc}") from exc
         except UnsupportedAlgorithm as exc:
             raise ProposalError(
-                f"{raw} is not implemented by kipsec; use one of "
-                f"{', '.join(usable_names(kind))}"
+                f"{raw} is not implemented by kipsec; use one of {', '.join(usable_names(kind))}"
             ) from exc
         if all(entry[0] != raw for entry in found[kind]):
             found[kind].append((raw, ident, bits))
@@ -224,8 +223,7 @@ def _ciphers(parsed: _Parsed) -> tuple[Encryption, ...]:
     plain = [n for n, i, _ in parsed.encryption if not algorithms.encryption(i).aead]
     if aead and plain:
         raise ProposalError(
-            f"mixes AEAD ({aead[0]}) and non-AEAD ({plain[0]}) ciphers: "
-            "write them as two proposals"
+            f"mixes AEAD ({aead[0]}) and non-AEAD ({plain[0]}) ciphers: write them as two proposals"
         )
     if aead and parsed.integrity:
         raise ProposalError(
@@ -245,7 +243,7 @@ def _ciphers(parsed: _Parsed) -> tuple[Encryption, ...]:
 
 
 def _strip_field(message: str) -> str:
-    """Core messages start with the core's field name (``child_proposal.esn: ...``)."""
+    """Core messages start with the core's field name (`child_proposal.esn: ...`)."""
     head, sep, tail = message.partition(": ")
     return tail if sep and " " not in head else message
 
@@ -282,7 +280,7 @@ def parse_child_proposal(text: str, protocol: ChildProtocol) -> ChildProposal:
     """An ESP or AH child SA proposal; DH groups in it mean PFS on rekey.
 
     ESP needs a cipher (AEAD, or non-AEAD with integrity); AH takes integrity only.
-    ``esn``/``noesn`` choose extended sequence numbers (default ``noesn``).
+    `esn`/`noesn` choose extended sequence numbers (default `noesn`).
     """
     parsed = _parse(text)
     if parsed.prf:
@@ -322,9 +320,9 @@ def parse_child_proposal(text: str, protocol: ChildProtocol) -> ChildProposal:
 class ManualAlgorithms:
     """The algorithms of a manually keyed SA pair and the key lengths they need (bytes).
 
-    ``encryption_key_len`` includes the salt of AEAD ciphers (RFC 4106 / RFC 7634), i.e.
-    it is the length of the ``encr_key`` :class:`~kipsec_sidecar.core.ipsec_sa.IpsecSa`
-    takes; 0 when there is no cipher (AH). ``integrity_key_len`` is 0 without integrity.
+    `encryption_key_len` includes the salt of AEAD ciphers (RFC 4106 / RFC 7634), i.e.
+    it is the length of the `encr_key` :class:`~kipsec_sidecar.core.ipsec_sa.IpsecSa`
+    takes; 0 when there is no cipher (AH). `integrity_key_len` is 0 without integrity.
     """
 
     encr_id: int | None
@@ -374,7 +372,7 @@ def parse_manual_algorithms(
 
 
 def _single(text: str, field: str, example: str) -> tuple[str, int, int]:
-    """The one algorithm of kind ``field`` that ``text`` names (manual keying)."""
+    """The one algorithm of kind `field` that `text` names (manual keying)."""
     try:
         parsed = _parse(text)
     except ProposalError as exc:

@@ -1,9 +1,9 @@
 """Durations ("4h", "30m", "1h30m", "90s" or plain seconds) and sizes ("1Gi", "500M").
 
 Kubernetes users write durations the way Go and kubectl print them and sizes the way
-resource quantities are written (``k``/``M``/``G``/``T`` decimal, ``Ki``/``Mi``/``Gi``/
-``Ti`` binary), so the document accepts both forms and the model stores plain numbers:
-seconds as ``float``, sizes as ``int``. The parsers raise ``ValueError`` with a message
+resource quantities are written (`k`/`M`/`G`/`T` decimal, `Ki`/`Mi`/`Gi`/
+`Ti` binary), so the document accepts both forms and the model stores plain numbers:
+seconds as `float`, sizes as `int`. The parsers raise `ValueError` with a message
 meant for a human; the model turns it into a field error.
 """
 
@@ -38,10 +38,10 @@ MAX_SIZE = 2**63 - 1
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from a number or a duration string; ``ValueError`` when it is neither.
+    """Seconds from a number or a duration string; `ValueError` when it is neither.
 
-    ``"1h30m"`` is 5400.0, ``"90s"`` and ``90`` are 90.0. Negative, infinite and NaN
-    values are refused, and so are booleans (YAML turns ``yes`` into True).
+    `"1h30m"` is 5400.0, `"90s"` and `90` are 90.0. Negative, infinite and NaN
+    values are refused, and so are booleans (YAML turns `yes` into True).
     """
     if isinstance(value, bool):
         raise ValueError("must be a duration such as '30s', '5m', '4h' or a number of seconds")
@@ -70,7 +70,7 @@ def parse_duration(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest exact duration string for ``seconds`` (``5400.0`` → ``"1h30m"``)."""
+    """The shortest exact duration string for `seconds` (`5400.0` → `"1h30m"`)."""
     if seconds == 0:
         return "0s"
     if seconds != int(seconds):
@@ -85,9 +85,9 @@ def format_duration(seconds: float) -> str:
 
 
 def parse_size(value: object) -> int:
-    """A byte or packet count from an integer or a quantity string (``"1Gi"``, ``"500M"``).
+    """A byte or packet count from an integer or a quantity string (`"1Gi"`, `"500M"`).
 
-    Raises ``ValueError`` for anything else, for zero or negative numbers and for values
+    Raises `ValueError` for anything else, for zero or negative numbers and for values
     above :data:`MAX_SIZE`.
     """
     if isinstance(value, bool):
