@@ -1,0 +1,191 @@
+"""``kipsec-sidecar`` control commands against a control server run by the test."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from dataclasses import replace
+
+import pytest
+
+from kipsec_sidecar import cli
+from kipsec_sidecar.cli import main, render_sas
+from kipsec_sidecar.control import SOCKET_ENV
+from support.controller_double import (
+    NOW,
+    example_snapshot,
+    not_ready_snapshot,
+    running,
+    short_dir,
+)
+
+EXPECTED_TABLE = """\
+kipsec 0.1.0, userspace datapath (kernel has no ESP SA type), up 1h02m05s, ready
+b: established, 10.20.0.2, keying ike, start onStart
+  IKE SA: established, initiator, up 2m05s
+    local  'a.pods.example' @ 10.20.0.1:4500
+    remote 'b.pods.example' @ 10.20.0.2:4500
+    SPIs   1122334455667788_i* 99aabbccddeeff00_r
+    proposal aes-gcm-16-256/prf-hmac-sha2-256/ecp256
+  child pods: installed, ESP tunnel in UDP, aes-gcm-16-256, ESN
+    in   c0ffee01, 1500 bytes, 10 packets
+    out  0badf00d, 3000 bytes, 20 packets
+    installed 10s ago, rekeying in 50m00s, expires in 59m50s
+    local  10.1.0.5/32
+    remote 10.2.0.7/32
+c: established, 10.20.0.3, keying manual, start onStart
+  child pods: installed, AH transport, hmac-sha2-256-128
+    in   7e57ab1e,  7 bytes, 1 packets
+    out  5ca1ab1e, 11 bytes, 2 packets
+    installed 1m00s ago
+    local  10.20.0.1/32
+    remote 10.20.0.3/32
+  child pods: rekeyed, AH transport, hmac-sha2-256-128
+    in   00001111, 100 bytes, 3 packets
+    out  00002222, 200 bytes, 4 packets
+    installed 1h06m40s ago
+    local  10.20.0.1/32
+    remote 10.20.0.3/32
+"""
+
+
+def as_wire(data: object) -> object:
+    return json.loads(json.dumps(data))
+
+
+def test_the_sas_table_lists_ike_and_child_sas_per_peer() -> None:
+    assert render_sas(as_wire(example_snapshot().to_json()), now=NOW) == EXPECTED_TABLE  # type: ignore[arg-type]
+
+
+def test_the_sas_table_shows_peers_without_sas_and_their_last_error() -> None:
+    snapshot = not_ready_snapshot()
+    d = replace(snapshot.peers[1], last_error="AUTHENTICATION_FAILED")
+    text = render_sas(as_wire(replace(snapshot, peers=(d,)).to_json()), now=NOW)  # type: ignore[arg-type]
+    assert text.splitlines()[1:] == [
+        "d: connecting, 10.20.0.4, keying ike, start onDemand",
+        "  last error: AUTHENTICATION_FAILED",
+        "  no IKE SA",
+        "  no child SA",
+    ]
+    assert text.splitlines()[0].endswith(", not ready")
+
+
+def test_sas_prints_the_table_from_the_running_sidecar(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "wall_clock", lambda: NOW)
+    with running() as (server, _):
+        assert main(["--socket", server.path, "sas"]) == 0
+    assert capsys.readouterr().out == EXPECTED_TABLE
+
+
+def test_sas_json_prints_the_snapshot_json_exactly(capsys: pytest.CaptureFixture[str]) -> None:
+    with running() as (server, _):
+        assert main(["--socket", server.path, "sas", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == as_wire(example_snapshot().to_json())
+
+
+def test_sas_json_for_one_peer(capsys: pytest.CaptureFixture[str]) -> None:
+    with running() as (server, _):
+        assert main(["--socket", server.path, "sas", "--json", "--peer", "b"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [peer["name"] for peer in data["peers"]] == ["b"]
+    assert data["peers"][0]["children"][0]["spi_in"] == "c0ffee01"
+
+
+@pytest.mark.parametrize(
+    ("argv", "action", "printed"),
+    [
+        (["initiate", "b"], ("initiate", "b"), "initiated peer 'b'"),
+        (["rekey", "b", "--child"], ("rekey", "b", "child"), "rekey of the child SA(s)"),
+        (["rekey", "c", "--ike"], ("rekey", "c", "ike"), "rekey of the ike SA(s) of peer 'c'"),
+        (["terminate", "c"], ("terminate", "c"), "terminated the SAs of peer 'c'"),
+        (["reload"], ("reload",), "+ d (added)\n- c (removed)"),
+    ],
+)
+def test_actions_reach_the_controller_and_exit_0(
+    argv: list[str], action: tuple[str, ...], printed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running() as (server, controller):
+        assert main(["--socket", server.path, *argv]) == 0
+    assert controller.actions == [action]
+    assert printed in capsys.readouterr().out
+
+
+def test_a_control_error_exits_1_with_the_message_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with running() as (server, controller):
+        assert main(["--socket", server.path, "initiate", "nobody"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "kipsec-sidecar initiate: unknown peer 'nobody'\n"
+    assert captured.out == ""
+    assert controller.actions == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rekey", "b"],
+        ["rekey", "b", "--child", "--ike"],
+        ["initiate"],
+        ["bogus"],
+        [],
+        ["sas", "-x"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "usage: kipsec-sidecar" in capsys.readouterr().err
+
+
+def test_no_sidecar_exits_3_naming_the_path(capsys: pytest.CaptureFixture[str]) -> None:
+    with short_dir() as directory:
+        path = str(directory / "control.sock")
+        assert main(["--socket", path, "sas"]) == 3
+    err = capsys.readouterr().err
+    assert path in err
+    assert "the sidecar is not running" in err
+
+
+def test_the_socket_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running() as (server, controller):
+        monkeypatch.setenv(SOCKET_ENV, server.path)
+        assert main(["terminate", "b"]) == 0
+    assert controller.actions == [("terminate", "b")]
+
+
+def test_the_default_socket_is_the_documented_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SOCKET_ENV, raising=False)
+    assert cli.build_parser().parse_args(["reload"]).socket == "/run/kipsec/control.sock"
+
+
+def test_run_passes_the_config_and_log_overrides_to_the_daemon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, dict[str, object]]] = []
+
+    def run(config_path: str, **options: object) -> int:
+        calls.append((config_path, options))
+        return 0
+
+    fake = types.ModuleType("kipsec_sidecar.daemon")
+    fake.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "kipsec_sidecar.daemon", fake)
+    assert main(["run", "--config", "/etc/kipsec/sidecar.yaml", "--log-format", "json"]) == 0
+    assert main(["run", "--config", "a.yaml", "--log-level", "debug"]) == 0
+    assert calls == [
+        ("/etc/kipsec/sidecar.yaml", {"log_format": "json"}),
+        ("a.yaml", {"log_level": "debug"}),
+    ]
+
+
+def test_run_requires_a_config() -> None:
+    assert main(["run"]) == 2
+
+
+def test_the_demo_still_runs() -> None:
+    assert main(["demo"]) == 0
