@@ -1,0 +1,678 @@
+"""The userspace datapath: a TUN device in the pod's namespace, ESP/AH applied in-process.
+
+Packet path::
+
+    pod's stack --(table <T> routes)--> kipsec0 --read--> [peer lookup] --> SA --+
+        ^                                                                         |
+        |                        ESP in UDP 4500 (daemon's socket, RFC 3948) <---+
+        |                        or raw IP 50/51 (this datapath's raw sockets)
+        +--write-- kipsec0 <-- [selector check] <-- SA (by SPI) <-- inbound ESP/AH
+
+- **Outbound**: the TUN reader (``loop.add_reader``) reads packets until the device is
+  empty or a batch is done, maps each to a peer by its addresses (the peer whose remote
+  selectors hold the destination and whose local selectors hold the source; cached per
+  address pair), and protects it with the peer's one outbound SA. With UDP
+  encapsulation the ESP bytes go to the daemon's ``UdpSender`` (the kernel adds the
+  outer IP and UDP headers); with ``encapsulation: raw`` the datapath builds the whole
+  packet (``core.esp.encapsulate`` / ``core.ah.encapsulate``) and sends it from a raw
+  socket.
+- **No SA yet** (before ``set_outbound``, after ``clear_outbound`` or when the SA hit a
+  hard limit): the packet is queued (per peer, at most ``queue_packets`` packets and
+  ``queue_bytes`` bytes; the oldest is dropped and counted in ``no_sa_drops`` when full)
+  and the ``AcquireCallback`` is called once; ``set_outbound`` flushes the queue in order.
+- **Inbound**: ``receive_encapsulated`` (from the daemon's 4500 socket) and the raw
+  sockets' readers find the SA by SPI among the inbound SAs (several per peer during a
+  make-before-break rekey), verify and decrypt it, check that the inner packet is one
+  the peer's selectors allow (else drop, ``errors["selector"]``) and write it to the TUN
+  device. Replayed and tampered packets are dropped and counted (``replay_drops``,
+  ``integrity_drops``); nothing a peer sends raises into the event loop.
+- **Transport mode over UDP** (RFC 3948 section 3.1.2): the receiver has only the ESP
+  payload, so the IP header is rebuilt from the SA's addresses (peer → us). Without a NAT
+  they are the outer addresses. With a NAT in the path they are the original ones —
+  exactly the pseudo-header the sender's TCP/UDP checksum was computed over — so the
+  checksum stays valid and no incremental fix-up is needed (the fix-up RFC 3948
+  describes exists for receivers that rebuild from the NAT-rewritten outer addresses).
+- **Fail closed**: see :mod:`.routing` — protected prefixes also have blackhole routes
+  that outlive the process.
+
+Counters (``stats``): ``packets_out``/``bytes_out`` and ``packets_in``/``bytes_in`` count
+inner packets and their bytes per peer; ``queued`` counts packets ever queued for a
+missing SA; ``errors`` is by kind: ``no_policy`` (a packet in the TUN device that no
+peer's selectors cover), ``unknown_spi``, ``selector``, ``malformed``, ``send``,
+``sa_expired``, ``tun_write``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..core import ah, esp
+from ..core.errors import (
+    IntegrityError,
+    KipsecError,
+    ParseError,
+    ReplayError,
+    SequenceExhausted,
+)
+from ..core.ike.constants import ProtocolId
+from ..core.ip import IpProto, build_ipv4, build_ipv6, five_tuple, l3_info
+from ..core.ipsec_sa import IpsecSa, LifetimeExpired, Mode
+from ..core.traffic_selectors import ANY_PROTOCOL, MAX_PORT, TrafficSelector
+from .base import (
+    AcquireCallback,
+    DatapathError,
+    DatapathStats,
+    PeerPolicy,
+    UdpAddress,
+    UdpSender,
+)
+from .mtu import DEFAULT_NFT_TABLE, Suite, install_mss_clamp, remove_mss_clamp, tun_mtu
+from .routing import IPNetwork, PolicyRouting, RoutingIds, selector_networks
+from .sockets import IPPROTO_AH, IPPROTO_ESP, raw_send_socket, raw_socket
+from .tun import TunDevice, open_tun
+
+log = logging.getLogger(__name__)
+
+Rng = Callable[[int], bytes]
+
+DEFAULT_DEVICE = "kipsec0"
+MAX_PACKET = 65535
+_CACHE_LIMIT = 4096
+_TUNNEL_NEXT_HEADER = {4: IpProto.IPIP, 6: IpProto.IPV6}
+_IP_PROTOCOL = {ProtocolId.ESP: IPPROTO_ESP, ProtocolId.AH: IPPROTO_AH}
+_IPV6_EXTENSIONS = frozenset(
+    {IpProto.HOPOPT, IpProto.ROUTING, IpProto.FRAGMENT, IpProto.DSTOPTS, IpProto.AH}
+)
+_PKTINFO6 = struct.Struct("16sI")
+
+
+@dataclass(frozen=True, slots=True)
+class UserspaceOptions:
+    """Settings of the userspace datapath (the daemon fills them from the configuration).
+
+    ``path_mtu``: the MTU to plan for; None reads it from the namespace's default route
+    device. ``suites``: every protocol/algorithm/mode/encapsulation the sidecar may use;
+    the TUN MTU leaves room for the largest overhead among them (empty: the worst
+    supported ESP suite). ``queues`` > 1 opens a multi-queue TUN device.
+    """
+
+    device: str = DEFAULT_DEVICE
+    ids: RoutingIds = field(default_factory=RoutingIds)
+    path_mtu: int | None = None
+    suites: tuple[Suite, ...] = ()
+    queue_packets: int = 64
+    queue_bytes: int = 256 * 1024
+    batch: int = 64
+    queues: int = 1
+    nft_table: str = DEFAULT_NFT_TABLE
+    rng: Rng = os.urandom
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    """A traffic selector compiled to integers for the per-packet check."""
+
+    version: int
+    lo: int
+    hi: int
+    selector: TrafficSelector
+
+    @property
+    def address_only(self) -> bool:
+        ts = self.selector
+        return ts.protocol == ANY_PROTOCOL and ts.start_port == 0 and ts.end_port == MAX_PORT
+
+
+def _compile(selectors: tuple[TrafficSelector, ...]) -> tuple[_Range, ...]:
+    return tuple(_Range(ts.version, int(ts.start_addr), int(ts.end_addr), ts) for ts in selectors)
+
+
+def _addresses(packet: bytes) -> tuple[int, int, int]:
+    """(version, source, destination) as integers; ParseError when too short."""
+    version = packet[0] >> 4 if packet else 0
+    if version == 4 and len(packet) >= 20:
+        return 4, int.from_bytes(packet[12:16], "big"), int.from_bytes(packet[16:20], "big")
+    if version == 6 and len(packet) >= 40:
+        return 6, int.from_bytes(packet[8:24], "big"), int.from_bytes(packet[24:40], "big")
+    raise ParseError("not an IP packet", field="ip")
+
+
+def _transport_header(sa: IpsecSa, next_header: int, payload_len: int) -> bytes:
+    """The IP header of a transport-mode packet received over UDP, from the SA's addresses."""
+    src, dst = sa.src, sa.dst
+    if isinstance(src, ipaddress.IPv4Address) and isinstance(dst, ipaddress.IPv4Address):
+        return build_ipv4(src, dst, next_header, payload_len)
+    assert isinstance(src, ipaddress.IPv6Address) and isinstance(dst, ipaddress.IPv6Address)
+    return build_ipv6(src, dst, next_header, payload_len)
+
+
+def _address_key(packet: bytes) -> bytes:
+    return packet[12:20] if packet[0] >> 4 == 4 else packet[8:40]
+
+
+class _Peer:
+    """Everything the datapath keeps for one peer."""
+
+    __slots__ = (
+        "address_only",
+        "dest",
+        "inbound",
+        "inbound_ok",
+        "local",
+        "networks",
+        "outbound",
+        "pending_acquire",
+        "policy",
+        "queue",
+        "queue_bytes",
+        "remote",
+    )
+
+    def __init__(self, policy: PeerPolicy) -> None:
+        self.policy = policy
+        self.local = _compile(policy.local_ts)
+        self.remote = _compile(policy.remote_ts)
+        self.address_only = all(r.address_only for r in self.local + self.remote)
+        self.networks: list[IPNetwork] = selector_networks(policy.remote_ts)
+        self.dest: UdpAddress = (str(policy.remote_addr), policy.remote_port)
+        self.outbound: IpsecSa | None = None
+        self.inbound: dict[int, IpsecSa] = {}
+        self.inbound_ok: set[bytes] = set()
+        self.queue: deque[bytes] = deque()
+        self.queue_bytes = 0
+        self.pending_acquire = False
+
+    def allows(self, packet: bytes, outbound: bool) -> bool:
+        """Do the selectors allow ``packet`` (outbound: local→remote; inbound: reverse)?"""
+        version, src, dst = _addresses(packet)
+        local_addr, remote_addr = (src, dst) if outbound else (dst, src)
+        if self.address_only:
+            return any(
+                r.version == version and r.lo <= remote_addr <= r.hi for r in self.remote
+            ) and any(r.version == version and r.lo <= local_addr <= r.hi for r in self.local)
+        ft = five_tuple(packet)
+        if outbound:
+            local = (ft.src, ft.src_port)
+            remote = (ft.dst, ft.dst_port)
+        else:
+            local = (ft.dst, ft.dst_port)
+            remote = (ft.src, ft.src_port)
+        return any(
+            r.selector.contains_packet(remote[0], ft.protocol, remote[1]) for r in self.remote
+        ) and any(r.selector.contains_packet(local[0], ft.protocol, local[1]) for r in self.local)
+
+
+def _bump(counter: dict[str, int], key: str, amount: int = 1) -> None:
+    counter[key] = counter.get(key, 0) + amount
+
+
+class UserspaceDatapath:
+    """:class:`~kipsec_sidecar.datapath.base.Datapath` on a TUN device (see module docstring).
+
+    Runs in the network namespace it must protect (the pod's), on the running event loop.
+    ``udp_sender`` sends ESP-in-UDP from the daemon's marked 4500 socket; ``on_acquire``
+    is told when a peer without an outbound SA has traffic.
+    """
+
+    name = "userspace"
+
+    def __init__(
+        self,
+        *,
+        udp_sender: UdpSender,
+        on_acquire: AcquireCallback,
+        options: UserspaceOptions | None = None,
+    ) -> None:
+        self.options = options or UserspaceOptions()
+        self.stats = DatapathStats()
+        self._udp_sender = udp_sender
+        self._on_acquire = on_acquire
+        self._peers: dict[str, _Peer] = {}
+        self._inbound: dict[tuple[int, ProtocolId], tuple[_Peer, IpsecSa]] = {}
+        self._route_cache: dict[bytes, _Peer] = {}
+        self._tun: TunDevice | None = None
+        self._tun_index = 0
+        self._routing: PolicyRouting | None = None
+        self._raw: dict[tuple[int, int], socket.socket] = {}  # (family, ip proto) -> socket
+        self._raw_send6: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.mtu = 0
+        self.path_mtu = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Clean stale state, create the device, rules and MSS clamp; start reading."""
+        opts = self.options
+        self._loop = asyncio.get_running_loop()
+        routing = PolicyRouting(opts.ids)
+        self._routing = routing
+        try:
+            stale = routing.remove_stale()
+            if stale:
+                log.info(
+                    "removed stale routing state",
+                    extra={"event": "datapath.stale_removed", "count": stale},
+                )
+            remove_mss_clamp(opts.nft_table)
+            self.path_mtu = opts.path_mtu or routing.path_mtu(exclude=opts.device)
+            self.mtu = tun_mtu(self.path_mtu, list(opts.suites))
+            self._tun = open_tun(opts.device, queues=opts.queues)
+            self._tun_index = routing.set_link(opts.device, mtu=self.mtu)
+            routing.install_rules()
+            if not install_mss_clamp(opts.nft_table, opts.device):
+                log.warning(
+                    "nft not found: TCP MSS is not clamped for forwarded traffic",
+                    extra={"event": "datapath.no_mss_clamp"},
+                )
+        except BaseException:
+            await self.close()
+            raise
+        for fd in self._tun.fds:
+            self._loop.add_reader(fd, self._on_tun_readable, fd)
+        log.info(
+            "userspace datapath started",
+            extra={
+                "event": "datapath.started",
+                "device": opts.device,
+                "mtu": self.mtu,
+                "path_mtu": self.path_mtu,
+                "table": opts.ids.table,
+            },
+        )
+
+    async def close(self) -> None:
+        """Remove the device, routes, rules, nft table and raw sockets; forget every SA."""
+        loop = self._loop
+        for sock in self._raw.values():
+            if loop is not None:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(sock.fileno())
+            sock.close()
+        self._raw.clear()
+        if self._raw_send6 is not None:
+            self._raw_send6.close()
+            self._raw_send6 = None
+        if self._tun is not None:
+            for fd in self._tun.fds:
+                if loop is not None:
+                    with contextlib.suppress(Exception):
+                        loop.remove_reader(fd)
+            self._tun.close()
+            self._tun = None
+        if self._routing is not None:
+            self._routing.close()
+            self._routing = None
+        remove_mss_clamp(self.options.nft_table)
+        self._peers.clear()
+        self._inbound.clear()
+        self._route_cache.clear()
+
+    # -- peers ---------------------------------------------------------------------------
+
+    def add_peer(self, policy: PeerPolicy) -> None:
+        """Route the peer's remote selectors into the device (and the blackhole under it).
+
+        Raises DatapathError for AH with UDP encapsulation, for a name already added, and
+        when raw sockets are needed but CAP_NET_RAW is missing.
+        """
+        if policy.protocol == ProtocolId.AH and policy.encapsulation == "udp":
+            raise DatapathError(
+                f"peer {policy.peer}: AH cannot be UDP-encapsulated (AH authenticates the "
+                "addresses a NAT rewrites); use encapsulation: raw, or ESP"
+            )
+        if policy.protocol not in (ProtocolId.ESP, ProtocolId.AH):
+            raise DatapathError(f"peer {policy.peer}: protocol {policy.protocol!r} is not ESP/AH")
+        if not policy.remote_ts or not policy.local_ts:
+            raise DatapathError(f"peer {policy.peer}: traffic selectors must not be empty")
+        if self._routing is None:
+            raise DatapathError(f"peer {policy.peer}: the datapath is not started")
+        if policy.peer in self._peers:
+            raise DatapathError(f"peer {policy.peer} is already in the datapath")
+        peer = _Peer(policy)
+        if policy.encapsulation == "raw":
+            self._open_raw(policy.protocol, policy.remote_addr.version)
+        done: list[IPNetwork] = []
+        try:
+            for net in peer.networks:
+                self._routing.protect(net, self._tun_index)
+                done.append(net)
+        except DatapathError:
+            for net in done:
+                self._routing.unprotect(net)
+            raise
+        self._peers[policy.peer] = peer
+        self._route_cache.clear()
+
+    def remove_peer(self, peer: str) -> None:
+        state = self._peers.pop(peer, None)
+        if state is None:
+            return
+        if self._routing is not None:
+            for net in state.networks:
+                self._routing.unprotect(net)
+        for sa in state.inbound.values():
+            self._inbound.pop((sa.spi, sa.protocol), None)
+        state.queue.clear()
+        self._route_cache.clear()
+
+    def _peer(self, peer: str) -> _Peer:
+        state = self._peers.get(peer)
+        if state is None:
+            raise DatapathError(f"peer {peer} is not in the datapath (add_peer first)")
+        return state
+
+    # -- SAs -----------------------------------------------------------------------------
+
+    def install_inbound(self, peer: str, sa: IpsecSa) -> None:
+        state = self._peer(peer)
+        key = (sa.spi, sa.protocol)
+        owner = self._inbound.get(key)
+        if owner is not None and owner[1] is not sa:
+            raise DatapathError(
+                f"peer {peer}: inbound SPI {sa.spi:#010x} ({sa.protocol.name}) is already in use"
+            )
+        state.inbound[sa.spi] = sa
+        self._inbound[key] = (state, sa)
+
+    def remove_inbound(self, peer: str, spi: int) -> None:
+        state = self._peers.get(peer)
+        if state is None:
+            return
+        sa = state.inbound.pop(spi, None)
+        if sa is not None:
+            self._inbound.pop((sa.spi, sa.protocol), None)
+
+    def set_outbound(self, peer: str, sa: IpsecSa) -> None:
+        state = self._peer(peer)
+        if sa.protocol != state.policy.protocol:
+            raise DatapathError(
+                f"peer {peer}: outbound SA is {sa.protocol.name}, the policy says "
+                f"{state.policy.protocol.name}"
+            )
+        state.outbound = sa
+        state.pending_acquire = False
+        queue = state.queue
+        while queue and state.outbound is not None:
+            packet = queue.popleft()
+            state.queue_bytes -= len(packet)
+            self._protect(state, state.outbound, packet)
+        if not queue:
+            state.queue_bytes = 0
+
+    def clear_outbound(self, peer: str) -> None:
+        state = self._peers.get(peer)
+        if state is not None:
+            state.outbound = None
+            state.pending_acquire = False
+
+    def outbound_sa(self, peer: str) -> IpsecSa | None:
+        state = self._peers.get(peer)
+        return None if state is None else state.outbound
+
+    def inbound_sas(self, peer: str) -> list[IpsecSa]:
+        state = self._peers.get(peer)
+        return [] if state is None else list(state.inbound.values())
+
+    # -- outbound ------------------------------------------------------------------------
+
+    def _on_tun_readable(self, fd: int) -> None:
+        read = os.read
+        cache = self._route_cache
+        for _ in range(self.options.batch):
+            try:
+                packet = read(fd, MAX_PACKET)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                _bump(self.stats.errors, "tun_read")
+                if exc.errno == errno.EBADFD:
+                    return
+                continue
+            if not packet:
+                return
+            try:
+                peer = cache.get(_address_key(packet))
+                if peer is None:
+                    peer = self._classify(packet)
+                    if peer is None:
+                        _bump(self.stats.errors, "no_policy")
+                        continue
+                sa = peer.outbound
+                if sa is None:
+                    self._enqueue(peer, packet)
+                else:
+                    self._protect(peer, sa, packet)
+            except KipsecError:
+                _bump(self.stats.errors, "malformed")
+
+    def _classify(self, packet: bytes) -> _Peer | None:
+        """The peer whose selectors cover an outbound packet (cached by address pair)."""
+        for peer in self._peers.values():
+            if peer.allows(packet, outbound=True):
+                if peer.address_only:
+                    if len(self._route_cache) >= _CACHE_LIMIT:
+                        self._route_cache.clear()
+                    self._route_cache[_address_key(packet)] = peer
+                return peer
+        return None
+
+    def _enqueue(self, peer: _Peer, packet: bytes) -> None:
+        opts = self.options
+        name = peer.policy.peer
+        queue = peer.queue
+        queue.append(packet)
+        peer.queue_bytes += len(packet)
+        _bump(self.stats.queued, name)
+        while len(queue) > opts.queue_packets or peer.queue_bytes > opts.queue_bytes:
+            peer.queue_bytes -= len(queue.popleft())
+            _bump(self.stats.no_sa_drops, name)
+        if not peer.pending_acquire:
+            peer.pending_acquire = True
+            try:
+                self._on_acquire(name)
+            except Exception:
+                log.exception("acquire callback failed", extra={"event": "datapath.acquire_error"})
+
+    def _protect(self, peer: _Peer, sa: IpsecSa, packet: bytes) -> None:
+        """Protect one packet on ``sa`` and send it; never raises for a per-packet problem."""
+        policy = peer.policy
+        try:
+            if policy.encapsulation == "udp":
+                self._udp_sender(self._seal(sa, packet), peer.dest)
+            else:
+                self._send_raw(sa, packet)
+        except (LifetimeExpired, SequenceExhausted):
+            # The SA is spent: fail closed, keep the packet, ask for a new SA.
+            _bump(self.stats.errors, "sa_expired")
+            if peer.outbound is sa:
+                peer.outbound = None
+                peer.pending_acquire = False
+            self._enqueue(peer, packet)
+            return
+        except KipsecError:
+            _bump(self.stats.errors, "malformed")
+            return
+        except OSError:
+            _bump(self.stats.errors, "send")
+            return
+        name = policy.peer
+        stats = self.stats
+        stats.packets_out[name] = stats.packets_out.get(name, 0) + 1
+        stats.bytes_out[name] = stats.bytes_out.get(name, 0) + len(packet)
+
+    def _seal(self, sa: IpsecSa, packet: bytes) -> bytes:
+        """The ESP bytes (SPI .. ICV) of one packet, for UDP encapsulation."""
+        version, hlen, total, protocol, _, frag = l3_info(packet)
+        if sa.mode is Mode.TUNNEL:
+            return esp.seal(sa, _TUNNEL_NEXT_HEADER[version], packet[:total], self.options.rng)
+        if version == 4:
+            if frag & 0x3FFF:
+                raise ParseError("fragmented packet: reassemble first", field="ipv4.fragment")
+        elif protocol in _IPV6_EXTENSIONS:
+            raise ParseError(
+                "transport mode over UDP does not carry IPv6 extension headers",
+                field="ipv6.extension",
+            )
+        return esp.seal(sa, protocol, packet[hlen:total], self.options.rng)
+
+    def _send_raw(self, sa: IpsecSa, packet: bytes) -> None:
+        if sa.protocol == ProtocolId.AH:
+            wire = ah.encapsulate(sa, packet)
+        else:
+            wire = esp.encapsulate(sa, packet, self.options.rng)
+        dst = str(sa.dst)
+        if sa.dst.version == 4:
+            self._raw[(socket.AF_INET, _IP_PROTOCOL[sa.protocol])].sendto(wire, (dst, 0))
+        else:
+            assert self._raw_send6 is not None
+            self._raw_send6.sendto(wire, (dst, 0))
+
+    # -- inbound -------------------------------------------------------------------------
+
+    def receive_encapsulated(self, data: bytes, source: UdpAddress) -> None:
+        """Decrypt one ESP-in-UDP datagram's payload and deliver it (or drop and count)."""
+        if len(data) < 8:
+            _bump(self.stats.errors, "malformed")
+            return
+        entry = self._inbound.get((int.from_bytes(data[:4], "big"), ProtocolId.ESP))
+        if entry is None:
+            _bump(self.stats.errors, "unknown_spi")
+            return
+        peer, sa = entry
+        name = peer.policy.peer
+        try:
+            next_header, payload = esp.open_(sa, data)
+            if next_header == IpProto.NONE:
+                return  # a dummy packet (RFC 4303 section 2.6)
+            if sa.mode is Mode.TUNNEL:
+                if next_header not in (IpProto.IPIP, IpProto.IPV6):
+                    raise ParseError("tunnel mode carries no IP packet", field="esp.next_header")
+                packet = payload[: l3_info(payload)[2]]
+            else:
+                packet = _transport_header(sa, next_header, len(payload)) + payload
+        except ReplayError:
+            _bump(self.stats.replay_drops, name)
+            return
+        except IntegrityError:
+            _bump(self.stats.integrity_drops, name)
+            return
+        except KipsecError:
+            _bump(self.stats.errors, "malformed")
+            return
+        self._deliver(peer, packet)
+
+    def _deliver(self, peer: _Peer, packet: bytes) -> None:
+        """Selector check, then hand the packet to the pod's stack through the device."""
+        key = _address_key(packet)
+        if key not in peer.inbound_ok:
+            try:
+                allowed = peer.allows(packet, outbound=False)
+            except KipsecError:
+                allowed = False
+            if not allowed:
+                _bump(self.stats.errors, "selector")
+                return
+            if peer.address_only:
+                if len(peer.inbound_ok) >= _CACHE_LIMIT:
+                    peer.inbound_ok.clear()
+                peer.inbound_ok.add(key)
+        if self._tun is None:
+            return
+        try:
+            os.write(self._tun.fd, packet)
+        except OSError:
+            _bump(self.stats.errors, "tun_write")
+            return
+        name = peer.policy.peer
+        stats = self.stats
+        stats.packets_in[name] = stats.packets_in.get(name, 0) + 1
+        stats.bytes_in[name] = stats.bytes_in.get(name, 0) + len(packet)
+
+    # -- raw sockets ---------------------------------------------------------------------
+
+    def _open_raw(self, protocol: ProtocolId, version: int) -> None:
+        family = socket.AF_INET if version == 4 else socket.AF_INET6
+        key = (family, _IP_PROTOCOL[protocol])
+        if key in self._raw:
+            return
+        sock = raw_socket(key[1], family, self.options.ids.mark)
+        if family == socket.AF_INET6 and self._raw_send6 is None:
+            try:
+                self._raw_send6 = raw_send_socket(family, self.options.ids.mark)
+            except DatapathError:
+                sock.close()
+                raise
+        self._raw[key] = sock
+        assert self._loop is not None
+        self._loop.add_reader(sock.fileno(), self._on_raw_readable, sock, key[1])
+
+    def _on_raw_readable(self, sock: socket.socket, ip_protocol: int) -> None:
+        for _ in range(self.options.batch):
+            try:
+                if sock.family == socket.AF_INET:
+                    packet = sock.recv(MAX_PACKET)
+                else:
+                    packet = self._recv_raw6(sock, ip_protocol)
+            except BlockingIOError:
+                return
+            except OSError:
+                _bump(self.stats.errors, "raw_read")
+                return
+            if packet:
+                self._receive_raw(packet, ip_protocol)
+
+    @staticmethod
+    def _recv_raw6(sock: socket.socket, ip_protocol: int) -> bytes:
+        """An IPv6 raw packet with its fixed header rebuilt (the kernel strips it)."""
+        data, ancdata, _, address = sock.recvmsg(MAX_PACKET, socket.CMSG_SPACE(_PKTINFO6.size))
+        for level, kind, value in ancdata:
+            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                dst = _PKTINFO6.unpack_from(value)[0]
+                src = socket.inet_pton(socket.AF_INET6, address[0].split("%")[0])
+                first = (6 << 28).to_bytes(4, "big")
+                header = first + struct.pack("!HBB", len(data), ip_protocol, 64) + src + dst
+                return bytes(header + data)
+        return b""
+
+    def _receive_raw(self, packet: bytes, ip_protocol: int) -> None:
+        try:
+            _, hlen, _, _, _, _ = l3_info(packet)
+            offset = hlen + (4 if ip_protocol == IPPROTO_AH else 0)
+            protocol = ProtocolId.AH if ip_protocol == IPPROTO_AH else ProtocolId.ESP
+            spi = int.from_bytes(packet[offset : offset + 4], "big")
+        except KipsecError:
+            _bump(self.stats.errors, "malformed")
+            return
+        entry = self._inbound.get((spi, protocol))
+        if entry is None:
+            _bump(self.stats.errors, "unknown_spi")
+            return
+        peer, sa = entry
+        name = peer.policy.peer
+        try:
+            if protocol == ProtocolId.AH:
+                inner = ah.decapsulate(sa, packet)
+            else:
+                inner = esp.decapsulate(sa, packet)
+        except ReplayError:
+            _bump(self.stats.replay_drops, name)
+            return
+        except IntegrityError:
+            _bump(self.stats.integrity_drops, name)
+            return
+        except KipsecError:
+            _bump(self.stats.errors, "malformed")
+            return
+        if inner:
+            self._deliver(peer, inner)
