@@ -1,0 +1,162 @@
+"""The sidecar daemon: ``kipsec-sidecar run --config FILE`` ends up in :func:`run`.
+
+:func:`run` blocks until SIGTERM or SIGINT (exit 0 after a clean shutdown: DELETE sent
+for every IKE SA, the datapath's devices, routes and rules removed). SIGHUP, or a change
+of the configuration file, reloads the peers. A second SIGTERM/SIGINT exits at once.
+
+Exit codes: 0 stopped cleanly, 1 could not start (datapath, sockets, control socket),
+2 the configuration is invalid (the message names every bad field).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from ..config.errors import ConfigError
+from ..config.load import load_config
+from ..datapath.base import DatapathError
+from ..datapath.routing import DEFAULT_MARK
+from ..logs import setup_logging
+from ..state import ControlError
+from .datapath_choice import choose_datapath, userspace_factory
+from .sidecar import DatapathFactory, Sidecar
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_START_FAILED = 1
+EXIT_BAD_CONFIG = 2
+
+
+def run(config_path: str, **options: Any) -> int:
+    """Run the sidecar for the configuration at ``config_path`` until a stop signal.
+
+    Options: ``log_format`` ("text"/"json") and ``log_level`` override the document's
+    logging; ``datapath_factory`` (tests) replaces the userspace datapath;
+    ``ike_port``/``natt_port`` (tests) replace 500/4500; ``rotation_grace`` (tests)
+    shortens the manual-key rotation grace period. Returns the exit code.
+    """
+    return asyncio.run(_main(config_path, **options))
+
+
+async def _main(
+    config_path: str,
+    *,
+    log_format: str | None = None,
+    log_level: str | None = None,
+    datapath_factory: DatapathFactory | None = None,
+    ike_port: int = 500,
+    natt_port: int = 4500,
+    rotation_grace: float | None = None,
+) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        setup_logging(_format(log_format), log_level or "info")
+        log.error("invalid configuration", extra={"path": config_path, "error": str(exc)})
+        print(f"kipsec-sidecar: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    setup_logging(_format(log_format or config.logging.format), log_level or config.logging.level)
+    try:
+        choice = choose_datapath(config.datapath)
+        sidecar = Sidecar(
+            config_path,
+            config,
+            datapath_factory=datapath_factory or userspace_factory,
+            datapath_choice=choice,
+            ike_port=ike_port,
+            natt_port=natt_port,
+            mark=DEFAULT_MARK,
+            **({} if rotation_grace is None else {"rotation_grace": rotation_grace}),
+        )
+    except ConfigError as exc:
+        log.error("invalid configuration", extra={"path": config_path, "error": str(exc)})
+        return EXIT_BAD_CONFIG
+    except DatapathError as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return EXIT_START_FAILED
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_stop(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second stop signal: exiting at once", extra={"signal": signum})
+            os._exit(EXIT_START_FAILED)
+        log.info("stop signal received", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    def on_hup() -> None:
+        task = asyncio.create_task(_reload(sidecar))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_stop, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+    servers: list[Any] = []
+    code = EXIT_OK
+    try:
+        try:
+            await sidecar.start()
+            servers = await _start_servers(sidecar)
+        except (DatapathError, ConfigError, ControlError, OSError) as exc:
+            log.error("cannot start", extra={"error": str(exc)})
+            code = EXIT_START_FAILED
+            stop.set()
+        if code == EXIT_OK:
+            log.info("ready")
+        await stop.wait()
+    finally:
+        for server in reversed(servers):
+            with contextlib.suppress(Exception):
+                await server.close()
+        try:
+            await sidecar.stop()
+        except Exception:
+            log.exception("shutdown was not clean")
+            code = code or EXIT_START_FAILED
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+    return code
+
+
+async def _start_servers(sidecar: Sidecar) -> list[Any]:
+    """The control socket, then (if enabled) the metrics/health endpoint."""
+    from ..control import ControlServer
+    from ..health import HealthServer
+    from ..metrics import build_registry
+
+    servers: list[Any] = []
+    control = ControlServer(sidecar, sidecar.config.control.socket)
+    await control.start()
+    servers.append(control)
+    if sidecar.config.metrics.enabled:
+        health = HealthServer(sidecar, build_registry(sidecar), sidecar.config.metrics.listen)
+        try:
+            await health.start()
+        except BaseException:
+            await control.close()
+            raise
+        servers.append(health)
+    return servers
+
+
+async def _reload(sidecar: Sidecar) -> None:
+    with contextlib.suppress(ControlError):  # already logged; the old config stays
+        await sidecar.reload()
+
+
+def _format(value: str | None) -> Any:
+    return value if value in ("text", "json") else "text"
+
+
+__all__ = ["EXIT_BAD_CONFIG", "EXIT_OK", "EXIT_START_FAILED", "run"]

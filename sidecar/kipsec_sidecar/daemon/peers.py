@@ -1,0 +1,316 @@
+"""Per-peer state of the daemon: its IKE SAs, its installed child SAs, its retry schedule.
+
+The decisions that keep traffic flowing through a rekey live here as pure code, so unit
+tests can walk every ordering of events without sockets:
+
+* :class:`ChildTable` turns ``ChildSaEstablished`` / ``ChildSaDeleted`` into datapath
+  operations in make-before-break order. A new inbound SA is installed at once. Outbound
+  moves to the new SA at once when this side initiated the exchange (the peer answered,
+  so it has the new inbound SA) or when it is not a rekey; the rekey *responder* keeps
+  sending on the old SA until the initiator deletes it — the initiator may not have the
+  new SA installed before our response reaches it. The old inbound SA is removed last.
+* :class:`Backoff` spaces re-initiations to a peer that keeps failing (1 s doubling to
+  30 s, jittered so a fleet of sidecars does not retry in lockstep).
+* :func:`redundant_ike_sa` picks which of two IKE SAs with the same peer goes away when
+  both sides initiated at the same time, so that both sides agree without talking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..config.to_core import PeerPlan
+from ..core.ike.engine import IkeSa
+from ..core.ike.events import ChildSaEstablished, IkeSaEstablished
+from ..core.ipsec_sa import IpsecSa
+from ..state import PeerState
+
+# --- datapath operations -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InstallInbound:
+    sa: IpsecSa
+
+
+@dataclass(frozen=True, slots=True)
+class SetOutbound:
+    sa: IpsecSa
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveInbound:
+    spi: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClearOutbound:
+    pass
+
+
+DatapathOp = InstallInbound | SetOutbound | RemoveInbound | ClearOutbound
+
+ChildViewState = Literal["installed", "rekeyed", "deleting"]
+
+
+@dataclass(slots=True)
+class InstalledChild:
+    """A child SA as the daemon installed it. ``event`` has its keys blanked."""
+
+    event: ChildSaEstablished
+    inbound: IpsecSa
+    outbound: IpsecSa
+    encapsulation: Literal["udp", "raw"]
+    installed_at: float  #: wall clock
+    rekey_at: float | None  #: wall clock
+    expire_at: float | None  #: wall clock
+    state: ChildViewState = "installed"
+
+    @property
+    def spi_in(self) -> bytes:
+        return self.event.spi_in
+
+
+def without_keys(event: ChildSaEstablished) -> ChildSaEstablished:
+    """The event with its key fields emptied: what the daemon keeps for the snapshot."""
+    return dataclasses.replace(
+        event, encr_key_in=b"", integ_key_in=b"", encr_key_out=b"", integ_key_out=b""
+    )
+
+
+class ChildTable:
+    """The child SAs installed for one peer and which one carries outbound traffic.
+
+    Each method returns the datapath operations to apply, in order. Keys of the table
+    are inbound SPIs (the engine's child identity).
+    """
+
+    def __init__(self) -> None:
+        self.children: dict[bytes, InstalledChild] = {}
+        self.outbound: bytes | None = None  #: spi_in of the child outbound traffic uses
+        self._waiting: dict[bytes, bytes] = {}  #: old spi_in → successor awaiting its delete
+
+    def established(self, child: InstalledChild) -> list[DatapathOp]:
+        """A new child SA: install inbound; move outbound now or when the old one goes."""
+        event = child.event
+        ops: list[DatapathOp] = [InstallInbound(child.inbound)]
+        self.children[event.spi_in] = child
+        old = self.children.get(event.replaces) if event.replaces is not None else None
+        if old is not None:
+            old.state = "rekeyed"
+        if old is not None and not event.initiator and self.outbound is not None:
+            assert event.replaces is not None
+            self._waiting[event.replaces] = event.spi_in
+        else:
+            ops.append(SetOutbound(child.outbound))
+            self.outbound = event.spi_in
+        return ops
+
+    def deleted(self, spi_in: bytes) -> list[DatapathOp]:
+        """A child SA is gone: move outbound off it first, then stop accepting it."""
+        child = self.children.pop(spi_in, None)
+        if child is None:
+            return []
+        ops: list[DatapathOp] = []
+        successor = self._waiting.pop(spi_in, None)
+        self._waiting = {k: v for k, v in self._waiting.items() if v != spi_in}
+        if successor is not None and successor in self.children:
+            ops.append(SetOutbound(self.children[successor].outbound))
+            self.outbound = successor
+        elif self.outbound == spi_in:
+            newest = self._newest()
+            if newest is not None:
+                ops.append(SetOutbound(newest.outbound))
+                self.outbound = newest.spi_in
+            else:
+                ops.append(ClearOutbound())
+                self.outbound = None
+        ops.append(RemoveInbound(child.inbound.spi))
+        if not self.children and not any(isinstance(op, ClearOutbound) for op in ops):
+            ops.insert(0, ClearOutbound())
+            self.outbound = None
+        return ops
+
+    def mark_deleting(self, spi_in: bytes) -> None:
+        child = self.children.get(spi_in)
+        if child is not None:
+            child.state = "deleting"
+
+    def clear(self) -> list[DatapathOp]:
+        """Forget every child (the peer is removed): fail closed, drop all inbound SAs."""
+        ops: list[DatapathOp] = [ClearOutbound()]
+        ops += [RemoveInbound(c.inbound.spi) for c in self.children.values()]
+        self.children.clear()
+        self._waiting.clear()
+        self.outbound = None
+        return ops
+
+    def current(self) -> InstalledChild | None:
+        return self.children.get(self.outbound) if self.outbound is not None else None
+
+    def _newest(self) -> InstalledChild | None:
+        installed = [c for c in self.children.values() if c.state == "installed"]
+        pool = installed or list(self.children.values())
+        return pool[-1] if pool else None
+
+
+# --- re-initiation ---------------------------------------------------------------------------
+
+
+class Backoff:
+    """Delays between re-initiations: ``initial`` doubling up to ``maximum`` seconds.
+
+    Each delay is multiplied by a random factor in [1 - jitter, 1 + jitter] (then capped
+    at ``maximum``). :meth:`reset` after a success starts again from ``initial``.
+    """
+
+    def __init__(
+        self,
+        initial: float = 1.0,
+        maximum: float = 30.0,
+        jitter: float = 0.2,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.jitter = jitter
+        self.rng = rng
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        """The wait before the next attempt; each call counts one more failure."""
+        base = min(self.maximum, self.initial * 2.0**self.failures)
+        self.failures += 1
+        factor = 1.0 + self.jitter * (2.0 * self.rng() - 1.0)
+        return min(self.maximum, base * factor)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+# --- duplicate IKE SAs -----------------------------------------------------------------------
+
+
+def redundant_ike_sa(
+    local_address: str, remote_address: str, first: IkeSa, second: IkeSa, newer: IkeSa
+) -> IkeSa:
+    """Of two established IKE SAs with one peer, the one to delete.
+
+    If both sides initiated at once, the SA initiated by the lower address survives, so
+    both sides name the same loser; the side that initiated it deletes it. If one side
+    initiated both (a peer that restarted, a re-initiation racing a slow answer), the
+    older one goes. ``newer`` is whichever of the two was established last.
+    """
+    if first.is_initiator == second.is_initiator:
+        return second if newer is first else first
+    we_are_lower = address_order(local_address) < address_order(remote_address)
+    ours = first if first.is_initiator else second
+    theirs = second if ours is first else first
+    return theirs if we_are_lower else ours
+
+
+def address_order(address: str) -> tuple[int, int]:
+    """A total order on IPv4 and IPv6 addresses (version first), for tie-breaks."""
+    parsed = ipaddress.ip_address(address)
+    return (parsed.version, int(parsed))
+
+
+def deletes_redundant(loser: IkeSa, first: IkeSa, second: IkeSa) -> bool:
+    """Whether this side sends the DELETE for ``loser`` (see :func:`redundant_ike_sa`).
+
+    Cross-initiated duplicates are deleted by their initiator only (no DELETE crossing);
+    a same-side duplicate is deleted by whoever sees it, since its initiator may be a
+    peer that restarted and no longer knows it.
+    """
+    if first.is_initiator == second.is_initiator:
+        return True
+    return loser.is_initiator
+
+
+@dataclass(slots=True)
+class ManualRotation:
+    """A manual peer's new SA pair waiting for outbound traffic to move onto it.
+
+    Outbound moves when the peer is seen using the new inbound SA (it has reloaded) or
+    at ``switch_at`` (loop time), whichever comes first; the old inbound SA stays
+    accepted for the grace period after that.
+    """
+
+    old_spi_in: bytes
+    new: InstalledChild
+    switch_at: float
+
+
+# --- one peer --------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Peer:
+    """What the daemon holds for one configured peer.
+
+    ``retired`` is set when a reload removed or replaced the peer: events of its IKE SAs
+    that arrive afterwards (their DELETE answers) are logged and otherwise ignored.
+    ``operator_stopped`` is set by ``terminate``: no automatic re-initiation until the
+    operator (``initiate``) or traffic (on-demand) asks again.
+    """
+
+    plan: PeerPlan
+    fingerprint: str
+    children: ChildTable = field(default_factory=ChildTable)
+    ike_sas: list[IkeSa] = field(default_factory=list)
+    established: dict[IkeSa, IkeSaEstablished] = field(default_factory=dict)
+    established_at: dict[IkeSa, float] = field(default_factory=dict)  #: wall clock
+    last_error: str | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+    retry_at: float | None = None  #: loop time of the scheduled re-initiation
+    retired: bool = False
+    operator_stopped: bool = False
+    planned_deletes: set[IkeSa] = field(default_factory=set)
+    rotation: ManualRotation | None = None
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    def live_sas(self) -> list[IkeSa]:
+        return [sa for sa in self.ike_sas if not sa.closed]
+
+    def preferred_sa(self) -> IkeSa | None:
+        """The IKE SA to act on and to show: the newest established, else the newest live."""
+        live = self.live_sas()
+        established = [sa for sa in live if sa.established]
+        pool = established or live
+        return pool[-1] if pool else None
+
+    @property
+    def state(self) -> PeerState:
+        if self.children.children and any(sa.established for sa in self.live_sas()):
+            return "established"
+        if self.last_error is not None:
+            return "down"  # failing: retries (if any) are in progress
+        if self.live_sas() or self.retry_at is not None:
+            return "connecting"
+        return "idle"
+
+
+__all__ = [
+    "Backoff",
+    "ChildTable",
+    "ClearOutbound",
+    "DatapathOp",
+    "InstallInbound",
+    "InstalledChild",
+    "ManualRotation",
+    "Peer",
+    "RemoveInbound",
+    "SetOutbound",
+    "address_order",
+    "deletes_redundant",
+    "redundant_ike_sa",
+    "without_keys",
+]

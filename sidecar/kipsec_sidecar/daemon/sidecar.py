@@ -1,0 +1,853 @@
+"""The sidecar daemon: sockets, the IKE endpoint, the datapath and the peers, on one loop.
+
+Everything runs on the asyncio event loop thread, so no state here needs a lock. The
+shape is the aioquic pump: after every datagram, timer or action the daemon calls
+:meth:`Sidecar.pump`, which sends what the endpoint wants sent, applies the events it
+reported to the datapath, and re-arms the one timer at ``endpoint.get_timer()``. Engine
+time is ``loop.time()``; each IkeConfig's ``wall_clock_epoch`` maps it to wall time.
+
+Event → datapath (see :mod:`.peers` for the make-before-break order):
+
+- ``ChildSaEstablished``: install the inbound SA; move outbound now unless we are the
+  responder of a rekey (then when the old child is deleted).
+- ``ChildSaDeleted``: move outbound off it, remove its inbound SA; with no child left,
+  clear outbound (fail closed) and, for onStart peers, re-initiate.
+- ``IkeSaDeleted`` (after ``PeerDead``, ``AuthenticationFailedEvent``,
+  ``NegotiationFailed`` or a DELETE): the peer is ``down`` with ``last_error``; onStart
+  peers re-initiate with exponential backoff, onDemand peers wait for traffic.
+
+Logs name events, peers and SPIs; never keys, PSKs or nonces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from .. import __version__
+from ..config.errors import ConfigError
+from ..config.load import load_config
+from ..config.model import SidecarConfig
+from ..config.to_core import PeerPlan, to_core
+from ..core.errors import KipsecError
+from ..core.ike.config import Address, IkeConfig
+from ..core.ike.constants import NON_ESP_MARKER, ProtocolId
+from ..core.ike.endpoint import Endpoint
+from ..core.ike.engine import IkeSa, IkeState
+from ..core.ike.events import (
+    AuthenticationFailedEvent,
+    ChildSaDeleted,
+    ChildSaEstablished,
+    ChildSaRekeyed,
+    Event,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    IkeSaRekeyed,
+    NegotiationFailed,
+    PeerDead,
+    ProtocolErrorEvent,
+)
+from ..core.negotiated import sa_pair
+from ..core.udpencap import build_keepalive
+from ..datapath.base import Datapath, DatapathError, PeerPolicy
+from ..state import (
+    ControlError,
+    RekeyKind,
+    SidecarSnapshot,
+)
+from .datapath_choice import DatapathChoice
+from .manual import ROTATION_GRACE, manual_child, rotation_kind
+from .peers import (
+    ClearOutbound,
+    DatapathOp,
+    InstalledChild,
+    InstallInbound,
+    ManualRotation,
+    Peer,
+    RemoveInbound,
+    SetOutbound,
+    address_order,
+    deletes_redundant,
+    redundant_ike_sa,
+    without_keys,
+)
+from .reload import diff, fingerprint, restart_needed
+from .snapshot import peer_view
+from .sockets import IkeSockets
+
+log = logging.getLogger(__name__)
+
+#: Builds the datapath: (config, peer plans, UDP-4500 sender, acquire callback).
+DatapathFactory = Callable[
+    [SidecarConfig, tuple[PeerPlan, ...], Callable[[bytes, Address], None], Callable[[str], None]],
+    Datapath,
+]
+
+#: Seconds SIGTERM waits for the peers to answer our DELETEs.
+SHUTDOWN_WAIT = 1.0
+#: Seconds between checks of the configuration file's mtime, SA byte/packet limits.
+HOUSEKEEPING_INTERVAL = 1.0
+#: Bound on pump rounds per call (events may trigger actions that make more datagrams).
+MAX_PUMP_ROUNDS = 64
+#: Reasons of an IkeSaDeleted that we caused on purpose (no failure, no retry).
+_OWN_DELETES = frozenset({"deleted"})
+#: ChildSaDeleted reasons for a child that has a successor (make-before-break).
+_REPLACED = frozenset({"rekeyed", "redundant"})
+#: Seconds a replaced child's inbound SA is still accepted after its deletion.
+INBOUND_GRACE = 1.0
+
+
+class Sidecar:
+    """One running sidecar; implements :class:`kipsec_sidecar.state.Controller`.
+
+    Build it inside the running event loop (it reads the loop's clock) with a loaded
+    configuration and a datapath factory, then ``await start()``;
+    ``await stop()`` deletes every IKE SA (bounded wait for the answers), closes the
+    datapath (removing every device, route and rule it made) and the sockets.
+    """
+
+    def __init__(
+        self,
+        config_path: str,
+        config: SidecarConfig,
+        *,
+        datapath_factory: DatapathFactory,
+        datapath_choice: DatapathChoice,
+        ike_port: int = 500,
+        natt_port: int = 4500,
+        mark: int,
+        rotation_grace: float = ROTATION_GRACE,
+        inbound_grace: float = INBOUND_GRACE,
+    ) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.choice = datapath_choice
+        self.rotation_grace = rotation_grace
+        self.inbound_grace = inbound_grace
+        self.loop = asyncio.get_running_loop()
+        # wall = epoch + loop.time(); computed once so reloads produce identical plans.
+        self.epoch = time.time() - self.loop.time()
+        self.started_at = time.time()
+        self.peers: dict[str, Peer] = {}
+        self.handshakes: dict[str, int] = {"success": 0, "failure": 0}
+        self.rekeys: dict[str, int] = {"child": 0, "ike": 0}
+        self.auth_failures = 0
+        self.ike_malformed = 0
+        self.datapath_errors: dict[str, int] = {}
+        self._owners: dict[IkeSa, Peer] = {}
+        self._retries: dict[Peer, asyncio.TimerHandle] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._config_stamp = _stamp(config_path)
+        self._last_keepalive = 0.0
+        self.endpoint = Endpoint(self._responder_config, now=self.loop.time())
+        self.sockets = IkeSockets(
+            config.local.addresses,
+            mark,
+            on_ike=self._ike_datagram,
+            on_esp=self._esp_datagram,
+            ike_port=ike_port,
+            natt_port=natt_port,
+        )
+        # Reads the auth material; ConfigError names the field when a file is unusable.
+        self._plans = to_core(config, wall_clock_epoch=self.epoch)
+        self.datapath = datapath_factory(config, self._plans, self.sockets.send_esp, self._acquire)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Bind the sockets, start the datapath, add every peer, initiate onStart peers.
+
+        Raises ConfigError (auth material unreadable) or DatapathError; the caller
+        turns them into a non-zero exit after :meth:`stop`.
+        """
+        await self.sockets.open()
+        await self.datapath.start()
+        for plan in self._plans:
+            self._add_peer(plan)
+        self._housekeeping = asyncio.create_task(self._housekeep(), name="kipsec-housekeeping")
+        self.pump()
+        log.info(
+            "sidecar started",
+            extra={
+                "version": __version__,
+                "datapath": self.datapath.name,
+                "datapath_reason": self.choice.reason,
+                "peers": len(self.peers),
+            },
+        )
+
+    async def stop(self) -> None:
+        """DELETE every IKE SA, wait up to :data:`SHUTDOWN_WAIT` s, tear everything down."""
+        self._stopping = True
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        for handle in self._retries.values():
+            handle.cancel()
+        self._retries.clear()
+        now = self.loop.time()
+        live = [sa for sa in self._owners if not sa.closed]
+        for sa in live:
+            sa.delete(now)
+        self.pump()
+        deadline = self.loop.time() + SHUTDOWN_WAIT
+        while any(not sa.closed for sa in live) and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        log.info(
+            "IKE SAs deleted",
+            extra={"deleted": len(live), "unanswered": sum(not sa.closed for sa in live)},
+        )
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            await self.datapath.close()
+        finally:
+            self.sockets.close()
+        log.info("sidecar stopped")
+
+    # ------------------------------------------------------------------ the pump
+
+    def pump(self) -> None:
+        """Send queued datagrams, apply queued events, re-arm the timer."""
+        for _ in range(MAX_PUMP_ROUNDS):
+            now = self.loop.time()
+            datagrams = self.endpoint.datagrams_to_send(now)
+            for data, addr in datagrams:
+                self.sockets.send(
+                    data, addr, natt=data[:4] == NON_ESP_MARKER, local=self._local_for(addr[0])
+                )
+            moved = bool(datagrams)
+            while (item := self.endpoint.next_event()) is not None:
+                moved = True
+                sa, event = item
+                try:
+                    self._apply(sa, event)
+                except Exception:  # one bad event must not stop the daemon
+                    log.exception("applying an IKE event failed", extra={"ike_event": _name(event)})
+            if not moved:
+                break
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        when = self.endpoint.get_timer()
+        if when == self._timer_at and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None and not self._stopping_done():
+            self._timer = self.loop.call_at(max(when, self.loop.time()), self._on_timer)
+
+    def _stopping_done(self) -> bool:
+        return self._stopping and not any(not sa.closed for sa in self._owners)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.endpoint.handle_timer(self.loop.time())
+        self.pump()
+
+    def _ike_datagram(self, data: bytes, source: Address) -> None:
+        self.endpoint.receive_datagram(data, source, self.loop.time())
+        self.pump()
+
+    def _esp_datagram(self, data: bytes, source: Address) -> None:
+        try:
+            self.datapath.receive_encapsulated(data, source)
+        except Exception:  # the datapath counts its own drops; this is a bug guard
+            self._count_error("receive")
+            log.exception("datapath failed on an ESP datagram", extra={"source": source[0]})
+
+    def _local_for(self, remote: str) -> str | None:
+        for peer in self.peers.values():
+            if peer.plan.address == remote:
+                return peer.plan.local_address
+        return None
+
+    # ------------------------------------------------------------------ peers
+
+    def _responder_config(self, addr: Address) -> IkeConfig | None:
+        """The IKE configuration for an IKE_SA_INIT from ``addr``; None refuses it."""
+        if self._stopping:
+            return None
+        peer = self._peer_by_address(addr[0])
+        if peer is None or peer.plan.ike is None:
+            log.info("IKE_SA_INIT from an unknown address refused", extra={"source": addr[0]})
+            return None
+        return peer.plan.ike
+
+    def _peer_by_address(self, address: str) -> Peer | None:
+        try:
+            wanted = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        for peer in self.peers.values():
+            if ipaddress.ip_address(peer.plan.address) == wanted:
+                return peer
+        return None
+
+    def _add_peer(self, plan: PeerPlan, fp: str | None = None) -> Peer:
+        peer = Peer(plan=plan, fingerprint=fp if fp is not None else fingerprint(plan))
+        self.peers[plan.name] = peer
+        self.datapath.add_peer(_policy(plan))
+        log.info(
+            "peer added",
+            extra={"peer": plan.name, "address": plan.address, "keying": plan.keying},
+        )
+        if plan.keying == "manual":
+            self._apply_ops(peer, peer.children.established(manual_child(plan)))
+        elif plan.start == "onStart":
+            self._initiate(peer)
+        return peer
+
+    def _remove_peer(self, name: str) -> None:
+        peer = self.peers.pop(name)
+        peer.retired = True
+        handle = self._retries.pop(peer, None)
+        if handle is not None:
+            handle.cancel()
+        now = self.loop.time()
+        for sa in peer.live_sas():
+            sa.delete(now)
+        peer.children.clear()
+        self.datapath.remove_peer(name)
+        log.info("peer removed", extra={"peer": name})
+
+    def _initiate(self, peer: Peer) -> None:
+        """Start an IKE SA (or the missing child) with ``peer`` unless one is under way."""
+        if peer.retired or self._stopping or peer.plan.ike is None:
+            return
+        handle = self._retries.pop(peer, None)
+        if handle is not None:
+            handle.cancel()
+        peer.retry_at = None
+        now = self.loop.time()
+        live = peer.live_sas()
+        established = [sa for sa in live if sa.established]
+        if established and not peer.children.children:
+            sa = established[-1]
+            if not sa.children:
+                sa.initiate_child(peer.plan.name, now)
+                log.info("child SA initiated", extra={"peer": peer.name})
+            return
+        if live:
+            return
+        sa = self.endpoint.initiate(peer.plan.ike, (peer.plan.address, peer.plan.port), now)
+        peer.ike_sas.append(sa)
+        self._owners[sa] = peer
+        log.info("IKE SA initiated", extra={"peer": peer.name, "spi_i": sa.spi_i.hex()})
+
+    def _schedule_retry(self, peer: Peer) -> None:
+        if (
+            peer.retired
+            or self._stopping
+            or peer.operator_stopped
+            or peer.plan.start != "onStart"
+            or peer in self._retries
+        ):
+            return
+        delay = peer.backoff.next_delay()
+        peer.retry_at = self.loop.time() + delay
+        self._retries[peer] = self.loop.call_later(delay, self._retry, peer)
+        log.info("re-initiation scheduled", extra={"peer": peer.name, "delay": round(delay, 2)})
+
+    def _retry(self, peer: Peer) -> None:
+        self._retries.pop(peer, None)
+        peer.retry_at = None
+        self._initiate(peer)
+        self.pump()
+
+    def _acquire(self, name: str) -> None:
+        """Datapath: traffic for ``name`` and no outbound SA (on-demand initiation)."""
+        peer = self.peers.get(name)
+        if peer is None or peer.plan.keying != "ike":
+            return
+        log.info("traffic for a peer without SA: initiating", extra={"peer": name})
+        peer.operator_stopped = False
+        self._initiate(peer)
+        self.pump()
+
+    # ------------------------------------------------------------------ events
+
+    def _owner(self, sa: IkeSa) -> Peer | None:
+        peer = self._owners.get(sa)
+        if peer is None:
+            peer = self._peer_by_address(sa.peer_addr[0])
+            if peer is not None:
+                peer.ike_sas.append(sa)
+                self._owners[sa] = peer
+        return peer
+
+    def _apply(self, sa: IkeSa, event: Event) -> None:
+        peer = self._owner(sa)
+        fields: dict[str, object] = {"ike_event": _name(event), "peer": peer.name if peer else None}
+        if peer is None or peer.retired:
+            log.info("IKE event for a removed peer", extra=fields)
+            if isinstance(event, IkeSaDeleted):
+                self._forget(sa)
+            return
+        match event:
+            case IkeSaEstablished():
+                peer.established[sa] = event
+                peer.established_at[sa] = time.time()
+                peer.last_error = None
+                peer.backoff.reset()
+                self.handshakes["success"] += 1
+                log.info(
+                    "IKE SA established",
+                    extra=fields
+                    | {
+                        "spi_i": event.spi_i.hex(),
+                        "spi_r": event.spi_r.hex(),
+                        "initiator": event.initiator,
+                        "remote_id": event.remote_id,
+                        "nat": event.nat_detected,
+                    },
+                )
+                self._resolve_duplicates(peer, sa, event)
+            case ChildSaEstablished():
+                self._child_established(peer, event, fields)
+            case ChildSaDeleted():
+                self._child_deleted(peer, sa, event, fields)
+            case ChildSaRekeyed():
+                log.info(
+                    "child SA rekeyed",
+                    extra=fields
+                    | {"old_spi_in": event.old_spi_in.hex(), "new_spi_in": event.new_spi_in.hex()},
+                )
+            case IkeSaRekeyed():
+                self.rekeys["ike"] += 1
+                log.info(
+                    "IKE SA rekeyed",
+                    extra=fields | {"spi_i": event.new_spi_i.hex(), "spi_r": event.new_spi_r.hex()},
+                )
+            case IkeSaDeleted():
+                self._ike_deleted(peer, sa, event, fields)
+            case PeerDead():
+                peer.last_error = "PEER_DEAD"
+                log.warning("peer dead", extra=fields | {"tries": event.tries})
+            case AuthenticationFailedEvent():
+                self.auth_failures += 1
+                peer.last_error = f"AUTHENTICATION_FAILED ({event.reason})"
+                log.warning(
+                    "authentication failed",
+                    extra=fields | {"reason": event.reason, "by_peer": event.by_peer},
+                )
+            case NegotiationFailed():
+                peer.last_error = f"NEGOTIATION_FAILED ({event.reason})"
+                log.warning(
+                    "negotiation failed",
+                    extra=fields | {"reason": event.reason, "child": event.child},
+                )
+            case ProtocolErrorEvent():
+                self.ike_malformed += 1
+                log.info("IKE message dropped", extra=fields | {"reason": event.reason})
+
+    def _resolve_duplicates(self, peer: Peer, sa: IkeSa, event: IkeSaEstablished) -> None:
+        """Both sides initiated, or the peer restarted: keep one IKE SA (see peers.py)."""
+        now = self.loop.time()
+        local, remote = peer.plan.local_address, peer.plan.address
+        for other in peer.live_sas():
+            if other is sa or other in peer.planned_deletes:
+                continue
+            if other.established:
+                loser = redundant_ike_sa(local, remote, other, sa, newer=sa)
+                if deletes_redundant(loser, other, sa):
+                    peer.planned_deletes.add(loser)
+                    loser.delete(now)
+                    log.info(
+                        "duplicate IKE SA deleted",
+                        extra={"peer": peer.name, "spi_i": loser.spi_i.hex()},
+                    )
+            elif (
+                other.is_initiator
+                and not event.initiator
+                and (
+                    other.state is IkeState.INIT_SENT
+                    or address_order(local) > address_order(remote)
+                )
+            ):
+                # Still in IKE_SA_INIT, the peer holds at most a half-open responder
+                # that times out: abandoning ours is always safe. Past that, the SA
+                # initiated by the lower address wins (both sides apply the same rule).
+                peer.planned_deletes.add(other)
+                other.delete(now)  # not established yet: closes locally
+                log.info("own IKE SA abandoned: the peer's SA won", extra={"peer": peer.name})
+
+    def _child_established(
+        self, peer: Peer, event: ChildSaEstablished, fields: dict[str, object]
+    ) -> None:
+        plan = peer.plan
+        encapsulation: Literal["udp", "raw"] = (
+            "udp"
+            if plan.encapsulation == "udp" or (plan.encapsulation == "auto" and event.nat_detected)
+            else "raw"
+        )
+        try:
+            pair = sa_pair(event, plan.local_address, event.remote_addr[0])
+        except KipsecError as exc:
+            self._count_error("install")
+            log.error("child SA not installable", extra=fields | {"error": str(exc)})
+            return
+        for ipsec in (pair.inbound, pair.outbound):
+            ipsec.udp_encap = encapsulation == "udp" and ipsec.protocol == ProtocolId.ESP
+            ipsec.lifetime = plan.sa_lifetime
+        child = InstalledChild(
+            event=without_keys(event),
+            inbound=pair.inbound,
+            outbound=pair.outbound,
+            encapsulation=encapsulation,
+            installed_at=time.time(),
+            rekey_at=None if event.rekey_at is None else event.rekey_at + self.epoch,
+            expire_at=None if event.expire_at is None else event.expire_at + self.epoch,
+        )
+        if event.replaces is not None:
+            self.rekeys["child"] += 1
+        self._apply_ops(peer, peer.children.established(child))
+        peer.last_error = None
+        peer.operator_stopped = False
+        log.info(
+            "child SA installed",
+            extra=fields
+            | {
+                "spi_in": event.spi_in.hex(),
+                "spi_out": event.spi_out.hex(),
+                "replaces": event.replaces.hex() if event.replaces else None,
+                "initiator": event.initiator,
+                "outbound": peer.children.outbound == event.spi_in,
+            },
+        )
+
+    def _child_deleted(
+        self, peer: Peer, sa: IkeSa, event: ChildSaDeleted, fields: dict[str, object]
+    ) -> None:
+        had = bool(peer.children.children)
+        ops = peer.children.deleted(event.spi_in)
+        if event.reason in _REPLACED:
+            # The peer stopped using it, but its last packets may still sit in the 4500
+            # socket queue behind the IKE message that ended it (two sockets, no order
+            # between them): accept them for a moment longer.
+            late: list[DatapathOp] = [op for op in ops if isinstance(op, RemoveInbound)]
+            ops = [op for op in ops if not isinstance(op, RemoveInbound)]
+            self.loop.call_later(self.inbound_grace, self._apply_late, peer, late)
+        self._apply_ops(peer, ops)
+        log.info(
+            "child SA removed",
+            extra=fields
+            | {
+                "spi_in": event.spi_in.hex(),
+                "spi_out": event.spi_out.hex(),
+                "reason": event.reason,
+            },
+        )
+        if had and not peer.children.children:
+            log.warning("no child SA left: outbound fails closed", extra=fields)
+            if event.reason not in ("ike-deleted", "deleted") and not sa.closed:
+                self._schedule_retry(peer)
+
+    def _apply_late(self, peer: Peer, ops: list[DatapathOp]) -> None:
+        if not peer.retired and not self._stopping:
+            self._apply_ops(peer, ops)
+
+    def _ike_deleted(
+        self, peer: Peer, sa: IkeSa, event: IkeSaDeleted, fields: dict[str, object]
+    ) -> None:
+        planned = sa in peer.planned_deletes
+        was_established = sa in peer.established
+        self._forget(sa)
+        log.info("IKE SA deleted", extra=fields | {"reason": event.reason, "planned": planned})
+        if planned or peer.live_sas():
+            return
+        if not was_established and event.reason != "deleted":
+            self.handshakes["failure"] += 1
+        if event.reason in _OWN_DELETES:
+            return  # terminate, reload or shutdown: no retry
+        if peer.last_error is None:
+            peer.last_error = event.reason.upper().replace("-", "_")
+        self._apply_ops(peer, peer.children.clear() if peer.children.children else [])
+        self.datapath.clear_outbound(peer.name)
+        self._schedule_retry(peer)
+
+    def _forget(self, sa: IkeSa) -> None:
+        peer = self._owners.pop(sa, None)
+        if peer is None:
+            return
+        if sa in peer.ike_sas:
+            peer.ike_sas.remove(sa)
+        peer.established.pop(sa, None)
+        peer.established_at.pop(sa, None)
+        peer.planned_deletes.discard(sa)
+
+    def _apply_ops(self, peer: Peer, ops: list[DatapathOp]) -> None:
+        for op in ops:
+            try:
+                match op:
+                    case InstallInbound(sa=ipsec):
+                        self.datapath.install_inbound(peer.name, ipsec)
+                    case SetOutbound(sa=ipsec):
+                        self.datapath.set_outbound(peer.name, ipsec)
+                    case RemoveInbound(spi=spi):
+                        self.datapath.remove_inbound(peer.name, spi)
+                    case ClearOutbound():
+                        self.datapath.clear_outbound(peer.name)
+            except (DatapathError, KipsecError, KeyError) as exc:
+                self._count_error(type(op).__name__)
+                log.error(
+                    "datapath operation failed",
+                    extra={"peer": peer.name, "operation": type(op).__name__, "error": str(exc)},
+                )
+
+    def _count_error(self, kind: str) -> None:
+        self.datapath_errors[kind] = self.datapath_errors.get(kind, 0) + 1
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def _housekeep(self) -> None:
+        """Once a second: config file changes, byte/packet soft limits, NAT keepalives."""
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            try:
+                stamp = _stamp(self.config_path)
+                if stamp != self._config_stamp and stamp is not None:
+                    self._config_stamp = stamp
+                    log.info("configuration file changed: reloading")
+                    with contextlib.suppress(ControlError):
+                        await self.reload()
+                self._check_volume_limits()
+                self._check_rotations()
+                self._send_keepalives()
+                self.pump()
+            except Exception:  # keep the daemon alive; the log says what broke
+                log.exception("housekeeping failed")
+
+    def _check_volume_limits(self) -> None:
+        now = self.loop.time()
+        for peer in self.peers.values():
+            current = peer.children.current()
+            sa = peer.preferred_sa()
+            if current is None or sa is None or not sa.established:
+                continue
+            if current.state != "installed":
+                continue
+            if current.outbound.soft_limit_reached or current.inbound.soft_limit_reached:
+                engine_child = sa.child_by_spi(current.spi_in)
+                if engine_child is not None and engine_child.state.value == "installed":
+                    log.info("byte/packet soft limit reached: rekeying", extra={"peer": peer.name})
+                    sa.rekey_child(current.spi_in, now)
+
+    def _send_keepalives(self) -> None:
+        interval = self.config.nat_traversal.keepalive
+        now = self.loop.time()
+        if not interval or now - self._last_keepalive < interval:
+            return
+        self._last_keepalive = now
+        for peer in self.peers.values():
+            for sa in peer.live_sas():
+                info = peer.established.get(sa)
+                if info is not None and info.nat_local:
+                    self.sockets.send(
+                        build_keepalive(), sa.peer_addr, natt=True, local=peer.plan.local_address
+                    )
+
+    # ------------------------------------------------------------------ Controller
+
+    def _peer(self, name: str) -> Peer:
+        peer = self.peers.get(name)
+        if peer is None:
+            raise ControlError(f"no peer named {name!r} in the configuration")
+        return peer
+
+    async def initiate(self, peer: str) -> None:
+        target = self._peer(peer)
+        if target.plan.keying != "ike":
+            raise ControlError(f"peer {peer!r} is manually keyed: there is nothing to initiate")
+        target.operator_stopped = False
+        self._initiate(target)
+        self.pump()
+
+    async def rekey(self, peer: str, kind: RekeyKind) -> None:
+        target = self._peer(peer)
+        sa = target.preferred_sa()
+        if sa is None or not sa.established:
+            raise ControlError(f"peer {peer!r} has no established IKE SA to rekey")
+        now = self.loop.time()
+        try:
+            if kind == "ike":
+                sa.rekey_ike(now)
+            elif kind == "child":
+                spis = [spi for spi, c in sa.children.items() if c.state.value == "installed"]
+                if not spis:
+                    raise ControlError(f"peer {peer!r} has no installed child SA to rekey")
+                for spi in spis:
+                    sa.rekey_child(spi, now)
+            else:
+                raise ControlError(f"rekey kind must be 'child' or 'ike', not {kind!r}")
+        except KipsecError as exc:
+            raise ControlError(f"rekey of peer {peer!r} refused: {exc}") from None
+        log.info("rekey requested", extra={"peer": peer, "kind": kind})
+        self.pump()
+
+    async def terminate(self, peer: str) -> None:
+        target = self._peer(peer)
+        if target.plan.keying != "ike":
+            raise ControlError(f"peer {peer!r} is manually keyed: remove it from the configuration")
+        target.operator_stopped = True
+        handle = self._retries.pop(target, None)
+        if handle is not None:
+            handle.cancel()
+        target.retry_at = None
+        now = self.loop.time()
+        for sa in target.live_sas():
+            sa.delete(now)
+        log.info("terminate requested", extra={"peer": peer})
+        self.pump()
+
+    async def reload(self) -> list[str]:
+        try:
+            config = load_config(self.config_path)
+            plans = to_core(config, wall_clock_epoch=self.epoch)
+        except ConfigError as exc:
+            log.error("configuration not reloaded", extra={"error": str(exc)})
+            raise ControlError(f"configuration not reloaded: {exc}") from None
+        self._config_stamp = _stamp(self.config_path)
+        by_name = {plan.name: plan for plan in plans}
+        new_fps = {plan.name: fingerprint(plan) for plan in plans}
+        changes = diff({name: p.fingerprint for name, p in self.peers.items()}, new_fps)
+        lines = changes.lines()
+        stale = restart_needed(self.config, config)
+        for name in changes.remove:
+            self._remove_peer(name)
+        for name in changes.replace:
+            old = self.peers[name]
+            new_plan = by_name[name]
+            if (
+                new_plan.keying == "manual"
+                and old.plan.keying == "manual"
+                and rotation_kind(old.plan, new_plan, old.fingerprint, new_fps[name]) == "rotate"
+            ):
+                self._rotate_manual(old, new_plan, new_fps[name])
+            else:
+                self._remove_peer(name)
+                self._add_peer(new_plan, new_fps[name])
+        for name in changes.add:
+            self._add_peer(by_name[name], new_fps[name])
+        if stale:
+            lines.append("not applied until restart: " + ", ".join(stale))
+        self.config = config
+        # Keep document order for the snapshot.
+        self.peers = {name: self.peers[name] for name in by_name if name in self.peers}
+        log.info("configuration reloaded", extra={"changes": lines or ["none"]})
+        self.pump()
+        return lines
+
+    def _rotate_manual(self, peer: Peer, plan: PeerPlan, fp: str) -> None:
+        """New SPI pair for a manual peer: new inbound now, outbound and cleanup later."""
+        if peer.rotation is not None:
+            self._switch_manual(peer)  # a rotation of a rotation: finish the first
+        old = peer.children.current()
+        peer.plan = plan
+        peer.fingerprint = fp
+        new = manual_child(plan, replaces=old.spi_in if old is not None else None)
+        self._apply_ops(peer, peer.children.established(new))
+        if old is not None and peer.children.outbound == old.spi_in:
+            peer.rotation = ManualRotation(old.spi_in, new, self.loop.time() + self.rotation_grace)
+        log.info(
+            "manual SAs rotating",
+            extra={
+                "peer": peer.name,
+                "spi_in": new.event.spi_in.hex(),
+                "spi_out": new.event.spi_out.hex(),
+                "grace": self.rotation_grace,
+            },
+        )
+
+    def _check_rotations(self) -> None:
+        now = self.loop.time()
+        for peer in self.peers.values():
+            rotation = peer.rotation
+            if rotation is not None and (rotation.new.inbound.packets or now >= rotation.switch_at):
+                self._switch_manual(peer)
+
+    def _switch_manual(self, peer: Peer) -> None:
+        """Move a rotating manual peer's outbound to the new pair; drop the old one later."""
+        rotation = peer.rotation
+        if rotation is None:
+            return
+        peer.rotation = None
+        peer.children.mark_deleting(rotation.old_spi_in)
+        ops = peer.children.deleted(rotation.old_spi_in)
+        late: list[DatapathOp] = [op for op in ops if isinstance(op, RemoveInbound)]
+        self._apply_ops(peer, [op for op in ops if not isinstance(op, RemoveInbound)])
+        self.loop.call_later(self.rotation_grace, self._apply_late, peer, late)
+        log.info(
+            "manual SAs switched",
+            extra={"peer": peer.name, "old_spi_in": rotation.old_spi_in.hex()},
+        )
+
+    def snapshot(self) -> SidecarSnapshot:
+        stats = self.datapath.stats
+        drops = {
+            "replay": sum(stats.replay_drops.values()),
+            "integrity": sum(stats.integrity_drops.values()),
+            "no_sa": sum(stats.no_sa_drops.values()),
+            "malformed": self.ike_malformed
+            + self.endpoint.dropped
+            + self.sockets.counters.malformed,
+        }
+        errors = dict(stats.errors)
+        for kind, count in self.datapath_errors.items():
+            errors[kind] = errors.get(kind, 0) + count
+        return SidecarSnapshot(
+            version=__version__,
+            datapath=self.datapath.name,
+            datapath_reason=self.choice.reason,
+            started_at=self.started_at,
+            peers=tuple(peer_view(peer) for peer in self.peers.values()),
+            handshakes=dict(self.handshakes),
+            rekeys=dict(self.rekeys),
+            auth_failures=self.auth_failures,
+            drops=drops,
+            datapath_errors=errors,
+        )
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _stamp(path: str) -> tuple[float, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size)
+
+
+def _name(event: Event) -> str:
+    return type(event).__name__
+
+
+def _policy(plan: PeerPlan) -> PeerPolicy:
+    return PeerPolicy(
+        peer=plan.name,
+        remote_addr=ipaddress.ip_address(plan.address),
+        local_ts=plan.local_ts,
+        remote_ts=plan.remote_ts,
+        mode=plan.mode,
+        protocol=ProtocolId.ESP if plan.protocol == "esp" else ProtocolId.AH,
+        encapsulation="udp" if plan.encapsulation == "udp" else "raw",
+    )
+
+
+__all__ = ["HOUSEKEEPING_INTERVAL", "SHUTDOWN_WAIT", "DatapathFactory", "Sidecar"]

@@ -1,0 +1,169 @@
+"""The daemon's UDP 500 and 4500 sockets, bound to the local addresses and bypass-marked.
+
+Port 500 carries plain IKE. Port 4500 carries three things told apart by their first
+bytes (RFC 3948, :func:`~kipsec_sidecar.core.udpencap.classify`): IKE after the non-ESP
+marker (NAT traversal), ESP in UDP (handed to the datapath), and one-byte NAT keepalives
+(ignored). Garbage is counted and dropped; nothing a peer sends can raise out of here.
+
+The sockets come from :func:`kipsec_sidecar.datapath.sockets.udp_socket`, which sets
+SO_MARK: in pod-to-pod tunnel mode the outer destination is the very address the tunnel
+protects, and only the mark keeps IKE and ESP from being routed into the TUN device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import cast
+
+from ..core.errors import ParseError
+from ..core.ike.config import Address
+from ..core.udpencap import UdpEncapKind, classify
+from ..datapath.sockets import udp_socket
+
+log = logging.getLogger(__name__)
+
+IKE_PORT = 500
+NATT_PORT = 4500
+
+#: (datagram, source address) → None; called from the event loop.
+Receiver = Callable[[bytes, Address], None]
+
+
+@dataclass(slots=True)
+class SocketCounters:
+    """What arrived on the sockets, by kind (for logs and the snapshot's drops)."""
+
+    ike: int = 0
+    esp: int = 0
+    keepalives: int = 0
+    malformed: int = 0
+    send_errors: int = 0
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, Address], None], name: str) -> None:
+        self.on_datagram = on_datagram
+        self.name = name
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.on_datagram(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable while a peer restarts): the engine's
+        # retransmissions and liveness checks decide what they mean.
+        log.debug("socket error", extra={"socket": self.name, "error": str(exc)})
+
+
+def _factory(receiver: Receiver, name: str) -> Callable[[], _Protocol]:
+    return lambda: _Protocol(receiver, name)
+
+
+class IkeSockets:
+    """UDP ``ike_port`` and ``natt_port`` on every local address, marked with ``mark``.
+
+    ``on_ike`` gets IKE datagrams from both ports (the non-ESP marker left in place; the
+    endpoint strips it); ``on_esp`` gets ESP-in-UDP datagrams from the 4500 socket.
+    """
+
+    def __init__(
+        self,
+        addresses: Iterable[str],
+        mark: int,
+        *,
+        on_ike: Receiver,
+        on_esp: Receiver,
+        ike_port: int = IKE_PORT,
+        natt_port: int = NATT_PORT,
+    ) -> None:
+        self.addresses = list(addresses)
+        self.mark = mark
+        self.on_ike = on_ike
+        self.on_esp = on_esp
+        self.ike_port = ike_port
+        self.natt_port = natt_port
+        self.counters = SocketCounters()
+        self._transports: dict[tuple[str, int], asyncio.DatagramTransport] = {}
+
+    async def open(self) -> None:
+        """Bind every socket; raises DatapathError naming the port that failed."""
+        loop = asyncio.get_running_loop()
+        try:
+            for address in self.addresses:
+                for port in (self.ike_port, self.natt_port):
+                    sock = udp_socket(address, port, self.mark)
+                    receiver = self._ike_datagram if port == self.ike_port else self._natt_datagram
+                    transport, _ = await loop.create_datagram_endpoint(
+                        _factory(receiver, f"udp/{port}"), sock=sock
+                    )
+                    self._transports[(address, port)] = transport
+        except BaseException:
+            self.close()
+            raise
+        log.info(
+            "IKE sockets bound",
+            extra={"addresses": self.addresses, "ports": [self.ike_port, self.natt_port]},
+        )
+
+    def close(self) -> None:
+        for transport in self._transports.values():
+            transport.close()
+        self._transports.clear()
+
+    def send(self, data: bytes, dest: Address, *, natt: bool, local: str | None = None) -> None:
+        """Send from the 4500 (``natt``) or 500 socket of ``local`` (or any of its family)."""
+        port = self.natt_port if natt else self.ike_port
+        transport = self._transport_for(dest[0], port, local)
+        if transport is None:
+            self.counters.send_errors += 1
+            log.warning("no socket for destination", extra={"dest": dest[0], "port": port})
+            return
+        try:
+            transport.sendto(data, dest)
+        except OSError as exc:  # a closed transport or an unroutable destination
+            self.counters.send_errors += 1
+            log.debug("send failed", extra={"dest": dest[0], "error": str(exc)})
+
+    def send_esp(self, data: bytes, dest: Address) -> None:
+        """The datapath's :data:`~kipsec_sidecar.datapath.base.UdpSender`: from port 4500."""
+        self.send(data, dest, natt=True)
+
+    def _transport_for(
+        self, dest: str, port: int, local: str | None
+    ) -> asyncio.DatagramTransport | None:
+        if local is not None and (local, port) in self._transports:
+            return self._transports[(local, port)]
+        version = ipaddress.ip_address(dest).version
+        for (address, bound), transport in self._transports.items():
+            if bound == port and ipaddress.ip_address(address).version == version:
+                return transport
+        return None
+
+    def _ike_datagram(self, data: bytes, source: Address) -> None:
+        self.counters.ike += 1
+        self.on_ike(data, source)
+
+    def _natt_datagram(self, data: bytes, source: Address) -> None:
+        try:
+            kind = classify(data)
+        except ParseError:
+            self.counters.malformed += 1
+            return
+        if kind is UdpEncapKind.KEEPALIVE:
+            self.counters.keepalives += 1
+        elif kind is UdpEncapKind.IKE:
+            self.counters.ike += 1
+            self.on_ike(data, source)
+        else:
+            self.counters.esp += 1
+            self.on_esp(data, source)
+
+
+__all__ = ["IKE_PORT", "NATT_PORT", "IkeSockets", "Receiver", "SocketCounters"]

@@ -1,0 +1,550 @@
+"""The sidecar daemon end to end: real ``kipsec-sidecar run`` processes in pod namespaces.
+
+Each test builds nodes and pods as network namespaces (``support.netns``), writes one
+configuration document per pod, starts the sidecars, and drives and observes them through
+the control socket (the same JSON the ``sas --json`` CLI prints) and real packets: ping,
+UDP and TCP between pod addresses, captures on the node segment's bridge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kipsec_sidecar.control import ControlClient
+from kipsec_sidecar.datapath.routing import DEFAULT_RULE_PRIORITY, DEFAULT_TABLE
+from kipsec_sidecar.state import ControlError
+from support.capture import Capture
+from support.netns import WIRE, WIRE_BRIDGE, Topology, stop_process, udp_roundtrip, wait_for_output
+
+pytestmark = pytest.mark.netns
+
+REPO = Path(__file__).resolve().parents[2]
+SIDECAR = str(REPO / ".venv" / "bin" / "kipsec-sidecar")
+PSK = "kipsec e2e pre-shared key 0123456789"
+MARKER = b"KIPSEC-PLAINTEXT-MARKER-7f3a"
+START_TIMEOUT = 10.0
+
+
+class Sidecar:
+    """One ``kipsec-sidecar run`` in a pod namespace, with its config, log and control socket."""
+
+    def __init__(self, topology: Topology, pod: str, workdir: Path) -> None:
+        self.topology = topology
+        self.pod = pod
+        self.workdir = workdir
+        self.config = workdir / f"{pod}.yaml"
+        self.log = workdir / f"{pod}.log"
+        self.socket = str(workdir / f"{pod}.sock")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write(self, peers: list[dict[str, Any]], **extra: Any) -> None:
+        """Write the configuration document (JSON is valid YAML) atomically."""
+        document: dict[str, Any] = {
+            "apiVersion": "kipsec.io/v1alpha1",
+            "kind": "SidecarConfig",
+            "local": {
+                "identity": {"fqdn": f"{self.pod}.e2e.kipsec.test"},
+                "addresses": [self.topology.address(self.pod)],
+                "auth": {"psk": {"value": PSK}},
+            },
+            "peers": peers,
+            "control": {"socket": self.socket},
+            "metrics": {"enabled": False},
+            "logging": {"level": "info"},
+        }
+        document.update(extra)
+        tmp = self.config.with_suffix(".tmp")
+        tmp.write_text(json.dumps(document, indent=1))
+        os.replace(tmp, self.config)
+
+    def start(self, **options: float) -> Sidecar:
+        """Start ``kipsec-sidecar run``, or with ``options`` the daemon's ``run(**options)``."""
+        argv = [SIDECAR, "run", "--config", str(self.config)]
+        if options:
+            code = (
+                "import sys; from kipsec_sidecar.daemon import run; "
+                f"sys.exit(run(sys.argv[1], **{options!r}))"
+            )
+            argv = [sys.executable, "-c", code, str(self.config)]
+        log = self.log.open("ab")
+        self.proc = self.topology.popen(
+            self.pod,
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.pod} exited {self.proc.returncode}:\n{self.tail()}")
+            with contextlib.suppress(OSError, ValueError, ControlError):
+                if os.path.exists(self.socket) and self.sas() is not None:
+                    return self
+            time.sleep(0.05)
+        raise AssertionError(f"{self.pod} did not start in {START_TIMEOUT}s:\n{self.tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None:
+            return None
+        stop_process(self.proc, sig=sig, grace=5.0)
+        return self.proc.returncode
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def control(self, command: str, **fields: Any) -> Any:
+        return ControlClient(self.socket, timeout=10).request(command, **fields)
+
+    def sas(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.control("sas")
+        return result
+
+    def peer(self, name: str) -> dict[str, Any]:
+        for peer in self.sas()["peers"]:
+            if peer["name"] == name:
+                return dict(peer)
+        raise AssertionError(f"{self.pod} has no peer {name!r}")
+
+    def spis(self, name: str) -> set[tuple[str, str]]:
+        return {(c["spi_in"], c["spi_out"]) for c in self.peer(name)["children"]}
+
+
+def peer_entry(topology: Topology, name: str, **options: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": name,
+        "address": topology.address(name),
+        "identity": {"fqdn": f"{name}.e2e.kipsec.test"},
+        "start": "onStart",
+    }
+    entry.update(options)
+    return entry
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def established(sidecar: Sidecar, peer: str) -> Callable[[], bool]:
+    def check() -> bool:
+        view = sidecar.peer(peer)
+        return view["state"] == "established" and any(
+            c["state"] == "installed" for c in view["children"]
+        )
+
+    return check
+
+
+@pytest.fixture
+def pods(topology: Topology) -> Topology:
+    """Two nodes, one pod each (pa 10.10.1.2 behind a, pb 10.10.2.2 behind b)."""
+    topology.add_node("a")
+    topology.add_node("b")
+    topology.add_pod("pa", "a")
+    topology.add_pod("pb", "b")
+    return topology
+
+
+@pytest.fixture
+def pair(pods: Topology, tmp_path: Path) -> Iterator[tuple[Sidecar, Sidecar]]:
+    """Sidecars in pa and pb, each with the other as an onStart peer, established."""
+    a, b = Sidecar(pods, "pa", tmp_path), Sidecar(pods, "pb", tmp_path)
+    a.write([peer_entry(pods, "pb")])
+    b.write([peer_entry(pods, "pa")])
+    a.start()
+    b.start()
+    try:
+        wait_until(
+            "pa and pb established", lambda: established(a, "pb")() and established(b, "pa")()
+        )
+        yield a, b
+    finally:
+        for sidecar in (a, b):
+            sidecar.stop()
+
+
+# --- traffic -------------------------------------------------------------------------------
+
+_TCP_ECHO = r"""
+import socket, sys
+srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
+srv.settimeout(10)
+print("ready", flush=True)
+conn, _ = srv.accept()
+conn.settimeout(10)
+data = b""
+while len(data) < int(sys.argv[3]):
+    chunk = conn.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+conn.sendall(data)
+conn.close()
+"""
+
+_TCP_CLIENT = r"""
+import socket, sys
+payload = bytes.fromhex(sys.argv[3]) * 2000
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+sock.sendall(payload)
+back = b""
+while len(back) < len(payload):
+    chunk = sock.recv(65536)
+    if not chunk:
+        break
+    back += chunk
+sys.exit(0 if back == payload else "echo differs")
+"""
+
+
+def tcp_roundtrip(topology: Topology, src: str, dst: str, port: int = 7070) -> None:
+    """A TCP connection from src to dst carrying ~56 kB each way (segments at full MSS)."""
+    size = len(MARKER) * 2000
+    server = topology.popen(
+        dst,
+        [sys.executable, "-c", _TCP_ECHO, topology.address(dst), str(port), str(size)],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        wait_for_output(server.stdout, b"ready", 5)
+        topology.python(
+            src, _TCP_CLIENT, topology.address(dst), str(port), MARKER.hex(), timeout=15
+        )
+    finally:
+        stop_process(server)
+
+
+def test_pod_traffic_is_carried_encrypted_both_ways(
+    pair: tuple[Sidecar, Sidecar], pods: Topology, tmp_path: Path
+) -> None:
+    with Capture(pods, WIRE, WIRE_BRIDGE, tmp_path / "wire.pcap") as capture:
+        pods.ping("pa", "pb", count=3)
+        pods.ping("pb", "pa", count=3)
+        assert udp_roundtrip(pods, "pa", "pb", MARKER) == MARKER
+        assert udp_roundtrip(pods, "pb", "pa", MARKER, port=7778) == MARKER
+        tcp_roundtrip(pods, "pa", "pb")
+        tcp_roundtrip(pods, "pb", "pa", port=7071)
+    summary = capture.summary
+    assert not summary.contains(MARKER), summary.describe()
+    assert not summary.unexpected(), summary.describe()
+    assert summary.kinds["esp-in-udp"] > 0, summary.describe()
+    assert set(summary.udp_ports) <= {500, 4500}, summary.describe()
+    a, _ = pair
+    child = a.peer("pb")["children"][0]
+    assert child["packets_out"] > 0 and child["packets_in"] > 0
+
+
+# --- rekeys --------------------------------------------------------------------------------
+
+_SEQ_ECHO = r"""
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], int(sys.argv[2])))
+sock.settimeout(float(sys.argv[3]))
+print("ready", flush=True)
+try:
+    while True:
+        data, peer = sock.recvfrom(2048)
+        sock.sendto(data, peer)
+except TimeoutError:
+    pass
+"""
+
+_SEQ_STREAM = r"""
+import select, socket, sys, time
+count, interval = int(sys.argv[3]), float(sys.argv[4])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.connect((sys.argv[1], int(sys.argv[2])))
+sock.setblocking(False)
+got = set()
+start = time.monotonic()
+print("started", flush=True)
+def drain(wait):
+    ready, _, _ = select.select([sock], [], [], wait)
+    while ready:
+        try:
+            got.add(int.from_bytes(sock.recv(2048)[:4], "big"))
+        except BlockingIOError:
+            return
+for seq in range(count):
+    sock.send(seq.to_bytes(4, "big") + b"x" * 60)
+    due = start + (seq + 1) * interval
+    while (wait := due - time.monotonic()) > 0:
+        drain(wait)
+deadline = time.monotonic() + 2.0
+while len(got) < count and time.monotonic() < deadline:
+    drain(0.05)
+missing = sorted(set(range(count)) - got)
+print(f"received {len(got)} of {count}; missing {missing[:20]}", flush=True)
+"""
+
+
+def test_child_and_ike_rekeys_under_traffic_lose_no_packet(
+    pair: tuple[Sidecar, Sidecar], pods: Topology
+) -> None:
+    a, b = pair
+    count = 2000
+    echo = pods.popen(
+        "pb",
+        [sys.executable, "-c", _SEQ_ECHO, pods.address("pb"), "7300", "15"],
+        stdout=subprocess.PIPE,
+    )
+    assert echo.stdout is not None
+    wait_for_output(echo.stdout, b"ready", 5)
+    stream = pods.popen(
+        "pa",
+        [sys.executable, "-c", _SEQ_STREAM, pods.address("pb"), "7300", str(count), "0.001"],
+        stdout=subprocess.PIPE,
+    )
+    assert stream.stdout is not None
+    wait_for_output(stream.stdout, b"started", 5)
+    before = a.spis("pb")
+    ike_before = a.peer("pb")["ike_sa"]["spi_i"]
+    time.sleep(0.4)
+    a.control("rekey", peer="pb", kind="child")  # pa initiates, pb answers
+    time.sleep(0.5)
+    b.control("rekey", peer="pa", kind="child")  # and the other way round
+    time.sleep(0.5)
+    a.control("rekey", peer="pb", kind="ike")
+    stdout, _ = stream.communicate(timeout=20)
+    stop_process(echo)
+    assert f"received {count} of {count}".encode() in stdout, stdout.decode()
+    after = a.spis("pb")
+    assert before.isdisjoint(after), (before, after)
+    assert a.peer("pb")["ike_sa"]["spi_i"] != ike_before
+    assert a.sas()["rekeys"]["child"] >= 2 and a.sas()["rekeys"]["ike"] >= 1
+
+
+# --- manual keying -------------------------------------------------------------------------
+
+
+def manual_entry(
+    topology: Topology, name: str, spi_in: int, spi_out: int, key_in: str, key_out: str
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "address": topology.address(name),
+        "keying": "manual",
+        "manual": {
+            "spiIn": spi_in,
+            "spiOut": spi_out,
+            "encryption": "aes256gcm16",
+            "keys": {"encryptionIn": key_in, "encryptionOut": key_out},
+        },
+    }
+
+
+def test_manual_keys_carry_traffic_and_rotate_to_new_spis_without_loss(
+    pods: Topology, tmp_path: Path
+) -> None:
+    a, b = Sidecar(pods, "pa", tmp_path), Sidecar(pods, "pb", tmp_path)
+    k1, k2, k3, k4 = (f"{n:02x}" * 36 for n in (0x11, 0x22, 0x33, 0x44))
+    a.write([manual_entry(pods, "pb", 0x1001, 0x2001, k1, k2)])
+    b.write([manual_entry(pods, "pa", 0x2001, 0x1001, k2, k1)])
+    a.start(rotation_grace=1.0)
+    b.start(rotation_grace=1.0)
+    assert a.spis("pb") == {("00001001", "00002001")}
+    pods.ping("pa", "pb")
+    echo = pods.popen(
+        "pb",
+        [sys.executable, "-c", _SEQ_ECHO, pods.address("pb"), "7300", "15"],
+        stdout=subprocess.PIPE,
+    )
+    assert echo.stdout is not None
+    wait_for_output(echo.stdout, b"ready", 5)
+    count = 5000
+    stream = pods.popen(
+        "pa",
+        [sys.executable, "-c", _SEQ_STREAM, pods.address("pb"), "7300", str(count), "0.001"],
+        stdout=subprocess.PIPE,
+    )
+    assert stream.stdout is not None
+    wait_for_output(stream.stdout, b"started", 5)
+    a.write([manual_entry(pods, "pb", 0x1002, 0x2002, k3, k4)])
+    assert a.control("reload") == ["replaced peer pb (configuration changed)"]
+    time.sleep(0.3)  # the two sides reload at different moments
+    b.write([manual_entry(pods, "pa", 0x2002, 0x1002, k4, k3)])
+    assert b.control("reload") == ["replaced peer pa (configuration changed)"]
+    new = {("00001002", "00002002")}
+    wait_until("pa switched to the new SAs", lambda: a.spis("pb") == new, timeout=5)
+    assert stream.poll() is None, "the stream ended before the switch: make it longer"
+    stdout, _ = stream.communicate(timeout=20)
+    stop_process(echo)
+    assert f"received {count} of {count}".encode() in stdout, stdout.decode()
+    assert b.spis("pa") == {("00002002", "00001002")}
+    child = a.peer("pb")["children"][0]
+    assert child["packets_in"] > 0 and child["packets_out"] > 0
+
+
+# --- on demand -------------------------------------------------------------------------------
+
+_ONE_SHOT_RECEIVER = r"""
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], int(sys.argv[2])))
+sock.settimeout(float(sys.argv[3]))
+print("ready", flush=True)
+seen = []
+try:
+    while len(seen) < 3:
+        seen.append(sock.recvfrom(2048)[0].decode())
+except TimeoutError:
+    pass
+print(" ".join(seen), flush=True)
+"""
+
+_ONE_SHOT_SENDER = r"""
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(3):
+    sock.sendto(f"first-{i}".encode(), (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_on_demand_peer_queues_first_packets_until_the_sa_is_up(
+    pods: Topology, tmp_path: Path
+) -> None:
+    a, b = Sidecar(pods, "pa", tmp_path), Sidecar(pods, "pb", tmp_path)
+    a.write([peer_entry(pods, "pb", start="onDemand")])
+    b.write([peer_entry(pods, "pa", start="onDemand")])
+    a.start()
+    b.start()
+    time.sleep(0.5)
+    assert a.peer("pb")["children"] == [] and a.peer("pb")["ike_sa"] is None
+    receiver = pods.popen(
+        "pb",
+        [sys.executable, "-c", _ONE_SHOT_RECEIVER, pods.address("pb"), "7400", "5"],
+        stdout=subprocess.PIPE,
+    )
+    assert receiver.stdout is not None
+    wait_for_output(receiver.stdout, b"ready", 5)
+    pods.python("pa", _ONE_SHOT_SENDER, pods.address("pb"), "7400")  # each sent once
+    stdout, _ = receiver.communicate(timeout=10)
+    assert stdout.split() == [b"first-0", b"first-1", b"first-2"], stdout
+    assert established(a, "pb")()
+    assert a.sas()["ready"] and b.sas()["ready"]
+
+
+# --- shutdown --------------------------------------------------------------------------------
+
+
+def test_sigterm_deletes_the_sas_at_the_peer_and_leaves_no_kernel_state(
+    pair: tuple[Sidecar, Sidecar], pods: Topology
+) -> None:
+    a, b = pair
+    assert a.stop(signal.SIGTERM) == 0, a.tail()
+    wait_until("pb sees pa's SAs gone", lambda: b.peer("pa")["children"] == [], timeout=3)
+    assert "kipsec0" not in pods.run("pa", "ip", "-o", "link").stdout
+    rules = pods.run("pa", "ip", "rule").stdout
+    assert f"{DEFAULT_RULE_PRIORITY}:" not in rules and str(DEFAULT_TABLE) not in rules, rules
+    routes = pods.run("pa", "ip", "route", "show", "table", str(DEFAULT_TABLE), check=False)
+    assert routes.stdout.strip() == "", routes.stdout
+
+
+# --- reload ----------------------------------------------------------------------------------
+
+
+def test_reload_adds_and_removes_peers_without_touching_the_others(
+    pods: Topology, tmp_path: Path
+) -> None:
+    pods.add_node("c")
+    pods.add_pod("pc", "c")
+    a, b, c = (Sidecar(pods, name, tmp_path) for name in ("pa", "pb", "pc"))
+    a.write([peer_entry(pods, "pb")])
+    b.write([peer_entry(pods, "pa")])
+    c.write([peer_entry(pods, "pa")])
+    for sidecar in (a, b, c):
+        sidecar.start()
+    wait_until("pa-pb established", established(a, "pb"))
+    spis = a.spis("pb")
+    a.write([peer_entry(pods, "pb"), peer_entry(pods, "pc")])
+    assert a.control("reload") == ["added peer pc"]
+    wait_until("pa-pc established", established(a, "pc"))
+    assert a.spis("pb") == spis
+    pods.ping("pa", "pc")
+    table = ["ip", "route", "show", "table", str(DEFAULT_TABLE)]
+    assert pods.address("pb") in pods.run("pa", *table).stdout
+    a.write([peer_entry(pods, "pc")])  # no command: the daemon notices the file changed
+    wait_until("pb removed", lambda: pods.address("pb") not in pods.run("pa", *table).stdout, 4)
+    assert [p["name"] for p in a.sas()["peers"]] == ["pc"]
+    assert established(a, "pc")()
+
+
+# --- liveness --------------------------------------------------------------------------------
+
+
+def test_killed_peer_is_detected_and_the_sas_return_when_it_restarts(
+    pods: Topology, tmp_path: Path
+) -> None:
+    a, b = Sidecar(pods, "pa", tmp_path), Sidecar(pods, "pb", tmp_path)
+    liveness = {"interval": 1, "timeout": 2}
+    a.write([peer_entry(pods, "pb")], liveness=liveness)
+    b.write([peer_entry(pods, "pa")], liveness=liveness)
+    a.start()
+    b.start()
+    wait_until("established", established(a, "pb"))
+    old = a.spis("pb")
+    b.stop(signal.SIGKILL)
+    wait_until("pa reports pb down", lambda: a.peer("pb")["state"] == "down", timeout=8)
+    assert a.peer("pb")["last_error"]
+    b.start()
+    wait_until("SAs back", established(a, "pb"), timeout=8)
+    assert a.spis("pb").isdisjoint(old)
+    pods.ping("pa", "pb")
+
+
+# --- hostile input ---------------------------------------------------------------------------
+
+_HOSTILE = r"""
+import os, socket, struct, sys
+target = sys.argv[1]
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def ike_header(spi_i, spi_r, length, exchange=34, flags=0x08, mid=0):
+    return spi_i + spi_r + bytes([33, 0x20, exchange, flags]) + struct.pack("!II", mid, length)
+payloads = [os.urandom(n) for n in (1, 3, 7, 28, 100, 1400) for _ in range(5)]
+payloads += [ike_header(os.urandom(8), bytes(8), 28)[:20]]                      # truncated
+payloads += [ike_header(os.urandom(8), bytes(8), 200) + os.urandom(172)]         # garbage body
+payloads += [ike_header(os.urandom(8), os.urandom(8), 60, 37) + os.urandom(32)]  # unknown SPIs
+payloads += [ike_header(os.urandom(8), bytes(8), 28, 34) + b"\x00" * 4]          # length lies
+for data in payloads:
+    sock.sendto(data, (target, 500))
+    sock.sendto(data, (target, 4500))
+    sock.sendto(b"\x00\x00\x00\x00" + data, (target, 4500))                   # as NAT-T IKE
+print(len(payloads) * 3)
+"""
+
+
+def test_hostile_datagrams_leave_the_daemon_running_with_its_sas(
+    pair: tuple[Sidecar, Sidecar], pods: Topology
+) -> None:
+    a, _ = pair
+    spis = a.spis("pb")
+    pods.python("b", _HOSTILE, pods.address("pa"))  # from node b, on the wire
+    pods.python("pb", _HOSTILE, pods.address("pa"))  # and from the peer's own address
+    time.sleep(0.3)
+    assert a.proc is not None and a.proc.poll() is None, a.tail()
+    assert a.spis("pb") == spis
+    assert established(a, "pb")()
+    pods.ping("pa", "pb")
+    assert a.sas()["drops"]["malformed"] > 0
