@@ -150,6 +150,10 @@ class TextFormatter(logging.Formatter):
         return " ".join(parts)
 
 
+#: Libraries whose debug output is per message, not per event.
+_NOISY_LIBRARIES = ("pyroute2", "asyncio")
+
+
 def setup_logging(
     format: LogFormat = "text",
     level: str | int = "info",
@@ -178,4 +182,7 @@ def setup_logging(
         old.close()
     root.addHandler(handler)
     root.setLevel(number)
+    # pyroute2 logs every netlink message at debug: keep our debug output readable.
+    for noisy in _NOISY_LIBRARIES:
+        logging.getLogger(noisy).setLevel(max(number, logging.INFO))
     return handler
