@@ -1,5 +1,8 @@
-"""kipsec operator (kopf): Tunnel and TunnelCertificate resources into sidecar configuration.
+"""kipsec operator: Tunnel and TunnelCertificate resources into per-pod sidecar configuration.
 
-Not built yet: see the operator issue. The folder exists so that the layout of DESIGN.md
-and the import name (``kipsec_operator``, never the stdlib ``operator``) are fixed early.
+``crds`` holds the one source of the custom resources, ``reconcile`` the pure functions
+from cluster objects to sidecar documents and status, ``certificates`` the CA and the
+CSR flow, ``webhook`` sidecar injection. The kopf handlers (thin wrappers over these)
+are the next step of the operator issue. The import name is ``kipsec_operator`` so that
+the folder ``operator/`` never shadows the stdlib module ``operator``.
 """

@@ -1,0 +1,111 @@
+"""Which pods' configuration a change touches — exactly those, and no other.
+
+The candidates are the pods of every Tunnel the change can concern (before and after
+it): the Tunnel itself; the Tunnels selecting a changed pod; the Tunnels referencing a
+changed Secret or TunnelCertificate; the Tunnels with a namespace selector when a
+namespace changes. The candidates are then rendered before and after, and only those
+whose Secret differs are returned, so a no-op change (a label nobody selects, a Secret
+nobody references) writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kipsec_operator.crds.models import TunnelSpec
+
+from .cluster import Cluster, ObjectKey
+from .peers import selected
+from .render import plan
+from .validation import parse_spec
+
+Kind = Literal["Pod", "Tunnel", "Secret", "Namespace", "TunnelCertificate"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """An object that was added, edited or deleted (`namespace` is the name for a
+    Namespace)."""
+
+    kind: Kind
+    namespace: str
+    name: str = ""
+
+    @property
+    def key(self) -> ObjectKey:
+        return (self.namespace, self.name)
+
+
+def _references(spec: TunnelSpec, change: Change) -> bool:
+    if change.kind == "Secret":
+        names = set()
+        auth = spec.authentication
+        if auth is not None and auth.psk is not None:
+            names.add(auth.psk.secret_ref.name)
+        if auth is not None and auth.certificate is not None:
+            for ref in (auth.certificate.secret_ref, auth.certificate.ca_secret_ref):
+                if ref is not None:
+                    names.add(ref.name)
+        if spec.manual is not None:
+            names.add(spec.manual.secret_ref.name)
+        return change.name in names
+    if change.kind == "TunnelCertificate":
+        auth = spec.authentication
+        ref = auth.certificate.tunnel_certificate_ref if auth and auth.certificate else None
+        return ref is not None and ref.name == change.name
+    if change.kind == "Namespace":
+        sides = [spec.selector.from_, spec.selector.to]
+        return any(side is not None and side.namespace_selector is not None for side in sides)
+    return False
+
+
+def candidates(cluster: Cluster, change: Change) -> set[ObjectKey]:
+    """The pods whose configuration `change` may touch, judged in `cluster`."""
+    found: set[ObjectKey] = set()
+    if change.kind == "Pod":
+        found.add(change.key)
+    for key, tunnel in cluster.tunnels.items():
+        parsed = parse_spec(tunnel)
+        if isinstance(parsed, list):
+            continue
+        from_keys, to_keys = selected(tunnel, parsed, cluster)
+        members = {*from_keys, *to_keys}
+        concerned = (
+            (change.kind == "Tunnel" and key == change.key)
+            or (change.kind == "Pod" and change.key in members)
+            or (
+                change.kind in ("Secret", "TunnelCertificate")
+                and key[0] == change.namespace
+                and _references(parsed, change)
+            )
+            or (change.kind == "Namespace" and _references(parsed, change))
+        )
+        if concerned:
+            found |= members
+    return found
+
+
+def affected_pods(
+    before: Cluster, after: Cluster, change: Change
+) -> dict[ObjectKey, dict[str, Any] | None]:
+    """Pods whose configuration Secret differs after `change` → the Secret to apply.
+
+    None means the pod should have no configuration Secret any more (it was deleted —
+    the garbage collector removes the Secret — or no valid Tunnel selects it now).
+    """
+    keys = candidates(before, change) | candidates(after, change)
+    old = plan(before, only=keys).secrets()
+    new = plan(after, only=keys).secrets()
+    return {key: new.get(key) for key in sorted(keys) if old.get(key) != new.get(key)}
+
+
+def changed_configs(
+    before: Mapping[ObjectKey, Mapping[str, Any]], after: Mapping[ObjectKey, Mapping[str, Any]]
+) -> set[ObjectKey]:
+    """Brute force: pods whose Secret differs between two full renderings' `secrets()`."""
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
+
+__all__ = ["Change", "Kind", "affected_pods", "candidates", "changed_configs"]

@@ -1,0 +1,175 @@
+"""A snapshot of the Kubernetes objects the reconcile functions read.
+
+The kopf handlers keep an index of pods, namespaces, Tunnels, TunnelCertificates,
+Secrets, Services and EndpointSlices (as the API returns them: camelCase dicts) and
+hand a :class:`Cluster` to the pure functions of this package, which never call the
+API. Keys are `(namespace, name)`; namespaces are keyed by name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+ObjectKey = tuple[str, str]
+"""(namespace, name) of a namespaced object."""
+
+K8sObject = Mapping[str, Any]
+
+CONFIG_SECRET_ANNOTATION = "kipsec.io/config-secret"  # noqa: S105 - an annotation key
+"""Set on a pod by the injecting webhook: the name of its configuration Secret, chosen at
+admission because a pod has neither its final name nor its UID then."""
+
+_KINDS = {
+    "Pod": "pods",
+    "Namespace": "namespaces",
+    "Tunnel": "tunnels",
+    "TunnelCertificate": "tunnel_certificates",
+    "Secret": "secrets",
+    "Service": "services",
+    "EndpointSlice": "endpoint_slices",
+}
+
+
+def key_of(obj: K8sObject) -> ObjectKey:
+    """(namespace, name) of an object dict."""
+    metadata = obj.get("metadata") or {}
+    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The objects a reconcile reads; build it with :meth:`of`.
+
+    `trust_bundles` maps a TunnelCertificate's key to the PEM bundle (old and new CA
+    during a CA rotation) of its issuer, as the certificates module publishes it; the
+    operator's CA is not a Kubernetes object this package reads.
+    """
+
+    pods: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
+    namespaces: Mapping[str, K8sObject] = field(default_factory=dict)
+    tunnels: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
+    tunnel_certificates: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
+    secrets: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
+    services: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
+    endpoint_slices: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
+    trust_bundles: Mapping[ObjectKey, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, objects: Iterable[K8sObject], trust_bundles: Mapping[ObjectKey, str] | None = None
+    ) -> Cluster:
+        """A snapshot of `objects` (any mix of the kinds above; others are ignored)."""
+        buckets: dict[str, dict[Any, K8sObject]] = {name: {} for name in _KINDS.values()}
+        for obj in objects:
+            bucket = _KINDS.get(str(obj.get("kind")))
+            if bucket is None:
+                continue
+            key = key_of(obj)
+            buckets[bucket][key[1] if bucket == "namespaces" else key] = obj
+        return cls(**buckets, trust_bundles=dict(trust_bundles or {}))
+
+    @cached_property
+    def pods_by_namespace(self) -> dict[str, list[tuple[ObjectKey, dict[str, str]]]]:
+        """Per namespace, its pods' keys and labels, sorted (built once per snapshot)."""
+        index: dict[str, list[tuple[ObjectKey, dict[str, str]]]] = {}
+        for key, pod in sorted(self.pods.items()):
+            labels = dict((pod.get("metadata") or {}).get("labels") or {})
+            index.setdefault(key[0], []).append((key, labels))
+        return index
+
+    def namespace_labels(self, name: str) -> dict[str, str]:
+        """Labels of namespace `name` (empty when unknown)."""
+        obj = self.namespaces.get(name)
+        return dict(((obj or {}).get("metadata") or {}).get("labels") or {})
+
+    def secret_data(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """The base64 `data` of a Secret (None when there is no such Secret)."""
+        obj = self.secrets.get((namespace, name))
+        if obj is None:
+            return None
+        data: Mapping[str, str] = obj.get("data") or {}
+        return data
+
+
+@dataclass(frozen=True, order=True)
+class PodRef:
+    """What the reconcile needs of a pod: where it is, who it is, its addresses."""
+
+    namespace: str
+    name: str
+    uid: str
+    ips: tuple[str, ...]
+    service_account: str = "default"
+    node: str = ""
+    config_secret: str | None = None
+    """The configuration Secret's name the webhook chose (annotation), if any."""
+
+    @property
+    def key(self) -> ObjectKey:
+        return (self.namespace, self.name)
+
+    @property
+    def peer_name(self) -> str:
+        """`namespace/name`: the peer name in sidecar documents and metrics."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def primary_ip(self) -> str:
+        """status.podIP: the address used for identity and for peers of its family."""
+        return self.ips[0]
+
+    def ip_of_version(self, version: int) -> str | None:
+        """The pod's first address of IP `version` (4 or 6), if any."""
+        for ip in self.ips:
+            if ipaddress.ip_address(ip).version == version:
+                return ip
+        return None
+
+
+def pod_ref(pod: K8sObject, *, require_ip: bool = True) -> PodRef | None:
+    """The pod as a :class:`PodRef`, or None when it cannot take part yet or any more.
+
+    A pod takes part once it has an IP (unless `require_ip` is false: then `ips` may be
+    empty) and until it terminates. Host-network pods are left out: their address is
+    the node's, which a pod sidecar cannot protect.
+    """
+    metadata = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    if metadata.get("deletionTimestamp") or spec.get("hostNetwork"):
+        return None
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return None
+    ips = [entry.get("ip") for entry in status.get("podIPs") or [] if entry.get("ip")]
+    if not ips and status.get("podIP"):
+        ips = [status["podIP"]]
+    if not ips and require_ip:
+        return None
+    try:
+        normalized = tuple(str(ipaddress.ip_address(ip)) for ip in ips)
+    except ValueError:
+        return None
+    return PodRef(
+        namespace=str(metadata.get("namespace") or ""),
+        name=str(metadata.get("name") or ""),
+        uid=str(metadata.get("uid") or ""),
+        ips=normalized,
+        service_account=str(spec.get("serviceAccountName") or "default"),
+        node=str(spec.get("nodeName") or ""),
+        config_secret=(metadata.get("annotations") or {}).get(CONFIG_SECRET_ANNOTATION) or None,
+    )
+
+
+__all__ = [
+    "CONFIG_SECRET_ANNOTATION",
+    "Cluster",
+    "K8sObject",
+    "ObjectKey",
+    "PodRef",
+    "key_of",
+    "pod_ref",
+]

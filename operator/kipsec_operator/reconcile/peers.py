@@ -1,0 +1,197 @@
+"""Who talks to whom: the pods a Tunnel selects, their links, and the traffic each protects.
+
+A Tunnel with `from` and `to` links every `from` pod with every `to` pod (both ends get
+a link, so each sidecar knows its peer); without `to` it is a mesh of the `from` pods.
+A pod that appears on both sides is linked in both directions once, as in a mesh.
+
+A pair of pods joined by two Tunnels keeps the link of the first Tunnel in
+(namespace, name) order: the sidecar has one SA pair per peer. The later Tunnel reports
+the conflict in its status (:attr:`Links.conflicts`).
+
+Traffic selectors are the pods' own addresses (/32 or /128 — transport mode protects
+exactly the endpoints), narrowed by the Tunnel's `traffic` rules. A port narrows the
+`to` side (it is the destination port, as in a NetworkPolicy). In a mesh there is no
+`to` side, and one SA pair per peer cannot express "their port 443 or ours", so a mesh
+narrows by protocol only: it protects more traffic than the ports, never less.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kipsec_operator.crds.models import Side, TrafficRule, TunnelSpec
+
+from .cluster import Cluster, K8sObject, ObjectKey, PodRef, key_of, pod_ref
+from .selectors import matches
+
+Role = Literal["from", "to", "mesh"]
+
+_PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+@dataclass(frozen=True, order=True)
+class Link:
+    """One end of a protected pod pair: `local`'s view of `remote` under `tunnel`."""
+
+    tunnel: ObjectKey
+    local: PodRef
+    remote: PodRef
+    role: Role
+    """Which side `local` is on (`mesh` when the pair is linked both ways)."""
+
+    @property
+    def remote_address(self) -> str:
+        """The peer's address of our primary IP version (links exist only when it has one)."""
+        address = self.remote.ip_of_version(ipaddress.ip_address(self.local.primary_ip).version)
+        assert address is not None
+        return address
+
+
+@dataclass(frozen=True)
+class Links:
+    """Every link of the cluster, per local pod, and the links dropped as conflicts."""
+
+    by_pod: Mapping[ObjectKey, tuple[Link, ...]] = field(default_factory=dict)
+    conflicts: tuple[Link, ...] = ()
+
+    def of_tunnel(self, tunnel: ObjectKey) -> list[Link]:
+        """The links `tunnel` contributes (conflicts excluded), ordered."""
+        return sorted(
+            link for links in self.by_pod.values() for link in links if link.tunnel == tunnel
+        )
+
+
+def _side(side: Side, tunnel_namespace: str, cluster: Cluster) -> list[ObjectKey]:
+    """The pods of one side, in key order."""
+    pod_selector = side.pod_selector.model_dump(by_alias=True)
+    if side.namespace_selector is None:
+        namespaces = [tunnel_namespace]
+    else:
+        namespace_selector = side.namespace_selector.model_dump(by_alias=True)
+        namespaces = [
+            name
+            for name in cluster.pods_by_namespace
+            if name in cluster.namespaces
+            and matches(namespace_selector, cluster.namespace_labels(name))
+        ]
+    found = [
+        key
+        for name in namespaces
+        for key, labels in cluster.pods_by_namespace.get(name, [])
+        if matches(pod_selector, labels)
+    ]
+    return sorted(found)
+
+
+def selected(
+    tunnel: K8sObject, spec: TunnelSpec, cluster: Cluster
+) -> tuple[list[ObjectKey], list[ObjectKey]]:
+    """Keys of the pods on the `from` and `to` sides (any state; `to` = `from` for a mesh)."""
+    namespace = key_of(tunnel)[0]
+    chosen_from = _side(spec.selector.from_, namespace, cluster)
+    if spec.selector.to is None:
+        return chosen_from, list(chosen_from)
+    return chosen_from, _side(spec.selector.to, namespace, cluster)
+
+
+def tunnel_links(
+    tunnel: K8sObject,
+    spec: TunnelSpec,
+    cluster: Cluster,
+    sides: tuple[list[ObjectKey], list[ObjectKey]] | None = None,
+) -> list[Link]:
+    """Every link of one Tunnel (before conflicts with other Tunnels are resolved).
+
+    `sides` is :func:`selected`'s result when the caller has it already.
+    """
+    from_keys, to_keys = sides if sides is not None else selected(tunnel, spec, cluster)
+    refs = {key: pod_ref(cluster.pods[key]) for key in {*from_keys, *to_keys}}
+    roles: dict[tuple[ObjectKey, ObjectKey], set[Role]] = {}
+    mesh = spec.selector.to is None
+    for a in from_keys:
+        for b in to_keys:
+            if a == b:
+                continue
+            roles.setdefault((a, b), set()).add("mesh" if mesh else "from")
+            roles.setdefault((b, a), set()).add("mesh" if mesh else "to")
+    links = []
+    for (local_key, remote_key), found in sorted(roles.items()):
+        local, remote = refs[local_key], refs[remote_key]
+        if local is None or remote is None:
+            continue
+        if remote.ip_of_version(ipaddress.ip_address(local.primary_ip).version) is None:
+            continue
+        role: Role = next(iter(found)) if len(found) == 1 else "mesh"
+        links.append(Link(key_of(tunnel), local, remote, role))
+    return links
+
+
+def all_links(
+    cluster: Cluster,
+    specs: Mapping[ObjectKey, TunnelSpec],
+    sides: Mapping[ObjectKey, tuple[list[ObjectKey], list[ObjectKey]]] | None = None,
+) -> Links:
+    """The links of every Tunnel in `specs` (the valid ones), conflicts resolved.
+
+    `sides` maps Tunnels to :func:`selected`'s result where the caller has it already.
+    """
+    by_pod: dict[ObjectKey, list[Link]] = {}
+    seen: set[tuple[ObjectKey, ObjectKey]] = set()
+    conflicts: list[Link] = []
+    for key in sorted(specs):
+        known = sides.get(key) if sides is not None else None
+        for link in tunnel_links(cluster.tunnels[key], specs[key], cluster, known):
+            pair = (link.local.key, link.remote.key)
+            if pair in seen:
+                conflicts.append(link)
+                continue
+            seen.add(pair)
+            by_pod.setdefault(link.local.key, []).append(link)
+    return Links({k: tuple(v) for k, v in by_pod.items()}, tuple(conflicts))
+
+
+def traffic_selectors(link: Link, rules: Iterable[TrafficRule]) -> dict[str, list[Any]]:
+    """The sidecar's `trafficSelectors` for `link`: host addresses narrowed by `rules`."""
+    local_ip = link.local.primary_ip
+    remote_ip = link.remote_address
+    version = ipaddress.ip_address(local_ip).version
+    bits = 32 if version == 4 else 128
+    local_cidr, remote_cidr = f"{local_ip}/{bits}", f"{remote_ip}/{bits}"
+    rules = list(rules)
+    if not rules or any(r.protocol == "Any" for r in rules):
+        return {"local": [local_cidr], "remote": [remote_cidr]}
+    local: list[dict[str, Any]] = []
+    remote: list[dict[str, Any]] = []
+    for traffic_rule in rules:
+        protocol = _protocol_name(traffic_rule.protocol, version)
+        ours: dict[str, Any] = {"cidr": local_cidr, "protocol": protocol}
+        theirs: dict[str, Any] = {"cidr": remote_cidr, "protocol": protocol}
+        ports = _ports(traffic_rule)
+        if ports is not None and link.role == "from":
+            theirs["ports"] = ports
+        elif ports is not None and link.role == "to":
+            ours["ports"] = ports
+        for target, entry in ((local, ours), (remote, theirs)):
+            if entry not in target:
+                target.append(entry)
+    return {"local": local, "remote": remote}
+
+
+def _protocol_name(protocol: str, version: int) -> str:
+    if protocol == "ICMP":
+        return "icmp" if version == 4 else "ipv6-icmp"
+    return protocol.lower()
+
+
+def _ports(traffic_rule: TrafficRule) -> int | str | None:
+    if traffic_rule.port is None or traffic_rule.protocol not in _PORT_PROTOCOLS:
+        return None
+    if traffic_rule.end_port is None or traffic_rule.end_port == traffic_rule.port:
+        return traffic_rule.port
+    return f"{traffic_rule.port}-{traffic_rule.end_port}"
+
+
+__all__ = ["Link", "Links", "Role", "all_links", "selected", "traffic_selectors", "tunnel_links"]

@@ -1,0 +1,317 @@
+"""Pod → the sidecar's configuration document, and the per-pod Secret that delivers it.
+
+Delivery: one Secret per pod in the pod's namespace, named as the injecting webhook
+recorded in the pod's `kipsec.io/config-secret` annotation (else
+`kipsec-sidecar-<first 16 hex digits of the pod UID>`), owned by the pod (so the garbage
+collector deletes it with the pod) and mounted by the injected sidecar at
+:data:`MOUNT_PATH`. It holds `config.yaml` (the document, written as JSON — which is
+YAML — because PyYAML's emitter costs milliseconds per pod) and the files the document
+names: PSKs (`psk-<t>`), trust bundles (`ca-<t>.crt`), shared TLS certificates
+(`tls-<t>.crt`/`.key`) and manual keys files (`manual-<p>.yaml`), where `<t>` is a
+digest of the Tunnel and `<p>` of the peer, because Secret keys cannot hold `/` and
+have a length limit. Values are copied as the API returned them (base64): the operator
+never decodes a PSK. A certificate issued through a TunnelCertificate is not in the
+Secret: the sidecar generates its key in the pod and keeps key and certificate under
+:data:`IDENTITY_DIR`.
+
+A selected pod without an IP yet gets its Secret empty (a bootstrap Secret): the
+kubelet mounts volumes before it creates the pod's sandbox, so without the Secret the
+pod would never get the IP its document needs. `config.yaml` follows once it has one.
+
+Everything here is deterministic (sorted peers, sorted keys, derived names), so an
+unchanged cluster renders byte-identical Secrets and the operator writes nothing. Each
+document is validated with the sidecar's own loader (:func:`load_config_data`): what
+the operator writes is exactly what the sidecar accepts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kipsec_operator.crds.models import TunnelSpec
+from kipsec_sidecar.config import API_VERSION, KIND, load_config_data
+from kipsec_sidecar.config.errors import FieldError
+
+from .cluster import Cluster, ObjectKey, PodRef, pod_ref
+from .manual import manual_link
+from .peers import Link, Links, all_links, selected, traffic_selectors
+from .validation import manual_algorithms, parse_spec, validate_tunnel
+
+MOUNT_PATH = "/etc/kipsec"
+CONFIG_KEY = "config.yaml"
+IDENTITY_DIR = "/var/run/kipsec/identity"
+SECRET_PREFIX = "kipsec-sidecar-"  # noqa: S105 - a name prefix
+MANAGED_BY = {"app.kubernetes.io/managed-by": "kipsec-operator"}
+POD_ANNOTATION = "kipsec.io/pod"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:12]
+
+
+def secret_name(pod: PodRef) -> str:
+    """The name of the pod's configuration Secret: the webhook's choice, else from the UID."""
+    if pod.config_secret:
+        return pod.config_secret
+    uid = pod.uid.replace("-", "").lower()
+    return SECRET_PREFIX + (uid[:16] if uid else _digest(pod.namespace, pod.name))
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@dataclass(frozen=True)
+class PodConfig:
+    """The rendered configuration of one pod: the document and the Secret's data."""
+
+    pod: PodRef
+    document: Mapping[str, Any]
+    files: Mapping[str, str]
+    """Secret data keys → base64 values, `config.yaml` included."""
+
+    @property
+    def secret_name(self) -> str:
+        return secret_name(self.pod)
+
+    def secret(self) -> dict[str, Any]:
+        """The Secret manifest to apply (owned by the pod, garbage-collected with it)."""
+        return secret_manifest(self.pod, self.files)
+
+
+def secret_manifest(pod: PodRef, files: Mapping[str, str]) -> dict[str, Any]:
+    """The configuration Secret of `pod` holding `files` (base64 values)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": secret_name(pod),
+            "namespace": pod.namespace,
+            "labels": dict(MANAGED_BY),
+            "annotations": {POD_ANNOTATION: pod.name},
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": pod.name,
+                    "uid": pod.uid,
+                    "blockOwnerDeletion": False,
+                    "controller": False,
+                }
+            ],
+        },
+        "data": dict(sorted(files.items())),
+    }
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """The whole desired state: valid Tunnels, their problems, links, per-pod configs."""
+
+    specs: Mapping[ObjectKey, TunnelSpec]
+    problems: Mapping[ObjectKey, list[FieldError]]
+    links: Links
+    selected: Mapping[ObjectKey, frozenset[ObjectKey]]
+    """Per valid Tunnel, the pods its sides select (with or without an IP)."""
+    pods: Mapping[ObjectKey, PodConfig] = field(default_factory=dict)
+    pending: Mapping[ObjectKey, dict[str, Any]] = field(default_factory=dict)
+    """Bootstrap Secrets (no data) of selected pods that have no IP yet."""
+
+    def secrets(self) -> dict[ObjectKey, dict[str, Any]]:
+        """Every configuration Secret that should exist, by pod."""
+        found = dict(self.pending)
+        found.update((key, config.secret()) for key, config in self.pods.items())
+        return dict(sorted(found.items()))
+
+
+def plan(cluster: Cluster, only: Iterable[ObjectKey] | None = None) -> Rendering:
+    """Validate every Tunnel, link the pods and render the pods in `only` (default all).
+
+    A pod gets a configuration when a valid Tunnel selects it and it has an IP; a
+    selected pod without an IP gets an empty bootstrap Secret (:attr:`Rendering.pending`)
+    and is rendered once it has one.
+    """
+    specs: dict[ObjectKey, TunnelSpec] = {}
+    problems: dict[ObjectKey, list[FieldError]] = {}
+    chosen: dict[ObjectKey, frozenset[ObjectKey]] = {}
+    sides: dict[ObjectKey, tuple[list[ObjectKey], list[ObjectKey]]] = {}
+    for key, tunnel in sorted(cluster.tunnels.items()):
+        found = validate_tunnel(tunnel, cluster)
+        parsed = parse_spec(tunnel)
+        if found or isinstance(parsed, list):
+            problems[key] = found
+            continue
+        specs[key] = parsed
+        sides[key] = selected(tunnel, parsed, cluster)
+        chosen[key] = frozenset([*sides[key][0], *sides[key][1]])
+    links = all_links(cluster, specs, sides)
+    in_scope = set().union(*chosen.values()) if chosen else set()
+    wanted = sorted(in_scope if only is None else in_scope & set(only))
+    pods: dict[ObjectKey, PodConfig] = {}
+    pending: dict[ObjectKey, dict[str, Any]] = {}
+    for pod_key in wanted:
+        ref = pod_ref(cluster.pods[pod_key], require_ip=False)
+        if ref is None:
+            continue
+        if not ref.ips:
+            pending[pod_key] = secret_manifest(ref, {})
+            continue
+        pods[pod_key] = render_pod(ref, links.by_pod.get(pod_key, ()), specs, cluster)
+    return Rendering(specs, problems, links, chosen, pods, pending)
+
+
+def render_pod(
+    pod: PodRef, links: Iterable[Link], specs: Mapping[ObjectKey, TunnelSpec], cluster: Cluster
+) -> PodConfig:
+    """The configuration of `pod` from its links; validated by the sidecar's loader.
+
+    Raises :class:`~kipsec_sidecar.config.ConfigError` only for a defect (a Tunnel that
+    passed :func:`~.validation.validate_tunnel` must render to a valid document).
+    """
+    files: dict[str, str] = {}
+    peers = []
+    shared_certificate = False
+    for link in sorted(links, key=lambda item: item.remote.peer_name):
+        spec = specs[link.tunnel]
+        auth = spec.authentication
+        if auth is not None and auth.certificate is not None and auth.certificate.secret_ref:
+            shared_certificate = True
+        peers.append(_peer(link, spec, cluster, files))
+    local: dict[str, Any] = {"addresses": list(pod.ips)}
+    if not shared_certificate:
+        local["identity"] = {"address": pod.primary_ip}
+    document: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "local": local,
+        "peers": peers,
+    }
+    load_config_data(document, source=f"pod {pod.peer_name}")
+    text = json.dumps(document, sort_keys=True, indent=2) + "\n"
+    files[CONFIG_KEY] = _b64(text)
+    return PodConfig(pod=pod, document=document, files=files)
+
+
+def _peer(link: Link, spec: TunnelSpec, cluster: Cluster, files: dict[str, str]) -> dict[str, Any]:
+    peer: dict[str, Any] = {
+        "name": link.remote.peer_name,
+        "address": link.remote_address,
+        "mode": spec.mode,
+        "protocol": spec.protocol,
+        "keying": spec.keying,
+        "encapsulation": spec.encapsulation or ("raw" if spec.protocol == "ah" else "udp"),
+        "trafficSelectors": traffic_selectors(link, spec.traffic),
+    }
+    if spec.keying == "manual":
+        peer["manual"] = _manual(link, spec, cluster, files)
+        return peer
+    tag = _digest(*link.tunnel)
+    peer["auth"] = _auth(link, spec, cluster, files, tag)
+    auth = spec.authentication
+    if auth is None or auth.certificate is None or auth.certificate.secret_ref is None:
+        peer["identity"] = {"address": link.remote.primary_ip}
+    proposals: dict[str, Any] = {"ike": list(spec.proposals.ike)}
+    proposals[spec.protocol] = list(getattr(spec.proposals, spec.protocol))
+    peer["proposals"] = proposals
+    peer["lifetimes"] = {
+        "ikeSa": spec.lifetimes.ike_sa,
+        "childSa": spec.lifetimes.child_sa,
+        "rekeyMargin": spec.lifetimes.rekey_margin,
+    }
+    peer["liveness"] = {"interval": spec.liveness.interval, "timeout": spec.liveness.timeout}
+    return peer
+
+
+def _copy(
+    cluster: Cluster, namespace: str, name: str, key: str, files: dict[str, str], file: str
+) -> str:
+    data = cluster.secret_data(namespace, name) or {}
+    files[file] = str(data[key])
+    return f"{MOUNT_PATH}/{file}"
+
+
+def _auth(
+    link: Link, spec: TunnelSpec, cluster: Cluster, files: dict[str, str], tag: str
+) -> dict[str, Any]:
+    namespace = link.tunnel[0]
+    auth = spec.authentication
+    assert auth is not None
+    if auth.psk is not None:
+        ref = auth.psk.secret_ref
+        path = _copy(cluster, namespace, ref.name, ref.key, files, f"psk-{tag}")
+        return {"psk": {"secretFile": path}}
+    certificate = auth.certificate
+    assert certificate is not None
+    if certificate.tunnel_certificate_ref is not None:
+        bundle = cluster.trust_bundles[(namespace, certificate.tunnel_certificate_ref.name)]
+        files[f"ca-{tag}.crt"] = _b64(bundle)
+        return {
+            "certificate": {
+                "certFile": f"{IDENTITY_DIR}/tls.crt",
+                "keyFile": f"{IDENTITY_DIR}/tls.key",
+                "caFiles": [f"{MOUNT_PATH}/ca-{tag}.crt"],
+            }
+        }
+    assert certificate.secret_ref is not None
+    tls = certificate.secret_ref.name
+    ca = certificate.ca_secret_ref
+    return {
+        "certificate": {
+            "certFile": _copy(cluster, namespace, tls, "tls.crt", files, f"tls-{tag}.crt"),
+            "keyFile": _copy(cluster, namespace, tls, "tls.key", files, f"tls-{tag}.key"),
+            "caFiles": [
+                _copy(
+                    cluster,
+                    namespace,
+                    ca.name if ca else tls,
+                    ca.key if ca else "ca.crt",
+                    files,
+                    f"ca-{tag}.crt",
+                )
+            ],
+        }
+    }
+
+
+def _manual(
+    link: Link, spec: TunnelSpec, cluster: Cluster, files: dict[str, str]
+) -> dict[str, Any]:
+    assert spec.manual is not None
+    derived = manual_link(link, spec, cluster)
+    assert derived is not None, "validate_tunnel accepted a manual Secret it cannot read"
+    file = f"manual-{_digest(*link.tunnel, link.remote.peer_name)}.yaml"
+    files[file] = _b64(derived.current.keys_document())
+    manual: dict[str, Any] = {
+        "spiIn": f"0x{derived.current.spi_in:08x}",
+        "spiOut": f"0x{derived.current.spi_out:08x}",
+        "replayWindow": spec.manual.replay_window,
+        "keysFile": f"{MOUNT_PATH}/{file}",
+    }
+    encryption, integrity = manual_algorithms(spec)
+    if encryption is not None:
+        manual["encryption"] = encryption
+    if integrity is not None:
+        manual["integrity"] = integrity
+    return manual
+
+
+__all__ = [
+    "CONFIG_KEY",
+    "IDENTITY_DIR",
+    "MANAGED_BY",
+    "MOUNT_PATH",
+    "POD_ANNOTATION",
+    "SECRET_PREFIX",
+    "PodConfig",
+    "Rendering",
+    "plan",
+    "render_pod",
+    "secret_manifest",
+    "secret_name",
+]

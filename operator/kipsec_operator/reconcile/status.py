@@ -1,0 +1,248 @@
+"""A Tunnel's status from what the operator rendered and what the sidecars report.
+
+Ready means every link the configuration asks for has an established child SA *as the
+sidecars report it*, not as the operator hopes. Degraded means something needs a
+person: an invalid spec (the message names the field), a pod pair claimed by two
+Tunnels, or a sidecar error. `lastError` comes from a sidecar; it is cut to a bounded
+length and any secret value the operator knows for the Tunnel (PSK, manual master key)
+is replaced, so it can never leak into status or an Event.
+
+Reasons (stable, for alerts and `kubectl wait`):
+
+Ready: `AllSasEstablished`, `SasPending`, `PodsPending`, `NoPodsSelected`, `NoPeers`,
+`InvalidSpec`. Degraded: `AsExpected`, `InvalidSpec`, `PeerConflict`, `SidecarError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .cluster import Cluster, K8sObject, ObjectKey, key_of, pod_ref
+from .render import Rendering
+from .validation import parse_spec
+
+MAX_ERROR_LENGTH = 1024
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True)
+class SidecarReport:
+    """What one pod's sidecar reports: peers with an established child SA, last error."""
+
+    established: frozenset[str] = frozenset()
+    """Peer names (`namespace/pod`) with at least one established child SA."""
+    last_error: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SidecarReport:
+        """From `{"established": [...], "lastError": "..."}` (the sidecar's report)."""
+        error = data.get("lastError")
+        return cls(
+            frozenset(str(p) for p in data.get("established") or []),
+            str(error) if error else None,
+        )
+
+
+def _condition(
+    kind: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: str,
+    previous: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    text = "True" if status else "False"
+    since = now
+    for old in (previous or {}).get("conditions") or []:
+        if old.get("type") == kind and old.get("status") == text:
+            since = old.get("lastTransitionTime") or now
+    condition: dict[str, Any] = {
+        "type": kind,
+        "status": text,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    return condition
+
+
+def secret_values(tunnel: K8sObject, cluster: Cluster) -> list[str]:
+    """The secret values (decoded text) the Tunnel references, for redaction."""
+    parsed = parse_spec(tunnel)
+    if isinstance(parsed, list):
+        return []
+    namespace = key_of(tunnel)[0]
+    refs: list[tuple[str, str]] = []
+    auth = parsed.authentication
+    if auth is not None and auth.psk is not None:
+        refs.append((auth.psk.secret_ref.name, auth.psk.secret_ref.key))
+    if parsed.manual is not None:
+        refs += [(parsed.manual.secret_ref.name, k) for k in ("key", "previousKey")]
+    values = []
+    for name, key in refs:
+        raw = (cluster.secret_data(namespace, name) or {}).get(key)
+        if raw is None:
+            continue
+        try:
+            text = base64.b64decode(raw, validate=True).decode("utf-8", "replace").strip()
+        except (binascii.Error, ValueError):
+            continue
+        if text:
+            values.append(text)
+    return values
+
+
+def sanitize(message: str, secrets: Iterable[str]) -> str:
+    """`message` on one line, bounded, with every value of `secrets` replaced."""
+    for value in sorted(secrets, key=len, reverse=True):
+        message = message.replace(value, REDACTED)
+    message = " ".join(message.split())
+    if len(message) > MAX_ERROR_LENGTH:
+        message = message[: MAX_ERROR_LENGTH - 1] + "…"
+    return message
+
+
+def tunnel_status(
+    tunnel: K8sObject,
+    rendering: Rendering,
+    cluster: Cluster,
+    reports: Mapping[ObjectKey, SidecarReport],
+    *,
+    now: str,
+    previous: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The `status` of `tunnel`; `now` is an RFC 3339 time (kept when nothing changed).
+
+    `previous` is the current status, so that `lastTransitionTime` only moves when a
+    condition's status does.
+    """
+    key = key_of(tunnel)
+    generation = (tunnel.get("metadata") or {}).get("generation")
+    secrets = secret_values(tunnel, cluster)
+
+    def condition(kind: str, status: bool, reason: str, message: str) -> dict[str, Any]:
+        return _condition(kind, status, reason, message, generation, now, previous)
+
+    if key in rendering.problems:
+        problems = rendering.problems[key]
+        message = "; ".join(str(p) for p in problems[:5])
+        if len(problems) > 5:
+            message += f"; and {len(problems) - 5} more"
+        message = sanitize(message, secrets)
+        return _status(
+            generation,
+            [
+                condition("Ready", False, "InvalidSpec", message),
+                condition("Degraded", True, "InvalidSpec", message),
+            ],
+            pods=0,
+            expected=0,
+            established=0,
+            last_error=None,
+        )
+    chosen = sorted(rendering.selected.get(key, frozenset()))
+    with_ip = [k for k in chosen if k in cluster.pods and pod_ref(cluster.pods[k]) is not None]
+    pending = len(chosen) - len(with_ip)
+    links = rendering.links.of_tunnel(key)
+    established = sum(
+        1
+        for link in links
+        if link.remote.peer_name in reports.get(link.local.key, SidecarReport()).established
+    )
+    errors = [
+        f"{namespace}/{name}: {reports[(namespace, name)].last_error}"
+        for namespace, name in with_ip
+        if (namespace, name) in reports and reports[(namespace, name)].last_error
+    ]
+    last_error = sanitize(errors[0], secrets) if errors else None
+
+    if not chosen:
+        ready = condition("Ready", False, "NoPodsSelected", "no pod matches spec.selector")
+    elif pending and not links:
+        ready = condition("Ready", False, "PodsPending", f"{pending} pod(s) have no IP yet")
+    elif not links:
+        ready = condition(
+            "Ready",
+            False,
+            "NoPeers",
+            "the selected pods have no peers (one pod, or no common IP version)",
+        )
+    elif established == len(links) and not pending:
+        ready = condition(
+            "Ready",
+            True,
+            "AllSasEstablished",
+            f"{established} of {len(links)} child SAs established",
+        )
+    elif established == len(links):
+        ready = condition("Ready", False, "PodsPending", f"{pending} pod(s) have no IP yet")
+    else:
+        ready = condition(
+            "Ready", False, "SasPending", f"{established} of {len(links)} child SAs established"
+        )
+
+    conflicts = sorted(
+        {
+            f"{link.local.peer_name} and {link.remote.peer_name}"
+            for link in rendering.links.conflicts
+            if link.tunnel == key
+        }
+    )
+    if conflicts:
+        degraded = condition(
+            "Degraded",
+            True,
+            "PeerConflict",
+            f"spec.selector: {conflicts[0]} are already linked by another Tunnel"
+            + (f" (and {len(conflicts) - 1} more pairs)" if len(conflicts) > 1 else ""),
+        )
+    elif last_error is not None:
+        degraded = condition("Degraded", True, "SidecarError", last_error)
+    else:
+        degraded = condition("Degraded", False, "AsExpected", "")
+    return _status(
+        generation,
+        [ready, degraded],
+        pods=len(with_ip),
+        expected=len(links),
+        established=established,
+        last_error=last_error,
+    )
+
+
+def _status(
+    generation: int | None,
+    conditions: list[dict[str, Any]],
+    *,
+    pods: int,
+    expected: int,
+    established: int,
+    last_error: str | None,
+) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "conditions": conditions,
+        "pods": pods,
+        "peersExpected": expected,
+        "childSasEstablished": established,
+        "lastError": last_error,
+    }
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
+
+
+__all__ = [
+    "MAX_ERROR_LENGTH",
+    "REDACTED",
+    "SidecarReport",
+    "sanitize",
+    "secret_values",
+    "tunnel_status",
+]

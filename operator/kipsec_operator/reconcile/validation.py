@@ -1,0 +1,318 @@
+"""Checks of a Tunnel that its CRD schema cannot express, each naming the field at fault.
+
+The API server enforces the schema and the CEL rules of :mod:`kipsec_operator.crds`;
+what needs other objects (a referenced Secret exists and holds the key) or the
+sidecar's algorithm tables (a proposal string names usable algorithms, with the same
+refusal messages the sidecar gives) is checked here. The operator re-checks the schema's
+rules too, so that a Tunnel stored under an older CRD is still reported, not rendered.
+
+The result is a list of :class:`~kipsec_sidecar.config.errors.FieldError`
+(`spec.authentication.psk.secretRef.name: Secret "x" not found`) for a status condition
+and an Event. Messages never contain secret values, only the fields that hold them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from kipsec_operator.crds.models import TunnelSpec
+from kipsec_sidecar.config.errors import FieldError, join_path
+from kipsec_sidecar.config.messages import pydantic_errors
+from kipsec_sidecar.config.model import MIN_PSK_LENGTH
+from kipsec_sidecar.config.proposals import (
+    ProposalError,
+    parse_child_proposal,
+    parse_ike_proposal,
+    parse_manual_algorithms,
+)
+from kipsec_sidecar.config.units import parse_duration
+
+from .cluster import Cluster, K8sObject, key_of
+
+MANUAL_KEY = "key"
+MANUAL_PREVIOUS_KEY = "previousKey"
+MIN_MANUAL_KEY_BYTES = 32
+TLS_SECRET_TYPE = "kubernetes.io/tls"  # noqa: S105 - a Secret type
+
+DEFAULT_MANUAL_ENCRYPTION = "aes256gcm16"
+DEFAULT_MANUAL_AH_INTEGRITY = "sha256"
+
+
+def parse_spec(tunnel: K8sObject) -> TunnelSpec | list[FieldError]:
+    """The Tunnel's spec as the model (defaults filled in), or its schema errors."""
+    spec = tunnel.get("spec")
+    if not isinstance(spec, dict):
+        return [FieldError("spec", "required: a mapping")]
+    try:
+        return TunnelSpec.model_validate(spec)
+    except ValidationError as exc:
+        return [
+            FieldError(join_path("spec", p.path), p.message)
+            for p in pydantic_errors(exc, TunnelSpec)
+        ]
+
+
+def validate_tunnel(tunnel: K8sObject, cluster: Cluster) -> list[FieldError]:
+    """Every problem of `tunnel` in the context of `cluster` (empty: it can be rendered)."""
+    parsed = parse_spec(tunnel)
+    if isinstance(parsed, list):
+        return parsed
+    namespace = key_of(tunnel)[0]
+    return list(_check(parsed, namespace, cluster))
+
+
+def manual_algorithms(spec: TunnelSpec) -> tuple[str | None, str | None]:
+    """The (encryption, integrity) of manual keying with the defaults applied."""
+    assert spec.manual is not None
+    encryption, integrity = spec.manual.encryption, spec.manual.integrity
+    if spec.protocol == "esp" and encryption is None:
+        encryption = DEFAULT_MANUAL_ENCRYPTION
+    if spec.protocol == "ah" and integrity is None:
+        integrity = DEFAULT_MANUAL_AH_INTEGRITY
+    return encryption, integrity
+
+
+def _check(spec: TunnelSpec, namespace: str, cluster: Cluster) -> Iterator[FieldError]:
+    yield from _check_selector(spec)
+    if spec.keying == "ike" and spec.authentication is None:
+        yield FieldError("spec.authentication", "required with keying: ike")
+    if spec.keying == "manual" and spec.manual is None:
+        yield FieldError("spec.manual", "required with keying: manual")
+    if spec.keying != "manual" and spec.manual is not None:
+        yield FieldError("spec.manual", "only with keying: manual")
+    if spec.protocol == "ah" and spec.encapsulation == "udp":
+        yield FieldError(
+            "spec.encapsulation",
+            "AH cannot be UDP-encapsulated: it authenticates the IP addresses a NAT "
+            "rewrites; use encapsulation: raw (or protocol: esp)",
+        )
+    if spec.keying == "ike":
+        if spec.authentication is not None:
+            yield from _check_authentication(spec, namespace, cluster)
+        yield from _check_proposals(spec)
+    if spec.keying == "manual" and spec.manual is not None:
+        yield from _check_manual(spec, namespace, cluster)
+    yield from _check_lifetimes(spec)
+    yield from _check_traffic(spec)
+
+
+def _check_selector(spec: TunnelSpec) -> Iterator[FieldError]:
+    sides = [("from", spec.selector.from_)]
+    if spec.selector.to is not None:
+        sides.append(("to", spec.selector.to))
+    for side_name, side in sides:
+        selectors = [("podSelector", side.pod_selector)]
+        if side.namespace_selector is not None:
+            selectors.append(("namespaceSelector", side.namespace_selector))
+        for selector_name, selector in selectors:
+            for index, expression in enumerate(selector.match_expressions):
+                wants_values = expression.operator in ("In", "NotIn")
+                if wants_values != bool(expression.values):
+                    yield FieldError(
+                        join_path(
+                            "spec.selector", side_name, selector_name, "matchExpressions", index
+                        )
+                        + ".values",
+                        "must be non-empty for In and NotIn, and empty for Exists and DoesNotExist",
+                    )
+
+
+def _secret_problem(
+    cluster: Cluster, namespace: str, name: str, key: str, path: str
+) -> FieldError | None:
+    """A missing Secret is reported at `<path>.name`, a missing key at `<path>.key`."""
+    data = cluster.secret_data(namespace, name)
+    if data is None:
+        return FieldError(f"{path}.name", f'Secret "{name}" not found in namespace {namespace}')
+    if key not in data:
+        return FieldError(f"{path}.key", f'Secret "{name}" has no key "{key}"')
+    return None
+
+
+def _decoded(cluster: Cluster, namespace: str, name: str, key: str) -> bytes | None:
+    data = cluster.secret_data(namespace, name) or {}
+    try:
+        return base64.b64decode(data.get(key, ""), validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        return None
+
+
+def _check_authentication(
+    spec: TunnelSpec, namespace: str, cluster: Cluster
+) -> Iterator[FieldError]:
+    auth = spec.authentication
+    assert auth is not None
+    base = "spec.authentication"
+    if (auth.psk is None) == (auth.certificate is None):
+        yield FieldError(base, "give exactly one of psk, certificate")
+        return
+    if auth.psk is not None:
+        ref = auth.psk.secret_ref
+        path = f"{base}.psk.secretRef"
+        problem = _secret_problem(cluster, namespace, ref.name, ref.key, path)
+        if problem is not None:
+            yield problem
+            return
+        value = _decoded(cluster, namespace, ref.name, ref.key)
+        if value is None:
+            yield FieldError(f"{path}.key", f'Secret "{ref.name}" key "{ref.key}" is not base64')
+        elif len(value.rstrip(b"\n")) < MIN_PSK_LENGTH:
+            yield FieldError(
+                f"{path}.key",
+                f'the PSK in Secret "{ref.name}" key "{ref.key}" is shorter than '
+                f"{MIN_PSK_LENGTH} bytes; use 32 random bytes (the value is not shown)",
+            )
+        return
+    certificate = auth.certificate
+    assert certificate is not None
+    path = f"{base}.certificate"
+    if (certificate.tunnel_certificate_ref is None) == (certificate.secret_ref is None):
+        yield FieldError(path, "give exactly one of tunnelCertificateRef, secretRef")
+        return
+    if certificate.tunnel_certificate_ref is not None:
+        name = certificate.tunnel_certificate_ref.name
+        where = f"{path}.tunnelCertificateRef.name"
+        if certificate.ca_secret_ref is not None:
+            yield FieldError(f"{path}.caSecretRef", "only with secretRef")
+        if (namespace, name) not in cluster.tunnel_certificates:
+            yield FieldError(
+                where, f'TunnelCertificate "{name}" not found in namespace {namespace}'
+            )
+        elif not cluster.trust_bundles.get((namespace, name)):
+            yield FieldError(where, f'TunnelCertificate "{name}" has no CA bundle yet')
+        return
+    assert certificate.secret_ref is not None
+    name = certificate.secret_ref.name
+    secret = cluster.secrets.get((namespace, name))
+    if secret is None:
+        yield FieldError(
+            f"{path}.secretRef.name", f'Secret "{name}" not found in namespace {namespace}'
+        )
+        return
+    if secret.get("type") != TLS_SECRET_TYPE:
+        yield FieldError(
+            f"{path}.secretRef.name", f'Secret "{name}" is not of type {TLS_SECRET_TYPE}'
+        )
+    for key in ("tls.crt", "tls.key"):
+        if key not in (secret.get("data") or {}):
+            yield FieldError(f"{path}.secretRef.name", f'Secret "{name}" has no key "{key}"')
+    ca = certificate.ca_secret_ref
+    if ca is not None:
+        problem = _secret_problem(cluster, namespace, ca.name, ca.key, f"{path}.caSecretRef")
+        if problem is not None:
+            yield problem
+    elif "ca.crt" not in (secret.get("data") or {}):
+        yield FieldError(
+            f"{path}.caSecretRef",
+            f'required: Secret "{name}" has no ca.crt to trust peers with',
+        )
+
+
+def _check_proposals(spec: TunnelSpec) -> Iterator[FieldError]:
+    for index, text in enumerate(spec.proposals.ike):
+        try:
+            parse_ike_proposal(text)
+        except ProposalError as exc:
+            yield FieldError(f"spec.proposals.ike[{index}]", str(exc))
+    protocol = spec.protocol
+    for index, text in enumerate(getattr(spec.proposals, protocol)):
+        try:
+            parse_child_proposal(text, protocol)
+        except ProposalError as exc:
+            yield FieldError(f"spec.proposals.{protocol}[{index}]", str(exc))
+
+
+def _check_manual(spec: TunnelSpec, namespace: str, cluster: Cluster) -> Iterator[FieldError]:
+    manual = spec.manual
+    assert manual is not None
+    encryption, integrity = manual_algorithms(spec)
+    try:
+        parse_manual_algorithms(encryption, integrity, spec.protocol)
+    except ProposalError as exc:
+        yield FieldError(f"spec.manual.{exc.field or 'encryption'}", str(exc))
+    name = manual.secret_ref.name
+    path = "spec.manual.secretRef.name"
+    data = cluster.secret_data(namespace, name)
+    if data is None:
+        yield FieldError(path, f'Secret "{name}" not found in namespace {namespace}')
+        return
+    for key, required in ((MANUAL_KEY, True), (MANUAL_PREVIOUS_KEY, False)):
+        if key not in data:
+            if required:
+                yield FieldError(path, f'Secret "{name}" has no key "{key}"')
+            continue
+        if master_key(data, key) is None:
+            yield FieldError(
+                path,
+                f'Secret "{name}" key "{key}" must hold at least {MIN_MANUAL_KEY_BYTES} '
+                "bytes in hex (the value is not shown)",
+            )
+
+
+def master_key(data: Mapping[str, Any], key: str) -> bytes | None:
+    """The manual master key under `key` of a Secret's base64 `data`, or None if unusable.
+
+    The Secret value is hex text (`openssl rand -hex 32`), so that it can be typed into
+    `kubectl create secret generic --from-literal`.
+    """
+    try:
+        text = base64.b64decode(str(data.get(key, "")), validate=True).decode("ascii")
+        value = bytes.fromhex(text.strip().removeprefix("0x"))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    return value if len(value) >= MIN_MANUAL_KEY_BYTES else None
+
+
+def _check_lifetimes(spec: TunnelSpec) -> Iterator[FieldError]:
+    lifetimes = spec.lifetimes
+    try:
+        margin = parse_duration(lifetimes.rekey_margin)
+        child = parse_duration(lifetimes.child_sa)
+        ike = parse_duration(lifetimes.ike_sa)
+    except ValueError as exc:
+        yield FieldError("spec.lifetimes", str(exc))
+        return
+    for name, value in (("childSa", child), ("ikeSa", ike)):
+        if value <= 0:
+            yield FieldError(f"spec.lifetimes.{name}", "must be longer than 0s")
+    if spec.keying == "ike" and not 0 < margin < min(child, ike):
+        yield FieldError(
+            "spec.lifetimes.rekeyMargin",
+            f"must be positive and shorter than childSa ({lifetimes.child_sa}) and ikeSa "
+            f"({lifetimes.ike_sa})",
+        )
+    try:
+        if parse_duration(spec.liveness.timeout) <= 0:
+            yield FieldError("spec.liveness.timeout", "must be longer than 0s")
+    except ValueError as exc:
+        yield FieldError("spec.liveness.timeout", str(exc))
+
+
+def _check_traffic(spec: TunnelSpec) -> Iterator[FieldError]:
+    for index, traffic_rule in enumerate(spec.traffic):
+        path = f"spec.traffic[{index}]"
+        if traffic_rule.port is not None and traffic_rule.protocol not in ("TCP", "UDP", "SCTP"):
+            yield FieldError(f"{path}.port", "only with protocol TCP, UDP or SCTP")
+        if traffic_rule.end_port is not None and (
+            traffic_rule.port is None or traffic_rule.end_port < traffic_rule.port
+        ):
+            yield FieldError(f"{path}.endPort", "needs port, and must not be below it")
+
+
+__all__ = [
+    "DEFAULT_MANUAL_AH_INTEGRITY",
+    "DEFAULT_MANUAL_ENCRYPTION",
+    "MANUAL_KEY",
+    "MANUAL_PREVIOUS_KEY",
+    "MIN_MANUAL_KEY_BYTES",
+    "TLS_SECRET_TYPE",
+    "manual_algorithms",
+    "master_key",
+    "parse_spec",
+    "validate_tunnel",
+]

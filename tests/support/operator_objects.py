@@ -1,0 +1,131 @@
+"""Kubernetes objects as the API returns them, for the operator's reconcile tests."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PSK = "correct horse battery staple, 32b"
+MASTER_KEY_HEX = "11" * 32
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def namespace(name: str, **labels: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def pod(
+    name: str,
+    ip: str | None = "10.0.0.1",
+    *,
+    namespace: str = "default",
+    labels: dict[str, str] | None = None,
+    uid: str | None = None,
+    ips: list[str] | None = None,
+) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": "Running" if ip else "Pending"}
+    if ip:
+        status["podIP"] = ip
+        status["podIPs"] = [{"ip": a} for a in (ips or [ip])]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": uid or f"uid-{namespace}-{name}",
+            "labels": dict(labels or {}),
+        },
+        "spec": {"nodeName": "node-1", "serviceAccountName": "default"},
+        "status": status,
+    }
+
+
+def secret(
+    name: str, data: dict[str, str], *, namespace: str = "default", type_: str = "Opaque"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": type_,
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {k: b64(v) for k, v in data.items()},
+    }
+
+
+def psk_secret(
+    name: str = "mesh-psk", namespace: str = "default", value: str = PSK
+) -> dict[str, Any]:
+    return secret(name, {"psk": value}, namespace=namespace)
+
+
+def tunnel(name: str, spec: dict[str, Any], *, namespace: str = "default") -> dict[str, Any]:
+    return {
+        "apiVersion": "kipsec.io/v1alpha1",
+        "kind": "Tunnel",
+        "metadata": {"name": name, "namespace": namespace, "generation": 1},
+        "spec": spec,
+    }
+
+
+def psk_mesh_spec(app: str = "mesh", secret_name: str = "mesh-psk") -> dict[str, Any]:
+    return {
+        "selector": {"from": {"podSelector": {"matchLabels": {"app": app}}}},
+        "authentication": {"psk": {"secretRef": {"name": secret_name, "key": "psk"}}},
+    }
+
+
+def two_sided_spec(client: str = "client", server: str = "server", **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "selector": {
+            "from": {"podSelector": {"matchLabels": {"app": client}}},
+            "to": {"podSelector": {"matchLabels": {"app": server}}},
+        },
+        "authentication": {"psk": {"secretRef": {"name": "mesh-psk", "key": "psk"}}},
+    }
+    spec.update(extra)
+    return spec
+
+
+TRUST_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIB...test bundle...\n-----END CERTIFICATE-----\n"
+
+
+def example_objects(path: Path) -> list[dict[str, Any]]:
+    """The manifests of an example file as the API server would store them.
+
+    `stringData` becomes base64 `data`, and pods get a UID and an IP (10.1.<file>.<n>)
+    as if scheduled, so that they can be rendered.
+    """
+    objects = []
+    pod_index = 0
+    for document in yaml.safe_load_all(path.read_text()):
+        if not document:
+            continue
+        document = dict(document)
+        if document["kind"] == "Secret" and "stringData" in document:
+            data = dict(document.get("data") or {})
+            data.update({k: b64(v) for k, v in document.pop("stringData").items()})
+            document["data"] = data
+        if document["kind"] == "Pod":
+            pod_index += 1
+            document["metadata"] = {**document["metadata"], "uid": f"uid-{pod_index:04d}"}
+            ip = f"10.1.0.{pod_index}"
+            document["status"] = {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+        document["metadata"].setdefault("generation", 1)
+        objects.append(document)
+    return objects
+
+
+def example_trust_bundles(objects: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """A trust bundle for every TunnelCertificate, as the certificates module publishes."""
+    return {
+        (o["metadata"]["namespace"], o["metadata"]["name"]): TRUST_BUNDLE
+        for o in objects
+        if o["kind"] == "TunnelCertificate"
+    }

@@ -1,0 +1,27 @@
+"""Every example in examples/operator reconciles to valid sidecar documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kipsec_operator.reconcile.cluster import Cluster
+from kipsec_operator.reconcile.render import plan
+from kipsec_sidecar.config import load_config_data
+from support.operator_objects import example_objects, example_trust_bundles
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "operator").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_renders_a_valid_document_with_peers_for_every_pod(path: Path) -> None:
+    objects = example_objects(path)
+    cluster = Cluster.of(objects, example_trust_bundles(objects))
+    rendering = plan(cluster)
+    assert rendering.problems == {}
+    pods = {key for key, obj in cluster.pods.items()}
+    assert set(rendering.pods) == pods
+    for config in rendering.pods.values():
+        assert config.document["peers"], f"{config.pod.peer_name} has no peer"
+        load_config_data(config.document)

@@ -1,0 +1,128 @@
+"""Tunnel status from what the sidecars report: conditions, counts, last error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kipsec_operator.reconcile.cluster import Cluster, ObjectKey
+from kipsec_operator.reconcile.render import plan
+from kipsec_operator.reconcile.status import REDACTED, SidecarReport, tunnel_status
+from support.operator_objects import PSK, namespace, pod, psk_mesh_spec, psk_secret, tunnel
+
+NOW = "2026-01-01T00:00:00Z"
+LATER = "2026-01-01T00:05:00Z"
+MESH = [pod(f"m{i}", f"10.0.0.{i}", labels={"app": "mesh"}) for i in (1, 2, 3)]
+
+
+def _status(
+    objects: list[dict[str, Any]],
+    reports: dict[str, dict[str, Any]] | None = None,
+    *,
+    now: str = NOW,
+    previous: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    cluster = Cluster.of([namespace("default"), psk_secret(), *objects])
+    parsed: dict[ObjectKey, SidecarReport] = {
+        ("default", name): SidecarReport.from_dict(r) for name, r in (reports or {}).items()
+    }
+    return tunnel_status(
+        cluster.tunnels[("default", "t")],
+        plan(cluster),
+        cluster,
+        parsed,
+        now=now,
+        previous=previous,
+    )
+
+
+def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+ALL_UP: dict[str, dict[str, Any]] = {
+    "m1": {"established": ["default/m2", "default/m3"]},
+    "m2": {"established": ["default/m1", "default/m3"]},
+    "m3": {"established": ["default/m1", "default/m2"]},
+}
+
+
+def test_every_link_established_is_ready() -> None:
+    status = _status([tunnel("t", psk_mesh_spec()), *MESH], ALL_UP)
+    assert _conditions(status) == {
+        "Ready": ("True", "AllSasEstablished"),
+        "Degraded": ("False", "AsExpected"),
+    }
+    assert (status["pods"], status["peersExpected"], status["childSasEstablished"]) == (3, 6, 6)
+    assert status["observedGeneration"] == 1
+
+
+def test_without_reports_nothing_is_established_and_it_is_not_ready() -> None:
+    status = _status([tunnel("t", psk_mesh_spec()), *MESH])
+    assert _conditions(status)["Ready"] == ("False", "SasPending")
+    assert status["childSasEstablished"] == 0
+
+
+def test_reports_count_only_the_tunnels_own_peers() -> None:
+    reports = {"m1": {"established": ["default/m2", "default/elsewhere"]}}
+    assert _status([tunnel("t", psk_mesh_spec()), *MESH], reports)["childSasEstablished"] == 1
+
+
+def test_a_sidecar_error_degrades_with_the_pod_named() -> None:
+    reports = {**ALL_UP, "m2": {"established": [], "lastError": "NO_PROPOSAL_CHOSEN from 10.0.0.1"}}
+    status = _status([tunnel("t", psk_mesh_spec()), *MESH], reports)
+    assert _conditions(status)["Degraded"] == ("True", "SidecarError")
+    assert status["lastError"] == "default/m2: NO_PROPOSAL_CHOSEN from 10.0.0.1"
+
+
+def test_a_secret_in_a_sidecar_error_never_reaches_the_status() -> None:
+    reports = {"m1": {"lastError": f"bad key {PSK} here"}}
+    status = _status([tunnel("t", psk_mesh_spec()), *MESH], reports)
+    assert PSK not in str(status)
+    assert status["lastError"] == f"default/m1: bad key {REDACTED} here"
+
+
+def test_an_invalid_spec_names_the_field_in_both_conditions() -> None:
+    status = _status([tunnel("t", psk_mesh_spec(secret_name="gone")), *MESH])
+    assert _conditions(status) == {
+        "Ready": ("False", "InvalidSpec"),
+        "Degraded": ("True", "InvalidSpec"),
+    }
+    message = status["conditions"][0]["message"]
+    assert message.startswith('spec.authentication.psk.secretRef.name: Secret "gone" not found')
+
+
+@pytest.mark.parametrize(
+    ("pods", "reason"),
+    [
+        ([], "NoPodsSelected"),
+        ([pod("m1", None, labels={"app": "mesh"})], "PodsPending"),
+        ([MESH[0]], "NoPeers"),
+    ],
+)
+def test_not_ready_reasons(pods: list[dict[str, Any]], reason: str) -> None:
+    assert _conditions(_status([tunnel("t", psk_mesh_spec()), *pods]))["Ready"] == ("False", reason)
+
+
+def test_a_pending_pod_keeps_an_otherwise_established_tunnel_not_ready() -> None:
+    waiting = pod("m9", None, labels={"app": "mesh"})
+    status = _status([tunnel("t", psk_mesh_spec()), *MESH, waiting], ALL_UP)
+    assert _conditions(status)["Ready"] == ("False", "PodsPending")
+    assert status["pods"] == 3
+
+
+def test_a_pair_claimed_by_two_tunnels_degrades_the_later_one() -> None:
+    objects = [tunnel("a", psk_mesh_spec()), tunnel("t", psk_mesh_spec()), *MESH]
+    status = _status(objects)
+    assert _conditions(status)["Degraded"] == ("True", "PeerConflict")
+    assert status["conditions"][1]["message"].startswith("spec.selector: ")
+
+
+def test_transition_time_moves_only_when_the_status_changes() -> None:
+    objects = [tunnel("t", psk_mesh_spec()), *MESH]
+    first = _status(objects, now=NOW)
+    same = _status(objects, now=LATER, previous=first)
+    assert same["conditions"][0]["lastTransitionTime"] == NOW
+    changed = _status(objects, ALL_UP, now=LATER, previous=first)
+    assert changed["conditions"][0]["lastTransitionTime"] == LATER
