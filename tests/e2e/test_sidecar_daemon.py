@@ -8,151 +8,29 @@ UDP and TCP between pod addresses, captures on the node segment's bridge.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from kipsec_sidecar.control import ControlClient
 from kipsec_sidecar.datapath.routing import DEFAULT_RULE_PRIORITY, DEFAULT_TABLE
-from kipsec_sidecar.state import ControlError
 from support.capture import Capture
 from support.netns import WIRE, WIRE_BRIDGE, Topology, stop_process, udp_roundtrip, wait_for_output
+from support.sidecars import (
+    MARKER,
+    Sidecar,
+    established,
+    manual_entry,
+    peer_entry,
+    tcp_roundtrip,
+    wait_until,
+)
 
 pytestmark = pytest.mark.netns
-
-REPO = Path(__file__).resolve().parents[2]
-SIDECAR = str(REPO / ".venv" / "bin" / "kipsec-sidecar")
-PSK = "kipsec e2e pre-shared key 0123456789"
-MARKER = b"KIPSEC-PLAINTEXT-MARKER-7f3a"
-START_TIMEOUT = 10.0
-
-
-class Sidecar:
-    """One ``kipsec-sidecar run`` in a pod namespace, with its config, log and control socket."""
-
-    def __init__(self, topology: Topology, pod: str, workdir: Path) -> None:
-        self.topology = topology
-        self.pod = pod
-        self.workdir = workdir
-        self.config = workdir / f"{pod}.yaml"
-        self.log = workdir / f"{pod}.log"
-        self.socket = str(workdir / f"{pod}.sock")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def write(self, peers: list[dict[str, Any]], **extra: Any) -> None:
-        """Write the configuration document (JSON is valid YAML) atomically."""
-        document: dict[str, Any] = {
-            "apiVersion": "kipsec.io/v1alpha1",
-            "kind": "SidecarConfig",
-            "local": {
-                "identity": {"fqdn": f"{self.pod}.e2e.kipsec.test"},
-                "addresses": [self.topology.address(self.pod)],
-                "auth": {"psk": {"value": PSK}},
-            },
-            "peers": peers,
-            "control": {"socket": self.socket},
-            "metrics": {"enabled": False},
-            "logging": {"level": "info"},
-        }
-        document.update(extra)
-        tmp = self.config.with_suffix(".tmp")
-        tmp.write_text(json.dumps(document, indent=1))
-        os.replace(tmp, self.config)
-
-    def start(self, **options: float) -> Sidecar:
-        """Start ``kipsec-sidecar run``, or with ``options`` the daemon's ``run(**options)``."""
-        argv = [SIDECAR, "run", "--config", str(self.config)]
-        if options:
-            code = (
-                "import sys; from kipsec_sidecar.daemon import run; "
-                f"sys.exit(run(sys.argv[1], **{options!r}))"
-            )
-            argv = [sys.executable, "-c", code, str(self.config)]
-        log = self.log.open("ab")
-        self.proc = self.topology.popen(
-            self.pod,
-            argv,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.pod} exited {self.proc.returncode}:\n{self.tail()}")
-            with contextlib.suppress(OSError, ValueError, ControlError):
-                if os.path.exists(self.socket) and self.sas() is not None:
-                    return self
-            time.sleep(0.05)
-        raise AssertionError(f"{self.pod} did not start in {START_TIMEOUT}s:\n{self.tail()}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        if self.proc is None:
-            return None
-        stop_process(self.proc, sig=sig, grace=5.0)
-        return self.proc.returncode
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def control(self, command: str, **fields: Any) -> Any:
-        return ControlClient(self.socket, timeout=10).request(command, **fields)
-
-    def sas(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.control("sas")
-        return result
-
-    def peer(self, name: str) -> dict[str, Any]:
-        for peer in self.sas()["peers"]:
-            if peer["name"] == name:
-                return dict(peer)
-        raise AssertionError(f"{self.pod} has no peer {name!r}")
-
-    def spis(self, name: str) -> set[tuple[str, str]]:
-        return {(c["spi_in"], c["spi_out"]) for c in self.peer(name)["children"]}
-
-
-def peer_entry(topology: Topology, name: str, **options: Any) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "name": name,
-        "address": topology.address(name),
-        "identity": {"fqdn": f"{name}.e2e.kipsec.test"},
-        "start": "onStart",
-    }
-    entry.update(options)
-    return entry
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def established(sidecar: Sidecar, peer: str) -> Callable[[], bool]:
-    def check() -> bool:
-        view = sidecar.peer(peer)
-        return view["state"] == "established" and any(
-            c["state"] == "installed" for c in view["children"]
-        )
-
-    return check
 
 
 @pytest.fixture
@@ -184,55 +62,6 @@ def pair(pods: Topology, tmp_path: Path) -> Iterator[tuple[Sidecar, Sidecar]]:
 
 
 # --- traffic -------------------------------------------------------------------------------
-
-_TCP_ECHO = r"""
-import socket, sys
-srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
-srv.settimeout(10)
-print("ready", flush=True)
-conn, _ = srv.accept()
-conn.settimeout(10)
-data = b""
-while len(data) < int(sys.argv[3]):
-    chunk = conn.recv(65536)
-    if not chunk:
-        break
-    data += chunk
-conn.sendall(data)
-conn.close()
-"""
-
-_TCP_CLIENT = r"""
-import socket, sys
-payload = bytes.fromhex(sys.argv[3]) * 2000
-sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
-sock.sendall(payload)
-back = b""
-while len(back) < len(payload):
-    chunk = sock.recv(65536)
-    if not chunk:
-        break
-    back += chunk
-sys.exit(0 if back == payload else "echo differs")
-"""
-
-
-def tcp_roundtrip(topology: Topology, src: str, dst: str, port: int = 7070) -> None:
-    """A TCP connection from src to dst carrying ~56 kB each way (segments at full MSS)."""
-    size = len(MARKER) * 2000
-    server = topology.popen(
-        dst,
-        [sys.executable, "-c", _TCP_ECHO, topology.address(dst), str(port), str(size)],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert server.stdout is not None
-        wait_for_output(server.stdout, b"ready", 5)
-        topology.python(
-            src, _TCP_CLIENT, topology.address(dst), str(port), MARKER.hex(), timeout=15
-        )
-    finally:
-        stop_process(server)
 
 
 def test_pod_traffic_is_carried_encrypted_both_ways(
@@ -337,22 +166,6 @@ def test_child_and_ike_rekeys_under_traffic_lose_no_packet(
 
 
 # --- manual keying -------------------------------------------------------------------------
-
-
-def manual_entry(
-    topology: Topology, name: str, spi_in: int, spi_out: int, key_in: str, key_out: str
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "address": topology.address(name),
-        "keying": "manual",
-        "manual": {
-            "spiIn": spi_in,
-            "spiOut": spi_out,
-            "encryption": "aes256gcm16",
-            "keys": {"encryptionIn": key_in, "encryptionOut": key_out},
-        },
-    }
 
 
 def test_manual_keys_carry_traffic_and_rotate_to_new_spis_without_loss(
