@@ -159,7 +159,9 @@ class Sidecar:
         )
         # Reads the auth material; ConfigError names the field when a file is unusable.
         self._plans = to_core(config, wall_clock_epoch=self.epoch)
-        self.datapath = datapath_factory(config, self._plans, self.sockets.send_esp, self._acquire)
+        self.datapath = datapath_factory(
+            config, self._plans, self.sockets.esp_sender, self._acquire
+        )
 
     # ------------------------------------------------------------------ lifecycle
 

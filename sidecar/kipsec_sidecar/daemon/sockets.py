@@ -8,6 +8,11 @@ marker (NAT traversal), ESP in UDP (handed to the datapath), and one-byte NAT ke
 The sockets come from :func:`kipsec_sidecar.datapath.sockets.udp_socket`, which sets
 SO_MARK: in pod-to-pod tunnel mode the outer destination is the very address the tunnel
 protects, and only the mark keeps IKE and ESP from being routed into the TUN device.
+
+Port 4500 is the ESP fast path, so it is not an asyncio transport (which reads one
+datagram per event-loop pass): a reader drains it in batches with UDP GRO
+(:func:`~kipsec_sidecar.datapath.sockets.receive_batch`), and :attr:`IkeSockets.esp_sender`
+offers the datapath ``many(datagrams, dest)`` for UDP GSO sends.
 """
 
 from __future__ import annotations
@@ -15,14 +20,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable
+import socket
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 from ..core.errors import ParseError
 from ..core.ike.config import Address
 from ..core.udpencap import UdpEncapKind, classify
-from ..datapath.sockets import udp_socket
+from ..datapath.sockets import GsoSender, enable_gro, receive_batch, udp_socket
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,25 @@ NATT_PORT = 4500
 
 #: (datagram, source address) → None; called from the event loop.
 Receiver = Callable[[bytes, Address], None]
+_NATT_BATCH = 64
+
+
+class _Sendto(Protocol):
+    def sendto(self, data: bytes, address: tuple[str, int], /) -> object: ...
+
+
+class EspSender:
+    """The datapath's :data:`~kipsec_sidecar.datapath.base.UdpSender` (from port 4500),
+    with ``many`` for a run of datagrams to one address (UDP GSO)."""
+
+    def __init__(self, sockets: IkeSockets) -> None:
+        self._sockets = sockets
+
+    def __call__(self, data: bytes, dest: Address) -> None:
+        self._sockets.send(data, dest, natt=True)
+
+    def many(self, datagrams: Sequence[bytes], dest: Address) -> None:
+        self._sockets.send_esp_many(datagrams, dest)
 
 
 @dataclass(slots=True)
@@ -90,20 +115,27 @@ class IkeSockets:
         self.ike_port = ike_port
         self.natt_port = natt_port
         self.counters = SocketCounters()
-        self._transports: dict[tuple[str, int], asyncio.DatagramTransport] = {}
+        self._transports: dict[tuple[str, int], _Sendto] = {}
+        self._natt: dict[str, tuple[socket.socket, GsoSender]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.esp_sender = EspSender(self)
 
     async def open(self) -> None:
         """Bind every socket; raises DatapathError naming the port that failed."""
         loop = asyncio.get_running_loop()
+        self._loop = loop
         try:
             for address in self.addresses:
-                for port in (self.ike_port, self.natt_port):
-                    sock = udp_socket(address, port, self.mark)
-                    receiver = self._ike_datagram if port == self.ike_port else self._natt_datagram
-                    transport, _ = await loop.create_datagram_endpoint(
-                        _factory(receiver, f"udp/{port}"), sock=sock
-                    )
-                    self._transports[(address, port)] = transport
+                sock = udp_socket(address, self.ike_port, self.mark)
+                transport, _ = await loop.create_datagram_endpoint(
+                    _factory(self._ike_datagram, f"udp/{self.ike_port}"), sock=sock
+                )
+                self._transports[(address, self.ike_port)] = transport
+                natt = udp_socket(address, self.natt_port, self.mark)
+                enable_gro(natt)
+                self._natt[address] = (natt, GsoSender(natt))
+                self._transports[(address, self.natt_port)] = natt
+                loop.add_reader(natt.fileno(), self._natt_readable, natt)
         except BaseException:
             self.close()
             raise
@@ -113,8 +145,14 @@ class IkeSockets:
         )
 
     def close(self) -> None:
-        for transport in self._transports.values():
-            transport.close()
+        for key, transport in self._transports.items():
+            if key[1] != self.natt_port or key[0] not in self._natt:
+                cast(asyncio.DatagramTransport, transport).close()
+        for natt, _ in self._natt.values():
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(natt.fileno())
+            natt.close()
+        self._natt.clear()
         self._transports.clear()
 
     def send(self, data: bytes, dest: Address, *, natt: bool, local: str | None = None) -> None:
@@ -135,9 +173,29 @@ class IkeSockets:
         """The datapath's :data:`~kipsec_sidecar.datapath.base.UdpSender`: from port 4500."""
         self.send(data, dest, natt=True)
 
-    def _transport_for(
-        self, dest: str, port: int, local: str | None
-    ) -> asyncio.DatagramTransport | None:
+    def send_esp_many(self, datagrams: Sequence[bytes], dest: Address) -> None:
+        """Several ESP datagrams to ``dest`` from a 4500 socket of its family (UDP GSO).
+
+        Raises OSError when the send fails (the datapath counts it per batch)."""
+        version = ipaddress.ip_address(dest[0]).version
+        for address, (_, sender) in self._natt.items():
+            if ipaddress.ip_address(address).version == version:
+                sender(datagrams, dest)
+                return
+        self.counters.send_errors += 1
+        raise OSError(f"no UDP {self.natt_port} socket for {dest[0]}")
+
+    def _natt_readable(self, sock: socket.socket) -> None:
+        """Drain up to a batch of datagrams (GRO runs split) and dispatch each."""
+        try:
+            batch = receive_batch(sock, _NATT_BATCH)
+        except OSError as exc:  # e.g. an ICMP error queued on the socket
+            log.debug("socket error", extra={"socket": f"udp/{self.natt_port}", "error": str(exc)})
+            return
+        for data, source in batch:
+            self._natt_datagram(data, (str(source[0]), int(source[1])))
+
+    def _transport_for(self, dest: str, port: int, local: str | None) -> _Sendto | None:
         if local is not None and (local, port) in self._transports:
             return self._transports[(local, port)]
         version = ipaddress.ip_address(dest).version
@@ -166,4 +224,4 @@ class IkeSockets:
             self.on_esp(data, source)
 
 
-__all__ = ["IKE_PORT", "NATT_PORT", "IkeSockets", "Receiver", "SocketCounters"]
+__all__ = ["IKE_PORT", "NATT_PORT", "EspSender", "IkeSockets", "Receiver", "SocketCounters"]

@@ -34,6 +34,9 @@ Encapsulation = Literal["udp", "raw"]
 AcquireCallback = Callable[[str], None]
 
 #: Sends one UDP datagram from the daemon's port-4500 socket (which bypasses the tunnel).
+#: A sender may also have a ``many(datagrams, dest)`` method that sends several
+#: datagrams to one address at once (UDP GSO; raises OSError when the send fails); the
+#: userspace datapath uses it when present (see ``daemon.sockets.EspSender``).
 UdpSender = Callable[[bytes, UdpAddress], None]
 
 

@@ -29,6 +29,14 @@ TUNSETIFF = 0x400454CA  # _IOW('T', 202, int)
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0  # _IOW('T', 208, unsigned int)
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+#: What :func:`open_tun` asks for with ``offload=True``: partial checksums and TCP
+#: super-segments both ways (see :mod:`.offload`).
+TCP_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 IFNAMSIZ = 16
 _IFREQ = struct.Struct(f"{IFNAMSIZ}sH22x")
 
@@ -44,6 +52,8 @@ class TunDevice:
 
     name: str
     fds: list[int] = field(default_factory=list)
+    #: Every read and write carries a 10-byte virtio_net_hdr (``IFF_VNET_HDR``).
+    vnet_hdr: bool = False
 
     @property
     def fd(self) -> int:
@@ -57,20 +67,25 @@ class TunDevice:
                 os.close(self.fds.pop())
 
 
-def _attach_queue(name: str, flags: int) -> int:
+def _attach_queue(name: str, flags: int, offloads: int) -> int:
     fd = os.open(TUN_CLONE_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(name.encode(), flags))
+        if offloads:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, offloads)
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def open_tun(name: str, *, queues: int = 1) -> TunDevice:
+def open_tun(name: str, *, queues: int = 1, offload: bool = False) -> TunDevice:
     """Create TUN device ``name`` in the current network namespace with ``queues`` queues.
 
-    ``queues > 1`` sets ``IFF_MULTI_QUEUE``. Raises :class:`DatapathError` naming the
+    ``queues > 1`` sets ``IFF_MULTI_QUEUE``. ``offload`` sets ``IFF_VNET_HDR`` and the
+    :data:`TCP_OFFLOADS`: the caller must then read and write through :mod:`.offload`
+    (every packet has a virtio_net_hdr in front; reads may be 64 KiB TCP super-segments
+    or carry partial checksums). Raises :class:`DatapathError` naming the
     device when ``/dev/net/tun`` is missing (mount it into the container), when the
     process lacks CAP_NET_ADMIN, or when a device of that name exists and is not a TUN
     device this process may attach to.
@@ -80,10 +95,12 @@ def open_tun(name: str, *, queues: int = 1) -> TunDevice:
     if queues < 1:
         raise DatapathError(f"TUN device {name}: queues must be at least 1, got {queues}")
     flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if queues > 1 else 0)
-    device = TunDevice(name)
+    if offload:
+        flags |= IFF_VNET_HDR
+    device = TunDevice(name, vnet_hdr=offload)
     try:
         for _ in range(queues):
-            device.fds.append(_attach_queue(name, flags))
+            device.fds.append(_attach_queue(name, flags, TCP_OFFLOADS if offload else 0))
     except FileNotFoundError:
         device.close()
         raise DatapathError(
