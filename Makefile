@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint typecheck layers unit bench clean
+.PHONY: venv demo test lint typecheck layers unit vm bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,15 @@ typecheck: venv
 layers: venv
 	$(BIN)/lint-imports
 
+# Everything but the VM tier: the fast loop while developing.
 unit: venv
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not vm"
 
-test: lint typecheck layers unit
+# Kernel datapath (XFRM) tests: each module boots a VM under software emulation.
+vm: venv
+	$(BIN)/pytest -m vm
+
+test: lint typecheck layers unit vm
 
 bench: venv
 	$(BIN)/python bench/esp_throughput.py

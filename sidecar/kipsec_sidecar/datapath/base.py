@@ -60,7 +60,9 @@ class PeerPolicy:
     mode: Literal["tunnel", "transport"]
     protocol: ProtocolId  #: ESP or AH
     encapsulation: Encapsulation = "udp"  #: ESP in UDP 4500 (RFC 3948) or raw IP 50/51
-    remote_port: int = 4500  #: the peer's NAT-T port when ``encapsulation`` is udp
+    #: the peer's NAT-T port when ``encapsulation`` is udp, until ``set_outbound`` names
+    #: the port a NAT mapped it to
+    remote_port: int = 4500
 
 
 @dataclass(slots=True)
@@ -100,8 +102,15 @@ class Datapath(Protocol):
     def install_inbound(self, peer: str, sa: IpsecSa) -> None:
         """Accept packets on ``sa`` (keyed by SPI, destination, protocol) from now on."""
 
-    def set_outbound(self, peer: str, sa: IpsecSa) -> None:
-        """Send the peer's traffic on ``sa`` from now on; flush packets queued for it."""
+    def set_outbound(self, peer: str, sa: IpsecSa, *, remote_port: int | None = None) -> None:
+        """Send the peer's traffic on ``sa`` from now on; flush packets queued for it.
+
+        ``remote_port`` is the peer's UDP port for ESP in UDP on this SA: behind a NAT
+        the port its IKE datagrams come from (a masquerading NAT may have remapped 4500
+        to anything), which the daemon learns from the IKE SA (RFC 3948 section 2.1,
+        RFC 7296 section 2.23). None keeps the policy's ``remote_port``. Callers that
+        never see a NAT may leave it out; implementations must accept it.
+        """
 
     def remove_inbound(self, peer: str, spi: int) -> None:
         """Stop accepting packets on the inbound SA ``spi`` (after a rekey or a delete)."""

@@ -245,10 +245,12 @@ class KernelDatapath:
 
     # -- SAs
 
-    def _spec(self, peer: _Peer, sa: IpsecSa, inbound: bool) -> XfrmStateSpec:
+    def _spec(
+        self, peer: _Peer, sa: IpsecSa, inbound: bool, remote_port: int | None = None
+    ) -> XfrmStateSpec:
         encap = None
         if sa.udp_encap:
-            remote_port = peer.policy.remote_port
+            remote_port = peer.policy.remote_port if remote_port is None else remote_port
             encap = (
                 XfrmEncap(remote_port, self._local_port)
                 if inbound
@@ -265,12 +267,12 @@ class KernelDatapath:
         self._call(peer, "install inbound SA", partial(self._sock.new_sa, spec))
         state.inbound.append(sa)
 
-    def set_outbound(self, peer: str, sa: IpsecSa) -> None:
+    def set_outbound(self, peer: str, sa: IpsecSa, *, remote_port: int | None = None) -> None:
         state = self._peer(peer)
         old = state.outbound
         if old is not None and old.spi == sa.spi and old.dst == sa.dst:
             return
-        spec = self._spec(state, sa, inbound=False)
+        spec = self._spec(state, sa, inbound=False, remote_port=remote_port)
         self._call(peer, "install outbound SA", partial(self._sock.new_sa, spec))
         state.outbound = sa
         state.acquired = False

@@ -480,13 +480,15 @@ class UserspaceDatapath:
         if sa is not None:
             self._inbound.pop((sa.spi, sa.protocol), None)
 
-    def set_outbound(self, peer: str, sa: IpsecSa) -> None:
+    def set_outbound(self, peer: str, sa: IpsecSa, *, remote_port: int | None = None) -> None:
         state = self._peer(peer)
         if sa.protocol != state.policy.protocol:
             raise DatapathError(
                 f"peer {peer}: outbound SA is {sa.protocol.name}, the policy says "
                 f"{state.policy.protocol.name}"
             )
+        port = state.policy.remote_port if remote_port is None else remote_port
+        state.dest = (str(state.policy.remote_addr), port)
         state.outbound = sa
         state.pending_acquire = False
         queue = state.queue
