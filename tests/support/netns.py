@@ -406,6 +406,30 @@ class Topology:
         self.pods[name] = pod
         return pod
 
+    def masquerade(self, node: str, *, ports: str | None = None) -> None:
+        """Make ``node`` a NAT for its pods: SNAT traffic from its pod CIDR leaving on
+        :data:`LINK` to the node's segment address (nftables ``masquerade``).
+
+        Peers then see the node's address, not the pod's. ``ports`` (``"40000-40100"``)
+        forces the source ports into that range, so a NAT-T peer also sees translated
+        ports (port 4500 becomes some port in the range). The rules live in table
+        ``ip kipsect_nat`` of the node namespace and go away with it.
+        """
+        host = self.node(node)
+        match = f'ip saddr {host.pod_cidr} oifname "{LINK}"'
+        rules = [f"{match} masquerade"]
+        if ports is not None:  # port mappings need a transport protocol match
+            rules.insert(0, f"{match} meta l4proto {{ tcp, udp }} masquerade to :{ports}")
+        script = (
+            "table ip kipsect_nat {\n"
+            "  chain postrouting {\n"
+            "    type nat hook postrouting priority srcnat; policy accept;\n"
+            + "".join(f"    {rule}\n" for rule in rules)
+            + "  }\n"
+            "}\n"
+        )
+        self.run(node, "nft", "-f", "-", input=script)
+
     # -- look-ups ----------------------------------------------------------------------
 
     def namespace(self, name: str) -> str:

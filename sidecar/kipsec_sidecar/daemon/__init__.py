@@ -1,11 +1,21 @@
 """The sidecar daemon: ``kipsec-sidecar run --config FILE`` ends up in :func:`run`.
 
 :func:`run` blocks until SIGTERM or SIGINT (exit 0 after a clean shutdown: DELETE sent
-for every IKE SA, the datapath's devices, routes and rules removed). SIGHUP, or a change
-of the configuration file, reloads the peers. A second SIGTERM/SIGINT exits at once.
+for every IKE SA, answers awaited for at most a second, the datapath's devices, routes
+and rules removed). SIGHUP, or a change of the configuration file (checked every
+second), reloads the peers.
 
-Exit codes: 0 stopped cleanly, 1 could not start (datapath, sockets, control socket),
-2 the configuration is invalid (the message names every bad field).
+A second SIGTERM/SIGINT while the first is still waiting for DELETE answers (a peer
+that is gone or unreachable) stops the wait: the daemon removes its device, routes,
+rules and nft table at once and exits 1. Cleanup is a few netlink calls; should it hang
+anyway, the daemon exits :data:`HURRY_LIMIT` seconds after the second signal, and a
+third signal exits at once. Exiting without cleanup still fails closed: the blackhole
+routes and rules outlive the process (see :mod:`kipsec_sidecar.datapath.routing`) and
+the next start removes them.
+
+Exit codes: 0 stopped cleanly, 1 could not start (datapath, sockets, control socket) or
+stopped by a second signal, 2 the configuration is invalid (the message names every
+bad field).
 """
 
 from __future__ import annotations
@@ -33,6 +43,9 @@ EXIT_OK = 0
 EXIT_START_FAILED = 1
 EXIT_BAD_CONFIG = 2
 
+#: Seconds after a second stop signal within which the process exits, cleaned up or not.
+HURRY_LIMIT = 2.0
+
 
 def run(config_path: str, **options: Any) -> int:
     """Run the sidecar for the configuration at ``config_path`` until a stop signal.
@@ -40,7 +53,10 @@ def run(config_path: str, **options: Any) -> int:
     Options: ``log_format`` ("text"/"json") and ``log_level`` override the document's
     logging; ``datapath_factory`` (tests) replaces the userspace datapath;
     ``ike_port``/``natt_port`` (tests) replace 500/4500; ``rotation_grace`` (tests)
-    shortens the manual-key rotation grace period. Returns the exit code.
+    shortens the manual-key rotation grace period; ``config_poll_interval`` sets how
+    often the configuration file is checked for changes (seconds, 0: never — SIGHUP
+    and ``kipsec-sidecar reload`` still reload); ``shutdown_wait`` (tests) replaces the
+    one second SIGTERM waits for DELETE answers. Returns the exit code.
     """
     return asyncio.run(_main(config_path, **options))
 
@@ -54,6 +70,8 @@ async def _main(
     ike_port: int = 500,
     natt_port: int = 4500,
     rotation_grace: float | None = None,
+    config_poll_interval: float | None = None,
+    shutdown_wait: float | None = None,
 ) -> int:
     try:
         config = load_config(config_path)
@@ -73,7 +91,11 @@ async def _main(
             ike_port=ike_port,
             natt_port=natt_port,
             mark=DEFAULT_MARK,
-            **({} if rotation_grace is None else {"rotation_grace": rotation_grace}),
+            **_given(
+                rotation_grace=rotation_grace,
+                config_poll_interval=config_poll_interval,
+                shutdown_wait=shutdown_wait,
+            ),
         )
     except ConfigError as exc:
         log.error("invalid configuration", extra={"path": config_path, "error": str(exc)})
@@ -86,14 +108,27 @@ async def _main(
     stop = asyncio.Event()
     reloads: set[asyncio.Task[None]] = set()
 
+    signals_seen = 0
+
     def on_stop(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second stop signal: exiting at once", extra={"signal": signum})
-            os._exit(EXIT_START_FAILED)
-        log.info("stop signal received", extra={"signal": signal.Signals(signum).name})
-        stop.set()
+        nonlocal signals_seen
+        signals_seen += 1
+        name = signal.Signals(signum).name
+        if signals_seen == 1:
+            log.info("stop signal received", extra={"signal": name})
+            stop.set()
+        elif signals_seen == 2:
+            log.warning(
+                "second stop signal: not waiting for DELETE answers, cleaning up",
+                extra={"signal": name},
+            )
+            sidecar.hurry()
+            loop.call_later(HURRY_LIMIT, _exit_now, "cleanup did not finish in time")
+        else:
+            _exit_now("third stop signal")
 
     def on_hup() -> None:
+        log.info("SIGHUP: reloading the configuration")
         task = asyncio.create_task(_reload(sidecar))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
@@ -126,7 +161,20 @@ async def _main(
             code = code or EXIT_START_FAILED
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+    if signals_seen > 1:
+        code = code or EXIT_START_FAILED
     return code
+
+
+def _exit_now(why: str) -> None:
+    """Leave without cleanup; the blackhole routes keep the pod's traffic from leaking."""
+    log.error("exiting without cleanup", extra={"reason": why})
+    logging.shutdown()
+    os._exit(EXIT_START_FAILED)
+
+
+def _given(**options: float | None) -> dict[str, float]:
+    return {name: value for name, value in options.items() if value is not None}
 
 
 async def _start_servers(sidecar: Sidecar) -> list[Any]:
@@ -159,4 +207,4 @@ def _format(value: str | None) -> Any:
     return value if value in ("text", "json") else "text"
 
 
-__all__ = ["EXIT_BAD_CONFIG", "EXIT_OK", "EXIT_START_FAILED", "run"]
+__all__ = ["EXIT_BAD_CONFIG", "EXIT_OK", "EXIT_START_FAILED", "HURRY_LIMIT", "run"]

@@ -41,6 +41,8 @@ class InstallInbound:
 @dataclass(frozen=True, slots=True)
 class SetOutbound:
     sa: IpsecSa
+    #: the peer's ESP-in-UDP port behind a NAT (None: the policy's, 4500)
+    remote_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,9 @@ class InstalledChild:
     rekey_at: float | None  #: wall clock
     expire_at: float | None  #: wall clock
     state: ChildViewState = "installed"
+    #: where ESP in UDP goes behind a NAT: the port the peer's IKE datagrams came from
+    #: when the child was negotiated (None: the policy's port, 4500)
+    remote_port: int | None = None
 
     @property
     def spi_in(self) -> bytes:
@@ -107,7 +112,7 @@ class ChildTable:
             assert event.replaces is not None
             self._waiting[event.replaces] = event.spi_in
         else:
-            ops.append(SetOutbound(child.outbound))
+            ops.append(SetOutbound(child.outbound, child.remote_port))
             self.outbound = event.spi_in
         return ops
 
@@ -120,12 +125,13 @@ class ChildTable:
         successor = self._waiting.pop(spi_in, None)
         self._waiting = {k: v for k, v in self._waiting.items() if v != spi_in}
         if successor is not None and successor in self.children:
-            ops.append(SetOutbound(self.children[successor].outbound))
+            heir = self.children[successor]
+            ops.append(SetOutbound(heir.outbound, heir.remote_port))
             self.outbound = successor
         elif self.outbound == spi_in:
             newest = self._newest()
             if newest is not None:
-                ops.append(SetOutbound(newest.outbound))
+                ops.append(SetOutbound(newest.outbound, newest.remote_port))
                 self.outbound = newest.spi_in
             else:
                 ops.append(ClearOutbound())

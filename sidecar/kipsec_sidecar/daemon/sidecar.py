@@ -91,8 +91,11 @@ DatapathFactory = Callable[
 
 #: Seconds SIGTERM waits for the peers to answer our DELETEs.
 SHUTDOWN_WAIT = 1.0
-#: Seconds between checks of the configuration file's mtime, SA byte/packet limits.
+#: Seconds between checks of SA byte/packet limits and manual-key rotations.
 HOUSEKEEPING_INTERVAL = 1.0
+#: Default seconds between checks of the configuration file's mtime (0: never; SIGHUP
+#: and the control interface's ``reload`` still work).
+CONFIG_POLL_INTERVAL = 1.0
 #: Bound on pump rounds per call (events may trigger actions that make more datagrams).
 MAX_PUMP_ROUNDS = 64
 #: Reasons of an IkeSaDeleted that we caused on purpose (no failure, no retry).
@@ -124,8 +127,12 @@ class Sidecar:
         mark: int,
         rotation_grace: float = ROTATION_GRACE,
         inbound_grace: float = INBOUND_GRACE,
+        config_poll_interval: float = CONFIG_POLL_INTERVAL,
+        shutdown_wait: float = SHUTDOWN_WAIT,
     ) -> None:
         self.config_path = config_path
+        self.config_poll_interval = config_poll_interval
+        self.shutdown_wait = shutdown_wait
         self.config = config
         self.choice = datapath_choice
         self.rotation_grace = rotation_grace
@@ -144,10 +151,10 @@ class Sidecar:
         self._retries: dict[Peer, asyncio.TimerHandle] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._housekeeping: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._hurry = asyncio.Event()
         self._config_stamp = _stamp(config_path)
-        self._last_keepalive = 0.0
         self.endpoint = Endpoint(self._responder_config, now=self.loop.time())
         self.sockets = IkeSockets(
             config.local.addresses,
@@ -175,7 +182,12 @@ class Sidecar:
         await self.datapath.start()
         for plan in self._plans:
             self._add_peer(plan)
-        self._housekeeping = asyncio.create_task(self._housekeep(), name="kipsec-housekeeping")
+        self._tasks = [
+            asyncio.create_task(self._housekeep(), name="kipsec-housekeeping"),
+            asyncio.create_task(self._keepalives(), name="kipsec-nat-keepalives"),
+        ]
+        if self.config_poll_interval > 0:
+            self._tasks.append(asyncio.create_task(self._watch_config(), name="kipsec-config"))
         self.pump()
         log.info(
             "sidecar started",
@@ -187,13 +199,21 @@ class Sidecar:
             },
         )
 
+    def hurry(self) -> None:
+        """Stop waiting for DELETE answers (a second stop signal): :meth:`stop` goes
+        straight on to remove the datapath's state. Callable before or during stop."""
+        self._hurry.set()
+
     async def stop(self) -> None:
-        """DELETE every IKE SA, wait up to :data:`SHUTDOWN_WAIT` s, tear everything down."""
+        """DELETE every IKE SA, wait up to ``shutdown_wait`` s for the answers (less after
+        :meth:`hurry`), then remove every device, route and rule and close the sockets."""
         self._stopping = True
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+                await task
+        self._tasks = []
         for handle in self._retries.values():
             handle.cancel()
         self._retries.clear()
@@ -202,12 +222,21 @@ class Sidecar:
         for sa in live:
             sa.delete(now)
         self.pump()
-        deadline = self.loop.time() + SHUTDOWN_WAIT
-        while any(not sa.closed for sa in live) and self.loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        deadline = self.loop.time() + self.shutdown_wait
+        while (
+            any(not sa.closed for sa in live)
+            and self.loop.time() < deadline
+            and not self._hurry.is_set()
+        ):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), 0.02)
         log.info(
             "IKE SAs deleted",
-            extra={"deleted": len(live), "unanswered": sum(not sa.closed for sa in live)},
+            extra={
+                "deleted": len(live),
+                "unanswered": sum(not sa.closed for sa in live),
+                "hurried": self._hurry.is_set(),
+            },
         )
         if self._timer is not None:
             self._timer.cancel()
@@ -506,6 +535,11 @@ class Sidecar:
         for ipsec in (pair.inbound, pair.outbound):
             ipsec.udp_encap = encapsulation == "udp" and ipsec.protocol == ProtocolId.ESP
             ipsec.lifetime = plan.sa_lifetime
+        # Behind a NAT, ESP goes where the peer's IKE comes from: a masquerading NAT may
+        # have mapped its port 4500 to any port (RFC 3948 section 2.1).
+        remote_port = (
+            event.remote_addr[1] if encapsulation == "udp" and event.nat_detected else None
+        )
         child = InstalledChild(
             event=without_keys(event),
             inbound=pair.inbound,
@@ -514,6 +548,7 @@ class Sidecar:
             installed_at=time.time(),
             rekey_at=None if event.rekey_at is None else event.rekey_at + self.epoch,
             expire_at=None if event.expire_at is None else event.expire_at + self.epoch,
+            remote_port=remote_port,
         )
         if event.replaces is not None:
             self.rekeys["child"] += 1
@@ -529,6 +564,8 @@ class Sidecar:
                 "replaces": event.replaces.hex() if event.replaces else None,
                 "initiator": event.initiator,
                 "outbound": peer.children.outbound == event.spi_in,
+                "encapsulation": encapsulation,
+                "remote_port": remote_port,
             },
         )
 
@@ -598,8 +635,10 @@ class Sidecar:
                 match op:
                     case InstallInbound(sa=ipsec):
                         self.datapath.install_inbound(peer.name, ipsec)
-                    case SetOutbound(sa=ipsec):
+                    case SetOutbound(sa=ipsec, remote_port=None):
                         self.datapath.set_outbound(peer.name, ipsec)
+                    case SetOutbound(sa=ipsec, remote_port=port):
+                        self.datapath.set_outbound(peer.name, ipsec, remote_port=port)
                     case RemoveInbound(spi=spi):
                         self.datapath.remove_inbound(peer.name, spi)
                     case ClearOutbound():
@@ -617,9 +656,20 @@ class Sidecar:
     # ------------------------------------------------------------------ housekeeping
 
     async def _housekeep(self) -> None:
-        """Once a second: config file changes, byte/packet soft limits, NAT keepalives."""
+        """Once a second: byte/packet soft limits, manual-key rotations."""
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            try:
+                self._check_volume_limits()
+                self._check_rotations()
+                self.pump()
+            except Exception:  # keep the daemon alive; the log says what broke
+                log.exception("housekeeping failed")
+
+    async def _watch_config(self) -> None:
+        """Every ``config_poll_interval`` s: reload when the file's mtime or size changed."""
+        while True:
+            await asyncio.sleep(self.config_poll_interval)
             try:
                 stamp = _stamp(self.config_path)
                 if stamp != self._config_stamp and stamp is not None:
@@ -627,12 +677,20 @@ class Sidecar:
                     log.info("configuration file changed: reloading")
                     with contextlib.suppress(ControlError):
                         await self.reload()
-                self._check_volume_limits()
-                self._check_rotations()
-                self._send_keepalives()
-                self.pump()
-            except Exception:  # keep the daemon alive; the log says what broke
-                log.exception("housekeeping failed")
+            except Exception:
+                log.exception("configuration watch failed")
+
+    async def _keepalives(self) -> None:
+        """NAT keepalives every ``natTraversal.keepalive`` s (read each round, so a reload
+        changes the interval); 0 disables them until a reload sets an interval again."""
+        while True:
+            interval = self.config.nat_traversal.keepalive
+            await asyncio.sleep(interval if interval > 0 else HOUSEKEEPING_INTERVAL)
+            if interval > 0:
+                try:
+                    self._send_keepalives()
+                except Exception:
+                    log.exception("sending NAT keepalives failed")
 
     def _check_volume_limits(self) -> None:
         now = self.loop.time()
@@ -650,11 +708,8 @@ class Sidecar:
                     sa.rekey_child(current.spi_in, now)
 
     def _send_keepalives(self) -> None:
-        interval = self.config.nat_traversal.keepalive
-        now = self.loop.time()
-        if not interval or now - self._last_keepalive < interval:
-            return
-        self._last_keepalive = now
+        """One 0xFF byte (RFC 3948 section 2.3) to each peer of an IKE SA that found this
+        side behind a NAT, from port 4500, to keep the NAT's mapping alive."""
         for peer in self.peers.values():
             for sa in peer.live_sas():
                 info = peer.established.get(sa)
@@ -852,4 +907,10 @@ def _policy(plan: PeerPlan) -> PeerPolicy:
     )
 
 
-__all__ = ["HOUSEKEEPING_INTERVAL", "SHUTDOWN_WAIT", "DatapathFactory", "Sidecar"]
+__all__ = [
+    "CONFIG_POLL_INTERVAL",
+    "HOUSEKEEPING_INTERVAL",
+    "SHUTDOWN_WAIT",
+    "DatapathFactory",
+    "Sidecar",
+]
