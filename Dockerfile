@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 # Images for kipsec. Targets:
 #   sidecar   the per-pod agent (`kipsec-sidecar run --config /etc/kipsec/config.yaml`)
-# The operator target comes with the operator (issue 5). Capabilities are granted by the
-# pod spec (NET_ADMIN; NET_RAW only for raw ESP/AH), never by the image.
+#   operator  the kopf operator with its HTTPS endpoints (`kipsec-operator run`)
+# Build one with `docker build --target operator -t kipsec-operator .`. Capabilities are
+# granted by the pod spec (NET_ADMIN; NET_RAW only for raw ESP/AH), never by the image.
 
 ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
 
@@ -31,3 +32,15 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 ENTRYPOINT ["kipsec-sidecar"]
 CMD ["run", "--config", "/etc/kipsec/config.yaml"]
+
+# ---- operator: no extra packages and no privilege. An unprivileged user (65532, as the
+# chart's runAsUser), nothing written to the image at run time (PYTHONDONTWRITEBYTECODE;
+# the chart mounts an in-memory /tmp), so the root filesystem can be read-only.
+FROM runtime AS operator
+RUN groupadd --system --gid 65532 kipsec \
+ && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin kipsec
+USER 65532:65532
+EXPOSE 8443
+ENTRYPOINT ["kipsec-operator"]
+CMD ["run"]

@@ -20,8 +20,8 @@ demo: venv
 	$(BIN)/kipsec-sidecar demo
 
 lint: venv
-	$(BIN)/ruff check sidecar operator tests bench
-	$(BIN)/ruff format --check sidecar operator tests bench
+	$(BIN)/ruff check sidecar operator tests bench deploy
+	$(BIN)/ruff format --check sidecar operator tests bench deploy
 
 typecheck: venv
 	$(BIN)/mypy

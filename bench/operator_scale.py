@@ -1,0 +1,232 @@
+"""The operator at scale against kmock's Kubernetes emulator.
+
+Run: ``.venv/bin/python bench/operator_scale.py [--sizes 100,1000,5000] [--timeout 240]``
+
+For each size N: N pods on 50 emulated nodes, N/10 PSK-mesh Tunnels of 10 pods each.
+The emulator runs in this process; the operator runs as a subprocess
+(``python -m kipsec_operator.main run --standalone --server URL``), so its RSS is its
+own. Measured:
+
+* apply → every per-pod Secret holds a document (objects created 32 at a time);
+* one pod change (a new IP) → every peer's document carries it;
+* how many pods were configured when the size finished or timed out;
+* the operator's RSS afterwards (VmRSS, and VmHWM: the peak);
+* the pure ``plan()`` over the same objects (no API, no emulator), to tell the
+  operator's own rendering cost from the emulator's.
+
+A size that does not finish within ``--timeout`` seconds is reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from kipsec_operator.kube import Connection, Kube, object_path  # noqa: E402
+from kipsec_operator.reconcile.cluster import Cluster  # noqa: E402
+from kipsec_operator.reconcile.render import plan  # noqa: E402
+from support.kube_emulator import Emulator, serve  # noqa: E402
+from support.operator_objects import (  # noqa: E402
+    PSK,
+    b64,
+    namespace,
+    pod,
+    psk_mesh_spec,
+    tunnel,
+)
+
+NODES = 50
+PODS_PER_TUNNEL = 10
+CONCURRENCY = 32
+
+
+def objects(size: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(namespace, Secret and Tunnels; pods) of one size."""
+    setup: list[dict[str, Any]] = [namespace("default")]
+    setup.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "mesh-psk", "namespace": "default"},
+            "data": {"psk": b64(PSK)},
+        }
+    )
+    setup += [tunnel(f"t{t}", psk_mesh_spec(app=f"a{t}")) for t in range(size // PODS_PER_TUNNEL)]
+    pods = []
+    for i in range(size):
+        item = pod(f"p{i}", f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}")
+        item["metadata"]["labels"] = {"app": f"a{i // PODS_PER_TUNNEL}"}
+        item["spec"]["nodeName"] = f"node-{i % NODES}"
+        del item["metadata"]["uid"]
+        pods.append(item)
+    return setup, pods
+
+
+PLURALS = {"Namespace": "namespaces", "Secret": "secrets", "Tunnel": "tunnels", "Pod": "pods"}
+
+
+async def create(kube: Kube, obj: dict[str, Any]) -> None:
+    kind = obj["kind"]
+    api_version = "kipsec.io/v1alpha1" if kind == "Tunnel" else "v1"
+    ns = None if kind == "Namespace" else obj["metadata"]["namespace"]
+    body = {k: v for k, v in obj.items() if k != "status"}
+    await kube.create(object_path(api_version, PLURALS[kind], ns), body)
+    if kind == "Pod":
+        path = object_path("v1", "pods", ns, obj["metadata"]["name"]) + "/status"
+        await kube.merge_patch(path, {"status": obj["status"]})
+
+
+async def create_all(kube: Kube, items: list[dict[str, Any]]) -> None:
+    limit = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(obj: dict[str, Any]) -> None:
+        async with limit:
+            await create(kube, obj)
+
+    await asyncio.gather(*(one(obj) for obj in items))
+
+
+def configured(emulator: Emulator) -> dict[str, dict[str, Any]]:
+    found = {}
+    for secret in emulator.listing("v1/secrets", "default"):
+        if (secret.get("data") or {}).get("config.yaml"):
+            found[secret["metadata"]["annotations"]["kipsec.io/pod"]] = secret
+    return found
+
+
+def peers_of(secret: dict[str, Any]) -> list[str]:
+    document = json.loads(base64.b64decode(secret["data"]["config.yaml"]))
+    return [peer["address"] for peer in document["peers"]]
+
+
+async def wait(check: Any, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def memory(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of `pid` in MiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) // 1024, int(fields["VmHWM"].split()[0]) // 1024
+
+
+async def one_size(size: int, timeout: float) -> dict[str, Any]:
+    setup, pods = objects(size)
+    row: dict[str, Any] = {"pods": size, "tunnels": size // PODS_PER_TUNNEL}
+    started = time.perf_counter()
+    plan(
+        Cluster.of(
+            [
+                *setup,
+                *(dict(p, metadata={**p["metadata"], "uid": p["metadata"]["name"]}) for p in pods),
+            ]
+        )
+    )
+    row["plan_s"] = time.perf_counter() - started
+    async with serve() as (emulator, url):
+        env = dict(os.environ, PYTHONPATH=f"{ROOT / 'operator'}:{ROOT / 'sidecar'}")
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kipsec_operator.main",
+                "run",
+                "--standalone",
+                "--server",
+                url,
+                "--listen",
+                "127.0.0.1:0",
+                "--report-interval",
+                "3600",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            await wait(lambda: len(emulator.watched) >= 7, deadline)
+            async with Kube(Connection(url)) as kube:
+                started = time.perf_counter()
+                await create_all(kube, setup)
+                await create_all(kube, pods)
+                row["apply_s"] = time.perf_counter() - started
+                done = await wait(lambda: len(configured(emulator)) == size, deadline)
+                row["configured_s"] = time.perf_counter() - started if done else None
+                row["configured"] = len(configured(emulator))
+                if done:
+                    new_ip = "10.250.250.250"
+                    started = time.perf_counter()
+                    await kube.merge_patch(
+                        object_path("v1", "pods", "default", "p0") + "/status",
+                        {"status": {"podIP": new_ip, "podIPs": [{"ip": new_ip}]}},
+                    )
+
+                    def propagated() -> bool:
+                        secrets = configured(emulator)
+                        peers = [f"p{i}" for i in range(1, PODS_PER_TUNNEL)]
+                        return all(new_ip in peers_of(secrets[name]) for name in peers)
+
+                    moved = await wait(propagated, time.monotonic() + min(timeout, 120))
+                    row["change_s"] = time.perf_counter() - started if moved else None
+            row["rss_mib"], row["peak_mib"] = memory(process.pid)
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:  # busy in a long pass: SIGTERM waits for it
+                process.kill()
+                process.wait(10)
+    return row
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "timeout"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000,5000")
+    parser.add_argument("--timeout", type=float, default=240.0, help="seconds per size")
+    args = parser.parse_args()
+    columns = [
+        "pods",
+        "tunnels",
+        "plan_s",
+        "apply_s",
+        "configured_s",
+        "configured",
+        "change_s",
+        "rss_mib",
+        "peak_mib",
+    ]
+    print(" | ".join(f"{c:>12}" for c in columns))
+    for size in (int(s) for s in args.sizes.split(",")):
+        row = asyncio.run(one_size(size, args.timeout))
+        print(" | ".join(f"{fmt(row.get(c)):>12}" for c in columns), flush=True)
+        if row.get("configured_s") is None:
+            print(f"size {size} did not finish within {args.timeout:.0f} s; larger sizes skipped")
+            break
+
+
+if __name__ == "__main__":
+    main()

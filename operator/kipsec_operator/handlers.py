@@ -1,0 +1,378 @@
+"""kopf handlers: thin glue between watch events, timers and the :class:`Reconciler`.
+
+Every watched kind has one `on.event` handler that hands the object to
+:meth:`Reconciler.observe` (no finalizer, nothing stored on the objects). A worker task
+started at startup runs the reconcile passes (writes per-pod Secrets, Tunnel status,
+Events). Timers: per Tunnel, the sidecar reports (:mod:`.sidecar_reports`); per
+TunnelCertificate, its issuer's trust bundle and CA rotation. kopf's timers are the
+one place a finalizer is needed (kopf puts its own on Tunnels and TunnelCertificates so
+it can stop the timer on deletion); they are paused with everything else on a replica
+that is not the leader.
+
+Handlers are registered on a registry passed in, so tests run an operator per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from aiohttp import web
+from cryptography import x509
+
+from .ca_store import CaStore, user_ca
+from .crds.models import GROUP, VERSION
+from .kube import ApiError, Connection, Kube, object_path
+from .metrics import OperatorMetrics
+from .reconcile.cluster import K8sObject, ObjectKey, key_of, pod_ref
+from .reconciler import PassResult, Reconciler
+from .server import serve
+from .sidecar_reports import Fetcher, HttpFetcher, poll
+from .webhook.injection import InjectionSettings
+from .webhook.selection import certificate_selects
+
+log = logging.getLogger("kipsec.operator")
+
+RESOURCES: dict[str, tuple[str, str, str]] = {
+    "Pod": ("", "v1", "pods"),
+    "Namespace": ("", "v1", "namespaces"),
+    "Secret": ("", "v1", "secrets"),
+    "Service": ("", "v1", "services"),
+    "EndpointSlice": ("discovery.k8s.io", "v1", "endpointslices"),
+    "Tunnel": (GROUP, VERSION, "tunnels"),
+    "TunnelCertificate": (GROUP, VERSION, "tunnelcertificates"),
+}
+
+
+class Operator:
+    """One operator instance: API client, reconciler, reports, CA, metrics.
+
+    `fetcher` is how sidecar reports are read (default: HTTP to each pod's health
+    port); `report_interval` and `debounce` are seconds. With `listen` (host, port; port
+    0 picks one, see :attr:`endpoint_port`) the webhook/CSR/metrics endpoints are served
+    on kopf's event loop from startup to cleanup, over HTTPS with `tls` (cert, key files).
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        namespace: str = "kipsec-system",
+        injection: InjectionSettings | None = None,
+        fetcher: Fetcher | None = None,
+        report_interval: float = 10.0,
+        certificate_interval: float = 60.0,
+        debounce: float = 0.2,
+        listen: tuple[str, int] | None = None,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        self.connection = connection
+        self.namespace = namespace
+        self.injection = injection or InjectionSettings()
+        self.kube = Kube(connection)
+        self.metrics = OperatorMetrics()
+        self.reconciler = Reconciler(self, injection=self.injection, on_pass=self._observe_pass)
+        self._http_fetcher = HttpFetcher() if fetcher is None else None
+        self.fetcher: Fetcher = fetcher or self._http_fetcher  # type: ignore[assignment]
+        self.report_interval = report_interval
+        self.certificate_interval = certificate_interval
+        self.debounce = debounce
+        self.ca = CaStore(self.kube, namespace)
+        self._worker: asyncio.Task[None] | None = None
+        self.listen = listen
+        self.tls = tls
+        self.endpoint_port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self.issued: dict[ObjectKey, dict[ObjectKey, tuple[datetime, datetime]]] = {}
+        """Per TunnelCertificate, per pod: (notAfter, renewalTime) of its last certificate."""
+        self._certificate_statuses: dict[ObjectKey, dict[str, Any]] = {}
+        self._issuer_warned: dict[ObjectKey, str] = {}
+
+    # --- Writer ----------------------------------------------------------------------
+    async def apply_secret(
+        self, manifest: Mapping[str, Any], previous: Mapping[str, str] | None
+    ) -> None:
+        metadata = manifest["metadata"]
+        path = object_path("v1", "secrets", metadata["namespace"], metadata["name"])
+        if previous is None:
+            try:
+                await self.kube.create(
+                    object_path("v1", "secrets", metadata["namespace"]), manifest
+                )
+                return
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                current = await self.kube.get(path) or {}
+                previous = current.get("data") or {}
+        data: dict[str, Any] = {key: None for key in previous if key not in manifest["data"]}
+        data.update(manifest["data"])
+        patch = {
+            "metadata": {
+                "labels": metadata["labels"],
+                "annotations": metadata["annotations"],
+                "ownerReferences": metadata["ownerReferences"],
+            },
+            "data": data,
+        }
+        await self.kube.merge_patch(path, patch)
+
+    async def patch_status(self, tunnel: K8sObject, status: Mapping[str, Any]) -> None:
+        namespace, name = key_of(tunnel)
+        path = object_path(f"{GROUP}/{VERSION}", "tunnels", namespace, name) + "/status"
+        try:
+            await self.kube.merge_patch(path, {"status": dict(status)})
+        except ApiError as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to report on
+                raise
+
+    async def event(self, obj: K8sObject, type_: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event about `obj`; a failure is logged, never raised (an Event
+        is a courtesy, the status is the record)."""
+        namespace, name = key_of(obj)
+        metadata = obj.get("metadata") or {}
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.kipsec-", "namespace": namespace or "default"},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": name,
+                "namespace": namespace or None,
+                "uid": metadata.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "kipsec-operator"},
+            "reportingComponent": "kipsec-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.kube.create(object_path("v1", "events", namespace or "default"), body)
+        except (ApiError, OSError) as exc:
+            log.warning("event not posted", extra={"reason": reason, "error": str(exc)})
+
+    async def record_issued(
+        self, certificate_pem: str, not_after: datetime, renewal: datetime
+    ) -> None:
+        """Attribute a signed certificate to its pod's TunnelCertificates (for the
+        expiry metric): the pod is found by the certificate's IP SANs in the index."""
+        try:
+            cert = x509.load_pem_x509_certificate(certificate_pem.encode())
+            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (ValueError, x509.ExtensionNotFound):
+            return
+        addresses = {str(a) for a in sans.get_values_for_type(x509.IPAddress)}
+        index = self.reconciler.objects
+        touched = []
+        for key, pod in index["Pod"].items():
+            ref = pod_ref(pod)
+            if ref is None or not addresses & set(ref.ips):
+                continue
+            namespace = index["Namespace"].get(("", key[0]))
+            for tc_key, tc in index["TunnelCertificate"].items():
+                if tc_key[0] == key[0] and certificate_selects(tc, pod, namespace):
+                    self.issued.setdefault(tc_key, {})[key] = (not_after, renewal)
+                    touched.append(tc)
+        self._observe_certificates()
+        for tc in touched:
+            await self.certificate_status(tc)
+
+    def _observe_certificates(self) -> None:
+        pods = self.reconciler.objects["Pod"]
+        earliest = {}
+        for tc_key, by_pod in list(self.issued.items()):
+            current = {k: v for k, v in by_pod.items() if k in pods}
+            if current and tc_key in self.reconciler.objects["TunnelCertificate"]:
+                self.issued[tc_key] = current
+                earliest[tc_key] = min(not_after for not_after, _ in current.values())
+            else:
+                del self.issued[tc_key]
+        self.metrics.observe_certificates(earliest, datetime.now(UTC))
+
+    def _observe_pass(self, result: PassResult, cluster: Any) -> None:
+        self._observe_certificates()
+        self.metrics.observe_pass(
+            result,
+            self.reconciler.statuses,
+            matched=len(self.reconciler.actual),
+            missing=self.reconciler.missing_sidecars,
+        )
+        if result.secrets_written or result.statuses_written:
+            log.info(
+                "reconciled",
+                extra={
+                    "secrets": len(result.secrets_written),
+                    "statuses": len(result.statuses_written),
+                    "seconds": round(result.seconds, 3),
+                },
+            )
+
+    # --- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.kube.__aenter__()
+        self._worker = asyncio.create_task(self._work(), name="kipsec-reconcile")
+        if self.listen is not None:
+            cert, key = self.tls or (None, None)
+            self._runner = await serve(self, self.listen[0], self.listen[1], cert, key)
+            self.endpoint_port = int(self._runner.addresses[0][1])
+
+    async def _work(self) -> None:
+        while True:
+            try:
+                await self.reconciler.run(self.debounce)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconcile pass failed; retrying")
+                self.metrics.reconcile_errors.inc()
+                self.reconciler.retry_all()
+                await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        if self._http_fetcher is not None:
+            await self._http_fetcher.close()
+        await self.kube.__aexit__()
+
+    # --- timers ------------------------------------------------------------------------
+    async def poll_reports(self, namespace: str, name: str) -> None:
+        targets = self.reconciler.report_targets((namespace, name))
+        if targets:
+            self.reconciler.set_reports(await poll(targets, self.fetcher))
+
+    async def publish_trust(self, tunnel_certificate: K8sObject) -> None:
+        """Publish the issuer's bundle for the Tunnels that use this TunnelCertificate."""
+        namespace, name = key_of(tunnel_certificate)
+        spec = tunnel_certificate.get("spec") or {}
+        issuer = spec.get("issuer") or {}
+        if issuer.get("type") == "CASecret":
+            secret_name = str((issuer.get("caSecretRef") or {}).get("name") or "")
+            secret = self.reconciler.objects["Secret"].get((namespace, secret_name))
+            try:
+                _, bundle = user_ca(secret, "spec.issuer.caSecretRef.name")
+            except LookupError as exc:
+                if self._issuer_warned.get((namespace, name)) != str(exc):
+                    self._issuer_warned[(namespace, name)] = str(exc)
+                    await self.event(tunnel_certificate, "Warning", "IssuerUnavailable", str(exc))
+                return
+            self._issuer_warned.pop((namespace, name), None)
+        else:
+            await self.ca.rotate()
+            _, bundle = await self.ca.signing()
+            state = self.ca.state
+            if state is not None:
+                seconds = (state.signing.not_after - datetime.now(UTC)).total_seconds()
+                self.metrics.ca_expiry.set(seconds)
+        self.reconciler.set_trust_bundle((namespace, name), bundle.decode("ascii"))
+        await self.certificate_status(tunnel_certificate)
+
+    async def certificate_status(self, tunnel_certificate: K8sObject) -> None:
+        """Write the TunnelCertificate's status when it changed: pods issued, earliest
+        notAfter and renewalTime, Ready when every selected pod holds a certificate."""
+        key = key_of(tunnel_certificate)
+        index = self.reconciler.objects
+        namespace = index["Namespace"].get(("", key[0]))
+        selected = [
+            pod_key
+            for pod_key, pod in index["Pod"].items()
+            if pod_key[0] == key[0]
+            and pod_ref(pod) is not None
+            and certificate_selects(tunnel_certificate, pod, namespace)
+        ]
+        issued = {k: v for k, v in self.issued.get(key, {}).items() if k in selected}
+        ready = bool(selected) and len(issued) == len(selected)
+        reason = "AllPodsIssued" if ready else ("NoPodsSelected" if not selected else "PodsPending")
+        message = f"{len(issued)} of {len(selected)} selected pods hold a certificate"
+        previous = self._certificate_statuses.get(key) or tunnel_certificate.get("status") or {}
+        since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for old in previous.get("conditions") or []:
+            if old.get("type") == "Ready" and old.get("status") == str(ready):
+                since = old.get("lastTransitionTime") or since
+        status: dict[str, Any] = {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": str(ready),
+                    "reason": reason,
+                    "message": message,
+                    "lastTransitionTime": since,
+                }
+            ],
+            "podsIssued": len(issued),
+            "notAfter": None,
+            "renewalTime": None,
+        }
+        generation = (tunnel_certificate.get("metadata") or {}).get("generation")
+        if generation is not None:
+            status["observedGeneration"] = generation
+            status["conditions"][0]["observedGeneration"] = generation
+        if issued:
+            status["notAfter"] = min(a for a, _ in issued.values()).isoformat()
+            status["renewalTime"] = min(r for _, r in issued.values()).isoformat()
+        if status == previous:
+            return
+        path = object_path(f"{GROUP}/{VERSION}", "tunnelcertificates", *key) + "/status"
+        try:
+            await self.kube.merge_patch(path, {"status": status})
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        self._certificate_statuses[key] = status
+
+
+def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
+    """Register the handlers of `operator` on `registry`."""
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        c = operator.connection
+        return kopf.ConnectionInfo(
+            server=c.server, token=c.token, ca_path=c.ca_path, insecure=c.insecure
+        )
+
+    @kopf.on.startup(registry=registry)
+    async def startup(**_: Any) -> None:
+        await operator.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await operator.stop()
+
+    for kind, (group, version, plural) in RESOURCES.items():
+
+        def observe(event: Mapping[str, Any], _kind: str = kind, **_: Any) -> None:
+            operator.reconciler.observe(_kind, event.get("type"), event["object"])
+
+        kopf.on.event(group, version, plural, registry=registry, id=f"observe-{plural}")(observe)
+
+    @kopf.timer(GROUP, VERSION, "tunnels", interval=operator.report_interval, registry=registry)
+    async def sidecar_reports(namespace: str | None, name: str, **_: Any) -> None:
+        await operator.poll_reports(namespace or "", name)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        "tunnelcertificates",
+        interval=operator.certificate_interval,
+        initial_delay=0.0,
+        registry=registry,
+    )
+    async def trust_bundle(body: kopf.Body, **_: Any) -> None:
+        await operator.publish_trust(dict(body))
+
+
+__all__ = ["RESOURCES", "Operator", "register"]

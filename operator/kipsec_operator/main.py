@@ -1,0 +1,119 @@
+"""`kipsec-operator run`: the operator process (kopf plus the HTTPS endpoints).
+
+Two replicas are safe: kopf peering (a `ClusterKopfPeering` named `kipsec`, or a
+namespaced `KopfPeering` with `--namespace`) pauses every replica but the one with
+the highest priority, and each replica takes a random priority so that two never tie
+(kopf pauses both on a tie). The webhook and CSR endpoints are served by every
+replica: they only read. `--standalone` disables peering (one replica, tests, the lab).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import random
+import signal
+import threading
+from collections.abc import Sequence
+
+import kopf
+
+from .handlers import Operator, register
+from .kube import Connection
+
+PEERING_NAME = "kipsec"
+
+
+def settings(*, standalone: bool) -> kopf.OperatorSettings:
+    """kopf settings: peering for leader election, Events posted, no CRD scanning."""
+    configured = kopf.OperatorSettings()
+    configured.peering.name = PEERING_NAME
+    configured.peering.standalone = standalone
+    configured.peering.mandatory = not standalone
+    configured.peering.priority = random.randint(1, 2**31 - 1)  # noqa: S311 - not a secret
+    configured.posting.enabled = True
+    configured.posting.level = logging.INFO
+    configured.scanning.disabled = True  # the chart installs the CRDs before the operator
+    configured.watching.server_timeout = 300
+    configured.networking.request_timeout = 60
+    return configured
+
+
+async def run_operator(
+    operator: Operator,
+    *,
+    namespaces: Sequence[str] = (),
+    standalone: bool = False,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+) -> None:
+    """Run kopf with `operator`'s handlers until `stop_flag` is set (or forever)."""
+    registry = kopf.OperatorRegistry()
+    register(operator, registry)
+    await kopf.operator(
+        registry=registry,
+        settings=settings(standalone=standalone),
+        standalone=standalone,
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+        memo=kopf.Memo(),
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kipsec-operator")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator")
+    run.add_argument("--namespace", action="append", default=[], help="watch only these")
+    run.add_argument("--standalone", action="store_true", help="no leader election")
+    run.add_argument("--server", help="API server URL (default: in-cluster credentials)")
+    run.add_argument("--insecure", action="store_true", help="do not verify the API server")
+    run.add_argument(
+        "--operator-namespace",
+        default=os.environ.get("POD_NAMESPACE", "kipsec-system"),
+        help="where the CA Secret lives",
+    )
+    run.add_argument("--listen", default="0.0.0.0:8443", help="webhook/CSR/metrics address")
+    run.add_argument("--tls-cert", help="serving certificate (PEM) of the endpoints")
+    run.add_argument("--tls-key", help="its key (PEM)")
+    run.add_argument("--report-interval", type=float, default=10.0, help="seconds")
+    run.add_argument("--verbose", action="store_true")
+    return parser
+
+
+async def _main(args: argparse.Namespace) -> None:
+    if args.server:
+        connection = Connection(
+            args.server, os.environ.get("KIPSEC_API_TOKEN"), None, args.insecure
+        )
+    else:
+        connection = Connection.in_cluster()
+    host, _, port = args.listen.rpartition(":")
+    operator = Operator(
+        connection,
+        namespace=args.operator_namespace,
+        report_interval=args.report_interval,
+        listen=(host, int(port)),
+        tls=(args.tls_cert, args.tls_key) if args.tls_cert and args.tls_key else None,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await run_operator(
+        operator, namespaces=args.namespace, standalone=args.standalone, stop_flag=stop
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The operator's Prometheus metrics, in a registry of its own (not the global one).
+
+Label sets are bounded: per condition, per refusal code, per TunnelCertificate (what
+users declare); never per pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .reconcile.cluster import ObjectKey
+from .reconciler import PassResult
+
+
+class OperatorMetrics:
+    """Every operator metric; :meth:`observe_pass` is the reconciler's `on_pass` hook."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.tunnels = Gauge(
+            "kipsec_operator_tunnels",
+            "Tunnels by Ready condition status (True, False).",
+            ["ready"],
+            registry=r,
+        )
+        self.pods_matched = Gauge(
+            "kipsec_operator_pods_matched",
+            "Pods selected by at least one valid Tunnel.",
+            registry=r,
+        )
+        self.sidecars_configured = Gauge(
+            "kipsec_operator_sidecars_configured",
+            "Pods whose configuration Secret holds a document.",
+            registry=r,
+        )
+        self.pods_missing_sidecar = Gauge(
+            "kipsec_operator_pods_missing_sidecar",
+            "Pods that should carry the sidecar and do not (traffic not encrypted).",
+            registry=r,
+        )
+        self.secret_writes = Counter(
+            "kipsec_operator_secret_writes", "Per-pod configuration Secrets written.", registry=r
+        )
+        self.reconcile_seconds = Histogram(
+            "kipsec_operator_reconcile_duration_seconds",
+            "Duration of one reconcile pass (render, write Secrets and status).",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.reconcile_errors = Counter(
+            "kipsec_operator_reconcile_errors",
+            "Reconcile passes that failed (retried on the next change or tick).",
+            registry=r,
+        )
+        self.certificates_issued = Counter(
+            "kipsec_operator_certificates_issued",
+            "Pod certificates signed through the CSR endpoint.",
+            registry=r,
+        )
+        self.csr_refused = Counter(
+            "kipsec_operator_csr_refused", "CSRs refused, by code.", ["code"], registry=r
+        )
+        self.certificate_expiry = Gauge(
+            "kipsec_operator_certificate_expiry_seconds",
+            "Seconds until the earliest current certificate of a TunnelCertificate expires.",
+            ["namespace", "name"],
+            registry=r,
+        )
+        self.ca_expiry = Gauge(
+            "kipsec_operator_ca_expiry_seconds",
+            "Seconds until the operator's signing CA expires.",
+            registry=r,
+        )
+
+    def observe_pass(
+        self,
+        result: PassResult,
+        statuses: Mapping[ObjectKey, Mapping[str, Any]],
+        *,
+        matched: int,
+        missing: int,
+    ) -> None:
+        """After a reconcile pass: durations, writes, Tunnels by Ready, pods."""
+        self.reconcile_seconds.observe(result.seconds)
+        self.secret_writes.inc(len(result.secrets_written))
+        self.pods_matched.set(matched)
+        self.sidecars_configured.set(result.configured)
+        ready = {"True": 0, "False": 0}
+        for status in statuses.values():
+            for condition in status.get("conditions") or []:
+                if condition.get("type") == "Ready":
+                    ready["True" if condition.get("status") == "True" else "False"] += 1
+        for value, count in ready.items():
+            self.tunnels.labels(ready=value).set(count)
+        self.pods_missing_sidecar.set(missing)
+
+    def observe_certificates(
+        self, earliest: Mapping[tuple[str, str], datetime], now: datetime
+    ) -> None:
+        """Per TunnelCertificate, seconds until its earliest current certificate expires."""
+        self.certificate_expiry.clear()
+        for (namespace, name), not_after in earliest.items():
+            seconds = (not_after - now).total_seconds()
+            self.certificate_expiry.labels(namespace=namespace, name=name).set(seconds)
+
+
+__all__ = ["OperatorMetrics"]

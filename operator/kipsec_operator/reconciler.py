@@ -1,0 +1,365 @@
+"""The operator's memory and its reconcile pass, without kopf and without HTTP.
+
+kopf's event handlers feed every watched object to :meth:`Reconciler.observe`, which
+keeps the index (the objects as the API returns them) and records a
+:class:`~.reconcile.affected.Change` only when something the rendering reads changed
+(a pod's status conditions do not count; a pod's labels, IPs or phase do). A worker
+calls :meth:`Reconciler.reconcile` after a short quiet period, so a burst of events
+(a Deployment scaling to 100 pods) costs one pass, not 100.
+
+A pass renders the pods the batch can touch (all pods on the first pass) with
+:func:`~.reconcile.render.plan` and compares each Secret with the one the API holds
+(the operator watches its own Secrets), so an unchanged Secret is never rewritten, not
+even after a restart. A pod that keeps its sidecar but is no longer selected gets a
+document without peers (its sidecar then removes its SAs); deleting the Secret would
+leave the kubelet's last copy in the pod. Tunnel status is recomputed for every
+Tunnel and written only when it differs; a Tunnel's validation problems and pods
+running without the sidecar become Warning Events once per distinct message.
+
+Everything the pass writes goes through :class:`Writer`, so tests drive it with a fake
+and the kopf handlers give it the real API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from .reconcile.affected import Change, Kind, candidates
+from .reconcile.cluster import Cluster, K8sObject, ObjectKey, PodRef, key_of, pod_ref
+from .reconcile.peers import Links, selected
+from .reconcile.render import MANAGED_BY, POD_ANNOTATION, plan, render_pod
+from .reconcile.status import SidecarReport, tunnel_status
+from .reconcile.validation import parse_spec
+from .webhook.injection import InjectionSettings
+from .webhook.policy import pods_missing_sidecar
+
+WATCHED_KINDS = (
+    "Pod",
+    "Namespace",
+    "Tunnel",
+    "TunnelCertificate",
+    "Secret",
+    "Service",
+    "EndpointSlice",
+)
+"""The kinds the index holds (what :class:`~.reconcile.cluster.Cluster` reads)."""
+
+_CHANGE_KINDS: dict[str, Kind] = {
+    "Pod": "Pod",
+    "Namespace": "Namespace",
+    "Tunnel": "Tunnel",
+    "TunnelCertificate": "TunnelCertificate",
+    "Secret": "Secret",
+}
+
+
+class Writer(Protocol):
+    """What a reconcile pass writes; the handlers implement it on the API."""
+
+    async def apply_secret(
+        self, manifest: Mapping[str, Any], previous: Mapping[str, str] | None
+    ) -> None:
+        """Create the Secret (`previous` None) or merge-patch it from `previous` data."""
+        ...
+
+    async def patch_status(self, tunnel: K8sObject, status: Mapping[str, Any]) -> None: ...
+
+    async def event(self, obj: K8sObject, type_: str, reason: str, message: str) -> None:
+        """Post a Kubernetes Event about `obj` (best effort, never raises)."""
+        ...
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class PassResult:
+    """What one reconcile pass did (for metrics, logs and tests)."""
+
+    rendered: int = 0
+    configured: int = 0
+    """Pods whose Secret holds a document (after the pass)."""
+    secrets_written: list[ObjectKey] = field(default_factory=list)
+    statuses_written: list[ObjectKey] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _is_managed(obj: K8sObject) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in MANAGED_BY.items())
+
+
+def _managed_pod(obj: K8sObject) -> ObjectKey | None:
+    metadata = obj.get("metadata") or {}
+    pod = (metadata.get("annotations") or {}).get(POD_ANNOTATION)
+    return (str(metadata.get("namespace") or ""), str(pod)) if pod else None
+
+
+def _relevant(kind: str, obj: K8sObject | None) -> Any:
+    """The part of an object the rendering reads: a change elsewhere is no Change."""
+    if obj is None:
+        return None
+    metadata = obj.get("metadata") or {}
+    if kind == "Pod":
+        return (
+            pod_ref(obj, require_ip=False),
+            metadata.get("labels") or {},
+            (obj.get("status") or {}).get("phase"),
+        )
+    if kind == "Namespace":
+        return metadata.get("labels") or {}
+    if kind in ("Tunnel", "TunnelCertificate"):
+        return obj.get("spec")
+    if kind == "Secret":
+        return (obj.get("type"), obj.get("data"))
+    return obj.get("spec") or obj.get("endpoints")
+
+
+class Reconciler:
+    """The index, the reports, and the pass that turns them into writes."""
+
+    def __init__(
+        self,
+        writer: Writer,
+        *,
+        injection: InjectionSettings | None = None,
+        clock: Callable[[], str] = now_rfc3339,
+        on_pass: Callable[[PassResult, Cluster], None] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.injection = injection or InjectionSettings()
+        self.clock = clock
+        self.on_pass = on_pass
+        self.objects: dict[str, dict[ObjectKey, K8sObject]] = {k: {} for k in WATCHED_KINDS}
+        self.reports: dict[ObjectKey, SidecarReport] = {}
+        self.trust_bundles: dict[ObjectKey, str] = {}
+        self.actual: dict[ObjectKey, Mapping[str, str]] = {}
+        """Per pod, the data of its configuration Secret as the API holds it."""
+        self._changes: list[Change] = []
+        self._full = True
+        self._before = Cluster()
+        self._statuses: dict[ObjectKey, dict[str, Any]] = {}
+        self._warned: dict[ObjectKey, str] = {}
+        self._missing: set[ObjectKey] = set()
+        self._missing_full = True
+        self._wake = asyncio.Event()
+        self.links = Links()
+        """The links of the last pass (whom each pod's sidecar should report on)."""
+
+    # --- input ---------------------------------------------------------------------
+    def observe(self, kind: str, event_type: str | None, obj: K8sObject) -> None:
+        """Take one watch event (`ADDED`/`MODIFIED`/`DELETED`, or None while listing)."""
+        key = key_of(obj)
+        if kind == "Namespace":
+            key = ("", key[1])
+        deleted = event_type == "DELETED" or (
+            kind == "Tunnel" and bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+        )
+        bucket = self.objects[kind]
+        old = bucket.get(key)
+        if kind == "Secret" and _is_managed(obj):
+            self._observe_own_secret(obj, deleted)
+            return
+        if deleted:
+            bucket.pop(key, None)
+        else:
+            bucket[key] = obj
+        if kind == "Pod" and deleted:
+            self.reports.pop(key, None)
+            self._missing.discard(key)
+        if kind == "TunnelCertificate" and deleted:
+            self.trust_bundles.pop(key, None)
+        if _relevant(kind, old) != _relevant(kind, None if deleted else obj):
+            change_kind = _CHANGE_KINDS.get(kind)
+            if change_kind is not None:
+                name = "" if kind == "Namespace" else key[1]
+                namespace = key[1] if kind == "Namespace" else key[0]
+                self._changes.append(Change(change_kind, namespace, name))
+            self._wake.set()
+
+    def _observe_own_secret(self, obj: K8sObject, deleted: bool) -> None:
+        pod = _managed_pod(obj)
+        if pod is None:
+            return
+        data = dict(obj.get("data") or {})
+        if deleted:
+            self.actual.pop(pod, None)
+        elif self.actual.get(pod) == data:
+            return
+        else:
+            self.actual[pod] = data
+        if pod in self.objects["Pod"]:  # edited or deleted by someone else: restore it
+            self._changes.append(Change("Pod", *pod))
+            self._wake.set()
+
+    def set_reports(self, reports: Mapping[ObjectKey, SidecarReport]) -> bool:
+        """Merge sidecar reports; True (and a pass is scheduled) when any changed."""
+        changed = False
+        for key, report in reports.items():
+            if self.reports.get(key) != report:
+                self.reports[key] = report
+                changed = True
+        if changed:
+            self._wake.set()
+        return changed
+
+    def set_trust_bundle(self, tunnel_certificate: ObjectKey, pem: str) -> None:
+        """Publish the CA bundle of a TunnelCertificate's issuer (a change for its Tunnels)."""
+        if self.trust_bundles.get(tunnel_certificate) != pem:
+            self.trust_bundles[tunnel_certificate] = pem
+            self._changes.append(Change("TunnelCertificate", *tunnel_certificate))
+            self._wake.set()
+
+    def report_targets(self, tunnel: ObjectKey) -> dict[ObjectKey, tuple[PodRef, frozenset[str]]]:
+        """The pods of `tunnel` and the peer names each one's document lists."""
+        targets: dict[ObjectKey, tuple[PodRef, frozenset[str]]] = {}
+        for link in self.links.of_tunnel(tunnel):
+            peers = self.links.by_pod.get(link.local.key, ())
+            targets[link.local.key] = (link.local, frozenset(p.remote.peer_name for p in peers))
+        return targets
+
+    def snapshot(self) -> Cluster:
+        return Cluster(
+            pods=dict(self.objects["Pod"]),
+            namespaces={k[1]: v for k, v in self.objects["Namespace"].items()},
+            tunnels=dict(self.objects["Tunnel"]),
+            tunnel_certificates=dict(self.objects["TunnelCertificate"]),
+            secrets=dict(self.objects["Secret"]),
+            services=dict(self.objects["Service"]),
+            endpoint_slices=dict(self.objects["EndpointSlice"]),
+            trust_bundles=dict(self.trust_bundles),
+        )
+
+    # --- the pass --------------------------------------------------------------------
+    async def run(self, debounce: float = 0.2) -> None:
+        """Reconcile after each burst of changes, forever (cancel to stop)."""
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(debounce)
+            self._wake.clear()
+            await self.reconcile()
+
+    async def reconcile(self) -> PassResult:
+        """One pass over the changes recorded since the last one."""
+        started = time.perf_counter()
+        after = self.snapshot()
+        changes, self._changes = self._changes, []
+        keys = None if self._full else batch_candidates(self._before, after, changes)
+        self._full = False
+        rendering = plan(after, only=keys)
+        desired = rendering.secrets()
+        self.links = rendering.links
+        result = PassResult(rendered=len(rendering.pods))
+        consider = set(desired) | set(self.actual) if keys is None else keys
+        for key in sorted(consider):
+            manifest = desired.get(key) or self._idle(key, after)
+            if manifest is None or self.actual.get(key) == (manifest.get("data") or {}):
+                continue
+            await self.writer.apply_secret(manifest, self.actual.get(key))
+            self.actual[key] = dict(manifest.get("data") or {})
+            result.secrets_written.append(key)
+        for key, tunnel in sorted(after.tunnels.items()):
+            previous = self._statuses.get(key) or tunnel.get("status")
+            status = tunnel_status(
+                tunnel, rendering, after, self.reports, now=self.clock(), previous=previous
+            )
+            if key in rendering.problems:
+                await self._warn(tunnel, "InvalidSpec", _condition_message(status))
+            else:
+                self._warned.pop(key, None)
+            if status != previous:
+                await self.writer.patch_status(tunnel, status)
+                self._statuses[key] = status
+                result.statuses_written.append(key)
+        for gone in set(self._statuses) - set(after.tunnels):
+            del self._statuses[gone]
+        await self._report_missing_sidecars(after, changes)
+        self._before = after
+        result.configured = sum(1 for data in self.actual.values() if data)
+        result.seconds = time.perf_counter() - started
+        if self.on_pass is not None:
+            self.on_pass(result, after)
+        return result
+
+    def _idle(self, key: ObjectKey, cluster: Cluster) -> dict[str, Any] | None:
+        """A peers-less document for a pod that has a Secret but no Tunnel any more."""
+        if key not in self.actual or key not in cluster.pods:
+            return None
+        ref = pod_ref(cluster.pods[key])
+        if ref is None:
+            return None
+        return render_pod(ref, (), {}, cluster).secret()
+
+    async def _warn(self, obj: K8sObject, reason: str, message: str) -> None:
+        key = key_of(obj)
+        if self._warned.get(key) != message:
+            self._warned[key] = message
+            await self.writer.event(obj, "Warning", reason, message)
+
+    async def _report_missing_sidecars(self, cluster: Cluster, changes: Iterable[Change]) -> None:
+        touched = {c.key for c in changes if c.kind == "Pod"}
+        pods = [
+            pod
+            for key, pod in cluster.pods.items()
+            if key not in self._missing and (self._missing_full or key in touched)
+        ]
+        self._missing_full = False
+        found = pods_missing_sidecar(
+            pods, cluster.namespaces, list(cluster.tunnels.values()), self.injection
+        )
+        for missing in found:
+            key = (missing.namespace, missing.name)
+            self._missing.add(key)
+            await self.writer.event(cluster.pods[key], "Warning", "SidecarMissing", missing.message)
+
+    @property
+    def statuses(self) -> Mapping[ObjectKey, Mapping[str, Any]]:
+        """The Tunnel statuses last written."""
+        return self._statuses
+
+    def retry_all(self) -> None:
+        """After a failed pass: reconsider every pod on the next one."""
+        self._full = True
+        self._wake.set()
+
+    @property
+    def missing_sidecars(self) -> int:
+        return len(self._missing)
+
+
+def _condition_message(status: Mapping[str, Any]) -> str:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return str(condition.get("message") or "")
+    return ""
+
+
+def batch_candidates(before: Cluster, after: Cluster, changes: Iterable[Change]) -> set[ObjectKey]:
+    """The pods a batch of changes may touch (:func:`~.reconcile.affected.candidates`,
+    with the Tunnels' memberships computed once per batch for the many pod changes)."""
+    keys: set[ObjectKey] = set()
+    pods = {c.key for c in changes if c.kind == "Pod"}
+    others = {c for c in changes if c.kind != "Pod"}
+    if pods:
+        keys |= pods
+        for cluster in (before, after):
+            for tunnel in cluster.tunnels.values():
+                parsed = parse_spec(tunnel)
+                if isinstance(parsed, list):
+                    continue
+                from_keys, to_keys = selected(tunnel, parsed, cluster)
+                members = {*from_keys, *to_keys}
+                if members & pods:
+                    keys |= members
+    for change in others:
+        keys |= candidates(before, change) | candidates(after, change)
+    return keys
+
+
+__all__ = ["WATCHED_KINDS", "PassResult", "Reconciler", "Writer", "batch_candidates", "now_rfc3339"]

@@ -1,0 +1,157 @@
+"""The operator's HTTPS endpoints: admission webhook, CSR/identity exchange, metrics.
+
+One aiohttp application rather than kopf's admission machinery: the webhook logic is
+already a pure function from an AdmissionReview to its response
+(:func:`~.webhook.admission.review`), and kopf's webhook server would add its own
+handler signature, its own TLS and its own webhook-configuration management (the chart
+owns the MutatingWebhookConfiguration). A plain aiohttp route is three lines and a test
+posts to it over HTTP(S) like the API server does.
+
+Routes: `POST /mutate-pods`, `GET /v1/identity`, `POST /v1/csr`, `GET /metrics`,
+`GET /healthz`. The bearer token of the CSR routes is passed to a TokenReview and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .ca_store import user_ca
+from .certificates.ca import CertificateAuthority
+from .certificates.endpoint import handle_csr_post, handle_identity_get
+from .crds.models import GROUP, VERSION
+from .kube import object_path
+from .webhook.admission import review
+
+if TYPE_CHECKING:
+    from .handlers import Operator
+
+MAX_REVIEW_BYTES = 4 * 1024 * 1024
+
+
+class KubeCsrBackend:
+    """:class:`~.certificates.endpoint.CsrBackend` over the API and the operator's index."""
+
+    def __init__(self, operator: Operator) -> None:
+        self.operator = operator
+
+    async def review_token(self, token_review: Mapping[str, Any]) -> Mapping[str, Any]:
+        path = object_path("authentication.k8s.io/v1", "tokenreviews", None)
+        created = await self.operator.kube.create(path, token_review)
+        status: Mapping[str, Any] = created.get("status") or {}
+        return status
+
+    async def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return await self.operator.kube.get(object_path("v1", "pods", namespace, name))
+
+    async def get_namespace(self, name: str) -> Mapping[str, Any] | None:
+        return await self.operator.kube.get(object_path("v1", "namespaces", None, name))
+
+    async def list_tunnel_certificates(self) -> Sequence[Mapping[str, Any]]:
+        path = object_path(f"{GROUP}/{VERSION}", "tunnelcertificates", None)
+        listed = await self.operator.kube.get(path) or {}
+        items: list[Mapping[str, Any]] = listed.get("items") or []
+        return items
+
+    async def signing_ca(
+        self, issuer_secret: str | None, namespace: str
+    ) -> tuple[CertificateAuthority, bytes]:
+        if issuer_secret is None:
+            return await self.operator.ca.signing()
+        secret = await self.operator.kube.get(
+            object_path("v1", "secrets", namespace, issuer_secret)
+        )
+        return user_ca(secret, "spec.issuer.caSecretRef.name")
+
+
+def _json(status: int, body: Mapping[str, Any]) -> web.Response:
+    return web.json_response(dict(body), status=status)
+
+
+def application(operator: Operator) -> web.Application:
+    """The aiohttp application of `operator`'s endpoints."""
+    backend = KubeCsrBackend(operator)
+    app = web.Application(client_max_size=MAX_REVIEW_BYTES)
+
+    async def mutate_pods(request: web.Request) -> web.Response:
+        try:
+            body: object = json.loads(await request.read())
+        except ValueError:
+            body = None
+        index = operator.reconciler.objects
+        answer = review(
+            body,
+            lambda name: index["Namespace"].get(("", name)),
+            list(index["Tunnel"].values()),
+            operator.injection,
+        )
+        return _json(200, answer)
+
+    async def identity(request: web.Request) -> web.Response:
+        status, body = await handle_identity_get(request.headers.get("Authorization"), backend)
+        return _json(status, body)
+
+    async def csr(request: web.Request) -> web.Response:
+        status, body = await handle_csr_post(
+            await request.read(),
+            request.headers.get("Authorization"),
+            backend,
+            datetime.now(UTC),
+            os.urandom,
+        )
+        if status == 200:
+            operator.metrics.certificates_issued.inc()
+            await operator.record_issued(
+                str(body["certificate"]),
+                datetime.fromisoformat(str(body["notAfter"])),
+                datetime.fromisoformat(str(body["renewalTime"])),
+            )
+        else:
+            operator.metrics.csr_refused.labels(code=str(body.get("code"))).inc()
+        return _json(status, body)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(operator.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app.router.add_post("/mutate-pods", mutate_pods)
+    app.router.add_get("/v1/identity", identity)
+    app.router.add_post("/v1/csr", csr)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def serve(
+    operator: Operator,
+    host: str = "0.0.0.0",  # noqa: S104 - the pod's port, reached through its Service
+    port: int = 8443,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+) -> web.AppRunner:
+    """Start the endpoints (HTTPS when a certificate is given); returns the runner to
+    clean up."""
+    context = None
+    if cert_file and key_file:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_file, key_file)
+    runner = web.AppRunner(application(operator), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, ssl_context=context).start()
+    return runner
+
+
+__all__ = ["KubeCsrBackend", "application", "serve"]

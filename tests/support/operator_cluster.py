@@ -1,0 +1,154 @@
+"""Helpers of the operator tests: the emulated cluster and what to read from it.
+
+The `cluster` fixture (tests/operator/conftest.py) runs the operator against the
+emulator and hands the test a :class:`Cluster`: a client to apply objects with, the
+emulator to read them back, and `reports`, the sidecar reports the fake fetcher serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import ipaddress
+import json
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from kipsec_operator.handlers import Operator
+from kipsec_operator.kube import Kube, object_path
+from kipsec_operator.reconcile.cluster import ObjectKey
+from kipsec_operator.reconcile.status import SidecarReport
+from kipsec_sidecar.config import load_config_data
+from support.kube_emulator import Emulator
+
+PLURALS = {
+    "Pod": ("v1", "pods"),
+    "Namespace": ("v1", "namespaces"),
+    "Secret": ("v1", "secrets"),
+    "Tunnel": ("kipsec.io/v1alpha1", "tunnels"),
+    "TunnelCertificate": ("kipsec.io/v1alpha1", "tunnelcertificates"),
+}
+
+
+@dataclass
+class Cluster:
+    """The emulated cluster and the operator watching it."""
+
+    emulator: Emulator
+    kube: Kube
+    operator: Operator
+    reports: dict[ObjectKey, SidecarReport] = field(default_factory=dict)
+    client_ssl: ssl.SSLContext = field(default_factory=ssl.create_default_context)
+    """Trusts the operator's serving certificate."""
+
+    @property
+    def endpoint(self) -> str:
+        """Base URL of the operator's HTTPS endpoints."""
+        return f"https://127.0.0.1:{self.operator.endpoint_port}"
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        api_version, plural = PLURALS[obj["kind"]]
+        namespace = obj["metadata"].get("namespace") if obj["kind"] != "Namespace" else None
+        body = {k: v for k, v in obj.items() if k != "status" or obj["kind"] != "Pod"}
+        created = await self.kube.create(object_path(api_version, plural, namespace), body)
+        if obj["kind"] == "Pod" and obj.get("status"):  # the kubelet's part
+            path = object_path(api_version, plural, namespace, obj["metadata"]["name"])
+            created = await self.kube.merge_patch(path + "/status", {"status": obj["status"]})
+        return created
+
+    async def patch(
+        self, kind: str, namespace: str | None, name: str, patch: dict[str, Any]
+    ) -> None:
+        api_version, plural = PLURALS[kind]
+        await self.kube.merge_patch(object_path(api_version, plural, namespace, name), patch)
+
+    async def delete(self, kind: str, namespace: str | None, name: str) -> None:
+        api_version, plural = PLURALS[kind]
+        await self.kube.delete(object_path(api_version, plural, namespace, name))
+
+    def config_secrets(self, namespace: str = "default") -> dict[str, dict[str, Any]]:
+        """The operator's Secrets by pod name."""
+        found = {}
+        for secret in self.emulator.listing("v1/secrets", namespace):
+            labels = secret["metadata"].get("labels") or {}
+            if labels.get("app.kubernetes.io/managed-by") == "kipsec-operator":
+                found[secret["metadata"]["annotations"]["kipsec.io/pod"]] = secret
+        return found
+
+    def tunnel(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        found = self.emulator.stored("kipsec.io/v1alpha1/tunnels", namespace, name)
+        assert found is not None, f"Tunnel {namespace}/{name} not found"
+        return found
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.emulator.listing("v1/events")
+
+
+def document(secret: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar document of a configuration Secret, loaded by the sidecar's loader."""
+    raw = base64.b64decode(secret["data"]["config.yaml"]).decode()
+    load_config_data(json.loads(raw), source="test")
+    parsed: dict[str, Any] = json.loads(raw)
+    return parsed
+
+
+def condition(tunnel: dict[str, Any], kind: str) -> dict[str, Any]:
+    for found in (tunnel.get("status") or {}).get("conditions") or []:
+        if found["type"] == kind:
+            return dict(found)
+    return {}
+
+
+async def eventually(probe: Callable[[], Any], timeout: float = 8.0) -> Any:
+    """The first truthy value of `probe()`, polled every 50 ms (fails after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout}s: {probe}")
+        await asyncio.sleep(0.05)
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A serving certificate for 127.0.0.1 (what the chart's webhook certificate is)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kipsec-operator")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "tls.crt", directory / "tls.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
