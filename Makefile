@@ -39,6 +39,7 @@ vm: venv
 
 test: lint typecheck layers unit vm
 
+# In-process benchmarks; the namespace ones (root) are listed in bench/README.md.
 bench: venv
 	$(BIN)/python bench/esp_throughput.py
 	$(BIN)/python bench/ike_handshakes.py
