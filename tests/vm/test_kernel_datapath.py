@@ -11,17 +11,12 @@ crashed run's leftovers, ``close`` leaves nothing.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.vm import missing_requirements, run_python_in_vm
-
 pytestmark = pytest.mark.vm
 
-SCRIPT = Path(__file__).resolve().parent / "kernel_datapath_checks.py"
-VM_TIMEOUT = 240.0
 CHECKS = (
     "no-sa/fail-closed",
     "no-sa/acquire-callback-once",
@@ -35,15 +30,6 @@ CHECKS = (
     "restart/removes-stale",
     "close/leaves-nothing",
 )
-
-
-@pytest.fixture(scope="module")
-def vm_result() -> dict[str, Any]:
-    missing = missing_requirements()
-    if missing:
-        pytest.skip("test VM unavailable: missing " + ", ".join(missing))
-    result, _run = run_python_in_vm(SCRIPT, timeout=VM_TIMEOUT)
-    return result
 
 
 @pytest.mark.parametrize("name", CHECKS)

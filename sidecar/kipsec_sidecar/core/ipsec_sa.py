@@ -91,9 +91,15 @@ class IpsecSa:
     and ChaCha20-Poly1305 that includes the 4-byte salt at the end, RFC 4106 / RFC
     7634); ``integ_key`` is the HMAC key (ESP with AES-CBC, and AH). ``encr_key_bits``
     (the IKE Key Length attribute) is checked against ``encr_key`` when given.
+
+    The raw keys stay readable as :attr:`encr_key` and :attr:`integ_key` because a
+    kernel datapath must hand them to the kernel; they are kept out of ``repr`` and
+    must never be logged.
     """
 
     __slots__ = (
+        "_encr_key",
+        "_integ_key",
         "ah_icv",
         "bytes",
         "dst",
@@ -150,6 +156,8 @@ class IpsecSa:
         self.encr_id = encr_id
         self.integ_id = integ_id
         self.encr_key_bits = encr_key_bits
+        self._encr_key = bytes(encr_key)
+        self._integ_key = bytes(integ_key)
         self.transform: EspTransform | None = None
         self.ah_icv: HmacIcv | None = None
         if self.protocol == ProtocolId.ESP:
@@ -187,6 +195,16 @@ class IpsecSa:
             raise RefusedAlgorithm("AH without integrity", algorithms.SAFE_INTEGRITY)
         assert self.integ_id is not None
         return HmacIcv(algorithms.integrity(self.integ_id), integ_key)
+
+    @property
+    def encr_key(self) -> bytes:
+        """The cipher's whole keying material (with the salt for AEADs); never log it."""
+        return self._encr_key
+
+    @property
+    def integ_key(self) -> bytes:
+        """The HMAC key (ESP with AES-CBC, and AH; empty for AEADs); never log it."""
+        return self._integ_key
 
     @property
     def key(self) -> tuple[int, IPAddress, ProtocolId]:

@@ -34,7 +34,7 @@ from ..datapath.base import DatapathError
 from ..datapath.routing import DEFAULT_MARK
 from ..logs import setup_logging
 from ..state import ControlError
-from .datapath_choice import choose_datapath, userspace_factory
+from .datapath_choice import choose_datapath, factory_for
 from .sidecar import DatapathFactory, Sidecar
 
 log = logging.getLogger(__name__)
@@ -83,10 +83,14 @@ async def _main(
     setup_logging(_format(log_format or config.logging.format), log_level or config.logging.level)
     try:
         choice = choose_datapath(config.datapath)
+        log.info(
+            "datapath chosen",
+            extra={"datapath": choice.name, "reason": choice.reason, "configured": config.datapath},
+        )
         sidecar = Sidecar(
             config_path,
             config,
-            datapath_factory=datapath_factory or userspace_factory,
+            datapath_factory=datapath_factory or factory_for(choice),
             datapath_choice=choice,
             ike_port=ike_port,
             natt_port=natt_port,

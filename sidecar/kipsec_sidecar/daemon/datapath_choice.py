@@ -1,15 +1,17 @@
 """Which datapath a sidecar runs, and why (the reason is shown in the snapshot).
 
-``datapath: auto`` takes the kernel (XFRM) when the kernel can hold ESP SAs and the
-kernel datapath exists, else the userspace one (TUN device, ESP applied in-process).
-This version has no kernel datapath yet, so ``kernel`` is refused with an error that
-says so, and ``auto`` always ends in userspace — with a reason that tells the operator
-whether the kernel could have done it.
+``datapath: auto`` asks the kernel (:func:`~kipsec_sidecar.datapath.probe.probe_kernel_esp`
+adds and deletes throwaway ESP states in the sidecar's namespace): the kernel (XFRM)
+datapath when it accepts them, else the userspace one (TUN device, ESP applied
+in-process). ``datapath: kernel`` on a kernel that refuses them is a startup error that
+carries the probe's reason; ``userspace`` never probes. The reason ends up in the log,
+the snapshot (``datapath_reason``) and the ``kipsec_datapath_info`` metric's label.
 """
 
 from __future__ import annotations
 
-import os
+import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,9 +20,12 @@ from ..config.to_core import PeerPlan
 from ..core.ike.constants import EncrId, IntegId, ProtocolId
 from ..datapath.base import AcquireCallback, Datapath, DatapathError, UdpSender
 from ..datapath.mtu import Suite
+from ..datapath.probe import ProbeResult, probe_kernel_esp
 
-#: Present when the kernel's ESP (IPv4) transform is loaded; absent on kernels without it.
-ESP_MODULE_PATH = "/sys/module/esp4"
+#: The capability probe: ``ProbeResult(kernel, reason)``; tests pass a fixed answer.
+Probe = Callable[[], ProbeResult]
+#: Builds a datapath: (config, peer plans, UDP-4500 sender, acquire callback).
+Factory = Callable[[SidecarConfig, tuple[PeerPlan, ...], UdpSender, AcquireCallback], Datapath]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,47 +34,26 @@ class DatapathChoice:
     reason: str
 
 
-def kernel_esp_available(module_path: str = ESP_MODULE_PATH) -> bool:
-    """Whether the running kernel has its ESP transform loaded (the cheap probe)."""
-    return os.path.exists(module_path)
-
-
 def choose_datapath(
-    configured: Literal["auto", "userspace", "kernel"], *, kernel_esp: bool | None = None
+    configured: Literal["auto", "userspace", "kernel"], *, probe: Probe = probe_kernel_esp
 ) -> DatapathChoice:
-    """The datapath for the configured value; DatapathError for ``kernel`` in this version."""
+    """The datapath for the configured value.
+
+    Raises DatapathError for ``kernel`` when the probe says the kernel cannot hold
+    kipsec's ESP SAs; the message names the probe's reason (errno, missing module, or
+    missing CAP_NET_ADMIN).
+    """
     if configured == "userspace":
         return DatapathChoice("userspace", "configured: datapath userspace")
+    kernel, reason = probe()
     if configured == "kernel":
-        raise DatapathError(
-            "datapath: kernel is not available in this version of kipsec (the XFRM "
-            "datapath comes later); use datapath: userspace or auto"
-        )
-    if kernel_esp is None:
-        kernel_esp, why = probe_kernel()
-    else:
-        why = "kernel ESP support given" if kernel_esp else "no kernel ESP support given"
-    if kernel_esp:
-        return DatapathChoice(
-            "userspace", f"auto: {why}, but this version has no kernel datapath yet"
-        )
-    return DatapathChoice("userspace", f"auto: {why}")
-
-
-def probe_kernel() -> tuple[bool, str]:
-    """(kernel can hold ESP SAs, why): the XFRM probe when it is available.
-
-    The probe (:mod:`kipsec_sidecar.datapath.probe`) asks the kernel itself by adding and
-    deleting throwaway ESP states; without it, the loaded ``esp4`` module is the hint.
-    """
-    try:
-        from ..datapath.probe import probe_kernel_esp
-    except ImportError:
-        if kernel_esp_available():
-            return True, "the esp4 module is loaded"
-        return False, "the kernel cannot hold ESP SAs (no esp4 module)"
-    result = probe_kernel_esp()
-    return result.kernel, result.reason
+        if not kernel:
+            raise DatapathError(
+                f"datapath: kernel is unavailable here: {reason}; "
+                "use datapath: auto or userspace to run the userspace datapath"
+            )
+        return DatapathChoice("kernel", f"configured: datapath kernel; {reason}")
+    return DatapathChoice("kernel" if kernel else "userspace", f"auto: {reason}")
 
 
 def suites(plans: tuple[PeerPlan, ...]) -> tuple[Suite, ...]:
@@ -125,10 +109,42 @@ def userspace_factory(
     return UserspaceDatapath(udp_sender=udp_sender, on_acquire=on_acquire, options=options)
 
 
+def kernel_factory(
+    config: SidecarConfig,
+    plans: tuple[PeerPlan, ...],
+    udp_sender: UdpSender,
+    on_acquire: AcquireCallback,
+) -> Datapath:
+    """The kernel (XFRM) datapath in the sidecar's own namespace.
+
+    The template source is the first peer's local address (transport mode needs one);
+    ``fwd`` policies are added when a local traffic selector covers more than one
+    address (a gateway protecting hosts behind it). ``udp_sender`` is unused: the kernel
+    sends ESP itself. The daemon attaches its EXPIRE handler and NAT-T port afterwards
+    (:meth:`~kipsec_sidecar.datapath.kernel.KernelDatapath.attach`).
+    """
+    from ..datapath.kernel import KernelDatapath
+
+    address = ipaddress.ip_address(
+        plans[0].local_address if plans else str(config.local.addresses[0])
+    )
+    local_addr = None if address.is_unspecified else address
+    forward = any(ts.start_addr != ts.end_addr for plan in plans for ts in plan.local_ts)
+    return KernelDatapath(local_addr=local_addr, on_acquire=on_acquire, forward=forward)
+
+
+def factory_for(choice: DatapathChoice) -> Factory:
+    """The factory of the chosen datapath."""
+    return kernel_factory if choice.name == "kernel" else userspace_factory
+
+
 __all__ = [
     "DatapathChoice",
+    "Factory",
+    "Probe",
     "choose_datapath",
-    "kernel_esp_available",
+    "factory_for",
+    "kernel_factory",
     "suites",
     "userspace_factory",
 ]

@@ -16,6 +16,12 @@ Event → datapath (see :mod:`.peers` for the make-before-break order):
   ``NegotiationFailed`` or a DELETE): the peer is ``down`` with ``last_error``; onStart
   peers re-initiate with exponential backoff, onDemand peers wait for traffic.
 
+With the kernel datapath, the kernel's XFRM events come back here: ACQUIRE (protected
+traffic and no SA) through the datapath's acquire callback, like the userspace
+datapath's; a soft EXPIRE (a byte/packet soft limit in the kernel) rekeys the child and
+a hard one deletes it through the engine. The engine's timers own the time lifetimes,
+so the kernel's EXPIREs only ever come from byte/packet limits.
+
 Logs name events, peers and SPIs; never keys, PSKs or nonces.
 """
 
@@ -56,6 +62,7 @@ from ..core.ike.events import (
 from ..core.negotiated import sa_pair
 from ..core.udpencap import build_keepalive
 from ..datapath.base import Datapath, DatapathError, PeerPolicy
+from ..datapath.kernel import KernelDatapath
 from ..state import (
     ControlError,
     RekeyKind,
@@ -169,6 +176,9 @@ class Sidecar:
         self.datapath = datapath_factory(
             config, self._plans, self.sockets.esp_sender, self._acquire
         )
+        if isinstance(self.datapath, KernelDatapath):
+            self.datapath.attach(on_expire=self._kernel_expire, local_port=natt_port)
+            self.sockets.kernel_esp = True
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -409,6 +419,41 @@ class Sidecar:
         peer.operator_stopped = False
         self._initiate(peer)
         self.pump()
+
+    def _kernel_expire(self, name: str, spi: int, hard: bool) -> None:
+        """Kernel datapath: an SA of ``name`` reached a byte/packet limit in the kernel.
+
+        Soft: rekey its child (make-before-break, as for the userspace soft limits).
+        Hard: the kernel already removed the state; delete the child through the engine
+        so the peer and the datapath agree (the daemon re-initiates if none is left).
+        """
+        peer = self.peers.get(name)
+        if peer is None or self._stopping:
+            return
+        wanted = spi.to_bytes(4, "big")
+        now = self.loop.time()
+        for sa in peer.live_sas():
+            if not sa.established:
+                continue
+            for spi_in, child in list(sa.children.items()):
+                if wanted not in (child.spi_in, child.spi_out):
+                    continue
+                fields = {"peer": name, "spi": f"{spi:08x}", "hard": hard}
+                try:
+                    if hard:
+                        log.warning("kernel SA expired: deleting the child SA", extra=fields)
+                        sa.delete_child(spi_in, now)
+                    elif child.state.value == "installed":
+                        log.info("kernel SA soft limit reached: rekeying", extra=fields)
+                        sa.rekey_child(spi_in, now)
+                except KipsecError as exc:
+                    log.warning("kernel EXPIRE not applied", extra=fields | {"error": str(exc)})
+                self.pump()
+                return
+        log.info(
+            "kernel EXPIRE for an SA the engine no longer has",
+            extra={"peer": name, "spi": f"{spi:08x}", "hard": hard},
+        )
 
     # ------------------------------------------------------------------ events
 

@@ -13,6 +13,12 @@ Port 4500 is the ESP fast path, so it is not an asyncio transport (which reads o
 datagram per event-loop pass): a reader drains it in batches with UDP GRO
 (:func:`~kipsec_sidecar.datapath.sockets.receive_batch`), and :attr:`IkeSockets.esp_sender`
 offers the datapath ``many(datagrams, dest)`` for UDP GSO sends.
+
+With the kernel datapath (:attr:`IkeSockets.kernel_esp`) the kernel owns ESP: the 4500
+socket gets ``UDP_ENCAP_ESPINUDP`` so the kernel decapsulates ESP in UDP before it
+reaches the socket (only IKE and keepalives arrive), UDP GRO stays off on it (a
+coalesced run would reach the decapsulation as one datagram), and both sockets are
+exempted from XFRM policies, or IKE would need the very SA it negotiates.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Protocol, cast
 from ..core.errors import ParseError
 from ..core.ike.config import Address
 from ..core.udpencap import UdpEncapKind, classify
+from ..datapath.kernel import bypass_policies, enable_udp_encap
 from ..datapath.sockets import GsoSender, enable_gro, receive_batch, udp_socket
 
 log = logging.getLogger(__name__)
@@ -115,6 +122,8 @@ class IkeSockets:
         self.ike_port = ike_port
         self.natt_port = natt_port
         self.counters = SocketCounters()
+        #: Set before :meth:`open` when the kernel datapath carries ESP (see the module doc).
+        self.kernel_esp = False
         self._transports: dict[tuple[str, int], _Sendto] = {}
         self._natt: dict[str, tuple[socket.socket, GsoSender]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,12 +136,18 @@ class IkeSockets:
         try:
             for address in self.addresses:
                 sock = udp_socket(address, self.ike_port, self.mark)
+                if self.kernel_esp:
+                    bypass_policies(sock)
                 transport, _ = await loop.create_datagram_endpoint(
                     _factory(self._ike_datagram, f"udp/{self.ike_port}"), sock=sock
                 )
                 self._transports[(address, self.ike_port)] = transport
                 natt = udp_socket(address, self.natt_port, self.mark)
-                enable_gro(natt)
+                if self.kernel_esp:
+                    bypass_policies(natt)
+                    enable_udp_encap(natt)
+                else:
+                    enable_gro(natt)
                 self._natt[address] = (natt, GsoSender(natt))
                 self._transports[(address, self.natt_port)] = natt
                 loop.add_reader(natt.fileno(), self._natt_readable, natt)

@@ -20,8 +20,9 @@ Two things the daemon must do for this datapath (it owns the sockets):
 - exempt its IKE sockets from XFRM policies (:func:`bypass_policies`), or IKE between
   two transport-mode peers would itself need the SA it negotiates.
 
-The IpsecSa keeps keyed transform objects, not raw keys; the kernel needs the raw keys,
-so the constructor takes ``keys``: a function from an IpsecSa to its :class:`SaKeys`.
+The kernel needs the raw keys: they come from the IpsecSa (:attr:`IpsecSa.encr_key`,
+``integ_key``). The optional ``keys`` callable overrides that (kept for callers that
+hold keys elsewhere).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from .xfrm_sa import (
     XfrmStateSpec,
     owner_mark,
     peer_policies,
+    sa_keys,
     state_spec,
 )
 
@@ -92,8 +94,10 @@ def bypass_policies(sock: socket.socket) -> None:
         else (socket.IPPROTO_IPV6, IPV6_XFRM_POLICY)
     )
     for direction in (0, 1):  # in, out
-        # struct xfrm_userpolicy_info, zeroed but for dir, action ALLOW and priority 0.
+        # struct xfrm_userpolicy_info, zeroed but for the selector's family (the kernel
+        # refuses AF_UNSPEC), dir, action ALLOW and priority 0.
         policy = bytearray(168)
+        struct.pack_into("=H", policy, 40, sock.family)
         struct.pack_into("=IIBBBB", policy, 152, 0, 0, direction, 0, 0, 0)
         for off in (56, 64, 72, 80):  # lft: soft/hard byte and packet limits = infinity
             struct.pack_into("=Q", policy, off, 0xFFFFFFFFFFFFFFFF)
@@ -124,7 +128,7 @@ class KernelDatapath:
     def __init__(
         self,
         *,
-        keys: Callable[[IpsecSa], SaKeys],
+        keys: Callable[[IpsecSa], SaKeys] | None = None,
         local_addr: IPAddress | None = None,
         on_acquire: AcquireCallback | None = None,
         on_expire: ExpireCallback | None = None,
@@ -134,7 +138,7 @@ class KernelDatapath:
         forward: bool = False,
     ) -> None:
         self.stats = DatapathStats()
-        self._keys = keys
+        self._keys: Callable[[IpsecSa], SaKeys] = keys or sa_keys
         self._local_addr = local_addr
         self._on_acquire = on_acquire
         self._on_expire = on_expire
@@ -148,6 +152,13 @@ class KernelDatapath:
         self._xfrm: XfrmSocket | None = None
         self._events: XfrmSocket | None = None
         self._stats_task: asyncio.Task[None] | None = None
+
+    def attach(self, *, on_expire: ExpireCallback | None, local_port: int) -> None:
+        """The daemon's side, known only once the datapath exists: where kernel EXPIREs
+        go and the NAT-T port its 4500 socket is bound to (the source port of
+        UDP-encapsulated ESP). Call before :meth:`start`."""
+        self._on_expire = on_expire
+        self._local_port = local_port
 
     # -- lifecycle
 
@@ -390,6 +401,11 @@ class KernelDatapath:
                     live = self._counters(sa, outbound)
                 except XfrmError:
                     continue
+                # The SA's own counters feed the snapshot and the daemon's byte/packet
+                # soft-limit check, as the userspace datapath's do.
+                direction = "out" if outbound else "in"
+                sa.packets = live[f"packets_{direction}"]
+                sa.bytes = live[f"bytes_{direction}"]
                 for key, value in live.items():
                     totals[key] = totals.get(key, 0) + value
             for key, value in totals.items():

@@ -14,8 +14,8 @@ A mark with value 0 still matches every packet whose skb mark does not have the
 changes no traffic while letting a restarted sidecar find and remove exactly what an
 earlier run left behind, and nothing else.
 
-The IpsecSa does not keep its raw keys (it holds keyed transform objects), so the keys
-are passed beside it as :class:`SaKeys`; never log them.
+The raw keys come from the IpsecSa itself (:attr:`IpsecSa.encr_key`/``integ_key``);
+:class:`SaKeys` can still be passed beside it to override them (tests). Never log them.
 """
 
 from __future__ import annotations
@@ -249,8 +249,17 @@ def owner_mark(owner_mask: int = DEFAULT_OWNER_MASK) -> XfrmMark:
     return XfrmMark(0, owner_mask)
 
 
-def algorithms_for(sa: IpsecSa, keys: SaKeys) -> dict[str, XfrmAlgorithm]:
-    """The XFRM algorithm attributes of ``sa``: keys ``aead``, ``crypt``, ``auth``."""
+def sa_keys(sa: IpsecSa) -> SaKeys:
+    """The raw keys ``sa`` was built with."""
+    return SaKeys(encr_key=sa.encr_key, integ_key=sa.integ_key)
+
+
+def algorithms_for(sa: IpsecSa, keys: SaKeys | None = None) -> dict[str, XfrmAlgorithm]:
+    """The XFRM algorithm attributes of ``sa``: keys ``aead``, ``crypt``, ``auth``.
+
+    ``keys`` defaults to the SA's own (:func:`sa_keys`)."""
+    if keys is None:
+        keys = sa_keys(sa)
     if sa.protocol == ProtocolId.AH:
         return {"auth": _auth(sa.integ_id, keys.integ_key)}
     if sa.encr_id in _AEAD_NAMES:
@@ -292,7 +301,7 @@ def _check_keys(sa: IpsecSa, algs: dict[str, XfrmAlgorithm]) -> None:
 
 def state_spec(
     sa: IpsecSa,
-    keys: SaKeys,
+    keys: SaKeys | None = None,
     *,
     reqid: int,
     mark: XfrmMark | None,
@@ -300,7 +309,7 @@ def state_spec(
     selector: XfrmSelector | None = None,
     lifetime_seconds: tuple[int, int] | None = None,
 ) -> XfrmStateSpec:
-    """The XFRM state for one direction of ``sa``.
+    """The XFRM state for one direction of ``sa`` (keys: the SA's own unless given).
 
     ``encap`` must be given when ``sa.udp_encap`` is set (the ports are the daemon's,
     not the SA's); ``selector`` defaults to "any" of the SA's family (the policies do

@@ -1,0 +1,62 @@
+"""Two ``kipsec-sidecar run`` daemons on the kernel datapath, inside the test VM.
+
+The session's VM boot (``conftest.py``) runs ``kernel_sidecar_checks.py`` (see its
+docstring: ESP tunnel with UDP encapsulation, a capture decrypted by scapy and a rekey
+under traffic; ESP transport raw, AH tunnel and AH transport by reload; crash recovery;
+kernel against userspace; kernel against strongSwan's charon with ``kernel-netlink``);
+each test here asserts one of its checks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.vm
+
+_PAIR = ("traffic-both-ways", "ip-xfrm-state", "ip-xfrm-policy")
+CHECKS = (
+    "esp-tunnel-udp/auto-chooses-kernel",
+    "esp-tunnel-udp/wire-is-esp-in-udp",
+    "esp-tunnel-udp/scapy-decrypts-capture",
+    "esp-tunnel-udp/rekey-no-loss",
+    "esp-tunnel-udp/rekey-new-states-only",
+    *(f"esp-tunnel-udp/{name}" for name in _PAIR),
+    "esp-transport-raw/wire-is-esp",
+    *(f"esp-transport-raw/{name}" for name in _PAIR),
+    "ah-tunnel/wire-is-ah",
+    *(f"ah-tunnel/{name}" for name in _PAIR),
+    "ah-transport/wire-is-ah",
+    *(f"ah-transport/{name}" for name in _PAIR),
+    "acquire/initiates-on-demand",
+    "crash/kill-leaves-state",
+    "crash/restart-removes-stale",
+    "kernel-pb/sigterm-leaves-nothing",
+    "mixed/datapaths",
+    "mixed/wire-is-esp-in-udp",
+    *(f"mixed/{name}" for name in _PAIR),
+    "charon/traffic-both-ways",
+    "charon/wire-is-esp-in-udp",
+    "charon/charon-has-the-child",
+    "kernel-pa/sigterm-leaves-nothing",
+)
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_kernel_sidecar_check(vm_result: dict[str, Any], name: str) -> None:
+    checks = vm_result["checks"]
+    assert name in checks, f"check {name} did not run; failures: " + "; ".join(
+        f"{k}: {v['detail'][-800:]}" for k, v in checks.items() if not v["ok"]
+    )
+    assert checks[name]["ok"], checks[name]["detail"]
+
+
+def test_no_unexpected_failures(vm_result: dict[str, Any]) -> None:
+    failed = {k: v["detail"][-1500:] for k, v in vm_result["checks"].items() if not v["ok"]}
+    assert not failed, failed
+
+
+def test_ran_on_a_kernel_with_esp(vm_result: dict[str, Any]) -> None:
+    assert vm_result["kernel"] != os.uname().release, "the checks ran on the host kernel"
