@@ -79,7 +79,6 @@ from .peers import (
     Peer,
     RemoveInbound,
     SetOutbound,
-    address_order,
     deletes_redundant,
     redundant_ike_sa,
     without_keys,
@@ -547,17 +546,13 @@ class Sidecar:
                         "duplicate IKE SA deleted",
                         extra={"peer": peer.name, "spi_i": loser.spi_i.hex()},
                     )
-            elif (
-                other.is_initiator
-                and not event.initiator
-                and (
-                    other.state is IkeState.INIT_SENT
-                    or address_order(local) > address_order(remote)
-                )
-            ):
+            elif other.is_initiator and not event.initiator and other.state is IkeState.INIT_SENT:
                 # Still in IKE_SA_INIT, the peer holds at most a half-open responder
-                # that times out: abandoning ours is always safe. Past that, the SA
-                # initiated by the lower address wins (both sides apply the same rule).
+                # that times out: abandoning ours is always safe. Past that (IKE_AUTH
+                # sent), the peer may already have established it as responder; closing
+                # it here without a DELETE would leave the peer an orphan IKE SA and
+                # child SA. Let it complete: the rule for two established SAs above
+                # then deletes the loser with a DELETE both sides see.
                 peer.planned_deletes.add(other)
                 other.delete(now)  # not established yet: closes locally
                 log.info("own IKE SA abandoned: the peer's SA won", extra={"peer": peer.name})
