@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from support.netns import Topology, sweep_stale
+from support.requirements import required, unavailable
 from support.strongswan import Charon, CharonFactory, is_available
 
 
@@ -47,8 +48,8 @@ def netns_unavailable() -> str | None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reason = netns_unavailable()
-    if reason is None:
-        return
+    if reason is None or required():
+        return  # when required, the fixtures below fail the tests with the reason
     for item in items:
         if item.get_closest_marker("netns") is not None:
             item.add_marker(pytest.mark.skip(reason=reason))
@@ -59,7 +60,7 @@ def _swept() -> list[str]:
     """Namespaces of dead earlier runs, deleted before the first topology is built."""
     reason = netns_unavailable()
     if reason is not None:
-        pytest.skip(reason)
+        unavailable(reason)
     return sweep_stale()
 
 
@@ -92,7 +93,7 @@ def strongswan_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     """
     reason = is_available()
     if reason is not None:
-        pytest.skip(reason)
+        unavailable(reason)
     started: list[Charon] = []
     request.node.stash[_CHARONS] = started
 

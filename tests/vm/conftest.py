@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from support.requirements import unavailable
 from support.vm import missing_requirements, run_python_in_vm
 
 HERE = Path(__file__).resolve().parent
@@ -39,7 +40,7 @@ def vm_checks(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
     """{script name: its result} for the scripts of the collected modules, one boot."""
     missing = missing_requirements()
     if missing:
-        pytest.skip("test VM unavailable: missing " + ", ".join(missing))
+        unavailable("test VM unavailable: missing " + ", ".join(missing))
     wanted = sorted(
         {SCRIPTS[item.path.name] for item in request.session.items if item.path.name in SCRIPTS}
     )
