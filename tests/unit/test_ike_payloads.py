@@ -166,12 +166,17 @@ def test_empty_sa_payload_is_rejected() -> None:
         decode_body(PayloadType.SA, b"")
 
 
-def test_unknown_transform_attributes_are_skipped() -> None:
+def test_unknown_transform_attributes_are_kept_through_a_re_encoding() -> None:
     # ENCR 12 with an unknown TV attribute 7, an unknown TLV attribute 9, then Key Length.
     transform = bytes.fromhex("000000160100000c8007000100090002abcd800e0080")
     body = bytes.fromhex("0000001e") + bytes((1, 1, 0, 1)) + transform
     (proposal,) = decode_body(PayloadType.SA, body).proposals  # type: ignore[union-attr]
-    assert proposal.transforms == (Transform(TransformType.ENCR, EncrId.AES_CBC, 128),)
+    (decoded,) = proposal.transforms
+    assert (decoded.type, decoded.id, decoded.key_length) == (TransformType.ENCR, 12, 128)
+    assert decoded.other_attributes == bytes.fromhex("8007000100090002abcd")
+    assert not decoded.understood
+    reencoded = encode_body(SaPayload((proposal,)))
+    assert decode_body(PayloadType.SA, reencoded) == SaPayload((proposal,))
 
 
 def test_key_length_in_tlv_format_is_rejected() -> None:

@@ -111,6 +111,21 @@ def test_unknown_transform_type_spoils_the_proposal() -> None:
     assert select_ike(offered, [IkeProposal()]) is None
 
 
+def test_a_transform_with_an_unknown_attribute_is_unacceptable_but_its_siblings_count() -> None:
+    # RFC 7296 section 3.3.6: such a transform is unacceptable; other transforms of the
+    # same type are processed as usual.
+    odd_x25519 = Transform(TransformType.DH, DhGroup.CURVE25519, None, bytes.fromhex("80070001"))
+    offered = SaPayload((ike(ENCR_GCM256, PRF256, odd_x25519, P256),))
+    chosen = select_ike(offered, [IkeProposal()])
+    assert chosen is not None and chosen.dh_group == DhGroup.ECP_256
+
+
+def test_a_proposal_whose_only_cipher_has_an_unknown_attribute_is_unacceptable() -> None:
+    odd_gcm = Transform(TransformType.ENCR, EncrId.AES_GCM_16, 256, bytes.fromhex("80070001"))
+    offered = SaPayload((ike(odd_gcm, PRF256, X25519),))
+    assert select_ike(offered, [IkeProposal()]) is None
+
+
 def test_missing_dh_makes_an_ike_proposal_unacceptable() -> None:
     offered = SaPayload((ike(ENCR_GCM256, PRF256),))
     assert select_ike(offered, [IkeProposal()]) is None

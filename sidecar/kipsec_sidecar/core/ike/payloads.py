@@ -85,13 +85,21 @@ class Transform:
     """One transform of a proposal (RFC 7296 section 3.3.2).
 
     ``key_length`` is the Key Length attribute in *bits* (attribute 14, TV format), or
-    None when the transform carries none. Other attributes are skipped on decode:
-    RFC 7296 defines no other, and the engine judges transforms by type and id.
+    None when the transform carries none. RFC 7296 defines no other attribute; any other
+    is kept verbatim in ``other_attributes`` (so a message re-encodes byte for byte) and
+    makes the transform unacceptable to the negotiation (section 3.3.6: "a transform
+    that contains a Transform Attribute it does not understand").
     """
 
     type: int
     id: int
     key_length: int | None = None
+    other_attributes: bytes = b""
+
+    @property
+    def understood(self) -> bool:
+        """False when the transform carries an attribute kipsec does not understand."""
+        return not self.other_attributes
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +135,7 @@ def _encode_transform(w: Writer, t: Transform, last: bool) -> None:
         _check_uint(t.key_length, 16, "key length")
         attrs.push_uint16(_ATTR_FORMAT_TV | TransformAttr.KEY_LENGTH)
         attrs.push_uint16(t.key_length)
+    attrs.push_bytes(t.other_attributes)
     w.push_uint8(LAST if last else MORE_TRANSFORMS)
     w.push_uint8(0)
     w.push_uint16(8 + len(attrs))
@@ -150,22 +159,28 @@ def _decode_transform(r: Reader) -> tuple[Transform, bool]:
     body.pull_uint8("transform.reserved")
     tid = body.pull_uint16("transform.id")
     key_length: int | None = None
+    other = Writer()
     while not body.eof():
         attr = body.pull_uint16("transform.attribute")
         attr_type = attr & _ATTR_TYPE_MASK
         if attr & _ATTR_FORMAT_TV:
             value = body.pull_uint16("transform.attribute.value")
+            raw = value.to_bytes(2, "big")
         else:
             value_len = body.pull_uint16("transform.attribute.length")
-            body.pull_bytes(value_len, "transform.attribute.value")
+            raw = value_len.to_bytes(2, "big") + body.pull_bytes(
+                value_len, "transform.attribute.value"
+            )
             if attr_type == TransformAttr.KEY_LENGTH:
                 raise ParseError("Key Length must use the TV format", field="transform.key_length")
+        if attr_type != TransformAttr.KEY_LENGTH:
+            other.push_uint16(attr)
+            other.push_bytes(raw)
             continue
-        if attr_type == TransformAttr.KEY_LENGTH:
-            if key_length is not None:
-                raise ParseError("Key Length given twice", field="transform.key_length")
-            key_length = value
-    return Transform(ttype, tid, key_length), marker == MORE_TRANSFORMS
+        if key_length is not None:
+            raise ParseError("Key Length given twice", field="transform.key_length")
+        key_length = value
+    return Transform(ttype, tid, key_length, bytes(other)), marker == MORE_TRANSFORMS
 
 
 def _encode_proposal(w: Writer, p: Proposal, last: bool) -> None:

@@ -123,7 +123,11 @@ def _by_type(proposal: Proposal) -> dict[int, list[Transform]] | None:
     for t in proposal.transforms:
         if t.type not in _KNOWN_TYPES:
             return None  # RFC 7296 section 3.3.6: an unknown type spoils the proposal
-        out.setdefault(t.type, []).append(t)
+        # ... while an unknown attribute spoils only its transform: the others of the
+        # same type are still considered (and a type left empty fails the proposal).
+        candidates = out.setdefault(t.type, [])
+        if t.understood:
+            candidates.append(t)
     return out
 
 
