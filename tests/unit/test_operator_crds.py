@@ -6,6 +6,7 @@ the rules use only what both implement: has(), size(), in, ternaries, duration()
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 import yaml
 from celpy.adapter import json_to_cel
 
-from kipsec_operator.crds.reference import update_document
+from kipsec_operator.crds.reference import CONDITIONS, crd_reference, update_document
 from kipsec_operator.crds.render import REGENERATE, crds, to_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -284,6 +285,65 @@ def test_example_validates_against_the_generated_schema(resource: dict[str, Any]
 def test_the_field_tables_of_the_docs_are_current() -> None:
     docs = (ROOT / "docs" / "operator.md").read_text()
     assert update_document(docs) == docs, f"docs/operator.md is stale: run `{REGENERATE}`"
+
+
+def test_the_crd_reference_page_is_current() -> None:
+    page = ROOT / "docs" / "crd-reference.md"
+    assert page.exists(), f"{page} is missing: run `{REGENERATE}`"
+    assert page.read_text() == crd_reference(), f"{page} is stale: run `{REGENERATE}`"
+
+
+@pytest.mark.parametrize("kind", sorted(SCHEMAS))
+def test_the_crd_reference_names_every_field_and_rule_message(kind: str) -> None:
+    page = crd_reference()
+    for path, node in _nodes(SCHEMAS[kind]["properties"]["spec"], "spec"):
+        if path != "spec" and not path.endswith(("[]", ".*")):
+            assert f"| `{path}` |" in page, f"{kind}: {path} is not in the reference"
+        for entry in node.get("x-kubernetes-validations") or []:
+            assert entry["message"] in page, f"{kind}{path}: rule message missing"
+
+
+def _calls_of(module: Path, function: str) -> list[ast.Call]:
+    tree = ast.parse(module.read_text())
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == function
+    ]
+
+
+def test_the_documented_tunnel_conditions_are_the_ones_the_status_code_writes() -> None:
+    status_py = ROOT / "operator" / "kipsec_operator" / "reconcile" / "status.py"
+    written = set()
+    for call in _calls_of(status_py, "condition"):
+        kind, status, reason = (a.value for a in call.args[:3] if isinstance(a, ast.Constant))
+        written.add((kind, str(status), reason))
+    documented = {(c.type, c.status, c.reason) for c in CONDITIONS["Tunnel"]}
+    assert documented == written
+
+
+def test_the_documented_tunnel_certificate_reasons_are_the_ones_the_handler_writes() -> None:
+    handlers_py = ROOT / "operator" / "kipsec_operator" / "handlers.py"
+    tree = ast.parse(handlers_py.read_text())
+    (function,) = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.AsyncFunctionDef) and n.name == "certificate_status"
+    ]
+    (assignment,) = [
+        n
+        for n in ast.walk(function)
+        if isinstance(n, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "reason" for t in n.targets)
+    ]
+    written = {
+        n.value
+        for n in ast.walk(assignment.value)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    }
+    assert {c.reason for c in CONDITIONS["TunnelCertificate"]} == written
 
 
 RULES_WITH_FIELD_PATH = [r for r in ALL_RULES if "fieldPath" in r[2]]
