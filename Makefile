@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint typecheck layers unit vm bench clean
+.PHONY: venv demo demo-memory test lint typecheck layers unit vm bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,12 +16,22 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
+# The main job: the local lab (root). It stays up afterwards; `kipsec lab down` removes it.
 demo: venv
+	$(BIN)/kipsec lab up
+	$(BIN)/kipsec lab apply -f examples/operator/psk-mesh.yaml
+	$(BIN)/kipsec lab status --wait 90
+	$(BIN)/kipsec lab traffic
+	$(BIN)/kipsec lab status
+	@echo "The lab stays up: .venv/bin/kipsec lab status | traffic | apply -f examples/operator/... | down"
+
+# Two IKEv2 peers in one process, no root needed.
+demo-memory: venv
 	$(BIN)/kipsec-sidecar demo
 
 lint: venv
-	$(BIN)/ruff check sidecar operator tests bench deploy
-	$(BIN)/ruff format --check sidecar operator tests bench deploy
+	$(BIN)/ruff check sidecar operator lab tests bench deploy
+	$(BIN)/ruff format --check sidecar operator lab tests bench deploy
 
 typecheck: venv
 	$(BIN)/mypy

@@ -54,18 +54,18 @@ class Alert:
 def alerts() -> list[Alert]:
     """Every kipsec alert, in the order of the rule file."""
     c = catalog()
-    failures = c.series("kipsec_handshakes_total", result="failure")
+    failures = "kipsec_handshake_failures_total"
+    ready = "kipsec_operator_tunnel_ready"
     drops = c.series("kipsec_dropped_packets_total", reason=Regex("replay|integrity"))
-    pod = c.by("kipsec_handshakes_total", "namespace", "pod")
     return [
         Alert(
             "KipsecTunnelNotReady",
-            f"max({c.series('kipsec_operator_tunnels', ready='False')}) > 0",
+            f"max {c.by(ready, 'namespace', 'tunnel')} ({c.series(ready)}) == 0",
             "10m",
             "warning",
-            "{{ $value }} kipsec Tunnel(s) not Ready",
-            "Some Tunnels have not had every expected child SA for 10 minutes. "
-            "`kubectl get tunnels -A` shows which; their Ready condition says why.",
+            "kipsec Tunnel {{ $labels.namespace }}/{{ $labels.tunnel }} not Ready",
+            "The Tunnel has not had every expected child SA for 10 minutes. "
+            "`kubectl describe tunnel` shows its Ready condition and why.",
         ),
         Alert(
             "KipsecSidecarNotReady",
@@ -109,12 +109,15 @@ def alerts() -> list[Alert]:
         ),
         Alert(
             "KipsecHandshakeFailures",
-            f"sum {pod} (rate({failures}[5m])) > 0",
+            f"sum {c.by(failures, 'namespace', 'pod', 'reason')} "
+            f"(rate({c.series(failures)}[5m])) > 0",
             "10m",
             "warning",
-            "IKE handshakes of {{ $labels.namespace }}/{{ $labels.pod }} keep failing",
-            "IKE SA establishments failed for 10 minutes (no proposal chosen, peer "
-            "unreachable, authentication). The Tunnel's Degraded condition has the error.",
+            "IKE handshakes of {{ $labels.namespace }}/{{ $labels.pod }} keep failing: "
+            "{{ $labels.reason }}",
+            "IKE SA establishments failed for 10 minutes (no_proposal_chosen: the proposals "
+            "do not overlap; authentication_failed: PSK or certificates; peer_dead: no "
+            "answer). The Tunnel's Degraded condition has the error.",
         ),
         Alert(
             "KipsecAuthenticationFailures",

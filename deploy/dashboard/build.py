@@ -109,6 +109,36 @@ def _tunnels(c: Catalog) -> Iterator[PanelSpec]:
         "none",
         (Query(f"max {c.by(tunnels, 'ready')} ({c.series(tunnels)})", "Ready={{ready}}"),),
     )
+    ready = "kipsec_operator_tunnel_ready"
+    yield PanelSpec(
+        row,
+        "Tunnels ready vs not, by tunnel",
+        "Each Tunnel's Ready condition (1 ready, 0 not), as its sidecars report their SAs; "
+        "`kubectl describe tunnel` says why one is not.",
+        "table",
+        "none",
+        (
+            Query(
+                f"max {c.by(ready, 'namespace', 'tunnel')} ({c.series(ready)})",
+                "{{namespace}}/{{tunnel}}",
+            ),
+        ),
+    )
+    child_sas = "kipsec_operator_tunnel_child_sas"
+    yield PanelSpec(
+        row,
+        "Child SAs established by tunnel",
+        "Per Tunnel, the links whose sidecar reports an established child SA "
+        "(status.childSasEstablished).",
+        "timeseries",
+        "none",
+        (
+            Query(
+                f"max {c.by(child_sas, 'namespace', 'tunnel')} ({c.series(child_sas)})",
+                "{{namespace}}/{{tunnel}}",
+            ),
+        ),
+    )
     yield PanelSpec(
         row,
         "Pods matched and configured",
@@ -209,6 +239,22 @@ def _handshakes(c: Catalog) -> Iterator[PanelSpec]:
             Query(
                 f"sum {c.by(handshakes, 'result')} (rate({c.series(handshakes)}[{RATE}]))",
                 "{{result}}",
+            ),
+        ),
+    )
+    failures = "kipsec_handshake_failures_total"
+    yield PanelSpec(
+        row,
+        "Handshake failures by reason",
+        "IKE SAs that failed before they were established, per second, by reason: "
+        "no_proposal_chosen (proposals do not overlap), authentication_failed (PSK or "
+        "certificates), ts_unacceptable, invalid_ke, peer_dead (no answer), other.",
+        "timeseries",
+        "ops",
+        (
+            Query(
+                f"sum {c.by(failures, 'reason')} (rate({c.series(failures)}[{RATE}]))",
+                "{{reason}}",
             ),
         ),
     )

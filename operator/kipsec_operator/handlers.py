@@ -30,7 +30,7 @@ from .kube import ApiError, Connection, Kube, object_path
 from .metrics import OperatorMetrics
 from .reconcile.cluster import K8sObject, ObjectKey, key_of, pod_ref
 from .reconciler import PassResult, Reconciler
-from .server import serve
+from .server import serve, serving_ca
 from .sidecar_reports import Fetcher, HttpFetcher, poll
 from .webhook.injection import InjectionSettings
 from .webhook.selection import certificate_selects
@@ -85,6 +85,8 @@ class Operator:
         self._worker: asyncio.Task[None] | None = None
         self.listen = listen
         self.tls = tls
+        if tls is not None:  # pods verify the operator (CSR, /v1/config) with this CA
+            self.reconciler.operator_ca = serving_ca(tls[0])
         self.endpoint_port: int | None = None
         self._runner: web.AppRunner | None = None
         self.issued: dict[ObjectKey, dict[ObjectKey, tuple[datetime, datetime]]] = {}
@@ -353,8 +355,9 @@ def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
         await operator.stop()
 
     for kind, (group, version, plural) in RESOURCES.items():
-
-        def observe(event: Mapping[str, Any], _kind: str = kind, **_: Any) -> None:
+        # async, so kopf calls it on its loop: a sync handler costs a thread-pool
+        # round trip per watch event (most of kopf's time at thousands of pods).
+        async def observe(event: Mapping[str, Any], _kind: str = kind, **_: Any) -> None:
             operator.reconciler.observe(_kind, event.get("type"), event["object"])
 
         kopf.on.event(group, version, plural, registry=registry, id=f"observe-{plural}")(observe)

@@ -30,6 +30,19 @@ class ApiError(Exception):
         self.status = status
         self.reason = reason
 
+    @classmethod
+    def from_answer(cls, status: int, http_reason: str | None, text: str) -> ApiError:
+        """The error of an answer with HTTP `status` and body `text` (a Status object
+        when the API server sent one)."""
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        reason = str(body.get("reason") or http_reason)
+        return cls(status, reason, str(body.get("message") or "")[:200])
+
 
 @dataclass(frozen=True)
 class Connection:
@@ -91,15 +104,7 @@ class Kube:
         async with self._session.request(method, path, data=data, headers=headers) as response:
             text = await response.text()
             if response.status >= 400:
-                try:
-                    status = json.loads(text)
-                except ValueError:
-                    status = {}
-                raise ApiError(
-                    response.status,
-                    str(status.get("reason") or response.reason),
-                    str(status.get("message") or "")[:200],
-                )
+                raise ApiError.from_answer(response.status, response.reason, text)
             result: dict[str, Any] = json.loads(text) if text else {}
             return result
 

@@ -5,6 +5,8 @@ namespaced `KopfPeering` with `--namespace`) pauses every replica but the one wi
 the highest priority, and each replica takes a random priority so that two never tie
 (kopf pauses both on a tie). The webhook and CSR endpoints are served by every
 replica: they only read. `--standalone` disables peering (one replica, tests, the lab).
+What the webhook injects comes from the environment the chart sets
+(:mod:`.webhook.environment`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import kopf
 
 from .handlers import Operator, register
 from .kube import Connection
+from .webhook.environment import SettingsError, injection_settings
+from .webhook.injection import InjectionSettings
 
 PEERING_NAME = "kipsec"
 
@@ -85,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _main(args: argparse.Namespace) -> None:
+async def _main(args: argparse.Namespace, injection: InjectionSettings) -> None:
     if args.server:
         connection = Connection(
             args.server, os.environ.get("KIPSEC_API_TOKEN"), None, args.insecure
@@ -96,6 +100,7 @@ async def _main(args: argparse.Namespace) -> None:
     operator = Operator(
         connection,
         namespace=args.operator_namespace,
+        injection=injection,
         report_interval=args.report_interval,
         listen=(host, int(port)),
         tls=(args.tls_cert, args.tls_key) if args.tls_cert and args.tls_key else None,
@@ -110,9 +115,15 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    """The command line; a bad setting in the environment exits 2 naming the variable."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        injection = injection_settings(os.environ)
+    except SettingsError as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
-    asyncio.run(_main(args))
+    asyncio.run(_main(args, injection))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The operator's Prometheus metrics, in a registry of its own (not the global one).
 
-Label sets are bounded: per condition, per refusal code, per TunnelCertificate (what
-users declare); never per pod.
+Label sets are bounded: per condition, per refusal code, per Tunnel and per
+TunnelCertificate (what users declare; a deleted one's series are removed); never per pod.
 """
 
 from __future__ import annotations
@@ -26,6 +26,20 @@ class OperatorMetrics:
             "kipsec_operator_tunnels",
             "Tunnels by Ready condition status (True, False).",
             ["ready"],
+            registry=r,
+        )
+        self.tunnel_ready = Gauge(
+            "kipsec_operator_tunnel_ready",
+            "1 when the Tunnel's Ready condition is True (every expected child SA established, "
+            "as its sidecars report), else 0.",
+            ["namespace", "tunnel"],
+            registry=r,
+        )
+        self.tunnel_child_sas = Gauge(
+            "kipsec_operator_tunnel_child_sas",
+            "Links of the Tunnel whose sidecar reports an established child SA "
+            "(status.childSasEstablished).",
+            ["namespace", "tunnel"],
             registry=r,
         )
         self.pods_matched = Gauge(
@@ -90,14 +104,26 @@ class OperatorMetrics:
         self.secret_writes.inc(len(result.secrets_written))
         self.pods_matched.set(matched)
         self.sidecars_configured.set(result.configured)
+        self.observe_tunnels(statuses)
+        self.pods_missing_sidecar.set(missing)
+
+    def observe_tunnels(self, statuses: Mapping[ObjectKey, Mapping[str, Any]]) -> None:
+        """Tunnels by Ready, and per Tunnel its Ready and child SAs; a Tunnel absent from
+        `statuses` (deleted) loses its series."""
         ready = {"True": 0, "False": 0}
-        for status in statuses.values():
-            for condition in status.get("conditions") or []:
-                if condition.get("type") == "Ready":
-                    ready["True" if condition.get("status") == "True" else "False"] += 1
+        self.tunnel_ready.clear()
+        self.tunnel_child_sas.clear()
+        for (namespace, name), status in statuses.items():
+            is_ready = any(
+                condition.get("type") == "Ready" and condition.get("status") == "True"
+                for condition in status.get("conditions") or []
+            )
+            ready["True" if is_ready else "False"] += 1
+            self.tunnel_ready.labels(namespace=namespace, tunnel=name).set(int(is_ready))
+            established = status.get("childSasEstablished") or 0
+            self.tunnel_child_sas.labels(namespace=namespace, tunnel=name).set(established)
         for value, count in ready.items():
             self.tunnels.labels(ready=value).set(count)
-        self.pods_missing_sidecar.set(missing)
 
     def observe_certificates(
         self, earliest: Mapping[tuple[str, str], datetime], now: datetime

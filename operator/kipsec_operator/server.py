@@ -7,9 +7,9 @@ handler signature, its own TLS and its own webhook-configuration management (the
 owns the MutatingWebhookConfiguration). A plain aiohttp route is three lines and a test
 posts to it over HTTP(S) like the API server does.
 
-Routes: `POST /mutate-pods`, `GET /v1/identity`, `POST /v1/csr`, `GET /metrics`,
-`GET /healthz`. The bearer token of the CSR routes is passed to a TokenReview and
-nowhere else.
+Routes: `POST /mutate-pods`, `GET /v1/identity`, `POST /v1/csr`, `GET /v1/config`
+(:mod:`.config_delivery`), `GET /metrics`, `GET /healthz`. The bearer token of the CSR
+and configuration routes is passed to a TokenReview and nowhere else.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .ca_store import user_ca
 from .certificates.ca import CertificateAuthority
 from .certificates.endpoint import handle_csr_post, handle_identity_get
+from .config_delivery import TokenCache, handle_config_get
 from .crds.models import GROUP, VERSION
 from .kube import object_path
 from .webhook.admission import review
@@ -79,6 +80,7 @@ def _json(status: int, body: Mapping[str, Any]) -> web.Response:
 def application(operator: Operator) -> web.Application:
     """The aiohttp application of `operator`'s endpoints."""
     backend = KubeCsrBackend(operator)
+    tokens = TokenCache()
     app = web.Application(client_max_size=MAX_REVIEW_BYTES)
 
     async def mutate_pods(request: web.Request) -> web.Response:
@@ -127,9 +129,27 @@ def application(operator: Operator) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
+    async def config(request: web.Request) -> web.Response:
+        def pod_uid(key: tuple[str, str]) -> str | None:
+            pod = operator.reconciler.objects["Pod"].get(key)
+            return str((pod.get("metadata") or {}).get("uid")) if pod else None
+
+        answer = await handle_config_get(
+            request.headers.get("Authorization"),
+            request.headers.get("If-None-Match"),
+            backend,
+            operator.reconciler.actual.get,
+            pod_uid,
+            tokens,
+        )
+        if answer.body is None:
+            return web.Response(status=answer.status, headers=answer.headers)
+        return web.json_response(answer.body, status=answer.status, headers=answer.headers)
+
     app.router.add_post("/mutate-pods", mutate_pods)
     app.router.add_get("/v1/identity", identity)
     app.router.add_post("/v1/csr", csr)
+    app.router.add_get("/v1/config", config)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     return app
@@ -154,4 +174,14 @@ async def serve(
     return runner
 
 
-__all__ = ["KubeCsrBackend", "application", "serve"]
+def serving_ca(cert_file: str) -> str:
+    """The PEM of the CA that signed the serving certificate in `cert_file`, for the pods
+    to verify the operator: `ca.crt` beside it (the chart's and cert-manager's TLS
+    Secrets hold one), else the certificate itself (a self-signed one is its own CA).
+    Raises OSError when neither can be read."""
+    sibling = os.path.join(os.path.dirname(cert_file), "ca.crt")
+    with open(sibling if os.path.exists(sibling) else cert_file, encoding="ascii") as handle:
+        return handle.read()
+
+
+__all__ = ["KubeCsrBackend", "application", "serve", "serving_ca"]

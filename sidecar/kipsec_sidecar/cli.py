@@ -30,6 +30,9 @@ EXIT_CONTROL_ERROR = 1
 EXIT_USAGE = 2
 EXIT_CANNOT_CONNECT = 3
 
+#: Environment variable naming the health endpoint's address (the injected sidecar's).
+HEALTH_LISTEN_ENV = "KIPSEC_HEALTH_LISTEN"
+
 
 def wall_clock() -> float:
     """Seconds since 1970; the ``sas`` table shows times relative to it."""
@@ -60,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         help="override the configuration's level",
+    )
+    run.add_argument(
+        "--health-listen",
+        default=os.environ.get(HEALTH_LISTEN_ENV) or None,
+        metavar="ADDR:PORT",
+        help=f"health/metrics endpoint, also while waiting for the configuration file "
+        f"(default ${HEALTH_LISTEN_ENV}, else the configuration's metrics.listen)",
+    )
+    run.add_argument(
+        "--operator-config-dir",
+        metavar="DIR",
+        help="also poll the operator ($KIPSEC_OPERATOR_URL/v1/config) for the configuration "
+        "and keep it in DIR (default $KIPSEC_OPERATOR_CONFIG_DIR; unset: the file only)",
     )
 
     sas = commands.add_parser("sas", help="list IKE and child SAs, like swanctl --list-sas")
@@ -108,7 +124,12 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONTROL_ERROR
     options = {
         name: value
-        for name, value in (("log_format", args.log_format), ("log_level", args.log_level))
+        for name, value in (
+            ("log_format", args.log_format),
+            ("log_level", args.log_level),
+            ("health_listen", args.health_listen),
+            ("operator_config_dir", args.operator_config_dir),
+        )
         if value is not None
     }
     return int(run(args.config, **options))

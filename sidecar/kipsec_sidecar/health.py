@@ -1,4 +1,4 @@
-"""The sidecar's HTTP endpoint: ``/metrics``, ``/healthz`` and ``/readyz``.
+"""The sidecar's HTTP endpoint: ``/metrics``, ``/healthz``, ``/readyz`` and ``/status``.
 
 A deliberately tiny HTTP/1.1 server on asyncio streams, so it lives in the daemon's event
 loop with no thread and no framework. It answers one GET per connection and closes
@@ -13,13 +13,23 @@ loop with no thread and no framework. It answers one GET per connection and clos
 does not answer at all). ``/readyz`` answers 200 when ``snapshot().ready`` and 503 with
 the peers lacking an installed child SA otherwise. ``/metrics`` is the Prometheus text
 exposition of the registry built by :mod:`kipsec_sidecar.metrics`, served as text format
-0.0.4 (what every Prometheus version and most scrapers read).
+0.0.4 (what every Prometheus version and most scrapers read). ``/status`` is the JSON of
+the same snapshot ``kipsec-sidecar sas --json`` prints (``SidecarSnapshot.to_json``:
+peers, their IKE and child SAs with algorithms, mode and protocol, ``last_error``, the
+datapath and the applied configuration's generation and digest; no key material) with
+``"phase": "running"``; the operator reads it for the Tunnel's status.
+
+Before the daemon has a configuration (``controller`` None, :attr:`HealthServer.waiting`
+says why) every endpoint but ``/metrics`` answers 503 with that reason, ``/status`` as
+``{"phase": "waiting", "reason": ...}``: the native sidecar's startupProbe on
+``/healthz`` then holds the application back until the tunnel is configured.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from http import HTTPStatus
@@ -38,6 +48,7 @@ MAX_CONNECTIONS = 64
 MAX_NAMES_IN_REASON = 10
 
 _TEXT = "text/plain; charset=utf-8"
+_JSON = "application/json"
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -87,14 +98,17 @@ class HealthServer:
 
     def __init__(
         self,
-        controller: Controller,
+        controller: Controller | None,
         registry: CollectorRegistry,
         listen: str = DEFAULT_LISTEN,
         *,
         read_timeout: float = READ_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        waiting: str = "waiting for configuration",
     ) -> None:
         self._controller = controller
+        self.waiting = waiting
+        """Why there is no controller yet (the 503 body while ``controller`` is None)."""
         self._registry = registry
         self._host, self._port = parse_listen(listen)
         self._read_timeout = read_timeout
@@ -105,6 +119,7 @@ class HealthServer:
             "/metrics": self._metrics,
             "/healthz": self._healthz,
             "/readyz": self._readyz,
+            "/status": self._status,
         }
 
     @property
@@ -236,9 +251,25 @@ class HealthServer:
             return HTTPStatus.INTERNAL_SERVER_ERROR, _TEXT, b"metrics collection failed\n"
 
     def _healthz(self) -> tuple[HTTPStatus, str, bytes]:
+        if self._controller is None:
+            return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, (self.waiting + "\n").encode()
         return HTTPStatus.OK, _TEXT, b"ok\n"
 
+    def _status(self) -> tuple[HTTPStatus, str, bytes]:
+        if self._controller is None:
+            body = {"phase": "waiting", "reason": self.waiting}
+            return HTTPStatus.SERVICE_UNAVAILABLE, _JSON, json.dumps(body).encode()
+        try:
+            data = self._controller.snapshot().to_json()
+        except Exception as error:
+            log.exception("status snapshot failed", extra={"error": type(error).__name__})
+            body = {"phase": "error", "reason": "snapshot failed"}
+            return HTTPStatus.INTERNAL_SERVER_ERROR, _JSON, json.dumps(body).encode()
+        return HTTPStatus.OK, _JSON, json.dumps({"phase": "running", **data}).encode()
+
     def _readyz(self) -> tuple[HTTPStatus, str, bytes]:
+        if self._controller is None:
+            return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, (self.waiting + "\n").encode()
         try:
             snapshot = self._controller.snapshot()
         except Exception as error:

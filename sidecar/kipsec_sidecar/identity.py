@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import ssl
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -36,6 +34,8 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from .atomic_files import publish_files
 
 KeyAlgorithm = Literal["ECDSA", "RSA", "Ed25519"]
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -302,32 +302,10 @@ def store_identity(directory: Path, key: PrivateKey, identity: IssuedIdentity) -
     are symlinks through it. A reader (the sidecar reloads on change) never sees a new
     certificate with an old key. The previous generation is removed afterwards.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    generation = Path(tempfile.mkdtemp(dir=directory, prefix="..gen."))
     contents = dict(
         zip(_FILES, (key_pem, identity.certificate_pem, identity.ca_bundle_pem), strict=True)
     )
-    for name, data in contents.items():
-        fd = os.open(generation / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        if name != "tls.key":
-            os.chmod(generation / name, 0o644)
-    data_link = directory / "..data"
-    previous = data_link.resolve() if data_link.is_symlink() else None
-    staging = directory / "..data_tmp"
-    staging.unlink(missing_ok=True)
-    staging.symlink_to(generation.name)
-    os.replace(staging, data_link)
-    for name in _FILES:
-        link = directory / name
-        if not link.is_symlink():
-            link.unlink(missing_ok=True)
-            link.symlink_to(Path("..data") / name)
-    if previous is not None and previous != generation.resolve():
-        for name in _FILES:
-            (previous / name).unlink(missing_ok=True)
-        previous.rmdir()
+    publish_files(directory, contents, modes={"tls.crt": 0o644, "ca.crt": 0o644})

@@ -6,8 +6,8 @@ on every scrape and turns it into metric families, so ``/metrics``, ``sas --json
 process-global one, so two sidecars in one test process do not collide.
 
 Label sets are bounded by configuration: states, modes, protocols, directions, reasons
-and peer names. An SPI, a pod IP or an identity is never a label (each rekey would make a
-new series).
+(closed sets, e.g. :data:`~.handshake_failures.REASONS`) and peer names. An SPI, a pod
+IP or an identity is never a label (each rekey would make a new series).
 
 Per-peer traffic counters come from the child SAs, which vanish on rekey or delete. The
 collector keeps what it last saw of each child and, when the child disappears, adds that
@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from . import __version__
 from .core.ike.engine import IkeState
+from .handshake_failures import REASONS as FAILURE_REASONS
 from .state import ChildSaView, Controller, SidecarSnapshot
 
 PEER_STATES = ("idle", "connecting", "established", "down")
@@ -160,6 +161,13 @@ class SnapshotCollector:
             "IKE SA establishments attempted, by result (success, failure).",
             labels=["result"],
         )
+        failures = CounterMetricFamily(
+            "kipsec_handshake_failures",
+            "IKE SAs that failed before they were established, by reason: "
+            "no_proposal_chosen, authentication_failed, ts_unacceptable, invalid_ke, "
+            "peer_dead (no answer), other.",
+            labels=["reason"],
+        )
         rekeys = CounterMetricFamily(
             "kipsec_rekeys",
             "Completed rekeys, by kind: child SA or IKE SA.",
@@ -203,6 +211,7 @@ class SnapshotCollector:
         if snap is not None:
             self._fill(snap, ike, child, peers, packets, octets)
             _by_key(handshakes, snap.handshakes, HANDSHAKE_RESULTS)
+            _by_key(failures, snap.handshake_failures, FAILURE_REASONS)
             _by_key(rekeys, snap.rekeys, REKEY_KINDS)
             auth.add_metric([], snap.auth_failures)
             _by_key(drops, snap.drops, DROP_REASONS)
@@ -211,7 +220,7 @@ class SnapshotCollector:
             ready.add_metric([], 1 if snap.ready else 0)
             started.add_metric([], snap.started_at)
             build.add_metric([snap.version or __version__, platform.python_version()], 1)
-        yield from (ike, child, peers, packets, octets, handshakes, rekeys, auth, drops)
+        yield from (ike, child, peers, packets, octets, handshakes, failures, rekeys, auth, drops)
         yield from (errors, info, ready, started, build)
 
     def _fill(

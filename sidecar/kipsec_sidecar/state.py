@@ -75,6 +75,7 @@ class PeerView:
     ike_sa: IkeSaView | None = None
     children: tuple[ChildSaView, ...] = ()
     last_error: str | None = None  #: the latest failure (no secrets), e.g. "AUTHENTICATION_FAILED"
+    ike_sas: int = 0  #: live IKE SAs (more than one briefly during a rekey or a collision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +88,13 @@ class SidecarSnapshot:
     started_at: float  #: wall clock
     peers: tuple[PeerView, ...]
     handshakes: dict[str, int] = field(default_factory=dict)  #: by result: success, failure...
+    handshake_failures: dict[str, int] = field(default_factory=dict)  #: by failure reason
     rekeys: dict[str, int] = field(default_factory=dict)  #: by kind: child, ike
     auth_failures: int = 0
     drops: dict[str, int] = field(default_factory=dict)  #: by reason: replay, integrity, ...
     datapath_errors: dict[str, int] = field(default_factory=dict)  #: by kind
+    config_generation: int = 0  #: configurations applied since start (1: the first)
+    config_digest: str = ""  #: SHA-256 hex of the applied document's bytes
 
     @property
     def ready(self) -> bool:

@@ -42,12 +42,24 @@ def selector(name: str, labels: dict[str, str]) -> str:
 CASES: dict[str, tuple[list[tuple[str, str]], str, dict[str, str], str, str]] = {
     "KipsecTunnelNotReady": (
         [
-            (selector("kipsec_operator_tunnels", {"ready": "False", "pod": "op-1"}), "2x30"),
-            (selector("kipsec_operator_tunnels", {"ready": "True", "pod": "op-1"}), "5x30"),
+            (
+                selector(
+                    "kipsec_operator_tunnel_ready",
+                    {"namespace": "shop", "tunnel": "web", "pod": "op-1"},
+                ),
+                "0x30",
+            ),
+            (
+                selector(
+                    "kipsec_operator_tunnel_ready",
+                    {"namespace": "shop", "tunnel": "db", "pod": "op-1"},
+                ),
+                "1x30",
+            ),
         ],
         "12m",
-        {},
-        "2",
+        {"namespace": "shop", "tunnel": "web"},
+        "0",
         "5m",
     ),
     "KipsecSidecarNotReady": (
@@ -98,14 +110,17 @@ CASES: dict[str, tuple[list[tuple[str, str]], str, dict[str, str], str, str]] = 
     ),
     "KipsecHandshakeFailures": (
         [
-            (selector("kipsec_handshakes_total", {**SHOP, "result": "failure"}), "0+1x30"),
             (
-                selector("kipsec_handshakes_total", {**SHOP, "pod": "ok", "result": "success"}),
+                selector("kipsec_handshake_failures_total", {**SHOP, "reason": "peer_dead"}),
                 "0+1x30",
+            ),
+            (
+                selector("kipsec_handshake_failures_total", {**SHOP, "reason": "other"}),
+                "0x30",
             ),
         ],
         "17m",
-        {"namespace": "shop", "pod": "web-1"},
+        {"namespace": "shop", "pod": "web-1", "reason": "peer_dead"},
         "0.016666666666666666",
         "5m",
     ),

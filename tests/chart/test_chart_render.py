@@ -34,7 +34,8 @@ from kipsec_operator.crds.models import TunnelSpec
 from kipsec_operator.handlers import RESOURCES
 from kipsec_operator.main import PEERING_NAME, _parser
 from kipsec_operator.reconcile.validation import parse_spec
-from kipsec_operator.webhook.injection import InjectionSettings
+from kipsec_operator.webhook.environment import PARSERS, injection_settings
+from kipsec_operator.webhook.injection import InjectionSettings, sidecar_container
 from kipsec_operator.webhook.policy import mutating_webhook
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "kipsec"
@@ -200,6 +201,8 @@ def test_every_rendered_kind_is_either_validated_or_checked_here() -> None:
         ({"operator": {"image": {"digest": "latest"}}}, "/operator/image/digest"),
         ({"metrics": {"podMonitor": {"interval": "often"}}}, "/metrics/podMonitor/interval"),
         ({"operator": {"runAsUser": 0}}, "/operator/runAsUser"),
+        ({"sidecar": {"runAsUser": -1}}, "/sidecar/runAsUser"),
+        ({"sidecar": {"resources": {"requests": {"cpu": True}}}}, "/sidecar/resources"),
     ],
 )
 def test_a_bad_value_is_refused_by_the_schema_naming_it(values: Obj, path: str) -> None:
@@ -423,6 +426,45 @@ def test_images_and_sidecar_settings_reach_the_operator() -> None:
     assert settings["KIPSEC_TUN_DEVICE"] == "devicePlugin"
     assert settings["KIPSEC_SIDECAR_HEALTH_PORT"] == "9600"
     assert settings["KIPSEC_SIDECAR_IMAGE"] == "ghcr.io/kipsec/kipsec-sidecar:0.1.0"
+
+
+def sidecar_env(objects: list[Obj]) -> dict[str, str]:
+    """The operator's environment variables that configure the injected sidecar."""
+    return {k: v for k, v in env(objects).items() if k.startswith("KIPSEC_")}
+
+
+@pytest.mark.parametrize("option", ["", *sorted(OPTIONS)])
+def test_the_operator_reads_every_sidecar_setting_the_chart_sets(option: str) -> None:
+    variables = sidecar_env(render(OPTIONS.get(option, {})))
+    assert set(variables) == set(PARSERS)
+    injection_settings(variables)  # raises naming the variable if the chart wrote a bad one
+
+
+def test_the_charts_defaults_are_the_operators_defaults() -> None:
+    assert injection_settings(sidecar_env(render())) == InjectionSettings()
+
+
+def test_sidecar_values_reach_the_injected_container() -> None:
+    values = {
+        "sidecar": {
+            "image": {"repository": "registry.example/kipsec-sidecar", "tag": "9.9"},
+            "tunDevice": "devicePlugin",
+            "tunResource": "example.com/tun",
+            "runAsUser": 1000,
+            "resources": {
+                "requests": {"cpu": "20m", "memory": "32Mi"},
+                "limits": {"memory": "1Gi"},
+            },
+        }
+    }
+    settings = injection_settings(sidecar_env(render(values)))
+    container = sidecar_container(settings, net_raw=False)
+    assert container["image"] == "registry.example/kipsec-sidecar:9.9"
+    assert container["securityContext"]["runAsUser"] == 1000
+    assert container["resources"] == {
+        "requests": {"cpu": "20m", "memory": "32Mi", "example.com/tun": "1"},
+        "limits": {"memory": "1Gi", "example.com/tun": "1"},
+    }
 
 
 def test_renaming_the_release_renames_every_object_and_the_webhook_target() -> None:

@@ -67,6 +67,8 @@ def test_the_dashboard_has_the_panels_on_call_needs() -> None:
         "child sas installed by node",
         "by pod",
         "handshakes by result",
+        "handshake failures by reason",
+        "tunnels ready vs not, by tunnel",
         "failures",
         "rekeys",
         "throughput",
@@ -132,8 +134,9 @@ class _SidecarEndpoint:
 def operator_metrics() -> OperatorMetrics:
     """The operator's registry with the values a running operator would have set."""
     metrics = OperatorMetrics()
-    metrics.tunnels.labels(ready="True").set(3)
-    metrics.tunnels.labels(ready="False").set(1)
+    ready = {"conditions": [{"type": "Ready", "status": "True"}], "childSasEstablished": 2}
+    waiting = {"conditions": [{"type": "Ready", "status": "False"}], "childSasEstablished": 0}
+    metrics.observe_tunnels({("shop", "web"): ready, ("shop", "db"): waiting})
     metrics.pods_matched.set(6)
     metrics.sidecars_configured.set(6)
     metrics.pods_missing_sidecar.set(0)

@@ -76,6 +76,16 @@ def topology(_swept: list[str]) -> Iterator[Topology]:
 
 
 @pytest.fixture
+def pods(topology: Topology) -> Topology:
+    """Two nodes, one pod each (pa 10.10.1.2 behind a, pb 10.10.2.2 behind b)."""
+    topology.add_node("a")
+    topology.add_node("b")
+    topology.add_pod("pa", "a")
+    topology.add_pod("pb", "b")
+    return topology
+
+
+@pytest.fixture
 def gateway_topology(_swept: list[str]) -> Iterator[Topology]:
     """Like ``topology`` but without plain routes between pod CIDRs (``pod_routes=False``):
     pod traffic between nodes flows only through whatever tunnel the test sets up."""

@@ -34,16 +34,6 @@ pytestmark = pytest.mark.netns
 
 
 @pytest.fixture
-def pods(topology: Topology) -> Topology:
-    """Two nodes, one pod each (pa 10.10.1.2 behind a, pb 10.10.2.2 behind b)."""
-    topology.add_node("a")
-    topology.add_node("b")
-    topology.add_pod("pa", "a")
-    topology.add_pod("pb", "b")
-    return topology
-
-
-@pytest.fixture
 def pair(pods: Topology, tmp_path: Path) -> Iterator[tuple[Sidecar, Sidecar]]:
     """Sidecars in pa and pb, each with the other as an onStart peer, established."""
     a, b = Sidecar(pods, "pa", tmp_path), Sidecar(pods, "pb", tmp_path)

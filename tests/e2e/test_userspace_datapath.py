@@ -60,8 +60,12 @@ def _spec(
     protocol: str = "esp",
     encapsulation: str = "udp",
     outbound_at_start: bool = True,
+    in_selectors: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A harness spec for the pod at ``me`` talking to the pod at ``peer``."""
+    """A harness spec for the pod at ``me`` talking to the pod at ``peer``.
+
+    ``in_selectors`` (``local_ts``/``remote_ts``) gives the inbound SA selectors of its own,
+    as a responder's narrowing does."""
     algorithms, key_field, _ = KEYS[protocol]
 
     def sa(spi: int, src: str, dst: str) -> dict[str, Any]:
@@ -81,7 +85,7 @@ def _spec(
             "encapsulation": encapsulation,
         },
         "out": sa(out_spi, me, peer),
-        "in": sa(in_spi, peer, me),
+        "in": {**sa(in_spi, peer, me), **(in_selectors or {})},
         "outbound_at_start": outbound_at_start,
     }
 
@@ -378,6 +382,23 @@ def test_tampered_and_replayed_esp_is_dropped_and_counted_and_traffic_still_flow
     assert stats["replay_drops"] == {PEER: 1}
     assert stats["integrity_drops"] == {PEER: 1}
     assert udp_roundtrip(topology, "pa", "pb", MARKER, port=7790) == MARKER
+
+
+def test_inner_packets_outside_the_sas_own_selectors_are_dropped_and_counted(
+    topology: Topology,
+) -> None:
+    only_udp_7777 = {"protocol": 17, "start_port": 7777, "end_port": 7777}
+    narrowed = {  # pa's inbound SA: from pb, to pa's UDP port 7777 only (pods' addresses)
+        "local_ts": [{"network": "10.10.1.2/32", **only_udp_7777}],
+        "remote_ts": [{"network": "10.10.2.2/32"}],
+    }
+    ha, _ = _start_pair(topology, a_options={"in_selectors": narrowed})
+
+    assert udp_roundtrip(topology, "pb", "pa", MARKER, port=7777) == MARKER
+    with pytest.raises(CommandFailed):
+        udp_roundtrip(topology, "pb", "pa", MARKER, port=7790, timeout=2)
+
+    assert ha.stats()["stats"]["errors"].get("selector", 0) > 0
 
 
 # -- lifecycle -------------------------------------------------------------------------

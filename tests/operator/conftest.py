@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from kipsec_lab.apiserver import Emulator, serve
 from kipsec_operator.handlers import RESOURCES, Operator
 from kipsec_operator.kube import Connection, Kube
 from kipsec_operator.main import run_operator
 from kipsec_operator.reconcile.cluster import ObjectKey, PodRef
 from kipsec_operator.reconcile.status import SidecarReport
-from support.kube_emulator import Emulator, serve
 from support.operator_cluster import Cluster, eventually, self_signed
 
 

@@ -93,15 +93,20 @@ async def test_the_webhook_refuses_a_malformed_review_with_a_reason(
     assert "malformed AdmissionReview" in answer["response"]["status"]["message"]
 
 
-async def test_metrics_count_tunnels_and_configured_sidecars(
-    cluster: Cluster,
-) -> None:
-    url, context = cluster.endpoint, cluster.client_ssl
+async def apply_two_pod_mesh(cluster: Cluster) -> None:
+    """Pods a and b and the PSK mesh Tunnel "mesh" that links them, in "default"."""
     await cluster.apply(namespace("default"))
     await cluster.apply(psk_secret())
     await cluster.apply(pod("a", "10.0.0.1", labels={"app": "mesh"}))
     await cluster.apply(pod("b", "10.0.0.2", labels={"app": "mesh"}))
     await cluster.apply(tunnel("mesh", psk_mesh_spec()))
+
+
+async def test_metrics_count_tunnels_and_configured_sidecars(
+    cluster: Cluster,
+) -> None:
+    url, context = cluster.endpoint, cluster.client_ssl
+    await apply_two_pod_mesh(cluster)
     await eventually(lambda: len(cluster.config_secrets()) == 2)
 
     async def scrape() -> str | None:
@@ -145,7 +150,7 @@ async def test_a_tunnel_certificate_puts_the_operator_ca_in_the_pods_configurati
     ca_secret = cluster.emulator.stored("v1/secrets", "kipsec-system", "kipsec-ca")
     assert ca_secret is not None
     ca_files = document(secret)["peers"][0]["auth"]["certificate"]["caFiles"]
-    bundle_key = ca_files[0].rsplit("/", 1)[1]
+    bundle_key = ca_files[0].rsplit("/", 1)[-1]  # relative to the document
     assert secret["data"][bundle_key] == ca_secret["data"]["ca.crt"]
     assert "tls.key" not in json.dumps(secret["data"])
 
@@ -219,3 +224,24 @@ async def test_a_pod_gets_its_certificate_signed_and_another_pods_token_is_refus
     refused, reason = await submit("someone-elses-token")
     assert refused == 401 or refused == 403, reason
     assert "cart-token" not in json.dumps(reason)
+
+
+async def test_per_tunnel_series_follow_the_tunnels_and_go_with_them(cluster: Cluster) -> None:
+    url, context = cluster.endpoint, cluster.client_ssl
+    await apply_two_pod_mesh(cluster)
+    series = 'kipsec_operator_tunnel_ready{namespace="default",tunnel="mesh"}'
+
+    async def scrape(present: bool) -> str | None:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/metrics", ssl=context) as response,
+        ):
+            text = await response.text()
+        return text if (series in text) == present else None
+
+    text = await eventually(lambda: scrape(True))
+    assert f"{series} 0.0" in text  # no sidecar reports an SA yet
+    assert 'kipsec_operator_tunnel_child_sas{namespace="default",tunnel="mesh"} 0.0' in text
+    await cluster.delete("Tunnel", "default", "mesh")
+    text = await eventually(lambda: scrape(False))
+    assert 'tunnel="mesh"' not in text

@@ -1,6 +1,17 @@
-"""Reading what a sidecar reports from its health endpoint (`/readyz`)."""
+"""Reading what a sidecar reports from its health endpoint: `/status`, else `/readyz`.
+
+The `/status` tests parse what the real sidecar health server serves (its JSON of a
+snapshot); the fetcher tests ask a real :class:`~kipsec_sidecar.health.HealthServer` on
+loopback, and an old-style server without `/status` for the fallback.
+"""
 
 from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import pytest
 from aiohttp import web
@@ -8,8 +19,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kipsec_operator.reconcile.cluster import PodRef
-from kipsec_operator.sidecar_reports import HttpFetcher, parse_readyz, poll
-from kipsec_sidecar.health import not_ready_reason
+from kipsec_operator.sidecar_reports import (
+    HttpFetcher,
+    StatusError,
+    parse_readyz,
+    parse_status,
+    poll,
+)
+from kipsec_sidecar.health import HealthServer, not_ready_reason
+from kipsec_sidecar.metrics import build_registry
+from kipsec_sidecar.state import PeerView, SidecarSnapshot
+from support.controller_double import ControllerDouble, example_snapshot
 
 pytestmark = pytest.mark.operator
 
@@ -49,8 +69,131 @@ def test_any_answer_reports_only_peers_the_document_lists(status: int, body: str
     assert parse_readyz(status, body, PEERS).established <= PEERS
 
 
+def status_body(snapshot: SidecarSnapshot) -> bytes:
+    """The body the sidecar's `/status` serves for `snapshot` (its own encoding)."""
+    return json.dumps({"phase": "running", **snapshot.to_json()}).encode()
+
+
+def failing(snapshot: SidecarSnapshot, name: str, error: str) -> SidecarSnapshot:
+    """`snapshot` plus a peer `name` that is down with `error` and has no child SA."""
+    down = PeerView(
+        name=name,
+        address="10.20.0.9",
+        keying="ike",
+        start="onStart",
+        state="down",
+        last_error=error,
+    )
+    return replace(snapshot, peers=(*snapshot.peers, down))
+
+
+def test_status_counts_the_peers_with_an_installed_child_sa() -> None:
+    report = parse_status(status_body(example_snapshot()), frozenset({"b", "c", "d"}))
+    assert report.established == {"b", "c"}
+    assert report.last_error is None
+
+
+def test_status_reports_a_failing_peers_error_with_its_name() -> None:
+    snapshot = failing(example_snapshot(), "d", "AUTHENTICATION_FAILED (no matching PSK)")
+
+    report = parse_status(status_body(snapshot), frozenset({"b", "c", "d"}))
+
+    assert report.last_error == "d: AUTHENTICATION_FAILED (no matching PSK)"
+
+
+def test_status_bounds_a_peers_error() -> None:
+    snapshot = failing(example_snapshot(), "d", "X" * 10_000)
+
+    report = parse_status(status_body(snapshot), frozenset({"d"}))
+
+    assert report.last_error is not None and len(report.last_error) < 300
+
+
+def test_status_ignores_peers_the_document_does_not_list() -> None:
+    snapshot = failing(example_snapshot(), "stale", "PEER_DEAD")
+
+    report = parse_status(status_body(snapshot), frozenset({"b"}))
+
+    assert report.established == {"b"}
+    assert report.last_error is None
+
+
+def test_a_sidecar_waiting_for_its_configuration_has_nothing_established() -> None:
+    body = b'{"phase": "waiting", "reason": "waiting for configuration"}'
+    assert parse_status(body, PEERS) == parse_status(body, frozenset())
+    assert parse_status(body, PEERS).established == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"not json", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (b'{"peers": []}', "phase"),
+        (b'{"phase": "running", "peers": {}}', "peers"),
+        (b'{"phase": "running", "peers": [{"name": 7, "children": []}]}', "peers[0].name"),
+        (
+            b'{"phase": "running", "peers": [{"name": "b", "children": [{"state": null}]}]}',
+            "peers[0].children[0].state",
+        ),
+        (
+            b'{"phase": "running", "peers": [{"name": "b", "children": [], "last_error": 1}]}',
+            "peers[0].last_error",
+        ),
+    ],
+)
+def test_garbage_status_is_a_typed_error_naming_the_field(body: bytes, field: str) -> None:
+    with pytest.raises(StatusError, match=re.escape(field)):
+        parse_status(body, PEERS)
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[int]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
 @pytest.mark.asyncio
-async def test_the_http_fetcher_asks_each_pods_health_port() -> None:
+async def test_the_http_fetcher_reads_the_sidecars_status() -> None:
+    snapshot = failing(example_snapshot(), "d", "PEER_DEAD")
+    controller = ControllerDouble(snapshot)
+    server = HealthServer(controller, build_registry(controller), "127.0.0.1:0")
+    pod = PodRef("shop", "a", "uid-a", ("127.0.0.1",))
+    async with server:
+        fetcher = HttpFetcher(port=server.port, timeout=2.0)
+        try:
+            report = await fetcher(pod, frozenset({"b", "c", "d"}))
+        finally:
+            await fetcher.close()
+
+    assert report is not None
+    assert report.established == {"b", "c"}
+    assert report.last_error == "d: PEER_DEAD"
+
+
+@pytest.mark.asyncio
+async def test_a_status_larger_than_the_bound_counts_as_unreachable() -> None:
+    async def status(_: web.Request) -> web.Response:
+        return web.Response(body=b" " * (4 * 1024 * 1024 + 1))
+
+    app = web.Application()
+    app.router.add_get("/status", status)
+    pod = PodRef("shop", "a", "uid-a", ("127.0.0.1",))
+    async with serving(app) as port:
+        fetcher = HttpFetcher(port=port, timeout=5.0)
+        try:
+            assert await fetcher(pod, PEERS) is None
+        finally:
+            await fetcher.close()
+
+
+@pytest.mark.asyncio
+async def test_the_http_fetcher_falls_back_to_readyz_for_a_sidecar_without_status() -> None:
     async def readyz(_: web.Request) -> web.Response:
         return web.Response(
             status=503, text="not ready: no installed child SA for 1 peer(s): shop/b (down)\n"
@@ -58,21 +201,16 @@ async def test_the_http_fetcher_asks_each_pods_health_port() -> None:
 
     app = web.Application()
     app.router.add_get("/readyz", readyz)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    fetcher = HttpFetcher(port=port, timeout=2.0)
     pod = PodRef("shop", "a", "uid-a", ("127.0.0.1",))
     unreachable = PodRef("shop", "z", "uid-z", ("127.0.0.2",))
-    try:
-        reports = await poll(
-            {pod.key: (pod, PEERS), unreachable.key: (unreachable, PEERS)}, fetcher
-        )
-    finally:
-        await fetcher.close()
-        await runner.cleanup()
+    async with serving(app) as port:
+        fetcher = HttpFetcher(port=port, timeout=2.0)
+        try:
+            reports = await poll(
+                {pod.key: (pod, PEERS), unreachable.key: (unreachable, PEERS)}, fetcher
+            )
+        finally:
+            await fetcher.close()
 
     assert reports[pod.key].established == {"shop/a", "shop/c"}
     assert reports[unreachable.key].established == frozenset()

@@ -145,6 +145,7 @@ def example_snapshot(**changes: object) -> SidecarSnapshot:
         started_at=NOW - 3725,
         peers=(b, c),
         handshakes={"success": 3, "failure": 1},
+        handshake_failures={"no_proposal_chosen": 1},
         rekeys={"child": 5, "ike": 2},
         auth_failures=1,
         drops={"replay": 4, "integrity": 6},

@@ -34,15 +34,15 @@ import contextlib
 import ipaddress
 import itertools
 import os
-import select
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Final
+
+from kipsec_lab.host import wait_for_output as wait_for_output  # re-exported: e2e tests use it
 
 PREFIX: Final = "kipsect"
 """First part of every namespace name this module creates (and the only ones it sweeps)."""
@@ -198,30 +198,6 @@ def sweep_stale(prefix: str = PREFIX) -> list[str]:
         delete_namespace(namespace)
         swept.append(namespace)
     return swept
-
-
-def wait_for_output(stream: IO[bytes], needle: bytes, timeout: float) -> bytes:
-    """Read ``stream`` (a pipe) until ``needle`` appears; return what was read.
-
-    Raises :class:`TimeoutError` (with the output so far) after ``timeout`` seconds or
-    when the stream ends first. Reads with ``os.read`` on the raw descriptor, so it never
-    blocks past the deadline.
-    """
-    deadline = time.monotonic() + timeout
-    seen = b""
-    fd = stream.fileno()
-    while needle not in seen:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"no {needle!r} within {timeout}s; output so far: {seen!r}")
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            continue
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            raise TimeoutError(f"stream closed before {needle!r}; output: {seen!r}")
-        seen += chunk
-    return seen
 
 
 def stop_process(

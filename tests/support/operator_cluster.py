@@ -24,17 +24,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from kipsec_lab.apiserver import Emulator
 from kipsec_operator.handlers import Operator
 from kipsec_operator.kube import Kube, object_path
 from kipsec_operator.reconcile.cluster import ObjectKey
 from kipsec_operator.reconcile.status import SidecarReport
 from kipsec_sidecar.config import load_config_data
-from support.kube_emulator import Emulator
 
 PLURALS = {
     "Pod": ("v1", "pods"),
     "Namespace": ("v1", "namespaces"),
     "Secret": ("v1", "secrets"),
+    "Service": ("v1", "services"),
+    "EndpointSlice": ("discovery.k8s.io/v1", "endpointslices"),
     "Tunnel": ("kipsec.io/v1alpha1", "tunnels"),
     "TunnelCertificate": ("kipsec.io/v1alpha1", "tunnelcertificates"),
 }

@@ -93,6 +93,46 @@ def two_sided_spec(client: str = "client", server: str = "server", **extra: Any)
     return spec
 
 
+def service(
+    name: str,
+    cluster_ips: list[str],
+    ports: list[dict[str, Any]],
+    *,
+    namespace: str = "default",
+) -> dict[str, Any]:
+    """A ClusterIP Service (`ports` as in its spec: name, port, targetPort, protocol)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"clusterIP": cluster_ips[0], "clusterIPs": cluster_ips, "ports": ports},
+    }
+
+
+def endpoint_slice(
+    name: str,
+    service_name: str,
+    addresses: list[str],
+    ports: list[dict[str, Any]],
+    *,
+    namespace: str = "default",
+) -> dict[str, Any]:
+    """An EndpointSlice of `service_name` with one ready endpoint per address (`ports`:
+    name, port — the resolved targetPort — and protocol)."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": service_name},
+        },
+        "addressType": "IPv6" if addresses and ":" in addresses[0] else "IPv4",
+        "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
+        "ports": ports,
+    }
+
+
 TRUST_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIB...test bundle...\n-----END CERTIFICATE-----\n"
 
 

@@ -67,6 +67,8 @@ class Sidecar:
         self.log = workdir / f"{name}.log"
         self.socket = str(workdir / f"{name}.sock")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] = {}
+        """Variables added to the process's environment (``KIPSEC_OPERATOR_URL`` …)."""
 
     def document(
         self, peers: list[dict[str, Any]], *, local: Mapping[str, Any] | None = None, **extra: Any
@@ -136,7 +138,10 @@ class Sidecar:
             )
             argv = [sys.executable, "-c", code, str(self.config)]
         with self.log.open("ab") as log:
-            self.proc = self.topology.popen(self.pod, argv, stdout=subprocess.DEVNULL, stderr=log)
+            env = {**os.environ, **self.env} if self.env else None
+            self.proc = self.topology.popen(
+                self.pod, argv, stdout=subprocess.DEVNULL, stderr=log, env=env
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -147,11 +152,12 @@ class Sidecar:
             time.sleep(0.05)
         raise AssertionError(f"{self.pod} did not start in {START_TIMEOUT}s:\n{self.tail()}")
 
-    def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        """Send ``sig`` (SIGKILL after 5 s); return the exit code, None if never started."""
+    def stop(self, sig: int = signal.SIGTERM, *, grace: float = 5.0) -> int | None:
+        """Send ``sig`` (SIGKILL after ``grace`` s); return the exit code, None if never
+        started."""
         if self.proc is None:
             return None
-        stop_process(self.proc, sig=sig, grace=5.0)
+        stop_process(self.proc, sig=sig, grace=grace)
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -295,10 +301,10 @@ def wait_mesh(sidecars: Mapping[str, Sidecar], timeout: float = 10.0) -> None:
 _TCP_ECHO = r"""
 import socket, sys
 srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
-srv.settimeout(10)
+srv.settimeout(float(sys.argv[4]))
 print("ready", flush=True)
 conn, _ = srv.accept()
-conn.settimeout(10)
+conn.settimeout(float(sys.argv[4]))
 data = b""
 while len(data) < int(sys.argv[3]):
     chunk = conn.recv(65536)
@@ -312,7 +318,7 @@ conn.close()
 _TCP_CLIENT = r"""
 import socket, sys
 payload = bytes.fromhex(sys.argv[3]) * 2000
-sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[4]))
 sock.sendall(payload)
 back = b""
 while len(back) < len(payload):
@@ -325,22 +331,34 @@ sys.exit(0 if back == payload else "echo differs")
 
 
 def tcp_roundtrip(
-    topology: Topology, src: str, dst: str, port: int = 7070, marker: bytes = MARKER
+    topology: Topology,
+    src: str,
+    dst: str,
+    port: int = 7070,
+    marker: bytes = MARKER,
+    *,
+    connect_to: tuple[str, int] | None = None,
+    timeout: float = 15.0,
 ) -> None:
     """A TCP connection from ``src`` to ``dst`` carrying ``marker`` × 2000 (~56 kB) each way,
-    so segments are full-sized; raises CommandFailed if the echo differs or times out."""
+    so segments are full-sized; raises CommandFailed if the echo differs or times out.
+
+    ``dst`` serves on its address and ``port``; the client connects there, or to
+    ``connect_to`` (address, port), e.g. a Service's ClusterIP translated to ``dst``.
+    ``timeout`` bounds the client, and a third of it the server's start (a VM under
+    software emulation needs far more than the default)."""
     size = len(marker) * 2000
+    wait = str(timeout * 2 / 3)  # the server's accept and each socket operation
     server = topology.popen(
         dst,
-        [sys.executable, "-c", _TCP_ECHO, topology.address(dst), str(port), str(size)],
+        [sys.executable, "-c", _TCP_ECHO, topology.address(dst), str(port), str(size), wait],
         stdout=subprocess.PIPE,
     )
     try:
         assert server.stdout is not None
-        wait_for_output(server.stdout, b"ready", 5)
-        topology.python(
-            src, _TCP_CLIENT, topology.address(dst), str(port), marker.hex(), timeout=15
-        )
+        wait_for_output(server.stdout, b"ready", timeout / 3)
+        host, target = connect_to or (topology.address(dst), port)
+        topology.python(src, _TCP_CLIENT, host, str(target), marker.hex(), wait, timeout=timeout)
     finally:
         stop_process(server)
 

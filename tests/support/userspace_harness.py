@@ -44,7 +44,9 @@ NAT_T_PORT = 4500
 
 
 def make_sa(spec: dict[str, Any], *, mode: str, protocol: str, udp: bool) -> IpsecSa:
-    """An IpsecSa from a JSON-able spec: spi, src, dst, encr_id, encr_key, integ_id, integ_key."""
+    """An IpsecSa from a JSON-able spec: spi, src, dst, encr_id, encr_key, integ_id, integ_key,
+    and optionally the SA's negotiated ``local_ts``/``remote_ts`` (lists of keyword
+    arguments of ``TrafficSelector.from_network``)."""
     return IpsecSa(
         spi=spec["spi"],
         src=spec["src"],
@@ -56,6 +58,8 @@ def make_sa(spec: dict[str, Any], *, mode: str, protocol: str, udp: bool) -> Ips
         integ_id=IntegId(spec["integ_id"]) if spec.get("integ_id") else None,
         integ_key=bytes.fromhex(spec.get("integ_key", "")),
         udp_encap=udp and protocol == "esp",
+        local_ts=tuple(TrafficSelector.from_network(**ts) for ts in spec.get("local_ts", ())),
+        remote_ts=tuple(TrafficSelector.from_network(**ts) for ts in spec.get("remote_ts", ())),
     )
 
 

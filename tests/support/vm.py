@@ -156,3 +156,27 @@ def run_python_in_vm(
     if begin < 0 or end < begin:
         raise VmError(f"no result from {script.name} (exit {run.returncode}):\n{out[-4000:]}")
     return json.loads(out[begin + len(RESULT_BEGIN) : end]), run
+
+
+# --- assertions of the tests/vm modules over one script's result ---------------------------
+
+
+def assert_check(result: dict[str, Any], name: str) -> None:
+    """Check ``name`` of a checks script's result ran and passed (else: its detail, or
+    every failure when it never ran — a crashed step records only ``<step>/ran``)."""
+    checks = result["checks"]
+    assert name in checks, f"check {name} did not run; failures: " + "; ".join(
+        f"{k}: {v['detail'][-800:]}" for k, v in checks.items() if not v["ok"]
+    )
+    assert checks[name]["ok"], checks[name]["detail"]
+
+
+def assert_no_failures(result: dict[str, Any]) -> None:
+    """No check failed, including those no test names (a crashed step's ``…/ran``)."""
+    failed = {k: v["detail"][-1500:] for k, v in result["checks"].items() if not v["ok"]}
+    assert not failed, failed
+
+
+def assert_ran_in_the_vm(result: dict[str, Any]) -> None:
+    """The script ran on the VM's kernel, not on this host's (which lacks ESP)."""
+    assert result["kernel"] != os.uname().release, "the checks ran on the host kernel"

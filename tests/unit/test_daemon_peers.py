@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -217,3 +218,14 @@ def test_same_side_duplicates_drop_the_older_whoever_sees_them() -> None:
 
 def test_addresses_order_by_version_then_value() -> None:
     assert address_order("10.0.0.2") < address_order("10.0.0.10") < address_order("::1")
+
+
+def test_behind_a_nat_both_directions_carry_the_peers_mapped_port() -> None:
+    # The kernel keeps the peer's port in the inbound state's encapsulation as well
+    # (RFC 3948), so the first install must already know it, not only the switch.
+    natted = dataclasses.replace(child(0x100, 0x200), remote_port=40007)
+    ops = ChildTable().established(natted)
+    assert [op.remote_port for op in ops if isinstance(op, InstallInbound | SetOutbound)] == [
+        40007,
+        40007,
+    ]

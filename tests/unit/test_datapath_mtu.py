@@ -14,6 +14,7 @@ from kipsec_sidecar.datapath.mtu import (
     tun_mtu,
     wire_size,
     worst_case_overhead,
+    xfrm_mss_clamp_ruleset,
 )
 
 ESP, AH = ProtocolId.ESP, ProtocolId.AH
@@ -97,6 +98,18 @@ def test_mss_clamp_rewrites_syns_leaving_through_the_device_to_the_route_mtu() -
     assert "tcp option maxseg size set rt mtu" in script
     # The script first deletes a stale table of the same name, and only that one.
     assert script.splitlines()[:2] == ["table inet kipsec", "delete table inet kipsec"]
+
+
+def test_the_kernel_datapath_clamps_syns_leaving_through_an_sa_after_routing() -> None:
+    assert xfrm_mss_clamp_ruleset("kipsec") == (
+        "table inet kipsec\n"
+        "delete table inet kipsec\n"
+        "table inet kipsec {\n"
+        "  chain postrouting { type filter hook postrouting priority mangle; policy accept;\n"
+        "    rt ipsec exists tcp flags syn / syn,rst tcp option maxseg size set rt mtu\n"
+        "  }\n"
+        "}\n"
+    )
 
 
 def test_esp_with_a_block_cipher_and_no_integrity_is_refused() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from kipsec_sidecar.health import MAX_REQUEST_HEAD, HealthServer, parse_listen
@@ -102,6 +104,35 @@ def test_readyz_follows_the_snapshot_as_it_changes() -> None:
         assert (await get(server.port, "/readyz"))[0] == 200
 
     serve(test, controller)
+
+
+def test_status_is_the_snapshot_json_with_the_running_phase() -> None:
+    controller = ControllerDouble(not_ready_snapshot())
+
+    async def test(server: HealthServer) -> None:
+        status, headers, body = await get(server.port, "/status")
+        assert status == 200
+        assert headers["Content-Type"] == "application/json"
+        expected = {"phase": "running", **controller.current.to_json()}
+        assert json.loads(body) == json.loads(json.dumps(expected))
+
+    serve(test, controller)
+
+
+def test_without_a_controller_every_probe_says_why_it_waits() -> None:
+    async def main() -> None:
+        server = HealthServer(None, CollectorRegistry(), "127.0.0.1:0", waiting="waiting for X")
+        async with server:
+            for path in ("/healthz", "/readyz"):
+                assert (await get(server.port, path))[::2] == (503, b"waiting for X\n")
+            status, _, body = await get(server.port, "/status")
+            assert (status, json.loads(body)) == (
+                503,
+                {"phase": "waiting", "reason": "waiting for X"},
+            )
+            assert (await get(server.port, "/metrics"))[0] == 200
+
+    asyncio.run(main())
 
 
 def test_metrics_is_the_prometheus_text_exposition() -> None:

@@ -10,6 +10,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from kipsec_sidecar.handshake_failures import REASONS as FAILURE_REASONS
 from kipsec_sidecar.metrics import DROP_REASONS, IKE_STATES, build_registry
 from kipsec_sidecar.state import SidecarSnapshot
 from support.controller_double import (
@@ -64,6 +65,7 @@ def test_every_family_is_prefixed_and_described(families: Families) -> None:
         "kipsec_packets",
         "kipsec_bytes",
         "kipsec_handshakes",
+        "kipsec_handshake_failures",
         "kipsec_rekeys",
         "kipsec_auth_failures",
         "kipsec_dropped_packets",
@@ -85,6 +87,7 @@ def test_counters_are_counters_and_gauges_are_gauges() -> None:
         "kipsec_packets",
         "kipsec_bytes",
         "kipsec_handshakes",
+        "kipsec_handshake_failures",
         "kipsec_rekeys",
         "kipsec_auth_failures",
         "kipsec_dropped_packets",
@@ -161,6 +164,15 @@ def test_handshakes_rekeys_and_auth_failures(families: Families) -> None:
     assert value(families, "kipsec_rekeys", "kipsec_rekeys_total", kind="child") == 5
     assert value(families, "kipsec_rekeys", "kipsec_rekeys_total", kind="ike") == 2
     assert value(families, "kipsec_auth_failures", "kipsec_auth_failures_total") == 1
+
+
+def test_handshake_failures_have_every_reason_even_when_zero(families: Families) -> None:
+    failures = "kipsec_handshake_failures"
+    sample = "kipsec_handshake_failures_total"
+    assert value(families, failures, sample, reason="no_proposal_chosen") == 1
+    assert value(families, failures, sample, reason="peer_dead") == 0
+    reasons = {s.labels["reason"] for s in families[failures] if s.name == sample}
+    assert reasons == set(FAILURE_REASONS)
 
 
 def test_drops_have_every_reason_even_when_zero(families: Families) -> None:

@@ -24,6 +24,7 @@ from kipsec_operator.webhook.injection import (
     INJECTED_ANNOTATION,
     InjectionSettings,
     mutate,
+    sidecar_container,
 )
 from kipsec_operator.webhook.policy import (
     mutating_webhook,
@@ -401,3 +402,19 @@ def test_pods_created_while_the_webhook_was_down_are_reported() -> None:
         ("shop", "cart-1", ("shop/cart-mesh",))
     ]
     assert "not encrypted" in missing[0].message
+
+
+def test_the_sidecar_listens_on_the_pod_ip_and_polls_the_operator_for_its_configuration() -> None:
+    env = {e["name"]: e.get("value") for e in sidecar_container(InjectionSettings(), False)["env"]}
+
+    assert env["KIPSEC_HEALTH_LISTEN"] == "0.0.0.0:9585"
+    assert env["KIPSEC_OPERATOR_CONFIG_DIR"] == "/run/kipsec/config"
+    off = sidecar_container(InjectionSettings(config_delivery=False), False)["env"]
+    assert "KIPSEC_OPERATOR_CONFIG_DIR" not in {e["name"] for e in off}
+
+
+def test_the_startup_probe_outlasts_the_kubelets_secret_refresh() -> None:
+    probe = sidecar_container(InjectionSettings(), False)["startupProbe"]
+
+    assert probe["httpGet"]["path"] == "/healthz"
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 120

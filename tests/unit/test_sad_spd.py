@@ -19,6 +19,7 @@ from kipsec_sidecar.core.spd import (
     Direction,
     Policy,
     SecurityPolicyDatabase,
+    selectors_allow,
 )
 from kipsec_sidecar.core.traffic_selectors import TrafficSelector
 
@@ -246,3 +247,41 @@ def test_ipv6_packets_do_not_match_ipv4_policies() -> None:
         ipaddress.IPv6Address("fd00::1"), ipaddress.IPv6Address("fd00::2"), IpProto.UDP, 8
     ) + struct.pack("!HHHH", 1, 2, 8, 0)
     assert spd.decide_packet(v6, Direction.OUT).action is Action.DISCARD
+
+
+# --- inbound selector check after decryption (RFC 4301 section 5.2 step 4) ---------------
+
+WEB_B = TrafficSelector.from_network("10.0.2.0/24", protocol=6, start_port=443, end_port=443)
+
+
+def test_inbound_packet_inside_the_selectors_is_allowed() -> None:
+    assert selectors_allow(
+        packet("10.0.2.7", "10.0.1.5", 6, 443, 40000), [POD_A], [WEB_B], Direction.IN
+    )
+
+
+@pytest.mark.parametrize(
+    "outside",
+    [
+        pytest.param(packet("10.0.3.7", "10.0.1.5", 6, 443, 40000), id="source-not-remote"),
+        pytest.param(packet("10.0.2.7", "10.0.9.5", 6, 443, 40000), id="destination-not-local"),
+        pytest.param(packet("10.0.2.7", "10.0.1.5", 6, 8443, 40000), id="port-out-of-range"),
+        pytest.param(packet("10.0.2.7", "10.0.1.5", 17, 443, 40000), id="other-protocol"),
+    ],
+)
+def test_inbound_packet_outside_the_selectors_is_refused(outside: FiveTuple) -> None:
+    assert not selectors_allow(outside, [POD_A], [WEB_B], Direction.IN)
+
+
+def test_any_local_and_any_remote_selector_of_the_lists_may_match() -> None:
+    pod_c = TrafficSelector.from_network("10.0.3.0/24")
+    pod_d = TrafficSelector.from_network("fd00::/64")
+    assert selectors_allow(
+        packet("10.0.3.7", "10.0.1.5", 17, 1, 2), [pod_d, POD_A], [WEB_B, pod_c], Direction.IN
+    )
+
+
+def test_outbound_direction_reads_the_source_as_local() -> None:
+    reply = packet("10.0.1.5", "10.0.2.7", 6, 40000, 443)
+    assert selectors_allow(reply, [POD_A], [WEB_B], Direction.OUT)
+    assert not selectors_allow(reply, [POD_A], [WEB_B], Direction.IN)

@@ -23,6 +23,7 @@ from kipsec_sidecar.datapath.xfrm_sa import (
     peer_policies,
     port_masks,
     ranges_to_networks,
+    safety_net_seconds,
     selectors,
     state_spec,
 )
@@ -257,3 +258,25 @@ def test_ah_with_udp_encapsulation_is_refused() -> None:
             reqid=REQID,
             mark=MARK,
         )
+
+
+@pytest.mark.parametrize(
+    ("child_lifetime", "kernel"),
+    [(3600.0, 3960), (30.0, 35), (10.5, 16), (None, 0)],
+)
+def test_the_kernels_safety_net_outlives_the_engines_child_lifetime(
+    child_lifetime: float | None, kernel: int
+) -> None:
+    # The engine deletes first while the daemon runs (10 %, at least 5 s later); 0 is
+    # "no limit" for manually keyed SAs, which have no time lifetime.
+    assert safety_net_seconds(child_lifetime) == kernel
+
+
+def test_the_safety_net_is_a_hard_add_time_limit_only() -> None:
+    spec = state_spec(
+        sa(encr_id=EncrId.AES_GCM_16, encr_key=bytes(36)),
+        reqid=REQID,
+        mark=MARK,
+        lifetime_seconds=(0, safety_net_seconds(30.0)),
+    )
+    assert (spec.lifetime.soft_add_seconds, spec.lifetime.hard_add_seconds) == (0, 35)

@@ -24,15 +24,25 @@ SCRIPTS = {
     "test_kernel_xfrm.py": "kernel_xfrm",
     "test_kernel_datapath.py": "kernel_datapath",
     "test_kernel_sidecars.py": "kernel_sidecar",
+    "test_kernel_ipv6.py": "kernel_ipv6",
+    "test_kernel_lifecycle.py": "kernel_lifecycle",
+    "test_kernel_services.py": "kernel_services",
 }
 #: Seconds each script may take inside the VM (software emulation, a loaded host).
-SCRIPT_TIMEOUT = {"kernel_xfrm": 200.0, "kernel_datapath": 150.0, "kernel_sidecar": 420.0}
+SCRIPT_TIMEOUT = {
+    "kernel_xfrm": 200.0,
+    "kernel_datapath": 150.0,
+    "kernel_sidecar": 420.0,
+    "kernel_ipv6": 150.0,
+    "kernel_lifecycle": 600.0,
+    "kernel_services": 400.0,
+}
 BOOT_TIMEOUT = 60.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Until pyproject.toml registers it (the suite runs with --strict-markers).
-    config.addinivalue_line("markers", "vm: kernel tests inside a virtme-ng VM (root, ~6 min)")
+    config.addinivalue_line("markers", "vm: kernel tests inside a virtme-ng VM (root, ~15 min)")
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +56,7 @@ def vm_checks(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
     )
     # The VM sees this tree read-only: compile it here, or every import inside the VM
     # (slow under emulation) compiles again.
-    for tree in ("sidecar", "tests/support", "tests/vm"):
+    for tree in ("sidecar", "lab", "tests/support", "tests/vm"):
         compileall.compile_dir(REPO / tree, quiet=1)
     timeout = BOOT_TIMEOUT + sum(SCRIPT_TIMEOUT[name] for name in wanted)
     args = [f"{name}:{SCRIPT_TIMEOUT[name]:g}" for name in wanted]

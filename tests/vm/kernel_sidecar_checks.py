@@ -42,11 +42,11 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-sys.path[:0] = [str(REPO / "sidecar"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO / "sidecar"), str(REPO / "lab"), str(REPO / "tests")]
 
 import support.sidecars as sidecars_module  # noqa: E402
 from kipsec_sidecar.state import ControlError  # noqa: E402
-from support.capture import Capture  # noqa: E402
+from support.capture import Capture, CapturedPacket  # noqa: E402
 from support.netns import WIRE, WIRE_BRIDGE, Topology  # noqa: E402
 from support.sidecars import MARKER, PSK, Sidecar, fqdn, peer_entry, wait_until  # noqa: E402
 
@@ -55,6 +55,7 @@ END = "=====KIPSEC-VM-RESULT-END====="
 #: Software emulation makes every Python start slow: give the daemons time to come up.
 START_TIMEOUT = 150.0
 UP_TIMEOUT = 90.0
+STOP_GRACE = 30.0
 OWNER_MARK = "0x800000"
 
 checks: dict[str, dict[str, Any]] = {}
@@ -250,46 +251,84 @@ def up(
         raise AssertionError(f"{exc}\n{diagnose(*cars)}") from None
 
 
-def ping(topo: Topology, src: str, dst: str, *, count: int = 2) -> str | None:
+#: Pod name → the address to use instead of the topology's (IPv6 scenarios).
+Addresses = dict[str, str]
+
+
+def ping(
+    topo: Topology, src: str, dst: str, *, count: int = 2, addresses: Addresses | None = None
+) -> str | None:
     """Ping with :data:`MARKER`'s first 16 bytes as the payload pattern; None when
-    answered, else what went wrong."""
+    answered, else what went wrong. ``addresses`` maps pod names to other addresses."""
+    target = (addresses or {}).get(dst) or topo.address(dst)
     result = topo.run(
         src,
         *("ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-w", "15"),
-        *("-p", MARKER[:16].hex(), topo.address(dst)),
+        *("-p", MARKER[:16].hex(), target),
         check=False,
         timeout=25,
     )
-    return None if result.returncode == 0 else f"{src}->{dst}: {result.stdout[-200:]}"
+    return None if result.returncode == 0 else f"{src}->{target}: {result.stdout[-200:]}"
 
 
-def two_way(prefix: str, topo: Topology) -> None:
+def two_way(prefix: str, topo: Topology, addresses: Addresses | None = None) -> None:
     """Pings in both directions; records ``<prefix>/traffic-both-ways``."""
-    problems = [p for p in (ping(topo, "pa", "pb"), ping(topo, "pb", "pa")) if p]
+    problems = [
+        p
+        for p in (
+            ping(topo, "pa", "pb", addresses=addresses),
+            ping(topo, "pb", "pa", addresses=addresses),
+        )
+        if p
+    ]
     check(f"{prefix}/traffic-both-ways", not problems, "; ".join(problems))
 
 
-def captured_two_way(prefix: str, topo: Topology, work: Path, kind: str) -> Capture:
+def captured_two_way(
+    prefix: str, topo: Topology, work: Path, kind: str, addresses: Addresses | None = None
+) -> Capture:
     """:func:`two_way` under a capture of the node segment; ``<prefix>/wire-is-<kind>``:
-    that kind was seen, nothing but IPsec and IKE was, and (unless AH, which does not
-    encrypt) the payload pattern never appeared in clear."""
+    that kind was seen, nothing but IPsec and IKE was (IPv4: IPv6 neighbour discovery
+    is not IPsec either), and (unless AH, which does not encrypt) the payload pattern
+    never appeared in clear."""
     capture = Capture(topo, WIRE, WIRE_BRIDGE, work / f"{prefix}.pcap", start_timeout=30)
     with capture:
-        two_way(prefix, topo)
+        two_way(prefix, topo, addresses)
     summary = capture.summary
+    seen = summary.kinds[kind] + sum(1 for p in summary.of_kind("ipv6") if ipv6_kind(p) == kind)
     check(
         f"{prefix}/wire-is-{kind}",
-        summary.kinds[kind] > 0
+        seen > 0
         and (kind == "ah" or not summary.contains(MARKER[:16]))
-        and not summary.unexpected(),
+        and (addresses is not None or not summary.unexpected()),
         summary.describe(),
     )
     return capture
 
 
+def ipv6_kind(packet: CapturedPacket) -> str:
+    """The kind of an IPv6 frame (the capture's summary leaves them all ``ipv6``):
+    ``esp``, ``ah``, ``esp-in-udp``, ``ike`` or ``other``."""
+    from scapy.layers.inet import UDP
+    from scapy.layers.l2 import Ether
+
+    if packet.protocol in (50, 51):
+        return "esp" if packet.protocol == 50 else "ah"
+    frame = Ether(packet.data)
+    if UDP not in frame:
+        return "other"
+    udp, payload = frame[UDP], bytes(frame[UDP].payload)
+    if 500 in (udp.sport, udp.dport) or payload.startswith(bytes(4)):
+        return "ike"
+    return "esp-in-udp" if 4500 in (udp.sport, udp.dport) and len(payload) > 8 else "other"
+
+
 def stop_clean(prefix: str, topo: Topology, *cars: Sidecar) -> None:
-    """SIGTERM every sidecar: exit 0 and no state or policy left in its namespace."""
-    codes = {car.pod: car.stop() for car in cars}
+    """SIGTERM every sidecar: exit 0 and no state or policy left in its namespace.
+
+    Each gets :data:`STOP_GRACE` seconds: under emulation the DELETE wait, the nftables
+    and XFRM cleanup and the interpreter's exit take longer than on a real machine."""
+    codes = {car.pod: car.stop(grace=STOP_GRACE) for car in cars}
     left = {car.pod: describe(topo.namespace(car.pod)).strip() for car in cars}
     check(
         f"{prefix}/sigterm-leaves-nothing",
@@ -304,15 +343,26 @@ def child_spis(car: Sidecar, peer: str) -> tuple[int, int]:
 
 
 def kernel_entries(
-    topo: Topology, car: Sidecar, peer: str, *, proto: str, mode: str, encap: bool
+    topo: Topology,
+    car: Sidecar,
+    peer: str,
+    *,
+    proto: str,
+    mode: str,
+    encap: bool,
+    outer: tuple[str, str] | None = None,
+    inner: tuple[str, str] | None = None,
 ) -> tuple[bool, bool, str]:
     """(states as expected, policies as expected, what the kernel has).
 
     Expected: exactly one inbound and one outbound state (the snapshot's SPIs) and the
     in/out policy pair between the two pod addresses, all with kipsec's owner mark.
+    ``outer`` (local, remote) are the SA endpoints and ``inner`` the protected hosts
+    when they are not the pods' IPv4 addresses (IPv6, 4-in-6).
     """
     ns = topo.namespace(car.pod)
-    me, other = topo.address(car.pod), topo.address(peer)
+    me, other = outer or (topo.address(car.pod), topo.address(peer))
+    src_in, dst_in = inner or (me, other)
     spi_in, spi_out = child_spis(car, peer)
     states = xfrm_states(ns)
     got = {(s.src, s.dst, s.spi, s.proto, s.mode) for s in states}
@@ -325,9 +375,10 @@ def kernel_entries(
     )
     policies = xfrm_policies(ns)
     got_p = {(p.src, p.dst, p.direction, p.tmpl) for p in policies}
+    plen = 32 if ":" not in src_in else 128
     want_p = {
-        (f"{me}/32", f"{other}/32", "out", f"{me} {other} {proto} {mode}"),
-        (f"{other}/32", f"{me}/32", "in", f"{other} {me} {proto} {mode}"),
+        (f"{src_in}/{plen}", f"{dst_in}/{plen}", "out", f"{me} {other} {proto} {mode}"),
+        (f"{dst_in}/{plen}", f"{src_in}/{plen}", "in", f"{other} {me} {proto} {mode}"),
     }
     policies_ok = (
         len(policies) == 2
@@ -338,34 +389,53 @@ def kernel_entries(
 
 
 def expect_kernel_entries(
-    prefix: str, topo: Topology, car: Sidecar, peer: str, *, proto: str, mode: str, encap: bool
+    prefix: str,
+    topo: Topology,
+    car: Sidecar,
+    peer: str,
+    *,
+    proto: str,
+    mode: str,
+    encap: bool,
+    outer: tuple[str, str] | None = None,
+    inner: tuple[str, str] | None = None,
 ) -> None:
     """``<prefix>/ip-xfrm-state`` and ``/ip-xfrm-policy`` (see :func:`kernel_entries`)."""
     states_ok, policies_ok, detail = kernel_entries(
-        topo, car, peer, proto=proto, mode=mode, encap=encap
+        topo, car, peer, proto=proto, mode=mode, encap=encap, outer=outer, inner=inner
     )
     check(f"{prefix}/ip-xfrm-state", states_ok, detail)
     check(f"{prefix}/ip-xfrm-policy", policies_ok, detail)
 
 
-def rekey_under_ping(prefix: str, topo: Topology, a: Sidecar) -> None:
-    """pa pings pb every 20 ms while ``kipsec-sidecar rekey pb --child`` runs and until
-    the old inbound state is gone: no ping lost, new SPIs, only the new states remain."""
+def rekey_under_ping(
+    prefix: str,
+    topo: Topology,
+    a: Sidecar,
+    rekey: Callable[[], str] | None = None,
+    *,
+    size: int = 56,
+    within: float = 30.0,
+) -> None:
+    """pa pings pb every 20 ms (``size`` bytes of payload) while ``rekey`` runs (default:
+    ``kipsec-sidecar rekey pb --child``; it returns what to show) and until the old inbound
+    state is gone, at most ``within`` s: no ping lost, new SPIs, only the new states."""
     before = child_spis(a, "pb")
+    target = topo.address("pb")
     pinger = topo.popen(
         "pa",
-        ["ping", "-n", "-q", "-i", "0.02", "-c", "3000", "-W", "2", topo.address("pb")],
+        ["ping", "-n", "-q", "-i", "0.02", "-s", str(size), "-c", "3000", "-W", "2", target],
         stdout=subprocess.PIPE,
     )
     try:
         time.sleep(1.0)
-        rekey = a.cli("rekey", "pb", "--child", timeout=60)
+        shown = rekey() if rekey else a.cli("rekey", "pb", "--child", timeout=60).stdout
 
         def replaced() -> bool:
             spis = {s.spi for s in xfrm_states(topo.namespace("pa"))}
             return len(spis) == 2 and not spis & set(before)
 
-        wait_until("only the new SAs in the kernel", replaced, 30)
+        wait_until("only the new SAs in the kernel", replaced, within)
         time.sleep(1.0)
     finally:
         pinger.send_signal(signal.SIGINT)  # ping prints its statistics and exits
@@ -375,7 +445,7 @@ def rekey_under_ping(prefix: str, topo: Topology, a: Sidecar) -> None:
     check(
         f"{prefix}/rekey-no-loss",
         sent is not None and int(sent.group(1)) > 50 and sent.group(1) == sent.group(2),
-        f"{rekey.stdout.strip()} | {summary[-300:]}",
+        f"{shown.strip()} | {summary[-300:]}",
     )
     after = child_spis(a, "pb")
     spis = {s.spi for s in xfrm_states(topo.namespace("pa"))}
@@ -469,19 +539,6 @@ def kernel_pair(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> None:
 
     for name, options, proto, mode, kind in RELOADS:
         with checking(name):
-            # One side at a time, so neither answers with the old configuration: pa
-            # ends its SAs, pb (onDemand: it never initiates by itself) reloads, then pa
-            # reloads and initiates with the new configuration.
-            a.control("terminate", peer="pb")
-
-            def idle() -> bool:
-                return not a.peer("pb")["children"] and not b.peer("pa")["children"]
-
-            wait_until(f"{name}: no child SA left", idle, 30)
-            b.write([peer_entry(topo, "pa", start="onDemand", **options)], datapath="kernel")
-            b.control("reload")
-            a.write([peer_entry(topo, "pb", **options)], datapath="auto")
-            a.control("reload")
             wanted = (proto, mode)
 
             def reconfigured(child: dict[str, Any], wanted: tuple[str, str] = wanted) -> bool:
@@ -491,11 +548,51 @@ def kernel_pair(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> None:
                 entries = kernel_entries(topo, a, "pb", proto=proto, mode=mode, encap=False)
                 return entries[0] and entries[1]
 
-            up((a, "pb"), (b, "pa"), check_view=reconfigured)
-            settled(topo, (a, "pb"), (b, "pa"))
+            reload_pair(
+                name,
+                (a, [peer_entry(topo, "pb", **options)], {"datapath": "auto"}),
+                (b, [peer_entry(topo, "pa", start="onDemand", **options)], {"datapath": "kernel"}),
+                reconfigured,
+            )
             wait_until(f"{name}: ip xfrm as expected", kernel_ok, 20)
             captured_two_way(name, topo, work, kind)
             expect_kernel_entries(name, topo, a, "pb", proto=proto, mode=mode, encap=False)
+
+
+#: (sidecar, its peers, other top-level keys of its document) for :func:`reload_pair`.
+Reconfiguration = tuple[Sidecar, list[dict[str, Any]], dict[str, Any]]
+
+
+def reload_pair(
+    name: str,
+    initiator: Reconfiguration,
+    responder: Reconfiguration,
+    check_view: Callable[[dict[str, Any]], bool] | None = None,
+    *,
+    between: Callable[[], None] | None = None,
+) -> None:
+    """Move a running pair (pa initiating to pb, pb onDemand) to new documents.
+
+    One side at a time, so neither answers with the old configuration: pa ends its SAs,
+    (``between`` changes the topology then), pb reloads, then pa reloads and initiates
+    with the new configuration; returns once both have exactly one child (matching
+    ``check_view``) and its two kernel states.
+    """
+    (a, a_peers, a_doc), (b, b_peers, b_doc) = initiator, responder
+    a.control("terminate", peer="pb")
+
+    def idle() -> bool:
+        return not a.peer("pb")["children"] and not b.peer("pa")["children"]
+
+    wait_until(f"{name}: no child SA left", idle, 30)
+    if between is not None:
+        between()
+    b.write(b_peers, **b_doc)
+    b.control("reload")
+    a.write(a_peers, **a_doc)
+    a.control("reload")
+    up((a, "pb"), (b, "pa"), check_view=check_view)
+    settled(a.topology, (a, "pb"), (b, "pa"))
 
 
 def on_demand(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> None:
@@ -594,11 +691,8 @@ def scenario(topo: Topology, work: Path) -> None:
             ("crash-and-mixed", crash_and_mixed),
             ("charon", against_charon),
         ):
-            began = time.monotonic()
-            try:
+            with timed(name):
                 step(topo, work, a, b)
-            finally:
-                timings[name] = round(time.monotonic() - began, 1)
     finally:
         stop_clean("kernel-pa", topo, a)
         b.stop()
@@ -606,7 +700,8 @@ def scenario(topo: Topology, work: Path) -> None:
 
 def warm_up() -> None:
     """Load the modules, make the TUN device node (the userspace datapath needs it; the
-    VM's /dev has none) and run the crypto self-tests once, before timing matters."""
+    VM's /dev has none), run the crypto self-tests and load nftables once, before
+    timing matters."""
     modules = ["esp4", "ah4", "esp6", "ah6", "xfrm_user", "gcm", "seqiv", "echainiv", "tun"]
     subprocess.run(["modprobe", "-a", *modules], check=False, timeout=60)
     if not os.path.exists("/dev/net/tun"):
@@ -617,7 +712,13 @@ def warm_up() -> None:
         "ip netns add kwarm && ip -n kwarm xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp "
         f"spi 0x100 mode tunnel aead 'rfc4106(gcm(aes))' {key} 128 && "
         "ip -n kwarm xfrm state add src 192.0.2.1 dst 192.0.2.2 proto ah spi 0x101 mode tunnel "
-        f"auth-trunc 'hmac(sha256)' 0x{'22' * 32} 128; ip netns del kwarm",
+        f"auth-trunc 'hmac(sha256)' 0x{'22' * 32} 128; "
+        # The daemons' first nft scripts (Service translation, MSS clamping, the NAT of
+        # the lifecycle checks) would otherwise wait for nf_tables and nat to load.
+        "printf 'table inet kwarm { chain o { type nat hook output priority -100; }; "
+        "chain p { type nat hook postrouting priority 100; masquerade; }; "
+        "chain f { type filter hook forward priority 0; ct state established accept; }; }' "
+        "| ip netns exec kwarm nft -f -; ip netns del kwarm",
         shell=True,
         check=False,
         timeout=60,
@@ -625,6 +726,16 @@ def warm_up() -> None:
 
 
 timings: dict[str, float] = {}
+
+
+@contextmanager
+def timed(name: str) -> Iterator[None]:
+    """Record the body's duration in :data:`timings` (seconds), whatever it raised."""
+    began = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.monotonic() - began, 1)
 
 
 def main() -> None:
@@ -639,6 +750,11 @@ def main() -> None:
         topo.add_pod("pb", "b")
         with checking("scenario"):
             scenario(topo, Path(tmp))
+    report(started)
+
+
+def report(started: float) -> None:
+    """Print the script's result (:data:`checks`, :data:`timings`) between the markers."""
     result = {
         "cpus": os.cpu_count(),
         "checks": checks,

@@ -33,7 +33,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-sys.path[:0] = [str(REPO / "sidecar"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO / "sidecar"), str(REPO / "lab"), str(REPO / "tests")]
 
 from kipsec_sidecar.core.ike.constants import EncrId, IntegId, ProtocolId  # noqa: E402
 from kipsec_sidecar.core.ipsec_sa import IpsecSa, Lifetime, Mode  # noqa: E402

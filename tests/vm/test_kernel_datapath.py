@@ -10,10 +10,11 @@ crashed run's leftovers, ``close`` leaves nothing.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
+
+from support.vm import assert_check, assert_no_failures, assert_ran_in_the_vm
 
 pytestmark = pytest.mark.vm
 
@@ -34,17 +35,12 @@ CHECKS = (
 
 @pytest.mark.parametrize("name", CHECKS)
 def test_kernel_datapath_check(vm_result: dict[str, Any], name: str) -> None:
-    checks = vm_result["checks"]
-    assert name in checks, f"check {name} did not run; failures: " + "; ".join(
-        f"{k}: {v['detail'][-800:]}" for k, v in checks.items() if not v["ok"]
-    )
-    assert checks[name]["ok"], checks[name]["detail"]
+    assert_check(vm_result, name)
 
 
 def test_no_unexpected_failures(vm_result: dict[str, Any]) -> None:
-    failed = {k: v["detail"][-1500:] for k, v in vm_result["checks"].items() if not v["ok"]}
-    assert not failed, failed
+    assert_no_failures(vm_result)
 
 
 def test_ran_on_a_kernel_with_esp(vm_result: dict[str, Any]) -> None:
-    assert vm_result["kernel"] != os.uname().release, "the checks ran on the host kernel"
+    assert_ran_in_the_vm(vm_result)

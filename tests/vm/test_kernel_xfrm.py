@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from support.vm import assert_check, assert_no_failures, assert_ran_in_the_vm
+
 pytestmark = pytest.mark.vm
 
 HERE = Path(__file__).resolve().parent
@@ -72,18 +74,13 @@ def vm_result(vm_checks: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", ALL_CHECKS)
 def test_kernel_check(vm_result: dict[str, Any], name: str) -> None:
-    checks = vm_result["checks"]
-    assert name in checks, f"check {name} did not run; failures: " + "; ".join(
-        f"{k}: {v['detail'][-800:]}" for k, v in checks.items() if not v["ok"]
-    )
-    assert checks[name]["ok"], checks[name]["detail"]
+    assert_check(vm_result, name)
 
 
 def test_no_unexpected_failures(vm_result: dict[str, Any]) -> None:
     """Checks the list above does not name (a crashed step's ``…/ran``) fail here."""
-    failed = {k: v["detail"][-1500:] for k, v in vm_result["checks"].items() if not v["ok"]}
-    assert not failed, failed
+    assert_no_failures(vm_result)
 
 
 def test_ran_on_a_kernel_with_esp(vm_result: dict[str, Any]) -> None:
-    assert vm_result["kernel"] != os.uname().release, "the checks ran on the host kernel"
+    assert_ran_in_the_vm(vm_result)

@@ -117,6 +117,35 @@ def _requester(status: Mapping[str, Any], audience: str) -> _Requester | Refused
     return _Requester(namespace, account, pod_name, pod_uid)
 
 
+def bound_pod(
+    token_review_status: Mapping[str, Any],
+    pod: Mapping[str, Any] | None,
+    *,
+    audience: str = AUDIENCE,
+) -> tuple[str, str, str] | Refused:
+    """Checks 1-3 of the module docstring only: the token is a projected ServiceAccount
+    token bound to ``pod``, which is alive and has the token's uid. Returns the pod's
+    (namespace, name, uid) — who asks, for endpoints that serve a pod its own data."""
+    checked = _authenticated(token_review_status, pod, audience)
+    if isinstance(checked, Refused):
+        return checked
+    requester = checked[0]
+    return requester.namespace, requester.pod_name, requester.pod_uid
+
+
+def _authenticated(
+    token_review_status: Mapping[str, Any], pod: Mapping[str, Any] | None, audience: str
+) -> tuple[_Requester, tuple[IpAddress, ...]] | Refused:
+    """Checks 1-3: the requester and its pod's addresses, or the refusal."""
+    requester = _requester(_mapping(token_review_status), audience)
+    if isinstance(requester, Refused):
+        return requester
+    addresses = _check_pod(requester, pod)
+    if isinstance(addresses, Refused):
+        return addresses
+    return requester, addresses
+
+
 def pod_addresses(pod: Mapping[str, Any]) -> tuple[IpAddress, ...]:
     """The pod's IPs from ``status.podIPs`` (or ``status.podIP``); unparseable ones skipped."""
     status = _mapping(pod.get("status"))
@@ -270,12 +299,10 @@ def entitlement(
     audience: str = AUDIENCE,
 ) -> Entitlement | Refused:
     """Checks 1-4 of the module docstring: who asks, and what it is entitled to."""
-    requester = _requester(_mapping(token_review_status), audience)
-    if isinstance(requester, Refused):
-        return requester
-    addresses = _check_pod(requester, pod)
-    if isinstance(addresses, Refused):
-        return addresses
+    checked = _authenticated(token_review_status, pod, audience)
+    if isinstance(checked, Refused):
+        return checked
+    requester, addresses = checked
     assert pod is not None
     terms = _select_terms(pod, namespace, tunnel_certificates)
     if isinstance(terms, Refused):

@@ -30,6 +30,7 @@ from .csr import (
     MAX_CSR_SIZE,
     Entitlement,
     Refused,
+    bound_pod,
     decide_csr,
     entitlement,
     sign_approved,
@@ -176,6 +177,18 @@ async def _review(
     if named is None:
         return status, None, None
     return status, await backend.get_pod(*named), await backend.get_namespace(named[0])
+
+
+async def authenticate_pod(
+    authorization: str | None, backend: CsrBackend
+) -> tuple[str, str, str] | Refused:
+    """Who asks: the (namespace, name, uid) of the live pod the bearer token is bound to
+    (TokenReview, then :func:`.csr.bound_pod`), or the refusal."""
+    reviewed = await _review(authorization, backend)
+    if isinstance(reviewed, Refused):
+        return reviewed
+    status, pod, _ = reviewed
+    return bound_pod(status, pod)
 
 
 async def handle_identity_get(

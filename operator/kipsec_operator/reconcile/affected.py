@@ -3,7 +3,8 @@
 The candidates are the pods of every Tunnel the change can concern (before and after
 it): the Tunnel itself; the Tunnels selecting a changed pod; the Tunnels referencing a
 changed Secret or TunnelCertificate; the Tunnels with a namespace selector when a
-namespace changes. The candidates are then rendered before and after, and only those
+namespace changes; the Tunnels holding a pod behind a changed Service or EndpointSlice
+(their `services` sections). The candidates are then rendered before and after, and only those
 whose Secret differs are returned, so a no-op change (a label nobody selects, a Secret
 nobody references) writes nothing.
 """
@@ -19,9 +20,12 @@ from kipsec_operator.crds.models import TunnelSpec
 from .cluster import Cluster, ObjectKey
 from .peers import selected
 from .render import plan
+from .services import service_of_slice
 from .validation import parse_spec
 
-Kind = Literal["Pod", "Tunnel", "Secret", "Namespace", "TunnelCertificate"]
+Kind = Literal[
+    "Pod", "Tunnel", "Secret", "Namespace", "TunnelCertificate", "Service", "EndpointSlice"
+]
 
 
 @dataclass(frozen=True)
@@ -61,11 +65,38 @@ def _references(spec: TunnelSpec, change: Change) -> bool:
     return False
 
 
+def _behind_service(cluster: Cluster, change: Change) -> set[ObjectKey]:
+    """For a Service or EndpointSlice change, the pods that are the Service's endpoints
+    in `cluster`: their peers are the pods whose `services` section may change."""
+    if change.kind == "Service":
+        service: str | None = change.name
+    elif change.kind == "EndpointSlice":
+        endpoint_slice = cluster.endpoint_slices.get(change.key)
+        service = service_of_slice(endpoint_slice) if endpoint_slice is not None else None
+    else:
+        return set()
+    addresses = {
+        address
+        for key, endpoint_slice in cluster.endpoint_slices.items()
+        if key[0] == change.namespace and service_of_slice(endpoint_slice) == service
+        for endpoint in endpoint_slice.get("endpoints") or []
+        for address in endpoint.get("addresses") or []
+    }
+    if not addresses:
+        return set()
+    return {
+        key
+        for key in cluster.pods
+        if (ref := cluster.ref(key)) is not None and addresses.intersection(ref.ips)
+    }
+
+
 def candidates(cluster: Cluster, change: Change) -> set[ObjectKey]:
     """The pods whose configuration `change` may touch, judged in `cluster`."""
     found: set[ObjectKey] = set()
     if change.kind == "Pod":
         found.add(change.key)
+    behind = _behind_service(cluster, change)
     for key, tunnel in cluster.tunnels.items():
         parsed = parse_spec(tunnel)
         if isinstance(parsed, list):
@@ -81,6 +112,7 @@ def candidates(cluster: Cluster, change: Change) -> set[ObjectKey]:
                 and _references(parsed, change)
             )
             or (change.kind == "Namespace" and _references(parsed, change))
+            or bool(behind & members)
         )
         if concerned:
             found |= members

@@ -11,8 +11,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
+
+from .selectors import matches
 
 ObjectKey = tuple[str, str]
 """(namespace, name) of a namespaced object."""
@@ -32,6 +34,13 @@ _KINDS = {
     "Service": "services",
     "EndpointSlice": "endpoint_slices",
 }
+
+
+@lru_cache(maxsize=65536)
+def ip_version(address: str) -> int:
+    """4 or 6 for a textual IP address (memoized: a pass asks about each pod's addresses
+    once per link, and `ipaddress` parsing was most of the per-link cost)."""
+    return ipaddress.ip_address(address).version
 
 
 def key_of(obj: K8sObject) -> ObjectKey:
@@ -81,6 +90,51 @@ class Cluster:
             index.setdefault(key[0], []).append((key, labels))
         return index
 
+    @cached_property
+    def _label_index(self) -> dict[str, dict[tuple[str, str], set[ObjectKey]]]:
+        """Per namespace, (label, value) → the keys of the pods carrying it."""
+        index: dict[str, dict[tuple[str, str], set[ObjectKey]]] = {}
+        for namespace, pods in self.pods_by_namespace.items():
+            by_label = index.setdefault(namespace, {})
+            for key, labels in pods:
+                for pair in labels.items():
+                    by_label.setdefault(pair, set()).add(key)
+        return index
+
+    def pods_matching(self, namespace: str, selector: Mapping[str, Any]) -> list[ObjectKey]:
+        """Keys of the pods of `namespace` that `selector` selects, in key order.
+
+        `matchLabels` narrows through a label index first, so a selector costs the pods
+        it names, not every pod of the namespace (a pass evaluates every Tunnel's).
+        """
+        pods = self.pods_by_namespace.get(namespace, [])
+        wanted = list((selector.get("matchLabels") or {}).items())
+        if wanted:
+            by_label = self._label_index.get(namespace, {})
+            sets = sorted((by_label.get(pair, set()) for pair in wanted), key=len)
+            keys = set.intersection(*sets) if sets[0] else set()
+            labels = self._labels
+            return sorted(key for key in keys if matches(selector, labels[key]))
+        return [key for key, labels in pods if matches(selector, labels)]
+
+    @cached_property
+    def _labels(self) -> dict[ObjectKey, dict[str, str]]:
+        return {key: labels for pods in self.pods_by_namespace.values() for key, labels in pods}
+
+    def ref(self, key: ObjectKey, *, require_ip: bool = True) -> PodRef | None:
+        """:func:`pod_ref` of the pod `key` (None when unknown), computed once per snapshot."""
+        if key not in self._refs:
+            pod = self.pods.get(key)
+            self._refs[key] = None if pod is None else pod_ref(pod, require_ip=False)
+        found = self._refs[key]
+        if require_ip and found is not None and not found.ips:
+            return None
+        return found
+
+    @cached_property
+    def _refs(self) -> dict[ObjectKey, PodRef | None]:
+        return {}
+
     def namespace_labels(self, name: str) -> dict[str, str]:
         """Labels of namespace `name` (empty when unknown)."""
         obj = self.namespaces.get(name)
@@ -125,7 +179,7 @@ class PodRef:
     def ip_of_version(self, version: int) -> str | None:
         """The pod's first address of IP `version` (4 or 6), if any."""
         for ip in self.ips:
-            if ipaddress.ip_address(ip).version == version:
+            if ip_version(ip) == version:
                 return ip
         return None
 
@@ -170,6 +224,7 @@ __all__ = [
     "K8sObject",
     "ObjectKey",
     "PodRef",
+    "ip_version",
     "key_of",
     "pod_ref",
 ]

@@ -17,14 +17,14 @@ narrows by protocol only: it protects more traffic than the ports, never less.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from kipsec_operator.crds.models import Side, TrafficRule, TunnelSpec
 
-from .cluster import Cluster, K8sObject, ObjectKey, PodRef, key_of, pod_ref
+from .cluster import Cluster, K8sObject, ObjectKey, PodRef, ip_version, key_of
 from .selectors import matches
 
 Role = Literal["from", "to", "mesh"]
@@ -45,7 +45,7 @@ class Link:
     @property
     def remote_address(self) -> str:
         """The peer's address of our primary IP version (links exist only when it has one)."""
-        address = self.remote.ip_of_version(ipaddress.ip_address(self.local.primary_ip).version)
+        address = self.remote.ip_of_version(ip_version(self.local.primary_ip))
         assert address is not None
         return address
 
@@ -57,11 +57,17 @@ class Links:
     by_pod: Mapping[ObjectKey, tuple[Link, ...]] = field(default_factory=dict)
     conflicts: tuple[Link, ...] = ()
 
+    @cached_property
+    def _by_tunnel(self) -> dict[ObjectKey, list[Link]]:
+        index: dict[ObjectKey, list[Link]] = {}
+        for links in self.by_pod.values():
+            for link in links:
+                index.setdefault(link.tunnel, []).append(link)
+        return {tunnel: sorted(links) for tunnel, links in index.items()}
+
     def of_tunnel(self, tunnel: ObjectKey) -> list[Link]:
         """The links `tunnel` contributes (conflicts excluded), ordered."""
-        return sorted(
-            link for links in self.by_pod.values() for link in links if link.tunnel == tunnel
-        )
+        return list(self._by_tunnel.get(tunnel, ()))
 
 
 def _side(side: Side, tunnel_namespace: str, cluster: Cluster) -> list[ObjectKey]:
@@ -77,12 +83,7 @@ def _side(side: Side, tunnel_namespace: str, cluster: Cluster) -> list[ObjectKey
             if name in cluster.namespaces
             and matches(namespace_selector, cluster.namespace_labels(name))
         ]
-    found = [
-        key
-        for name in namespaces
-        for key, labels in cluster.pods_by_namespace.get(name, [])
-        if matches(pod_selector, labels)
-    ]
+    found = [key for name in namespaces for key in cluster.pods_matching(name, pod_selector)]
     return sorted(found)
 
 
@@ -108,7 +109,7 @@ def tunnel_links(
     `sides` is :func:`selected`'s result when the caller has it already.
     """
     from_keys, to_keys = sides if sides is not None else selected(tunnel, spec, cluster)
-    refs = {key: pod_ref(cluster.pods[key]) for key in {*from_keys, *to_keys}}
+    refs = {key: cluster.ref(key) for key in {*from_keys, *to_keys}}
     roles: dict[tuple[ObjectKey, ObjectKey], set[Role]] = {}
     mesh = spec.selector.to is None
     for a in from_keys:
@@ -122,7 +123,7 @@ def tunnel_links(
         local, remote = refs[local_key], refs[remote_key]
         if local is None or remote is None:
             continue
-        if remote.ip_of_version(ipaddress.ip_address(local.primary_ip).version) is None:
+        if remote.ip_of_version(ip_version(local.primary_ip)) is None:
             continue
         role: Role = next(iter(found)) if len(found) == 1 else "mesh"
         links.append(Link(key_of(tunnel), local, remote, role))
@@ -157,7 +158,7 @@ def traffic_selectors(link: Link, rules: Iterable[TrafficRule]) -> dict[str, lis
     """The sidecar's `trafficSelectors` for `link`: host addresses narrowed by `rules`."""
     local_ip = link.local.primary_ip
     remote_ip = link.remote_address
-    version = ipaddress.ip_address(local_ip).version
+    version = ip_version(local_ip)
     bits = 32 if version == 4 else 128
     local_cidr, remote_cidr = f"{local_ip}/{bits}", f"{remote_ip}/{bits}"
     rules = list(rules)

@@ -10,18 +10,23 @@ names: PSKs (`psk-<t>`), trust bundles (`ca-<t>.crt`), shared TLS certificates
 (`tls-<t>.crt`/`.key`) and manual keys files (`manual-<p>.yaml`), where `<t>` is a
 digest of the Tunnel and `<p>` of the peer, because Secret keys cannot hold `/` and
 have a length limit. Values are copied as the API returned them (base64): the operator
-never decodes a PSK. A certificate issued through a TunnelCertificate is not in the
-Secret: the sidecar generates its key in the pod and keeps key and certificate under
-:data:`IDENTITY_DIR`.
+never decodes a PSK. The document names these files by paths relative to itself (the
+sidecar resolves them against the directory holding `config.yaml`), so the same bytes
+work from the mounted Secret and from the copy the sidecar writes when it gets its
+configuration from the operator's `/v1/config`. A certificate issued through a
+TunnelCertificate is not in the Secret: the sidecar generates its key in the pod and
+keeps key and certificate under :data:`IDENTITY_DIR`. With TLS, every Secret also holds
+:data:`OPERATOR_CA_KEY` (:func:`with_operator_ca`, added by the reconciler).
 
-A selected pod without an IP yet gets its Secret empty (a bootstrap Secret): the
+A selected pod without an IP yet gets its Secret without a document (a bootstrap
+Secret, empty but for the operator's CA): the
 kubelet mounts volumes before it creates the pod's sandbox, so without the Secret the
 pod would never get the IP its document needs. `config.yaml` follows once it has one.
 
 Everything here is deterministic (sorted peers, sorted keys, derived names), so an
 unchanged cluster renders byte-identical Secrets and the operator writes nothing. Each
-document is validated with the sidecar's own loader (:func:`load_config_data`): what
-the operator writes is exactly what the sidecar accepts.
+document is validated with the sidecar's own loader (once per shape, see :mod:`.shapes`):
+what the operator writes is exactly what the sidecar accepts.
 """
 
 from __future__ import annotations
@@ -34,16 +39,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kipsec_operator.crds.models import TunnelSpec
-from kipsec_sidecar.config import API_VERSION, KIND, load_config_data
+from kipsec_sidecar.config import API_VERSION, KIND
 from kipsec_sidecar.config.errors import FieldError
 
-from .cluster import Cluster, ObjectKey, PodRef, pod_ref
+from .cluster import Cluster, ObjectKey, PodRef
 from .manual import manual_link
 from .peers import Link, Links, all_links, selected, traffic_selectors
+from .services import ServiceIndex
+from .shapes import validate_document
 from .validation import manual_algorithms, parse_spec, validate_tunnel
 
 MOUNT_PATH = "/etc/kipsec"
 CONFIG_KEY = "config.yaml"
+OPERATOR_CA_KEY = "operator-ca.crt"
+"""The CA of the operator's serving certificate, in every pod's Secret (the bootstrap
+one too), so the sidecar verifies the operator's TLS (CSR exchange, ``/v1/config``)."""
 IDENTITY_DIR = "/var/run/kipsec/identity"
 SECRET_PREFIX = "kipsec-sidecar-"  # noqa: S105 - a name prefix
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kipsec-operator"}
@@ -110,6 +120,15 @@ def secret_manifest(pod: PodRef, files: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def with_operator_ca(manifest: dict[str, Any], pem: str | None) -> dict[str, Any]:
+    """`manifest` (a configuration Secret) with :data:`OPERATOR_CA_KEY` added; unchanged
+    when the operator serves without TLS (`pem` None)."""
+    if not pem:
+        return manifest
+    data = {**(manifest.get("data") or {}), OPERATOR_CA_KEY: _b64(pem)}
+    return {**manifest, "data": dict(sorted(data.items()))}
+
+
 @dataclass(frozen=True)
 class Rendering:
     """The whole desired state: valid Tunnels, their problems, links, per-pod configs."""
@@ -155,21 +174,33 @@ def plan(cluster: Cluster, only: Iterable[ObjectKey] | None = None) -> Rendering
     wanted = sorted(in_scope if only is None else in_scope & set(only))
     pods: dict[ObjectKey, PodConfig] = {}
     pending: dict[ObjectKey, dict[str, Any]] = {}
+    services = ServiceIndex.of(cluster)
     for pod_key in wanted:
-        ref = pod_ref(cluster.pods[pod_key], require_ip=False)
+        ref = cluster.ref(pod_key, require_ip=False)
         if ref is None:
             continue
         if not ref.ips:
             pending[pod_key] = secret_manifest(ref, {})
             continue
-        pods[pod_key] = render_pod(ref, links.by_pod.get(pod_key, ()), specs, cluster)
+        pods[pod_key] = render_pod(
+            ref, links.by_pod.get(pod_key, ()), specs, cluster, services=services
+        )
     return Rendering(specs, problems, links, chosen, pods, pending)
 
 
 def render_pod(
-    pod: PodRef, links: Iterable[Link], specs: Mapping[ObjectKey, TunnelSpec], cluster: Cluster
+    pod: PodRef,
+    links: Iterable[Link],
+    specs: Mapping[ObjectKey, TunnelSpec],
+    cluster: Cluster,
+    *,
+    services: ServiceIndex | None = None,
 ) -> PodConfig:
     """The configuration of `pod` from its links; validated by the sidecar's loader.
+
+    `services` is the cluster's :class:`~.services.ServiceIndex` (built here when not
+    given; :func:`plan` builds it once for every pod): the Services backed by the
+    pod's peers go into the document's `services` section.
 
     Raises :class:`~kipsec_sidecar.config.ConfigError` only for a defect (a Tunnel that
     passed :func:`~.validation.validate_tunnel` must render to a valid document).
@@ -192,7 +223,12 @@ def render_pod(
         "local": local,
         "peers": peers,
     }
-    load_config_data(document, source=f"pod {pod.peer_name}")
+    if peers:
+        index = services if services is not None else ServiceIndex.of(cluster)
+        translated = index.document(peer["address"] for peer in peers)
+        if translated:
+            document["services"] = translated
+    validate_document(document, source=f"pod {pod.peer_name}")
     text = json.dumps(document, sort_keys=True, indent=2) + "\n"
     files[CONFIG_KEY] = _b64(text)
     return PodConfig(pod=pod, document=document, files=files)
@@ -233,7 +269,7 @@ def _copy(
 ) -> str:
     data = cluster.secret_data(namespace, name) or {}
     files[file] = str(data[key])
-    return f"{MOUNT_PATH}/{file}"
+    return file
 
 
 def _auth(
@@ -255,7 +291,8 @@ def _auth(
             "certificate": {
                 "certFile": f"{IDENTITY_DIR}/tls.crt",
                 "keyFile": f"{IDENTITY_DIR}/tls.key",
-                "caFiles": [f"{MOUNT_PATH}/ca-{tag}.crt"],
+                "caFiles": [f"ca-{tag}.crt"],
+                "source": "operator",
             }
         }
     assert certificate.secret_ref is not None
@@ -291,7 +328,7 @@ def _manual(
         "spiIn": f"0x{derived.current.spi_in:08x}",
         "spiOut": f"0x{derived.current.spi_out:08x}",
         "replayWindow": spec.manual.replay_window,
-        "keysFile": f"{MOUNT_PATH}/{file}",
+        "keysFile": file,
     }
     encryption, integrity = manual_algorithms(spec)
     if encryption is not None:
@@ -306,6 +343,7 @@ __all__ = [
     "IDENTITY_DIR",
     "MANAGED_BY",
     "MOUNT_PATH",
+    "OPERATOR_CA_KEY",
     "POD_ANNOTATION",
     "SECRET_PREFIX",
     "PodConfig",
@@ -314,4 +352,5 @@ __all__ = [
     "render_pod",
     "secret_manifest",
     "secret_name",
+    "with_operator_ca",
 ]

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .cluster import Cluster, K8sObject, ObjectKey, key_of, pod_ref
+from .cluster import Cluster, K8sObject, ObjectKey, key_of
 from .render import Rendering
 from .validation import parse_spec
 
@@ -148,7 +148,7 @@ def tunnel_status(
             last_error=None,
         )
     chosen = sorted(rendering.selected.get(key, frozenset()))
-    with_ip = [k for k in chosen if k in cluster.pods and pod_ref(cluster.pods[k]) is not None]
+    with_ip = [k for k in chosen if cluster.ref(k) is not None]
     pending = len(chosen) - len(with_ip)
     links = rendering.links.of_tunnel(key)
     established = sum(

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
@@ -44,10 +46,30 @@ DEFAULT_MANUAL_AH_INTEGRITY = "sha256"
 
 
 def parse_spec(tunnel: K8sObject) -> TunnelSpec | list[FieldError]:
-    """The Tunnel's spec as the model (defaults filled in), or its schema errors."""
+    """The Tunnel's spec as the model (defaults filled in), or its schema errors.
+
+    Memoized on the spec's content (a pass asks for every Tunnel's spec several times,
+    and pydantic validation was the larger part of that); the model is shared, so
+    callers must not modify it.
+    """
     spec = tunnel.get("spec")
     if not isinstance(spec, dict):
         return [FieldError("spec", "required: a mapping")]
+    try:
+        text = json.dumps(spec, sort_keys=True)
+    except (TypeError, ValueError):  # not JSON (never from the API): validate uncached
+        return _parse_spec(spec)
+    parsed = _parse_spec_text(text)
+    return list(parsed) if isinstance(parsed, tuple) else parsed
+
+
+@lru_cache(maxsize=4096)
+def _parse_spec_text(text: str) -> TunnelSpec | tuple[FieldError, ...]:
+    parsed = _parse_spec(json.loads(text))
+    return tuple(parsed) if isinstance(parsed, list) else parsed
+
+
+def _parse_spec(spec: dict[str, Any]) -> TunnelSpec | list[FieldError]:
     try:
         return TunnelSpec.model_validate(spec)
     except ValidationError as exc:

@@ -79,8 +79,16 @@ class InjectionSettings:
     run_as_user: int | None = None
     """None: uid 0 with only NET_ADMIN(/NET_RAW). A uid: run as it, for images whose
     interpreter carries file capabilities (then allowPrivilegeEscalation must be true)."""
-    startup_failure_threshold: int = 60
+    startup_failure_threshold: int = 300
+    """Seconds (probes 1 s apart) the sidecar may take to start. It includes waiting for
+    ``config.yaml``: a pod gets an empty bootstrap Secret until it has an IP, and the
+    kubelet refreshes a mounted Secret only on its periodic pod sync (about a minute,
+    plus its cache's TTL), so 60 s would restart sidecars that are merely waiting."""
     inject_label_value: str = "enabled"
+    config_delivery: bool = True
+    """The sidecar also polls the operator's ``/v1/config`` (seconds instead of the
+    kubelet's minute) and keeps the answers in ``/run/kipsec/config``; the mounted
+    Secret stays the first source and the fallback."""
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -203,6 +211,14 @@ def _env(settings: InjectionSettings) -> list[dict[str, Any]]:
         {"name": "KIPSEC_OPERATOR_URL", "value": settings.operator_url},
         {"name": "KIPSEC_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_FILE}"},
         {"name": "KIPSEC_IDENTITY_DIR", "value": IDENTITY_DIR},
+        # The kubelet probes (and the operator polls) the pod IP: listen on every address,
+        # also before config.yaml exists (the document's default is loopback).
+        {"name": "KIPSEC_HEALTH_LISTEN", "value": f"0.0.0.0:{settings.health_port}"},
+        *(
+            [{"name": "KIPSEC_OPERATOR_CONFIG_DIR", "value": f"{RUN_DIR}/config"}]
+            if settings.config_delivery
+            else []
+        ),
     ]
 
 
@@ -270,7 +286,9 @@ def sidecar_volumes(settings: InjectionSettings, secret_name: str) -> list[dict[
     volumes: list[dict[str, Any]] = [
         {"name": "kipsec-config", "secret": {"secretName": secret_name, "defaultMode": 0o400}},
         {"name": "kipsec-identity", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
-        {"name": "kipsec-run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+        # The control socket and the configuration from /v1/config (two generations of up
+        # to a Secret's 1 MiB during a swap).
+        {"name": "kipsec-run", "emptyDir": {"medium": "Memory", "sizeLimit": "4Mi"}},
         {
             "name": "kipsec-token",
             "projected": {

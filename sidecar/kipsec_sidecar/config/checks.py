@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Iterator
 
 from .errors import FieldError, join_path
-from .model import Identity, Lifetimes, Manual, Peer, SidecarConfig, TrafficSelector
+from .model import Identity, Lifetimes, Manual, Peer, Service, SidecarConfig, TrafficSelector
 from .proposals import ManualAlgorithms, ProposalError, parse_manual_algorithms
 
 IPV6_MIN_MTU = 1280
@@ -51,7 +51,55 @@ def check(config: SidecarConfig) -> list[FieldError]:
             )
         seen_endpoints.setdefault(endpoint, index)
         errors += _check_peer(config, peer, base)
+    errors += _check_services(config.services)
     return errors
+
+
+def _check_services(services: list[Service]) -> Iterator[FieldError]:
+    """Names unique, one ClusterIP per IP version, each endpoint reachable from a ClusterIP
+    of its version, and each ClusterIP:port/protocol (or endpoint of a port) only once:
+    two NAT rules for the same destination would leave one of them dead."""
+    names: dict[str, int] = {}
+    destinations: dict[tuple[str, int, str], str] = {}
+    for index, service in enumerate(services):
+        base = join_path("services", index)
+        if service.name in names:
+            yield FieldError(
+                join_path(base, "name"),
+                f"duplicate service name {service.name!r} (also services[{names[service.name]}])",
+            )
+        names.setdefault(service.name, index)
+        versions: dict[int, int] = {}
+        for ip_index, cluster_ip in enumerate(service.cluster_ips):
+            version = ipaddress.ip_address(cluster_ip).version
+            if version in versions:
+                yield FieldError(
+                    join_path(base, "clusterIPs", ip_index),
+                    f"a second IPv{version} ClusterIP: give at most one per IP version",
+                )
+            versions.setdefault(version, ip_index)
+        for port_index, port in enumerate(service.ports):
+            at = join_path(base, "ports", port_index)
+            for cluster_ip in service.cluster_ips:
+                key = (cluster_ip, port.port, port.protocol)
+                if key in destinations:
+                    yield FieldError(
+                        join_path(at, "port"),
+                        f"{cluster_ip} {port.protocol}/{port.port} is also {destinations[key]}",
+                    )
+                destinations.setdefault(key, at)
+            seen: set[str] = set()
+            for endpoint_index, endpoint in enumerate(port.endpoints):
+                where = join_path(at, "endpoints", endpoint_index, "address")
+                version = ipaddress.ip_address(endpoint.address).version
+                if version not in versions:
+                    yield FieldError(
+                        where,
+                        f"an IPv{version} endpoint, but the service has no IPv{version} ClusterIP",
+                    )
+                if endpoint.address in seen:
+                    yield FieldError(where, f"{endpoint.address} is listed twice for this port")
+                seen.add(endpoint.address)
 
 
 def _check_peer(config: SidecarConfig, peer: Peer, base: str) -> Iterator[FieldError]:

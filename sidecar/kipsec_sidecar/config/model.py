@@ -55,6 +55,9 @@ IKE_PORT = 500
 DEFAULT_CONTROL_SOCKET = "/run/kipsec/control.sock"
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9585"
 MAX_UNIX_SOCKET_PATH = 107  # sun_path is 108 bytes including the NUL
+#: File names of an operator-issued identity (`certificate.source: operator`).
+IDENTITY_CERT_FILE = "tls.crt"
+IDENTITY_KEY_FILE = "tls.key"
 
 
 class _Model(BaseModel):
@@ -287,6 +290,28 @@ class Certificate(_Model):
     """PEM files with the trust anchors that peers' certificates must chain to."""
     intermediate_files: list[Path] = []
     """PEM files with intermediate CA certificates sent after ours."""
+    source: Literal["files", "operator"] = "files"
+    """Who provides `certFile` and `keyFile`. files: they are given (e.g. a mounted
+    Secret). operator: the sidecar generates the private key in the pod, gets the
+    certificate from the kipsec operator's CSR endpoint ($KIPSEC_OPERATOR_URL, with the
+    pod's token from $KIPSEC_TOKEN_FILE) before IKE starts, writes both files itself
+    (they must be `tls.crt` and `tls.key` of one directory) and renews them before they
+    expire without disturbing established SAs (docs/identities.md)."""
+
+    @model_validator(mode="after")
+    def _operator_files(self) -> Certificate:
+        if self.source == "operator":
+            directory, name = os.path.split(self.cert_file)
+            if name != IDENTITY_CERT_FILE:
+                raise ValueError(
+                    f"certFile: with source operator it must be <dir>/{IDENTITY_CERT_FILE}"
+                )
+            if self.key_file != os.path.join(directory, IDENTITY_KEY_FILE):
+                raise ValueError(
+                    f"keyFile: with source operator it must be {IDENTITY_KEY_FILE} in the "
+                    f"directory of certFile ({os.path.join(directory, IDENTITY_KEY_FILE)})"
+                )
+        return self
 
 
 class Auth(_Model):
@@ -656,6 +681,56 @@ class Peer(_Model):
     liveness: Liveness | None = None
 
 
+# --- Services (ClusterIP → protected endpoints, translated in the pod) --------------------
+
+
+def _lower(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+class ServiceEndpoint(_Model):
+    """One backend of a Service port: a protected peer's address and the port it serves on."""
+
+    address: IpAddress
+    """The endpoint's pod address: a peer's address, so the translated traffic goes through
+    that peer's SA."""
+    target_port: PortNumber
+    """The port the endpoint listens on (the Service's targetPort, resolved per endpoint
+    as its EndpointSlice lists it)."""
+
+
+class ServicePort(_Model):
+    """One port of a Service and the endpoints that serve it."""
+
+    port: PortNumber
+    """The port clients connect to on the ClusterIP."""
+    protocol: Annotated[Literal["tcp", "udp", "sctp"], BeforeValidator(_lower)] = "tcp"
+    """tcp, udp or sctp (Kubernetes' TCP/UDP/SCTP, any case)."""
+    endpoints: list[ServiceEndpoint] = []
+    """Where new connections go, chosen at random per connection. A ClusterIP whose IP
+    version has none of them rejects new connections (as kube-proxy does for a Service
+    without endpoints): traffic this pod should protect is never sent in clear."""
+
+
+_SERVICE_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$"
+
+
+class Service(_Model):
+    """A Service whose ClusterIP the sidecar translates inside the pod (kernel NAT).
+
+    kube-proxy rewrites a ClusterIP to a pod address only after the packet has left the
+    pod, past the point where the sidecar protects traffic by pod address; translating
+    in the pod's own namespace first lets that traffic match the peer's SA.
+    """
+
+    name: Annotated[str, Field(pattern=_SERVICE_NAME)]
+    """Unique name (the operator uses namespace/name); shown in the NAT rules' comments."""
+    cluster_ips: Annotated[list[IpAddress], Field(min_length=1, max_length=2, alias="clusterIPs")]
+    """The Service's ClusterIPs: one, or one IPv4 and one IPv6 (dual stack). Each is
+    translated to the endpoints of its own IP version."""
+    ports: Annotated[list[ServicePort], Field(min_length=1)]
+
+
 def _mtu(value: object) -> object:
     if isinstance(value, str):
         if value.strip() == "auto":
@@ -701,6 +776,10 @@ class SidecarConfig(_Model):
     ] = None
     """Path MTU to plan for: auto (the interface's MTU) or a number of bytes. The tunnel
     MTU is this minus the overhead of the chosen algorithms."""
+    services: list[Service] = []
+    """Services whose ClusterIP:port this pod's traffic reaches through peers: translated
+    to the endpoints inside the pod, so that traffic is protected too. Reloadable; a
+    change touches no peer's SAs."""
     metrics: Metrics = Metrics()
     control: Control = Control()
     logging: Logging = Logging()
@@ -795,6 +874,9 @@ __all__ = [
     "Peer",
     "Proposals",
     "Psk",
+    "Service",
+    "ServiceEndpoint",
+    "ServicePort",
     "SidecarConfig",
     "TrafficSelector",
     "TrafficSelectors",

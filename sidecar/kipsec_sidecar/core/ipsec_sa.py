@@ -23,7 +23,7 @@ from .errors import LocalProtocolError, RefusedAlgorithm, SequenceExhausted
 from .esp_ciphers import EspTransform, HmacIcv, make_esp_transform
 from .ike.constants import EncrId, IntegId, ProtocolId
 from .replay import DEFAULT_WINDOW_SIZE, ReplayWindow
-from .traffic_selectors import IPAddress
+from .traffic_selectors import IPAddress, TrafficSelector
 
 SEQ_MAX_32 = 0xFFFFFFFF
 SEQ_MAX_64 = 0xFFFFFFFFFFFFFFFF
@@ -109,10 +109,12 @@ class IpsecSa:
         "esn",
         "integ_id",
         "lifetime",
+        "local_ts",
         "mode",
         "next_seq",
         "packets",
         "protocol",
+        "remote_ts",
         "replay",
         "spi",
         "src",
@@ -138,6 +140,8 @@ class IpsecSa:
         replay_window: int = DEFAULT_WINDOW_SIZE,
         lifetime: Lifetime | None = None,
         udp_encap: bool = False,
+        local_ts: tuple[TrafficSelector, ...] = (),
+        remote_ts: tuple[TrafficSelector, ...] = (),
     ) -> None:
         if not MIN_SPI <= spi <= 0xFFFFFFFF:
             raise LocalProtocolError(f"SPI {spi:#x} is reserved or out of range")
@@ -152,6 +156,11 @@ class IpsecSa:
         self.mode = mode
         self.esn = esn
         self.udp_encap = udp_encap
+        #: the selectors negotiated for this SA, this side's and the peer's (the same on
+        #: both directions of a child SA); empty when unknown (manual keys): a datapath
+        #: then checks what comes out of the SA against the peer's configured selectors
+        self.local_ts = local_ts
+        self.remote_ts = remote_ts
         self.lifetime = lifetime or Lifetime()
         self.encr_id = encr_id
         self.integ_id = integ_id

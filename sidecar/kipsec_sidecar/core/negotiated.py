@@ -51,6 +51,8 @@ def sa_pair(
         "integ_id": integ,
         "esn": event.esn,
         "udp_encap": event.nat_detected and protocol == ProtocolId.ESP,
+        "local_ts": event.local_ts,
+        "remote_ts": event.remote_ts,
     }
     if replay_window is not None:
         common["replay_window"] = replay_window

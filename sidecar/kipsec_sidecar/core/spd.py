@@ -14,7 +14,7 @@ destination; inbound the other way round.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -54,15 +54,33 @@ class Policy:
 
     def matches(self, packet: FiveTuple) -> bool:
         """Does the packet fall inside both selectors, seen from this policy's direction?"""
-        if self.direction is Direction.OUT:
-            local_addr, local_port = packet.src, packet.src_port
-            remote_addr, remote_port = packet.dst, packet.dst_port
-        else:
-            local_addr, local_port = packet.dst, packet.dst_port
-            remote_addr, remote_port = packet.src, packet.src_port
-        return self.local.contains_packet(
-            local_addr, packet.protocol, local_port
-        ) and self.remote.contains_packet(remote_addr, packet.protocol, remote_port)
+        return selectors_allow(packet, (self.local,), (self.remote,), self.direction)
+
+
+def selectors_allow(
+    packet: FiveTuple,
+    local: Sequence[TrafficSelector],
+    remote: Sequence[TrafficSelector],
+    direction: Direction,
+) -> bool:
+    """Does ``packet`` fall inside one of ``local`` and one of ``remote`` (an SA's or a
+    peer's selector lists, TSi x TSr as IKEv2 negotiates them)?
+
+    Outbound the source is the local end; inbound (``Direction.IN``) the destination is.
+    The inbound form is RFC 4301 section 5.2 step 4: a packet that came out of an SA
+    must be one the SA's selectors allow, or it is dropped — otherwise a peer could use
+    its SA to inject traffic from addresses or ports it was never granted.
+    """
+    if direction is Direction.OUT:
+        local_addr, local_port = packet.src, packet.src_port
+        remote_addr, remote_port = packet.dst, packet.dst_port
+    else:
+        local_addr, local_port = packet.dst, packet.dst_port
+        remote_addr, remote_port = packet.src, packet.src_port
+    protocol = packet.protocol
+    return any(ts.contains_packet(local_addr, protocol, local_port) for ts in local) and any(
+        ts.contains_packet(remote_addr, protocol, remote_port) for ts in remote
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,21 @@ the next start removes them.
 Exit codes: 0 stopped cleanly, 1 could not start (datapath, sockets, control socket) or
 stopped by a second signal, 2 the configuration is invalid (the message names every
 bad field).
+
+When the configuration file does not exist yet (the operator wrote an empty bootstrap
+Secret for a pod that had no IP), the daemon waits for it: it logs that once, serves
+the health endpoint with ``/healthz`` answering 503 "waiting for configuration" (so
+the native sidecar's startupProbe holds the application back), and starts as soon as
+the file appears and loads (an invalid one is logged and waited past). A stop signal
+while waiting exits 0. The health endpoint listens on ``health_listen`` (the
+``--health-listen`` option / ``KIPSEC_HEALTH_LISTEN``, which the injected sidecar gets),
+else on the document's ``metrics.listen``; while waiting there is no document, so on
+``health_listen`` or :data:`~kipsec_sidecar.health.DEFAULT_LISTEN`.
+
+With ``operator_config_dir`` (``--operator-config-dir``, ``KIPSEC_OPERATOR_CONFIG_DIR``)
+the daemon also polls the operator's ``/v1/config`` and follows the copy it writes
+there (:mod:`.delivery`); it starts from, and waits on, the mounted file first and that
+copy second.
 """
 
 from __future__ import annotations
@@ -28,14 +43,20 @@ import signal
 import sys
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from ..config.errors import ConfigError
 from ..config.load import load_config
+from ..config.model import SidecarConfig
 from ..datapath.base import DatapathError
 from ..datapath.routing import DEFAULT_MARK
 from ..logs import setup_logging
 from ..state import ControlError
+from .config_watch import Digest, digest, wait_for_document
 from .datapath_choice import choose_datapath, factory_for
-from .sidecar import DatapathFactory, Sidecar
+from .delivery import Delivery, DeliverySettings
+from .enrollment import Enrollment
+from .sidecar import CONFIG_POLL_INTERVAL, DatapathFactory, Sidecar
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +77,32 @@ def run(config_path: str, **options: Any) -> int:
     shortens the manual-key rotation grace period; ``config_poll_interval`` sets how
     often the configuration file is checked for changes (seconds, 0: never — SIGHUP
     and ``kipsec-sidecar reload`` still reload); ``shutdown_wait`` (tests) replaces the
-    one second SIGTERM waits for DELETE answers. Returns the exit code.
+    one second SIGTERM waits for DELETE answers; ``health_listen`` (``address:port``)
+    replaces the document's ``metrics.listen`` and is where the health endpoint listens
+    while the configuration file does not exist yet; ``operator_config_dir`` turns on
+    configuration delivery from the operator (:mod:`.delivery`). Returns the exit code.
     """
     return asyncio.run(_main(config_path, **options))
 
 
-async def _main(
+async def _main(config_path: str, *, operator_config_dir: str | None = None, **options: Any) -> int:
+    """:func:`_daemon`, with configuration delivery from the operator polling beside it
+    when it is enabled (``operator_config_dir`` or its environment, see :mod:`.delivery`)."""
+    settings = DeliverySettings.from_environ(config_path, operator_config_dir)
+    if settings is None:
+        return await _daemon(config_path, **options)
+    setup_logging(_format(options.get("log_format")), options.get("log_level") or "info")
+    delivery = Delivery(settings)
+    task = asyncio.create_task(delivery.run(), name="kipsec-config-delivery")
+    try:
+        return await _daemon(config_path, delivery=delivery, **options)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _daemon(
     config_path: str,
     *,
     log_format: str | None = None,
@@ -72,15 +113,46 @@ async def _main(
     rotation_grace: float | None = None,
     config_poll_interval: float | None = None,
     shutdown_wait: float | None = None,
+    health_listen: str | None = None,
+    delivery: Delivery | None = None,
 ) -> int:
+    loaded: Digest | None = None
+    # The mounted Secret first, else the operator's copy (see .delivery).
+    paths = (config_path,) if delivery is None else (config_path, delivery.settings.document)
+    config_path = next((path for path in paths if os.path.exists(path)), config_path)
+    if not os.path.exists(config_path):
+        setup_logging(_format(log_format), log_level or "info")
+        try:
+            waited = await _wait_for_config(
+                paths, config_poll_interval or CONFIG_POLL_INTERVAL, health_listen
+            )
+        except (OSError, ValueError) as exc:
+            log.error("cannot start", extra={"error": str(exc)})
+            return EXIT_START_FAILED
+        if waited is None:
+            return EXIT_OK
+        config, loaded, config_path = waited
     try:
-        config = load_config(config_path)
+        if loaded is None:
+            loaded = digest(config_path)
+            config = load_config(config_path)
     except ConfigError as exc:
         setup_logging(_format(log_format), log_level or "info")
         log.error("invalid configuration", extra={"path": config_path, "error": str(exc)})
         print(f"kipsec-sidecar: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     setup_logging(_format(log_format or config.logging.format), log_level or config.logging.level)
+    try:
+        enrollment = Enrollment.from_environment(config, config_path)
+        listen = health_listen or (config.metrics.listen if config.metrics.enabled else None)
+        if enrollment is not None and not await _wait_for_certificate(enrollment, listen):
+            return EXIT_OK
+    except ConfigError as exc:
+        log.error("invalid configuration", extra={"path": config_path, "error": str(exc)})
+        return EXIT_BAD_CONFIG
+    except (OSError, ValueError) as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return EXIT_START_FAILED
     try:
         choice = choose_datapath(config.datapath)
         log.info(
@@ -100,6 +172,7 @@ async def _main(
                 config_poll_interval=config_poll_interval,
                 shutdown_wait=shutdown_wait,
             ),
+            loaded=loaded,
         )
     except ConfigError as exc:
         log.error("invalid configuration", extra={"path": config_path, "error": str(exc)})
@@ -107,6 +180,8 @@ async def _main(
     except DatapathError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return EXIT_START_FAILED
+    if delivery is not None:
+        delivery.attach(sidecar.follow, sidecar.config_path)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -143,10 +218,13 @@ async def _main(
 
     servers: list[Any] = []
     code = EXIT_OK
+    renewal: asyncio.Task[None] | None = None
     try:
         try:
             await sidecar.start()
-            servers = await _start_servers(sidecar)
+            servers = await _start_servers(sidecar, health_listen, enrollment)
+            if enrollment is not None:
+                renewal = asyncio.create_task(enrollment.run(sidecar.reload), name="kipsec-renew")
         except (DatapathError, ConfigError, ControlError, OSError) as exc:
             log.error("cannot start", extra={"error": str(exc)})
             code = EXIT_START_FAILED
@@ -155,6 +233,10 @@ async def _main(
             log.info("ready")
         await stop.wait()
     finally:
+        if renewal is not None:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
         for server in reversed(servers):
             with contextlib.suppress(Exception):
                 await server.close()
@@ -181,7 +263,64 @@ def _given(**options: float | None) -> dict[str, float]:
     return {name: value for name, value in options.items() if value is not None}
 
 
-async def _start_servers(sidecar: Sidecar) -> list[Any]:
+async def _wait_for_config(
+    paths: tuple[str, ...], interval: float, health_listen: str | None
+) -> tuple[SidecarConfig, Digest, str] | None:
+    """Serve a waiting health endpoint until the configuration file exists and loads.
+
+    None when a stop signal came first. Raises OSError when the health endpoint cannot
+    listen, ValueError when ``health_listen`` is not ``address:port``.
+    """
+    from ..health import DEFAULT_LISTEN, HealthServer
+
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    reason = f"waiting for configuration: {paths[0]} does not exist yet"
+    health = HealthServer(
+        None, CollectorRegistry(), health_listen or DEFAULT_LISTEN, waiting=reason
+    )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopped.set)
+    try:
+        async with health:
+            return await wait_for_document(paths, interval=interval, stopped=stopped)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+async def _wait_for_certificate(enrollment: Enrollment, listen: str | None) -> bool:
+    """Serve a waiting health endpoint on ``listen`` (None: none) answering 503 "waiting
+    for certificate: <the operator's reason>" until the first certificate is stored;
+    False when a stop signal came first. Raises OSError/ValueError when the endpoint
+    cannot listen."""
+    from ..health import HealthServer
+
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    registry = CollectorRegistry()
+    registry.register(enrollment.collector())
+    health = None
+    if listen is not None:
+        health = HealthServer(None, registry, listen, waiting=enrollment.waiting or "")
+
+    def waiting(reason: str) -> None:
+        if health is not None:
+            health.waiting = reason
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopped.set)
+    try:
+        async with health or contextlib.nullcontext():
+            return await enrollment.first(stopped, on_wait=waiting)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+async def _start_servers(
+    sidecar: Sidecar, health_listen: str | None = None, enrollment: Enrollment | None = None
+) -> list[Any]:
     """The control socket, then (if enabled) the metrics/health endpoint."""
     from ..control import ControlServer
     from ..health import HealthServer
@@ -192,7 +331,11 @@ async def _start_servers(sidecar: Sidecar) -> list[Any]:
     await control.start()
     servers.append(control)
     if sidecar.config.metrics.enabled:
-        health = HealthServer(sidecar, build_registry(sidecar), sidecar.config.metrics.listen)
+        listen = health_listen or sidecar.config.metrics.listen
+        registry = build_registry(sidecar)
+        if enrollment is not None:
+            registry.register(enrollment.collector())
+        health = HealthServer(sidecar, registry, listen)
         try:
             await health.start()
         except BaseException:

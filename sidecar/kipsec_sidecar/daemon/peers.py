@@ -36,6 +36,8 @@ from ..state import PeerState
 @dataclass(frozen=True, slots=True)
 class InstallInbound:
     sa: IpsecSa
+    #: the peer's ESP-in-UDP port behind a NAT (None: the policy's, 4500)
+    remote_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,7 @@ class ChildTable:
     def established(self, child: InstalledChild) -> list[DatapathOp]:
         """A new child SA: install inbound; move outbound now or when the old one goes."""
         event = child.event
-        ops: list[DatapathOp] = [InstallInbound(child.inbound)]
+        ops: list[DatapathOp] = [InstallInbound(child.inbound, child.remote_port)]
         self.children[event.spi_in] = child
         old = self.children.get(event.replaces) if event.replaces is not None else None
         if old is not None:

@@ -9,6 +9,13 @@ its files). Comparing fingerprints rather than the plans themselves matters twic
 private-key objects have no value equality, and a fingerprint holds only digests, so
 the daemon never keeps a second copy of a PSK or key just to compare it.
 
+A peer whose only change is its certificate credentials (our key and certificate
+renewed for the same identity, or the trust bundle growing or shrinking during a CA
+rotation while old and new share a CA) is *refreshed* rather than replaced
+(:func:`credentials_only`): future IKE_AUTH exchanges use the new material, while the
+established IKE SA (and its rekeys, which do not authenticate again) and its child SAs
+stay. A changed identity, or trust anchors with nothing in common, replace the peer.
+
 Settings that are not per peer (local addresses, datapath, metrics, control socket,
 logging) need a restart; :func:`restart_needed` names the ones that changed.
 """
@@ -22,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel
 
@@ -44,10 +52,12 @@ class ReloadPlan:
     remove: tuple[str, ...] = ()
     replace: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
+    refresh: tuple[str, ...] = ()
+    """Peers whose credentials changed and nothing else: updated in place."""
 
     @property
     def empty(self) -> bool:
-        return not (self.add or self.remove or self.replace)
+        return not (self.add or self.remove or self.replace or self.refresh)
 
     def lines(self) -> list[str]:
         """One human-readable line per change (the control interface's reload answer)."""
@@ -55,6 +65,17 @@ class ReloadPlan:
             [f"added peer {name}" for name in self.add]
             + [f"removed peer {name}" for name in self.remove]
             + [f"replaced peer {name} (configuration changed)" for name in self.replace]
+            + [f"renewed credentials of peer {name} (SAs kept)" for name in self.refresh]
+        )
+
+    def refreshing(self, old: Mapping[str, PeerPlan], new: Mapping[str, PeerPlan]) -> ReloadPlan:
+        """This plan with the replaced peers whose change is :func:`credentials_only`
+        moved to :attr:`refresh`."""
+        moved = tuple(n for n in self.replace if credentials_only(old[n], new[n]))
+        return dataclasses.replace(
+            self,
+            replace=tuple(n for n in self.replace if n not in moved),
+            refresh=moved,
         )
 
 
@@ -86,6 +107,55 @@ def diff(old: Mapping[str, str], new: Mapping[str, str]) -> ReloadPlan:
 def fingerprints(plans: Iterable[PeerPlan]) -> dict[str, str]:
     """Peer name → :func:`fingerprint`, in the plans' order."""
     return {plan.name: fingerprint(plan) for plan in plans}
+
+
+#: AuthConfig fields that hold renewable credentials rather than the link's terms.
+CREDENTIAL_FIELDS = frozenset({"private_key", "certificates", "trust_anchors"})
+
+
+def credentials_only(old: PeerPlan, new: PeerPlan) -> bool:
+    """Whether ``new`` differs from ``old`` in certificate credentials alone, so the peer
+    can keep its SAs: the same link (everything :func:`fingerprint` covers except our
+    key, our chain and the trust anchors), our certificate naming the same identity
+    (subject and subjectAltName), and old and new trust anchors sharing at least one CA
+    (a CA rotation adds the new CA before it drops the old one).
+    """
+    if old.ike is None or new.ike is None:
+        return False
+    if old.ike.auth.method != "signature" or new.ike.auth.method != "signature":
+        return False
+    if _link_digest(old) != _link_digest(new):
+        return False
+    return bool(set(old.ike.auth.trust_anchors) & set(new.ike.auth.trust_anchors))
+
+
+def _link_digest(plan: PeerPlan) -> str:
+    """:func:`fingerprint` without the credentials, with our certificate's names instead."""
+    digest = hashlib.sha256()
+    ike = plan.ike
+    assert ike is not None
+    _feed(digest, dataclasses.replace(plan, ike=None))
+    for item in dataclasses.fields(ike):
+        if item.name not in IGNORED_FIELDS and item.name != "auth":
+            _feed(digest, item.name)
+            _feed(digest, getattr(ike, item.name))
+    for item in dataclasses.fields(ike.auth):
+        if item.name not in CREDENTIAL_FIELDS:
+            _feed(digest, item.name)
+            _feed(digest, getattr(ike.auth, item.name))
+    _feed(digest, _names(ike.auth.certificates[0]) if ike.auth.certificates else None)
+    return digest.hexdigest()
+
+
+def _names(der: bytes) -> tuple[bytes, bytes]:
+    """The identity a certificate carries: its subject and its subjectAltName (DER)."""
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        san_der = san.value.public_bytes()
+    except x509.ExtensionNotFound:
+        san_der = b""
+    return cert.subject.public_bytes(), san_der
 
 
 def restart_needed(old: SidecarConfig, new: SidecarConfig) -> list[str]:
@@ -138,4 +208,13 @@ def _feed(digest: Any, value: object) -> None:
         digest.update(f"obj:{type(value).__name__}:{value!r};".encode())
 
 
-__all__ = ["GLOBAL_FIELDS", "ReloadPlan", "diff", "fingerprint", "fingerprints", "restart_needed"]
+__all__ = [
+    "CREDENTIAL_FIELDS",
+    "GLOBAL_FIELDS",
+    "ReloadPlan",
+    "credentials_only",
+    "diff",
+    "fingerprint",
+    "fingerprints",
+    "restart_needed",
+]

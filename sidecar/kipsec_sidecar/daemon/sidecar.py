@@ -19,8 +19,8 @@ Event → datapath (see :mod:`.peers` for the make-before-break order):
 With the kernel datapath, the kernel's XFRM events come back here: ACQUIRE (protected
 traffic and no SA) through the datapath's acquire callback, like the userspace
 datapath's; a soft EXPIRE (a byte/packet soft limit in the kernel) rekeys the child and
-a hard one deletes it through the engine. The engine's timers own the time lifetimes,
-so the kernel's EXPIREs only ever come from byte/packet limits.
+a hard one deletes it through the engine. The engine's timers own the time lifetimes;
+the kernel only holds a longer hard one as a safety net for a crashed daemon.
 
 Logs name events, peers and SPIs; never keys, PSKs or nonces.
 """
@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -63,11 +62,15 @@ from ..core.negotiated import sa_pair
 from ..core.udpencap import build_keepalive
 from ..datapath.base import Datapath, DatapathError, PeerPolicy
 from ..datapath.kernel import KernelDatapath
+from ..handshake_failures import REASONS as FAILURE_REASONS
+from ..handshake_failures import failure_reason
 from ..state import (
     ControlError,
     RekeyKind,
     SidecarSnapshot,
 )
+from . import service_nat
+from .config_watch import ConfigWatch, Digest
 from .datapath_choice import DatapathChoice
 from .manual import ROTATION_GRACE, manual_child, rotation_kind
 from .peers import (
@@ -135,6 +138,7 @@ class Sidecar:
         inbound_grace: float = INBOUND_GRACE,
         config_poll_interval: float = CONFIG_POLL_INTERVAL,
         shutdown_wait: float = SHUTDOWN_WAIT,
+        loaded: Digest | None = None,
     ) -> None:
         self.config_path = config_path
         self.config_poll_interval = config_poll_interval
@@ -149,6 +153,9 @@ class Sidecar:
         self.started_at = time.time()
         self.peers: dict[str, Peer] = {}
         self.handshakes: dict[str, int] = {"success": 0, "failure": 0}
+        self.handshake_failures: dict[str, int] = dict.fromkeys(FAILURE_REASONS, 0)
+        self._failure_causes: dict[IkeSa, str] = {}
+        """Per IKE SA, the cause its latest failure event gave (see handshake_failures)."""
         self.rekeys: dict[str, int] = {"child": 0, "ike": 0}
         self.auth_failures = 0
         self.ike_malformed = 0
@@ -160,8 +167,11 @@ class Sidecar:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._hurry = asyncio.Event()
-        self._config_stamp = _stamp(config_path)
+        # ``loaded``: the files' digest taken before ``config`` was read (see ConfigWatch).
+        self.watch = ConfigWatch(config_path)
+        self.watch.applied(config, loaded or self.watch.begin())
         self.endpoint = Endpoint(self._responder_config, now=self.loop.time())
+        self.service_nat = service_nat.ServiceNat()
         self.sockets = IkeSockets(
             config.local.addresses,
             mark,
@@ -189,6 +199,7 @@ class Sidecar:
         """
         await self.sockets.open()
         await self.datapath.start()
+        self.service_nat.apply(self.config.services)  # also replaces a crashed run's table
         for plan in self._plans:
             self._add_peer(plan)
         self._tasks = [
@@ -207,6 +218,13 @@ class Sidecar:
                 "peers": len(self.peers),
             },
         )
+
+    def follow(self, config_path: str) -> None:
+        """Read the configuration from ``config_path`` from now on (configuration
+        delivery switches between the operator's copy and the mounted Secret); the next
+        check of the files reloads it, which changes no peer when the contents agree."""
+        self.config_path = config_path
+        self.watch.path = config_path
 
     def hurry(self) -> None:
         """Stop waiting for DELETE answers (a second stop signal): :meth:`stop` goes
@@ -251,6 +269,7 @@ class Sidecar:
             self._timer.cancel()
             self._timer = None
         try:
+            self.service_nat.remove()
             await self.datapath.close()
         finally:
             self.sockets.close()
@@ -424,7 +443,8 @@ class Sidecar:
 
         Soft: rekey its child (make-before-break, as for the userspace soft limits).
         Hard: the kernel already removed the state; delete the child through the engine
-        so the peer and the datapath agree (the daemon re-initiates if none is left).
+        so the peer and the datapath agree, and re-initiate onStart peers (a deleted
+        child is not retried by itself; onDemand peers wait for traffic, i.e. ACQUIRE).
         """
         peer = self.peers.get(name)
         if peer is None or self._stopping:
@@ -442,6 +462,7 @@ class Sidecar:
                     if hard:
                         log.warning("kernel SA expired: deleting the child SA", extra=fields)
                         sa.delete_child(spi_in, now)
+                        self._schedule_retry(peer)
                     elif child.state.value == "installed":
                         log.info("kernel SA soft limit reached: rekeying", extra=fields)
                         sa.rekey_child(spi_in, now)
@@ -473,6 +494,8 @@ class Sidecar:
             if isinstance(event, IkeSaDeleted):
                 self._forget(sa)
             return
+        if (cause := failure_reason(event)) is not None:
+            self._failure_causes[sa] = cause
         match event:
             case IkeSaEstablished():
                 peer.established[sa] = event
@@ -645,12 +668,14 @@ class Sidecar:
     ) -> None:
         planned = sa in peer.planned_deletes
         was_established = sa in peer.established
+        cause = self._failure_causes.get(sa, "other")
         self._forget(sa)
         log.info("IKE SA deleted", extra=fields | {"reason": event.reason, "planned": planned})
         if planned or peer.live_sas():
             return
         if not was_established and event.reason != "deleted":
             self.handshakes["failure"] += 1
+            self.handshake_failures[cause] += 1
         if event.reason in _OWN_DELETES:
             return  # terminate, reload or shutdown: no retry
         if peer.last_error is None:
@@ -660,6 +685,7 @@ class Sidecar:
         self._schedule_retry(peer)
 
     def _forget(self, sa: IkeSa) -> None:
+        self._failure_causes.pop(sa, None)
         peer = self._owners.pop(sa, None)
         if peer is None:
             return
@@ -673,8 +699,8 @@ class Sidecar:
         for op in ops:
             try:
                 match op:
-                    case InstallInbound(sa=ipsec):
-                        self.datapath.install_inbound(peer.name, ipsec)
+                    case InstallInbound(sa=ipsec, remote_port=port):
+                        self.datapath.install_inbound(peer.name, ipsec, remote_port=port)
                     case SetOutbound(sa=ipsec, remote_port=None):
                         self.datapath.set_outbound(peer.name, ipsec)
                     case SetOutbound(sa=ipsec, remote_port=port):
@@ -707,13 +733,12 @@ class Sidecar:
                 log.exception("housekeeping failed")
 
     async def _watch_config(self) -> None:
-        """Every ``config_poll_interval`` s: reload when the file's mtime or size changed."""
+        """Every ``config_poll_interval`` s: reload when the document or a file it names
+        holds something else than what is applied (see :mod:`.config_watch`)."""
         while True:
             await asyncio.sleep(self.config_poll_interval)
             try:
-                stamp = _stamp(self.config_path)
-                if stamp != self._config_stamp and stamp is not None:
-                    self._config_stamp = stamp
+                if self.watch.changed() is not None:
                     log.info("configuration file changed: reloading")
                     with contextlib.suppress(ControlError):
                         await self.reload()
@@ -812,16 +837,19 @@ class Sidecar:
         self.pump()
 
     async def reload(self) -> list[str]:
+        before = self.watch.begin()
         try:
             config = load_config(self.config_path)
             plans = to_core(config, wall_clock_epoch=self.epoch)
         except ConfigError as exc:
+            self.watch.refused(before)
             log.error("configuration not reloaded", extra={"error": str(exc)})
             raise ControlError(f"configuration not reloaded: {exc}") from None
-        self._config_stamp = _stamp(self.config_path)
+        self.watch.applied(config, before)
         by_name = {plan.name: plan for plan in plans}
         new_fps = {plan.name: fingerprint(plan) for plan in plans}
         changes = diff({name: p.fingerprint for name, p in self.peers.items()}, new_fps)
+        changes = changes.refreshing({n: p.plan for n, p in self.peers.items()}, by_name)
         lines = changes.lines()
         stale = restart_needed(self.config, config)
         for name in changes.remove:
@@ -838,8 +866,14 @@ class Sidecar:
             else:
                 self._remove_peer(name)
                 self._add_peer(new_plan, new_fps[name])
+        for name in changes.refresh:
+            # Only the certificate credentials changed (a renewal, a CA rotation): the
+            # IKE SA, its rekeys and the child SAs stay; new IKE_AUTH uses the new plan.
+            self.peers[name].plan = by_name[name]
+            self.peers[name].fingerprint = new_fps[name]
         for name in changes.add:
             self._add_peer(by_name[name], new_fps[name])
+        lines += self._apply_services(config)
         if stale:
             lines.append("not applied until restart: " + ", ".join(stale))
         self.config = config
@@ -848,6 +882,24 @@ class Sidecar:
         log.info("configuration reloaded", extra={"changes": lines or ["none"]})
         self.pump()
         return lines
+
+    def _apply_services(self, config: SidecarConfig) -> list[str]:
+        """Replace the Service translation if it changed (no peer is touched); the reload
+        answer's line, if any.
+
+        On failure the previous translation stays in force (nft's transaction is all or
+        nothing; the next reload tries again) and the error is logged and answered, not
+        raised: the peers' part of the reload has been applied already.
+        """
+        try:
+            if not self.service_nat.apply(config.services):
+                return []
+        except DatapathError as exc:
+            self._count_error("services")
+            log.error("services not applied", extra={"error": str(exc)})
+            return [f"services not applied: {exc}"]
+        log.info("services applied", extra={"services": len(config.services)})
+        return [f"services updated ({len(config.services)})"]
 
     def _rotate_manual(self, peer: Peer, plan: PeerPlan, fp: str) -> None:
         """New SPI pair for a manual peer: new inbound now, outbound and cleanup later."""
@@ -913,22 +965,17 @@ class Sidecar:
             started_at=self.started_at,
             peers=tuple(peer_view(peer) for peer in self.peers.values()),
             handshakes=dict(self.handshakes),
+            handshake_failures=dict(self.handshake_failures),
             rekeys=dict(self.rekeys),
             auth_failures=self.auth_failures,
             drops=drops,
             datapath_errors=errors,
+            config_generation=self.watch.generation,
+            config_digest=(self.watch.current.document if self.watch.current else None) or "",
         )
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def _stamp(path: str) -> tuple[float, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime, st.st_size)
 
 
 def _name(event: Event) -> str:
@@ -936,6 +983,7 @@ def _name(event: Event) -> str:
 
 
 def _policy(plan: PeerPlan) -> PeerPolicy:
+    local = ipaddress.ip_address(plan.local_address)
     return PeerPolicy(
         peer=plan.name,
         remote_addr=ipaddress.ip_address(plan.address),
@@ -944,6 +992,8 @@ def _policy(plan: PeerPlan) -> PeerPolicy:
         mode=plan.mode,
         protocol=ProtocolId.ESP if plan.protocol == "esp" else ProtocolId.AH,
         encapsulation="udp" if plan.encapsulation == "udp" else "raw",
+        local_addr=None if local.is_unspecified else local,
+        child_lifetime=plan.ike.children[0].lifetime.expire_after if plan.ike else None,
     )
 
 

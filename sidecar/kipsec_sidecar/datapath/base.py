@@ -60,9 +60,16 @@ class PeerPolicy:
     mode: Literal["tunnel", "transport"]
     protocol: ProtocolId  #: ESP or AH
     encapsulation: Encapsulation = "udp"  #: ESP in UDP 4500 (RFC 3948) or raw IP 50/51
-    #: the peer's NAT-T port when ``encapsulation`` is udp, until ``set_outbound`` names
-    #: the port a NAT mapped it to
+    #: the peer's NAT-T port when ``encapsulation`` is udp, until ``install_inbound`` and
+    #: ``set_outbound`` name the port a NAT mapped it to
     remote_port: int = 4500
+    #: this side's IPsec endpoint for the peer (the outer source); None: the datapath's
+    #: default (a sidecar with IPv4 and IPv6 peers has one endpoint per family)
+    local_addr: IPAddress | None = None
+    #: seconds a child SA of this peer may live (the IKE engine deletes it then); None
+    #: for no time limit (manual keys). The kernel datapath installs a slightly longer
+    #: hard limit as a safety net, so the SAs of a crashed sidecar expire on their own.
+    child_lifetime: float | None = None
 
 
 @dataclass(slots=True)
@@ -99,8 +106,12 @@ class Datapath(Protocol):
     def remove_peer(self, peer: str) -> None:
         """Remove the peer's routes and SAs; its traffic is no longer protected."""
 
-    def install_inbound(self, peer: str, sa: IpsecSa) -> None:
-        """Accept packets on ``sa`` (keyed by SPI, destination, protocol) from now on."""
+    def install_inbound(self, peer: str, sa: IpsecSa, *, remote_port: int | None = None) -> None:
+        """Accept packets on ``sa`` (keyed by SPI, destination, protocol) from now on.
+
+        ``remote_port`` is the peer's NAT-mapped UDP port, as for :meth:`set_outbound`
+        (the kernel keeps it in the inbound state's encapsulation: RFC 3948 source port).
+        """
 
     def set_outbound(self, peer: str, sa: IpsecSa, *, remote_port: int | None = None) -> None:
         """Send the peer's traffic on ``sa`` from now on; flush packets queued for it.

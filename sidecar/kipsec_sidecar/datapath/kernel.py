@@ -47,6 +47,7 @@ from .base import (
     PeerPolicy,
     UdpAddress,
 )
+from .mtu import DEFAULT_NFT_TABLE, install_xfrm_mss_clamp, remove_mss_clamp
 from .probe import probe_kernel_esp
 from .xfrm import XfrmAcquire, XfrmError, XfrmExpire, XfrmGroup, XfrmSocket
 from .xfrm_sa import (
@@ -57,10 +58,12 @@ from .xfrm_sa import (
     XfrmMappingError,
     XfrmPolicySpec,
     XfrmProto,
+    XfrmSelector,
     XfrmStateSpec,
     owner_mark,
     peer_policies,
     sa_keys,
+    safety_net_seconds,
     state_spec,
 )
 
@@ -118,7 +121,8 @@ class _Peer:
 class KernelDatapath:
     """The :class:`~.base.Datapath` on the kernel's XFRM (ESP/AH in the kernel).
 
-    ``local_addr`` is this sidecar's IPsec endpoint (required for transport mode);
+    ``local_addr`` is this sidecar's IPsec endpoint for peers whose
+    :attr:`~.base.PeerPolicy.local_addr` is unset (transport mode needs one of them);
     ``netns`` programs a named namespace instead of the current one (tests);
     ``local_port`` is the daemon's NAT-T port (the source of UDP-encapsulated ESP).
     """
@@ -183,6 +187,8 @@ class KernelDatapath:
                 "removed stale kernel state of an earlier run",
                 extra={"states": states, "policies": policies},
             )
+        if self._netns is None and not install_xfrm_mss_clamp(DEFAULT_NFT_TABLE):
+            log.warning("nft not found: the MSS advertised through SAs is not clamped")
         loop = asyncio.get_running_loop()
         loop.add_reader(self._events.fileno(), self._on_events)
         self._stats_task = loop.create_task(self._poll_stats())
@@ -201,6 +207,8 @@ class KernelDatapath:
             self._xfrm.flush_owned(self._owner_mask, REQID_RANGE)
             self._xfrm.close()
             self._xfrm = None
+        if self._netns is None:
+            remove_mss_clamp(DEFAULT_NFT_TABLE)
         self._peers.clear()
 
     @property
@@ -220,7 +228,7 @@ class KernelDatapath:
         try:
             specs = peer_policies(
                 policy,
-                local_addr=self._local_addr,
+                local_addr=policy.local_addr or self._local_addr,
                 reqid=reqid,
                 mark=self._mark,
                 forward=self._forward,
@@ -259,6 +267,9 @@ class KernelDatapath:
     def _spec(
         self, peer: _Peer, sa: IpsecSa, inbound: bool, remote_port: int | None = None
     ) -> XfrmStateSpec:
+        """The state for one direction of ``sa``. ``remote_port`` (a NAT's mapping of the
+        peer's 4500) goes in the encapsulation on both directions (RFC 3948); the hard
+        time limit is the safety net of :func:`~.xfrm_sa.safety_net_seconds`."""
         encap = None
         if sa.udp_encap:
             remote_port = peer.policy.remote_port if remote_port is None else remote_port
@@ -267,14 +278,25 @@ class KernelDatapath:
                 if inbound
                 else XfrmEncap(self._local_port, remote_port)
             )
+        hard = safety_net_seconds(peer.policy.child_lifetime)
+        # The state's selector family is its inner family: 4-in-6 needs an IPv4 one.
+        inner = {ts.version for ts in peer.policy.remote_ts}
         try:
-            return state_spec(sa, self._keys(sa), reqid=peer.reqid, mark=self._mark, encap=encap)
+            return state_spec(
+                sa,
+                self._keys(sa),
+                reqid=peer.reqid,
+                mark=self._mark,
+                encap=encap,
+                selector=XfrmSelector.any(inner.pop()) if len(inner) == 1 else None,
+                lifetime_seconds=(0, hard) if hard else None,
+            )
         except XfrmMappingError as exc:
             raise DatapathError(f"peer {peer.policy.peer!r}: {exc}") from exc
 
-    def install_inbound(self, peer: str, sa: IpsecSa) -> None:
+    def install_inbound(self, peer: str, sa: IpsecSa, *, remote_port: int | None = None) -> None:
         state = self._peer(peer)
-        spec = self._spec(state, sa, inbound=True)
+        spec = self._spec(state, sa, inbound=True, remote_port=remote_port)
         self._call(peer, "install inbound SA", partial(self._sock.new_sa, spec))
         state.inbound.append(sa)
 

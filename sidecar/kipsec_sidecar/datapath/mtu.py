@@ -28,8 +28,6 @@ package); without it the datapath logs a warning and carries on.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +36,7 @@ from ..core.algorithms import encryption, integrity
 from ..core.esp import ESP_HEADER_LEN
 from ..core.ike.constants import EncrId, IntegId, ProtocolId
 from .base import DatapathError, Encapsulation
+from .nftables import apply, drop_table, run_nft
 
 IPV4_HEADER = 20
 IPV6_HEADER = 40
@@ -45,7 +44,6 @@ UDP_HEADER = 8
 ESP_TRAILER = 2  # pad length + next header
 MIN_TUN_MTU = 576
 DEFAULT_NFT_TABLE = "kipsec"
-NFT_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +154,7 @@ def tun_mtu(path_mtu: int, suites: list[Suite]) -> int:
 def mss_clamp_ruleset(table: str, device: str) -> str:
     """The nft script that (re)creates ``inet <table>`` clamping SYNs out of ``device``."""
     rule = f'oifname "{device}" tcp flags syn / syn,rst tcp option maxseg size set rt mtu'
-    return (
-        f"table inet {table}\n"
-        f"delete table inet {table}\n"
+    return drop_table(table) + (
         f"table inet {table} {{\n"
         f"  chain output {{ type filter hook output priority mangle; policy accept;\n"
         f"    {rule}\n  }}\n"
@@ -168,17 +164,25 @@ def mss_clamp_ruleset(table: str, device: str) -> str:
     )
 
 
-def _nft(script: str) -> subprocess.CompletedProcess[str] | None:
-    nft = shutil.which("nft")
-    if nft is None:
-        return None
-    return subprocess.run(  # noqa: S603 - fixed program, script built from validated names
-        [nft, "-f", "-"],
-        input=script,
-        capture_output=True,
-        text=True,
-        timeout=NFT_TIMEOUT,
-        check=False,
+def xfrm_mss_clamp_ruleset(table: str) -> str:
+    """The nft script that (re)creates ``inet <table>`` clamping SYNs that leave through an
+    XFRM SA (kernel datapath) to the MSS of the SA's route.
+
+    The kernel computes the MSS a socket *advertises* from the route under the SA
+    (``xfrm_default_advmss``), without the ESP overhead. A peer whose own route to us
+    knows the SA sends segments that fit anyway; one whose connection was translated in
+    its namespace (a Service's ClusterIP, see ``kipsec_sidecar.daemon.service_nat``)
+    routed its socket to the ClusterIP, not through the SA, so it trusts our advertised
+    MSS, and its full-sized segments would be dropped after encapsulation (the kernel
+    reports that to TCP only as a local error it ignores). ``rt mtu`` on the
+    ``postrouting`` hook is the SA route's MSS.
+    """
+    rule = "rt ipsec exists tcp flags syn / syn,rst tcp option maxseg size set rt mtu"
+    return drop_table(table) + (
+        f"table inet {table} {{\n"
+        f"  chain postrouting {{ type filter hook postrouting priority mangle; policy accept;\n"
+        f"    {rule}\n  }}\n"
+        f"}}\n"
     )
 
 
@@ -187,14 +191,14 @@ def install_mss_clamp(table: str, device: str) -> bool:
 
     Raises DatapathError with nft's message when nft exists but refuses the ruleset.
     """
-    result = _nft(mss_clamp_ruleset(table, device))
-    if result is None:
-        return False
-    if result.returncode != 0:
-        raise DatapathError(f"nftables table {table}: {result.stderr.strip()}")
-    return True
+    return apply(table, mss_clamp_ruleset(table, device))
+
+
+def install_xfrm_mss_clamp(table: str) -> bool:
+    """:func:`install_mss_clamp` for the kernel datapath (:func:`xfrm_mss_clamp_ruleset`)."""
+    return apply(table, xfrm_mss_clamp_ruleset(table))
 
 
 def remove_mss_clamp(table: str) -> None:
     """Delete the clamping table if it exists (never another table)."""
-    _nft(f"table inet {table}\ndelete table inet {table}\n")
+    run_nft(drop_table(table))

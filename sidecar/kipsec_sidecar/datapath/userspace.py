@@ -23,9 +23,10 @@ Packet path::
 - **Inbound**: ``receive_encapsulated`` (from the daemon's 4500 socket) and the raw
   sockets' readers find the SA by SPI among the inbound SAs (several per peer during a
   make-before-break rekey), verify and decrypt it, check that the inner packet is one
-  the peer's selectors allow (else drop, ``errors["selector"]``) and write it to the TUN
-  device. Replayed and tampered packets are dropped and counted (``replay_drops``,
-  ``integrity_drops``); nothing a peer sends raises into the event loop.
+  the SA's negotiated selectors allow (the peer's for an SA without them: manual keys;
+  else drop, ``errors["selector"]``) and write it to the TUN device. Replayed and
+  tampered packets are dropped and counted (``replay_drops``, ``integrity_drops``);
+  nothing a peer sends raises into the event loop.
 - **Transport mode over UDP** (RFC 3948 section 3.1.2): the receiver has only the ESP
   payload, so the IP header is rebuilt from the SA's addresses (peer → us). Without a NAT
   they are the outer addresses. With a NAT in the path they are the original ones —
@@ -34,6 +35,11 @@ Packet path::
   describes exists for receivers that rebuild from the NAT-rewritten outer addresses).
 - **Fail closed**: see :mod:`.routing` — protected prefixes also have blackhole routes
   that outlive the process.
+- **Plaintext in is dropped** (the kernel's inbound policies, in nftables): see
+  :mod:`.inbound_filter` — from the pass that adds a peer on, a packet from its remote
+  selectors to its local ones that did not come out of the device is dropped (IKE,
+  NAT-T, ESP and AH excepted). The check after decryption above is the other half:
+  what comes out of an SA must be inside its selectors (``core.spd.selectors_allow``).
 
 Batching and offload (what each buys is measured by ``bench/datapath_throughput.py``;
 the profile of the per-packet path said the limit is kernel work per packet — a
@@ -82,7 +88,8 @@ Counters (``stats``): ``packets_out``/``bytes_out`` and ``packets_in``/``bytes_i
 inner packets and their bytes per peer; ``queued`` counts packets ever queued for a
 missing SA; ``errors`` is by kind: ``no_policy`` (a packet in the TUN device that no
 peer's selectors cover), ``unknown_spi``, ``selector``, ``malformed``, ``send``,
-``sa_expired``, ``tun_write``.
+``sa_expired``, ``tun_write``, ``inbound_filter`` (the nftables table could not be
+written; it keeps what it held and the write is retried).
 """
 
 from __future__ import annotations
@@ -110,7 +117,9 @@ from ..core.errors import (
 from ..core.ike.constants import ProtocolId
 from ..core.ip import IpProto, build_ipv4, build_ipv6, five_tuple, l3_info
 from ..core.ipsec_sa import IpsecSa, LifetimeExpired, Mode
+from ..core.spd import Direction, selectors_allow
 from ..core.traffic_selectors import ANY_PROTOCOL, MAX_PORT, TrafficSelector
+from . import inbound_filter
 from . import offload as tso
 from .base import (
     AcquireCallback,
@@ -164,6 +173,8 @@ class UserspaceOptions:
     queues: int = 1
     offload: bool = True
     nft_table: str = DEFAULT_NFT_TABLE
+    inbound_table: str = inbound_filter.TABLE
+    ike_ports: tuple[int, ...] = inbound_filter.IKE_PORTS
     rng: Rng = os.urandom
 
 
@@ -209,37 +220,24 @@ def _address_key(packet: bytes) -> bytes:
     return packet[12:20] if packet[0] >> 4 == 4 else packet[8:40]
 
 
-class _Peer:
-    """Everything the datapath keeps for one peer."""
+class _Selectors:
+    """A peer's or one SA's traffic selectors, compiled for the per-packet check.
 
-    __slots__ = (
-        "address_only",
-        "dest",
-        "inbound",
-        "inbound_ok",
-        "local",
-        "networks",
-        "outbound",
-        "pending_acquire",
-        "policy",
-        "queue",
-        "queue_bytes",
-        "remote",
-    )
+    ``inbound_ok`` caches the address pairs already allowed inbound; it is only filled
+    when no selector restricts protocol or ports (the addresses then decide alone).
+    """
 
-    def __init__(self, policy: PeerPolicy) -> None:
-        self.policy = policy
-        self.local = _compile(policy.local_ts)
-        self.remote = _compile(policy.remote_ts)
+    __slots__ = ("address_only", "inbound_ok", "local", "local_ts", "remote", "remote_ts")
+
+    def __init__(
+        self, local_ts: tuple[TrafficSelector, ...], remote_ts: tuple[TrafficSelector, ...]
+    ) -> None:
+        self.local_ts = local_ts
+        self.remote_ts = remote_ts
+        self.local = _compile(local_ts)
+        self.remote = _compile(remote_ts)
         self.address_only = all(r.address_only for r in self.local + self.remote)
-        self.networks: list[IPNetwork] = selector_networks(policy.remote_ts)
-        self.dest: UdpAddress = (str(policy.remote_addr), policy.remote_port)
-        self.outbound: IpsecSa | None = None
-        self.inbound: dict[int, IpsecSa] = {}
         self.inbound_ok: set[bytes] = set()
-        self.queue: deque[bytes] = deque()
-        self.queue_bytes = 0
-        self.pending_acquire = False
 
     def allows(self, packet: bytes, outbound: bool) -> bool:
         """Do the selectors allow ``packet`` (outbound: local→remote; inbound: reverse)?"""
@@ -249,16 +247,42 @@ class _Peer:
             return any(
                 r.version == version and r.lo <= remote_addr <= r.hi for r in self.remote
             ) and any(r.version == version and r.lo <= local_addr <= r.hi for r in self.local)
-        ft = five_tuple(packet)
-        if outbound:
-            local = (ft.src, ft.src_port)
-            remote = (ft.dst, ft.dst_port)
-        else:
-            local = (ft.dst, ft.dst_port)
-            remote = (ft.src, ft.src_port)
-        return any(
-            r.selector.contains_packet(remote[0], ft.protocol, remote[1]) for r in self.remote
-        ) and any(r.selector.contains_packet(local[0], ft.protocol, local[1]) for r in self.local)
+        direction = Direction.OUT if outbound else Direction.IN
+        return selectors_allow(five_tuple(packet), self.local_ts, self.remote_ts, direction)
+
+
+class _Peer:
+    """Everything the datapath keeps for one peer."""
+
+    __slots__ = (
+        "dest",
+        "inbound",
+        "networks",
+        "outbound",
+        "pending_acquire",
+        "policy",
+        "queue",
+        "queue_bytes",
+        "selectors",
+    )
+
+    def __init__(self, policy: PeerPolicy) -> None:
+        self.policy = policy
+        self.selectors = _Selectors(policy.local_ts, policy.remote_ts)
+        self.networks: list[IPNetwork] = selector_networks(policy.remote_ts)
+        self.dest: UdpAddress = (str(policy.remote_addr), policy.remote_port)
+        self.outbound: IpsecSa | None = None
+        self.inbound: dict[int, IpsecSa] = {}
+        self.queue: deque[bytes] = deque()
+        self.queue_bytes = 0
+        self.pending_acquire = False
+
+    def inbound_selectors(self, sa: IpsecSa) -> _Selectors:
+        """What may come out of ``sa``: the selectors negotiated for it when it carries
+        them (a responder may have narrowed the peer's), else the peer's."""
+        if not sa.local_ts or not sa.remote_ts:
+            return self.selectors
+        return _Selectors(sa.local_ts, sa.remote_ts)
 
 
 class _Batch:
@@ -272,6 +296,8 @@ class _Batch:
 
 
 _BATCH_LIMIT = 128
+#: Seconds before a failed write of the inbound filter table is tried again.
+FILTER_RETRY = 5.0
 
 
 def _bump(counter: dict[str, int], key: str, amount: int = 1) -> None:
@@ -308,11 +334,15 @@ class UserspaceDatapath:
         self.offload = False
         self._on_acquire = on_acquire
         self._peers: dict[str, _Peer] = {}
-        self._inbound: dict[tuple[int, ProtocolId], tuple[_Peer, IpsecSa]] = {}
+        self._inbound: dict[tuple[int, ProtocolId], tuple[_Peer, IpsecSa, _Selectors]] = {}
         self._route_cache: dict[bytes, _Peer] = {}
         self._tun: TunDevice | None = None
         self._tun_index = 0
         self._routing: PolicyRouting | None = None
+        self._filter = inbound_filter.InboundFilter(
+            self.options.device, ike_ports=self.options.ike_ports, table=self.options.inbound_table
+        )
+        self._filter_scheduled = False
         self._raw: dict[tuple[int, int], socket.socket] = {}  # (family, ip proto) -> socket
         self._raw_send6: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -335,6 +365,9 @@ class UserspaceDatapath:
                     extra={"event": "datapath.stale_removed", "count": stale},
                 )
             remove_mss_clamp(opts.nft_table)
+            # A crashed run's inbound table keeps dropping until this pass's write
+            # replaces it atomically (with the peers the daemon adds meanwhile).
+            self._schedule_filter_sync()
             self.path_mtu = opts.path_mtu or routing.path_mtu(exclude=opts.device)
             self.mtu = tun_mtu(self.path_mtu, list(opts.suites))
             self._tun = self._open_device()
@@ -401,6 +434,7 @@ class UserspaceDatapath:
             self._routing.close()
             self._routing = None
         remove_mss_clamp(self.options.nft_table)
+        self._filter.remove()
         self._peers.clear()
         self._inbound.clear()
         self._route_cache.clear()
@@ -410,8 +444,11 @@ class UserspaceDatapath:
     def add_peer(self, policy: PeerPolicy) -> None:
         """Route the peer's remote selectors into the device (and the blackhole under it).
 
-        Raises DatapathError for AH with UDP encapsulation, for a name already added, and
-        when raw sockets are needed but CAP_NET_RAW is missing.
+        Raises DatapathError for AH with UDP encapsulation, for a name already added,
+        when raw sockets are needed but CAP_NET_RAW is missing, and when the ``nft``
+        command is missing (the peer's clear text could not be dropped inbound). The
+        peer's inbound filter rules are written at the end of this event-loop pass,
+        together with those of every other peer added or removed in it.
         """
         if policy.protocol == ProtocolId.AH and policy.encapsulation == "udp":
             raise DatapathError(
@@ -426,6 +463,7 @@ class UserspaceDatapath:
             raise DatapathError(f"peer {policy.peer}: the datapath is not started")
         if policy.peer in self._peers:
             raise DatapathError(f"peer {policy.peer} is already in the datapath")
+        self._filter.require()
         peer = _Peer(policy)
         if policy.encapsulation == "raw":
             self._open_raw(policy.protocol, policy.remote_addr.version)
@@ -440,6 +478,7 @@ class UserspaceDatapath:
             raise
         self._peers[policy.peer] = peer
         self._route_cache.clear()
+        self._schedule_filter_sync()
 
     def remove_peer(self, peer: str) -> None:
         state = self._peers.pop(peer, None)
@@ -452,6 +491,37 @@ class UserspaceDatapath:
             self._inbound.pop((sa.spi, sa.protocol), None)
         state.queue.clear()
         self._route_cache.clear()
+        self._schedule_filter_sync()
+
+    def _schedule_filter_sync(self) -> None:
+        if self._loop is not None and not self._filter_scheduled:
+            self._filter_scheduled = True
+            self._loop.call_soon(self._sync_filter)
+
+    def _sync_filter(self) -> None:
+        """Write the inbound filter for the peers of now, once per event-loop pass.
+
+        Once per pass because the daemon adds every peer in one pass at start (one
+        ``nft -f`` for all of them, not one per peer: 500 peers take one write of ~0.2 s
+        instead of ~20 s of rewrites), and because a reload replaces a changed peer by
+        ``remove_peer`` then ``add_peer`` in one pass: the selectors are then unchanged,
+        nothing is written, and the peer's clear text is never let in between. A failed
+        write leaves the table as it was, is counted and logged, and is tried again
+        :data:`FILTER_RETRY` seconds later.
+        """
+        self._filter_scheduled = False
+        if self._routing is None:
+            return  # closed meanwhile; close removed the table
+        try:
+            self._filter.sync(p.policy for p in self._peers.values())
+        except DatapathError as exc:
+            _bump(self.stats.errors, "inbound_filter")
+            log.error(
+                "inbound filter not updated",
+                extra={"event": "datapath.inbound_filter_error", "reason": str(exc)},
+            )
+            assert self._loop is not None
+            self._loop.call_later(FILTER_RETRY, self._schedule_filter_sync)
 
     def _peer(self, peer: str) -> _Peer:
         state = self._peers.get(peer)
@@ -461,7 +531,8 @@ class UserspaceDatapath:
 
     # -- SAs -----------------------------------------------------------------------------
 
-    def install_inbound(self, peer: str, sa: IpsecSa) -> None:
+    def install_inbound(self, peer: str, sa: IpsecSa, *, remote_port: int | None = None) -> None:
+        # remote_port is unused: inbound ESP in UDP is accepted from any source port.
         state = self._peer(peer)
         key = (sa.spi, sa.protocol)
         owner = self._inbound.get(key)
@@ -470,7 +541,7 @@ class UserspaceDatapath:
                 f"peer {peer}: inbound SPI {sa.spi:#010x} ({sa.protocol.name}) is already in use"
             )
         state.inbound[sa.spi] = sa
-        self._inbound[key] = (state, sa)
+        self._inbound[key] = (state, sa, state.inbound_selectors(sa))
 
     def remove_inbound(self, peer: str, spi: int) -> None:
         state = self._peers.get(peer)
@@ -650,8 +721,8 @@ class UserspaceDatapath:
     def _classify(self, packet: bytes) -> _Peer | None:
         """The peer whose selectors cover an outbound packet (cached by address pair)."""
         for peer in self._peers.values():
-            if peer.allows(packet, outbound=True):
-                if peer.address_only:
+            if peer.selectors.allows(packet, outbound=True):
+                if peer.selectors.address_only:
                     if len(self._route_cache) >= _CACHE_LIMIT:
                         self._route_cache.clear()
                     self._route_cache[_address_key(packet)] = peer
@@ -743,7 +814,7 @@ class UserspaceDatapath:
         if entry is None:
             _bump(self.stats.errors, "unknown_spi")
             return
-        peer, sa = entry
+        peer, sa, rules = entry
         name = peer.policy.peer
         try:
             next_header, payload = esp.open_(sa, data)
@@ -764,23 +835,24 @@ class UserspaceDatapath:
         except KipsecError:
             _bump(self.stats.errors, "malformed")
             return
-        self._deliver(peer, packet)
+        self._deliver(peer, rules, packet)
 
-    def _deliver(self, peer: _Peer, packet: bytes) -> None:
-        """Selector check, then hand the packet to the pod's stack through the device."""
+    def _deliver(self, peer: _Peer, rules: _Selectors, packet: bytes) -> None:
+        """Selector check (``rules``: the SA's), then hand the packet to the pod's stack
+        through the device."""
         key = _address_key(packet)
-        if key not in peer.inbound_ok:
+        if key not in rules.inbound_ok:
             try:
-                allowed = peer.allows(packet, outbound=False)
+                allowed = rules.allows(packet, outbound=False)
             except KipsecError:
                 allowed = False
             if not allowed:
                 _bump(self.stats.errors, "selector")
                 return
-            if peer.address_only:
-                if len(peer.inbound_ok) >= _CACHE_LIMIT:
-                    peer.inbound_ok.clear()
-                peer.inbound_ok.add(key)
+            if rules.address_only:
+                if len(rules.inbound_ok) >= _CACHE_LIMIT:
+                    rules.inbound_ok.clear()
+                rules.inbound_ok.add(key)
         if self._tun is None:
             return
         if self.offload:
@@ -887,7 +959,7 @@ class UserspaceDatapath:
         if entry is None:
             _bump(self.stats.errors, "unknown_spi")
             return
-        peer, sa = entry
+        peer, sa, rules = entry
         name = peer.policy.peer
         try:
             if protocol == ProtocolId.AH:
@@ -904,4 +976,4 @@ class UserspaceDatapath:
             _bump(self.stats.errors, "malformed")
             return
         if inner:
-            self._deliver(peer, inner)
+            self._deliver(peer, rules, inner)

@@ -44,6 +44,10 @@ UDP_ENCAP_ESPINUDP = 2
 MAX_LEGACY_REPLAY_WINDOW = 255
 #: Priority of kipsec's protect policies (lower number = preferred by the kernel).
 PROTECT_PRIORITY = 0x3000
+#: The kernel's safety-net hard time limit exceeds the engine's by this fraction of it,
+#: and by at least :data:`SAFETY_NET_MIN_SECONDS` (see :func:`safety_net_seconds`).
+SAFETY_NET_FRACTION = 0.1
+SAFETY_NET_MIN_SECONDS = 5.0
 
 
 class XfrmProto(IntEnum):
@@ -353,6 +357,20 @@ def state_spec(
         lifetime=lifetime,
         flags=XfrmStateFlag.ESN if sa.esn else 0,
     )
+
+
+def safety_net_seconds(child_lifetime: float | None) -> int:
+    """The hard add-time limit (whole seconds, 0 = none) for the kernel state of a child
+    SA the IKE engine deletes after ``child_lifetime`` seconds.
+
+    Longer than the engine's, so the engine always deletes (and tells the peer) first
+    while the daemon runs; when the daemon has died, the kernel removes the SA itself a
+    little later instead of keeping it until the next start.
+    """
+    if child_lifetime is None or child_lifetime <= 0:
+        return 0
+    margin = max(SAFETY_NET_MIN_SECONDS, child_lifetime * SAFETY_NET_FRACTION)
+    return math.ceil(child_lifetime + margin)
 
 
 def replay_bitmap_words(window: int) -> int:

@@ -7,8 +7,12 @@ from `generateName` (kopf posts Events that way), answers TokenReviews from
 the objects a deleted pod owns (the per-pod configuration Secrets). This subclass adds
 exactly those (and answers a failed JSON-patch `test` with 422, as kopf expects), so the
 tests can check "this Secret was not rewritten" by its
-resourceVersion and "the Secret went with its pod". Server-side apply, field managers
-and admission are not emulated: the operator writes with JSON merge patches.
+resourceVersion and "the Secret went with its pod". With :attr:`Emulator.admission`
+set (the lab sets it), every pod CREATE goes through the mutating webhook first
+(:mod:`kipsec_lab.admission`), failurePolicy Fail. Server-side apply and field managers
+are not emulated: the operator writes with JSON merge patches.
+
+The lab's API server and the operator tests' emulator are this one class.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp.web
 import jsonpatch
@@ -26,6 +30,8 @@ import kmock
 from kmock._internal import enums, parsing, rendering
 
 from kipsec_operator.crds import render as crd_render
+
+from .admission import AdmissionRefused
 
 _parse_path = parsing.parse_path
 
@@ -47,11 +53,19 @@ CORE_RESOURCES = {
     "v1/namespaces": ("Namespace", False),
     "v1/secrets": ("Secret", True),
     "v1/services": ("Service", True),
+    "v1/configmaps": ("ConfigMap", True),
+    "v1/serviceaccounts": ("ServiceAccount", True),
     "v1/events": ("Event", True),
     "discovery.k8s.io/v1/endpointslices": ("EndpointSlice", True),
     "authentication.k8s.io/v1/tokenreviews": ("TokenReview", False),
     "kopf.dev/v1/clusterkopfpeerings": ("ClusterKopfPeering", False),
 }
+
+
+class Admission(Protocol):
+    """Admits a pod being created (:class:`~kipsec_lab.admission.WebhookClient`)."""
+
+    async def admit(self, obj: dict[str, Any], namespace: str) -> dict[str, Any]: ...
 
 
 class Emulator(kmock.KubernetesEmulator):
@@ -64,6 +78,8 @@ class Emulator(kmock.KubernetesEmulator):
         """Token → the TokenReview `status` to answer (unknown tokens: unauthenticated)."""
         self.watched: set[str] = set()
         """The resources some client watches (`v1/pods`, ...)."""
+        self.admission: Admission | None = None
+        """Called on every pod CREATE (None: no admission webhooks)."""
         for path, (kind, namespaced) in CORE_RESOURCES.items():
             self.resources[path] = kmock.ResourceInfo(
                 kind=kind,
@@ -94,6 +110,20 @@ class Emulator(kmock.KubernetesEmulator):
             token = str((request.data.get("spec") or {}).get("token"))
             status = self.token_reviews.get(token, {"authenticated": False})
             return aiohttp.web.json_response({**request.data, "status": status}, status=201)
+        if (
+            self.admission is not None
+            and request.resource is not None
+            and request.action == enums.action.CREATE
+            and _path(request.resource) == "v1/pods"
+            and isinstance(request.data, dict)
+        ):
+            try:
+                admitted = await self.admission.admit(request.data, request.namespace or "")
+            except AdmissionRefused as exc:
+                self._forget(request)
+                raise kmock.KubernetesError(exc.code, exc.reason, str(exc)) from None
+            request.data.clear()
+            request.data.update(admitted)
         if request.resource is not None and request.action == enums.action.WATCH:
             self.watched.add(_path(request.resource))
         data = request.data if isinstance(request.data, dict) else None
@@ -115,8 +145,12 @@ class Emulator(kmock.KubernetesEmulator):
                 if "spec" in data and request.subresource is None:
                     key = (request.resource, request.namespace, request.name)
                     if key in self.objects and not self.objects[key].deleted:
-                        current = self.objects[key].get("metadata", {}).get("generation") or 0
-                        metadata["generation"] = int(current) + 1
+                        stored = self.objects[key]
+                        current = stored.get("metadata", {}).get("generation") or 0
+                        spec = stored.get("spec")
+                        # Like the API server: only a change of the spec is a new generation.
+                        if merge_patch(spec, data["spec"]) != spec:
+                            metadata["generation"] = int(current) + 1
         if (
             request.resource is not None
             and request.action == enums.action.UPDATE
@@ -180,6 +214,19 @@ class Emulator(kmock.KubernetesEmulator):
             for (res, ns, _), obj in self.objects.items()
             if _path(res) == resource and not obj.deleted and (namespace is None or ns == namespace)
         ]
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch of ``patch`` onto ``target`` (neither is modified)."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
 
 
 def _path(resource: Any) -> str:

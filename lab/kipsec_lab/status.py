@@ -1,0 +1,135 @@
+"""``kipsec lab status``: what the API says about Tunnels, and what each sidecar says.
+
+Tunnels come from the API server (their status is what the operator wrote); pods from
+the API server and the supervisor's ``state.json``; SAs from each sidecar's control
+socket, reached through the pod's ``kipsec-run`` volume on the host (the socket the
+sidecar binds at ``/run/kipsec/control.sock`` inside its mount namespace).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from rich.table import Table
+
+from kipsec_sidecar.control import DEFAULT_SOCKET, ControlClient
+
+from .client import LabClient
+from .kubelet import host_path
+from .state import Paths, PodState
+
+
+@dataclass(frozen=True)
+class SidecarView:
+    """One sidecar's answer (``error`` when it could not be asked)."""
+
+    datapath: str = ""
+    ike_established: int = 0
+    child_installed: int = 0
+    peers: int = 0
+    error: str = ""
+
+
+def sidecar_view(paths: Paths, pod: PodState, container: str = "kipsec") -> SidecarView:
+    """Ask the pod's sidecar for its SAs over its control socket."""
+    spec_files = list(paths.pods.glob(f"{pod.namespace}_{pod.name}_*/{container}.json"))
+    if pod.sidecar != "running" or not spec_files:
+        return SidecarView(error=pod.sidecar)
+    mounts = json.loads(spec_files[0].read_text())["mounts"]
+    socket = host_path(mounts, DEFAULT_SOCKET)
+    if socket is None:
+        return SidecarView(error="no control socket mount")
+    try:
+        directory = os.open(socket.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        return SidecarView(error=f"{socket.parent}: {exc.strerror}")
+    try:
+        # A unix socket path holds at most 107 bytes; the state directory may be deep.
+        short = f"/proc/self/fd/{directory}/{socket.name}"
+        data: dict[str, Any] = ControlClient(short, timeout=5).request("sas")
+    except Exception as exc:  # a status display shows the failure instead of stopping
+        return SidecarView(error=f"{type(exc).__name__}: {exc}"[:80])
+    finally:
+        os.close(directory)
+    peers = data.get("peers") or []
+    return SidecarView(
+        datapath=str(data.get("datapath", "")),
+        ike_established=sum(
+            1 for p in peers if (p.get("ike_sa") or {}).get("state") == "established"
+        ),
+        child_installed=sum(
+            1 for p in peers for c in p.get("children") or [] if c.get("state") == "installed"
+        ),
+        peers=len(peers),
+    )
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    for found in (obj.get("status") or {}).get("conditions") or []:
+        if found.get("type") == kind:
+            return dict(found)
+    return {}
+
+
+def tunnels_ready(tunnels: list[dict[str, Any]]) -> bool:
+    return bool(tunnels) and all(condition(t, "Ready").get("status") == "True" for t in tunnels)
+
+
+def tunnel_table(tunnels: list[dict[str, Any]]) -> Table:
+    table = Table(title="Tunnels")
+    for column in ("namespace", "name", "Ready", "reason", "pods", "SAs established", "last error"):
+        table.add_column(column)
+    for tunnel in tunnels:
+        status = tunnel.get("status") or {}
+        ready = condition(tunnel, "Ready")
+        table.add_row(
+            tunnel["metadata"].get("namespace", ""),
+            tunnel["metadata"]["name"],
+            "[green]True[/]"
+            if ready.get("status") == "True"
+            else f"[red]{ready.get('status', '-')}[/]",
+            str(ready.get("reason", "")),
+            str(status.get("pods", "")),
+            f"{status.get('childSasEstablished', '-')}/{status.get('peersExpected', '-')}",
+            str(status.get("lastError") or ""),
+        )
+    return table
+
+
+def pod_table(paths: Paths, pods: list[PodState]) -> Table:
+    table = Table(title="Pods")
+    for column in ("pod", "node", "IP", "sidecar", "restarts", "datapath", "IKE SAs", "child SAs"):
+        table.add_column(column)
+    for pod in pods:
+        view = sidecar_view(paths, pod)
+        table.add_row(
+            f"{pod.namespace}/{pod.name}",
+            pod.node,
+            pod.ip,
+            pod.sidecar
+            if not view.error or pod.sidecar != "running"
+            else f"running ({view.error})",
+            str(pod.restarts),
+            view.datapath,
+            f"{view.ike_established}/{view.peers}" if view.peers else "-",
+            str(view.child_installed) if view.peers else "-",
+        )
+    return table
+
+
+def tunnels(client: LabClient) -> list[dict[str, Any]]:
+    return client.list("Tunnel")
+
+
+__all__ = [
+    "SidecarView",
+    "condition",
+    "pod_table",
+    "sidecar_view",
+    "tunnel_table",
+    "tunnels",
+    "tunnels_ready",
+]

@@ -1,0 +1,262 @@
+"""The lab's long-running process: ``python -m kipsec_lab.supervisor --state-dir DIR``.
+
+Started detached by ``kipsec lab up`` (own session, output to ``supervisor.log``, pid in
+``supervisor.pid``). It creates the control network namespace and moves itself into it,
+so everything it serves and starts lives there and the host's network namespace is left
+alone:
+
+* the API server (:class:`~kipsec_lab.apiserver.Emulator` with the kipsec CRDs) on
+  ``127.0.0.1:6443`` inside the control namespace (the operator's address for it) and
+  on the unix socket ``api.sock`` in the state directory (the CLI's, from the host);
+* the real operator, ``kipsec-operator run --standalone``, its HTTPS endpoints on
+  ``0.0.0.0:8443`` with a lab-issued certificate: the API server calls its webhook on
+  ``127.0.0.1``, pods reach it on the gateway address over the lab bridge;
+* the kubelet stand-in (:mod:`.kubelet`);
+* with ``--prometheus``, Prometheus scraping the operator and the sidecars
+  (:mod:`.prometheus`).
+
+SIGTERM (``kipsec lab down``) stops the sidecars, the operator, deletes every namespace
+and the state it published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import aiohttp
+import kmock
+from aiohttp import web
+
+from kipsec_operator.kube import Connection, Kube, object_path
+
+from . import chart, host, prometheus
+from .admission import WebhookClient
+from .apiserver import Emulator
+from .kubelet import Kubelet
+from .state import LabState, Paths, PodState
+from .status import SidecarView, sidecar_view
+from .tls import issue_serving
+from .topology import Addresses, Names
+
+log = logging.getLogger("kipsec.lab")
+
+API_PORT = 6443
+OPERATOR_PORT = 8443
+OPERATOR_NAMESPACE = "kipsec-system"
+OPERATOR_SERVICE = f"kipsec-operator.{OPERATOR_NAMESPACE}.svc"
+REPORT_INTERVAL = 2.0
+"""Seconds between the operator's polls of the sidecars (10 in a cluster): the lab
+wants Ready to show soon after the SAs are up."""
+OPERATOR_START_TIMEOUT = 60.0
+OPERATOR_STOP_TIMEOUT = 3.0
+"""kopf's graceful stop waits for its watch streams; the lab's API server goes away
+with it, so there is nothing to finish cleanly after a few seconds."""
+
+
+class Supervisor:
+    """One lab's parts and the state it publishes to ``state.json`` for the CLI."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.config = paths.read_config()
+        self.names = Names(self.config.name)
+        self.addresses = Addresses.parse(self.config.cidr, self.config.nodes)
+        self.state = LabState()
+
+    def publish(self, **changes: object) -> None:
+        for key, value in changes.items():
+            setattr(self.state, key, value)
+        self.paths.write_state(self.state)
+
+    def _pods_changed(self, pods: list[PodState]) -> None:
+        self.publish(pods=pods)
+        if self.config.prometheus:
+            prometheus.write_targets(self.paths.prometheus / "sidecars.json", pods)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        gateway = str(self.addresses.gateway)
+        self.publish(step="issuing the operator's serving certificate")
+        ca, cert, key = issue_serving(
+            self.paths.tls, [OPERATOR_SERVICE, "localhost"], ["127.0.0.1", gateway]
+        )
+        self.publish(step="starting the API server")
+        async with Emulator() as emulator, kmock.Server(emulator, host="127.0.0.1", port=API_PORT):
+            runner = web.ServerRunner(web.Server(emulator))
+            await runner.setup()
+            self.paths.api_socket.unlink(missing_ok=True)
+            await web.UnixSite(runner, str(self.paths.api_socket)).start()
+            self.paths.api_socket.chmod(0o600)
+            emulator.admission = WebhookClient(
+                f"https://127.0.0.1:{OPERATOR_PORT}/mutate-pods", str(ca)
+            )
+            async with Kube(Connection(f"http://127.0.0.1:{API_PORT}")) as kube:
+                for namespace in ("default", OPERATOR_NAMESPACE):
+                    await kube.create(
+                        object_path("v1", "namespaces", None),
+                        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+                    )
+                self.publish(step="starting the operator")
+                operator = await self.start_operator(cert, key)
+                try:
+                    await self.wait_operator(str(ca), operator)
+                    kubelet = Kubelet(
+                        emulator,
+                        kube,
+                        self.names,
+                        self.addresses,
+                        self.paths.pods,
+                        hosts=[f"{gateway} {OPERATOR_SERVICE} kipsec-operator"],
+                        ca_file=str(ca),
+                        on_change=self._pods_changed,
+                    )
+                    scraper = self.start_prometheus(ca) if self.config.prometheus else None
+                    task = asyncio.create_task(kubelet.run(), name="kubelet")
+                    sampler = asyncio.create_task(self.sample(), name="sampler")
+                    self.publish(phase="ready", step="ready")
+                    waiter = asyncio.create_task(stop.wait())
+                    operator_exit = asyncio.create_task(operator.wait())
+                    await asyncio.wait(
+                        [waiter, operator_exit, task], return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if operator_exit.done():
+                        self.publish(phase="failed", error="the operator exited; see operator.log")
+                    self.publish(phase="stopping", step="stopping the pods")
+                    if operator.returncode is None:
+                        operator.terminate()  # its stop (kopf's) overlaps the pods'.
+                    for pending in (task, waiter, sampler):
+                        pending.cancel()
+                    await asyncio.gather(task, waiter, sampler, return_exceptions=True)
+                    await asyncio.to_thread(kubelet.stop_all)
+                    if scraper is not None:
+                        await asyncio.to_thread(host.stop_process, scraper)
+                finally:
+                    if operator.returncode is None:
+                        operator.terminate()
+                        try:
+                            await asyncio.wait_for(operator.wait(), OPERATOR_STOP_TIMEOUT)
+                        except TimeoutError:
+                            operator.kill()
+                            await operator.wait()
+            await runner.cleanup()
+
+    async def sample(self) -> None:
+        """Every few seconds, each running sidecar's SA counts into ``samples.jsonl``
+        (the last :data:`~.chart.MAX_SAMPLES` lines), for ``status --png``."""
+        lines: deque[str] = deque(maxlen=chart.MAX_SAMPLES)
+        while True:
+            await asyncio.sleep(chart.SAMPLE_INTERVAL)
+            pods = [pod for pod in self.state.pods if pod.sidecar == "running"]
+            views = await asyncio.to_thread(self._views, pods)
+            now = time.time()
+            for pod, view in zip(pods, views, strict=True):
+                if not view.error:
+                    name = f"{pod.namespace}/{pod.name}"
+                    lines.append(
+                        chart.sample_line(now, name, view.ike_established, view.child_installed)
+                    )
+            temporary = self.paths.samples.with_suffix(".tmp")
+            temporary.write_text("".join(f"{line}\n" for line in lines))
+            temporary.replace(self.paths.samples)
+
+    def _views(self, pods: list[PodState]) -> list[SidecarView]:
+        return [sidecar_view(self.paths, pod) for pod in pods]
+
+    def start_prometheus(self, ca: Path) -> subprocess.Popen[bytes]:
+        self.publish(step="starting Prometheus")
+        config_file, _ = prometheus.write_config(
+            self.paths.prometheus, f"127.0.0.1:{OPERATOR_PORT}", ca
+        )
+        with (self.paths.prometheus / "prometheus.log").open("ab") as log_file:
+            return subprocess.Popen(  # noqa: S603 - fixed argv
+                prometheus.argv(config_file, self.paths.prometheus / "data"),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def start_operator(self, cert: Path, key: Path) -> asyncio.subprocess.Process:
+        log_file = self.paths.operator_log.open("ab")
+        try:
+            return await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "kipsec-operator"),
+                *("run", "--standalone", "--server", f"http://127.0.0.1:{API_PORT}"),
+                *("--operator-namespace", OPERATOR_NAMESPACE),
+                *("--listen", f"0.0.0.0:{OPERATOR_PORT}"),
+                *("--tls-cert", str(cert), "--tls-key", str(key)),
+                *("--report-interval", str(REPORT_INTERVAL)),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        finally:
+            log_file.close()
+
+    async def wait_operator(self, ca: str, operator: asyncio.subprocess.Process) -> None:
+        """Until the operator's /healthz answers (its webhook is then served)."""
+        context = ssl.create_default_context(cafile=ca)
+        url = f"https://127.0.0.1:{OPERATOR_PORT}/healthz"
+        deadline = asyncio.get_running_loop().time() + OPERATOR_START_TIMEOUT
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while True:
+                if operator.returncode is not None:
+                    raise RuntimeError("the operator exited at start; see operator.log")
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    async with session.get(url, ssl=context) as answer:
+                        if answer.status == 200:
+                            return
+                if asyncio.get_running_loop().time() > deadline:
+                    raise RuntimeError(f"the operator did not answer {url} in time")
+                await asyncio.sleep(0.3)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="kipsec-lab-supervisor")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    paths = Paths(args.state_dir)
+    paths.pidfile.write_text(f"{os.getpid()}\n")
+    supervisor = Supervisor(paths)
+    try:
+        supervisor.publish(step="creating the control network namespace")
+        host.sweep(supervisor.names)
+        host.create_control(
+            supervisor.names,
+            str(supervisor.addresses.gateway),
+            supervisor.addresses.cidr.prefixlen,
+        )
+        host.enter_netns(supervisor.names.control)
+        asyncio.run(_serve(supervisor))
+    except Exception as exc:
+        log.exception("lab failed")
+        supervisor.publish(phase="failed", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        host.sweep(supervisor.names)
+        paths.api_socket.unlink(missing_ok=True)
+        if supervisor.state.phase != "failed":
+            supervisor.publish(phase="stopped", step="", pods=[])
+        paths.pidfile.unlink(missing_ok=True)
+
+
+async def _serve(supervisor: Supervisor) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await supervisor.run(stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""A batch of changes may touch exactly the pods its changes may touch one by one."""
+
+from __future__ import annotations
+
+import copy
+
+from kipsec_operator.reconcile.affected import Change, candidates
+from kipsec_operator.reconcile.cluster import Cluster
+from kipsec_operator.reconciler import batch_candidates
+from support.operator_objects import namespace, pod, psk_mesh_spec, psk_secret, tunnel
+
+BEFORE = [
+    namespace("default"),
+    psk_secret(),
+    tunnel("red", psk_mesh_spec(app="red")),
+    tunnel("blue", psk_mesh_spec(app="blue")),
+    tunnel("green", psk_mesh_spec(app="green")),
+    *(pod(f"r{i}", f"10.0.1.{i}", labels={"app": "red"}) for i in (1, 2)),
+    *(pod(f"b{i}", f"10.0.2.{i}", labels={"app": "blue"}) for i in (1, 2)),
+    *(pod(f"g{i}", f"10.0.3.{i}", labels={"app": "green"}) for i in (1, 2)),
+]
+
+
+def test_a_batch_is_the_union_of_its_changes() -> None:
+    after_objects = copy.deepcopy(BEFORE)
+    red = next(o for o in after_objects if o["metadata"]["name"] == "red")
+    red["spec"]["selector"]["from"]["podSelector"]["matchLabels"] = {"app": "green"}
+    b1 = next(o for o in after_objects if o["metadata"]["name"] == "b1")
+    b1["status"]["podIP"] = b1["status"]["podIPs"][0]["ip"] = "10.0.2.9"
+    before, after = Cluster.of(BEFORE), Cluster.of(after_objects)
+    changes = [Change("Tunnel", "default", "red"), Change("Pod", "default", "b1")]
+
+    one_by_one = set().union(*(candidates(before, c) | candidates(after, c) for c in changes))
+    assert batch_candidates(before, after, changes) == one_by_one
+    assert {name for _, name in one_by_one} == {"r1", "r2", "g1", "g2", "b1", "b2"}
+
+
+def test_a_deleted_tunnel_still_touches_its_former_pods() -> None:
+    after = Cluster.of([o for o in BEFORE if o["metadata"]["name"] != "blue"])
+    keys = batch_candidates(Cluster.of(BEFORE), after, [Change("Tunnel", "default", "blue")])
+    assert keys == {("default", "b1"), ("default", "b2")}
