@@ -25,6 +25,8 @@ from aiohttp import web
 from cryptography import x509
 
 from .ca_store import CaStore, user_ca
+from .certificates.expiry import ca_expiring
+from .certificates.terms import TermsError, certificate_terms
 from .crds.models import GROUP, VERSION
 from .kube import ApiError, Connection, Kube, object_path
 from .metrics import OperatorMetrics
@@ -93,6 +95,7 @@ class Operator:
         """Per TunnelCertificate, per pod: (notAfter, renewalTime) of its last certificate."""
         self._certificate_statuses: dict[ObjectKey, dict[str, Any]] = {}
         self._issuer_warned: dict[ObjectKey, str] = {}
+        self._expiry_warned: dict[ObjectKey, str] = {}
 
     # --- Writer ----------------------------------------------------------------------
     async def apply_secret(
@@ -254,7 +257,7 @@ class Operator:
     async def poll_reports(self, namespace: str, name: str) -> None:
         targets = self.reconciler.report_targets((namespace, name))
         if targets:
-            self.reconciler.set_reports(await poll(targets, self.fetcher))
+            await self.reconciler.set_reports(await poll(targets, self.fetcher))
 
     async def publish_trust(self, tunnel_certificate: K8sObject) -> None:
         """Publish the issuer's bundle for the Tunnels that use this TunnelCertificate."""
@@ -265,7 +268,7 @@ class Operator:
             secret_name = str((issuer.get("caSecretRef") or {}).get("name") or "")
             secret = self.reconciler.objects["Secret"].get((namespace, secret_name))
             try:
-                _, bundle = user_ca(secret, "spec.issuer.caSecretRef.name")
+                ca, bundle = user_ca(secret, "spec.issuer.caSecretRef.name")
             except LookupError as exc:
                 if self._issuer_warned.get((namespace, name)) != str(exc):
                     self._issuer_warned[(namespace, name)] = str(exc)
@@ -274,13 +277,29 @@ class Operator:
             self._issuer_warned.pop((namespace, name), None)
         else:
             await self.ca.rotate()
-            _, bundle = await self.ca.signing()
+            ca, bundle = await self.ca.signing()
             state = self.ca.state
             if state is not None:
                 seconds = (state.signing.not_after - datetime.now(UTC)).total_seconds()
                 self.metrics.ca_expiry.set(seconds)
         self.reconciler.set_trust_bundle((namespace, name), bundle.decode("ascii"))
         await self.certificate_status(tunnel_certificate)
+        await self._warn_ca_expiry(tunnel_certificate, ca.not_after)
+
+    async def _warn_ca_expiry(self, tunnel_certificate: K8sObject, ca_not_after: datetime) -> None:
+        """A `CertificateExpiring` Warning on the TunnelCertificate, once per CA, when the CA
+        that signs its pods expires within `spec.duration` (:mod:`.certificates.expiry`)."""
+        key = key_of(tunnel_certificate)
+        try:
+            terms = certificate_terms(tunnel_certificate)
+        except TermsError:
+            return  # the CSR endpoint refuses, naming the field
+        message = ca_expiring(ca_not_after, terms, datetime.now(UTC))
+        if message is None:
+            self._expiry_warned.pop(key, None)
+        elif self._expiry_warned.get(key) != message:
+            self._expiry_warned[key] = message
+            await self.event(tunnel_certificate, "Warning", "CertificateExpiring", message)
 
     async def certificate_status(self, tunnel_certificate: K8sObject) -> None:
         """Write the TunnelCertificate's status when it changed: pods issued, earliest

@@ -12,6 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .certificates.csr import REFUSAL_CODES
 from .reconcile.cluster import ObjectKey
 from .reconciler import PassResult
 
@@ -79,6 +80,8 @@ class OperatorMetrics:
         self.csr_refused = Counter(
             "kipsec_operator_csr_refused", "CSRs refused, by code.", ["code"], registry=r
         )
+        for code in REFUSAL_CODES:
+            self.csr_refused.labels(code=code)
         self.certificate_expiry = Gauge(
             "kipsec_operator_certificate_expiry_seconds",
             "Seconds until the earliest current certificate of a TunnelCertificate expires.",

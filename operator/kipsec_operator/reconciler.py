@@ -23,6 +23,7 @@ and the kopf handlers give it the real API.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from typing import Any, Protocol
 
 from .reconcile.affected import Change, Kind, candidates
 from .reconcile.cluster import Cluster, K8sObject, ObjectKey, PodRef, key_of, pod_ref
+from .reconcile.consent import ALLOW_TUNNELS_FROM
+from .reconcile.failure_events import failure_events
 from .reconcile.peers import Links, selected
 from .reconcile.render import (
     CONFIG_KEY,
@@ -58,6 +61,8 @@ WATCHED_KINDS = (
     "EndpointSlice",
 )
 """The kinds the index holds (what :class:`~.reconcile.cluster.Cluster` reads)."""
+
+log = logging.getLogger(__name__)
 
 WRITE_CONCURRENCY = 16
 """Secret writes in flight at once during a pass."""
@@ -128,7 +133,8 @@ def _relevant(kind: str, obj: K8sObject | None) -> Any:
             (obj.get("status") or {}).get("phase"),
         )
     if kind == "Namespace":
-        return metadata.get("labels") or {}
+        consent = (metadata.get("annotations") or {}).get(ALLOW_TUNNELS_FROM)
+        return (metadata.get("labels") or {}, consent)
     if kind in ("Tunnel", "TunnelCertificate"):
         return obj.get("spec")
     if kind == "Secret":
@@ -217,8 +223,23 @@ class Reconciler:
             self._changes.append(Change("Pod", *pod))
             self._wake.set()
 
-    def set_reports(self, reports: Mapping[ObjectKey, SidecarReport]) -> bool:
-        """Merge sidecar reports; True (and a pass is scheduled) when any changed."""
+    async def set_reports(self, reports: Mapping[ObjectKey, SidecarReport]) -> bool:
+        """Merge sidecar reports; True (and a pass is scheduled) when any changed.
+
+        A failure a report newly shows becomes a Warning Event on its Tunnel
+        (:mod:`.reconcile.failure_events`: once per appearance, bounded per poll).
+        """
+        due = failure_events(self.reports, reports, self.links.by_pod)
+        posts: list[tuple[ObjectKey, Callable[[], Awaitable[None]]]] = [
+            (
+                event.tunnel,
+                partial(self.writer.event, tunnel, "Warning", event.reason, event.message),
+            )
+            for event in due.events
+            if (tunnel := self.objects["Tunnel"].get(event.tunnel)) is not None
+        ]
+        if due.dropped:
+            log.warning("sidecar failure events dropped", extra={"dropped": due.dropped})
         changed = False
         for key, report in reports.items():
             if self.reports.get(key) != report:
@@ -226,6 +247,7 @@ class Reconciler:
                 changed = True
         if changed:
             self._wake.set()
+        await _bounded(posts)
         return changed
 
     def set_trust_bundle(self, tunnel_certificate: ObjectKey, pem: str) -> None:
@@ -291,8 +313,11 @@ class Reconciler:
             status = tunnel_status(
                 tunnel, rendering, after, self.reports, now=self.clock(), previous=previous
             )
+            refused = _condition_of(status, "Degraded")
             if key in rendering.problems:
                 await self._warn(tunnel, "InvalidSpec", _condition_message(status))
+            elif refused.get("reason") == "NamespaceNotConsenting":
+                await self._warn(tunnel, "NamespaceNotConsenting", str(refused.get("message")))
             else:
                 self._warned.pop(key, None)
             if status != previous:
@@ -378,11 +403,16 @@ class Reconciler:
         return len(self._missing)
 
 
-def _condition_message(status: Mapping[str, Any]) -> str:
+def _condition_of(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    """The condition of type `kind` in `status` (empty when absent)."""
     for condition in status.get("conditions") or []:
-        if condition.get("type") == "Ready":
-            return str(condition.get("message") or "")
-    return ""
+        if condition.get("type") == kind:
+            return dict(condition)
+    return {}
+
+
+def _condition_message(status: Mapping[str, Any]) -> str:
+    return str(_condition_of(status, "Ready").get("message") or "")
 
 
 async def _bounded(calls: list[tuple[ObjectKey, Callable[[], Awaitable[None]]]]) -> list[ObjectKey]:

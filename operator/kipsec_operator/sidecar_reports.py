@@ -9,9 +9,11 @@ polling needs only that the operator reach the pods' health port, which
 NetworkPolicies can restrict to the operator.
 
 `/status` is the sidecar's snapshot as JSON (the `kipsec-sidecar sas --json` shape):
-per peer its state, child SAs and `last_error`. A peer counts as established when it
-has a child SA in state `installed`; the report's last error is the first failing
-peer's, prefixed with its name and cut short. A sidecar still waiting for its
+per peer its state, child SAs, `last_error` and `last_failure`. A peer counts as
+established when it has a child SA in state `installed`; the report's last error is the
+first failing peer's, prefixed with its name and cut short; every failing peer's
+`last_failure` is kept as a (peer, reason) pair, a reason the operator does not know
+read as `other` (the set stays closed whatever a pod answers). A sidecar still waiting for its
 configuration (503, `"phase": "waiting"`) has nothing established. A sidecar too old
 to have `/status` (404) is read from `/readyz` instead (200: all established; 503 names
 the peers still waiting), so a rolling upgrade does not blank the Tunnels' status. An
@@ -31,6 +33,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
+
+from kipsec_sidecar.handshake_failures import REASONS as FAILURE_REASONS
 
 from .reconcile.cluster import ObjectKey, PodRef
 from .reconcile.status import SidecarReport
@@ -96,6 +100,7 @@ def parse_status(body: bytes, expected: frozenset[str]) -> SidecarReport:
         return SidecarReport()
     established: set[str] = set()
     errors: list[str] = []
+    failures: set[tuple[str, str]] = set()
     for index, peer in enumerate(_field(data, "peers", list, "")):
         where = f"peers[{index}]."
         if not isinstance(peer, dict):
@@ -110,9 +115,15 @@ def parse_status(body: bytes, expected: frozenset[str]) -> SidecarReport:
         error = peer.get("last_error")
         if error is not None and not isinstance(error, str):
             raise StatusError(f"{where}last_error: expected str or null")
-        if error and name in expected and name not in established:
-            errors.append(f"{name[:253]}: {error[:MAX_PEER_ERROR]}")
-    return SidecarReport(frozenset(established), errors[0] if errors else None)
+        reason = peer.get("last_failure")
+        if reason is not None and not isinstance(reason, str):
+            raise StatusError(f"{where}last_failure: expected str or null")
+        if name in expected and name not in established:
+            if error:
+                errors.append(f"{name[:253]}: {error[:MAX_PEER_ERROR]}")
+            if reason:
+                failures.add((name, reason if reason in FAILURE_REASONS else "other"))
+    return SidecarReport(frozenset(established), errors[0] if errors else None, frozenset(failures))
 
 
 class HttpFetcher:

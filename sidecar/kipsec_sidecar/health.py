@@ -15,9 +15,10 @@ the peers lacking an installed child SA otherwise. ``/metrics`` is the Prometheu
 exposition of the registry built by :mod:`kipsec_sidecar.metrics`, served as text format
 0.0.4 (what every Prometheus version and most scrapers read). ``/status`` is the JSON of
 the same snapshot ``kipsec-sidecar sas --json`` prints (``SidecarSnapshot.to_json``:
-peers, their IKE and child SAs with algorithms, mode and protocol, ``last_error``, the
-datapath and the applied configuration's generation and digest; no key material) with
-``"phase": "running"``; the operator reads it for the Tunnel's status.
+peers, their IKE and child SAs with algorithms, mode and protocol, ``last_error`` and
+``last_failure``, the datapath and the applied configuration's generation and digest; no
+key material) with ``"phase": "running"``; the operator reads it for the Tunnel's status
+and its failure Events.
 
 Before the daemon has a configuration (``controller`` None, :attr:`HealthServer.waiting`
 says why) every endpoint but ``/metrics`` answers 503 with that reason, ``/status`` as

@@ -75,6 +75,8 @@ class PeerView:
     ike_sa: IkeSaView | None = None
     children: tuple[ChildSaView, ...] = ()
     last_error: str | None = None  #: the latest failure (no secrets), e.g. "AUTHENTICATION_FAILED"
+    last_failure: str | None = None
+    """``last_error`` as a closed reason (:data:`~.handshake_failures.REASONS`), for machines."""
     ike_sas: int = 0  #: live IKE SAs (more than one briefly during a rekey or a collision)
 
 

@@ -6,8 +6,8 @@ sidecar health server (:class:`kipsec_sidecar.health.HealthServer` serving
 :func:`kipsec_sidecar.metrics.build_registry` over a controller double's snapshot) and
 the operator's real :class:`OperatorMetrics` registry. The scrape configuration adds the
 labels the chart's PodMonitor adds (namespace, pod, node) and keeps the operator's own
-labels as its ServiceMonitor does (honor_labels). The lab-wide version, scraping the
-lab's sidecars and operator, comes with the lab.
+labels as its ServiceMonitor does (honor_labels). The lab-wide version, scraping a
+running lab's sidecars and operator, is in tests/lab/test_lab_scenarios.py.
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ from kipsec_operator.metrics import OperatorMetrics
 from kipsec_sidecar.health import HealthServer
 from kipsec_sidecar.metrics import build_registry
 from support.controller_double import ControllerDouble
+from support.promql import evaluable, without_threshold
 
 PROMETHEUS = shutil.which("prometheus")
 needs_prometheus = pytest.mark.skipif(
     PROMETHEUS is None, reason="prometheus missing: apt-get install prometheus"
 )
 SIDECAR_TARGET = {"namespace": "shop", "pod": "web-1", "node": "node-a"}
-RATE_WINDOW = "30s"
 
 
 def free_port() -> int:
@@ -230,21 +230,12 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
             thread.join(10)
 
 
-def evaluable(expr: str) -> str:
-    """A dashboard expression with Grafana's interval variable given a value."""
-    return expr.replace("$__rate_interval", RATE_WINDOW)
-
-
 @needs_prometheus
 @pytest.mark.parametrize("expr", queries())
 def test_every_dashboard_query_returns_series(prometheus: Prometheus, expr: str) -> None:
     answer = prometheus.query(evaluable(expr))
     assert answer["status"] == "success", answer.get("error")
     assert answer["data"]["result"], f"no series for {expr}"
-
-
-def _without_threshold(expr: str) -> str:
-    return re.sub(r"\s*(==|>|<)\s*[0-9.]+\s*$", "", expr)
 
 
 @needs_prometheus
@@ -255,7 +246,7 @@ def test_every_alert_expression_evaluates_over_real_series(
     alert = next(a for a in alerts() if a.name == name)
     whole = prometheus.query(alert.expr)
     assert whole["status"] == "success", whole.get("error")
-    measured = prometheus.query(_without_threshold(alert.expr))
+    measured = prometheus.query(without_threshold(alert.expr))
     assert measured["data"]["result"], f"no series for {alert.expr}"
 
 

@@ -221,14 +221,20 @@ def test_a_ca_rotation_under_running_sas_keeps_them(pair: Pair, topology: Topolo
     # prepare: both CAs trusted, the old one signs
     since = pair.publish(topology, pair.state.with_pending(new, datetime.now(UTC)))
     wait_until(
-        "bundle old+new applied", lambda: reloaded_since(a, since) and reloaded_since(b, since)
+        "bundle old+new applied",
+        lambda: reloaded_since(a, since) and reloaded_since(b, since),
+        timeout=30,
     )
     # promote: the new CA signs; the next renewals bring certificates from it
     pair.publish(topology, pair.state.promoted(datetime.now(UTC)))
     wait_until("new-CA certificates", lambda: signed_by(a, new) and signed_by(b, new), timeout=25)
     # drop: only the new CA is trusted
     since = pair.publish(topology, CaState(signing=new))
-    wait_until("bundle new applied", lambda: reloaded_since(a, since) and reloaded_since(b, since))
+    wait_until(
+        "bundle new applied",
+        lambda: reloaded_since(a, since) and reloaded_since(b, since),
+        timeout=30,
+    )
 
     assert not signed_by(a, old)
     still_up(pair, topology, ike, children)

@@ -311,10 +311,29 @@ def test_killed_peer_is_detected_and_the_sas_return_when_it_restarts(
     b.stop(signal.SIGKILL)
     wait_until("pa reports pb down", lambda: a.peer("pb")["state"] == "down", timeout=8)
     assert a.peer("pb")["last_error"]
+    assert a.peer("pb")["last_failure"] == "peer_dead"
     b.start()
     wait_until("SAs back", established(a, "pb"), timeout=8)
     assert a.spis("pb").isdisjoint(old)
     pods.ping("pa", "pb")
+
+
+def test_a_wrong_psk_is_reported_as_an_authentication_failure(
+    pods: Topology, tmp_path: Path
+) -> None:
+    a, b = Sidecar(pods, "pa", tmp_path), Sidecar(pods, "pb", tmp_path)
+    a.write([peer_entry(pods, "pb")])
+    b.write(
+        [peer_entry(pods, "pa")], local={"auth": {"psk": {"value": "not the key pa holds, 0123"}}}
+    )
+    a.start()
+    b.start()
+    try:
+        wait_until("pa reports pb down", lambda: a.peer("pb")["state"] == "down")
+        assert a.peer("pb")["last_failure"] == "authentication_failed"
+    finally:
+        for sidecar in (a, b):
+            sidecar.stop()
 
 
 # --- hostile input ---------------------------------------------------------------------------

@@ -1,13 +1,15 @@
 """Random `/status` bodies: the operator's parser answers a report or a StatusError.
 
 Three sources: arbitrary bytes, arbitrary JSON values, and the sidecar's own status JSON
-with one value replaced anywhere by junk. Whatever a pod's health port answers, the
-operator neither crashes nor reports an SA for a peer the pod's document does not list.
+(with a peer that is down and says why) with one value replaced anywhere by junk.
+Whatever a pod's health port answers, the operator neither crashes nor reports an SA, or
+a failure, for a peer the pod's document does not list, nor a reason outside the closed set.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,10 +17,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kipsec_operator.sidecar_reports import MAX_STATUS_BYTES, StatusError, parse_status
+from kipsec_sidecar.handshake_failures import REASONS
+from kipsec_sidecar.state import PeerView
 from support.controller_double import example_snapshot
 
 EXPECTED = frozenset({"b", "d"})
-VALID: dict[str, Any] = json.loads(json.dumps({"phase": "running", **example_snapshot().to_json()}))
+DOWN = PeerView("d", "10.20.0.4", "ike", "onStart", "down", None, (), "PEER_DEAD", "peer_dead")
+SNAPSHOT = replace(example_snapshot(), peers=(*example_snapshot().peers, DOWN))
+VALID: dict[str, Any] = json.loads(json.dumps({"phase": "running", **SNAPSHOT.to_json()}))
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -36,6 +42,7 @@ def _parse(body: bytes) -> None:
         return
     assert report.established <= EXPECTED
     assert report.last_error is None or len(report.last_error) < 600
+    assert all(peer in EXPECTED and reason in REASONS for peer, reason in report.failures)
 
 
 @given(st.binary(max_size=512))

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kipsec_lab import cli, host
 from kipsec_lab.status import sidecar_view
 from support.lab_harness import EXAMPLES, Lab, eventually
+from support.promql import measured_expressions
 
 pytestmark = pytest.mark.netns
 
@@ -81,6 +83,34 @@ def test_prometheus_scrapes_the_operator_and_every_sidecar(lab: Lab, tmp_path: P
         assert (tmp_path / "sas.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     finally:
         lab.delete(path)
+
+
+def test_every_dashboard_query_and_alert_expression_returns_series_from_the_lab(
+    lab: Lab,
+) -> None:
+    # A PSK mesh and a certificate tunnel: between them every metric the dashboard and
+    # the alerts read is exported by the lab's operator or sidecars.
+    paths = [EXAMPLES / "psk-mesh.yaml", EXAMPLES / "certificate-tunnel.yaml"]
+    for path in paths:
+        lab.apply(path)
+    try:
+        lab.ready_tunnel("demo", "cache-mesh")
+        lab.ready_tunnel("shop", "frontend-to-backend")
+        config = lab.paths.read_config()
+        expressions = measured_expressions()
+
+        def series(expr: str) -> list[Any]:
+            answer = cli.query_prometheus(lab.paths, config, expr, instant=True)
+            return list(answer["data"]["result"])
+
+        def empty() -> list[str]:
+            return [name for name, expr in expressions.items() if not series(expr)]
+
+        # rate() needs a few scrapes after the pods came up.
+        eventually(lambda: not empty(), 60, lambda: "no series for:\n" + "\n".join(empty()))
+    finally:
+        for path in reversed(paths):
+            lab.delete(path)
 
 
 def test_a_sidecar_that_dies_is_restarted_and_the_tunnel_recovers(lab: Lab) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from kipsec_operator.reconcile.render import OPERATOR_CA_KEY
 from kipsec_sidecar.daemon.delivery import DeliveryError, DeliverySettings, fetch
-from support.operator_cluster import Cluster, eventually, self_signed
+from support.operator_cluster import Cluster, eventually, psk_mesh, self_signed
 from support.operator_objects import namespace, pod, psk_mesh_spec, psk_secret, tunnel
 
 pytestmark = [pytest.mark.operator, pytest.mark.asyncio]
@@ -40,11 +40,7 @@ def bound_token(cluster: Cluster, token: str, name: str, uid: str) -> None:
 
 async def mesh(cluster: Cluster) -> dict[str, Any]:
     """Pods a and b in a PSK mesh; a's configured Secret."""
-    await cluster.apply(namespace("default"))
-    await cluster.apply(psk_secret())
-    await cluster.apply(pod("a", "10.0.0.1", labels={"app": "mesh"}))
-    await cluster.apply(pod("b", "10.0.0.2", labels={"app": "mesh"}))
-    await cluster.apply(tunnel("mesh", psk_mesh_spec()))
+    await psk_mesh(cluster)
     bound_token(cluster, "a-token", "a", "uid-default-a")
     secret: dict[str, Any] = await eventually(
         lambda: (s := cluster.config_secrets().get("a")) and "config.yaml" in s["data"] and s

@@ -13,8 +13,8 @@ import pytest
 from cryptography import x509
 
 from kipsec_sidecar.identity import IdentityRequest, build_csr, generate_key
-from support.operator_cluster import Cluster, document, eventually
-from support.operator_objects import namespace, pod, psk_mesh_spec, psk_secret, tunnel
+from support.operator_cluster import Cluster, document, eventually, psk_mesh
+from support.operator_objects import namespace, pod, psk_mesh_spec, tunnel
 
 pytestmark = [pytest.mark.operator, pytest.mark.asyncio]
 
@@ -93,20 +93,11 @@ async def test_the_webhook_refuses_a_malformed_review_with_a_reason(
     assert "malformed AdmissionReview" in answer["response"]["status"]["message"]
 
 
-async def apply_two_pod_mesh(cluster: Cluster) -> None:
-    """Pods a and b and the PSK mesh Tunnel "mesh" that links them, in "default"."""
-    await cluster.apply(namespace("default"))
-    await cluster.apply(psk_secret())
-    await cluster.apply(pod("a", "10.0.0.1", labels={"app": "mesh"}))
-    await cluster.apply(pod("b", "10.0.0.2", labels={"app": "mesh"}))
-    await cluster.apply(tunnel("mesh", psk_mesh_spec()))
-
-
 async def test_metrics_count_tunnels_and_configured_sidecars(
     cluster: Cluster,
 ) -> None:
     url, context = cluster.endpoint, cluster.client_ssl
-    await apply_two_pod_mesh(cluster)
+    await psk_mesh(cluster)
     await eventually(lambda: len(cluster.config_secrets()) == 2)
 
     async def scrape() -> str | None:
@@ -228,7 +219,7 @@ async def test_a_pod_gets_its_certificate_signed_and_another_pods_token_is_refus
 
 async def test_per_tunnel_series_follow_the_tunnels_and_go_with_them(cluster: Cluster) -> None:
     url, context = cluster.endpoint, cluster.client_ssl
-    await apply_two_pod_mesh(cluster)
+    await psk_mesh(cluster)
     series = 'kipsec_operator_tunnel_ready{namespace="default",tunnel="mesh"}'
 
     async def scrape(present: bool) -> str | None:

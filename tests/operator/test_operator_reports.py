@@ -74,8 +74,11 @@ def status_body(snapshot: SidecarSnapshot) -> bytes:
     return json.dumps({"phase": "running", **snapshot.to_json()}).encode()
 
 
-def failing(snapshot: SidecarSnapshot, name: str, error: str) -> SidecarSnapshot:
-    """`snapshot` plus a peer `name` that is down with `error` and has no child SA."""
+def failing(
+    snapshot: SidecarSnapshot, name: str, error: str, failure: str | None = None
+) -> SidecarSnapshot:
+    """`snapshot` plus a peer `name` that is down with `error` (and the machine-readable
+    `failure`) and has no child SA."""
     down = PeerView(
         name=name,
         address="10.20.0.9",
@@ -83,6 +86,7 @@ def failing(snapshot: SidecarSnapshot, name: str, error: str) -> SidecarSnapshot
         start="onStart",
         state="down",
         last_error=error,
+        last_failure=failure,
     )
     return replace(snapshot, peers=(*snapshot.peers, down))
 
@@ -99,6 +103,26 @@ def test_status_reports_a_failing_peers_error_with_its_name() -> None:
     report = parse_status(status_body(snapshot), frozenset({"b", "c", "d"}))
 
     assert report.last_error == "d: AUTHENTICATION_FAILED (no matching PSK)"
+
+
+def test_status_reports_a_failing_peers_reason() -> None:
+    snapshot = failing(example_snapshot(), "d", "PEER_DEAD", "peer_dead")
+
+    report = parse_status(status_body(snapshot), frozenset({"b", "c", "d"}))
+
+    assert report.failures == {("d", "peer_dead")}
+
+
+def test_a_reason_the_operator_does_not_know_is_other() -> None:
+    snapshot = failing(example_snapshot(), "d", "X", "a reason from a newer sidecar")
+
+    assert parse_status(status_body(snapshot), frozenset({"d"})).failures == {("d", "other")}
+
+
+def test_status_ignores_the_reason_of_a_peer_the_document_does_not_list() -> None:
+    snapshot = failing(example_snapshot(), "stale", "PEER_DEAD", "peer_dead")
+
+    assert parse_status(status_body(snapshot), frozenset({"b"})).failures == frozenset()
 
 
 def test_status_bounds_a_peers_error() -> None:
@@ -139,6 +163,10 @@ def test_a_sidecar_waiting_for_its_configuration_has_nothing_established() -> No
         (
             b'{"phase": "running", "peers": [{"name": "b", "children": [], "last_error": 1}]}',
             "peers[0].last_error",
+        ),
+        (
+            b'{"phase": "running", "peers": [{"name": "b", "children": [], "last_failure": []}]}',
+            "peers[0].last_failure",
         ),
     ],
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kipsec_operator.reconcile.status import SidecarReport
-from support.operator_cluster import Cluster, condition, eventually
+from support.operator_cluster import Cluster, condition, eventually, psk_mesh
 from support.operator_objects import PSK, namespace, pod, psk_mesh_spec, psk_secret, tunnel
 
 pytestmark = [pytest.mark.operator, pytest.mark.asyncio]
@@ -52,11 +52,7 @@ async def test_a_refused_proposal_names_the_list_item_and_never_the_psk(cluster:
 
 
 async def test_sidecar_reports_make_the_tunnel_ready(cluster: Cluster) -> None:
-    await cluster.apply(namespace("default"))
-    await cluster.apply(psk_secret())
-    await cluster.apply(pod("a", "10.0.0.1", labels={"app": "mesh"}))
-    await cluster.apply(pod("b", "10.0.0.2", labels={"app": "mesh"}))
-    await cluster.apply(tunnel("mesh", psk_mesh_spec()))
+    await psk_mesh(cluster)
     pending = await eventually(lambda: condition(cluster.tunnel("mesh"), "Ready"))
     assert (pending["status"], pending["reason"]) == ("False", "SasPending")
 
@@ -80,11 +76,7 @@ async def test_sidecar_reports_make_the_tunnel_ready(cluster: Cluster) -> None:
 async def test_a_sidecar_error_degrades_the_tunnel_without_leaking_the_psk(
     cluster: Cluster,
 ) -> None:
-    await cluster.apply(namespace("default"))
-    await cluster.apply(psk_secret())
-    await cluster.apply(pod("a", "10.0.0.1", labels={"app": "mesh"}))
-    await cluster.apply(pod("b", "10.0.0.2", labels={"app": "mesh"}))
-    await cluster.apply(tunnel("mesh", psk_mesh_spec()))
+    await psk_mesh(cluster)
     cluster.reports[("default", "a")] = SidecarReport(last_error=f"AUTHENTICATION_FAILED {PSK}")
 
     degraded = await eventually(

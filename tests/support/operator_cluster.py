@@ -30,6 +30,7 @@ from kipsec_operator.kube import Kube, object_path
 from kipsec_operator.reconcile.cluster import ObjectKey
 from kipsec_operator.reconcile.status import SidecarReport
 from kipsec_sidecar.config import load_config_data
+from support.operator_objects import namespace, pod, psk_mesh_spec, psk_secret, tunnel
 
 PLURALS = {
     "Pod": ("v1", "pods"),
@@ -109,6 +110,16 @@ def condition(tunnel: dict[str, Any], kind: str) -> dict[str, Any]:
         if found["type"] == kind:
             return dict(found)
     return {}
+
+
+async def psk_mesh(cluster: Cluster) -> None:
+    """Namespace `default`, its PSK Secret, pods a (10.0.0.1) and b (10.0.0.2) labelled
+    `app: mesh`, and the Tunnel `mesh` that links them with the PSK."""
+    await cluster.apply(namespace("default"))
+    await cluster.apply(psk_secret())
+    await cluster.apply(pod("a", "10.0.0.1", labels={"app": "mesh"}))
+    await cluster.apply(pod("b", "10.0.0.2", labels={"app": "mesh"}))
+    await cluster.apply(tunnel("mesh", psk_mesh_spec()))
 
 
 async def eventually(probe: Callable[[], Any], timeout: float = 8.0) -> Any:

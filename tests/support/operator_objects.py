@@ -16,8 +16,13 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def namespace(name: str, **labels: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+def namespace(name: str, *, allow_tunnels_from: str | None = None, **labels: str) -> dict[str, Any]:
+    """A Namespace; `allow_tunnels_from` sets its consent annotation (see
+    :mod:`kipsec_operator.reconcile.consent`)."""
+    metadata: dict[str, Any] = {"name": name, "labels": labels}
+    if allow_tunnels_from is not None:
+        metadata["annotations"] = {"kipsec.io/allow-tunnels-from": allow_tunnels_from}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
 
 
 def pod(

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import generate_latest
 
+import kipsec_operator.certificates
+from kipsec_operator.certificates.csr import REFUSAL_CODES
 from kipsec_operator.metrics import OperatorMetrics
+
+CERTIFICATES = Path(kipsec_operator.certificates.__file__).parent
 
 
 def status(ready: bool, established: int) -> dict[str, Any]:
@@ -37,3 +43,16 @@ def test_a_deleted_tunnel_loses_its_series() -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'tunnel="db"' not in text
     assert sample(metrics, "kipsec_operator_tunnels", ready="False") == 0
+
+
+def test_every_csr_refusal_code_starts_at_zero() -> None:
+    metrics = OperatorMetrics()
+    for code in REFUSAL_CODES:
+        assert sample(metrics, "kipsec_operator_csr_refused_total", code=code) == 0
+
+
+def test_the_refusal_codes_are_exactly_those_the_csr_code_returns() -> None:
+    # Refused("code", ...) or Refused(\n "code", ...) in the CSR endpoint and its checks.
+    sources = "".join((CERTIFICATES / name).read_text() for name in ("csr.py", "endpoint.py"))
+    returned = set(re.findall(r'Refused\(\s*"([a-z-]+)"', sources))
+    assert returned == set(REFUSAL_CODES)

@@ -34,7 +34,8 @@ Objects = list[dict[str, Any]]
 def _world() -> Objects:
     return [
         namespace("default"),
-        namespace("pay", team="pay"),
+        namespace("pay", allow_tunnels_from="default", team="pay"),
+        namespace("shop", team="pay"),  # selected by "cross", but does not consent
         psk_secret(),
         psk_secret("other-psk", value="another secret key, 32 bytes...."),
         secret("unrelated", {"x": "y"}),
@@ -59,6 +60,7 @@ def _world() -> Objects:
         pod("s1", "10.0.1.2", labels={"app": "server"}),
         pod("p1", "10.0.2.1", namespace="pay", labels={"app": "pay"}),
         pod("p2", "10.0.2.2", namespace="pay", labels={"app": "pay"}),
+        pod("q1", "10.0.3.1", namespace="shop", labels={"app": "pay"}),
     ]
 
 
@@ -85,6 +87,13 @@ def _edit(
 def _set_ip(ip: str) -> Callable[[dict[str, Any]], None]:
     def change(obj: dict[str, Any]) -> None:
         obj["status"].update(podIP=ip, podIPs=[{"ip": ip}])
+
+    return change
+
+
+def _consent(value: str) -> Callable[[dict[str, Any]], None]:
+    def change(obj: dict[str, Any]) -> None:
+        obj["metadata"]["annotations"] = {"kipsec.io/allow-tunnels-from": value}
 
     return change
 
@@ -167,6 +176,30 @@ CASES: list[tuple[str, Change, Callable[[Objects], None], set[str]]] = [
         Change("Namespace", "pay"),
         _edit("Namespace", "pay", lambda n: n["metadata"]["labels"].update(team="web")),
         {"pay/p1", "pay/p2"},
+    ),
+    (
+        "namespace withdraws its consent",
+        Change("Namespace", "pay"),
+        _edit("Namespace", "pay", lambda n: n["metadata"]["annotations"].clear()),
+        {"pay/p1", "pay/p2"},
+    ),
+    (
+        "namespace gives its consent",
+        Change("Namespace", "shop"),
+        _edit("Namespace", "shop", _consent("other, default")),
+        {"pay/p1", "pay/p2", "shop/q1"},
+    ),
+    (
+        "namespace consents to another namespace only",
+        Change("Namespace", "shop"),
+        _edit("Namespace", "shop", _consent("other")),
+        set(),
+    ),
+    (
+        "namespace consent rewritten with the same meaning",
+        Change("Namespace", "pay"),
+        _edit("Namespace", "pay", _consent(" default, other ")),
+        set(),
     ),
 ]
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from kipsec_operator.crds.models import TunnelSpec
 from kipsec_operator.reconcile.cluster import Cluster, ObjectKey
-from kipsec_operator.reconcile.peers import Links, all_links, traffic_selectors
+from kipsec_operator.reconcile.peers import Links, all_links, refusals, traffic_selectors
 from support.operator_objects import (
     namespace,
     pod,
@@ -90,8 +92,8 @@ def test_a_namespace_selector_selects_pods_in_labelled_namespaces() -> None:
     spec["selector"]["from"]["namespaceSelector"] = {"matchLabels": {"team": "pay"}}
     objects = [
         *BASE,
-        namespace("pay-a", team="pay"),
-        namespace("web", team="web"),
+        namespace("pay-a", allow_tunnels_from="default", team="pay"),
+        namespace("web", allow_tunnels_from="default", team="web"),
         tunnel("t", spec),
         pod("s1", "10.0.0.3", labels={"app": "server"}),
         pod("c1", "10.0.1.1", namespace="pay-a", labels={"app": "client"}),
@@ -102,6 +104,50 @@ def test_a_namespace_selector_selects_pods_in_labelled_namespaces() -> None:
         "default/s1": ["pay-a/c1"],
         "pay-a/c1": ["default/s1"],
     }
+
+
+def _cross(consent: str | None) -> list[dict[str, Any]]:
+    """A Tunnel in `default` whose clients are in namespace `pay` (consenting with
+    `consent` as its annotation, or not at all when None)."""
+    spec = two_sided_spec()
+    spec["selector"]["from"]["namespaceSelector"] = {"matchLabels": {"team": "pay"}}
+    return [
+        *BASE,
+        namespace("pay", allow_tunnels_from=consent, team="pay"),
+        tunnel("t", spec),
+        pod("s1", "10.0.0.3", labels={"app": "server"}),
+        pod("c1", "10.0.1.1", namespace="pay", labels={"app": "client"}),
+    ]
+
+
+@pytest.mark.parametrize("consent", [None, "", "other", "other, team-default", " , "])
+def test_pods_of_a_namespace_that_does_not_consent_take_no_part(consent: str | None) -> None:
+    assert _peers(_links(_cross(consent))) == {}
+
+
+@pytest.mark.parametrize("consent", ["default", "other, default", " default ", "*"])
+def test_pods_of_a_namespace_that_lists_the_tunnels_namespace_take_part(consent: str) -> None:
+    assert _peers(_links(_cross(consent))) == {
+        "default/s1": ["pay/c1"],
+        "pay/c1": ["default/s1"],
+    }
+
+
+def test_a_refusing_namespace_is_named_with_the_side_it_is_selected_by() -> None:
+    objects = _cross(None)
+    cluster = Cluster.of(objects)
+    t = cluster.tunnels[("default", "t")]
+    assert refusals(t, TunnelSpec.model_validate(t["spec"]), cluster) == [
+        'spec.selector.from.namespaceSelector: namespace "pay" does not allow Tunnels'
+        ' from "default" (annotation kipsec.io/allow-tunnels-from)'
+    ]
+
+
+def test_a_refusing_namespace_without_matching_pods_is_not_named() -> None:
+    objects = [o for o in _cross(None) if o["metadata"]["name"] != "c1"]
+    cluster = Cluster.of(objects)
+    t = cluster.tunnels[("default", "t")]
+    assert refusals(t, TunnelSpec.model_validate(t["spec"]), cluster) == []
 
 
 def test_a_pod_pair_claimed_by_two_tunnels_keeps_the_first_and_reports_the_second() -> None:

@@ -126,3 +126,32 @@ def test_transition_time_moves_only_when_the_status_changes() -> None:
     assert same["conditions"][0]["lastTransitionTime"] == NOW
     changed = _status(objects, ALL_UP, now=LATER, previous=first)
     assert changed["conditions"][0]["lastTransitionTime"] == LATER
+
+
+def _cross_namespace(consent: str | None) -> list[dict[str, Any]]:
+    """A mesh in `default` that also selects the mesh pods of namespace `pay`."""
+    spec = psk_mesh_spec()
+    spec["selector"]["from"]["namespaceSelector"] = {}
+    return [
+        namespace("pay", allow_tunnels_from=consent),
+        tunnel("t", spec),
+        *MESH,
+        pod("p1", "10.0.1.1", namespace="pay", labels={"app": "mesh"}),
+    ]
+
+
+def test_a_namespace_that_does_not_consent_degrades_the_tunnel_naming_it() -> None:
+    status = _status(_cross_namespace(None))
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "NamespaceNotConsenting")
+    assert degraded["message"] == (
+        'spec.selector.from.namespaceSelector: namespace "pay" does not allow Tunnels'
+        ' from "default" (annotation kipsec.io/allow-tunnels-from)'
+    )
+    assert status["pods"] == 3  # the refusing namespace's pod is not counted
+
+
+def test_a_consenting_namespace_leaves_the_tunnel_as_expected() -> None:
+    status = _status(_cross_namespace("default"))
+    assert _conditions(status)["Degraded"] == ("False", "AsExpected")
+    assert status["pods"] == 4

@@ -31,6 +31,7 @@ from kipsec_operator.webhook.policy import (
     parse_failure_policy,
     pods_missing_sidecar,
 )
+from support.operator_objects import namespace
 
 SETTINGS = InjectionSettings()
 SUPPORTED_VERSIONS = sorted(
@@ -49,15 +50,12 @@ def apply(document: Mapping[str, Any], ops: list[dict[str, Any]]) -> dict[str, A
     return result
 
 
-def namespace(name: str = "shop", **labels: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
-
-
 NAMESPACES = {
     "shop": namespace("shop"),
     "lab": namespace("lab", **{"kipsec.io/inject": "enabled"}),
     "plain": namespace("plain"),
-    "legacy": namespace("legacy", **{"kipsec.io/inject": "disabled"}),
+    "partner": namespace("partner", allow_tunnels_from="shop"),
+    "legacy": namespace("legacy", allow_tunnels_from="*", **{"kipsec.io/inject": "disabled"}),
 }
 
 
@@ -216,11 +214,18 @@ def test_a_tunnel_of_another_namespace_does_not_select_without_a_namespace_selec
     assert patch_of(response) == []
 
 
-def test_a_tunnel_with_a_namespace_selector_selects_pods_elsewhere() -> None:
+def test_a_tunnel_with_a_namespace_selector_selects_pods_of_a_consenting_namespace() -> None:
+    spread = tunnel()
+    spread["spec"]["selector"]["from"]["namespaceSelector"] = {}
+    response = respond(admission_review(pod(), ns="partner"), tunnels=[spread])
+    assert patch_of(response)
+
+
+def test_a_namespace_that_does_not_consent_gets_no_sidecar_for_anothers_tunnel() -> None:
     spread = tunnel()
     spread["spec"]["selector"]["from"]["namespaceSelector"] = {}
     response = respond(admission_review(pod(), ns="plain"), tunnels=[spread])
-    assert patch_of(response)
+    assert patch_of(response) == []
 
 
 def test_a_namespace_labelled_disabled_is_never_injected() -> None:

@@ -58,6 +58,31 @@ class Approved:
     pod_uid: str
 
 
+#: Every code a CSR refusal can carry (the CSR endpoint's and the checks' here). The
+#: operator's refusal counter starts every one at 0, so a dashboard shows "none" rather
+#: than "no data"; a test keeps the list equal to the codes the code can return.
+REFUSAL_CODES = (
+    "ambiguous",
+    "bad-csr",
+    "bad-request",
+    "ca-unavailable",
+    "identity-mismatch",
+    "invalid-identity",
+    "invalid-tunnelcertificate",
+    "key-type",
+    "not-a-service-account",
+    "not-pod-bound",
+    "not-selected",
+    "pod-finished",
+    "pod-mismatch",
+    "pod-not-ready",
+    "pod-terminating",
+    "unauthenticated",
+    "unknown-pod",
+    "wrong-audience",
+)
+
+
 @dataclass(frozen=True)
 class Refused:
     """The CSR is not signed. ``reason`` is safe to return to the caller and to log."""

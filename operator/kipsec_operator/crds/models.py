@@ -108,7 +108,10 @@ class Side(_Model):
     """Which pods (labels of the pod). Empty: every pod in the selected namespaces."""
     namespace_selector: LabelSelector | None = None
     """Which namespaces (labels of the namespace). Unset: only the Tunnel's own
-    namespace; an empty selector `{}`: every namespace."""
+    namespace; an empty selector `{}`: every namespace. In a Tunnel, pods of another
+    namespace take part only when that Namespace's annotation
+    `kipsec.io/allow-tunnels-from` lists the Tunnel's namespace (comma-separated) or
+    is `*`."""
 
 
 class TunnelSelector(_Model):

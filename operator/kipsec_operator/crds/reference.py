@@ -100,6 +100,14 @@ CONDITIONS: dict[str, tuple[ConditionReason, ...]] = {
         ConditionReason(
             "Degraded",
             "True",
+            "NamespaceNotConsenting",
+            "a `namespaceSelector` selects pods in a namespace that does not list the "
+            "Tunnel's namespace in its `kipsec.io/allow-tunnels-from` annotation; those "
+            "pods take no part, and the message names the field and the namespace",
+        ),
+        ConditionReason(
+            "Degraded",
+            "True",
             "SidecarError",
             "a sidecar reports an error for a peer (`AUTHENTICATION_FAILED`, "
             "`NEGOTIATION_FAILED`, `PEER_DEAD` ...); the message is `status.lastError`",

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from kipsec_operator.crds.models import Side, TrafficRule, TunnelSpec
 
 from .cluster import Cluster, K8sObject, ObjectKey, PodRef, ip_version, key_of
+from .consent import consents, refusal
 from .selectors import matches
 
 Role = Literal["from", "to", "mesh"]
@@ -70,21 +71,45 @@ class Links:
         return list(self._by_tunnel.get(tunnel, ()))
 
 
-def _side(side: Side, tunnel_namespace: str, cluster: Cluster) -> list[ObjectKey]:
-    """The pods of one side, in key order."""
-    pod_selector = side.pod_selector.model_dump(by_alias=True)
+def _namespaces(side: Side, tunnel_namespace: str, cluster: Cluster) -> list[str]:
+    """The namespaces one side's `namespaceSelector` matches (consenting or not)."""
     if side.namespace_selector is None:
-        namespaces = [tunnel_namespace]
-    else:
-        namespace_selector = side.namespace_selector.model_dump(by_alias=True)
-        namespaces = [
-            name
-            for name in cluster.pods_by_namespace
-            if name in cluster.namespaces
-            and matches(namespace_selector, cluster.namespace_labels(name))
-        ]
-    found = [key for name in namespaces for key in cluster.pods_matching(name, pod_selector)]
+        return [tunnel_namespace]
+    namespace_selector = side.namespace_selector.model_dump(by_alias=True)
+    return [
+        name
+        for name in cluster.pods_by_namespace
+        if name in cluster.namespaces
+        and matches(namespace_selector, cluster.namespace_labels(name))
+    ]
+
+
+def _side(side: Side, tunnel_namespace: str, cluster: Cluster) -> list[ObjectKey]:
+    """The pods of one side in the namespaces that consent (:mod:`.consent`), in key order."""
+    pod_selector = side.pod_selector.model_dump(by_alias=True)
+    found = [
+        key
+        for name in _namespaces(side, tunnel_namespace, cluster)
+        if consents(name, cluster.namespaces.get(name), tunnel_namespace)
+        for key in cluster.pods_matching(name, pod_selector)
+    ]
     return sorted(found)
+
+
+def refusals(tunnel: K8sObject, spec: TunnelSpec, cluster: Cluster) -> list[str]:
+    """One status message per (side, namespace) whose pods `tunnel` would select but
+    whose namespace does not consent. A namespace without matching pods is not named:
+    an empty `namespaceSelector` would otherwise name every namespace of the cluster."""
+    namespace = key_of(tunnel)[0]
+    sides = [("from", spec.selector.from_), ("to", spec.selector.to)]
+    return [
+        refusal(f"spec.selector.{role}.namespaceSelector", name, namespace)
+        for role, side in sides
+        if side is not None and side.namespace_selector is not None
+        for name in _namespaces(side, namespace, cluster)
+        if not consents(name, cluster.namespaces.get(name), namespace)
+        and cluster.pods_matching(name, side.pod_selector.model_dump(by_alias=True))
+    ]
 
 
 def selected(
@@ -195,4 +220,13 @@ def _ports(traffic_rule: TrafficRule) -> int | str | None:
     return f"{traffic_rule.port}-{traffic_rule.end_port}"
 
 
-__all__ = ["Link", "Links", "Role", "all_links", "selected", "traffic_selectors", "tunnel_links"]
+__all__ = [
+    "Link",
+    "Links",
+    "Role",
+    "all_links",
+    "refusals",
+    "selected",
+    "traffic_selectors",
+    "tunnel_links",
+]

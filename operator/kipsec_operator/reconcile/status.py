@@ -3,14 +3,17 @@
 Ready means every link the configuration asks for has an established child SA *as the
 sidecars report it*, not as the operator hopes. Degraded means something needs a
 person: an invalid spec (the message names the field), a pod pair claimed by two
-Tunnels, or a sidecar error. `lastError` comes from a sidecar; it is cut to a bounded
-length and any secret value the operator knows for the Tunnel (PSK, manual master key)
-is replaced, so it can never leak into status or an Event.
+Tunnels, a namespace whose pods a side selects but which does not consent to the
+Tunnel's namespace (:mod:`.consent`; those pods take no part), or a sidecar error.
+`lastError` comes from a sidecar; it is cut to a bounded length and any secret value
+the operator knows for the Tunnel (PSK, manual master key) is replaced,
+so it can never leak into status or an Event.
 
 Reasons (stable, for alerts and `kubectl wait`):
 
 Ready: `AllSasEstablished`, `SasPending`, `PodsPending`, `NoPodsSelected`, `NoPeers`,
-`InvalidSpec`. Degraded: `AsExpected`, `InvalidSpec`, `PeerConflict`, `SidecarError`.
+`InvalidSpec`. Degraded: `AsExpected`, `InvalidSpec`, `PeerConflict`,
+`NamespaceNotConsenting`, `SidecarError`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cluster import Cluster, K8sObject, ObjectKey, key_of
+from .peers import refusals
 from .render import Rendering
 from .validation import parse_spec
 
@@ -36,6 +40,9 @@ class SidecarReport:
     established: frozenset[str] = frozenset()
     """Peer names (`namespace/pod`) with at least one established child SA."""
     last_error: str | None = None
+    failures: frozenset[tuple[str, str]] = frozenset()
+    """(peer name, reason) of every listed peer that is not established and says why;
+    the reason is one of :data:`kipsec_sidecar.handshake_failures.REASONS`."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SidecarReport:
@@ -202,6 +209,13 @@ def tunnel_status(
             "PeerConflict",
             f"spec.selector: {conflicts[0]} are already linked by another Tunnel"
             + (f" (and {len(conflicts) - 1} more pairs)" if len(conflicts) > 1 else ""),
+        )
+    elif refused := refusals(tunnel, rendering.specs[key], cluster):
+        degraded = condition(
+            "Degraded",
+            True,
+            "NamespaceNotConsenting",
+            refused[0] + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""),
         )
     elif last_error is not None:
         degraded = condition("Degraded", True, "SidecarError", last_error)

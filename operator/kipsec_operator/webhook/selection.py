@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..reconcile.consent import consents
 from ..reconcile.selectors import labels_of, matches
 
 
@@ -45,9 +46,7 @@ def side_selects(
     side = _mapping(side)
     if not side:
         return False
-    pod_ns = namespace_of(pod) or str(
-        _mapping(_mapping(namespace).get("metadata")).get("name") or ""
-    )
+    pod_ns = _pod_namespace(pod, namespace)
     ns_selector = side.get("namespaceSelector")
     if ns_selector is None:
         if pod_ns != owner_namespace:
@@ -55,6 +54,10 @@ def side_selects(
     elif namespace is None or not _safe_matches(ns_selector, labels_of(namespace)):
         return False
     return _safe_matches(side.get("podSelector", {}), _string_labels(pod))
+
+
+def _pod_namespace(pod: Mapping[str, Any], namespace: Mapping[str, Any] | None) -> str:
+    return namespace_of(pod) or str(_mapping(_mapping(namespace).get("metadata")).get("name") or "")
 
 
 def _string_labels(obj: Mapping[str, Any]) -> dict[str, str]:
@@ -67,9 +70,14 @@ def _string_labels(obj: Mapping[str, Any]) -> dict[str, str]:
 def tunnel_selects(
     tunnel: Mapping[str, Any], pod: Mapping[str, Any], namespace: Mapping[str, Any] | None
 ) -> bool:
-    """Does either side (``spec.selector.from`` / ``.to``) of ``tunnel`` select ``pod``?"""
+    """Does either side (``spec.selector.from`` / ``.to``) of ``tunnel`` select ``pod``?
+
+    A pod of another namespace is selected only when its namespace consents
+    (:mod:`kipsec_operator.reconcile.consent`), as the operator renders it."""
     selector = _mapping(_mapping(tunnel.get("spec")).get("selector"))
     owner = namespace_of(tunnel)
+    if not consents(_pod_namespace(pod, namespace), namespace, owner):
+        return False
     return any(side_selects(selector.get(key), owner, pod, namespace) for key in ("from", "to"))
 
 

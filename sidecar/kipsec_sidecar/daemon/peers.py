@@ -274,6 +274,8 @@ class Peer:
     established: dict[IkeSa, IkeSaEstablished] = field(default_factory=dict)
     established_at: dict[IkeSa, float] = field(default_factory=dict)  #: wall clock
     last_error: str | None = None
+    last_failure: str | None = None
+    """``last_error`` as one of :data:`~kipsec_sidecar.handshake_failures.REASONS`."""
     backoff: Backoff = field(default_factory=Backoff)
     retry_at: float | None = None  #: loop time of the scheduled re-initiation
     retired: bool = False

@@ -500,7 +500,7 @@ class Sidecar:
             case IkeSaEstablished():
                 peer.established[sa] = event
                 peer.established_at[sa] = time.time()
-                peer.last_error = None
+                peer.last_error = peer.last_failure = None
                 peer.backoff.reset()
                 self.handshakes["success"] += 1
                 log.info(
@@ -534,17 +534,18 @@ class Sidecar:
             case IkeSaDeleted():
                 self._ike_deleted(peer, sa, event, fields)
             case PeerDead():
-                peer.last_error = "PEER_DEAD"
+                peer.last_failure, peer.last_error = cause, "PEER_DEAD"
                 log.warning("peer dead", extra=fields | {"tries": event.tries})
             case AuthenticationFailedEvent():
                 self.auth_failures += 1
                 peer.last_error = f"AUTHENTICATION_FAILED ({event.reason})"
+                peer.last_failure = cause
                 log.warning(
                     "authentication failed",
                     extra=fields | {"reason": event.reason, "by_peer": event.by_peer},
                 )
             case NegotiationFailed():
-                peer.last_error = f"NEGOTIATION_FAILED ({event.reason})"
+                peer.last_failure, peer.last_error = cause, f"NEGOTIATION_FAILED ({event.reason})"
                 log.warning(
                     "negotiation failed",
                     extra=fields | {"reason": event.reason, "child": event.child},
@@ -616,7 +617,7 @@ class Sidecar:
         if event.replaces is not None:
             self.rekeys["child"] += 1
         self._apply_ops(peer, peer.children.established(child))
-        peer.last_error = None
+        peer.last_error = peer.last_failure = None
         peer.operator_stopped = False
         log.info(
             "child SA installed",
@@ -680,6 +681,7 @@ class Sidecar:
             return  # terminate, reload or shutdown: no retry
         if peer.last_error is None:
             peer.last_error = event.reason.upper().replace("-", "_")
+            peer.last_failure = cause
         self._apply_ops(peer, peer.children.clear() if peer.children.children else [])
         self.datapath.clear_outbound(peer.name)
         self._schedule_retry(peer)

@@ -28,6 +28,7 @@ def peer_view(peer: Peer) -> PeerView:
         ike_sa=ike_view(peer, sa) if sa is not None else None,
         children=tuple(child_view(c) for c in peer.children.children.values()),
         last_error=peer.last_error,
+        last_failure=peer.last_failure,
         ike_sas=len(peer.live_sas()),
     )
 
