@@ -2,7 +2,8 @@
 
 The CA Secret (type `kipsec.io/ca`, in the operator's namespace) is the only state
 the operator keeps; two replicas read the same Secret, and only the leader (kopf
-peering) runs the rotation timer that writes it. :meth:`CaStore.rotate` applies
+peering) runs the rotation timer that writes it; the other replica's CSR endpoint reads
+it afresh for every certificate (:meth:`CaStore.current`). :meth:`CaStore.rotate` applies
 :func:`~.certificates.rotation.rotate_ca` and writes the Secret only when a step was
 taken; the returned time is when to look again.
 """
@@ -100,6 +101,16 @@ class CaStore:
 
     async def signing(self) -> tuple[CertificateAuthority, bytes]:
         state = await self.load()
+        return state.signing, state.bundle_pem()
+
+    async def current(self) -> tuple[CertificateAuthority, bytes]:
+        """What :meth:`signing` returns, but as the Secret holds it now: the CSR endpoint
+        of a standby replica (whose rotation timer is paused) must sign with the CA the
+        leader rotated to, not the one this replica loaded at start. Leaves
+        :attr:`state` alone (the leader's rotation owns it); creates the Secret when
+        there is none."""
+        found = await self.kube.get(self._path)
+        state = await self.load() if found is None else from_secret_data(found.get("data") or {})
         return state.signing, state.bundle_pem()
 
 

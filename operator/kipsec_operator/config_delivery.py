@@ -10,15 +10,22 @@ the bearer token is the pod's projected ServiceAccount token (audience ``kipsec`
 sent to a TokenReview, and must be bound to a live pod of that name and uid; a pod only
 ever gets its own Secret. A TokenReview per poll would cost the API server a request
 per pod every few seconds, so a verdict is cached for :data:`TOKEN_CACHE_SECONDS` under
-the token's SHA-256 (never the token), and a cached verdict still requires the pod to
-be in the operator's index with the same uid.
+the token's SHA-256 (never the token), and a cached verdict still requires the pod,
+read from the API server, to have the same uid.
 
-The answer (JSON) is ``{"files": {key: base64 value}}``: the data of the pod's Secret as
-the API holds it (the operator's index of its own Secrets), ``config.yaml`` and the
-files it names, bytes for bytes. The ``ETag`` is a digest of that data: a request with
-a matching ``If-None-Match`` gets 304 and no body. A pod without a Secret yet gets 404
+The answer (JSON) is ``{"files": {key: base64 value}}``: the data of the pod's Secret,
+read from the API server on every request (never from the watch index, which is stale
+on a standby replica: a sidecar polling through the Service must get the same document
+from every replica), ``config.yaml`` and the files it names, bytes for bytes. The Secret
+is the one named by the pod's ``kipsec.io/config-secret`` annotation (else derived from
+its uid, :func:`~.reconcile.render.secret_name`), and is served only when the operator
+wrote it for that pod (managed-by label, ``kipsec.io/pod`` annotation, owner uid): an
+annotation set by the pod's author cannot make the operator hand out another Secret.
+The ``ETag`` is a digest of that data, so every replica gives the same one: a request
+with a matching ``If-None-Match`` gets 304 and no body. A pod without a Secret yet gets 404
 ``no-configuration`` (retryable). Refusals are the CSR endpoint's JSON
-``{"code", "reason", "retryable"}`` with its status codes.
+``{"code", "reason", "retryable"}`` with its status codes; the server answers 503
+``api-unavailable`` (retryable) when the API server cannot be read.
 """
 
 from __future__ import annotations
@@ -29,20 +36,23 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from .certificates.csr import Refused
 from .certificates.endpoint import CsrBackend, authenticate_pod, bearer_token, refusal_response
-from .reconcile.cluster import ObjectKey
+from .reconcile.cluster import pod_ref
+from .reconcile.render import MANAGED_BY, POD_ANNOTATION, secret_name
 
 TOKEN_CACHE_SECONDS = 60.0
 """How long a token's TokenReview verdict is reused (the pod's uid is checked each time)."""
 TOKEN_CACHE_SIZE = 20_000
 """Cached verdicts kept at most (the oldest go first): more than pods per operator."""
 
-PodUid = Callable[[ObjectKey], str | None]
-"""The uid of a pod in the operator's index, None when it is not there."""
-SecretData = Callable[[ObjectKey], Mapping[str, str] | None]
-"""The data (base64 values) of a pod's configuration Secret as the API holds it."""
+
+class ConfigBackend(CsrBackend, Protocol):
+    """The CSR endpoint's reads and the pod's Secret."""
+
+    async def get_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 
 
 @dataclass
@@ -89,33 +99,63 @@ class ConfigAnswer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def _configuration(secret: Mapping[str, Any] | None, pod: Mapping[str, Any]) -> dict[str, str]:
+    """The data of `secret` when the operator wrote it for `pod`, else empty."""
+    if secret is None:
+        return {}
+    metadata = secret.get("metadata") or {}
+    pod_metadata = pod.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    owners = {str(o.get("uid")) for o in metadata.get("ownerReferences") or []}
+    if (
+        any(labels.get(k) != v for k, v in MANAGED_BY.items())
+        or (metadata.get("annotations") or {}).get(POD_ANNOTATION) != pod_metadata.get("name")
+        or str(pod_metadata.get("uid")) not in owners
+    ):
+        return {}
+    return {str(k): str(v) for k, v in (secret.get("data") or {}).items()}
+
+
+async def _requester(
+    authorization: str | None, backend: ConfigBackend, cache: TokenCache
+) -> tuple[tuple[str, str, str], Mapping[str, Any]] | Refused:
+    """Who asks and their pod, live: a cached verdict when the pod still has its uid
+    (one GET), else a TokenReview (which reads the pod too)."""
+    token = bearer_token(authorization)
+    who = cache.get(token) if token is not None else None
+    if who is not None:
+        pod = await backend.get_pod(who[0], who[1])
+        if pod is not None and (pod.get("metadata") or {}).get("uid") == who[2]:
+            return who, pod
+        # the pod is gone or was recreated: review the token again
+    reviewed = await authenticate_pod(authorization, backend)
+    if not isinstance(reviewed, Refused):
+        assert token is not None  # a request without one is refused
+        cache.put(token, reviewed[0])
+    return reviewed
+
+
 async def handle_config_get(
     authorization: str | None,
     if_none_match: str | None,
-    backend: CsrBackend,
-    secret_data: SecretData,
-    pod_uid: PodUid,
+    backend: ConfigBackend,
     cache: TokenCache,
 ) -> ConfigAnswer:
     """The whole ``GET /v1/config``. Never raises for bad input; backend errors other
-    than the refusals propagate (a 500 from the server)."""
-    token = bearer_token(authorization)
-    pod = cache.get(token) if token is not None else None
-    if pod is not None and pod_uid((pod[0], pod[1])) != pod[2]:
-        pod = None  # the pod left the index or was recreated: review the token again
-    if pod is None:
-        reviewed = await authenticate_pod(authorization, backend)
-        if isinstance(reviewed, Refused):
-            status, body = refusal_response(reviewed)
-            return ConfigAnswer(status, body)
-        pod = reviewed
-        assert token is not None
-        cache.put(token, pod)
-    data = secret_data((pod[0], pod[1]))
+    than the refusals propagate (the server turns API errors into a retryable 503)."""
+    requester = await _requester(authorization, backend, cache)
+    if isinstance(requester, Refused):
+        status, body = refusal_response(requester)
+        return ConfigAnswer(status, body)
+    who, pod = requester
+    ref = pod_ref(pod, require_ip=False)
+    data: dict[str, str] = {}
+    if ref is not None:
+        data = _configuration(await backend.get_secret(ref.namespace, secret_name(ref)), pod)
     if not data:
         refused = Refused(
             "no-configuration",
-            f"pod {pod[0]}/{pod[1]} has no configuration Secret yet; retry",
+            f"pod {who[0]}/{who[1]} has no configuration Secret yet; retry",
             retryable=True,
         )
         return ConfigAnswer(404, refusal_response(refused)[1])
@@ -129,6 +169,7 @@ async def handle_config_get(
 __all__ = [
     "TOKEN_CACHE_SECONDS",
     "ConfigAnswer",
+    "ConfigBackend",
     "TokenCache",
     "etag",
     "handle_config_get",

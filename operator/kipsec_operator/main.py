@@ -3,10 +3,11 @@
 Two replicas are safe: kopf peering (a `ClusterKopfPeering` named `kipsec`, or a
 namespaced `KopfPeering` with `--namespace`) pauses every replica but the one with
 the highest priority, and each replica takes a random priority so that two never tie
-(kopf pauses both on a tie). The webhook and CSR endpoints are served by every
-replica: they only read. `--standalone` disables peering (one replica, tests, the lab).
-What the webhook injects comes from the environment the chart sets
-(:mod:`.webhook.environment`).
+(kopf pauses both on a tie). The webhook, CSR and configuration endpoints are served
+by every replica: they only read, from the API server rather than the (on a paused
+standby, stale) watch index (:mod:`.live_reads`). `--standalone` disables peering (one
+replica, tests, the lab). What the webhook injects comes from the environment the chart
+sets (:mod:`.webhook.environment`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,13 @@ posts to it over HTTP(S) like the API server does.
 Routes: `POST /mutate-pods`, `GET /v1/identity`, `POST /v1/csr`, `GET /v1/config`
 (:mod:`.config_delivery`), `GET /metrics`, `GET /healthz`. The bearer token of the CSR
 and configuration routes is passed to a TokenReview and nowhere else.
+
+Every route answers from the API server, never from kopf's watch index
+(:mod:`.live_reads`): both replicas serve behind one Service and the standby's index is
+stale, so reading it would let a replica inject without a new Tunnel or serve an old
+configuration. When the API server cannot be read the webhook refuses the pod (503,
+fail closed: a pod must not start without the sidecar it should have) and the
+configuration route answers 503 ``api-unavailable`` (retryable).
 """
 
 from __future__ import annotations
@@ -26,11 +33,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .ca_store import user_ca
 from .certificates.ca import CertificateAuthority
-from .certificates.endpoint import handle_csr_post, handle_identity_get
+from .certificates.csr import Refused
+from .certificates.endpoint import handle_csr_post, handle_identity_get, refusal_response
 from .config_delivery import TokenCache, handle_config_get
 from .crds.models import GROUP, VERSION
 from .kube import object_path
-from .webhook.admission import review
+from .live_reads import API_ERRORS, AdmissionReads
+from .webhook.admission import MalformedReview, parse_request, refuse, review
 
 if TYPE_CHECKING:
     from .handlers import Operator
@@ -39,7 +48,8 @@ MAX_REVIEW_BYTES = 4 * 1024 * 1024
 
 
 class KubeCsrBackend:
-    """:class:`~.certificates.endpoint.CsrBackend` over the API and the operator's index."""
+    """:class:`~.config_delivery.ConfigBackend` (the CSR endpoint's reads and the pod's
+    Secret) over the API server: every read is live, none from the watch index."""
 
     def __init__(self, operator: Operator) -> None:
         self.operator = operator
@@ -56,6 +66,9 @@ class KubeCsrBackend:
     async def get_namespace(self, name: str) -> Mapping[str, Any] | None:
         return await self.operator.kube.get(object_path("v1", "namespaces", None, name))
 
+    async def get_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return await self.operator.kube.get(object_path("v1", "secrets", namespace, name))
+
     async def list_tunnel_certificates(self) -> Sequence[Mapping[str, Any]]:
         path = object_path(f"{GROUP}/{VERSION}", "tunnelcertificates", None)
         listed = await self.operator.kube.get(path) or {}
@@ -66,7 +79,7 @@ class KubeCsrBackend:
         self, issuer_secret: str | None, namespace: str
     ) -> tuple[CertificateAuthority, bytes]:
         if issuer_secret is None:
-            return await self.operator.ca.signing()
+            return await self.operator.ca.current()
         secret = await self.operator.kube.get(
             object_path("v1", "secrets", namespace, issuer_secret)
         )
@@ -77,10 +90,25 @@ def _json(status: int, body: Mapping[str, Any]) -> web.Response:
     return web.json_response(dict(body), status=status)
 
 
+def _pod_create(body: object) -> tuple[str, str] | None:
+    """(uid, namespace) of a review the webhook injects into (a pod CREATE), else None:
+    only those need the Tunnels and the Namespace read."""
+    try:
+        request = parse_request(body)
+    except MalformedReview:
+        return None
+    if request.operation != "CREATE" or request.kind != "Pod" or request.group:
+        return None
+    if not request.namespace:
+        return None
+    return request.uid, request.namespace
+
+
 def application(operator: Operator) -> web.Application:
     """The aiohttp application of `operator`'s endpoints."""
     backend = KubeCsrBackend(operator)
     tokens = TokenCache()
+    admission = AdmissionReads(operator.kube)
     app = web.Application(client_max_size=MAX_REVIEW_BYTES)
 
     async def mutate_pods(request: web.Request) -> web.Response:
@@ -88,11 +116,24 @@ def application(operator: Operator) -> web.Application:
             body: object = json.loads(await request.read())
         except ValueError:
             body = None
-        index = operator.reconciler.objects
+        create = _pod_create(body)
+        if create is None:  # answered without the cluster's state
+            return _json(200, review(body, lambda _: None, [], operator.injection))
+        uid, namespace_name = create
+        try:
+            tunnels = await admission.tunnels()
+            namespace = await admission.namespace(namespace_name)
+        except API_ERRORS as exc:
+            message = (
+                "kipsec webhook cannot read Tunnels and Namespaces from the API server "
+                f"({type(exc).__name__}); the pod is refused rather than created without "
+                "its sidecar: retry"
+            )
+            return _json(200, refuse(uid, message, code=503))
         answer = review(
             body,
-            lambda name: index["Namespace"].get(("", name)),
-            list(index["Tunnel"].values()),
+            lambda name: namespace if name == namespace_name else None,
+            tunnels,
             operator.injection,
         )
         return _json(200, answer)
@@ -130,18 +171,20 @@ def application(operator: Operator) -> web.Application:
         return web.Response(text="ok\n")
 
     async def config(request: web.Request) -> web.Response:
-        def pod_uid(key: tuple[str, str]) -> str | None:
-            pod = operator.reconciler.objects["Pod"].get(key)
-            return str((pod.get("metadata") or {}).get("uid")) if pod else None
-
-        answer = await handle_config_get(
-            request.headers.get("Authorization"),
-            request.headers.get("If-None-Match"),
-            backend,
-            operator.reconciler.actual.get,
-            pod_uid,
-            tokens,
-        )
+        try:
+            answer = await handle_config_get(
+                request.headers.get("Authorization"),
+                request.headers.get("If-None-Match"),
+                backend,
+                tokens,
+            )
+        except API_ERRORS as exc:
+            refused = Refused(
+                "api-unavailable",
+                f"the operator cannot read the API server ({type(exc).__name__}); retry",
+                retryable=True,
+            )
+            return _json(503, refusal_response(refused)[1])
         if answer.body is None:
             return web.Response(status=answer.status, headers=answer.headers)
         return web.json_response(answer.body, status=answer.status, headers=answer.headers)

@@ -17,25 +17,10 @@ import pytest
 
 from kipsec_operator.reconcile.render import OPERATOR_CA_KEY
 from kipsec_sidecar.daemon.delivery import DeliveryError, DeliverySettings, fetch
-from support.operator_cluster import Cluster, eventually, psk_mesh, self_signed
+from support.operator_cluster import Cluster, bound_token, eventually, psk_mesh, self_signed
 from support.operator_objects import namespace, pod, psk_mesh_spec, psk_secret, tunnel
 
 pytestmark = [pytest.mark.operator, pytest.mark.asyncio]
-
-
-def bound_token(cluster: Cluster, token: str, name: str, uid: str) -> None:
-    """Make the emulator's TokenReview answer `token` as bound to pod `name` (`uid`)."""
-    cluster.emulator.token_reviews[token] = {
-        "authenticated": True,
-        "audiences": ["kipsec"],
-        "user": {
-            "username": "system:serviceaccount:default:default",
-            "extra": {
-                "authentication.kubernetes.io/pod-name": [name],
-                "authentication.kubernetes.io/pod-uid": [uid],
-            },
-        },
-    }
 
 
 async def mesh(cluster: Cluster) -> dict[str, Any]:

@@ -14,33 +14,16 @@ from cryptography import x509
 
 from kipsec_sidecar.identity import IdentityRequest, build_csr, generate_key
 from support.operator_cluster import Cluster, document, eventually, psk_mesh
-from support.operator_objects import namespace, pod, psk_mesh_spec, tunnel
+from support.operator_objects import (
+    admission_review,
+    namespace,
+    new_pod,
+    pod,
+    psk_mesh_spec,
+    tunnel,
+)
 
 pytestmark = [pytest.mark.operator, pytest.mark.asyncio]
-
-
-def admission_review(obj: dict[str, Any] | None, uid: str = "4f1c") -> dict[str, Any]:
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "default",
-            "operation": "CREATE",
-            "object": obj,
-        },
-    }
-
-
-def new_pod(app: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"generateName": f"{app}-", "labels": {"app": app}},
-        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
-    }
 
 
 async def post(url: str, context: ssl.SSLContext, body: object) -> dict[str, Any]:

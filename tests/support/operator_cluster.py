@@ -122,6 +122,21 @@ async def psk_mesh(cluster: Cluster) -> None:
     await cluster.apply(tunnel("mesh", psk_mesh_spec()))
 
 
+def bound_token(cluster: Cluster, token: str, name: str, uid: str) -> None:
+    """Make the emulator's TokenReview answer `token` as bound to pod `name` (`uid`)."""
+    cluster.emulator.token_reviews[token] = {
+        "authenticated": True,
+        "audiences": ["kipsec"],
+        "user": {
+            "username": "system:serviceaccount:default:default",
+            "extra": {
+                "authentication.kubernetes.io/pod-name": [name],
+                "authentication.kubernetes.io/pod-uid": [uid],
+            },
+        },
+    }
+
+
 async def eventually(probe: Callable[[], Any], timeout: float = 8.0) -> Any:
     """The first truthy value of `probe()`, polled every 50 ms (fails after `timeout`)."""
     deadline = time.monotonic() + timeout

@@ -174,3 +174,29 @@ def example_trust_bundles(objects: list[dict[str, Any]]) -> dict[tuple[str, str]
         for o in objects
         if o["kind"] == "TunnelCertificate"
     }
+
+
+def admission_review(obj: dict[str, Any] | None, uid: str = "4f1c") -> dict[str, Any]:
+    """The AdmissionReview the API server sends the webhook for a pod CREATE in `default`."""
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "default",
+            "operation": "CREATE",
+            "object": obj,
+        },
+    }
+
+
+def new_pod(app: str) -> dict[str, Any]:
+    """A pod as submitted (no name, uid or namespace yet) labelled `app: <app>`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": f"{app}-", "labels": {"app": app}},
+        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
+    }

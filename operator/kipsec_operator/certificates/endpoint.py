@@ -181,14 +181,19 @@ async def _review(
 
 async def authenticate_pod(
     authorization: str | None, backend: CsrBackend
-) -> tuple[str, str, str] | Refused:
+) -> tuple[tuple[str, str, str], Mapping[str, Any]] | Refused:
     """Who asks: the (namespace, name, uid) of the live pod the bearer token is bound to
-    (TokenReview, then :func:`.csr.bound_pod`), or the refusal."""
+    (TokenReview, then :func:`.csr.bound_pod`) and that pod as the API returned it (so
+    the caller need not read it again), or the refusal."""
     reviewed = await _review(authorization, backend)
     if isinstance(reviewed, Refused):
         return reviewed
     status, pod, _ = reviewed
-    return bound_pod(status, pod)
+    who = bound_pod(status, pod)
+    if isinstance(who, Refused):
+        return who
+    assert pod is not None  # bound_pod refuses a missing pod
+    return who, pod
 
 
 async def handle_identity_get(
