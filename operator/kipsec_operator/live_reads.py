@@ -8,9 +8,12 @@ answer: the webhook LISTs the Tunnels and GETs the pod's Namespace through these
 reads, ``/v1/config`` GETs the pod and its Secret, the CSR endpoint the pod and the
 TunnelCertificates.
 
-The webhook's reads are cached for :data:`ADMISSION_CACHE_SECONDS` so a burst of pod
-creations (a Deployment scaled up) costs one LIST: a Tunnel created less than that
-before a pod may be missed by that pod, exactly as if it had been created just after.
+The webhook reads for every pod by default (:data:`ADMISSION_CACHE_SECONDS` is 0): a
+Tunnel that exists when a pod's admission starts is always seen. A cache, even of one
+second, let a pod applied right after its Tunnel (one `kubectl apply -f` holding both)
+reuse a LIST taken just before the Tunnel existed and come out without its sidecar —
+the lab's tests caught exactly that. The price is one LIST of Tunnels and one GET per
+pod creation.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import aiohttp
 from .crds.models import GROUP, VERSION
 from .kube import ApiError, Kube, object_path
 
-ADMISSION_CACHE_SECONDS = 1.0
-"""How long a LIST of Tunnels or a GET of a Namespace is reused by the webhook."""
+ADMISSION_CACHE_SECONDS = 0.0
+"""How long a LIST of Tunnels or a GET of a Namespace is reused by the webhook (0: never;
+see the module docstring for why)."""
 
 API_ERRORS = (ApiError, aiohttp.ClientError, asyncio.TimeoutError)
 """What a failed read through :class:`~.kube.Kube` raises: the endpoint answers

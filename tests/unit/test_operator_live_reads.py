@@ -70,6 +70,18 @@ def test_a_tunnel_created_after_the_ttl_is_seen() -> None:
     assert names == ["mesh", "late"]
 
 
+def test_by_default_a_tunnel_created_just_after_a_read_is_seen_by_the_next_pod() -> None:
+    # One `kubectl apply -f` with a Tunnel and its pods: the pod right after must see it.
+    api, clock = Api(), Clock()
+    live = AdmissionReads(cast(Kube, api), clock=clock)
+    asyncio.run(live.tunnels())
+    api.tunnels.append({"metadata": {"name": "late"}})
+
+    names = [t["metadata"]["name"] for t in asyncio.run(live.tunnels())]
+
+    assert names == ["mesh", "late"]
+
+
 def test_a_tunnel_being_deleted_selects_nothing() -> None:
     api = Api()
     api.tunnels.append({"metadata": {"name": "going", "deletionTimestamp": "2026-01-01T00:00Z"}})
