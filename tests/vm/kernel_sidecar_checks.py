@@ -422,25 +422,28 @@ def rekey_under_ping(
     state is gone, at most ``within`` s: no ping lost, new SPIs, only the new states."""
     before = child_spis(a, "pb")
     target = topo.address("pb")
-    pinger = topo.popen(
-        "pa",
-        ["ping", "-n", "-i", "0.02", "-s", str(size), "-c", "3000", "-W", "2", target],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        time.sleep(1.0)
-        shown = rekey() if rekey else a.cli("rekey", "pb", "--child", timeout=60).stdout
+    # A line per echo: into a file, since a pipe nobody reads would fill and stop ping.
+    with tempfile.TemporaryFile() as output:
+        pinger = topo.popen(
+            "pa",
+            ["ping", "-n", "-i", "0.02", "-s", str(size), "-c", "3000", "-W", "2", target],
+            stdout=output,
+        )
+        try:
+            time.sleep(1.0)
+            shown = rekey() if rekey else a.cli("rekey", "pb", "--child", timeout=60).stdout
 
-        def replaced() -> bool:
-            spis = {s.spi for s in xfrm_states(topo.namespace("pa"))}
-            return len(spis) == 2 and not spis & set(before)
+            def replaced() -> bool:
+                spis = {s.spi for s in xfrm_states(topo.namespace("pa"))}
+                return len(spis) == 2 and not spis & set(before)
 
-        wait_until("only the new SAs in the kernel", replaced, within)
-        time.sleep(1.0)
-    finally:
-        pinger.send_signal(signal.SIGINT)  # ping prints its statistics and exits
-        out, _ = pinger.communicate(timeout=20)
-    summary = out.decode().strip()
+            wait_until("only the new SAs in the kernel", replaced, within)
+            time.sleep(1.0)
+        finally:
+            pinger.send_signal(signal.SIGINT)  # ping prints its statistics and exits
+            pinger.wait(timeout=20)
+        output.seek(0)
+        summary = output.read().decode().strip()
     sent = re.search(r"(\d+) packets transmitted, (\d+) received", summary)
     transmitted = int(sent.group(1)) if sent else 0
     answered = {int(n) for n in re.findall(r"icmp_seq=(\d+) ", summary)}
