@@ -16,7 +16,7 @@ Every route answers from the API server, never from kopf's watch index
 stale, so reading it would let a replica inject without a new Tunnel or serve an old
 configuration. When the API server cannot be read the webhook refuses the pod (503,
 fail closed: a pod must not start without the sidecar it should have) and the
-configuration route answers 503 ``api-unavailable`` (retryable).
+configuration, identity and CSR routes answer 503 ``api-unavailable`` (retryable).
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .ca_store import user_ca
 from .certificates.ca import CertificateAuthority
-from .certificates.csr import Refused
-from .certificates.endpoint import handle_csr_post, handle_identity_get, refusal_response
+from .certificates.endpoint import api_unavailable, handle_csr_post, handle_identity_get
 from .config_delivery import TokenCache, handle_config_get
 from .crds.models import GROUP, VERSION
 from .kube import object_path
@@ -139,17 +138,23 @@ def application(operator: Operator) -> web.Application:
         return _json(200, answer)
 
     async def identity(request: web.Request) -> web.Response:
-        status, body = await handle_identity_get(request.headers.get("Authorization"), backend)
+        try:
+            status, body = await handle_identity_get(request.headers.get("Authorization"), backend)
+        except API_ERRORS as exc:
+            status, body = api_unavailable(exc)
         return _json(status, body)
 
     async def csr(request: web.Request) -> web.Response:
-        status, body = await handle_csr_post(
-            await request.read(),
-            request.headers.get("Authorization"),
-            backend,
-            datetime.now(UTC),
-            os.urandom,
-        )
+        try:
+            status, body = await handle_csr_post(
+                await request.read(),
+                request.headers.get("Authorization"),
+                backend,
+                datetime.now(UTC),
+                os.urandom,
+            )
+        except API_ERRORS as exc:
+            status, body = api_unavailable(exc)
         if status == 200:
             operator.metrics.certificates_issued.inc()
             await operator.record_issued(
@@ -179,12 +184,7 @@ def application(operator: Operator) -> web.Application:
                 tokens,
             )
         except API_ERRORS as exc:
-            refused = Refused(
-                "api-unavailable",
-                f"the operator cannot read the API server ({type(exc).__name__}); retry",
-                retryable=True,
-            )
-            return _json(503, refusal_response(refused)[1])
+            return _json(*api_unavailable(exc))
         if answer.body is None:
             return web.Response(status=answer.status, headers=answer.headers)
         return web.json_response(answer.body, status=answer.status, headers=answer.headers)

@@ -153,6 +153,25 @@ async def test_a_replica_that_cannot_read_the_api_tells_the_sidecar_to_retry(
     assert body is not None and (body["code"], body["retryable"]) == ("api-unavailable", True)
 
 
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/identity"), ("POST", "/v1/csr")])
+async def test_a_replica_that_cannot_read_the_api_tells_the_enrolling_sidecar_to_retry(
+    cluster: Cluster, cut_off: str, method: str, path: str
+) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    csr = {"csr": "-----BEGIN CERTIFICATE REQUEST-----\n"}  # never read: the review fails
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method, f"{cut_off}{path}", headers=headers, json=csr, ssl=cluster.client_ssl
+        ) as answer,
+    ):
+        status, body = answer.status, await answer.json()
+
+    assert status == 503
+    assert (body["code"], body["retryable"]) == ("api-unavailable", True)
+    assert TOKEN not in json.dumps(body)
+
+
 async def test_a_standby_signs_with_the_ca_the_leader_rotated_to(cluster: Cluster) -> None:
     policy = CaRotationPolicy()
     later = datetime.now(UTC) + policy.ca_duration - policy.renew_before + timedelta(days=1)

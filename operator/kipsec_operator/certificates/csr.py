@@ -63,6 +63,7 @@ class Approved:
 #: than "no data"; a test keeps the list equal to the codes the code can return.
 REFUSAL_CODES = (
     "ambiguous",
+    "api-unavailable",
     "bad-csr",
     "bad-request",
     "ca-unavailable",

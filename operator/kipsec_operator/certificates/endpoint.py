@@ -9,7 +9,8 @@ TunnelCertificate. ``POST /v1/csr`` takes ``{"csr": "<PEM>"}`` and answers (JSON
 * 200 ``{"certificate", "caBundle", "notAfter", "renewalTime"}``;
 * 400 malformed body, 401 no bearer token or the token did not authenticate,
   403 refused (the reason names the failed check), 409 retryable (pod IP not yet
-  reported), 500 the CA cannot be loaded; errors are ``{"code", "reason", "retryable"}``.
+  reported), 500 the CA cannot be loaded, 503 ``api-unavailable`` (retryable: the API
+  server did not answer a read); errors are ``{"code", "reason", "retryable"}``.
 
 :func:`handle_csr_post` is the whole flow with the Kubernetes calls injected through
 :class:`CsrBackend`, so a test drives it with dicts and the server adapter (kopf's or
@@ -43,6 +44,7 @@ _STATUS_BY_CODE = {
     "bad-request": 400,
     "unauthenticated": 401,
     "ca-unavailable": 500,
+    "api-unavailable": 503,
 }
 
 
@@ -103,6 +105,17 @@ def parse_csr_body(body: bytes) -> str | Refused:
 def refusal_response(refused: Refused) -> tuple[int, dict[str, Any]]:
     status = _STATUS_BY_CODE.get(refused.code, 409 if refused.retryable else 403)
     return status, {"code": refused.code, "reason": refused.reason, "retryable": refused.retryable}
+
+
+def api_unavailable(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """The answer when the API server cannot be read: 503, retryable. The sidecar backs
+    off and asks again; a 500 would read as the operator's own fault."""
+    refused = Refused(
+        "api-unavailable",
+        f"the operator cannot read the API server ({type(exc).__name__}); retry",
+        retryable=True,
+    )
+    return refusal_response(refused)
 
 
 def issued_response(issued: IssuedCertificate, bundle_pem: bytes) -> tuple[int, dict[str, Any]]:
