@@ -159,27 +159,6 @@ def _stop_child(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
 
 
-def _iperf(topology: Any, seconds: float, server: str) -> float:
-    """Mbit/s received by iperf3 in pod pb from pod pa over ``seconds``."""
-    srv = topology.popen("pb", ["iperf3", "-s", "-1", "-B", server])
-    try:
-        time.sleep(0.3)
-        result = topology.run(
-            "pa",
-            *("iperf3", "-c", server, "-t", str(seconds), "-J", "--connect-timeout", "3000"),
-            timeout=seconds + 15,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"iperf3 failed: {result.stdout[-500:]} {result.stderr[-500:]}")
-        report = json.loads(result.stdout)
-        return float(report["end"]["sum_received"]["bits_per_second"]) / 1e6
-    finally:
-        if srv.poll() is None:
-            srv.kill()
-        srv.wait(timeout=5)
-
-
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -214,7 +193,7 @@ def main() -> None:
         else:
             asyncio.run(_BenchChild(spec).run())
         return
-    from support.netns import Topology
+    from support.netns import Topology, tcp_throughput
 
     names = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
     with Topology() as topology:
@@ -223,7 +202,7 @@ def main() -> None:
         topology.add_pod("pa", "a")
         topology.add_pod("pb", "b")
         a, b = topology.address("pa"), topology.address("pb")
-        plain = _iperf(topology, args.seconds, b)
+        plain = tcp_throughput(topology, "pa", "pb", args.seconds)
         print(
             f"{'path':<14}{'Mbit/s':>10}{'vs plain':>10}{'cpu a':>8}{'cpu b':>8}"
             f"{'machine':>9}{'us/pkt a':>9}{'us/pkt b':>9}"
@@ -238,7 +217,7 @@ def main() -> None:
                 cpu0 = _cpu_seconds(pa.pid), _cpu_seconds(pb.pid)
                 busy0 = _machine_busy()
                 start = time.monotonic()
-                rate = _iperf(topology, args.seconds, b)
+                rate = tcp_throughput(topology, "pa", "pb", args.seconds)
                 wall = time.monotonic() - start
                 busy1 = _machine_busy()
                 cpu_a = (_cpu_seconds(pa.pid) - cpu0[0]) / wall

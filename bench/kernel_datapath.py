@@ -45,35 +45,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "sidecar"), str(REPO / "tests")]
 
 import support.sidecars as sidecars_module  # noqa: E402
-from support.netns import Topology, stop_process, wait_for_output  # noqa: E402
+from support.netns import Topology, tcp_throughput  # noqa: E402
 from support.sidecars import Sidecar, peer_entry  # noqa: E402
 
 BEGIN = "=====KIPSEC-VM-RESULT-BEGIN====="
 END = "=====KIPSEC-VM-RESULT-END====="
-IPERF_PORT = 5201
 VM_TIMEOUT = 600.0
-
-
-def iperf(topo: Topology, seconds: float) -> float:
-    """TCP Mbit/s from pa to pb, as received by pb's iperf3."""
-    server = topo.popen(
-        "pb",
-        ["iperf3", "-s", "-1", "--forceflush", "-B", topo.address("pb"), "-p", str(IPERF_PORT)],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert server.stdout is not None
-        wait_for_output(server.stdout, b"listening", 30)
-        result = topo.run(
-            "pa",
-            *("iperf3", "-c", topo.address("pb"), "-p", str(IPERF_PORT)),
-            *("-t", f"{seconds:g}", "-J"),
-            timeout=seconds + 30,
-        )
-    finally:
-        stop_process(server)
-    report = json.loads(result.stdout)
-    return float(report["end"]["sum_received"]["bits_per_second"]) / 1e6
 
 
 def first_packet(topo: Topology, started: float, timeout: float = 60.0) -> float:
@@ -109,7 +86,7 @@ def through_sidecars(
         for car in cars:
             if car.sas()["datapath"] != datapath:
                 raise RuntimeError(f"{car.pod} runs {car.sas()['datapath']}, not {datapath}")
-        mbits = iperf(topo, seconds)
+        mbits = tcp_throughput(topo, "pa", "pb", seconds)
     finally:
         for car in cars:
             car.stop()
@@ -187,7 +164,7 @@ def inside(seconds: float, peers: int) -> dict[str, Any]:
         for node, pod in (("a", "pa"), ("b", "pb")):
             topo.add_node(node)
             topo.add_pod(pod, node)
-        result["plain"] = {"mbits": iperf(topo, seconds)}
+        result["plain"] = {"mbits": tcp_throughput(topo, "pa", "pb", seconds)}
         for datapath in ("kernel", "userspace"):
             try:
                 result[datapath] = through_sidecars(topo, Path(tmp), datapath, seconds)

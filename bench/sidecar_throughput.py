@@ -31,10 +31,8 @@ Bounds: every start and wait is bounded (sidecars 10 s, charon 10 s, iperf3
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,12 +44,11 @@ from typing import TypeVar
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from support.netns import Topology, stop_process, sweep_stale, wait_for_output  # noqa: E402
+from support.netns import Topology, sweep_stale, tcp_throughput  # noqa: E402
 from support.sidecars import Sidecar, established, peer_entry, wait_until  # noqa: E402
 from support.strongswan import Charon, Psk, gateway_pair, is_available  # noqa: E402
 
 PSK = "kipsec bench pre-shared key 0123456789"
-IPERF_PORT = 5201
 FAKE_PEERS = "10.99.0.0/24"
 T = TypeVar("T")
 
@@ -72,28 +69,6 @@ def pods(topo: Topology) -> None:
         topo.add_pod(pod, node)
 
 
-def iperf(topo: Topology, seconds: float) -> float:
-    """TCP Mbit/s from pa to pb, as received by pb's iperf3."""
-    server = topo.popen(
-        "pb",
-        ["iperf3", "-s", "-1", "--forceflush", "-B", topo.address("pb"), "-p", str(IPERF_PORT)],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert server.stdout is not None
-        wait_for_output(server.stdout, b"listening", 5)
-        result = topo.run(
-            "pa",
-            *("iperf3", "-c", topo.address("pb"), "-p", str(IPERF_PORT)),
-            *("-t", f"{seconds:g}", "-J"),
-            timeout=seconds + 15,
-        )
-    finally:
-        stop_process(server)
-    report = json.loads(result.stdout)
-    return float(report["end"]["sum_received"]["bits_per_second"]) / 1e6
-
-
 def rtt(topo: Topology) -> float:
     """Average ping RTT from pa to pb in ms (30 pings, 20 ms apart)."""
     out = topo.run(
@@ -108,7 +83,7 @@ def rtt(topo: Topology) -> float:
 def measure(topo: Topology, result: PathResult, seconds: float) -> None:
     topo.ping("pa", "pb", count=2)  # warm: ARP, on-demand SAs
     result.rtt_ms = rtt(topo)
-    result.mbits = iperf(topo, seconds)
+    result.mbits = tcp_throughput(topo, "pa", "pb", seconds)
 
 
 def rss_mib(pid: int) -> float:

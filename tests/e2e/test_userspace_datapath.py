@@ -8,7 +8,6 @@ what the wire carries. No IKE is involved.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -34,6 +33,7 @@ from support.netns import (
     CommandFailed,
     Topology,
     stop_process,
+    tcp_throughput,
     udp_roundtrip,
     wait_for_output,
 )
@@ -466,13 +466,7 @@ def test_tun_mtu_is_the_path_mtu_minus_the_overhead_and_a_bulk_tcp_transfer_comp
     topology.python("pa", _TCP_SOURCE, pb, "7100", str(size), timeout=15)
     wait_for_output(sink.stdout, f"{size}\n".encode(), 10)  # every byte arrived
     # The throughput, for the record (not asserted: it depends on the machine).
-    server = topology.popen(
-        "pb", ["iperf3", "-s", "-1", "--forceflush", "-B", pb], stdout=subprocess.PIPE
-    )
-    assert server.stdout is not None
-    wait_for_output(server.stdout, b"Server listening", 5)
-    result = topology.run("pa", "iperf3", "-c", pb, "-t", "2", "-J", timeout=15)
-    mbits = json.loads(result.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+    mbits = tcp_throughput(topology, "pa", "pb", 2, ready_timeout=5)
     print(f"userspace datapath, AES-GCM tunnel over UDP: {mbits:.0f} Mbit/s")
 
 

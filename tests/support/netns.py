@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -582,3 +583,40 @@ def udp_roundtrip(
         return bytes.fromhex(result.stdout.strip())
     finally:
         stop_process(server)
+
+
+def tcp_throughput(
+    topology: Topology,
+    src: str,
+    dst: str,
+    seconds: float,
+    *,
+    server_address: str | None = None,
+    port: int = 5201,
+    ready_timeout: float = 30.0,
+) -> float:
+    """TCP Mbit/s from ``src`` to ``dst`` over ``seconds``, as ``dst``'s iperf3 received it.
+
+    One iperf3 server (``-1``: it exits after the test) bound to ``server_address``
+    (default: ``dst``'s address); ``ready_timeout`` bounds its start (slow under a VM's
+    emulation), the client gets ``seconds`` + 30 s. Raises :class:`CommandFailed` when
+    the client fails.
+    """
+    address = server_address or topology.address(dst)
+    server = topology.popen(
+        dst,
+        ["iperf3", "-s", "-1", "--forceflush", "-B", address, "-p", str(port)],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        wait_for_output(server.stdout, b"listening", ready_timeout)
+        result = topology.run(
+            src,
+            *("iperf3", "-c", address, "-p", str(port), "-t", f"{seconds:g}", "-J"),
+            timeout=seconds + 30,
+        )
+    finally:
+        stop_process(server)
+    report = json.loads(result.stdout)
+    return float(report["end"]["sum_received"]["bits_per_second"]) / 1e6

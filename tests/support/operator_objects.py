@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -176,8 +177,15 @@ def example_trust_bundles(objects: list[dict[str, Any]]) -> dict[tuple[str, str]
     }
 
 
-def admission_review(obj: dict[str, Any] | None, uid: str = "4f1c") -> dict[str, Any]:
-    """The AdmissionReview the API server sends the webhook for a pod CREATE in `default`."""
+def admission_review(
+    obj: Mapping[str, Any] | None,
+    uid: str = "4f1c",
+    *,
+    ns: str = "default",
+    operation: str = "CREATE",
+) -> dict[str, Any]:
+    """The AdmissionReview the API server sends the webhook for a pod ``operation`` in
+    namespace ``ns``."""
     return {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -185,9 +193,10 @@ def admission_review(obj: dict[str, Any] | None, uid: str = "4f1c") -> dict[str,
             "uid": uid,
             "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "default",
-            "operation": "CREATE",
+            "namespace": ns,
+            "operation": operation,
             "object": obj,
+            "dryRun": False,
         },
     }
 

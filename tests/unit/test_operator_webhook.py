@@ -31,6 +31,7 @@ from kipsec_operator.webhook.policy import (
     parse_failure_policy,
     pods_missing_sidecar,
 )
+from support.operator_objects import admission_review as pod_admission_review
 from support.operator_objects import namespace
 
 SETTINGS = InjectionSettings()
@@ -95,19 +96,7 @@ def admission_review(
     uid: str = "705ab4f5-6393-11e8-b7cc-42010a800002",
     operation: str = "CREATE",
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": ns,
-            "operation": operation,
-            "object": obj,
-            "dryRun": False,
-        },
-    }
+    return pod_admission_review(obj, uid, ns=ns, operation=operation)
 
 
 def respond(body: object, tunnels: list[dict[str, Any]] | None = None) -> dict[str, Any]:
