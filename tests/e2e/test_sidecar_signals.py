@@ -7,6 +7,8 @@
 - SIGTERM sends DELETE for every IKE SA and waits (bounded) for the answers. When the
   peer is unreachable that wait runs to its end; a second SIGTERM ends it at once, and
   the daemon still removes its device, rules and routes before it exits.
+- With ``failClosedOnExit`` SIGTERM leaves the blackholes, rules and inbound filter, so
+  the peers' traffic is dropped until the next run takes them over.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from kipsec_sidecar.datapath.routing import DEFAULT_RULE_PRIORITY, DEFAULT_TABLE
-from support.netns import Topology
-from support.sidecars import Sidecar, established, peer_entry, wait_until
+from support.capture import Capture
+from support.netns import WIRE, WIRE_BRIDGE, Topology
+from support.sidecars import MARKER, Sidecar, established, peer_entry, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -142,3 +145,48 @@ def test_second_sigterm_stops_waiting_for_delete_answers_and_still_cleans_up(
     assert f"{DEFAULT_RULE_PRIORITY}:" not in rules and str(DEFAULT_TABLE) not in rules, rules
     routes = topology.run("pa", "ip", "route", "show", "table", str(DEFAULT_TABLE), check=False)
     assert routes.stdout.strip() == "", routes.stdout
+
+
+def test_with_fail_closed_on_exit_a_sigterm_leaves_the_peers_traffic_blocked_until_restart(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """What the operator renders for pods: a restarted sidecar container must not let the
+    app's traffic to its peers out in clear while it is down (userspace datapath here;
+    the kernel datapath's policies are checked in the VM)."""
+    _pods(topology, "pa", "pb")
+    a, b = Sidecar(topology, "pa", tmp_path), Sidecar(topology, "pb", tmp_path)
+    a.write([peer_entry(topology, "pb")], failClosedOnExit=True)
+    b.write([peer_entry(topology, "pa", start="onDemand")])
+    b.start()
+    a.start()
+    wait_until("pa-pb established", established(a, "pb"))
+    topology.ping("pa", "pb")
+    table = str(DEFAULT_TABLE)
+
+    assert a.stop() == 0, a.tail()
+    routes = topology.run("pa", "ip", "route", "show", "table", table).stdout
+    assert f"blackhole {topology.address('pb')}" in routes, routes
+    assert f"{DEFAULT_RULE_PRIORITY + 1}:" in topology.run("pa", "ip", "rule").stdout
+    assert "kipsec_inbound" in topology.run("pa", "nft", "list", "tables").stdout
+    with Capture(topology, WIRE, WIRE_BRIDGE, tmp_path / "down.pcap") as capture:
+        down = topology.run(
+            "pa",
+            *("ping", "-n", "-q", "-c", "3", "-i", "0.2", "-w", "2"),
+            *("-p", MARKER[:16].hex(), topology.address("pb")),
+            check=False,
+        )
+    assert down.returncode != 0, down.stdout
+    assert not capture.summary.contains(MARKER[:16]), capture.summary.describe()
+
+    a.write([peer_entry(topology, "pb")])  # the next stop leaves nothing
+    logged = len(a.log.read_bytes())
+    a.start()
+    wait_until("pa-pb established again", established(a, "pb"))
+    topology.ping("pa", "pb")
+    since = a.log.read_bytes()[logged:].decode()
+    # The blackhole was taken over in place: nothing stale was left to remove.
+    assert "sidecar started" in since and "stale" not in since, since
+    assert a.stop() == 0, a.tail()
+    assert topology.run("pa", "ip", "route", "show", "table", table).stdout.strip() == ""
+    assert f"{DEFAULT_RULE_PRIORITY}:" not in topology.run("pa", "ip", "rule").stdout
+    assert "kipsec_inbound" not in topology.run("pa", "nft", "list", "tables").stdout

@@ -151,6 +151,7 @@ class _Child:
         loop = asyncio.get_running_loop()
         await self.datapath.start()
         self.datapath.add_peer(self.policy)
+        self.datapath.drop_stale()
         self.datapath.install_inbound(self.policy.peer, self.in_sa)
         if self.spec.get("outbound_at_start", True):
             self.datapath.set_outbound(self.policy.peer, self.out_sa)

@@ -44,7 +44,10 @@ class RecordingDatapath:
     async def start(self) -> None:
         return None
 
-    async def close(self) -> None:
+    def drop_stale(self) -> None:
+        return None
+
+    async def close(self, *, fail_closed: bool = False) -> None:
         return None
 
     def add_peer(self, policy: PeerPolicy) -> None:

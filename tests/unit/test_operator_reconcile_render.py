@@ -50,6 +50,12 @@ def test_the_config_file_loads_in_the_sidecar() -> None:
     assert (peer.mode, peer.protocol, peer.keying) == ("transport", "esp", "ike")
 
 
+def test_every_pod_sidecar_keeps_its_peers_traffic_blocked_across_a_restart() -> None:
+    pods = _render([*BASE, tunnel("t", psk_mesh_spec()), *MESH])
+    for pod_config in pods.values():
+        assert load_config_string(_config_text(pod_config)).fail_closed_on_exit is True
+
+
 def test_the_psk_reaches_the_pod_as_a_file_in_its_secret_and_not_in_the_document() -> None:
     pods = _render([*BASE, tunnel("t", psk_mesh_spec()), *MESH])
     secret_manifest = pods["default/m1"].secret()

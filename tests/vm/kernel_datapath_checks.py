@@ -162,6 +162,7 @@ async def scenario(topo: Topology) -> None:
         )
 
         # Crash: a datapath that never closes; a new one's start removes what it left.
+        await dp_a.close()  # (first: its close would remove the crashed one's entries too)
         crashed = KernelDatapath(
             keys=lambda sa: keys[sa.spi], local_addr=a.address, netns=a.namespace
         )
@@ -179,9 +180,14 @@ async def scenario(topo: Topology) -> None:
         )
         crashed.install_inbound("c", gcm(0x2000C001, ipaddress.ip_address("192.0.2.99"), a.address))
         # (no close: the sockets are simply dropped, as when the process is killed)
-        await dp_a.close()
         dp_a = KernelDatapath(keys=lambda sa: keys[sa.spi], local_addr=a.address, netns=a.namespace)
         await dp_a.start()
+        check(
+            "restart/keeps-stale-policies-until-taken-over",
+            not real_states(a.namespace) and len(xfrm_list(a.namespace, "policy")) > 0,
+            "\n".join(real_states(a.namespace) + xfrm_list(a.namespace, "policy")),
+        )
+        dp_a.drop_stale()  # no peer added: nothing takes the stale policies over
         check(
             "restart/removes-stale",
             not real_states(a.namespace) and not xfrm_list(a.namespace, "policy"),

@@ -651,6 +651,55 @@ def crash_and_mixed(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> None:
     expect_kernel_entries("mixed", topo, a, "pb", proto="esp", mode="tunnel", encap=True)
 
 
+def fail_closed_exit(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> None:
+    """pa with ``failClosedOnExit`` (what the operator renders for pods): SIGTERM removes
+    its states but leaves its policies, so pa's traffic to pb is dropped by pa's kernel
+    while the sidecar is down, never sent in clear; the restarted pa takes the policies
+    over. A reload without the setting lets the final stop leave nothing."""
+    ns = topo.namespace("pa")
+    a.write([peer_entry(topo, "pb")], datapath="kernel", failClosedOnExit=True)
+    a.control("reload")
+    before = sorted((p.src, p.dst, p.direction, p.tmpl) for p in xfrm_policies(ns))
+    code = a.stop(grace=STOP_GRACE)
+    left = sorted((p.src, p.dst, p.direction, p.tmpl) for p in xfrm_policies(ns))
+    states = xfrm_states(ns)
+    check(
+        "fail-closed/sigterm-keeps-policies-not-keys",
+        code == 0 and len(before) == 2 and left == before and not states,
+        f"exit {code}; before {before}\n{describe(ns)}",
+    )
+    capture = Capture(topo, WIRE, WIRE_BRIDGE, work / "fail-closed.pcap", start_timeout=30)
+    with capture:
+        down = topo.run(
+            "pa",
+            *("ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", "-w", "3"),
+            *("-p", MARKER[:16].hex(), topo.address("pb")),
+            check=False,
+            timeout=15,
+        )
+    summary = capture.summary
+    stat = topo.run("pa", "cat", "/proc/net/xfrm_stat", check=False).stdout
+    check(
+        "fail-closed/nothing-in-clear-while-down",
+        down.returncode != 0 and not summary.contains(MARKER[:16]),
+        f"ping rc {down.returncode}; {summary.describe()}; {stat}",
+    )
+    logged = len(a.log.read_bytes())
+    a.start()
+    up((a, "pb"), (b, "pa"))
+    settled(topo, (a, "pb"))
+    expect_kernel_entries("fail-closed", topo, a, "pb", proto="esp", mode="tunnel", encap=True)
+    two_way("fail-closed", topo)
+    since = a.log.read_bytes()[logged:].decode(errors="replace")
+    check(
+        "fail-closed/restart-takes-over",  # replaced in place: nothing stale to remove
+        "sidecar started" in since and "stale" not in since,
+        since[-2000:],
+    )
+    a.write([peer_entry(topo, "pb")], datapath="kernel")
+    a.control("reload")
+
+
 def against_charon(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> None:
     """pb's sidecar stops; charon with kernel-netlink (no libipsec) takes its place."""
     from support.strongswan import PLUGINS, Charon, Child, Connection, Psk
@@ -697,6 +746,7 @@ def scenario(topo: Topology, work: Path) -> None:
             ("kernel-pair", kernel_pair),
             ("on-demand", on_demand),
             ("crash-and-mixed", crash_and_mixed),
+            ("fail-closed", fail_closed_exit),
             ("charon", against_charon),
         ):
             with timed(name):

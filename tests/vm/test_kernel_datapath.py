@@ -28,6 +28,7 @@ CHECKS = (
     "rekey/only-new-states",
     "stats/count-across-rekey",
     "stats/views",
+    "restart/keeps-stale-policies-until-taken-over",
     "restart/removes-stale",
     "close/leaves-nothing",
 )

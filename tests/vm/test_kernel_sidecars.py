@@ -3,8 +3,8 @@
 The session's VM boot (``conftest.py``) runs ``kernel_sidecar_checks.py`` (see its
 docstring: ESP tunnel with UDP encapsulation, a capture decrypted by scapy and a rekey
 under traffic; ESP transport raw, AH tunnel and AH transport by reload; crash recovery;
-kernel against userspace; kernel against strongSwan's charon with ``kernel-netlink``);
-each test here asserts one of its checks.
+kernel against userspace; fail closed across a SIGTERM restart; kernel against
+strongSwan's charon with ``kernel-netlink``); each test here asserts one of its checks.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ CHECKS = (
     "mixed/datapaths",
     "mixed/wire-is-esp-in-udp",
     *(f"mixed/{name}" for name in _PAIR),
+    "fail-closed/sigterm-keeps-policies-not-keys",
+    "fail-closed/nothing-in-clear-while-down",
+    *(f"fail-closed/{name}" for name in _PAIR),
+    "fail-closed/restart-takes-over",
     "charon/traffic-both-ways",
     "charon/wire-is-esp-in-udp",
     "charon/charon-has-the-child",

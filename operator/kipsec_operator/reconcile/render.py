@@ -220,6 +220,8 @@ def render_pod(
     document: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": KIND,
+        # A restarted sidecar container must not let the app's traffic out in clear.
+        "failClosedOnExit": True,
         "local": local,
         "peers": peers,
     }

@@ -757,6 +757,13 @@ class SidecarConfig(_Model):
     datapath: Datapath = "auto"
     """Where ESP/AH is applied: kernel (XFRM), userspace (TUN) or auto (kernel when the
     kernel supports the SAs, else userspace)."""
+    fail_closed_on_exit: bool = False
+    """Keep the peers' traffic blocked after the sidecar exits, also on SIGTERM, until
+    it runs again and takes over: the kernel datapath leaves its XFRM policies (without
+    SAs the kernel drops the packets), the userspace datapath its blackhole routes and
+    inbound filter. Keys are removed either way. On for sidecars in pods (the operator
+    sets it: a restarted sidecar container must not let the application's traffic out
+    in clear); off by default, so a sidecar on a host leaves nothing behind."""
     encapsulation: Encapsulation = "udp"
     """ESP on the wire: udp (UDP 4500, RFC 3948; crosses NATs), raw (IP protocol 50/51;
     needs NET_RAW; required for AH) or auto (raw unless a NAT is detected)."""

@@ -202,6 +202,7 @@ class Sidecar:
         self.service_nat.apply(self.config.services)  # also replaces a crashed run's table
         for plan in self._plans:
             self._add_peer(plan)
+        self.datapath.drop_stale()
         self._tasks = [
             asyncio.create_task(self._housekeep(), name="kipsec-housekeeping"),
             asyncio.create_task(self._keepalives(), name="kipsec-nat-keepalives"),
@@ -270,7 +271,7 @@ class Sidecar:
             self._timer = None
         try:
             self.service_nat.remove()
-            await self.datapath.close()
+            await self.datapath.close(fail_closed=self.config.fail_closed_on_exit)
         finally:
             self.sockets.close()
         log.info("sidecar stopped")

@@ -94,11 +94,19 @@ class Datapath(Protocol):
     stats: DatapathStats
 
     async def start(self) -> None:
-        """Create the device, rules and fail-closed routes; remove stale state of an
-        earlier run of this sidecar first (never anything it does not own)."""
+        """Create the device, rules and fail-closed routes; remove the SAs an earlier
+        run of this sidecar left (never anything it does not own). What blocks traffic
+        (policies, blackhole routes, rules) stays until :meth:`drop_stale`, so a run
+        that exited with ``fail_closed`` hands over without a moment in clear."""
 
-    async def close(self) -> None:
-        """Remove every device, route, rule and SA this datapath created."""
+    def drop_stale(self) -> None:
+        """Every peer of the configuration is added: remove what an earlier run left that
+        none of them took over."""
+
+    async def close(self, *, fail_closed: bool = False) -> None:
+        """Remove every device, route, rule and SA this datapath created; with
+        ``fail_closed``, remove the SAs (keys) but leave what blocks the peers' traffic
+        for the next run to take over."""
 
     def add_peer(self, policy: PeerPolicy) -> None:
         """Route the peer's protected traffic into the datapath (fail closed at once)."""

@@ -5,8 +5,14 @@ on the kernel never sends its protected traffic in the clear, with or without a 
 (without one it drops the packet and multicasts an ACQUIRE, which this datapath turns
 into the daemon's :data:`~.base.AcquireCallback`). SAs become XFRM states. Everything
 carries kipsec's owner mark and a reqid of kipsec's range (see :mod:`.xfrm_sa`), so
-:meth:`KernelDatapath.start` removes exactly what an earlier run left and
-:meth:`KernelDatapath.close` leaves nothing.
+:meth:`KernelDatapath.start` and :meth:`~KernelDatapath.drop_stale` remove exactly what
+an earlier run left and :meth:`KernelDatapath.close` leaves nothing.
+
+A sidecar that exits with ``fail_closed`` (see :meth:`KernelDatapath.close`) leaves its
+policies without states, so the kernel keeps dropping the peers' traffic until the next
+run: that run's :meth:`~KernelDatapath.start` removes only stale states, the peers it
+adds replace the policies in place (UPDPOLICY keys them by selector, direction and
+mark), and :meth:`~KernelDatapath.drop_stale` removes the rest.
 
 Make-before-break follows the daemon's call order: ``install_inbound`` adds the new
 inbound state beside the old; ``set_outbound`` adds the new outbound state *before*
@@ -176,24 +182,42 @@ class KernelDatapath:
             raise DatapathError(f"datapath kernel is unavailable: {reason}")
         try:
             self._xfrm = XfrmSocket(netns=self._netns)
-            states, policies = self._xfrm.flush_owned(self._owner_mask, REQID_RANGE)
+            # Stale policies stay until drop_stale: they block the peers' traffic
+            # until the peers added next take them over (UPDPOLICY replaces in place).
+            states, _ = self._xfrm.flush_owned(self._owner_mask, REQID_RANGE, policies=False)
             self._events = XfrmSocket(
                 netns=self._netns, groups=XfrmGroup.ACQUIRE | XfrmGroup.EXPIRE
             )
         except OSError as exc:
             raise DatapathError(f"cannot open XFRM netlink: {exc}") from exc
-        if states or policies:
-            log.info(
-                "removed stale kernel state of an earlier run",
-                extra={"states": states, "policies": policies},
-            )
+        if states:
+            log.info("removed stale kernel state of an earlier run", extra={"states": states})
         if self._netns is None and not install_xfrm_mss_clamp(DEFAULT_NFT_TABLE):
             log.warning("nft not found: the MSS advertised through SAs is not clamped")
         loop = asyncio.get_running_loop()
         loop.add_reader(self._events.fileno(), self._on_events)
         self._stats_task = loop.create_task(self._poll_stats())
 
-    async def close(self) -> None:
+    def drop_stale(self) -> None:
+        """Remove the owned policies no added peer has (an earlier run's, for peers it
+        had and this configuration has not)."""
+        current = {
+            (spec.selector, int(spec.direction)) for p in self._peers.values() for spec in p.specs
+        }
+        _, policies = self._sock.flush_owned(
+            self._owner_mask,
+            REQID_RANGE,
+            states=False,
+            keep=lambda pol: (pol.selector, pol.direction) in current,
+        )
+        if policies:
+            log.info(
+                "removed stale kernel policies of an earlier run", extra={"policies": policies}
+            )
+
+    async def close(self, *, fail_closed: bool = False) -> None:
+        """Remove every owned state and policy; with ``fail_closed`` the policies stay
+        (the kernel drops the peers' traffic: no SA matches their templates)."""
         if self._stats_task is not None:
             self._stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -204,7 +228,7 @@ class KernelDatapath:
             self._events.close()
             self._events = None
         if self._xfrm is not None:
-            self._xfrm.flush_owned(self._owner_mask, REQID_RANGE)
+            self._xfrm.flush_owned(self._owner_mask, REQID_RANGE, policies=not fail_closed)
             self._xfrm.close()
             self._xfrm = None
         if self._netns is None:

@@ -34,6 +34,7 @@ waits for each answer (bounded by :data:`NETLINK_TIMEOUT`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Iterator
@@ -122,6 +123,14 @@ def selector_networks(selectors: Iterable[TrafficSelector]) -> list[IPNetwork]:
     return networks
 
 
+def _route_network(route: Any) -> IPNetwork:
+    """The destination prefix of a dumped route (no ``dst``: the default route)."""
+    zero: ipaddress.IPv4Address | ipaddress.IPv6Address = (
+        ipaddress.IPv6Address(0) if route["family"] == socket.AF_INET6 else ipaddress.IPv4Address(0)
+    )
+    return ipaddress.ip_network((route.get("dst") or zero, route["dst_len"]))
+
+
 def _family(net: IPNetwork) -> int:
     return socket.AF_INET if net.version == 4 else socket.AF_INET6
 
@@ -134,9 +143,11 @@ class PolicyRouting:
         self._ipr = NetlinkThread()
         self._protected: dict[IPNetwork, int] = {}  # prefix -> how many peers route it
 
-    def close(self) -> None:
-        """Remove every rule and route this object's ids identify, then the netlink socket."""
-        self.remove_stale()
+    def close(self, *, keep: bool = False) -> None:
+        """Remove every rule and route this object's ids identify (unless ``keep``: the
+        rules and blackholes then fail closed until the next run), then the socket."""
+        if not keep:
+            self.remove_stale()
         self._protected.clear()
         self._ipr.close()
 
@@ -180,19 +191,34 @@ class PolicyRouting:
                 )
                 removed += 1
         for route in list(self._own_routes()):
-            with contextlib.suppress(NetlinkError):
-                self._ipr.route(
-                    "del",
-                    family=route["family"],
-                    table=self.ids.table,
-                    dst=route.get("dst"),
-                    dst_len=route["dst_len"],
-                    priority=route.get("priority"),
-                    type=route["type"],
-                    proto=self.ids.route_proto,
-                )
-                removed += 1
+            removed += self._delete_route(route)
         return removed
+
+    def _delete_route(self, route: Any) -> int:
+        """Delete one dumped route of ours; 1 if it was deleted, 0 if it was gone."""
+        try:
+            self._ipr.route(
+                "del",
+                family=route["family"],
+                table=self.ids.table,
+                dst=route.get("dst"),
+                dst_len=route["dst_len"],
+                priority=route.get("priority"),
+                type=route["type"],
+                proto=self.ids.route_proto,
+            )
+        except NetlinkError:
+            return 0
+        return 1
+
+    def drop_unclaimed(self) -> int:
+        """Delete the routes of this object's ids for prefixes it does not protect now
+        (an earlier run's, for peers this run has not); return how many."""
+        return sum(
+            self._delete_route(route)
+            for route in list(self._own_routes())
+            if _route_network(route) not in self._protected
+        )
 
     def own_state(self) -> tuple[int, int]:
         """(rules, routes) of this object's ids present in the kernel now (for tests, CLI)."""
@@ -201,27 +227,32 @@ class PolicyRouting:
     # -- set-up ------------------------------------------------------------------------
 
     def install_rules(self) -> None:
-        """Add the mark-bypass rule and the table rule for IPv4 and IPv6."""
+        """Add the mark-bypass rule and the table rule for IPv4 and IPv6 (an identical
+        rule an earlier run left is taken over as it is)."""
         ids = self.ids
         for family in _FAMILIES:
             try:
-                self._ipr.rule(
-                    "add",
+                self._add_rule(
                     family=family,
                     priority=ids.rule_priority,
                     table=MAIN_TABLE,
                     fwmark=ids.mark,
                     fwmask=0xFFFFFFFF,
                 )
-                self._ipr.rule(
-                    "add", family=family, priority=ids.rule_priority + 1, table=ids.table
-                )
+                self._add_rule(family=family, priority=ids.rule_priority + 1, table=ids.table)
             except NetlinkError as exc:
                 if family == socket.AF_INET6 and exc.code in (97, 95):  # no IPv6 here
                     continue
                 raise DatapathError(
                     f"ip rule priority {ids.rule_priority} (table {ids.table}): {exc}"
                 ) from None
+
+    def _add_rule(self, **rule: Any) -> None:
+        try:
+            self._ipr.rule("add", **rule)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
 
     def link_index(self, ifname: str) -> int:
         """The interface index of ``ifname``; DatapathError when it does not exist."""

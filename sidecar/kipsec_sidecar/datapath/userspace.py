@@ -352,18 +352,17 @@ class UserspaceDatapath:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Clean stale state, create the device, rules and MSS clamp; start reading."""
+        """Create the device, rules and MSS clamp; start reading.
+
+        An earlier run's rules and blackhole routes stay: they keep its peers' traffic
+        dropped until this run's peers take them over; :meth:`drop_stale` removes the
+        rest.
+        """
         opts = self.options
         self._loop = asyncio.get_running_loop()
         routing = PolicyRouting(opts.ids)
         self._routing = routing
         try:
-            stale = routing.remove_stale()
-            if stale:
-                log.info(
-                    "removed stale routing state",
-                    extra={"event": "datapath.stale_removed", "count": stale},
-                )
             remove_mss_clamp(opts.nft_table)
             # A crashed run's inbound table keeps dropping until this pass's write
             # replaces it atomically (with the peers the daemon adds meanwhile).
@@ -411,8 +410,22 @@ class UserspaceDatapath:
         self.offload = False
         return open_tun(opts.device, queues=opts.queues)
 
-    async def close(self) -> None:
-        """Remove the device, routes, rules, nft table and raw sockets; forget every SA."""
+    def drop_stale(self) -> None:
+        """Remove the blackhole routes of an earlier run that no added peer claims."""
+        if self._routing is None:
+            return
+        stale = self._routing.drop_unclaimed()
+        if stale:
+            log.info(
+                "removed stale routing state",
+                extra={"event": "datapath.stale_removed", "count": stale},
+            )
+
+    async def close(self, *, fail_closed: bool = False) -> None:
+        """Remove the device, routes, rules, nft table and raw sockets; forget every SA.
+
+        With ``fail_closed`` the rules, blackhole routes and inbound filter stay (the
+        device's routes go with it): the peers' traffic is dropped until the next run."""
         loop = self._loop
         for sock in self._raw.values():
             if loop is not None:
@@ -431,10 +444,11 @@ class UserspaceDatapath:
             self._tun.close()
             self._tun = None
         if self._routing is not None:
-            self._routing.close()
+            self._routing.close(keep=fail_closed)
             self._routing = None
         remove_mss_clamp(self.options.nft_table)
-        self._filter.remove()
+        if not fail_closed:
+            self._filter.remove()
         self._peers.clear()
         self._inbound.clear()
         self._route_cache.clear()

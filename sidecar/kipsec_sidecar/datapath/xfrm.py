@@ -749,6 +749,7 @@ class XfrmPolicy:
     index: int
     mark: XfrmMark | None
     templates: tuple[tuple[str, str, int, int, int], ...]  #: (src, dst, proto, mode, reqid)
+    selector: XfrmSelector | None = None  #: the whole selector, ports included
 
 
 @dataclass(frozen=True, slots=True)
@@ -841,6 +842,15 @@ def policy_view(msg: _xfrm_msg) -> XfrmPolicy:
         index=msg["index"],
         mark=_mark_of(msg),
         templates=templates,
+        selector=XfrmSelector(
+            ipaddress.ip_network(f"{msg['sel_saddr']}/{msg['sel_prefixlen_s']}", strict=False),
+            ipaddress.ip_network(f"{msg['sel_daddr']}/{msg['sel_prefixlen_d']}", strict=False),
+            msg["sel_proto"],
+            msg["sel_sport"],
+            msg["sel_sport_mask"],
+            msg["sel_dport"],
+            msg["sel_dport_mask"],
+        ),
     )
 
 
@@ -1065,7 +1075,15 @@ class XfrmSocket:
         """Every policy in the namespace (main type, all directions including sockets')."""
         return [policy_view(m) for _, m in self._dump(XfrmMsg.GETPOLICY, "list policies")]
 
-    def flush_owned(self, owner_mask: int, reqids: range) -> tuple[int, int]:
+    def flush_owned(
+        self,
+        owner_mask: int,
+        reqids: range,
+        *,
+        states: bool = True,
+        policies: bool = True,
+        keep: Callable[[XfrmPolicy], bool] | None = None,
+    ) -> tuple[int, int]:
         """Delete the states and policies kipsec owns; return how many of each.
 
         Owned means: the XFRM mark's mask has ``owner_mask`` set with value 0, or (for a
@@ -1074,13 +1092,17 @@ class XfrmSocket:
         Entries that vanish meanwhile (ESRCH/ENOENT) are not errors. Larval states
         (SPI 0, made by the kernel for an ACQUIRE) are left to expire: the kernel offers
         no way to delete one without flushing every state of the protocol.
+        ``states``/``policies`` choose what is deleted; owned policies for which ``keep``
+        is true are left.
         """
 
         def owned_mark(mark: XfrmMark | None) -> bool:
             return mark is not None and mark.value == 0 and bool(mark.mask & owner_mask)
 
         n_policies = 0
-        for pol in self.policies():
+        for pol in self.policies() if policies else []:
+            if keep is not None and keep(pol):
+                continue
             if owned_mark(pol.mark) or any(t[4] in reqids for t in pol.templates):
                 src, dst = ipaddress.ip_network(pol.src), ipaddress.ip_network(pol.dst)
                 sel = XfrmSelector(src, dst, pol.proto)
@@ -1091,7 +1113,7 @@ class XfrmSocket:
                     if exc.errno not in (errno.ENOENT, errno.ESRCH):
                         raise
         n_states = 0
-        for state in self.states():
+        for state in self.states() if states else []:
             if state.spi == 0:
                 # A larval state the kernel made for an ACQUIRE: DELSA cannot address it
                 # (states are found by SPI); it holds no keys and expires by itself.
