@@ -22,6 +22,7 @@ from typing import Literal, cast
 from prometheus_client.metrics import MetricWrapperBase
 
 from kipsec_operator.metrics import OperatorMetrics
+from kipsec_sidecar.daemon.enrollment import Enrollment, EnrollmentCollector
 from kipsec_sidecar.metrics import SnapshotCollector
 from kipsec_sidecar.state import Controller, SidecarSnapshot
 
@@ -124,10 +125,15 @@ class _NoController:
 
 
 def sidecar_families() -> list[Family]:
-    """The sidecar's families, from its collector's description."""
-    collector = SnapshotCollector(cast(Controller, _NoController()))
+    """The sidecar's families, from its collectors' descriptions (the SA snapshot, and
+    the certificate enrollment of pods whose identity the operator issues)."""
+    collectors = (
+        SnapshotCollector(cast(Controller, _NoController())),
+        EnrollmentCollector(cast(Enrollment, None)),
+    )
     return [
         Family(m.name, m.type, tuple(getattr(m, "_labelnames", ())), "sidecar")
+        for collector in collectors
         for m in collector.describe()
     ]
 

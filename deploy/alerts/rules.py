@@ -56,6 +56,7 @@ def alerts() -> list[Alert]:
     c = catalog()
     failures = "kipsec_handshake_failures_total"
     ready = "kipsec_operator_tunnel_ready"
+    not_after = "kipsec_identity_certificate_not_after_seconds"
     drops = c.series("kipsec_dropped_packets_total", reason=Regex("replay|integrity"))
     return [
         Alert(
@@ -97,6 +98,17 @@ def alerts() -> list[Alert]:
             "Renewal should have happened at renewalTime. When it expires new IKE SAs "
             "fail to authenticate. Check the sidecars' logs and "
             "kipsec_operator_csr_refused_total.",
+        ),
+        Alert(
+            "KipsecSidecarCertificateExpiringSoon",
+            f"min {c.by(not_after, 'namespace', 'pod')} ({c.series(not_after)}) - time() "
+            f"< {CERTIFICATE_MIN_SECONDS}",
+            "15m",
+            "warning",
+            "The certificate of {{ $labels.namespace }}/{{ $labels.pod }} expires in less than 4h",
+            "The sidecar reports its own certificate: it was not renewed at renewalTime. "
+            "kipsec_identity_requests_total of the pod has the operator's refusal codes; "
+            "when it expires new IKE SAs fail to authenticate.",
         ),
         Alert(
             "KipsecCaExpiringSoon",

@@ -101,6 +101,19 @@ CASES: dict[str, tuple[list[tuple[str, str]], str, dict[str, str], str, str]] = 
         "10000",
         "10m",
     ),
+    "KipsecSidecarCertificateExpiringSoon": (
+        [
+            (selector("kipsec_identity_certificate_not_after_seconds", SHOP), "10000x30"),
+            (
+                selector("kipsec_identity_certificate_not_after_seconds", {**SHOP, "pod": "web-2"}),
+                "80000x30",
+            ),
+        ],
+        "17m",
+        {"namespace": "shop", "pod": "web-1"},
+        "8980",
+        "10m",
+    ),
     "KipsecCaExpiringSoon": (
         [(selector("kipsec_operator_ca_expiry_seconds", {"pod": "op-1"}), "86400x90")],
         "65m",

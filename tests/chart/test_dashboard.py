@@ -23,7 +23,9 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -34,6 +36,7 @@ from deploy.dashboard.build import REGENERATE
 from prometheus_client import start_http_server
 
 from kipsec_operator.metrics import OperatorMetrics
+from kipsec_sidecar.daemon.enrollment import Enrollment, EnrollmentCollector
 from kipsec_sidecar.health import HealthServer
 from kipsec_sidecar.metrics import build_registry
 from support.controller_double import ControllerDouble
@@ -113,9 +116,15 @@ class _SidecarEndpoint:
 
     def __init__(self) -> None:
         controller = ControllerDouble()
-        self.server = HealthServer(
-            controller, build_registry(controller), f"127.0.0.1:{free_port()}"
+        registry = build_registry(controller)
+        # A pod whose certificate the operator issued (the enrollment's state only).
+        now = datetime.now(UTC)
+        issued = SimpleNamespace(
+            not_after=now + timedelta(hours=24), renewal_time=now + timedelta(hours=16)
         )
+        enrolled = SimpleNamespace(results={"issued": 1}, identity=issued)
+        registry.register(EnrollmentCollector(cast(Enrollment, enrolled)))
+        self.server = HealthServer(controller, registry, f"127.0.0.1:{free_port()}")
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 

@@ -382,38 +382,52 @@ class Enrollment:
 
 class EnrollmentCollector(Collector):
     """``kipsec_identity_*``: requests by result, the certificate's notAfter and renewal
-    time, and whether the sidecar still waits for its first certificate."""
+    time, and whether the sidecar still waits for its first certificate. The pod's own
+    certificate, so an alert on it holds whichever operator replica signed it."""
 
     def __init__(self, enrollment: Enrollment) -> None:
         self.enrollment = enrollment
 
+    def describe(self) -> list[Metric]:
+        """The families without samples (the registry's duplicate check, the catalog
+        the dashboard and alerts are checked against)."""
+        return list(self._families(None))
+
     def collect(self) -> Iterator[Metric]:
-        enrollment = self.enrollment
+        yield from self._families(self.enrollment)
+
+    @staticmethod
+    def _families(enrollment: Enrollment | None) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "kipsec_identity_requests",
             "Certificate requests to the operator by result (issued, or the refusal code)",
             labels=["result"],
         )
-        for result, count in sorted(enrollment.results.items()):
-            requests.add_metric([result], count)
-        yield requests
-        yield GaugeMetricFamily(
+        identity = enrollment.identity if enrollment is not None else None
+        waiting = GaugeMetricFamily(
             "kipsec_identity_waiting",
             "1 while the sidecar waits for its first certificate (IKE not started)",
-            value=1.0 if enrollment.identity is None else 0.0,
         )
-        identity = enrollment.identity
+        not_after = GaugeMetricFamily(
+            "kipsec_identity_certificate_not_after_seconds",
+            "When the pod's certificate expires (Unix time)",
+        )
+        renewal = GaugeMetricFamily(
+            "kipsec_identity_certificate_renewal_seconds",
+            "When the pod's certificate is renewed (Unix time)",
+        )
+        if enrollment is not None:
+            for result, count in sorted(enrollment.results.items()):
+                requests.add_metric([result], count)
+            waiting.add_metric([], 1.0 if identity is None else 0.0)
         if identity is not None:
-            yield GaugeMetricFamily(
-                "kipsec_identity_certificate_not_after_seconds",
-                "When the pod's certificate expires (Unix time)",
-                value=identity.not_after.timestamp(),
-            )
-            yield GaugeMetricFamily(
-                "kipsec_identity_certificate_renewal_seconds",
-                "When the pod's certificate is renewed (Unix time)",
-                value=identity.renewal_time.timestamp(),
-            )
+            not_after.add_metric([], identity.not_after.timestamp())
+            renewal.add_metric([], identity.renewal_time.timestamp())
+        yield requests
+        yield waiting
+        if enrollment is None or identity is not None:
+            yield not_after
+            yield renewal
 
 
 __all__ = [
