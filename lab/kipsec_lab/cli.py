@@ -27,11 +27,11 @@ from rich.live import Live
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from kipsec_operator.kube import ApiError, object_path
+from kipsec_operator.kube import ApiError
 
 from . import chart, host, prometheus
 from .client import LabClient
-from .manifests import Manifest, ManifestError, load, ordered
+from .manifests import ManifestError, load, ordered
 from .state import DEFAULT_DIR, LabConfig, Paths, PodState
 from .status import pod_table, tunnel_table, tunnels_ready
 from .topology import DEFAULT_CIDR, Addresses, Names
@@ -154,9 +154,9 @@ def apply(paths: Paths, files: Sequence[Path], *, delete: bool = False) -> list[
     client = LabClient(paths.api_socket)
     manifests = load(files)
     lines = []
+    # In file order, like `kubectl apply -f`: the webhook reads Tunnels from the API
+    # server for every pod, so a pod right after its Tunnel gets its sidecar.
     for manifest in ordered(manifests, reverse=True) if delete else manifests:
-        if not delete and manifest.kind == "Pod":
-            wait_observed(client, [m for m in manifests if m.kind == "Tunnel"])
         try:
             outcome = client.delete(manifest) if delete else client.apply(manifest)
         except ApiError as exc:
@@ -164,28 +164,6 @@ def apply(paths: Paths, files: Sequence[Path], *, delete: bool = False) -> list[
         lines.append(f"{manifest.describe()} {outcome}")
         console.print(lines[-1])
     return lines
-
-
-def wait_observed(client: LabClient, tunnels: list[Manifest], timeout: float = 15.0) -> None:
-    """Until the operator has written the status of every Tunnel's current generation.
-
-    The operator's webhook decides from its watch cache: a pod created before the
-    operator has seen the Tunnel that selects it would be admitted without the sidecar
-    (in a cluster too, when one `kubectl apply -f` holds both). The lab applies pods
-    only once the operator has observed their Tunnels."""
-    deadline = time.monotonic() + timeout
-    for tunnel in tunnels:
-        path = object_path(tunnel.api_version, tunnel.plural, tunnel.namespace, tunnel.name)
-        while True:
-            current = client.get(path) or {}
-            generation = (current.get("metadata") or {}).get("generation")
-            if (current.get("status") or {}).get("observedGeneration") == generation:
-                break
-            if time.monotonic() > deadline:
-                raise LabError(
-                    f"{tunnel.describe()}: the operator did not observe it in {timeout:.0f}s"
-                )
-            time.sleep(0.1)
 
 
 # --- status ----------------------------------------------------------------------------------
