@@ -14,9 +14,14 @@ the token's SHA-256 (never the token), and a cached verdict still requires the p
 read from the API server, to have the same uid.
 
 The answer (JSON) is ``{"files": {key: base64 value}}``: the data of the pod's Secret,
-read from the API server on every request (never from the watch index, which is stale
-on a standby replica: a sidecar polling through the Service must get the same document
-from every replica), ``config.yaml`` and the files it names, bytes for bytes. The Secret
+``config.yaml`` and the files it names, bytes for bytes. It is read from the replica's
+own :class:`~.secret_mirror.SecretMirror` (a LIST and a WATCH that every replica keeps,
+independent of kopf's watch index, which is stale on a standby: a sidecar polling
+through the Service must get the same document from every replica), or from the API
+server while the mirror has not listed. A request with ``?wait=S`` and a current
+``If-None-Match`` is held until the Secret changes or S seconds (at most
+:data:`MAX_WAIT_SECONDS`) pass, so a sidecar asking every few seconds costs the API
+server nothing between changes and still hears of one at once. The Secret
 is the one named by the pod's ``kipsec.io/config-secret`` annotation (else derived from
 its uid, :func:`~.reconcile.render.secret_name`), and is served only when the operator
 wrote it for that pod (managed-by label, ``kipsec.io/pod`` annotation, owner uid): an
@@ -30,6 +35,7 @@ with a matching ``If-None-Match`` gets 304 and no body. A pod without a Secret y
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -42,9 +48,12 @@ from .certificates.csr import Refused
 from .certificates.endpoint import CsrBackend, authenticate_pod, bearer_token, refusal_response
 from .reconcile.cluster import pod_ref
 from .reconcile.render import MANAGED_BY, POD_ANNOTATION, secret_name
+from .secret_mirror import SecretMirror
 
 TOKEN_CACHE_SECONDS = 60.0
 """How long a token's TokenReview verdict is reused (the pod's uid is checked each time)."""
+MAX_WAIT_SECONDS = 30.0
+"""The longest a request with a current ETag is held (``?wait=``)."""
 TOKEN_CACHE_SIZE = 20_000
 """Cached verdicts kept at most (the oldest go first): more than pods per operator."""
 
@@ -140,33 +149,62 @@ async def handle_config_get(
     if_none_match: str | None,
     backend: ConfigBackend,
     cache: TokenCache,
+    *,
+    mirror: SecretMirror | None = None,
+    wait: float = 0.0,
 ) -> ConfigAnswer:
     """The whole ``GET /v1/config``. Never raises for bad input; backend errors other
-    than the refusals propagate (the server turns API errors into a retryable 503)."""
+    than the refusals propagate (the server turns API errors into a retryable 503).
+
+    With a synced ``mirror`` the Secret is read from it, not the API server, and a
+    request whose ``If-None-Match`` is current is held up to ``wait`` seconds until the
+    Secret changes (then answered at once) or the time is up (304)."""
     requester = await _requester(authorization, backend, cache)
     if isinstance(requester, Refused):
         status, body = refusal_response(requester)
         return ConfigAnswer(status, body)
     who, pod = requester
     ref = pod_ref(pod, require_ip=False)
-    data: dict[str, str] = {}
-    if ref is not None:
-        data = _configuration(await backend.get_secret(ref.namespace, secret_name(ref)), pod)
-    if not data:
-        refused = Refused(
-            "no-configuration",
-            f"pod {who[0]}/{who[1]} has no configuration Secret yet; retry",
-            retryable=True,
-        )
-        return ConfigAnswer(404, refusal_response(refused)[1])
-    tag = etag(data)
+    if ref is None:
+        return _unconfigured(who)
+    name = secret_name(ref)
+    deadline = asyncio.get_running_loop().time() + max(0.0, min(wait, MAX_WAIT_SECONDS))
+    while True:
+        if mirror is not None and mirror.synced:
+            data = _configuration(mirror.get(ref.namespace, name), pod)
+        else:
+            data = _configuration(await backend.get_secret(ref.namespace, name), pod)
+        tag = etag(data) if data else None
+        current = tag is not None and if_none_match is not None and tag in _tags(if_none_match)
+        left = deadline - asyncio.get_running_loop().time()
+        # No await between the read above and the wait below: no change is missed.
+        if not current or mirror is None or not mirror.synced or left <= 0:
+            break
+        if not await mirror.changed(ref.namespace, name, left):
+            break
+    if not data or tag is None:
+        return _unconfigured(who)
     headers = {"ETag": tag, "Cache-Control": "no-store"}
-    if if_none_match is not None and tag in (t.strip() for t in if_none_match.split(",")):
+    if current:
         return ConfigAnswer(304, None, headers)
     return ConfigAnswer(200, {"files": dict(sorted(data.items()))}, headers)
 
 
+def _tags(if_none_match: str) -> list[str]:
+    return [t.strip() for t in if_none_match.split(",")]
+
+
+def _unconfigured(who: tuple[str, str, str]) -> ConfigAnswer:
+    refused = Refused(
+        "no-configuration",
+        f"pod {who[0]}/{who[1]} has no configuration Secret yet; retry",
+        retryable=True,
+    )
+    return ConfigAnswer(404, refusal_response(refused)[1])
+
+
 __all__ = [
+    "MAX_WAIT_SECONDS",
     "TOKEN_CACHE_SECONDS",
     "ConfigAnswer",
     "ConfigBackend",

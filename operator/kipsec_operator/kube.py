@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,45 @@ class Kube:
                 raise ApiError.from_answer(response.status, response.reason, text)
             result: dict[str, Any] = json.loads(text) if text else {}
             return result
+
+    async def list(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """The collection at `path` (a List object) with query `params`."""
+        assert self._session is not None, "use Kube as an async context manager"
+        async with self._session.get(path, params=dict(params)) as response:
+            text = await response.text()
+            if response.status >= 400:
+                raise ApiError.from_answer(response.status, response.reason, text)
+            result: dict[str, Any] = json.loads(text) if text else {}
+            return result
+
+    async def watch(
+        self, path: str, params: Mapping[str, str], *, idle: float = 330.0
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The watch events (``{"type", "object"}``) of the collection at `path`, one per
+        line, until the server ends the stream (``timeoutSeconds``) or nothing arrives for
+        `idle` seconds (a silently dropped connection). ERROR events are raised as
+        ApiError (410 Gone: the resourceVersion is too old, list again)."""
+        assert self._session is not None, "use Kube as an async context manager"
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=idle)
+        query = {**params, "watch": "true"}
+        async with self._session.get(path, params=query, timeout=timeout) as response:
+            if response.status >= 400:
+                text = await response.text()
+                raise ApiError.from_answer(response.status, response.reason, text)
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if not isinstance(event, dict):
+                    continue
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise ApiError(
+                        int(status.get("code") or 500),
+                        str(status.get("reason") or "WatchError"),
+                        str(status.get("message") or "")[:200],
+                    )
+                yield event
 
     async def get(self, path: str) -> dict[str, Any] | None:
         """The object at `path`, or None when it does not exist (404)."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from .config_delivery import TokenCache, handle_config_get
 from .crds.models import GROUP, VERSION
 from .kube import object_path
 from .live_reads import API_ERRORS, AdmissionReads
+from .secret_mirror import SecretMirror
 from .webhook.admission import MalformedReview, parse_request, refuse, review
 
 if TYPE_CHECKING:
@@ -89,6 +90,15 @@ def _json(status: int, body: Mapping[str, Any]) -> web.Response:
     return web.json_response(dict(body), status=status)
 
 
+def _seconds(value: str | None) -> float:
+    """A ``?wait=`` value: seconds, 0 when absent or not a finite non-negative number."""
+    try:
+        seconds = float(value) if value is not None else 0.0
+    except ValueError:
+        return 0.0
+    return seconds if 0.0 <= seconds < float("inf") else 0.0
+
+
 def _pod_create(body: object) -> tuple[str, str] | None:
     """(uid, namespace) of a review the webhook injects into (a pod CREATE), else None:
     only those need the Tunnels and the Namespace read."""
@@ -108,7 +118,15 @@ def application(operator: Operator) -> web.Application:
     backend = KubeCsrBackend(operator)
     tokens = TokenCache()
     admission = AdmissionReads(operator.kube)
+    mirror = SecretMirror(operator.kube)
     app = web.Application(client_max_size=MAX_REVIEW_BYTES)
+
+    async def follow_secrets(_: web.Application) -> AsyncIterator[None]:
+        mirror.start()
+        yield
+        await mirror.stop()
+
+    app.cleanup_ctx.append(follow_secrets)
 
     async def mutate_pods(request: web.Request) -> web.Response:
         try:
@@ -182,6 +200,8 @@ def application(operator: Operator) -> web.Application:
                 request.headers.get("If-None-Match"),
                 backend,
                 tokens,
+                mirror=mirror,
+                wait=_seconds(request.query.get("wait")),
             )
         except API_ERRORS as exc:
             return _json(*api_unavailable(exc))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from kipsec_operator.reconcile.render import OPERATOR_CA_KEY
+from kipsec_operator.server import KubeCsrBackend
 from kipsec_sidecar.daemon.delivery import DeliveryError, DeliverySettings, fetch
 from support.operator_cluster import Cluster, bound_token, eventually, psk_mesh, self_signed
 from support.operator_objects import namespace, pod, psk_mesh_spec, psk_secret, tunnel
@@ -91,6 +93,53 @@ async def test_a_changed_secret_gets_a_new_etag(cluster: Cluster, tmp_path: Path
     assert second.etag != first.etag
 
 
+async def test_a_held_request_is_answered_as_soon_as_the_secret_changes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    secret = await mesh(cluster)
+    held = replace(settings(cluster, tmp_path, secret), hold=20.0)
+    first = await _fetch(held, "a-token", None)
+    assert first is not None
+    await _settled(held, first.etag)
+
+    asked = time.monotonic()
+    waiting = asyncio.ensure_future(_fetch(held, "a-token", first.etag))
+    await asyncio.sleep(1.0)
+    assert not waiting.done()  # held: nothing changed yet
+    await cluster.apply(pod("c", "10.0.0.3", labels={"app": "mesh"}))
+    answer = await asyncio.wait_for(waiting, 15.0)
+
+    assert answer is not None and b"10.0.0.3" in answer.files["config.yaml"]
+    assert time.monotonic() - asked < 15.0
+
+
+async def test_a_held_request_ends_in_304_when_nothing_changes_and_costs_no_secret_read(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = await mesh(cluster)
+    wanted = settings(cluster, tmp_path, secret)
+    first = await _fetch(wanted, "a-token", None)
+    assert first is not None
+    await _settled(wanted, first.etag)
+    reads: list[str] = []
+    original = KubeCsrBackend.get_secret
+
+    async def counted(self: KubeCsrBackend, namespace: str, name: str) -> Any:
+        reads.append(name)
+        return await original(self, namespace, name)
+
+    monkeypatch.setattr(KubeCsrBackend, "get_secret", counted)
+
+    asked = time.monotonic()
+    assert await _fetch(replace(wanted, hold=1.5), "a-token", first.etag) is None
+    held = time.monotonic() - asked
+    for _ in range(3):
+        assert await _fetch(wanted, "a-token", first.etag, hold=0.0) is None
+
+    assert held >= 1.4
+    assert reads == []  # the replica's Secret mirror answered, not the API server
+
+
 async def test_a_token_bound_to_a_recreated_pod_is_refused(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -129,6 +178,21 @@ async def test_an_operator_the_pods_ca_does_not_name_is_not_asked(
     assert "CERTIFICATE_VERIFY_FAILED" in refused.value.reason
 
 
-async def _fetch(settings: DeliverySettings, token: str, etag: str | None) -> Any:
-    """The sidecar's blocking fetch, off the event loop the operator's server shares."""
+async def _settled(settings: DeliverySettings, etag: str | None) -> None:
+    """Until pod a's configuration is ``etag`` without a hold (the operator is done
+    writing it)."""
+
+    async def unchanged() -> bool:
+        return await _fetch(settings, "a-token", etag, hold=0.0) is None
+
+    await eventually(unchanged)
+
+
+async def _fetch(
+    settings: DeliverySettings, token: str, etag: str | None, *, hold: float | None = None
+) -> Any:
+    """The sidecar's blocking fetch, off the event loop the operator's server shares
+    (``hold``: another hold than the settings')."""
+    if hold is not None:
+        settings = replace(settings, hold=hold)
     return await asyncio.to_thread(fetch, settings, token, etag)

@@ -7,7 +7,10 @@ which the injecting webhook sets to a directory of the in-memory ``kipsec-run``
 emptyDir) and ``KIPSEC_OPERATOR_URL`` names the operator, the daemon also asks the
 operator every :data:`POLL_INTERVAL` seconds for exactly what its Secret holds, with the
 pod's projected ServiceAccount token (re-read each time: the kubelet rotates it) and
-``If-None-Match``, so an unchanged configuration costs a 304 and no body.
+``If-None-Match``, so an unchanged configuration costs a 304 and no body. With an ETag
+it asks the operator to hold the request up to :data:`HOLD` seconds (``?wait=``): the
+operator answers as soon as the pod's Secret changes, so a new document arrives at once
+and an unchanged one costs one request per hold, not one per poll.
 
 TLS to the operator is always verified: with ``KIPSEC_OPERATOR_CA_FILE``, else the
 ``operator-ca.crt`` the operator puts into every pod's Secret (the bootstrap one too),
@@ -29,20 +32,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
 import ssl
+import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar, cast
 
 from ..atomic_files import publish_files
 from .enrollment import ENV_OPERATOR_CA_FILE, ENV_OPERATOR_URL, ENV_TOKEN_FILE, OPERATOR_CA_FILE
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ENV_CONFIG_DIR = "KIPSEC_OPERATOR_CONFIG_DIR"
 CONFIG_PATH = "/v1/config"
@@ -53,8 +60,12 @@ POLL_INTERVAL = 3.0
 FALLBACK_AFTER = 5
 #: Largest answer read (a Secret holds at most 1 MiB of data, base64 adds a third).
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
-#: Seconds one request may take.
+#: Seconds one request may take (besides the hold it asks for).
 TIMEOUT = 10.0
+#: Seconds the operator may hold a request whose ETag is current, answering as soon as
+#: the configuration changes: a new document arrives at once, and an unchanged one costs
+#: one request per this many seconds (an operator without the hold answers at once).
+HOLD = 20.0
 
 
 class DeliveryError(Exception):
@@ -78,6 +89,7 @@ class DeliverySettings:
     """The mounted Secret's document (the first source and the fallback)."""
     operator_ca_file: str | None = None
     interval: float = POLL_INTERVAL
+    hold: float = HOLD
 
     @property
     def document(self) -> str:
@@ -154,11 +166,13 @@ def fetch(
     ca_file = settings.ca_file()
     context = ssl.create_default_context(cafile=ca_file)
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    url = settings.operator_url + CONFIG_PATH
     if etag:
         headers["If-None-Match"] = etag
-    request = urllib.request.Request(  # noqa: S310 (the operator's URL, from the webhook)
-        settings.operator_url + CONFIG_PATH, headers=headers
-    )
+        if settings.hold > 0:
+            url += f"?wait={settings.hold:g}"
+            timeout += settings.hold
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (from the webhook)
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
             body = response.read(MAX_ANSWER_BYTES + 1)
@@ -208,7 +222,7 @@ class Delivery:
             self._failed(DeliveryError("no-token", exc.strerror or str(exc)))
             return
         try:
-            answer = await asyncio.to_thread(self.fetcher, self.settings, token, self.etag)
+            answer = await _in_daemon_thread(self.fetcher, self.settings, token, self.etag)
         except DeliveryError as exc:
             self._failed(exc)
             return
@@ -259,10 +273,40 @@ class Delivery:
             await asyncio.sleep(self.settings.interval)
 
 
+def _in_daemon_thread(call: Callable[..., T], *args: object) -> Awaitable[T]:
+    """``call(*args)`` in a thread of its own that never holds up the process's exit:
+    a request the operator holds for :data:`HOLD` s must not delay a stopping sidecar
+    (the default executor's threads are joined at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(cast(T, result))
+
+    def work() -> None:
+        try:
+            result = call(*args)
+        except BaseException as exc:  # handed to the awaiting task
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=work, name="kipsec-config-fetch", daemon=True).start()
+    return future
+
+
 __all__ = [
     "CONFIG_PATH",
     "ENV_CONFIG_DIR",
     "FALLBACK_AFTER",
+    "HOLD",
     "POLL_INTERVAL",
     "Answer",
     "Delivery",
