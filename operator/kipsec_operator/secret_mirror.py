@@ -53,12 +53,13 @@ class SecretMirror:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="kipsec-secrets")
 
     async def stop(self) -> None:
+        """Stop following; requests held in :meth:`changed` return at once."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self.synced = False
+        self._untrusted()
 
     def get(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The Secret as last seen (None: there is none). Only meaningful when synced."""

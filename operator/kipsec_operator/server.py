@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -121,12 +121,16 @@ def application(operator: Operator) -> web.Application:
     mirror = SecretMirror(operator.kube)
     app = web.Application(client_max_size=MAX_REVIEW_BYTES)
 
-    async def follow_secrets(_: web.Application) -> AsyncIterator[None]:
+    async def follow_secrets(_: web.Application) -> None:
         mirror.start()
-        yield
+
+    async def release_held(_: web.Application) -> None:
+        # on_shutdown runs before the server waits for its handlers: held /v1/config
+        # requests answer now instead of holding the operator's exit for their wait.
         await mirror.stop()
 
-    app.cleanup_ctx.append(follow_secrets)
+    app.on_startup.append(follow_secrets)
+    app.on_shutdown.append(release_held)
 
     async def mutate_pods(request: web.Request) -> web.Response:
         try:

@@ -8,10 +8,12 @@ empty), serving the same HTTPS application beside the running one (`cluster`).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,15 +87,17 @@ async def mutate(url: str, context: ssl.SSLContext, app: str) -> dict[str, Any]:
 
 
 async def get_config(
-    url: str, context: ssl.SSLContext, etag: str | None = None
+    url: str, context: ssl.SSLContext, etag: str | None = None, wait: float = 0
 ) -> tuple[int, str | None, dict[str, Any] | None]:
-    """(status, ETag, JSON body) of `GET /v1/config` with pod a's token."""
+    """(status, ETag, JSON body) of `GET /v1/config?wait=` with pod a's token."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
     if etag is not None:
         headers["If-None-Match"] = etag
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{url}/v1/config", headers=headers, ssl=context) as answer,
+        session.get(
+            f"{url}/v1/config", params={"wait": str(wait)}, headers=headers, ssl=context
+        ) as answer,
     ):
         body = await answer.json() if answer.status != 304 else None
         return answer.status, answer.headers.get("ETag"), body
@@ -184,3 +188,41 @@ async def test_a_standby_signs_with_the_ca_the_leader_rotated_to(cluster: Cluste
 
     assert rotated_bundle != loaded_bundle
     assert (await standby.current())[1] == rotated_bundle
+
+
+async def test_a_replica_shutting_down_answers_held_config_requests_at_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    await psk_mesh(cluster)
+    bound_token(cluster, TOKEN, "a", "uid-default-a")
+    await eventually(
+        lambda: "config.yaml" in (cluster.config_secrets().get("a") or {}).get("data", {})
+    )
+    standby = Operator(cluster.kube.connection)
+    async with standby.kube:
+        runner = await serve(
+            standby, "127.0.0.1", 0, str(tmp_path / "tls.crt"), str(tmp_path / "tls.key")
+        )
+        url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+
+        async def current() -> str | None:
+            status, tag, _ = await get_config(url, cluster.client_ssl)
+            return tag if status == 200 else None
+
+        tag = await eventually(current)
+
+        async def holding() -> bool:  # the replica's mirror has listed: it holds
+            began = time.monotonic()
+            await get_config(url, cluster.client_ssl, tag, wait=0.3)
+            return time.monotonic() - began >= 0.25
+
+        await eventually(holding)
+        held = asyncio.ensure_future(get_config(url, cluster.client_ssl, tag, wait=20))
+        await asyncio.sleep(1.0)
+        assert not held.done()  # held: nothing changed
+        began = time.monotonic()
+        await runner.cleanup()
+        status, _, _ = await asyncio.wait_for(held, 10)
+
+    assert time.monotonic() - began < 10
+    assert status == 304
