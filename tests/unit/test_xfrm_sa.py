@@ -25,6 +25,7 @@ from kipsec_sidecar.datapath.xfrm_sa import (
     ranges_to_networks,
     safety_net_seconds,
     selectors,
+    state_selector,
     state_spec,
 )
 
@@ -280,3 +281,51 @@ def test_the_safety_net_is_a_hard_add_time_limit_only() -> None:
         lifetime_seconds=(0, safety_net_seconds(30.0)),
     )
     assert (spec.lifetime.soft_add_seconds, spec.lifetime.hard_add_seconds) == (0, 35)
+
+
+def gcm(**kw: object) -> IpsecSa:
+    return sa(encr_id=EncrId.AES_GCM_16, encr_key=bytes(36), **kw)
+
+
+def test_a_state_carries_the_negotiated_selectors_in_its_own_direction() -> None:
+    negotiated = gcm(
+        local_ts=(TrafficSelector.host("10.10.1.2"),),
+        remote_ts=(TrafficSelector.from_network("10.10.2.2/32"),),
+    )
+    configured = policy()  # 10.10.1.0/24 <-> 10.10.2.0/24: the peer narrowed it
+
+    out = state_selector(negotiated, configured, inbound=False)
+    inbound = state_selector(negotiated, configured, inbound=True)
+
+    assert out is not None and inbound is not None
+    assert (str(out.src), str(out.dst)) == ("10.10.1.2/32", "10.10.2.2/32")
+    assert (str(inbound.src), str(inbound.dst)) == ("10.10.2.2/32", "10.10.1.2/32")
+
+
+def test_a_negotiated_port_range_in_one_block_keeps_its_protocol_and_ports() -> None:
+    web = TrafficSelector.from_network("10.10.2.0/24", protocol=6, start_port=443, end_port=443)
+    negotiated = gcm(
+        local_ts=(TrafficSelector.from_network("10.10.1.0/24", protocol=6),), remote_ts=(web,)
+    )
+
+    inbound = state_selector(negotiated, policy(), inbound=True)
+
+    assert inbound is not None
+    assert (inbound.proto, inbound.sport, inbound.sport_mask) == (6, 443, 0xFFFF)
+    assert (inbound.dport, inbound.dport_mask) == (0, 0)
+
+
+def test_selectors_that_take_several_xfrm_selectors_leave_the_state_any_of_its_family() -> None:
+    split = TrafficSelector.from_network("10.10.2.0/24", protocol=6, start_port=8000, end_port=8080)
+    several = gcm(local_ts=(TrafficSelector.host("10.10.1.2"),), remote_ts=(split,))
+    two = gcm(
+        local_ts=(TrafficSelector.host("10.10.1.2"),),
+        remote_ts=(
+            TrafficSelector.host("10.10.2.2"),
+            TrafficSelector.host("10.10.2.3"),
+        ),
+    )
+    manual_without_ts = gcm()
+
+    for ipsec_sa in (several, two, manual_without_ts):
+        assert state_selector(ipsec_sa, policy(), inbound=True) == XfrmSelector.any(4)

@@ -24,6 +24,7 @@ b); the sidecars run in the pods, and several configurations follow each other:
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -603,6 +604,100 @@ def reload_pair(
     settled(a.topology, (a, "pb"), (b, "pa"))
 
 
+_FORGE = r"""
+import socket, sys
+sys.path[:0] = sys.argv[4].split(":")
+from kipsec_sidecar.datapath.kernel import bypass_policies
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+bypass_policies(sock)
+sock.sendto(bytes.fromhex(sys.argv[1]), (sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def _counter(topo: Topology, pod: str, path: str, name: str) -> int:
+    """A counter of /proc/net/xfrm_stat (``name value`` lines) or /proc/net/snmp (a
+    header line and a value line per protocol, ``Proto:Field``) in ``pod``'s namespace."""
+    text = topo.run(pod, "cat", path, check=False).stdout
+    if ":" in name:
+        proto, field = name.split(":")
+        rows = [line.split() for line in text.splitlines() if line.startswith(proto + ":")]
+        if len(rows) >= 2 and field in rows[0]:
+            return int(rows[1][rows[0].index(field)])
+        return -1
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == name:
+            return int(parts[1])
+    return -1
+
+
+def narrowed_selectors(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> None:
+    """pa is configured for pb's whole /24, pb for its own address only: pb (responder)
+    narrows the child to pb/32, so pa's policies cover more than was negotiated. pa's
+    states carry the negotiated selectors: an ESP packet pb's SA carries from another
+    address of that /24 — forged here with the SA's key (test only) — is decrypted but
+    dropped by pa's kernel (XfrmInStateMismatch), while the same packet from pb's own
+    address is delivered (RFC 4301 section 5.2)."""
+    from scapy.layers.inet import ICMP, IP, UDP
+    from scapy.layers.ipsec import ESP, SecurityAssociation
+
+    me, other = topo.address("pa"), topo.address("pb")
+    wide = str(ipaddress.ip_network(f"{other}/24", strict=False))
+    stranger = str(ipaddress.ip_network(wide)[200])
+    reload_pair(
+        "narrowed",
+        (a, [peer_entry(topo, "pb", trafficSelectors={"local": [me], "remote": [wide]})], {}),
+        (b, [peer_entry(topo, "pa", start="onDemand")], {"datapath": "kernel"}),
+    )
+    ns = topo.namespace("pa")
+    spi_in, _ = child_spis(a, "pb")
+    state = next((x for x in xfrm_states(ns) if x.spi == spi_in), None)
+    policy = [p for p in xfrm_policies(ns) if p.direction == "in"]
+    sel = re.search(r"sel src (\S+) dst (\S+)", state.text) if state else None
+    check(
+        "narrowed/state-carries-negotiated-selectors",
+        sel is not None
+        and sel.groups() == (f"{other}/32", f"{me}/32")
+        and [p.src for p in policy] == [wide],
+        describe(ns),
+    )
+    if state is None or state.aead_key is None:
+        check("narrowed/forged-outside-selectors-dropped", False, describe(ns))
+        return
+    sa = SecurityAssociation(  # type: ignore[no-untyped-call]
+        ESP,
+        spi=spi_in,
+        crypt_algo="AES-GCM",
+        crypt_key=state.aead_key,
+        tunnel_header=IP(src=other, dst=me),
+    )
+    paths = ":".join(str(Path(__file__).resolve().parents[2] / d) for d in ("sidecar",))
+
+    def send(source: str, seq: int) -> None:
+        inner = IP(src=source, dst=me) / ICMP(type=8, id=0x4B50, seq=seq & 0xFFFF)
+        inner = inner / b"KIPSEC-FORGED"
+        esp = sa.encrypt(inner, seq_num=seq)  # type: ignore[no-untyped-call]
+        outer = IP(src=other, dst=me) / UDP(sport=4500, dport=4500) / bytes(esp[ESP])
+        topo.run("pb", sys.executable, "-c", _FORGE, bytes(outer).hex(), me, "0", paths)
+        time.sleep(0.5)
+
+    mismatch = _counter(topo, "pa", "/proc/net/xfrm_stat", "XfrmInStateMismatch")
+    echos = _counter(topo, "pa", "/proc/net/snmp", "Icmp:InEchos")
+    send(other, 1 << 30)  # from inside the negotiated selectors: delivered
+    echos_inside = _counter(topo, "pa", "/proc/net/snmp", "Icmp:InEchos")
+    send(stranger, (1 << 30) + 1)  # from outside them: dropped after decryption
+    after = (
+        _counter(topo, "pa", "/proc/net/xfrm_stat", "XfrmInStateMismatch"),
+        _counter(topo, "pa", "/proc/net/snmp", "Icmp:InEchos"),
+    )
+    check(
+        "narrowed/forged-outside-selectors-dropped",
+        echos_inside == echos + 1 and after == (mismatch + 1, echos_inside),
+        f"InEchos {echos} -> {echos_inside} -> {after[1]}; "
+        f"XfrmInStateMismatch {mismatch} -> {after[0]}",
+    )
+
+
 def on_demand(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> None:
     """pa ends its SAs; pb's peer is onDemand, so only traffic brings them back: the
     kernel drops pb's first packets (no SA), multicasts an ACQUIRE, and the daemon
@@ -744,6 +839,7 @@ def scenario(topo: Topology, work: Path) -> None:
     try:
         for name, step in (
             ("kernel-pair", kernel_pair),
+            ("narrowed", narrowed_selectors),
             ("on-demand", on_demand),
             ("crash-and-mixed", crash_and_mixed),
             ("fail-closed", fail_closed_exit),

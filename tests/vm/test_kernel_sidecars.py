@@ -31,6 +31,8 @@ CHECKS = (
     *(f"ah-tunnel/{name}" for name in _PAIR),
     "ah-transport/wire-is-ah",
     *(f"ah-transport/{name}" for name in _PAIR),
+    "narrowed/state-carries-negotiated-selectors",
+    "narrowed/forged-outside-selectors-dropped",
     "acquire/initiates-on-demand",
     "crash/kill-leaves-state",
     "crash/restart-removes-stale",

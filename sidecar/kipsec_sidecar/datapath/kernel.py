@@ -64,12 +64,12 @@ from .xfrm_sa import (
     XfrmMappingError,
     XfrmPolicySpec,
     XfrmProto,
-    XfrmSelector,
     XfrmStateSpec,
     owner_mark,
     peer_policies,
     sa_keys,
     safety_net_seconds,
+    state_selector,
     state_spec,
 )
 
@@ -303,8 +303,6 @@ class KernelDatapath:
                 else XfrmEncap(self._local_port, remote_port)
             )
         hard = safety_net_seconds(peer.policy.child_lifetime)
-        # The state's selector family is its inner family: 4-in-6 needs an IPv4 one.
-        inner = {ts.version for ts in peer.policy.remote_ts}
         try:
             return state_spec(
                 sa,
@@ -312,7 +310,7 @@ class KernelDatapath:
                 reqid=peer.reqid,
                 mark=self._mark,
                 encap=encap,
-                selector=XfrmSelector.any(inner.pop()) if len(inner) == 1 else None,
+                selector=state_selector(sa, peer.policy, inbound=inbound),
                 lifetime_seconds=(0, hard) if hard else None,
             )
         except XfrmMappingError as exc:

@@ -428,6 +428,31 @@ def selectors(src_ts: TrafficSelector, dst_ts: TrafficSelector) -> Iterator[Xfrm
                     yield XfrmSelector(src, dst, proto, sport, smask, dport, dmask)
 
 
+def state_selector(sa: IpsecSa, policy: PeerPolicy, *, inbound: bool) -> XfrmSelector | None:
+    """The selector of ``sa``'s state: the traffic the SA was negotiated for.
+
+    The kernel checks a decrypted packet against its state's selector (a mismatch is
+    dropped and counted as XfrmInStateMismatch) and sends through a state only what its
+    selector matches, so a state carrying the negotiated traffic selectors enforces
+    them when the peer narrowed what the policies (the configured selectors) cover
+    (RFC 4301 section 5.2). When the negotiated selectors take more than one XFRM
+    selector (several ranges, a port range split into blocks) the state gets "any" of
+    the inner family and the policies do the selecting; None when the family is mixed.
+    """
+    local, remote = sa.local_ts, sa.remote_ts
+    if len(local) == 1 and len(remote) == 1:
+        src, dst = (remote[0], local[0]) if inbound else (local[0], remote[0])
+        try:
+            found = list(selectors(src, dst))
+        except XfrmMappingError:
+            found = []
+        if len(found) == 1:
+            return found[0]
+    # The state's selector family is its inner family: 4-in-6 needs an IPv4 one.
+    inner = {ts.version for ts in (remote or policy.remote_ts)}
+    return XfrmSelector.any(inner.pop()) if len(inner) == 1 else None
+
+
 def peer_policies(
     policy: PeerPolicy,
     *,
