@@ -123,8 +123,10 @@ class Kube:
     ) -> AsyncIterator[dict[str, Any]]:
         """The watch events (``{"type", "object"}``) of the collection at `path`, one per
         line, until the server ends the stream (``timeoutSeconds``) or nothing arrives for
-        `idle` seconds (a silently dropped connection). ERROR events are raised as
-        ApiError (410 Gone: the resourceVersion is too old, list again)."""
+        `idle` seconds (a silently dropped connection, or a server that ignores
+        ``timeoutSeconds``): both end the iteration, and the caller watches again from
+        the last resourceVersion. ERROR events are raised as ApiError (410 Gone: the
+        resourceVersion is too old, list again)."""
         assert self._session is not None, "use Kube as an async context manager"
         timeout = aiohttp.ClientTimeout(total=None, sock_read=idle)
         query = {**params, "watch": "true"}
@@ -132,7 +134,12 @@ class Kube:
             if response.status >= 400:
                 text = await response.text()
                 raise ApiError.from_answer(response.status, response.reason, text)
-            async for line in response.content:
+            lines = aiter(response.content)
+            while True:
+                try:
+                    line = await anext(lines)
+                except (StopAsyncIteration, TimeoutError):
+                    return  # ended, or silent for `idle` s: the caller watches again
                 if not line.strip():
                     continue
                 event = json.loads(line)
