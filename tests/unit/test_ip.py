@@ -68,6 +68,12 @@ def test_five_tuple_of_ipv4_udp() -> None:
     assert ip.five_tuple(packet) == ip.FiveTuple(V4A, V4B, IpProto.UDP, 1234, 53)
 
 
+def test_five_tuple_of_udp_lite_has_its_ports() -> None:
+    # UDP-Lite (RFC 3828) starts with the same ports; selectors may name them.
+    packet = ip.build_ipv4(V4A, V4B, IpProto.UDPLITE, 8) + udp(5004, 5006)
+    assert ip.five_tuple(packet) == ip.FiveTuple(V4A, V4B, IpProto.UDPLITE, 5004, 5006)
+
+
 def test_five_tuple_of_ipv4_icmp_packs_type_and_code() -> None:
     icmp = bytes((8, 0, 0, 0, 0, 1, 0, 1))  # echo request
     packet = ip.build_ipv4(V4A, V4B, IpProto.ICMP, len(icmp)) + icmp

@@ -54,13 +54,14 @@ class IpProto(IntEnum):
     DSTOPTS = 60
     SCTP = 132
     MOBILITY = 135
+    UDPLITE = 136
 
 
 # Extension headers whose length is (8 * (hdr_ext_len + 1)) bytes.
 _GENERIC_EXTENSIONS = frozenset({IpProto.HOPOPT, IpProto.ROUTING, IpProto.DSTOPTS})
 _WALKED_EXTENSIONS = _GENERIC_EXTENSIONS | {IpProto.FRAGMENT, IpProto.AH}
 # Upper-layer protocols whose first four bytes are the source and destination port.
-_PORT_PROTOCOLS = frozenset({IpProto.TCP, IpProto.UDP, IpProto.SCTP})
+_PORT_PROTOCOLS = frozenset({IpProto.TCP, IpProto.UDP, IpProto.SCTP, IpProto.UDPLITE})
 _ICMP_PROTOCOLS = frozenset({IpProto.ICMP, IpProto.ICMPV6})
 
 
