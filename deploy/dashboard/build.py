@@ -402,6 +402,22 @@ def _certificates_and_datapath(c: Catalog) -> Iterator[PanelSpec]:
             ),
         ),
     )
+    not_after = "kipsec_identity_certificate_not_after_seconds"
+    yield PanelSpec(
+        row,
+        "Pod certificate time left, as the sidecars report it",
+        "Seconds until the certificate each sidecar holds expires (pods whose identity the "
+        "operator issues). Whichever operator replica signed it; a line that reaches the "
+        "renewal margin and keeps falling is a renewal that failed.",
+        "timeseries",
+        "s",
+        (
+            Query(
+                f"min {c.by(not_after, 'namespace', 'pod')} ({c.series(not_after)}) - time()",
+                "{{namespace}}/{{pod}}",
+            ),
+        ),
+    )
     yield PanelSpec(
         row,
         "Operator CA expiry",
