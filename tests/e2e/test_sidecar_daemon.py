@@ -294,6 +294,45 @@ def test_reload_adds_and_removes_peers_without_touching_the_others(
     assert established(a, "pc")()
 
 
+def test_a_psk_rotation_keeps_the_sas_and_the_next_ike_sa_uses_the_new_key(
+    pods: Topology, tmp_path: Path
+) -> None:
+    a, b = Sidecar(pods, "pa", tmp_path), Sidecar(pods, "pb", tmp_path)
+    a.write([peer_entry(pods, "pb")])
+    b.write([peer_entry(pods, "pa", start="onDemand")])
+    b.start()
+    a.start()
+    wait_until("pa-pb established", established(a, "pb"))
+    spis, ike = a.spis("pb"), a.peer("pb")["ike_sas"]
+    rotated = {"auth": {"psk": {"value": "the rotated pre-shared key, 0123456789"}}}
+
+    b.write([peer_entry(pods, "pa", start="onDemand")], local=rotated)
+    assert b.control("reload") == ["renewed credentials of peer pa (SAs kept)"]
+    pods.ping("pa", "pb")  # one end rotated: the SAs still carry traffic
+    a.write([peer_entry(pods, "pb")], local=rotated)
+    assert a.control("reload") == ["renewed credentials of peer pb (SAs kept)"]
+    pods.ping("pa", "pb")
+    assert a.spis("pb") == spis and a.peer("pb")["ike_sas"] == ike
+
+    # The next IKE SA authenticates with the key each end holds now: pb rotates again,
+    # pa (still on the previous key) cannot set up a new IKE SA until it rotates too.
+    again = {"auth": {"psk": {"value": "the key after that one, 9876543210"}}}
+    b.write([peer_entry(pods, "pa", start="onDemand")], local=again)
+    b.control("reload")
+    a.control("terminate", peer="pb")
+    wait_until("no child SA left", lambda: not a.spis("pb") and not b.spis("pa"))
+    a.control("initiate", peer="pb")
+    wait_until(
+        "pa's new IKE SA refused",
+        lambda: a.peer("pb")["last_failure"] == "authentication_failed",
+    )
+    a.write([peer_entry(pods, "pb")], local=again)
+    a.control("reload")
+    wait_until("pa-pb established with the newest key", established(a, "pb"), timeout=45)
+    assert a.spis("pb").isdisjoint(spis)
+    pods.ping("pa", "pb")
+
+
 # --- liveness --------------------------------------------------------------------------------
 
 

@@ -92,11 +92,26 @@ def test_a_document_wide_setting_replaces_the_peers_it_applies_to() -> None:
     assert result.unchanged == ("legacy",)
 
 
-def test_a_new_psk_replaces_the_ike_peers() -> None:
+def test_a_new_psk_keeps_the_ike_peers_and_their_sas() -> None:
     doc = document()
     doc["local"]["auth"]["psk"]["value"] = "another pre-shared key 9876543210"
     result = diff(fingerprints(plans(document())), fingerprints(plans(doc)))
-    assert result.replace == ("pb", "pc")
+    assert result.replace == ("pb", "pc")  # the fingerprints differ ...
+    refreshed = result.refreshing(by_name(document()), by_name(doc))
+    assert (refreshed.refresh, refreshed.replace) == (("pb", "pc"), ())  # ... SAs kept
+    assert refreshed.lines() == [
+        "renewed credentials of peer pb (SAs kept)",
+        "renewed credentials of peer pc (SAs kept)",
+    ]
+
+
+def test_a_new_psk_with_another_change_replaces_the_peer() -> None:
+    doc = document()
+    doc["local"]["auth"]["psk"]["value"] = "another pre-shared key 9876543210"
+    doc["peers"][0]["mode"] = "transport"
+    result = diff(fingerprints(plans(document())), fingerprints(plans(doc)))
+    refreshed = result.refreshing(by_name(document()), by_name(doc))
+    assert (refreshed.refresh, refreshed.replace) == (("pc",), ("pb",))
 
 
 def test_fingerprints_do_not_reveal_secrets() -> None:

@@ -110,22 +110,30 @@ def fingerprints(plans: Iterable[PeerPlan]) -> dict[str, str]:
 
 
 #: AuthConfig fields that hold renewable credentials rather than the link's terms.
-CREDENTIAL_FIELDS = frozenset({"private_key", "certificates", "trust_anchors"})
+CREDENTIAL_FIELDS = frozenset({"psk", "private_key", "certificates", "trust_anchors"})
 
 
 def credentials_only(old: PeerPlan, new: PeerPlan) -> bool:
-    """Whether ``new`` differs from ``old`` in certificate credentials alone, so the peer
-    can keep its SAs: the same link (everything :func:`fingerprint` covers except our
-    key, our chain and the trust anchors), our certificate naming the same identity
-    (subject and subjectAltName), and old and new trust anchors sharing at least one CA
-    (a CA rotation adds the new CA before it drops the old one).
+    """Whether ``new`` differs from ``old`` in credentials alone, so the peer can keep its
+    SAs: the same link (everything :func:`fingerprint` covers except the PSK, our key,
+    our chain and the trust anchors) and the same authentication method; for
+    certificates also our certificate naming the same identity (subject and
+    subjectAltName) and old and new trust anchors sharing at least one CA (a CA rotation
+    adds the new CA before it drops the old one).
+
+    A new PSK keeps the SAs too: established IKE SAs rekey without authenticating again,
+    so only the next IKE_AUTH uses (and needs the peer to have) the new key. A rotation
+    thus interrupts nothing unless a link must be set up anew while the two ends hold
+    different keys.
     """
     if old.ike is None or new.ike is None:
         return False
-    if old.ike.auth.method != "signature" or new.ike.auth.method != "signature":
+    if old.ike.auth.method != new.ike.auth.method:
         return False
     if _link_digest(old) != _link_digest(new):
         return False
+    if new.ike.auth.method == "psk":
+        return True
     return bool(set(old.ike.auth.trust_anchors) & set(new.ike.auth.trust_anchors))
 
 
