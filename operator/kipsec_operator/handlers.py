@@ -26,6 +26,7 @@ from cryptography import x509
 
 from .ca_store import CaStore, user_ca
 from .certificates.expiry import ca_expiring
+from .certificates.issuer_trust import issuer_trust
 from .certificates.terms import TermsError, certificate_terms
 from .crds.models import GROUP, VERSION
 from .kube import ApiError, Connection, Kube, object_path
@@ -264,17 +265,25 @@ class Operator:
         namespace, name = key_of(tunnel_certificate)
         spec = tunnel_certificate.get("spec") or {}
         issuer = spec.get("issuer") or {}
+        issuer_status: dict[str, Any] | None = None
         if issuer.get("type") == "CASecret":
             secret_name = str((issuer.get("caSecretRef") or {}).get("name") or "")
             secret = self.reconciler.objects["Secret"].get((namespace, secret_name))
             try:
-                ca, bundle = user_ca(secret, "spec.issuer.caSecretRef.name")
-            except LookupError as exc:
+                ca, current = user_ca(secret, "spec.issuer.caSecretRef.name")
+                overlap = certificate_terms(tunnel_certificate).duration
+            except (LookupError, TermsError) as exc:
                 if self._issuer_warned.get((namespace, name)) != str(exc):
                     self._issuer_warned[(namespace, name)] = str(exc)
                     await self.event(tunnel_certificate, "Warning", "IssuerUnavailable", str(exc))
                 return
             self._issuer_warned.pop((namespace, name), None)
+            # A CA replaced in the Secret stays trusted for spec.duration (issuer_trust).
+            last = self._certificate_statuses.get((namespace, name))
+            trust = issuer_trust(
+                current, last or tunnel_certificate.get("status") or {}, datetime.now(UTC), overlap
+            )
+            bundle, issuer_status = trust.bundle, trust.status
         else:
             await self.ca.rotate()
             ca, bundle = await self.ca.signing()
@@ -283,7 +292,7 @@ class Operator:
                 seconds = (state.signing.not_after - datetime.now(UTC)).total_seconds()
                 self.metrics.ca_expiry.set(seconds)
         self.reconciler.set_trust_bundle((namespace, name), bundle.decode("ascii"))
-        await self.certificate_status(tunnel_certificate)
+        await self.certificate_status(tunnel_certificate, issuer_status)
         await self._warn_ca_expiry(tunnel_certificate, ca.not_after)
 
     async def _warn_ca_expiry(self, tunnel_certificate: K8sObject, ca_not_after: datetime) -> None:
@@ -301,9 +310,13 @@ class Operator:
             self._expiry_warned[key] = message
             await self.event(tunnel_certificate, "Warning", "CertificateExpiring", message)
 
-    async def certificate_status(self, tunnel_certificate: K8sObject) -> None:
+    async def certificate_status(
+        self, tunnel_certificate: K8sObject, issuer: Mapping[str, Any] | None = None
+    ) -> None:
         """Write the TunnelCertificate's status when it changed: pods issued, earliest
-        notAfter and renewalTime, Ready when every selected pod holds a certificate."""
+        notAfter and renewalTime, Ready when every selected pod holds a certificate, and
+        the CASecret issuer's CA memory (``issuer``: :func:`.issuer_trust.issuer_trust`,
+        kept as it was when not given)."""
         key = key_of(tunnel_certificate)
         index = self.reconciler.objects
         namespace = index["Namespace"].get(("", key[0]))
@@ -337,6 +350,11 @@ class Operator:
             "notAfter": None,
             "renewalTime": None,
         }
+        for field_name in ("issuerCA", "retiredIssuerCAs"):
+            if issuer is not None and field_name in issuer:
+                status[field_name] = issuer[field_name]
+            elif field_name in previous:
+                status[field_name] = previous[field_name]
         generation = (tunnel_certificate.get("metadata") or {}).get("generation")
         if generation is not None:
             status["observedGeneration"] = generation

@@ -15,8 +15,9 @@ from kipsec_operator.reconcile.status import SidecarReport
 from support.operator_cluster import Cluster, condition, eventually, psk_mesh
 from support.operator_objects import (
     PSK,
+    ca_secret,
+    ca_secret_certificate,
     namespace,
-    secret,
 )
 
 pytestmark = [pytest.mark.operator, pytest.mark.asyncio]
@@ -55,26 +56,8 @@ async def test_a_ca_secret_expiring_within_the_duration_is_one_warning_on_the_tu
 ) -> None:
     authority = generate_ca(datetime.now(UTC) - timedelta(days=1), timedelta(days=2), os.urandom)
     await cluster.apply(namespace("default"))
-    await cluster.apply(
-        secret(
-            "shop-ca",
-            {"tls.crt": authority.cert_pem().decode(), "tls.key": authority.key_pem().decode()},
-            type_="kubernetes.io/tls",
-        )
-    )
-    await cluster.apply(
-        {
-            "apiVersion": "kipsec.io/v1alpha1",
-            "kind": "TunnelCertificate",
-            "metadata": {"name": "ids", "namespace": "default"},
-            "spec": {
-                "selector": {"podSelector": {}},
-                "duration": "48h",
-                "renewBefore": "12h",
-                "issuer": {"type": "CASecret", "caSecretRef": {"name": "shop-ca"}},
-            },
-        }
-    )
+    await cluster.apply(ca_secret("shop-ca", authority.cert_pem(), authority.key_pem()))
+    await cluster.apply(ca_secret_certificate("ids", "shop-ca", {"podSelector": {}}, "48h", "12h"))
 
     (event,) = await eventually(lambda: warnings_on(cluster, "ids", "CertificateExpiring"))
 

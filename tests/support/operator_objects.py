@@ -71,6 +71,32 @@ def psk_secret(
     return secret(name, {"psk": value}, namespace=namespace)
 
 
+def ca_secret(name: str, cert_pem: bytes, key_pem: bytes) -> dict[str, Any]:
+    """A `kubernetes.io/tls` Secret holding a CA (what a CASecret issuer names)."""
+    return secret(
+        name,
+        {"tls.crt": cert_pem.decode(), "tls.key": key_pem.decode()},
+        type_="kubernetes.io/tls",
+    )
+
+
+def ca_secret_certificate(
+    name: str, ca_secret_name: str, selector: dict[str, Any], duration: str, renew_before: str
+) -> dict[str, Any]:
+    """A TunnelCertificate in `default` signing with the CA of Secret `ca_secret_name`."""
+    return {
+        "apiVersion": "kipsec.io/v1alpha1",
+        "kind": "TunnelCertificate",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "selector": selector,
+            "duration": duration,
+            "renewBefore": renew_before,
+            "issuer": {"type": "CASecret", "caSecretRef": {"name": ca_secret_name}},
+        },
+    }
+
+
 def tunnel(name: str, spec: dict[str, Any], *, namespace: str = "default") -> dict[str, Any]:
     return {
         "apiVersion": "kipsec.io/v1alpha1",

@@ -470,6 +470,15 @@ class TunnelCertificateSpec(_Model):
     """The names in the certificate."""
 
 
+class RetiredCa(_Model):
+    """A CA the issuer Secret no longer holds, still in the pods' trust bundles."""
+
+    certificate: str
+    """The CA certificate (PEM)."""
+    until: str
+    """When it leaves the trust bundles (RFC 3339)."""
+
+
 class TunnelCertificateStatus(_Model):
     """Issuance state (written by the operator only)."""
 
@@ -483,6 +492,11 @@ class TunnelCertificateStatus(_Model):
     """When the next renewal is due (RFC 3339)."""
     pods_issued: int = 0
     """Pods holding a current certificate."""
+    issuer_ca: str | None = None
+    """CASecret issuer: the CA (PEM) last published from the Secret."""
+    retired_issuer_cas: Annotated[list[RetiredCa], Field(max_length=4)] = []
+    """CASecret issuer: CAs replaced in the Secret that pods still trust until `until`
+    (the replacement time plus spec.duration), so certificates they signed keep working."""
 
 
 __all__ = [
