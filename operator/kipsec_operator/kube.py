@@ -96,12 +96,20 @@ class Kube:
             self._session = None
 
     async def _call(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None, content_type: str = ""
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        content_type: str = "",
+        params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         assert self._session is not None, "use Kube as an async context manager"
         headers = {"Content-Type": content_type or "application/json"} if body is not None else {}
         data = json.dumps(body) if body is not None else None
-        async with self._session.request(method, path, data=data, headers=headers) as response:
+        query = dict(params) if params is not None else None
+        async with self._session.request(
+            method, path, data=data, headers=headers, params=query
+        ) as response:
             text = await response.text()
             if response.status >= 400:
                 raise ApiError.from_answer(response.status, response.reason, text)
@@ -110,13 +118,7 @@ class Kube:
 
     async def list(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
         """The collection at `path` (a List object) with query `params`."""
-        assert self._session is not None, "use Kube as an async context manager"
-        async with self._session.get(path, params=dict(params)) as response:
-            text = await response.text()
-            if response.status >= 400:
-                raise ApiError.from_answer(response.status, response.reason, text)
-            result: dict[str, Any] = json.loads(text) if text else {}
-            return result
+        return await self._call("GET", path, params=params)
 
     async def watch(
         self, path: str, params: Mapping[str, str], *, idle: float = 330.0

@@ -465,11 +465,22 @@ def rekey_under_ping(
     )
 
 
+def gcm_tunnel_sa(spi: int, key: bytes, src: str, dst: str) -> Any:
+    """scapy's ESP SA for an AES-GCM tunnel-mode state (``key``: key and salt, as
+    ``ip xfrm state`` prints them) between the outer addresses ``src`` and ``dst``."""
+    from scapy.layers.inet import IP
+    from scapy.layers.ipsec import ESP, SecurityAssociation
+
+    return SecurityAssociation(  # type: ignore[no-untyped-call]
+        ESP, spi=spi, crypt_algo="AES-GCM", crypt_key=key, tunnel_header=IP(src=src, dst=dst)
+    )
+
+
 def decrypt_capture(prefix: str, topo: Topology, a: Sidecar, capture: Capture) -> None:
     """Decrypt pa → pb ESP in UDP from the capture with the key the kernel holds (test
     only: ``ip xfrm state`` prints it); the inner packets carry the ping pattern."""
     from scapy.layers.inet import IP, UDP
-    from scapy.layers.ipsec import ESP, SecurityAssociation
+    from scapy.layers.ipsec import ESP
     from scapy.utils import rdpcap
 
     me, other = topo.address("pa"), topo.address("pb")
@@ -482,13 +493,7 @@ def decrypt_capture(prefix: str, topo: Topology, a: Sidecar, capture: Capture) -
             f"no AEAD state {spi_out:#010x}: {describe(topo.namespace('pa'))}",
         )
         return
-    sa = SecurityAssociation(  # type: ignore[no-untyped-call]
-        ESP,
-        spi=spi_out,
-        crypt_algo="AES-GCM",
-        crypt_key=state.aead_key,
-        tunnel_header=IP(src=me, dst=other),
-    )
+    sa = gcm_tunnel_sa(spi_out, state.aead_key, me, other)
     found, decrypted = 0, 0
     for frame in rdpcap(str(capture.path)):
         if IP not in frame or UDP not in frame or frame[UDP].dport != 4500:
@@ -498,7 +503,7 @@ def decrypt_capture(prefix: str, topo: Topology, a: Sidecar, capture: Capture) -
             continue
         found += 1
         outer = IP(src=frame[IP].src, dst=frame[IP].dst, proto=50) / ESP(payload)
-        inner = sa.decrypt(IP(bytes(outer)))  # type: ignore[no-untyped-call]
+        inner = sa.decrypt(IP(bytes(outer)))
         if inner.src == me and inner.dst == other and MARKER[:16] in bytes(inner):
             decrypted += 1
     check(
@@ -639,7 +644,7 @@ def narrowed_selectors(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> No
     dropped by pa's kernel (XfrmInStateMismatch), while the same packet from pb's own
     address is delivered (RFC 4301 section 5.2)."""
     from scapy.layers.inet import ICMP, IP, UDP
-    from scapy.layers.ipsec import ESP, SecurityAssociation
+    from scapy.layers.ipsec import ESP
 
     me, other = topo.address("pa"), topo.address("pb")
     wide = str(ipaddress.ip_network(f"{other}/24", strict=False))
@@ -664,19 +669,13 @@ def narrowed_selectors(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> No
     if state is None or state.aead_key is None:
         check("narrowed/forged-outside-selectors-dropped", False, describe(ns))
         return
-    sa = SecurityAssociation(  # type: ignore[no-untyped-call]
-        ESP,
-        spi=spi_in,
-        crypt_algo="AES-GCM",
-        crypt_key=state.aead_key,
-        tunnel_header=IP(src=other, dst=me),
-    )
-    paths = ":".join(str(Path(__file__).resolve().parents[2] / d) for d in ("sidecar",))
+    sa = gcm_tunnel_sa(spi_in, state.aead_key, other, me)
+    paths = str(Path(__file__).resolve().parents[2] / "sidecar")
 
     def send(source: str, seq: int) -> None:
         inner = IP(src=source, dst=me) / ICMP(type=8, id=0x4B50, seq=seq & 0xFFFF)
         inner = inner / b"KIPSEC-FORGED"
-        esp = sa.encrypt(inner, seq_num=seq)  # type: ignore[no-untyped-call]
+        esp = sa.encrypt(inner, seq_num=seq)
         outer = IP(src=other, dst=me) / UDP(sport=4500, dport=4500) / bytes(esp[ESP])
         topo.run("pb", sys.executable, "-c", _FORGE, bytes(outer).hex(), me, "0", paths)
         time.sleep(0.5)
