@@ -114,16 +114,22 @@ class CaStore:
         return state.signing, state.bundle_pem()
 
 
-def user_ca(secret: Mapping[str, object] | None, where: str) -> tuple[CertificateAuthority, bytes]:
-    """The CA of a `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`) and its bundle.
+def user_ca(
+    secret: Mapping[str, object] | None, namespace: str, name: str
+) -> tuple[CertificateAuthority, bytes]:
+    """The CA of the `kubernetes.io/tls` Secret `namespace/name` (`tls.crt`, `tls.key`,
+    as `secret` holds it, None when there is none) and its bundle.
 
-    Raises LookupError naming `where` when the Secret or its keys are unusable.
+    Raises LookupError naming the field and the Secret when it is missing or unusable
+    (the message becomes the TunnelCertificate's `IssuerUnavailable` condition and the
+    CSR endpoint's refusal; it never holds the Secret's data).
     """
+    where = f"spec.issuer.caSecretRef: Secret {namespace}/{name}"
     if secret is None:
-        raise LookupError(f"{where}: Secret not found")
+        raise LookupError(f"{where} not found")
     data = secret.get("data")
     if not isinstance(data, Mapping) or "tls.crt" not in data:
-        raise LookupError(f"{where}: Secret has no tls.crt")
+        raise LookupError(f"{where} has no tls.crt")
     try:
         state = from_secret_data({**data, "ca.crt": data["tls.crt"]})
     except CaSecretError as exc:

@@ -25,8 +25,10 @@ from aiohttp import web
 from cryptography import x509
 
 from .ca_store import CaStore, user_ca
+from .certificates.csr import Refused
 from .certificates.expiry import ca_expiring
 from .certificates.issuer_trust import issuer_trust
+from .certificates.readiness import readiness
 from .certificates.terms import TermsError, certificate_terms
 from .crds.models import GROUP, VERSION
 from .kube import ApiError, Connection, Kube, object_path
@@ -39,6 +41,9 @@ from .webhook.injection import InjectionSettings
 from .webhook.selection import certificate_selects
 
 log = logging.getLogger("kipsec.operator")
+
+MAX_REFUSAL_TEXT = 512
+"""Characters of a pod's refusal kept for the TunnelCertificate's condition."""
 
 RESOURCES: dict[str, tuple[str, str, str]] = {
     "Pod": ("", "v1", "pods"),
@@ -94,6 +99,8 @@ class Operator:
         self._runner: web.AppRunner | None = None
         self.issued: dict[ObjectKey, dict[ObjectKey, tuple[datetime, datetime]]] = {}
         """Per TunnelCertificate, per pod: (notAfter, renewalTime) of its last certificate."""
+        self.refused: dict[ObjectKey, dict[ObjectKey, str]] = {}
+        """Per TunnelCertificate, per pod: its last request's refusal, until it is issued."""
         self._certificate_statuses: dict[ObjectKey, dict[str, Any]] = {}
         self._issuer_warned: dict[ObjectKey, str] = {}
         self._expiry_warned: dict[ObjectKey, str] = {}
@@ -188,9 +195,24 @@ class Operator:
             for tc_key, tc in index["TunnelCertificate"].items():
                 if tc_key[0] == key[0] and certificate_selects(tc, pod, namespace):
                     self.issued.setdefault(tc_key, {})[key] = (not_after, renewal)
+                    self.refused.get(tc_key, {}).pop(key, None)
                     touched.append(tc)
         self._observe_certificates()
         for tc in touched:
+            await self.certificate_status(tc)
+
+    async def record_refused(self, refused: Refused) -> None:
+        """Remember a CSR endpoint refusal about a selected pod (``refused.about``) for
+        its TunnelCertificate's `Ready` condition (`IssuanceFailed`) until the pod is
+        issued a certificate. The text is the refusal the pod was answered: the endpoint
+        never puts a token or a key in it."""
+        if refused.about is None:
+            return
+        tc_key, pod_key = refused.about
+        text = f"{refused.code}: {refused.reason}"[:MAX_REFUSAL_TEXT]
+        self.refused.setdefault(tc_key, {})[pod_key] = text
+        tc = self.reconciler.objects["TunnelCertificate"].get(tc_key)
+        if tc is not None:
             await self.certificate_status(tc)
 
     def _observe_certificates(self) -> None:
@@ -203,6 +225,12 @@ class Operator:
                 earliest[tc_key] = min(not_after for not_after, _ in current.values())
             else:
                 del self.issued[tc_key]
+        for tc_key, refusals in list(self.refused.items()):
+            kept = {k: v for k, v in refusals.items() if k in pods}
+            if kept and tc_key in self.reconciler.objects["TunnelCertificate"]:
+                self.refused[tc_key] = kept
+            else:
+                del self.refused[tc_key]
         self.metrics.observe_certificates(earliest, datetime.now(UTC))
 
     def _observe_pass(self, result: PassResult, cluster: Any) -> None:
@@ -261,7 +289,8 @@ class Operator:
             await self.reconciler.set_reports(await poll(targets, self.fetcher))
 
     async def publish_trust(self, tunnel_certificate: K8sObject) -> None:
-        """Publish the issuer's bundle for the Tunnels that use this TunnelCertificate."""
+        """Publish the issuer's bundle for the Tunnels that use this TunnelCertificate,
+        and its status (also when the issuer or the spec is unusable: the status says so)."""
         namespace, name = key_of(tunnel_certificate)
         spec = tunnel_certificate.get("spec") or {}
         issuer = spec.get("issuer") or {}
@@ -270,12 +299,13 @@ class Operator:
             secret_name = str((issuer.get("caSecretRef") or {}).get("name") or "")
             secret = self.reconciler.objects["Secret"].get((namespace, secret_name))
             try:
-                ca, current = user_ca(secret, "spec.issuer.caSecretRef.name")
+                ca, current = user_ca(secret, namespace, secret_name)
                 overlap = certificate_terms(tunnel_certificate).duration
             except (LookupError, TermsError) as exc:
                 if self._issuer_warned.get((namespace, name)) != str(exc):
                     self._issuer_warned[(namespace, name)] = str(exc)
                     await self.event(tunnel_certificate, "Warning", "IssuerUnavailable", str(exc))
+                await self.certificate_status(tunnel_certificate)
                 return
             self._issuer_warned.pop((namespace, name), None)
             # A CA replaced in the Secret stays trusted for spec.duration (issuer_trust).
@@ -313,8 +343,10 @@ class Operator:
     async def certificate_status(
         self, tunnel_certificate: K8sObject, issuer: Mapping[str, Any] | None = None
     ) -> None:
-        """Write the TunnelCertificate's status when it changed: pods issued, earliest
-        notAfter and renewalTime, Ready when every selected pod holds a certificate, and
+        """Write the TunnelCertificate's status when it changed: pods holding a current
+        certificate, earliest notAfter and renewalTime, Ready as
+        :func:`.certificates.readiness.readiness` decides it (the spec, the issuer's
+        Secret, the pods' certificates and refusals), and
         the CASecret issuer's CA memory (``issuer``: :func:`.issuer_trust.issuer_trust`,
         kept as it was when not given)."""
         key = key_of(tunnel_certificate)
@@ -327,12 +359,19 @@ class Operator:
             and pod_ref(pod) is not None
             and certificate_selects(tunnel_certificate, pod, namespace)
         ]
-        issued = {k: v for k, v in self.issued.get(key, {}).items() if k in selected}
-        ready = bool(selected) and len(issued) == len(selected)
-        reason = "AllPodsIssued" if ready else ("NoPodsSelected" if not selected else "PodsPending")
-        message = f"{len(issued)} of {len(selected)} selected pods hold a certificate"
+        now = datetime.now(UTC)
+        issued = {k: v for k, v in self.issued.get(key, {}).items() if k in selected and v[0] > now}
+        verdict = readiness(
+            selected,
+            {k: not_after for k, (not_after, _) in self.issued.get(key, {}).items()},
+            self.refused.get(key, {}),
+            now,
+            invalid_spec=self._invalid_spec(tunnel_certificate),
+            issuer_problem=self._issuer_problem(tunnel_certificate),
+        )
+        ready, reason, message = verdict.ready, verdict.reason, verdict.message
         previous = self._certificate_statuses.get(key) or tunnel_certificate.get("status") or {}
-        since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        since = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         for old in previous.get("conditions") or []:
             if old.get("type") == "Ready" and old.get("status") == str(ready):
                 since = old.get("lastTransitionTime") or since
@@ -371,6 +410,32 @@ class Operator:
             if exc.status != 404:
                 raise
         self._certificate_statuses[key] = status
+
+    @staticmethod
+    def _invalid_spec(tunnel_certificate: K8sObject) -> str | None:
+        """Why the spec cannot be used (naming the field), or None."""
+        try:
+            certificate_terms(tunnel_certificate)
+        except TermsError as exc:
+            return str(exc)
+        return None
+
+    def _issuer_problem(self, tunnel_certificate: K8sObject) -> str | None:
+        """Why a CASecret issuer's CA cannot be loaded (naming the Secret), or None."""
+        namespace, _ = key_of(tunnel_certificate)
+        issuer = (tunnel_certificate.get("spec") or {}).get("issuer") or {}
+        if issuer.get("type") != "CASecret":
+            return None
+        secret_name = str((issuer.get("caSecretRef") or {}).get("name") or "")
+        try:
+            user_ca(
+                self.reconciler.objects["Secret"].get((namespace, secret_name)),
+                namespace,
+                secret_name,
+            )
+        except LookupError as exc:
+            return str(exc)
+        return None
 
 
 def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:

@@ -33,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .ca_store import user_ca
 from .certificates.ca import CertificateAuthority
+from .certificates.csr import Refused
 from .certificates.endpoint import api_unavailable, handle_csr_post, handle_identity_get
 from .config_delivery import TokenCache, handle_config_get
 from .crds.models import GROUP, VERSION
@@ -83,7 +84,7 @@ class KubeCsrBackend:
         secret = await self.operator.kube.get(
             object_path("v1", "secrets", namespace, issuer_secret)
         )
-        return user_ca(secret, "spec.issuer.caSecretRef.name")
+        return user_ca(secret, namespace, issuer_secret)
 
 
 def _json(status: int, body: Mapping[str, Any]) -> web.Response:
@@ -160,13 +161,19 @@ def application(operator: Operator) -> web.Application:
         return _json(200, answer)
 
     async def identity(request: web.Request) -> web.Response:
+        refusals: list[Refused] = []
         try:
-            status, body = await handle_identity_get(request.headers.get("Authorization"), backend)
+            status, body = await handle_identity_get(
+                request.headers.get("Authorization"), backend, refusals.append
+            )
         except API_ERRORS as exc:
             status, body = api_unavailable(exc)
+        for refused in refusals:
+            await operator.record_refused(refused)
         return _json(status, body)
 
     async def csr(request: web.Request) -> web.Response:
+        refusals: list[Refused] = []
         try:
             status, body = await handle_csr_post(
                 await request.read(),
@@ -174,9 +181,12 @@ def application(operator: Operator) -> web.Application:
                 backend,
                 datetime.now(UTC),
                 os.urandom,
+                refusals.append,
             )
         except API_ERRORS as exc:
             status, body = api_unavailable(exc)
+        for refused in refusals:
+            await operator.record_refused(refused)
         if status == 200:
             operator.metrics.certificates_issued.inc()
             await operator.record_issued(

@@ -25,12 +25,13 @@ import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from kipsec_operator.certificates import terms
 from kipsec_operator.certificates.ca import CaState, CertificateAuthority, from_secret_data
 from kipsec_operator.certificates.endpoint import handle_csr_post, handle_identity_get
 from support import operator_objects
@@ -169,11 +170,23 @@ def backend_from_state(path: Path) -> LocalBackend:
     )
 
 
+SECONDS_BOUNDS = terms.LifetimeBounds(
+    min_duration=timedelta(seconds=10),
+    max_duration=terms.LIFETIME_BOUNDS.max_duration,
+    min_renew_before=timedelta(seconds=1),
+    min_renewal_interval=timedelta(seconds=5),
+)
+"""Lifetime bounds of the command-line issuer: seconds, so an end-to-end test sees a
+sidecar renew within its run. A cluster's operator keeps the CRD's bounds
+(:data:`~kipsec_operator.certificates.terms.LIFETIME_BOUNDS`, an hour at least)."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--state", required=True, type=Path)
     parser.add_argument("--listen", default="127.0.0.1:8443")
     args = parser.parse_args()
+    terms.LIFETIME_BOUNDS = SECONDS_BOUNDS  # this process is a test's issuer, see above
     host, _, port = args.listen.rpartition(":")
     app = issuer_app(lambda: backend_from_state(args.state))
 

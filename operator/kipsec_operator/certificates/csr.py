@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -91,9 +91,22 @@ class Refused:
     code: str
     reason: str
     retryable: bool = False
+    about: tuple[tuple[str, str], tuple[str, str]] | None = None
+    """(TunnelCertificate, pod) as (namespace, name) keys, when the refusal is about a
+    pod a TunnelCertificate selects: the operator shows it in that TunnelCertificate's
+    `Ready` condition (:mod:`.readiness`). Never sent to the caller."""
 
 
 Decision = Approved | Refused
+
+
+def _about(
+    refused: Refused, tunnel_certificate: tuple[str, str], pod: Mapping[str, Any]
+) -> Refused:
+    """``refused`` attributed to ``tunnel_certificate`` and ``pod`` (see :attr:`Refused.about`)."""
+    meta = _mapping(pod.get("metadata"))
+    pod_key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+    return replace(refused, about=(tunnel_certificate, pod_key))
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -252,11 +265,12 @@ def _select_terms(
     try:
         return certificate_terms(selecting[0])
     except TermsError as exc:
-        name = _mapping(selecting[0].get("metadata")).get("name")
-        return Refused(
-            "invalid-tunnelcertificate",
-            f"TunnelCertificate {namespace_of(selecting[0])}/{name}: {exc}",
+        name = str(_mapping(selecting[0].get("metadata")).get("name") or "")
+        tc_namespace = namespace_of(selecting[0])
+        refused = Refused(
+            "invalid-tunnelcertificate", f"TunnelCertificate {tc_namespace}/{name}: {exc}"
         )
+        return _about(refused, (tc_namespace, name), pod)
 
 
 def _describe_sans(pairs: frozenset[tuple[str, str]]) -> str:
@@ -347,7 +361,7 @@ def entitlement(
             addresses if terms.include_pod_ips else (),
         )
     except IdentityError as exc:
-        return Refused("invalid-identity", str(exc))
+        return _about(Refused("invalid-identity", str(exc)), (terms.namespace, terms.name), pod)
     return Entitlement(identity, terms, requester.namespace, requester.pod_name, requester.pod_uid)
 
 
@@ -380,7 +394,8 @@ def decide_csr(
         return entitled
     public_key = _check_csr(csr_pem, entitled.identity, entitled.terms)
     if isinstance(public_key, Refused):
-        return public_key
+        assert pod is not None  # entitled: the pod exists
+        return _about(public_key, (entitled.terms.namespace, entitled.terms.name), pod)
     return Approved(
         identity=entitled.identity,
         public_key=public_key,

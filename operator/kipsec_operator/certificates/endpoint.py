@@ -9,8 +9,10 @@ TunnelCertificate. ``POST /v1/csr`` takes ``{"csr": "<PEM>"}`` and answers (JSON
 * 200 ``{"certificate", "caBundle", "notAfter", "renewalTime"}``;
 * 400 malformed body, 401 no bearer token or the token did not authenticate,
   403 refused (the reason names the failed check), 409 retryable (pod IP not yet
-  reported), 500 the CA cannot be loaded, 503 ``api-unavailable`` (retryable: the API
-  server did not answer a read); errors are ``{"code", "reason", "retryable"}``.
+  reported), 503 ``ca-unavailable`` (retryable: the issuer's Secret is missing or holds
+  no usable CA; the reason names the Secret) and ``api-unavailable`` (retryable: the API
+  server did not answer a read); errors are ``{"code", "reason", "retryable"}``. No
+  value of a spec answers 500: a bad one is a 403 naming its field.
 
 :func:`handle_csr_post` is the whole flow with the Kubernetes calls injected through
 :class:`CsrBackend`, so a test drives it with dicts and the server adapter (kopf's or
@@ -21,7 +23,7 @@ never logged, never in a response.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -43,7 +45,7 @@ MAX_BODY_SIZE = MAX_CSR_SIZE + 1024
 _STATUS_BY_CODE = {
     "bad-request": 400,
     "unauthenticated": 401,
-    "ca-unavailable": 500,
+    "ca-unavailable": 503,
     "api-unavailable": 503,
 }
 
@@ -143,27 +145,47 @@ def _token_pod(status: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 async def handle_csr_post(
-    body: bytes, authorization: str | None, backend: CsrBackend, now: datetime, rng: Rng
+    body: bytes,
+    authorization: str | None,
+    backend: CsrBackend,
+    now: datetime,
+    rng: Rng,
+    report: Callable[[Refused], None] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """The whole ``POST /v1/csr``: returns (HTTP status, JSON body). Never raises for
-    bad input; backend errors other than LookupError propagate (a 500 from the server)."""
+    bad input; backend errors other than LookupError propagate (a 500 from the server).
+    ``report`` is given every refusal (with :attr:`.csr.Refused.about` when it is about
+    a selected pod), for the TunnelCertificate's status."""
+    answer = await _csr_post(body, authorization, backend, now, rng)
+    if isinstance(answer, Refused):
+        if report is not None:
+            report(answer)
+        return refusal_response(answer)
+    return answer
+
+
+async def _csr_post(
+    body: bytes, authorization: str | None, backend: CsrBackend, now: datetime, rng: Rng
+) -> tuple[int, dict[str, Any]] | Refused:
     csr_pem = parse_csr_body(body)
     if isinstance(csr_pem, Refused):
-        return refusal_response(csr_pem)
+        return csr_pem
     reviewed = await _review(authorization, backend)
     if isinstance(reviewed, Refused):
-        return refusal_response(reviewed)
+        return reviewed
     status, pod, namespace = reviewed
     tunnel_certificates = await backend.list_tunnel_certificates()
     decision = decide_csr(csr_pem, status, pod, tunnel_certificates, now, namespace=namespace)
     if isinstance(decision, Refused):
-        return refusal_response(decision)
+        return decision
     try:
         ca, bundle = await backend.signing_ca(
             decision.terms.issuer_secret, decision.terms.namespace
         )
     except LookupError as exc:
-        return refusal_response(Refused("ca-unavailable", str(exc), retryable=True))
+        terms = (decision.terms.namespace, decision.terms.name)
+        pod_key = (decision.pod_namespace, decision.pod_name)
+        return Refused("ca-unavailable", str(exc), retryable=True, about=(terms, pod_key))
     return issued_response(sign_approved(decision, ca, now, rng), bundle)
 
 
@@ -210,15 +232,21 @@ async def authenticate_pod(
 
 
 async def handle_identity_get(
-    authorization: str | None, backend: CsrBackend
+    authorization: str | None,
+    backend: CsrBackend,
+    report: Callable[[Refused], None] | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """The whole ``GET /v1/identity``: (HTTP status, JSON body)."""
+    """The whole ``GET /v1/identity``: (HTTP status, JSON body); ``report`` as for
+    :func:`handle_csr_post`."""
     reviewed = await _review(authorization, backend)
     if isinstance(reviewed, Refused):
-        return refusal_response(reviewed)
-    status, pod, namespace = reviewed
-    tunnel_certificates = await backend.list_tunnel_certificates()
-    entitled = entitlement(status, pod, tunnel_certificates, namespace=namespace)
+        entitled: Entitlement | Refused = reviewed
+    else:
+        status, pod, namespace = reviewed
+        tunnel_certificates = await backend.list_tunnel_certificates()
+        entitled = entitlement(status, pod, tunnel_certificates, namespace=namespace)
     if isinstance(entitled, Refused):
+        if report is not None:
+            report(entitled)
         return refusal_response(entitled)
     return entitlement_response(entitled)

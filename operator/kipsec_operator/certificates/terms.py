@@ -1,7 +1,12 @@
 """What a TunnelCertificate asks for, read through its CRD model: key, lifetimes, issuer.
 
 One function reads the spec so the rest of the package never guesses field names;
-errors name the field (``spec.duration: …``).
+errors name the field (``spec.duration: …``). The lifetimes are held to the bounds the
+CRD's CEL rules declare (:data:`LIFETIME_BOUNDS`, from the models, where the reasons are
+written): an API server may still run an older CRD without them, and a value outside
+them must become a refusal and an ``InvalidSpec`` condition, never date arithmetic that
+overflows (``duration: 876000000h``) or a renewal several times a second
+(``duration: 1s``).
 """
 
 from __future__ import annotations
@@ -13,14 +18,84 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kipsec_sidecar.config.units import parse_duration
+from kipsec_sidecar.config.units import format_duration, parse_duration
 
-from ..crds.models import TunnelCertificateSpec
+from ..crds.models import (
+    MAX_CERTIFICATE_DURATION,
+    MIN_CERTIFICATE_DURATION,
+    MIN_RENEW_BEFORE,
+    MIN_RENEWAL_INTERVAL,
+    TunnelCertificateSpec,
+)
 from .keys import KeySpec, KeySpecError
 
 
 class TermsError(ValueError):
     """A TunnelCertificate field kipsec cannot use; the message starts with the field path."""
+
+
+@dataclass(frozen=True)
+class LifetimeBounds:
+    """What ``spec.duration`` and ``spec.renewBefore`` may be (see the models for why)."""
+
+    min_duration: timedelta
+    max_duration: timedelta
+    min_renew_before: timedelta
+    min_renewal_interval: timedelta
+    """``duration - renewBefore``: how long a certificate is used before renewal."""
+
+
+def _seconds(text: str) -> timedelta:
+    return timedelta(seconds=parse_duration(text))
+
+
+LIFETIME_BOUNDS = LifetimeBounds(
+    min_duration=_seconds(MIN_CERTIFICATE_DURATION),
+    max_duration=_seconds(MAX_CERTIFICATE_DURATION),
+    min_renew_before=_seconds(MIN_RENEW_BEFORE),
+    min_renewal_interval=_seconds(MIN_RENEWAL_INTERVAL),
+)
+
+
+def lifetime_problem(
+    duration: str, renew_before: str, bounds: LifetimeBounds = LIFETIME_BOUNDS
+) -> str | None:
+    """What is wrong with the two lifetimes, starting with the field path; None when
+    they are within ``bounds``. Never raises: a value too large for a duration at all
+    is a problem like any other."""
+    try:
+        lifetime = _seconds(duration)
+    except ValueError as exc:
+        return f"spec.duration: {duration[:40]}: {exc}"
+    if not bounds.min_duration <= lifetime <= bounds.max_duration:
+        return (
+            f"spec.duration: {duration[:40]} is outside {_text(bounds.min_duration)} to "
+            f"{_text(bounds.max_duration)}"
+        )
+    try:
+        before = _seconds(renew_before)
+    except ValueError as exc:
+        return f"spec.renewBefore: {renew_before[:40]}: {exc}"
+    if before < bounds.min_renew_before:
+        return (
+            f"spec.renewBefore: {renew_before} is shorter than "
+            f"{_text(bounds.min_renew_before)}, too little time to retry a failed renewal"
+        )
+    if lifetime - before < bounds.min_renewal_interval:
+        return (
+            f"spec.renewBefore: {renew_before} leaves less than "
+            f"{_text(bounds.min_renewal_interval)} of spec.duration {duration} before "
+            "renewal; make it shorter"
+        )
+    return None
+
+
+def _text(value: timedelta) -> str:
+    """A Go duration as the CRD takes it (hours, not days: Go has no day unit)."""
+    seconds = value.total_seconds()
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    return format_duration(seconds)
 
 
 @dataclass(frozen=True)
@@ -60,13 +135,11 @@ def certificate_terms(tc: Mapping[str, Any]) -> CertificateTerms:
         key = KeySpec.parse(spec.private_key.algorithm, spec.private_key.size)
     except KeySpecError as exc:
         raise TermsError(f"spec.privateKey: {exc}") from None
-    duration = timedelta(seconds=parse_duration(spec.duration))
-    renew_before = timedelta(seconds=parse_duration(spec.renew_before))
-    if renew_before >= duration:
-        raise TermsError(
-            f"spec.renewBefore: {spec.renew_before} is not shorter than spec.duration "
-            f"{spec.duration}"
-        )
+    problem = lifetime_problem(spec.duration, spec.renew_before, LIFETIME_BOUNDS)
+    if problem is not None:
+        raise TermsError(problem)
+    duration = _seconds(spec.duration)
+    renew_before = _seconds(spec.renew_before)
     issuer_secret = None
     if spec.issuer.type == "CASecret":
         if spec.issuer.ca_secret_ref is None:

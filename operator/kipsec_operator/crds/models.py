@@ -443,16 +443,50 @@ class CertificateIdentity(_Model):
     """Also put the pod IPs in iPAddress SANs (kipsec peers identify each other by IP)."""
 
 
+#: Bounds of a TunnelCertificate's lifetimes (Go durations), enforced by the CRD's CEL
+#: rules and again by the operator (:mod:`kipsec_operator.certificates.terms`), for an API
+#: server still running an older CRD. Why these values:
+#:
+#: * duration at least 1h (cert-manager's minimum too): every renewal is a TokenReview
+#:   and a signature per pod, and below an hour the 5-minute clock-skew allowance of
+#:   notBefore is a large part of the lifetime;
+#: * duration at most 720h (30 days): the operator's CA rotation keeps a retired CA in
+#:   the trust bundles for the longest leaf lifetime, 30 days
+#:   (``CaRotationPolicy.max_leaf_duration``); a longer leaf would outlive that trust;
+#: * renewBefore at least 5m: time for a failed renewal to be retried before the
+#:   certificate expires;
+#: * duration - renewBefore at least 10m: a certificate is used that long before it is
+#:   renewed, which bounds the CSR rate to one per pod per 10 minutes.
+MIN_CERTIFICATE_DURATION = "1h"
+MAX_CERTIFICATE_DURATION = "720h"
+MIN_RENEW_BEFORE = "5m"
+MIN_RENEWAL_INTERVAL = "10m"
+
+
 class TunnelCertificateSpec(_Model):
     """Pod identities: which pods get a certificate, from which CA, of which kind."""
 
     model_config = ConfigDict(
         json_schema_extra=_rules(
             rule(
-                "duration(self.renewBefore) < duration(self.duration)",
-                "spec.renewBefore: must be shorter than spec.duration",
+                f"duration(self.duration) >= duration('{MIN_CERTIFICATE_DURATION}') && "
+                f"duration(self.duration) <= duration('{MAX_CERTIFICATE_DURATION}')",
+                f"spec.duration: must be between {MIN_CERTIFICATE_DURATION} and "
+                f"{MAX_CERTIFICATE_DURATION} (30 days)",
+                ".duration",
+            ),
+            rule(
+                f"duration(self.renewBefore) >= duration('{MIN_RENEW_BEFORE}')",
+                f"spec.renewBefore: must be at least {MIN_RENEW_BEFORE}",
                 ".renewBefore",
-            )
+            ),
+            rule(
+                "duration(self.duration) - duration(self.renewBefore) >= "
+                f"duration('{MIN_RENEWAL_INTERVAL}')",
+                f"spec.renewBefore: must be at least {MIN_RENEWAL_INTERVAL} shorter than "
+                "spec.duration",
+                ".renewBefore",
+            ),
         )
     )
 
@@ -463,9 +497,10 @@ class TunnelCertificateSpec(_Model):
     private_key: PrivateKey = PrivateKey()
     """The pod's key pair, generated in the pod."""
     duration: Duration = "24h"
-    """Validity of each certificate."""
+    """Validity of each certificate, 1h to 720h (30 days)."""
     renew_before: Duration = "8h"
-    """How long before expiry the certificate is renewed."""
+    """How long before expiry the certificate is renewed: at least 5m, and at least 10m
+    shorter than `duration`."""
     identity: CertificateIdentity = CertificateIdentity()
     """The names in the certificate."""
 
@@ -505,6 +540,10 @@ __all__ = [
     "DEFAULT_ESP_PROPOSALS",
     "DEFAULT_IKE_PROPOSALS",
     "GROUP",
+    "MAX_CERTIFICATE_DURATION",
+    "MIN_CERTIFICATE_DURATION",
+    "MIN_RENEWAL_INTERVAL",
+    "MIN_RENEW_BEFORE",
     "VERSION",
     "Authentication",
     "CaSecretRef",

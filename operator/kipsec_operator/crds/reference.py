@@ -115,12 +115,36 @@ CONDITIONS: dict[str, tuple[ConditionReason, ...]] = {
     ),
     "TunnelCertificate": (
         ConditionReason(
-            "Ready", "True", "AllPodsIssued", "every selected pod holds a current certificate"
+            "Ready",
+            "False",
+            "InvalidSpec",
+            "the spec cannot be used (e.g. lifetimes outside the bounds, which an older "
+            "CRD does not enforce); the message names the field",
         ),
         ConditionReason(
-            "Ready", "False", "PodsPending", "some selected pods hold no certificate yet"
+            "Ready",
+            "False",
+            "IssuerUnavailable",
+            "the `CASecret` issuer's Secret is missing or holds no usable CA; the message "
+            "names the Secret",
         ),
         ConditionReason("Ready", "False", "NoPodsSelected", "no pod matches `spec.selector`"),
+        ConditionReason(
+            "Ready",
+            "False",
+            "IssuanceFailed",
+            "a selected pod without a current certificate was refused its last request; "
+            "the message names the pod and the refusal",
+        ),
+        ConditionReason(
+            "Ready", "False", "PodsPending", "some selected pods hold no current certificate yet"
+        ),
+        ConditionReason(
+            "Ready",
+            "True",
+            "AllPodsIssued",
+            "every selected pod holds a certificate that has not expired",
+        ),
     ),
 }
 
