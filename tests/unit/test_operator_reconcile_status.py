@@ -8,7 +8,13 @@ import pytest
 
 from kipsec_operator.reconcile.cluster import Cluster, ObjectKey
 from kipsec_operator.reconcile.render import plan
-from kipsec_operator.reconcile.status import REDACTED, SidecarReport, tunnel_status
+from kipsec_operator.reconcile.status import (
+    MIN_REDACTED_LENGTH,
+    REDACTED,
+    SidecarReport,
+    redact,
+    tunnel_status,
+)
 from support.operator_objects import PSK, namespace, pod, psk_mesh_spec, psk_secret, tunnel
 
 NOW = "2026-01-01T00:00:00Z"
@@ -155,3 +161,50 @@ def test_a_consenting_namespace_leaves_the_tunnel_as_expected() -> None:
     status = _status(_cross_namespace("default"))
     assert _conditions(status)["Degraded"] == ("False", "AsExpected")
     assert status["pods"] == 4
+
+
+# --- redaction: a last line of defence that does not garble ----------------------------------
+
+
+@pytest.mark.parametrize("value", ["short", "Secret", "psk", "bytes", "shorter", "rb", "s", "8"])
+def test_a_short_psk_is_reported_readably_without_its_value(value: str) -> None:
+    """With PSK `short` the message once read `Secret "rb-[redacted]" key "psk" is
+    [redacted]er than 8 bytes`: the operator never puts the value in a message, and
+    redaction does not cut words and names apart."""
+    spec = psk_mesh_spec(secret_name="rb-short")
+    cluster = Cluster.of(
+        [namespace("default"), psk_secret("rb-short", value=value), tunnel("t", spec), *MESH]
+    )
+    status = tunnel_status(cluster.tunnels[("default", "t")], plan(cluster), cluster, {}, now=NOW)
+    message = status["conditions"][0]["message"]
+    assert message == (
+        'spec.authentication.psk.secretRef.key: the PSK in Secret "rb-short" key "psk" is '
+        "shorter than 8 bytes; use 32 random bytes (the value is not shown)"
+    )
+    assert REDACTED not in str(status)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"bad key {PSK} here", f"bad key {REDACTED} here"),
+        (f"psk={PSK}.", f"psk={REDACTED}."),
+        (f'"{PSK}"', f'"{REDACTED}"'),
+        (f"{PSK}", REDACTED),
+        (f"Secret rb-{PSK} is fine", f"Secret rb-{PSK} is fine"),
+        (f"{PSK}x and x{PSK}", f"{PSK}x and x{PSK}"),
+    ],
+)
+def test_redaction_replaces_whole_tokens_only(text: str, expected: str) -> None:
+    assert redact(text, [PSK]) == expected
+
+
+def test_values_shorter_than_the_floor_are_not_redacted() -> None:
+    assert redact("short of shorter", ["short"]) == "short of shorter"
+    assert redact("x 12345678 y", ["12345678"]) == f"x {REDACTED} y"
+    assert MIN_REDACTED_LENGTH == 8
+
+
+def test_a_psk_with_spaces_and_regex_characters_is_redacted() -> None:
+    value = "a.b* (c)+ [d]"
+    assert redact(f"error: {value}", [value]) == f"error: {REDACTED}"

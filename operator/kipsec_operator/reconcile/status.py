@@ -9,6 +9,20 @@ Tunnel's namespace (:mod:`.consent`; those pods take no part), or a sidecar erro
 the operator knows for the Tunnel (PSK, manual master key) is replaced,
 so it can never leak into status or an Event.
 
+Secrets stay out of the conditions by construction: every message the operator writes
+is built from field paths, object names and fixed sentences (a PSK that is too short is
+"shorter than 8 bytes (the value is not shown)"), never from a Secret's data.
+Redaction (:func:`sanitize`) is the last line of defence for the text the operator
+does not write, a sidecar's `lastError`, and is applied to every message anyway. It
+must not garble: replacing every occurrence of a PSK `short` once turned
+`Secret "rb-short" key "psk" is shorter than 8 bytes` into
+`Secret "rb-[redacted]" key "psk" is [redacted]er than 8 bytes`, unreadable and
+telling the value by what surrounds it. So it replaces a value only as a whole token
+(bounded by the start or end of the text, white space, quotes or punctuation, not
+inside a word or a name such as `rb-short`) and only values of at least
+:data:`MIN_REDACTED_LENGTH` characters: a shorter PSK is refused (the Tunnel is
+`InvalidSpec`, no sidecar uses it) and short values match ordinary words.
+
 Reasons (stable, for alerts and `kubectl wait`):
 
 Ready: `AllSasEstablished`, `SasPending`, `PodsPending`, `NoPodsSelected`, `NoPeers`,
@@ -20,9 +34,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from kipsec_sidecar.config.model import MIN_PSK_LENGTH
 
 from .cluster import Cluster, K8sObject, ObjectKey, key_of
 from .peers import refusals
@@ -31,6 +48,11 @@ from .validation import parse_spec
 
 MAX_ERROR_LENGTH = 1024
 REDACTED = "[redacted]"
+MIN_REDACTED_LENGTH = MIN_PSK_LENGTH
+"""Shorter values are not redacted (see the module docstring): a PSK that short is
+refused, and a manual master key is 32 bytes at least."""
+_BOUNDARY = r"\s\"'`,;:=()\[\]{}<>.!?/\\|"
+"""Characters that end a token (besides the start and end of the text)."""
 
 
 @dataclass(frozen=True)
@@ -106,10 +128,20 @@ def secret_values(tunnel: K8sObject, cluster: Cluster) -> list[str]:
     return values
 
 
+def redact(message: str, secrets: Iterable[str]) -> str:
+    """`message` with each value of `secrets` (of :data:`MIN_REDACTED_LENGTH` or more
+    characters) replaced where it stands as a whole token; see the module docstring."""
+    for value in sorted(set(secrets), key=len, reverse=True):
+        if len(value) < MIN_REDACTED_LENGTH:
+            continue
+        token = rf"(?<![^{_BOUNDARY}]){re.escape(value)}(?![^{_BOUNDARY}])"
+        message = re.sub(token, REDACTED, message)
+    return message
+
+
 def sanitize(message: str, secrets: Iterable[str]) -> str:
-    """`message` on one line, bounded, with every value of `secrets` replaced."""
-    for value in sorted(secrets, key=len, reverse=True):
-        message = message.replace(value, REDACTED)
+    """`message` on one line, bounded, redacted (:func:`redact`)."""
+    message = redact(message, secrets)
     message = " ".join(message.split())
     if len(message) > MAX_ERROR_LENGTH:
         message = message[: MAX_ERROR_LENGTH - 1] + "…"
@@ -254,8 +286,10 @@ def _status(
 
 __all__ = [
     "MAX_ERROR_LENGTH",
+    "MIN_REDACTED_LENGTH",
     "REDACTED",
     "SidecarReport",
+    "redact",
     "sanitize",
     "secret_values",
     "tunnel_status",
