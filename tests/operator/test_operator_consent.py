@@ -66,6 +66,8 @@ async def test_without_consent_the_other_namespace_gets_no_peer_and_no_psk(
         'spec.selector.from.namespaceSelector: namespace "pay" does not allow Tunnels'
         ' from "default" (annotation kipsec.io/allow-tunnels-from)'
     )
+    ready = condition(cluster.tunnel("cross"), "Ready")  # the cause, not "NoPeers"
+    assert (ready["reason"], ready["message"]) == ("NamespaceNotConsenting", degraded["message"])
     await eventually(lambda: peers(cluster, "pay", "c1") == ["pay/c2"])
     pay_data = cluster.config_secrets("pay")["c1"]["data"]
     assert b64(PSK) not in pay_data.values()

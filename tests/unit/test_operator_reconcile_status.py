@@ -157,6 +157,48 @@ def test_a_namespace_that_does_not_consent_degrades_the_tunnel_naming_it() -> No
     assert status["pods"] == 3  # the refusing namespace's pod is not counted
 
 
+def test_ready_names_missing_consent_when_that_is_why_there_is_no_peer() -> None:
+    """Ready once said `NoPeers ... (one pod, or no common IP version)` here, while
+    the only reason was the namespace's refusal."""
+    spec = psk_mesh_spec()
+    spec["selector"] = {
+        "from": {"podSelector": {"matchLabels": {"app": "client"}}, "namespaceSelector": {}},
+        "to": {"podSelector": {"matchLabels": {"app": "server"}}},
+    }
+    objects = [
+        namespace("pay"),
+        tunnel("t", spec),
+        pod("s1", "10.0.0.1", labels={"app": "server"}),
+        pod("c1", "10.0.1.1", namespace="pay", labels={"app": "client"}),
+    ]
+    status = _status(objects)
+    ready, degraded = status["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "NamespaceNotConsenting")
+    assert ready["message"] == degraded["message"]
+    assert ready["message"].startswith('spec.selector.from.namespaceSelector: namespace "pay"')
+
+
+def test_no_peers_says_exactly_why() -> None:
+    status = _status([tunnel("t", psk_mesh_spec()), MESH[0]])
+    ready = status["conditions"][0]
+    assert (ready["reason"], ready["message"]) == (
+        "NoPeers",
+        "spec.selector.from: only 1 pod selected; a mesh links two or more",
+    )
+    six = pod("m6", None, labels={"app": "mesh"}, ips=None)
+    six["status"] = {"phase": "Running", "podIP": "fd00::6", "podIPs": [{"ip": "fd00::6"}]}
+    ready = _status([tunnel("t", psk_mesh_spec()), MESH[0], six])["conditions"][0]
+    assert ready["reason"] == "NoPeers"
+    assert ready["message"].startswith("the selected pods have no IP version in common")
+
+
+def test_ready_names_the_conflict_when_another_tunnel_holds_every_pair() -> None:
+    status = _status([tunnel("a", psk_mesh_spec()), tunnel("t", psk_mesh_spec()), *MESH])
+    ready, degraded = status["conditions"]
+    assert (ready["reason"], degraded["reason"]) == ("PeerConflict", "PeerConflict")
+    assert ready["message"].startswith("spec.selector: ")
+
+
 def test_a_consenting_namespace_leaves_the_tunnel_as_expected() -> None:
     status = _status(_cross_namespace("default"))
     assert _conditions(status)["Degraded"] == ("False", "AsExpected")

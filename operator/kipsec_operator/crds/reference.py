@@ -79,7 +79,21 @@ CONDITIONS: dict[str, tuple[ConditionReason, ...]] = {
             "Ready",
             "False",
             "NoPeers",
-            "the selected pods have no peer (one pod, or no common IP version)",
+            "the selected pods have no peer; the message says why (a single pod in a mesh, "
+            "an empty side, no common IP version)",
+        ),
+        ConditionReason(
+            "Ready",
+            "False",
+            "PeerConflict",
+            "there is no link because another Tunnel holds every pair (as Degraded)",
+        ),
+        ConditionReason(
+            "Ready",
+            "False",
+            "NamespaceNotConsenting",
+            "there is no link because the pods it would select are in namespaces that do "
+            "not consent (as Degraded; the message names the namespace)",
         ),
         ConditionReason(
             "Ready",

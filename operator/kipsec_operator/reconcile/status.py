@@ -26,7 +26,8 @@ inside a word or a name such as `rb-short`) and only values of at least
 Reasons (stable, for alerts and `kubectl wait`):
 
 Ready: `AllSasEstablished`, `SasPending`, `PodsPending`, `NoPodsSelected`, `NoPeers`,
-`InvalidSpec`. Degraded: `AsExpected`, `InvalidSpec`, `PeerConflict`,
+`PeerConflict`, `NamespaceNotConsenting` (when that is why there is no link: Ready names
+the real cause, not a guess), `InvalidSpec`. Degraded: `AsExpected`, `InvalidSpec`, `PeerConflict`,
 `NamespaceNotConsenting`, `SidecarError`.
 """
 
@@ -41,8 +42,9 @@ from typing import Any
 
 from kipsec_sidecar.config.model import MIN_PSK_LENGTH
 
+from ..crds.models import TunnelSpec
 from .cluster import Cluster, K8sObject, ObjectKey, key_of
-from .peers import refusals
+from .peers import refusals, selected
 from .render import Rendering
 from .validation import parse_spec
 
@@ -202,16 +204,39 @@ def tunnel_status(
     ]
     last_error = sanitize(errors[0], secrets) if errors else None
 
-    if not chosen:
+    conflicts = sorted(
+        {
+            f"{link.local.peer_name} and {link.remote.peer_name}"
+            for link in rendering.links.conflicts
+            if link.tunnel == key
+        }
+    )
+    conflict_message = (
+        f"spec.selector: {conflicts[0]} are already linked by another Tunnel"
+        + (f" (and {len(conflicts) - 1} more pairs)" if len(conflicts) > 1 else "")
+        if conflicts
+        else ""
+    )
+    refused = refusals(tunnel, rendering.specs[key], cluster)
+    refused_message = (
+        refused[0] + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else "")
+        if refused
+        else ""
+    )
+
+    if not chosen and refused:  # every pod it would select is in a refusing namespace
+        ready = condition("Ready", False, "NamespaceNotConsenting", refused_message)
+    elif not chosen:
         ready = condition("Ready", False, "NoPodsSelected", "no pod matches spec.selector")
     elif pending and not links:
         ready = condition("Ready", False, "PodsPending", f"{pending} pod(s) have no IP yet")
+    elif not links and conflicts:
+        ready = condition("Ready", False, "PeerConflict", conflict_message)
+    elif not links and refused:
+        ready = condition("Ready", False, "NamespaceNotConsenting", refused_message)
     elif not links:
         ready = condition(
-            "Ready",
-            False,
-            "NoPeers",
-            "the selected pods have no peers (one pod, or no common IP version)",
+            "Ready", False, "NoPeers", _no_peers(tunnel, rendering.specs[key], cluster)
         )
     elif established == len(links) and not pending:
         ready = condition(
@@ -227,28 +252,10 @@ def tunnel_status(
             "Ready", False, "SasPending", f"{established} of {len(links)} child SAs established"
         )
 
-    conflicts = sorted(
-        {
-            f"{link.local.peer_name} and {link.remote.peer_name}"
-            for link in rendering.links.conflicts
-            if link.tunnel == key
-        }
-    )
     if conflicts:
-        degraded = condition(
-            "Degraded",
-            True,
-            "PeerConflict",
-            f"spec.selector: {conflicts[0]} are already linked by another Tunnel"
-            + (f" (and {len(conflicts) - 1} more pairs)" if len(conflicts) > 1 else ""),
-        )
-    elif refused := refusals(tunnel, rendering.specs[key], cluster):
-        degraded = condition(
-            "Degraded",
-            True,
-            "NamespaceNotConsenting",
-            refused[0] + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""),
-        )
+        degraded = condition("Degraded", True, "PeerConflict", conflict_message)
+    elif refused:
+        degraded = condition("Degraded", True, "NamespaceNotConsenting", refused_message)
     elif last_error is not None:
         degraded = condition("Degraded", True, "SidecarError", last_error)
     else:
@@ -261,6 +268,22 @@ def tunnel_status(
         established=established,
         last_error=last_error,
     )
+
+
+def _no_peers(tunnel: K8sObject, spec: TunnelSpec, cluster: Cluster) -> str:
+    """Why the selected pods (all with an IP) make no link, as exactly as it can be told."""
+    from_keys, to_keys = selected(tunnel, spec, cluster)
+    from_ip = [k for k in from_keys if cluster.ref(k) is not None]
+    to_ip = [k for k in to_keys if cluster.ref(k) is not None]
+    if spec.selector.to is None and len(from_ip) < 2:
+        return f"spec.selector.from: only {len(from_ip)} pod selected; a mesh links two or more"
+    if not from_ip:
+        return "spec.selector.from: no pod selected"
+    if not to_ip:
+        return "spec.selector.to: no pod selected"
+    if set(from_ip) == set(to_ip) and len(from_ip) == 1:
+        return "spec.selector: from and to select the same single pod; it has no peer"
+    return "the selected pods have no IP version in common (IPv4 with IPv6 cannot be linked)"
 
 
 def _status(
