@@ -33,7 +33,7 @@ from . import chart, host, prometheus
 from .client import LabClient
 from .manifests import ManifestError, load, ordered
 from .state import DEFAULT_DIR, LabConfig, Paths, PodState
-from .status import pod_table, tunnel_table, tunnels_ready
+from .status import certificate_table, pod_table, tunnel_table, tunnels_ready
 from .topology import DEFAULT_CIDR, Addresses, Names
 from .traffic import ECHO_PORT, TrafficReport, exchange
 
@@ -170,8 +170,12 @@ def apply(paths: Paths, files: Sequence[Path], *, delete: bool = False) -> list[
 def status_view(paths: Paths) -> tuple[Group, bool]:
     client = LabClient(paths.api_socket)
     found = client.list("Tunnel")
+    certificates = client.list("TunnelCertificate")
     pods = paths.read_state().pods
-    return Group(tunnel_table(found), pod_table(paths, pods)), tunnels_ready(found)
+    tables = [tunnel_table(found)]
+    if certificates:
+        tables.append(certificate_table(certificates))
+    return Group(*tables, pod_table(paths, pods)), tunnels_ready(found)
 
 
 def status(paths: Paths, *, watch: bool, wait: float | None) -> bool:

@@ -1,6 +1,9 @@
-"""``kipsec lab status``: what the API says about Tunnels, and what each sidecar says.
+"""``kipsec lab status``: what the API says about Tunnels and TunnelCertificates, and
+what each sidecar says.
 
-Tunnels come from the API server (their status is what the operator wrote); pods from
+Tunnels and TunnelCertificates come from the API server (their status is what the
+operator wrote: each condition's reason *and* message, since a reason such as
+`InvalidSpec` alone does not say which field); pods from
 the API server and the supervisor's ``state.json``; SAs from each sidecar's control
 socket, reached through the pod's ``kipsec-run`` volume on the host (the socket the
 sidecar binds at ``/run/kipsec/control.sock`` inside its mount namespace).
@@ -13,6 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from kipsec_sidecar.control import DEFAULT_SOCKET, ControlClient
@@ -78,23 +82,53 @@ def tunnels_ready(tunnels: list[dict[str, Any]]) -> bool:
     return bool(tunnels) and all(condition(t, "Ready").get("status") == "True" for t in tunnels)
 
 
+def _ready_cell(ready: dict[str, Any]) -> str:
+    if ready.get("status") == "True":
+        return "[green]True[/]"
+    return f"[red]{escape(str(ready.get('status', '-')))}[/]"
+
+
+def _why(obj: dict[str, Any]) -> str:
+    """Ready's reason and message, then Degraded's when it is True and says more."""
+    ready, degraded = condition(obj, "Ready"), condition(obj, "Degraded")
+    lines = [": ".join(str(p) for p in (ready.get("reason"), ready.get("message")) if p)]
+    if degraded.get("status") == "True" and degraded.get("message") != ready.get("message"):
+        lines.append(f"Degraded {degraded.get('reason', '')}: {degraded.get('message', '')}")
+    return escape("\n".join(line for line in lines if line))
+
+
 def tunnel_table(tunnels: list[dict[str, Any]]) -> Table:
     table = Table(title="Tunnels")
-    for column in ("namespace", "name", "Ready", "reason", "pods", "SAs established", "last error"):
-        table.add_column(column)
+    for column in ("namespace", "name", "Ready", "why", "pods", "SAs established", "last error"):
+        table.add_column(column, overflow="fold")
     for tunnel in tunnels:
         status = tunnel.get("status") or {}
-        ready = condition(tunnel, "Ready")
         table.add_row(
             tunnel["metadata"].get("namespace", ""),
             tunnel["metadata"]["name"],
-            "[green]True[/]"
-            if ready.get("status") == "True"
-            else f"[red]{ready.get('status', '-')}[/]",
-            str(ready.get("reason", "")),
+            _ready_cell(condition(tunnel, "Ready")),
+            _why(tunnel),
             str(status.get("pods", "")),
             f"{status.get('childSasEstablished', '-')}/{status.get('peersExpected', '-')}",
-            str(status.get("lastError") or ""),
+            escape(str(status.get("lastError") or "")),
+        )
+    return table
+
+
+def certificate_table(certificates: list[dict[str, Any]]) -> Table:
+    table = Table(title="TunnelCertificates")
+    for column in ("namespace", "name", "Ready", "why", "pods issued", "notAfter", "renewal"):
+        table.add_column(column, overflow="fold")
+    for certificate in certificates:
+        status = certificate.get("status") or {}
+        table.add_row(
+            certificate["metadata"].get("namespace", ""),
+            certificate["metadata"]["name"],
+            _ready_cell(condition(certificate, "Ready")),
+            _why(certificate),
+            str(status.get("podsIssued", "")),
+            str(status.get("notAfter") or "-"),
+            str(status.get("renewalTime") or "-"),
         )
     return table
 
@@ -126,6 +160,7 @@ def tunnels(client: LabClient) -> list[dict[str, Any]]:
 
 __all__ = [
     "SidecarView",
+    "certificate_table",
     "condition",
     "pod_table",
     "sidecar_view",

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from kipsec_lab.chart import draw, from_prometheus, from_samples, sample_line
+from kipsec_lab.chart import (
+    MAX_OFFSET,
+    draw,
+    figure,
+    from_prometheus,
+    from_samples,
+    offsets,
+    sample_line,
+)
 from kipsec_lab.prometheus import config, targets
 from kipsec_lab.state import PodState
 
@@ -72,3 +80,35 @@ def test_prometheus_scrapes_the_operator_over_https_with_the_lab_ca() -> None:
     assert operator["scheme"] == "https"
     assert operator["tls_config"] == {"ca_file": "/lab/ca.crt"}
     assert sidecars["file_sd_configs"][0]["files"] == ["/lab/t.json"]
+
+
+def test_pods_with_equal_counts_are_drawn_as_distinct_visible_lines() -> None:
+    """Three pods of a mesh hold the same number of SAs: they were drawn on top of each
+    other, one line for three pods. Each now has its own shifted line, marker and style,
+    and the value is still the nearest integer."""
+    from matplotlib import pyplot
+
+    same = [(1.0e9, 0.0), (1.0e9 + 5, 2.0), (1.0e9 + 10, 2.0)]
+    series = {"demo/a": list(same), "demo/b": list(same), "demo/c": list(same)}
+    drawn = figure(series)
+    try:
+        lines = drawn.axes[0].get_lines()
+        assert [line.get_label() for line in lines] == ["demo/a", "demo/b", "demo/c"]
+        ys = [tuple(line.get_ydata()) for line in lines]
+        assert len(set(ys)) == 3  # no two lines coincide
+        for y in ys:
+            assert [round(v) for v in y] == [0, 2, 2]
+            assert all(abs(v - round(v)) <= MAX_OFFSET + 1e-9 for v in y)
+        styles = {(line.get_color(), line.get_marker(), line.get_linestyle()) for line in lines}
+        assert len(styles) == 3
+        assert len({line.get_marker() for line in lines}) == 3
+    finally:
+        pyplot.close(drawn)
+
+
+def test_offsets_are_distinct_centred_and_bounded() -> None:
+    for count in range(1, 40):
+        shifts = offsets(count)
+        assert len(set(shifts)) == count
+        assert all(abs(s) <= MAX_OFFSET + 1e-9 for s in shifts)
+        assert abs(sum(shifts)) < 1e-9
