@@ -26,7 +26,7 @@ from cryptography import x509
 
 from .ca_store import CaStore, user_ca
 from .certificates.csr import Refused
-from .certificates.expiry import ca_expiring
+from .certificates.expiry import ca_expiring, ca_unusable
 from .certificates.issuer_trust import issuer_trust
 from .certificates.readiness import readiness
 from .certificates.terms import TermsError, certificate_terms
@@ -292,11 +292,10 @@ class Operator:
         """Publish the issuer's bundle for the Tunnels that use this TunnelCertificate,
         and its status (also when the issuer or the spec is unusable: the status says so)."""
         namespace, name = key_of(tunnel_certificate)
-        spec = tunnel_certificate.get("spec") or {}
-        issuer = spec.get("issuer") or {}
+        issuer = _field(_field(tunnel_certificate, "spec"), "issuer")
         issuer_status: dict[str, Any] | None = None
         if issuer.get("type") == "CASecret":
-            secret_name = str((issuer.get("caSecretRef") or {}).get("name") or "")
+            secret_name = str(_field(issuer, "caSecretRef").get("name") or "")
             secret = self.reconciler.objects["Secret"].get((namespace, secret_name))
             try:
                 ca, current = user_ca(secret, namespace, secret_name)
@@ -361,13 +360,14 @@ class Operator:
         ]
         now = datetime.now(UTC)
         issued = {k: v for k, v in self.issued.get(key, {}).items() if k in selected and v[0] > now}
+        invalid_spec, issuer_problem = self._problems(tunnel_certificate, now)
         verdict = readiness(
             selected,
             {k: not_after for k, (not_after, _) in self.issued.get(key, {}).items()},
             self.refused.get(key, {}),
             now,
-            invalid_spec=self._invalid_spec(tunnel_certificate),
-            issuer_problem=self._issuer_problem(tunnel_certificate),
+            invalid_spec=invalid_spec,
+            issuer_problem=issuer_problem,
         )
         ready, reason, message = verdict.ready, verdict.reason, verdict.message
         previous = self._certificate_statuses.get(key) or tunnel_certificate.get("status") or {}
@@ -411,31 +411,31 @@ class Operator:
                 raise
         self._certificate_statuses[key] = status
 
-    @staticmethod
-    def _invalid_spec(tunnel_certificate: K8sObject) -> str | None:
-        """Why the spec cannot be used (naming the field), or None."""
+    def _problems(
+        self, tunnel_certificate: K8sObject, now: datetime
+    ) -> tuple[str | None, str | None]:
+        """(why the spec cannot be used, why its CASecret issuer cannot sign), each
+        naming the field or the Secret, or None."""
         try:
-            certificate_terms(tunnel_certificate)
+            terms = certificate_terms(tunnel_certificate)
         except TermsError as exc:
-            return str(exc)
-        return None
-
-    def _issuer_problem(self, tunnel_certificate: K8sObject) -> str | None:
-        """Why a CASecret issuer's CA cannot be loaded (naming the Secret), or None."""
-        namespace, _ = key_of(tunnel_certificate)
-        issuer = (tunnel_certificate.get("spec") or {}).get("issuer") or {}
-        if issuer.get("type") != "CASecret":
-            return None
-        secret_name = str((issuer.get("caSecretRef") or {}).get("name") or "")
+            return str(exc), None
+        if terms.issuer_secret is None:
+            return None, None
+        secret = self.reconciler.objects["Secret"].get((terms.namespace, terms.issuer_secret))
         try:
-            user_ca(
-                self.reconciler.objects["Secret"].get((namespace, secret_name)),
-                namespace,
-                secret_name,
-            )
+            ca, _ = user_ca(secret, terms.namespace, terms.issuer_secret)
         except LookupError as exc:
-            return str(exc)
-        return None
+            return None, str(exc)
+        where = f"spec.issuer.caSecretRef: Secret {terms.namespace}/{terms.issuer_secret}"
+        return None, ca_unusable(ca.not_after, now, where)
+
+
+def _field(obj: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """``obj[name]`` when it is an object, else empty (a spec stored under an older CRD
+    may hold anything)."""
+    value = obj.get(name)
+    return value if isinstance(value, Mapping) else {}
 
 
 def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:

@@ -65,6 +65,16 @@ async def call(
         return response.status, await response.json()
 
 
+async def casecret_issuer(cluster: Cluster, age: timedelta, validity: timedelta) -> None:
+    """cart-0, Secret shop-ca with a CA made `age` ago valid for `validity`, and the
+    TunnelCertificate `ids` it signs for (24h, renewed 8h before)."""
+    authority = generate_ca(datetime.now(UTC) - age, validity, os.urandom)
+    await cart_pod(cluster)
+    await cluster.apply(ca_secret("shop-ca", authority.cert_pem(), authority.key_pem()))
+    selector = {"podSelector": {"matchLabels": {"app": "cart"}}}
+    await cluster.apply(ca_secret_certificate("ids", "shop-ca", selector, "24h", "8h"))
+
+
 def cart_csr() -> str:
     request = IdentityRequest.from_strings("cluster.local", "default", "default", ["10.0.0.7"])
     return build_csr(generate_key(), request).decode()
@@ -102,11 +112,7 @@ async def test_lifetimes_out_of_bounds_are_invalid_spec_and_never_a_500(cluster:
 
 
 async def test_a_missing_issuer_secret_is_not_ready_and_names_the_secret(cluster: Cluster) -> None:
-    authority = generate_ca(datetime.now(UTC) - timedelta(hours=1), timedelta(days=30), os.urandom)
-    await cart_pod(cluster)
-    await cluster.apply(ca_secret("shop-ca", authority.cert_pem(), authority.key_pem()))
-    selector = {"podSelector": {"matchLabels": {"app": "cart"}}}
-    await cluster.apply(ca_secret_certificate("ids", "shop-ca", selector, "24h", "8h"))
+    await casecret_issuer(cluster, timedelta(hours=1), timedelta(days=30))
     status, body = await call(cluster, "POST", "/v1/csr", {"csr": cart_csr()})
     assert status == 200, body
     await eventually(lambda: ready(cluster).get("reason") == "AllPodsIssued")
@@ -139,3 +145,16 @@ async def test_a_refused_pod_is_named_in_the_condition(cluster: Cluster) -> None
     )
     assert found["status"] == "False"
     assert "pod default/cart-0: key-type: the CSR key is ECDSA 256" in found["message"]
+
+
+async def test_an_expired_issuer_ca_is_not_ready_and_signs_nothing(cluster: Cluster) -> None:
+    await casecret_issuer(cluster, timedelta(days=2), timedelta(days=1))
+
+    found = await eventually(
+        lambda: ready(cluster).get("reason") == "IssuerUnavailable" and ready(cluster)
+    )
+    assert found["message"].startswith(
+        "spec.issuer.caSecretRef: Secret default/shop-ca: the CA expired at "
+    )
+    status, body = await call(cluster, "POST", "/v1/csr", {"csr": cart_csr()})
+    assert (status, body["code"]) == (503, "ca-unavailable"), body

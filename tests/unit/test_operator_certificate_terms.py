@@ -16,6 +16,7 @@ import pytest
 from kipsec_operator.certificates.ca import CertificateAuthority, generate_ca
 from kipsec_operator.certificates.csr import Refused
 from kipsec_operator.certificates.endpoint import handle_csr_post, handle_identity_get
+from kipsec_operator.certificates.expiry import ca_unusable
 from kipsec_operator.certificates.readiness import MAX_NAMED_PODS, readiness
 from kipsec_operator.certificates.terms import TermsError, certificate_terms, lifetime_problem
 from support.local_issuer import LocalBackend, pod, token_review, tunnel_certificate
@@ -187,3 +188,28 @@ def test_many_refused_pods_are_counted_not_all_named() -> None:
 
 def test_no_selected_pods() -> None:
     assert readiness([], {}, {}, NOW).reason == "NoPodsSelected"
+
+
+# --- a CA that cannot sign any more ------------------------------------------------------------
+
+
+def test_an_expired_or_nearly_expired_ca_cannot_sign() -> None:
+    where = "spec.issuer.caSecretRef: Secret shop/shop-ca"
+    expired = ca_unusable(NOW - timedelta(seconds=1), NOW, where)
+    assert expired is not None and expired.startswith(f"{where}: the CA expired at ")
+    soon = ca_unusable(NOW + timedelta(minutes=9), NOW, where)
+    assert soon is not None and "too soon" in soon
+    assert ca_unusable(NOW + timedelta(minutes=10), NOW, where) is None
+
+
+def test_the_csr_endpoint_refuses_to_sign_with_an_expired_ca() -> None:
+    from kipsec_sidecar.identity import IdentityRequest, build_csr, generate_key
+
+    old = generate_ca(NOW - timedelta(days=2), timedelta(days=1), lambda n: b"\x03" * n)
+    request = IdentityRequest.from_strings("cluster.local", "shop", "cart", ["10.1.0.5"])
+    csr = json.dumps({"csr": build_csr(generate_key(), request).decode()}).encode()
+    status, body = asyncio.run(
+        handle_csr_post(csr, "Bearer tok", backend(old, "24h", "8h"), NOW, lambda n: b"\x01" * n)
+    )
+    assert (status, body["code"], body["retryable"]) == (503, "ca-unavailable", True)
+    assert "the operator's CA: the CA expired at " in body["reason"]

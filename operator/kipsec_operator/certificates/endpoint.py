@@ -10,7 +10,8 @@ TunnelCertificate. ``POST /v1/csr`` takes ``{"csr": "<PEM>"}`` and answers (JSON
 * 400 malformed body, 401 no bearer token or the token did not authenticate,
   403 refused (the reason names the failed check), 409 retryable (pod IP not yet
   reported), 503 ``ca-unavailable`` (retryable: the issuer's Secret is missing or holds
-  no usable CA; the reason names the Secret) and ``api-unavailable`` (retryable: the API
+  no usable CA, or the CA has expired or expires within the shortest renewal interval;
+  the reason names the Secret) and ``api-unavailable`` (retryable: the API
   server did not answer a read); errors are ``{"code", "reason", "retryable"}``. No
   value of a spec answers 500: a bad one is a 403 naming its field.
 
@@ -31,6 +32,7 @@ from .ca import CertificateAuthority, Rng
 from .csr import (
     AUDIENCE,
     MAX_CSR_SIZE,
+    Approved,
     Entitlement,
     Refused,
     bound_pod,
@@ -38,6 +40,7 @@ from .csr import (
     entitlement,
     sign_approved,
 )
+from .expiry import ca_unusable
 from .issue import IssuedCertificate
 
 MAX_BODY_SIZE = MAX_CSR_SIZE + 1024
@@ -183,10 +186,21 @@ async def _csr_post(
             decision.terms.issuer_secret, decision.terms.namespace
         )
     except LookupError as exc:
+        problem: str | None = str(exc)
+    else:
+        problem = ca_unusable(ca.not_after, now, _issuer_name(decision))
+    if problem is not None:
         terms = (decision.terms.namespace, decision.terms.name)
         pod_key = (decision.pod_namespace, decision.pod_name)
-        return Refused("ca-unavailable", str(exc), retryable=True, about=(terms, pod_key))
+        return Refused("ca-unavailable", problem, retryable=True, about=(terms, pod_key))
     return issued_response(sign_approved(decision, ca, now, rng), bundle)
+
+
+def _issuer_name(decision: Approved) -> str:
+    secret = decision.terms.issuer_secret
+    if secret is None:
+        return "the operator's CA"
+    return f"spec.issuer.caSecretRef: Secret {decision.terms.namespace}/{secret}"
 
 
 def entitlement_response(entitled: Entitlement) -> tuple[int, dict[str, Any]]:

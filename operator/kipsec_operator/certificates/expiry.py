@@ -16,8 +16,9 @@ it would be false about half the time.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from . import terms as terms_module
 from .terms import CertificateTerms
 
 
@@ -46,4 +47,21 @@ def ca_expiring(ca_not_after: datetime, terms: CertificateTerms, now: datetime) 
     )
 
 
-__all__ = ["ca_expiring"]
+def ca_unusable(ca_not_after: datetime, now: datetime, issuer: str) -> str | None:
+    """Why the CA cannot sign now, or None: it has expired, or expires within the
+    shortest renewal interval (a certificate cut short to it would have to be renewed
+    almost at once, and pods would ask again and again). ``issuer`` names it (the
+    Secret); the CSR endpoint refuses with this (``ca-unavailable``) and the
+    TunnelCertificate is ``IssuerUnavailable`` with it."""
+    left = ca_not_after - now
+    if left <= timedelta(0):
+        return f"{issuer}: the CA expired at {ca_not_after.isoformat()}; replace it"
+    if left < terms_module.LIFETIME_BOUNDS.min_renewal_interval:
+        return (
+            f"{issuer}: the CA expires at {ca_not_after.isoformat()}, too soon to sign "
+            "a certificate that lasts until its renewal; replace it"
+        )
+    return None
+
+
+__all__ = ["ca_expiring", "ca_unusable"]
