@@ -58,6 +58,8 @@ LINESTYLES = ("-", "--", "-.", ":")
 MAX_OFFSET = 0.2
 """Largest vertical shift of a pod's line (SA counts are integers, so the value is the
 nearest integer to any point drawn)."""
+MAX_STEP = 0.1
+"""Shift between neighbouring lines: few pods stay close to the true value."""
 
 
 def offsets(count: int) -> list[float]:
@@ -69,8 +71,9 @@ def offsets(count: int) -> list[float]:
     """
     if count <= 1:
         return [0.0] * count
-    step = 2 * MAX_OFFSET / (count - 1)
-    return [-MAX_OFFSET + i * step for i in range(count)]
+    step = min(MAX_STEP, 2 * MAX_OFFSET / (count - 1))
+    first = -step * (count - 1) / 2
+    return [first + i * step for i in range(count)]
 
 
 def figure(series: Series, title: str = "Installed child SAs per pod") -> Any:
@@ -128,6 +131,7 @@ __all__ = [
     "CHILD_SAS_QUERY",
     "MAX_OFFSET",
     "MAX_SAMPLES",
+    "MAX_STEP",
     "SAMPLE_INTERVAL",
     "Series",
     "draw",

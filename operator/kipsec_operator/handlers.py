@@ -201,6 +201,38 @@ class Operator:
         for tc in touched:
             await self.certificate_status(tc)
 
+    async def certificates_changed(self, kind: str, obj: K8sObject) -> None:
+        """Rewrite the status of the TunnelCertificates a watch event may have changed
+        (the TunnelCertificate itself, or a Secret its issuer names) at once rather
+        than on the next timer tick: a spec that became invalid, or an issuer Secret
+        deleted, shows in `Ready` within the second (the write happens only when the
+        status changes)."""
+        namespace, name = key_of(obj)
+        index = self.reconciler.objects["TunnelCertificate"]
+        if kind == "TunnelCertificate":
+            current = index.get((namespace, name))
+            touched = [current] if current is not None else []
+        elif kind == "Secret":
+            touched = [
+                tc
+                for (tc_namespace, _), tc in index.items()
+                if tc_namespace == namespace
+                and _field(_field(_field(tc, "spec"), "issuer"), "caSecretRef").get("name") == name
+            ]
+        else:
+            return
+        for tunnel_certificate in touched:
+            try:
+                await self.certificate_status(tunnel_certificate)
+            except (ApiError, OSError) as exc:  # the timer writes it on its next tick
+                log.warning(
+                    "TunnelCertificate status not written",
+                    extra={
+                        "name": f"{namespace}/{key_of(tunnel_certificate)[1]}",
+                        "error": str(exc),
+                    },
+                )
+
     async def record_refused(self, refused: Refused) -> None:
         """Remember a CSR endpoint refusal about a selected pod (``refused.about``) for
         its TunnelCertificate's `Ready` condition (`IssuanceFailed`) until the pod is
@@ -461,6 +493,8 @@ def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
         # round trip per watch event (most of kopf's time at thousands of pods).
         async def observe(event: Mapping[str, Any], _kind: str = kind, **_: Any) -> None:
             operator.reconciler.observe(_kind, event.get("type"), event["object"])
+            if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                await operator.certificates_changed(_kind, event["object"])
 
         kopf.on.event(group, version, plural, registry=registry, id=f"observe-{plural}")(observe)
 

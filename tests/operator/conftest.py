@@ -38,7 +38,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest_asyncio.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    """Parametrize indirectly with a number to set the TunnelCertificate timer's
+    interval (default 5 s; a test that shows something happens without the timer sets
+    it to an hour, after the first tick at start)."""
+    certificate_interval = float(getattr(request, "param", 5.0))
     async with serve() as (emulator, url):
         reports: dict[ObjectKey, SidecarReport] = {}
 
@@ -50,7 +54,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
             namespace="kipsec-system",
             fetcher=fetch,
             report_interval=0.3,
-            certificate_interval=5.0,
+            certificate_interval=certificate_interval,
             debounce=0.05,
             listen=("127.0.0.1", 0),
             tls=tuple(str(p) for p in self_signed(tmp_path)),  # type: ignore[arg-type]

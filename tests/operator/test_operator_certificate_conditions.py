@@ -158,3 +158,21 @@ async def test_an_expired_issuer_ca_is_not_ready_and_signs_nothing(cluster: Clus
     )
     status, body = await call(cluster, "POST", "/v1/csr", {"csr": cart_csr()})
     assert (status, body["code"]) == (503, "ca-unavailable"), body
+
+
+@pytest.mark.parametrize("cluster", [3600.0], indirect=True)  # the timer ticks once, at start
+async def test_a_spec_change_and_a_deleted_issuer_secret_show_without_the_timer(
+    cluster: Cluster,
+) -> None:
+    await casecret_issuer(cluster, timedelta(hours=1), timedelta(days=30))
+    await eventually(lambda: ready(cluster).get("reason") == "PodsPending")
+
+    await cluster.patch("TunnelCertificate", "default", "ids", {"spec": {"duration": "1s"}})
+    await eventually(lambda: ready(cluster).get("reason") == "InvalidSpec")
+    await cluster.patch("TunnelCertificate", "default", "ids", {"spec": {"duration": "24h"}})
+    await eventually(lambda: ready(cluster).get("reason") == "PodsPending")
+    await cluster.delete("Secret", "default", "shop-ca")
+    found = await eventually(
+        lambda: ready(cluster).get("reason") == "IssuerUnavailable" and ready(cluster)
+    )
+    assert found["message"] == "spec.issuer.caSecretRef: Secret default/shop-ca not found"
