@@ -27,6 +27,7 @@ from .certificates.ca import (
     to_secret_data,
 )
 from .certificates.rotation import CaRotationPolicy, NoCaChange, rotate_ca
+from .certificates.terms import issuer_secret_field
 from .kube import ApiError, Kube, object_path
 
 
@@ -124,7 +125,7 @@ def user_ca(
     (the message becomes the TunnelCertificate's `IssuerUnavailable` condition and the
     CSR endpoint's refusal; it never holds the Secret's data).
     """
-    where = f"spec.issuer.caSecretRef: Secret {namespace}/{name}"
+    where = issuer_secret_field(namespace, name)
     if secret is None:
         raise LookupError(f"{where} not found")
     data = secret.get("data")

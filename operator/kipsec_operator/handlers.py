@@ -29,7 +29,7 @@ from .certificates.csr import Refused
 from .certificates.expiry import ca_expiring, ca_unusable
 from .certificates.issuer_trust import issuer_trust
 from .certificates.readiness import readiness
-from .certificates.terms import TermsError, certificate_terms
+from .certificates.terms import TermsError, certificate_terms, issuer_secret_field
 from .crds.models import GROUP, VERSION
 from .kube import ApiError, Connection, Kube, object_path
 from .metrics import OperatorMetrics
@@ -459,7 +459,7 @@ class Operator:
             ca, _ = user_ca(secret, terms.namespace, terms.issuer_secret)
         except LookupError as exc:
             return None, str(exc)
-        where = f"spec.issuer.caSecretRef: Secret {terms.namespace}/{terms.issuer_secret}"
+        where = issuer_secret_field(terms.namespace, terms.issuer_secret)
         return None, ca_unusable(ca.not_after, now, where)
 
 

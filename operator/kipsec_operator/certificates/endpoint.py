@@ -42,6 +42,7 @@ from .csr import (
 )
 from .expiry import ca_unusable
 from .issue import IssuedCertificate
+from .terms import issuer_secret_field
 
 MAX_BODY_SIZE = MAX_CSR_SIZE + 1024
 
@@ -200,7 +201,7 @@ def _issuer_name(decision: Approved) -> str:
     secret = decision.terms.issuer_secret
     if secret is None:
         return "the operator's CA"
-    return f"spec.issuer.caSecretRef: Secret {decision.terms.namespace}/{secret}"
+    return issuer_secret_field(decision.terms.namespace, secret)
 
 
 def entitlement_response(entitled: Entitlement) -> tuple[int, dict[str, Any]]:

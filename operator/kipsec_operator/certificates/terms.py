@@ -98,6 +98,11 @@ def _text(value: timedelta) -> str:
     return format_duration(seconds)
 
 
+def issuer_secret_field(namespace: str, name: str) -> str:
+    """How messages name a CASecret issuer's Secret: the field, then the Secret."""
+    return f"spec.issuer.caSecretRef: Secret {namespace}/{name}"
+
+
 @dataclass(frozen=True)
 class CertificateTerms:
     """The parts of a TunnelCertificate that issuing needs."""
