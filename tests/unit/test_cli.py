@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import types
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +192,25 @@ def test_run_requires_a_config() -> None:
 
 def test_the_demo_still_runs() -> None:
     assert main(["demo"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv", [["--version"], ["sas"], ["run", "--config", "{tmp}/invalid.yaml"]]
+)
+def test_no_command_prints_cryptographys_dsa_deprecation_warning(
+    argv: list[str], tmp_path: Path
+) -> None:
+    """DSA stays for the classic DSS method; its deprecation warning is for us, not users."""
+    sidecar = Path(sys.executable).with_name("kipsec-sidecar")
+    environment = {**os.environ, "PYTHONWARNINGS": "default"}
+    environment[SOCKET_ENV] = str(tmp_path / "none.sock")
+    (tmp_path / "invalid.yaml").write_text("apiVersion: kipsec.io/v0\n")
+    result = subprocess.run(
+        [str(sidecar), *(arg.format(tmp=tmp_path) for arg in argv)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+    )
+    assert "DSA is deprecated" not in result.stderr
+    assert "Warning" not in result.stderr, result.stderr

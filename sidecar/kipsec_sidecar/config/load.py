@@ -8,6 +8,15 @@ Every failure is one :class:`~kipsec_sidecar.config.errors.ConfigError` listing 
 bad field as `path: message`; nothing else escapes these functions for any input.
 YAML and JSON are both accepted (JSON is read by the YAML parser); duplicate keys are
 errors, not "last one wins".
+
+Limits, each a clear error rather than a stall or a crash: a document is at most
+:data:`MAX_DOCUMENT_BYTES` (1 MiB, what a Kubernetes Secret holds; checked before
+parsing, which takes seconds for tens of MiB) and read only from a regular file
+(:mod:`kipsec_sidecar.regular_files`); nesting is at most :data:`MAX_NESTING` levels (a
+real document has fewer than ten; deeper input would exhaust the parser's recursion).
+YAML merge keys (``<<: *anchor``) are refused: they are not part of YAML 1.2 or JSON,
+the operator never writes them, and nested merges of aliases grow exponentially, so a
+small document could expand past any memory. Anchors and aliases of whole values work.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from ..regular_files import MAX_FILE_BYTES, FileRefused, read_regular_file, why_unreadable
 from .checks import check
 from .errors import ConfigError, FieldError
 from .messages import pydantic_errors
@@ -30,7 +40,11 @@ Migration = Callable[[dict[str, Any]], dict[str, Any]]
 #: Empty while v1alpha1 is the only version; a v1alpha2 adds `"kipsec.io/v1alpha1": ...`.
 MIGRATIONS: dict[str, Migration] = {}
 
-_MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+#: Largest document read or parsed: what a Kubernetes Secret holds (1 MiB).
+MAX_DOCUMENT_BYTES = MAX_FILE_BYTES
+#: Deepest nesting of mappings and lists accepted.
+MAX_NESTING = 64
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def load_config(path: str | os.PathLike[str]) -> SidecarConfig:
@@ -43,15 +57,13 @@ def load_config(path: str | os.PathLike[str]) -> SidecarConfig:
     """
     source = os.fspath(path)
     try:
-        with open(source, "rb") as handle:
-            raw = handle.read(_MAX_DOCUMENT_BYTES + 1)
+        raw = read_regular_file(source, limit=MAX_DOCUMENT_BYTES)
+    except FileRefused as exc:
+        raise ConfigError([FieldError("", str(exc))], source=source) from None
     except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(
-            [FieldError("", f"cannot read the file: {reason}")], source=source
+            [FieldError("", f"cannot read the file: {why_unreadable(exc)}")], source=source
         ) from None
-    if len(raw) > _MAX_DOCUMENT_BYTES:
-        raise ConfigError([FieldError("", "larger than 16 MiB")], source=source)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -70,10 +82,23 @@ def load_config_string(
 
 
 def parse_text(text: str, *, source: str = "<string>") -> Any:
-    """The data of a YAML or JSON document; ConfigError for a syntax error or duplicate key."""
+    """The data of a YAML or JSON document; ConfigError for a syntax error, a duplicate
+    key, a merge key, nesting deeper than :data:`MAX_NESTING` or more than
+    :data:`MAX_DOCUMENT_BYTES` (checked before parsing)."""
+    if len(text) > MAX_DOCUMENT_BYTES or len(text.encode("utf-8", "replace")) > MAX_DOCUMENT_BYTES:
+        raise ConfigError(
+            [
+                FieldError(
+                    "",
+                    f"larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB (the most "
+                    "a Kubernetes Secret holds); not parsed",
+                )
+            ],
+            source=source,
+        )
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except _DuplicateKey as exc:
+    except _Refused as exc:
         raise ConfigError([FieldError("", str(exc))], source=source) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
@@ -81,7 +106,11 @@ def parse_text(text: str, *, source: str = "<string>") -> Any:
         raise ConfigError(
             [FieldError("", f"{where}not valid YAML/JSON: {exc.problem}")], source=source
         ) from None
-    except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
+    except RecursionError:
+        raise ConfigError(
+            [FieldError("", "not valid YAML/JSON: nested too deeply")], source=source
+        ) from None
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
         raise ConfigError(
             [FieldError("", f"not valid YAML/JSON: {type(exc).__name__}")], source=source
         ) from None
@@ -135,26 +164,57 @@ def _current_version(data: object, source: str) -> dict[str, Any]:
     return document
 
 
-class _DuplicateKey(ValueError):
-    pass
+class _Refused(ValueError):
+    """Input the loader refuses on purpose; the message names the line."""
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys instead of keeping the last one."""
+    """SafeLoader that refuses duplicate mapping keys (instead of keeping the last one),
+    merge keys, and nesting deeper than :data:`MAX_NESTING`."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                line = event.start_mark.line + 1
+                raise _Refused(f"line {line}: nested more than {MAX_NESTING} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def fetch_flow_collection_start(self, token_class: type) -> None:
+        # The scanner's cost grows with the square of the flow depth (``[[[...``), so
+        # deep flow nesting is refused here, before the composer would see it.
+        if self.flow_level >= MAX_NESTING:
+            raise _Refused(f"line {self.line + 1}: nested more than {MAX_NESTING} levels deep")
+        super().fetch_flow_collection_start(token_class)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Hashable] = set()
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                line = key_node.start_mark.line + 1
+                raise _Refused(
+                    f"line {line}: YAML merge keys (<<) are not supported; write the fields "
+                    "out (anchors and aliases of whole values work)"
+                )
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, Hashable):
                 if key in seen:
                     line = key_node.start_mark.line + 1
-                    raise _DuplicateKey(f"line {line}: duplicate key {str(key)[:60]!r}")
+                    raise _Refused(f"line {line}: duplicate key {str(key)[:60]!r}")
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
 __all__ = [
+    "MAX_DOCUMENT_BYTES",
+    "MAX_NESTING",
     "MIGRATIONS",
     "Migration",
     "load_config",
