@@ -13,11 +13,15 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from kipsec_sidecar.config import ConfigError, load_config, load_config_data, to_core
 from kipsec_sidecar.config.to_core import read_file
 from kipsec_sidecar.daemon.config_watch import digest
+from kipsec_sidecar.daemon.enrollment import _read_token
+from kipsec_sidecar.identity import IdentityRequestError, tls_context
 from kipsec_sidecar.regular_files import MAX_FILE_BYTES, FileRefused, read_regular_file
+from support.pki import CertificateAuthority
 from support.sidecar_config_files import PSK
 
 #: A bound for calls that must return at once (a FIFO would block them forever).
@@ -196,3 +200,21 @@ def test_the_daemon_reports_a_bad_secret_file_as_a_config_error_block(
     block = f"invalid sidecar configuration in {tmp_path / 'config.yaml'}: 1 error\n"
     block += "  local.auth.psk.secretFile: "
     assert f"kipsec-sidecar: {block}" in result.stderr, result.stderr
+
+
+# --- files named by the environment: the pod's token, the operator's CA ------------------
+
+
+def test_a_fifo_token_file_is_a_retryable_failure_not_a_hang(fifo: Path) -> None:
+    with pytest.raises(IdentityRequestError) as info:
+        returns_promptly(lambda: _read_token(str(fifo)))
+    assert info.value.code == "no-token" and info.value.retryable
+    assert "a FIFO, not a regular file" in info.value.reason
+
+
+def test_the_operator_ca_is_read_through_the_reader(tmp_path: Path, fifo: Path) -> None:
+    ca = CertificateAuthority.root("operator CA")
+    (tmp_path / "ca.crt").write_bytes(ca.cert.public_bytes(Encoding.PEM))
+    assert tls_context(tmp_path / "ca.crt").cert_store_stats()["x509_ca"] == 1
+    with pytest.raises(FileRefused):
+        returns_promptly(lambda: tls_context(fifo))
