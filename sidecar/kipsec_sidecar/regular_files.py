@@ -62,7 +62,7 @@ def read_regular_file(path: str | os.PathLike[str], *, limit: int = MAX_FILE_BYT
                 "cannot block start-up and a device cannot fill memory)"
             )
         if info.st_size > limit:
-            raise FileRefused(_too_large(limit))
+            raise FileRefused(too_large(limit))
         chunks: list[bytes] = []
         size = 0
         while size <= limit:
@@ -72,7 +72,7 @@ def read_regular_file(path: str | os.PathLike[str], *, limit: int = MAX_FILE_BYT
             chunks.append(chunk)
             size += len(chunk)
         if size > limit:
-            raise FileRefused(_too_large(limit))
+            raise FileRefused(too_large(limit))
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -85,9 +85,10 @@ def why_unreadable(exc: OSError | ValueError) -> str:
     return str(exc)
 
 
-def _too_large(limit: int) -> str:
+def too_large(limit: int) -> str:
+    """Why something over ``limit`` bytes is refused (also for a document given as text)."""
     shown = f"{limit // (1024 * 1024)} MiB" if limit % (1024 * 1024) == 0 else f"{limit} bytes"
     return f"larger than {shown} (the most a Kubernetes Secret holds): is it the right file?"
 
 
-__all__ = ["MAX_FILE_BYTES", "FileRefused", "read_regular_file", "why_unreadable"]
+__all__ = ["MAX_FILE_BYTES", "FileRefused", "read_regular_file", "too_large", "why_unreadable"]
