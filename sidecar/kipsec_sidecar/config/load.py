@@ -15,9 +15,10 @@ parsing, since PyYAML's pure-Python parser needs seconds per MiB (a dense 1 MiB 
 of 8,500 peers: 5.5 s of CPU on the development machine); and read only from a regular file
 (:mod:`kipsec_sidecar.regular_files`); nesting is at most :data:`MAX_NESTING` levels (a
 real document has fewer than ten; deeper input would exhaust the parser's recursion).
-YAML merge keys (``<<: *anchor``) are refused: they are not part of YAML 1.2 or JSON,
-the operator never writes them, and nested merges of aliases grow exponentially, so a
-small document could expand past any memory. Anchors and aliases of whole values work.
+YAML merge keys (``<<: *anchor``) are refused: they exist only in YAML 1.1 (not in YAML
+1.2 nor JSON), the operator never writes them, and their rule — a key written beside a
+merge silently overrides the merged one — is the "last one wins" that duplicate keys are
+refused for. Anchors and aliases of whole values work.
 """
 
 from __future__ import annotations
