@@ -20,43 +20,27 @@ answers AUTHENTICATION_FAILED and never echoes the reason to the peer.
 from __future__ import annotations
 
 import hmac
-import warnings
 from collections.abc import Set
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeAlias
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-from cryptography.utils import CryptographyDeprecationWarning
 
 from ..buffer import Reader
 from ..errors import AuthenticationFailed, KipsecError, LocalProtocolError, UnsupportedAlgorithm
 from .constants import AuthMethod, HashAlgorithm
 from .keys import prf
 
-# DSS (auth method 3) is a classic IKEv2 method kipsec keeps for interoperability, but
-# cryptography (51 and later) deprecates DSA and warns on every access to the names of
-# its ``dsa`` module — a warning every command printed to its user. The two classes are
-# taken once, here, with exactly that warning ignored; other warnings still show.
-with warnings.catch_warnings():
-    warnings.filterwarnings(
-        "ignore", message="DSA is deprecated", category=CryptographyDeprecationWarning
-    )
-    from cryptography.hazmat.primitives.asymmetric import dsa
-
-    DSAPrivateKey: TypeAlias = dsa.DSAPrivateKey
-    DSAPublicKey: TypeAlias = dsa.DSAPublicKey
-
 PrivateKey = (
     rsa.RSAPrivateKey
-    | DSAPrivateKey
+    | dsa.DSAPrivateKey
     | ec.EllipticCurvePrivateKey
     | ed25519.Ed25519PrivateKey
     | ed448.Ed448PrivateKey
@@ -391,7 +375,7 @@ _CURVE_HASH: dict[str, int] = {
 def _key_kind(key: object) -> KeyKind:
     table: tuple[tuple[tuple[type, ...], KeyKind], ...] = (
         ((rsa.RSAPrivateKey, rsa.RSAPublicKey), KeyKind.RSA),
-        ((DSAPrivateKey, DSAPublicKey), KeyKind.DSA),
+        ((dsa.DSAPrivateKey, dsa.DSAPublicKey), KeyKind.DSA),
         ((ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey), KeyKind.ECDSA),
         ((ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey), KeyKind.ED25519),
         ((ed448.Ed448PrivateKey, ed448.Ed448PublicKey), KeyKind.ED448),
@@ -406,7 +390,7 @@ def _int_width(value: int) -> int:
     return (value.bit_length() + 7) // 8
 
 
-def _dsa_width(key: DSAPrivateKey | DSAPublicKey) -> int:
+def _dsa_width(key: dsa.DSAPrivateKey | dsa.DSAPublicKey) -> int:
     return _int_width(key.parameters().parameter_numbers().q)
 
 
@@ -489,7 +473,7 @@ class Signer:
             return bytes([len(algid)]) + algid + _sign_with(key, scheme, octets)
         if method == AuthMethod.RSA_SIGNATURE and isinstance(key, rsa.RSAPrivateKey):
             return key.sign(octets, padding.PKCS1v15(), hashes.SHA1())  # noqa: S303 (RFC 7296)
-        if method == AuthMethod.DSS_SIGNATURE and isinstance(key, DSAPrivateKey):
+        if method == AuthMethod.DSS_SIGNATURE and isinstance(key, dsa.DSAPrivateKey):
             return _der_to_raw(key.sign(octets, hashes.SHA1()), _dsa_width(key))  # noqa: S303
         if method in _ECDSA_METHODS and isinstance(key, ec.EllipticCurvePrivateKey):
             curve, hash_id, width = _ECDSA_METHODS[method]
@@ -612,8 +596,8 @@ def _verify_scheme(
         assert isinstance(public_key, ec.EllipticCurvePublicKey)
         public_key.verify(sig, octets, ec.ECDSA(scheme.hash_algorithm()))
     else:
-        _require(public_key, (DSAPublicKey,), "DSA")
-        assert isinstance(public_key, DSAPublicKey)
+        _require(public_key, (dsa.DSAPublicKey,), "DSA")
+        assert isinstance(public_key, dsa.DSAPublicKey)
         public_key.verify(sig, octets, scheme.hash_algorithm())
 
 
@@ -624,8 +608,8 @@ def _classic_scheme(
     if method == AuthMethod.RSA_SIGNATURE:
         return SignatureScheme(KeyKind.RSA, HashAlgorithm.SHA1, Padding.PKCS1V15), auth_data
     if method == AuthMethod.DSS_SIGNATURE:
-        _require(public_key, (DSAPublicKey,), "DSS")
-        assert isinstance(public_key, DSAPublicKey)
+        _require(public_key, (dsa.DSAPublicKey,), "DSS")
+        assert isinstance(public_key, dsa.DSAPublicKey)
         der = _raw_to_der(auth_data, _dsa_width(public_key), "DSS")
         return SignatureScheme(KeyKind.DSA, HashAlgorithm.SHA1), der
     curve, hash_id, width = _ECDSA_METHODS[method]

@@ -180,13 +180,7 @@ def _check_issuer(issuer: x509.Certificate, cas_below: int) -> None:
 
 def _check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> None:
     try:
-        with warnings.catch_warnings():
-            # A DSA issuer still validates (like DSS auth, see .auth); cryptography 51+
-            # warns on each DSA verification, which must not reach the sidecar's user.
-            warnings.filterwarnings(
-                "ignore", message="DSA is deprecated", category=CryptographyDeprecationWarning
-            )
-            cert.verify_directly_issued_by(issuer)
+        cert.verify_directly_issued_by(issuer)
     except InvalidSignature as exc:
         raise CertificateError(
             "bad-signature", f"{_describe(cert)} is not signed by {_describe(issuer)}"
