@@ -900,6 +900,21 @@ def test_a_keys_file_with_a_short_key_names_the_key(files: ExampleFiles) -> None
     )
 
 
+def test_a_keys_file_with_a_key_written_twice_is_refused_not_last_one_wins() -> None:
+    twice = ExampleFiles()
+    twice.files["/etc/kipsec/manual/legacy-gateway.yaml"] = (
+        b"encryptionIn: '" + b"11" * 36 + b"'\nencryptionIn: '" + b"99" * 36 + b"'\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        to_core(load_config(EXAMPLES / "manual-keys.yaml"), read_file=twice.read)
+    assert info.value.errors == (
+        FieldError(
+            "peers[0].manual.keysFile",
+            "not a YAML or JSON mapping of keys: line 2: duplicate key 'encryptionIn'",
+        ),
+    )
+
+
 def test_relative_paths_are_relative_to_the_document(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "psk").write_bytes(PSK)

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
@@ -44,6 +43,7 @@ from ..core.traffic_selectors import TrafficSelector as CoreSelector
 from ..regular_files import read_regular_file, why_unreadable
 from .checks import key_length_problems
 from .errors import ConfigError, FieldError, join_path
+from .load import parse_text
 from .messages import pydantic_errors
 from .model import (
     IKE_PORT,
@@ -516,10 +516,15 @@ class _Builder:
     def keys_file(self, path: str, base: str) -> ManualKeys:
         where = join_path(base, "keysFile")
         data = self.read(path, where)
-        try:
-            document = yaml.safe_load(data)
-        except Exception:  # PyYAML raises many types for hostile input
-            raise ConfigError([FieldError(where, "not a YAML or JSON mapping of keys")]) from None
+        try:  # the document's own parser: duplicate keys, merge keys, depth refused alike
+            document = parse_text(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError([FieldError(where, "not UTF-8 text")]) from None
+        except ConfigError as exc:  # its messages name lines and keys, never values
+            problem = exc.errors[0].message
+            raise ConfigError(
+                [FieldError(where, f"not a YAML or JSON mapping of keys: {problem}")]
+            ) from None
         try:
             return ManualKeys.model_validate(document)
         except ValidationError as exc:
