@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from .atomic_files import publish_files
+from .regular_files import read_regular_file, why_unreadable
 
 KeyAlgorithm = Literal["ECDSA", "RSA", "Ed25519"]
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -247,8 +248,27 @@ def renewal_due(identity: IssuedIdentity, now: datetime) -> bool:
     return now >= identity.renewal_time
 
 
+def tls_context(ca_file: str | Path | None) -> ssl.SSLContext:
+    """A client context trusting ``ca_file`` (PEM; None: the system's trust store).
+
+    The bundle is read through :func:`~kipsec_sidecar.regular_files.read_regular_file`
+    like every other certificate file, not by OpenSSL from the path. Raises OSError
+    (also ``ssl.SSLError``: no certificate in it) or
+    :class:`~kipsec_sidecar.regular_files.FileRefused`.
+    """
+    if ca_file is None:
+        return ssl.create_default_context()
+    pem = read_regular_file(ca_file).decode("ascii", "replace")
+    return ssl.create_default_context(cadata=pem)
+
+
 def _call(url: str, token: str, ca_file: Path | None, timeout: float, body: bytes | None) -> bytes:
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    try:
+        context = tls_context(ca_file)
+    except (OSError, ValueError) as exc:
+        raise IdentityRequestError(
+            "operator-ca", f"cannot use {ca_file}: {why_unreadable(exc)}", retryable=True
+        ) from None
     headers = {"Authorization": f"Bearer {token}"}
     if body is not None:
         headers["Content-Type"] = "application/json"

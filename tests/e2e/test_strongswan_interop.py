@@ -17,6 +17,7 @@ Each side is driven with its own tools: the ``kipsec-sidecar`` CLI (``rekey --ch
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -59,12 +60,19 @@ def interop(gateway_topology: Topology, strongswan_factory: CharonFactory, tmp_p
         topo.add_pod(pod, node)
 
     def setup(
-        auth: AuthKind = "psk", esp: str = "aes256gcm16", kipsec_initiates: bool = True
+        auth: AuthKind = "psk",
+        esp: str = "aes256gcm16",
+        kipsec_initiates: bool = True,
+        *,
+        kipsec_psk: dict[str, Any] | None = None,
+        charon_secret: str = PSK,
     ) -> tuple[Sidecar, Charon]:
         sidecar = Sidecar(topo, "a", tmp_path)
         local: dict[str, Any] = {}
         if auth == "psk":
-            charon_auth: Psk | CertAuth = Psk(PSK)
+            charon_auth: Psk | CertAuth = Psk(charon_secret)
+            if kipsec_psk is not None:
+                local["auth"] = {"psk": kipsec_psk}
         else:
             root = CertificateAuthority.root("kipsec interop root")
             ours = root.issue("a", dns=[fqdn("a")], key_kind="ec256", key_slot=60)
@@ -185,6 +193,26 @@ def test_kipsec_and_strongswan_establish_and_carry_pod_traffic(
     assert child["packets_in"] >= 4 and child["packets_out"] >= 4, child
 
 
+@pytest.mark.parametrize(
+    ("kipsec_form", "charon_form"),
+    [("0x", "text"), ("0s", "0x")],
+    ids=["kipsec-hex-file-charon-text", "kipsec-base64-inline-charon-hex"],
+)
+def test_a_psk_written_in_hex_or_base64_is_the_same_key_to_strongswan(
+    interop: Setup, gateway_topology: Topology, tmp_path: Path, kipsec_form: str, charon_form: str
+) -> None:
+    """swanctl.conf's ``0x``/``0s`` forms mean the same bytes to kipsec (file and inline)."""
+    key = PSK.encode()
+    forms = {"0x": "0x" + key.hex(), "0s": "0s" + base64.b64encode(key).decode(), "text": PSK}
+    if kipsec_form == "0x":
+        (tmp_path / "psk").write_text(forms["0x"] + "\n")
+        kipsec_psk: dict[str, Any] = {"secretFile": str(tmp_path / "psk")}
+    else:
+        kipsec_psk = {"value": forms[kipsec_form]}
+    interop("psk", "aes256gcm16", True, kipsec_psk=kipsec_psk, charon_secret=forms[charon_form])
+    assert_traffic_both_ways_only_encrypted(gateway_topology, tmp_path / "wire.pcap")
+
+
 def test_child_rekeys_initiated_by_either_side_keep_traffic_flowing(
     interop: Setup, gateway_topology: Topology, tmp_path: Path
 ) -> None:
@@ -216,6 +244,7 @@ def test_ike_rekeys_initiated_by_either_side_keep_the_children(
     sidecar, charon = interop("ecdsa", "aes256gcm16", False)
     children = kipsec_installed_spis(sidecar)
     first = kipsec_ike_spis(sidecar)
+    assert not sidecar.peer("b")["ike_sa"]["initiator"], "charon initiated"
     sidecar.cli("rekey", "--ike", "b")
     wait_until(
         "both sides on kipsec's new IKE SA",
@@ -225,6 +254,8 @@ def test_ike_rekeys_initiated_by_either_side_keep_the_children(
         timeout=5,
     )
     second = kipsec_ike_spis(sidecar)
+    # The new IKE SA's original initiator is the side that rekeyed (RFC 7296 2.18).
+    assert sidecar.peer("b")["ike_sa"]["initiator"], "kipsec rekeyed the IKE SA"
     assert charon.rekey(ike="gw") >= 1
     wait_until(
         "both sides on charon's new IKE SA",
@@ -234,6 +265,7 @@ def test_ike_rekeys_initiated_by_either_side_keep_the_children(
         ),
         timeout=5,
     )
+    assert not sidecar.peer("b")["ike_sa"]["initiator"], "charon rekeyed the IKE SA"
     assert kipsec_installed_spis(sidecar) == children, "an IKE rekey keeps the CHILD_SAs"
     assert mirrored(sidecar, charon)
     assert_traffic_both_ways_only_encrypted(gateway_topology, tmp_path / "wire.pcap")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import types
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from kipsec_sidecar import cli
 from kipsec_sidecar.cli import main, render_sas
@@ -19,6 +23,7 @@ from support.controller_double import (
     running,
     short_dir,
 )
+from support.pki import CertificateAuthority
 
 EXPECTED_TABLE = """\
 kipsec 0.1.0, userspace datapath (kernel has no ESP SA type), up 1h02m05s, ready
@@ -189,3 +194,65 @@ def test_run_requires_a_config() -> None:
 
 def test_the_demo_still_runs() -> None:
     assert main(["demo"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv", [["--version"], ["sas"], ["run", "--config", "{tmp}/invalid.yaml"]]
+)
+def test_no_command_prints_cryptographys_dsa_deprecation_warning(
+    argv: list[str], tmp_path: Path
+) -> None:
+    """DSA stays for the classic DSS method; its deprecation warning is for us, not users."""
+    sidecar = Path(sys.executable).with_name("kipsec-sidecar")
+    environment = {**os.environ, "PYTHONWARNINGS": "default"}
+    environment[SOCKET_ENV] = str(tmp_path / "none.sock")
+    (tmp_path / "invalid.yaml").write_text("apiVersion: kipsec.io/v0\n")
+    result = subprocess.run(
+        [str(sidecar), *(arg.format(tmp=tmp_path) for arg in argv)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+    )
+    assert "DSA is deprecated" not in result.stderr
+    assert "Warning" not in result.stderr, result.stderr
+
+
+def test_a_dsa_certificate_and_key_load_without_the_deprecation_warning(tmp_path: Path) -> None:
+    """The run path that touches DSA (key file, certificate chain, DSS signature) is quiet."""
+    root = CertificateAuthority.root("dsa root", key_kind="dsa")
+    leaf = root.issue("pod-a", dns=["pod-a.test"], key_kind="dsa")
+    (tmp_path / "tls.crt").write_bytes(leaf.cert.public_bytes(Encoding.PEM))
+    (tmp_path / "ca.crt").write_bytes(root.cert.public_bytes(Encoding.PEM))
+    (tmp_path / "tls.key").write_bytes(
+        leaf.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    )
+    document = {
+        "apiVersion": "kipsec.io/v1alpha1",
+        "kind": "SidecarConfig",
+        "local": {
+            "addresses": ["10.0.0.1"],
+            "identity": {"fqdn": "pod-a.test"},
+            "auth": {
+                "certificate": {"certFile": "tls.crt", "keyFile": "tls.key", "caFiles": ["ca.crt"]}
+            },
+        },
+        "peers": [{"name": "b", "address": "10.0.0.2"}],
+    }
+    (tmp_path / "config.json").write_text(json.dumps(document))
+    code = f"""
+from kipsec_sidecar.config import load_config, to_core
+from kipsec_sidecar.core.ike import auth, certs
+(plan,) = to_core(load_config({str(tmp_path / "config.json")!r}))
+ours = certs.load_certificate(plan.ike.auth.certificates[0])
+anchors = [certs.load_certificate(der) for der in plan.ike.auth.trust_anchors]
+certs.validate_chain(ours, [], anchors, ours.not_valid_before_utc)
+data = auth.Signer(plan.ike.auth.private_key).sign(b"octets", 3)  # DSS, SHA-1
+auth.verify_signature(3, ours.public_key(), b"octets", data)
+"""
+    environment = {**os.environ, "PYTHONWARNINGS": "default"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=environment
+    )
+    assert result.returncode == 0, result.stderr
+    assert "DSA is deprecated" not in result.stderr, result.stderr

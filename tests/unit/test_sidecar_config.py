@@ -3,6 +3,7 @@ the committed JSON Schema and the mapping onto the cores' configuration objects.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from pathlib import Path
@@ -21,6 +22,7 @@ from kipsec_sidecar.config import (
     load_config_string,
     to_core,
 )
+from kipsec_sidecar.config.errors import FieldError
 from kipsec_sidecar.config.schema import REGENERATE, json_schema, render
 from kipsec_sidecar.config.to_core import retransmission_for
 from kipsec_sidecar.config.units import format_duration, parse_duration, parse_size
@@ -793,6 +795,77 @@ def test_a_short_psk_file_is_refused() -> None:
     assert info.value.paths == ("local.auth.psk.secretFile",)
 
 
+def _psk_from_file(content: bytes) -> bytes:
+    files = ExampleFiles()
+    files.files["/etc/kipsec/psk/key"] = content
+    (plan,) = to_core(load_config_data(minimal()), read_file=files.read)
+    assert plan.ike is not None and plan.ike.auth.psk is not None
+    return plan.ike.auth.psk
+
+
+def _psk_inline(value: str) -> bytes:
+    document = minimal()
+    document["local"]["auth"]["psk"] = {"value": value}
+    (plan,) = to_core(load_config_data(document))
+    assert plan.ike is not None and plan.ike.auth.psk is not None
+    return plan.ike.auth.psk
+
+
+@pytest.mark.parametrize(
+    ("content", "key"),
+    [
+        (b"12345678", b"12345678"),
+        (b"12345678\n", b"12345678"),
+        (b"12345678\r\n", b"12345678"),
+        (b"12345678\r", b"12345678\r"),  # a lone CR is a byte of the key
+        (b"12345678\n\n", b"12345678\n"),  # only one line ending goes
+        (b" 12345678 \n", b" 12345678 "),
+        (b"\x00\xff" * 16, b"\x00\xff" * 16),  # raw bytes
+    ],
+)
+def test_a_psk_file_holds_raw_bytes_less_one_line_ending(content: bytes, key: bytes) -> None:
+    assert _psk_from_file(content) == key
+
+
+BINARY_KEY = bytes(range(32))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0x" + BINARY_KEY.hex(),
+        "0X" + BINARY_KEY.hex().upper(),
+        "0x" + ":".join(f"{b:02x}" for b in BINARY_KEY),
+        "0s" + base64.b64encode(BINARY_KEY).decode(),
+    ],
+)
+def test_a_binary_psk_is_written_in_hex_or_base64_in_the_file_and_inline(text: str) -> None:
+    assert _psk_from_file(text.encode() + b"\n") == BINARY_KEY
+    assert _psk_inline(text) == BINARY_KEY
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("0xnot-hex-at-all", "starts with 0x but the rest is not hexadecimal"),
+        ("0s!!!not base64!!!", "starts with 0s but the rest is not base64"),
+        ("0x0102030405", "is shorter than 8 bytes (after decoding a 0x/0s form)"),
+    ],
+)
+def test_a_bad_hex_or_base64_psk_is_refused_without_its_value(text: str, problem: str) -> None:
+    files = ExampleFiles()
+    files.files["/etc/kipsec/psk/key"] = text.encode()
+    with pytest.raises(ConfigError) as info:
+        to_core(load_config_data(minimal()), read_file=files.read)
+    assert info.value.paths == ("local.auth.psk.secretFile",)
+    assert info.value.errors[0].message.startswith(f"the key in the file {problem}")
+    assert problem in str(info.value) and text[2:] not in str(info.value)
+    document = minimal()
+    document["local"]["auth"]["psk"] = {"value": text}
+    path, message = only_error(document)
+    assert path == "local.auth.psk.value" and problem in message and text[2:] not in message
+
+
 def test_manual_keys_map_to_ipsec_sa_arguments(files: ExampleFiles) -> None:
     plans = to_core(load_config(EXAMPLES / "manual-keys.yaml"), read_file=files.read)
     manual = plans[0].manual
@@ -824,6 +897,21 @@ def test_a_keys_file_with_a_short_key_names_the_key(files: ExampleFiles) -> None
     assert info.value.paths == (
         "peers[0].manual.keysFile.encryptionIn",
         "peers[0].manual.keysFile.encryptionOut",
+    )
+
+
+def test_a_keys_file_with_a_key_written_twice_is_refused_not_last_one_wins() -> None:
+    twice = ExampleFiles()
+    twice.files["/etc/kipsec/manual/legacy-gateway.yaml"] = (
+        b"encryptionIn: '" + b"11" * 36 + b"'\nencryptionIn: '" + b"99" * 36 + b"'\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        to_core(load_config(EXAMPLES / "manual-keys.yaml"), read_file=twice.read)
+    assert info.value.errors == (
+        FieldError(
+            "peers[0].manual.keysFile",
+            "not a YAML or JSON mapping of keys: line 2: duplicate key 'encryptionIn'",
+        ),
     )
 
 
@@ -865,6 +953,47 @@ def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     assert str(tmp_path / "absent.yaml") in str(info.value)
 
 
+def test_a_document_over_1_mib_is_refused_before_parsing(tmp_path: Path) -> None:
+    padding = "# " + "x" * 1000 + "\n"
+    text = yaml.safe_dump(minimal()) + padding * 1100
+    with pytest.raises(ConfigError) as info:
+        load_config_string(text)
+    assert info.value.errors[0].message.startswith("larger than 1 MiB")
+    (tmp_path / "big.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "big.yaml")
+    assert info.value.errors[0].message.startswith("larger than 1 MiB")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "apiVersion: " + "[" * 5000 + "]" * 5000,
+        "apiVersion: " + "{a: " * 5000 + "}" * 5000,
+        "apiVersion:\n" + "".join(" " * i + "- \n" for i in range(1, 200)),
+    ],
+    ids=["flow-lists", "flow-mappings", "block-lists"],
+)
+def test_deep_nesting_is_refused_with_a_clear_message(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_string(text)
+    assert "nested more than 64 levels deep" in info.value.errors[0].message
+
+
+def test_yaml_merge_keys_are_refused_clearly_but_aliases_work() -> None:
+    text = (
+        "apiVersion: kipsec.io/v1alpha1\nkind: SidecarConfig\n"
+        "local: {addresses: [10.0.0.1], auth: {psk: {value: '12345678'}}}\n"
+        "peers:\n- &first {name: b, address: 10.0.0.2}\n- <<: *first\n  name: c\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config_string(text)
+    assert info.value.errors[0].message.startswith("line 6: YAML merge keys (<<) are not")
+    aliased = text.replace("- <<: *first\n  name: c\n", "")
+    aliased += "lifetimes: &l {ikeSa: 2h}\n"
+    assert load_config_string(aliased).lifetimes.ike_sa == 7200.0
+
+
 # --- units --------------------------------------------------------------------------------
 
 
@@ -891,6 +1020,24 @@ def test_durations_are_read_in_go_style_or_seconds(text: object, seconds: float)
 def test_malformed_durations_raise_value_error(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN"])
+@pytest.mark.parametrize("field", ["ikeSa", "childSa", "rekeyMargin"])
+def test_nan_and_infinite_lifetimes_must_be_finite(value: str, field: str) -> None:
+    text = yaml.safe_dump(minimal()) + f"lifetimes: {{{field}: {value}}}\n"
+    with pytest.raises(ConfigError) as info:
+        load_config_string(text)
+    assert info.value.errors == (
+        FieldError(f"lifetimes.{field}", "must be a finite number of seconds (not .nan or .inf)"),
+    )
+
+
+def test_a_nan_jitter_must_be_finite() -> None:
+    text = yaml.safe_dump(minimal()) + "lifetimes: {jitter: .nan}\n"
+    with pytest.raises(ConfigError) as info:
+        load_config_string(text)
+    assert info.value.errors == (FieldError("lifetimes.jitter", "must be a finite number"),)
 
 
 @pytest.mark.parametrize("seconds", [0.0, 1.0, 90.0, 5400.0, 86400.0 + 61, 0.25])

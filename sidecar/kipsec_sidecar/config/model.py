@@ -42,6 +42,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from .proposals import parse_child_proposal, parse_ike_proposal
+from .psk import MIN_PSK_LENGTH, psk_bytes
 from .units import DURATION_PATTERN, SIZE_PATTERN, format_duration, parse_duration, parse_size
 
 API_VERSION = "kipsec.io/v1alpha1"
@@ -67,6 +68,7 @@ class _Model(BaseModel):
         populate_by_name=True,
         frozen=True,
         hide_input_in_errors=True,
+        allow_inf_nan=False,  # .nan/.inf fail as "must be a finite number", not as a bound
         serialize_by_alias=True,
         use_attribute_docstrings=True,
     )
@@ -251,15 +253,11 @@ class Identity(_Model):
         return self
 
 
-MIN_PSK_LENGTH = 8
-
-
 def _psk_value(value: SecretStr) -> SecretStr:
-    if len(value.get_secret_value().encode("utf-8")) < MIN_PSK_LENGTH:
-        raise ValueError(
-            f"a pre-shared key needs at least {MIN_PSK_LENGTH} bytes; use 32 random bytes "
-            "(the value is not shown)"
-        )
+    try:
+        psk_bytes(value.get_secret_value().encode("utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"the key {exc}") from None
     return value
 
 
@@ -267,10 +265,13 @@ class Psk(_Model):
     """A pre-shared key: a file holding it (production) or the value itself (tests only)."""
 
     secret_file: Path | None = None
-    """File holding the key (e.g. a mounted Kubernetes Secret). One trailing newline is
-    ignored."""
+    """File holding the key (e.g. a mounted Kubernetes Secret): raw bytes, or `0x` +
+    hex or `0s` + base64 for a binary key (as strongSwan's swanctl.conf). Exactly one
+    trailing newline (`\\n` or `\\r\\n`) is ignored; nothing else is stripped. A regular
+    file of at most 1 MiB; at least 8 bytes of key."""
     value: Annotated[SecretStr, AfterValidator(_psk_value)] | None = None
-    """The key itself. For tests only: it sits in the document in clear."""
+    """The key itself, UTF-8, with the same `0x`/`0s` forms. For tests only: it sits
+    in the document in clear."""
 
     @model_validator(mode="after")
     def _one(self) -> Psk:
@@ -865,6 +866,7 @@ __all__ = [
     "DEFAULT_ESP_PROPOSALS",
     "DEFAULT_IKE_PROPOSALS",
     "KIND",
+    "MIN_PSK_LENGTH",
     "PROTOCOL_NAMES",
     "Auth",
     "Certificate",

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
@@ -41,8 +40,10 @@ from ..core.ike.config import Identity as CoreIdentity
 from ..core.ike.constants import EncrId, IdType, IntegId, ProtocolId
 from ..core.ipsec_sa import IpsecSa
 from ..core.traffic_selectors import TrafficSelector as CoreSelector
+from ..regular_files import read_regular_file, why_unreadable
 from .checks import key_length_problems
 from .errors import ConfigError, FieldError, join_path
+from .load import parse_text
 from .messages import pydantic_errors
 from .model import (
     IKE_PORT,
@@ -56,6 +57,7 @@ from .model import (
     TrafficSelector,
 )
 from .proposals import parse_child_proposal, parse_ike_proposal, parse_manual_algorithms
+from .psk import psk_bytes, strip_line_ending
 
 ReadFile = Callable[[str], bytes]
 
@@ -71,9 +73,12 @@ MIN_MTU = 576
 
 
 def read_file(path: str) -> bytes:
-    """The bytes of `path` (the default reader; raises OSError)."""
-    with open(path, "rb") as handle:
-        return handle.read()
+    """The bytes of `path` (the default reader): a regular file of at most 1 MiB.
+
+    Raises OSError or :class:`~kipsec_sidecar.regular_files.FileRefused` (a FIFO,
+    device, directory or oversized file); see :mod:`kipsec_sidecar.regular_files`.
+    """
+    return read_regular_file(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +250,8 @@ class _Builder:
         try:
             return self.reader(resolved)
         except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ConfigError([FieldError(where, f"cannot read {path}: {reason}")]) from None
+            problem = f"cannot read {path}: {why_unreadable(exc)}"
+            raise ConfigError([FieldError(where, problem)]) from None
 
     def material(self, auth: Auth, where: str) -> _Material:
         found = self._material.get(id(auth))
@@ -258,15 +263,15 @@ class _Builder:
     def _load_psk(self, auth: Auth, where: str) -> _Material:
         psk = auth.psk
         assert psk is not None
-        if psk.value is not None:
-            return _Material(psk=psk.value.get_secret_value().encode("utf-8"))
+        if psk.value is not None:  # checked by the model
+            return _Material(psk=psk_bytes(psk.value.get_secret_value().encode("utf-8")))
         assert psk.secret_file is not None
         path = join_path(where, "psk", "secretFile")
-        data = self.read(psk.secret_file, path)
-        data = data.removesuffix(b"\n").removesuffix(b"\r")
-        if len(data) < 8:
-            raise ConfigError([FieldError(path, "the key in the file is shorter than 8 bytes")])
-        return _Material(psk=data)
+        data = strip_line_ending(self.read(psk.secret_file, path))
+        try:
+            return _Material(psk=psk_bytes(data))
+        except ValueError as exc:
+            raise ConfigError([FieldError(path, f"the key in the file {exc}")]) from None
 
     def _load_cert(self, auth: Auth, where: str) -> _Material:
         spec = auth.certificate
@@ -511,10 +516,15 @@ class _Builder:
     def keys_file(self, path: str, base: str) -> ManualKeys:
         where = join_path(base, "keysFile")
         data = self.read(path, where)
-        try:
-            document = yaml.safe_load(data)
-        except Exception:  # PyYAML raises many types for hostile input
-            raise ConfigError([FieldError(where, "not a YAML or JSON mapping of keys")]) from None
+        try:  # the document's own parser: duplicate keys, merge keys, depth refused alike
+            document = parse_text(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError([FieldError(where, "not UTF-8 text")]) from None
+        except ConfigError as exc:  # its messages name lines and keys, never values
+            problem = exc.errors[0].message
+            raise ConfigError(
+                [FieldError(where, f"not a YAML or JSON mapping of keys: {problem}")]
+            ) from None
         try:
             return ManualKeys.model_validate(document)
         except ValidationError as exc:

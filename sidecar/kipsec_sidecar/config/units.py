@@ -40,11 +40,15 @@ MAX_SIZE = 2**63 - 1
 def parse_duration(value: object) -> float:
     """Seconds from a number or a duration string; `ValueError` when it is neither.
 
-    `"1h30m"` is 5400.0, `"90s"` and `90` are 90.0. Negative, infinite and NaN
-    values are refused, and so are booleans (YAML turns `yes` into True).
+    `"1h30m"` is 5400.0, `"90s"` and `90` are 90.0. Negative values, `.nan` and
+    `.inf` (each with its own message) are refused, and so are booleans (YAML turns
+    `yes` into True).
     """
     if isinstance(value, bool):
         raise ValueError("must be a duration such as '30s', '5m', '4h' or a number of seconds")
+    if isinstance(value, float) and not math.isfinite(value):
+        # YAML's .nan / .inf / -.inf: no comparison below would describe them.
+        raise ValueError("must be a finite number of seconds (not .nan or .inf)")
     if isinstance(value, int | float):
         if value > MAX_SECONDS:
             raise ValueError("longer than ten years: check the unit")
@@ -62,7 +66,7 @@ def parse_duration(value: object) -> float:
             seconds = float(text)
     else:
         raise ValueError("must be a duration such as '30s', '5m', '4h' or a number of seconds")
-    if math.isnan(seconds) or seconds < 0:
+    if seconds < 0:
         raise ValueError("must not be negative")
     if seconds > MAX_SECONDS:
         raise ValueError("longer than ten years: check the unit")

@@ -138,9 +138,7 @@ async def _daemon(
             config = load_config(config_path)
     except ConfigError as exc:
         setup_logging(_format(log_format), log_level or "info")
-        log.error("invalid configuration", extra={"path": config_path, "error": str(exc)})
-        print(f"kipsec-sidecar: {exc}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
+        return _invalid(exc, config_path)
     setup_logging(_format(log_format or config.logging.format), log_level or config.logging.level)
     try:
         enrollment = Enrollment.from_environment(config, config_path)
@@ -148,8 +146,7 @@ async def _daemon(
         if enrollment is not None and not await _wait_for_certificate(enrollment, listen):
             return EXIT_OK
     except ConfigError as exc:
-        log.error("invalid configuration", extra={"path": config_path, "error": str(exc)})
-        return EXIT_BAD_CONFIG
+        return _invalid(exc, config_path)
     except (OSError, ValueError) as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return EXIT_START_FAILED
@@ -175,8 +172,7 @@ async def _daemon(
             loaded=loaded,
         )
     except ConfigError as exc:
-        log.error("invalid configuration", extra={"path": config_path, "error": str(exc)})
-        return EXIT_BAD_CONFIG
+        return _invalid(exc, config_path)
     except DatapathError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return EXIT_START_FAILED
@@ -250,6 +246,17 @@ async def _daemon(
     if signals_seen > 1:
         code = code or EXIT_START_FAILED
     return code
+
+
+def _invalid(exc: ConfigError, config_path: str) -> int:
+    """Report an invalid configuration the one way, wherever it was found (the document,
+    or a file it names: PSK, keys, certificates): logged, and printed on stderr as the
+    error block (one line per bad field, with the document's path) for the person who
+    started the sidecar."""
+    error = exc if exc.source else exc.with_source(config_path)
+    log.error("invalid configuration", extra={"path": config_path, "error": str(error)})
+    print(f"kipsec-sidecar: {error}", file=sys.stderr)
+    return EXIT_BAD_CONFIG
 
 
 def _exit_now(why: str) -> None:

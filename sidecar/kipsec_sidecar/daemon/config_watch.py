@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +36,7 @@ from pydantic import BaseModel
 from ..config.errors import ConfigError
 from ..config.load import load_config
 from ..config.model import SidecarConfig
+from ..regular_files import FileRefused, read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 FILE_FIELDS = frozenset(
     {"secret_file", "cert_file", "key_file", "ca_files", "intermediate_files", "keys_file"}
 )
-#: Bytes of one file read for the digest; a larger file digests as its first bytes plus
-#: its size, which still changes when the kubelet swaps it.
-MAX_DIGESTED_BYTES = 16 * 1024 * 1024
 
 
 def referenced_files(config: SidecarConfig) -> tuple[str, ...]:
@@ -100,13 +97,16 @@ def digest(path: str, files: Iterable[str] = ()) -> Digest:
 
 
 def _file_digest(path: str) -> str | None:
+    """The file's digest, read as the loader reads it (:mod:`~kipsec_sidecar.regular_files`:
+    never blocking on a FIFO nor reading a device without end). Something the loader
+    refuses digests as that refusal, so loading it is tried (and its error logged) once."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_DIGESTED_BYTES)
-            size = os.fstat(handle.fileno()).st_size
+        data = read_regular_file(path)
+    except FileRefused as exc:
+        return hashlib.sha256(f"refused: {exc}".encode()).hexdigest()
     except OSError:
         return None
-    return hashlib.sha256(data + f"/{size}".encode()).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 class ConfigWatch:

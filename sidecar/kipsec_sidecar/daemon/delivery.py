@@ -36,7 +36,6 @@ import contextlib
 import json
 import logging
 import os
-import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -46,6 +45,8 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 from ..atomic_files import publish_files
+from ..identity import tls_context
+from ..regular_files import read_regular_file, why_unreadable
 from .enrollment import ENV_OPERATOR_CA_FILE, ENV_OPERATOR_URL, ENV_TOKEN_FILE, OPERATOR_CA_FILE
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,10 @@ def fetch(
     """``GET /v1/config`` once; None when the answer is 304 (unchanged). Blocking: run
     it in a thread. Raises DeliveryError (with the operator's code when it sent one)."""
     ca_file = settings.ca_file()
-    context = ssl.create_default_context(cafile=ca_file)
+    try:
+        context = tls_context(ca_file)
+    except (OSError, ValueError) as exc:
+        raise DeliveryError("operator-ca", f"cannot use {ca_file}: {why_unreadable(exc)}") from None
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     url = settings.operator_url + CONFIG_PATH
     if etag:
@@ -217,9 +221,9 @@ class Delivery:
     async def poll_once(self) -> None:
         """One poll: publish a new answer, follow the document that should be followed."""
         try:
-            token = Path(self.settings.token_file).read_text().strip()
-        except OSError as exc:
-            self._failed(DeliveryError("no-token", exc.strerror or str(exc)))
+            token = read_regular_file(self.settings.token_file).decode().strip()
+        except (OSError, ValueError) as exc:
+            self._failed(DeliveryError("no-token", why_unreadable(exc)))
             return
         try:
             answer = await _in_daemon_thread(self.fetcher, self.settings, token, self.etag)

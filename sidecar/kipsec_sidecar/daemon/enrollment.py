@@ -55,6 +55,7 @@ from ..identity import (
     store_identity,
     submit_csr,
 )
+from ..regular_files import read_regular_file, why_unreadable
 from .peers import Backoff
 
 log = logging.getLogger(__name__)
@@ -175,10 +176,10 @@ def settings_from(
 
 def _read_token(path: str) -> str:
     try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
+        token = read_regular_file(path).decode().strip()
+    except (OSError, ValueError) as exc:
         raise IdentityRequestError(
-            "no-token", f"cannot read the token file {path}: {exc.strerror}", retryable=True
+            "no-token", f"cannot read the token file {path}: {why_unreadable(exc)}", retryable=True
         ) from None
     if not token:
         raise IdentityRequestError("no-token", f"the token file {path} is empty", retryable=True)
@@ -189,7 +190,7 @@ def _anchors(where: str, files: tuple[str, ...]) -> list[x509.Certificate]:
     anchors: list[x509.Certificate] = []
     for path in files:
         try:
-            anchors += x509.load_pem_x509_certificates(Path(path).read_bytes())
+            anchors += x509.load_pem_x509_certificates(read_regular_file(path))
         except (OSError, ValueError) as exc:
             raise IdentityRequestError(
                 "trust-bundle", f"{where}: cannot read {path}: {exc}", retryable=True

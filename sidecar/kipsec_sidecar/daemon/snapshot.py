@@ -34,21 +34,32 @@ def peer_view(peer: Peer) -> PeerView:
 
 
 def ike_view(peer: Peer, sa: IkeSa) -> IkeSaView:
-    """One IKE SA: algorithms and identities from its IkeSaEstablished, SPIs current."""
+    """One IKE SA as it exists now: role, SPIs and algorithms of its current context (an
+    IKE SA rekey replaces all three: the rekey's initiator becomes the original
+    initiator), identities and NAT from its IkeSaEstablished."""
     info = peer.established.get(sa)
     natt = bool(info and info.nat_detected) or sa.peer_addr[1] == 4500
+    selection = sa.current.selection
+    if selection is not None and selection.encr_id is not None and info is not None:
+        encryption = _encryption_name(selection.encr_id, selection.encr_key_bits) or ""
+        prf = _prf_name(selection.prf_id) if selection.prf_id is not None else ""
+        dh_group = _dh_name(selection.dh_group) if selection.dh_group is not None else ""
+    else:
+        encryption = (_encryption_name(info.encr_id, info.encr_key_bits) or "") if info else ""
+        prf = _prf_name(info.prf_id) if info else ""
+        dh_group = _dh_name(info.dh_group) if info else ""
     return IkeSaView(
         state=sa.state.value,
-        initiator=sa.is_initiator,
+        initiator=sa.original_initiator,
         local_addr=f"{peer.plan.local_address}:{4500 if natt else 500}",
         remote_addr=f"{sa.peer_addr[0]}:{sa.peer_addr[1]}",
         local_id=info.local_id if info else "",
         remote_id=info.remote_id if info else "",
         spi_i=sa.spi_i.hex(),
         spi_r=sa.spi_r.hex(),
-        encryption=(_encryption_name(info.encr_id, info.encr_key_bits) or "") if info else "",
-        prf=_prf_name(info.prf_id) if info else "",
-        dh_group=_dh_name(info.dh_group) if info else "",
+        encryption=encryption,
+        prf=prf,
+        dh_group=dh_group,
         nat_detected=bool(info and info.nat_detected),
         established_at=peer.established_at.get(sa),
     )

@@ -210,6 +210,17 @@ class IkeSa:
         return self._ctx.spi_r
 
     @property
+    def original_initiator(self) -> bool:
+        """Whether this side is the original initiator of the IKE SA that exists now.
+
+        That is the side that sent IKE_SA_INIT until the IKE SA is rekeyed, and the side
+        that started the rekey after it (RFC 7296 section 2.18: the new SA's SPIs, keys
+        and I flag follow the rekey's initiator). :attr:`is_initiator` keeps who started
+        the first exchange of this object, for decisions about how it was created.
+        """
+        return self._ctx.original_initiator
+
+    @property
     def established(self) -> bool:
         return self.state is IkeState.ESTABLISHED
 
