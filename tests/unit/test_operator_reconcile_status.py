@@ -221,9 +221,36 @@ def test_a_short_psk_is_reported_readably_without_its_value(value: str) -> None:
     message = status["conditions"][0]["message"]
     assert message == (
         'spec.authentication.psk.secretRef.key: the PSK in Secret "rb-short" key "psk" is '
-        "shorter than 8 bytes; use 32 random bytes (the value is not shown)"
+        "shorter than 8 bytes (after decoding a 0x/0s form); use 32 random bytes (the value "
+        "is not shown)"
     )
     assert REDACTED not in str(status)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("0x01020304", "is shorter than 8 bytes (after decoding a 0x/0s form)"),
+        ("0xnot-hex-at-all", "starts with 0x but the rest is not hexadecimal"),
+        ("0s!!!!", "starts with 0s but the rest is not base64"),
+        ("0x0102030405060708", None),
+        ("0sAAECAwQFBgcICQ==", None),
+    ],
+)
+def test_the_operator_reads_a_psk_as_the_sidecar_does(value: str, problem: str | None) -> None:
+    """A Secret holding `0x…`/`0s…` is judged by the sidecar's own rule (decoded length,
+    valid encoding), so a key the pods would refuse is a condition, not a pod log line."""
+    spec = psk_mesh_spec(secret_name="hexpsk")
+    cluster = Cluster.of(
+        [namespace("default"), psk_secret("hexpsk", value=value), tunnel("t", spec), *MESH]
+    )
+    status = tunnel_status(cluster.tunnels[("default", "t")], plan(cluster), cluster, {}, now=NOW)
+    messages = " ".join(c.get("message", "") for c in status["conditions"])
+    if problem is None:
+        assert "spec.authentication.psk" not in messages
+    else:
+        assert problem in messages
+        assert value not in messages
 
 
 @pytest.mark.parametrize(

@@ -25,13 +25,13 @@ from pydantic import ValidationError
 from kipsec_operator.crds.models import TunnelSpec
 from kipsec_sidecar.config.errors import FieldError, join_path
 from kipsec_sidecar.config.messages import pydantic_errors
-from kipsec_sidecar.config.model import MIN_PSK_LENGTH
 from kipsec_sidecar.config.proposals import (
     ProposalError,
     parse_child_proposal,
     parse_ike_proposal,
     parse_manual_algorithms,
 )
+from kipsec_sidecar.config.psk import psk_bytes, strip_line_ending
 from kipsec_sidecar.config.units import parse_duration
 
 from .cluster import Cluster, K8sObject, key_of
@@ -183,12 +183,13 @@ def _check_authentication(
         value = _decoded(cluster, namespace, ref.name, ref.key)
         if value is None:
             yield FieldError(f"{path}.key", f'Secret "{ref.name}" key "{ref.key}" is not base64')
-        elif len(value.rstrip(b"\n")) < MIN_PSK_LENGTH:
-            yield FieldError(
-                f"{path}.key",
-                f'the PSK in Secret "{ref.name}" key "{ref.key}" is shorter than '
-                f"{MIN_PSK_LENGTH} bytes; use 32 random bytes (the value is not shown)",
-            )
+        else:
+            try:
+                psk_bytes(strip_line_ending(value))
+            except ValueError as error:
+                yield FieldError(
+                    f"{path}.key", f'the PSK in Secret "{ref.name}" key "{ref.key}" {error}'
+                )
         return
     certificate = auth.certificate
     assert certificate is not None
