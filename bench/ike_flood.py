@@ -96,11 +96,13 @@ def ping_loss(output: str) -> float:
 def counters(sidecar: Sidecar) -> dict[str, Any]:
     """What the sidecar's snapshot says about the flood (keys it lacks are left out)."""
     snapshot = sidecar.sas()
-    found: dict[str, Any] = {"dropped (malformed)": snapshot.get("drops", {}).get("malformed")}
-    ike = snapshot.get("ike_flood")
-    if isinstance(ike, dict):
-        found.update({f"ike {name}": value for name, value in ike.items()})
-    found["log lines suppressed"] = snapshot.get("log_suppressed")
+    found: dict[str, Any] = {
+        "drops (malformed)": snapshot.get("drops", {}).get("malformed"),
+        "half-open IKE SAs": snapshot.get("ike_half_open"),
+        "COOKIEs sent": snapshot.get("ike_cookies_sent"),
+        "requests refused": snapshot.get("ike_refused"),
+        "log lines suppressed": snapshot.get("log_suppressed"),
+    }
     return {k: v for k, v in found.items() if v is not None}
 
 

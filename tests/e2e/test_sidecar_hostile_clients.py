@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from support.netns import Topology
-from support.sidecars import Sidecar, peer_entry
+from support.sidecars import Sidecar, peer_entry, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -133,3 +133,32 @@ def test_probes_keep_answering_while_another_pod_holds_the_health_ports(
     assert target.running, target.tail()
     written = _log_lines(target) - before
     assert written <= MAX_LOG_LINES, f"{written} log lines during the attack:\n{target.tail(10)}"
+
+
+_IKE_FLOOD = r"""
+import os, socket, sys, time
+target, count = sys.argv[1], int(sys.argv[2])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for n in range(count):
+    # An IKE_SA_INIT request header (RFC 7296 3.1): SPIi, zero SPIr, no payloads.
+    header = os.urandom(8) + bytes(8) + bytes([0, 0x20, 34, 0x08, 0, 0, 0, 0, 0, 0, 0, 28])
+    sock.sendto(header, (target, 500))
+    if n % 100 == 99:
+        time.sleep(0.01)
+"""
+
+
+def test_an_ike_sa_init_flood_from_a_stranger_writes_a_bounded_log(
+    topology: Topology, target: Sidecar
+) -> None:
+    before = _log_lines(target)
+    topology.python("px", _IKE_FLOOD, topology.address("pa"), "3000", timeout=30)
+
+    def refused_all() -> bool:
+        refused = target.sas().get("ike_refused", {})
+        return bool(refused.get("unknown_peer", 0) >= 3000)
+
+    wait_until("every request refused", refused_all, timeout=15)
+    written = _log_lines(target) - before
+    assert written <= 20, f"{written} log lines for 3000 refused requests:\n{target.tail(10)}"
+    assert target.sas()["log_suppressed"] >= 3000 - written
