@@ -119,6 +119,8 @@ class _Slots:
         """Take ``task`` from ``source`` in, cancelling another connection if the table is
         full; False when the newcomer is the one to close."""
         if self._count >= self.limit:
+            if not self._by_source:
+                return False  # a limit of 0
             busiest = max(self._by_source, key=lambda s: len(self._by_source[s]))
             if len(self._by_source[busiest]) <= len(self._by_source.get(source, ())):
                 return False
