@@ -44,6 +44,7 @@ sys.path.append(str(REPO / "tests"))
 from kipsec_sidecar.core.ike.constants import EncrId  # noqa: E402
 from kipsec_sidecar.datapath.sockets import GsoSender, enable_gro, receive_batch  # noqa: E402
 from kipsec_sidecar.datapath.userspace import UserspaceDatapath, UserspaceOptions  # noqa: E402
+from support.procstat import cpu_seconds  # noqa: E402
 from support.userspace_harness import _Child  # noqa: E402
 
 VARIANTS: dict[str, dict[str, bool]] = {
@@ -159,12 +160,6 @@ def _stop_child(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine so far."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -214,14 +209,14 @@ def main() -> None:
             pa = _start_child(topology, "pa", _spec(a, b, keys, switches))
             pb = _start_child(topology, "pb", _spec(b, a, keys, switches))
             try:
-                cpu0 = _cpu_seconds(pa.pid), _cpu_seconds(pb.pid)
+                cpu0 = cpu_seconds(pa.pid), cpu_seconds(pb.pid)
                 busy0 = _machine_busy()
                 start = time.monotonic()
                 rate = tcp_throughput(topology, "pa", "pb", args.seconds)
                 wall = time.monotonic() - start
                 busy1 = _machine_busy()
-                cpu_a = (_cpu_seconds(pa.pid) - cpu0[0]) / wall
-                cpu_b = (_cpu_seconds(pb.pid) - cpu0[1]) / wall
+                cpu_a = (cpu_seconds(pa.pid) - cpu0[0]) / wall
+                cpu_b = (cpu_seconds(pb.pid) - cpu0[1]) / wall
                 machine = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
                 sent = max(1, _packets(pa, "packets_out"))
                 received = max(1, _packets(pb, "packets_in"))

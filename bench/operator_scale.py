@@ -52,6 +52,7 @@ from support.operator_objects import (  # noqa: E402
     psk_mesh_spec,
     tunnel,
 )
+from support.procstat import cpu_seconds  # noqa: E402
 
 NODES = 50
 PODS_PER_TUNNEL = 10
@@ -131,13 +132,6 @@ async def wait(check: Any, deadline: float, interval: float = 0.05) -> bool:
             return True
         await asyncio.sleep(interval)
     return False
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds `pid` has used: its own cost, whatever else the machine
-    runs (wall times stretch with the load of a shared machine, this does not)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def memory(pid: int) -> tuple[int, int]:

@@ -354,6 +354,28 @@ def _traffic(c: Catalog) -> Iterator[PanelSpec]:
         "pps",
         (Query(f"sum {c.by(drops, 'reason')} (rate({c.series(drops)}[{RATE}]))", "{{reason}}"),),
     )
+    cookies, refused = "kipsec_ike_cookies_sent_total", "kipsec_ike_requests_refused_total"
+    suppressed = "kipsec_log_lines_suppressed_total"
+    yield PanelSpec(
+        row,
+        "IKE_SA_INIT floods and log suppression",
+        "IKE_SA_INIT requests answered with a COOKIE (too many half-open SAs: a flood from "
+        "a peer's address) and refused before any state (unknown_peer: from an address no "
+        "peer has), and log lines the sidecars' rate limiter held back.",
+        "timeseries",
+        "ops",
+        (
+            Query(
+                f"sum {c.by(cookies, 'namespace', 'pod')} (rate({c.series(cookies)}[{RATE}]))",
+                "{{namespace}}/{{pod}} COOKIEs",
+            ),
+            Query(
+                f"sum {c.by(refused, 'reason')} (rate({c.series(refused)}[{RATE}]))",
+                "refused: {{reason}}",
+            ),
+            Query(f"sum(rate({c.series(suppressed)}[{RATE}]))", "log lines suppressed"),
+        ),
+    )
     yield PanelSpec(
         row,
         "Replay and integrity drops by pod",

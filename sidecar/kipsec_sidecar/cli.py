@@ -32,6 +32,8 @@ EXIT_CANNOT_CONNECT = 3
 
 #: Environment variable naming the health endpoint's address (the injected sidecar's).
 HEALTH_LISTEN_ENV = "KIPSEC_HEALTH_LISTEN"
+#: Environment variable naming the probes-only listener's address (the injected sidecar's).
+PROBE_LISTEN_ENV = "KIPSEC_PROBE_LISTEN"
 
 
 def wall_clock() -> float:
@@ -70,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR:PORT",
         help=f"health/metrics endpoint, also while waiting for the configuration file "
         f"(default ${HEALTH_LISTEN_ENV}, else the configuration's metrics.listen)",
+    )
+    run.add_argument(
+        "--probe-listen",
+        default=os.environ.get(PROBE_LISTEN_ENV) or None,
+        metavar="ADDR:PORT",
+        help=f"a second listener serving only /healthz and /readyz, for the kubelet's "
+        f"probes, with its own connection limit (default ${PROBE_LISTEN_ENV}; unset: none)",
     )
     run.add_argument(
         "--operator-config-dir",
@@ -128,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
             ("log_format", args.log_format),
             ("log_level", args.log_level),
             ("health_listen", args.health_listen),
+            ("probe_listen", args.probe_listen),
             ("operator_config_dir", args.operator_config_dir),
         )
         if value is not None

@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .logs import LIMITER
 from .state import ControlError, Controller, RekeyKind
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ class ControlServer:
         peer = request.get("peer")
         if (peer is not None or command in PEER_COMMANDS) and not (isinstance(peer, str) and peer):
             return _request_error(f"{command}: field 'peer' must be a peer name")
-        log.info("control request", extra={"command": command, "peer": peer})
+        LIMITER.log(log, logging.INFO, "control request", {"command": command, "peer": peer})
         try:
             async with asyncio.timeout(self._action_timeout):
                 result = await self._dispatch(command, request)
@@ -184,7 +185,9 @@ class ControlServer:
         except TimeoutError:
             return _request_error(f"{command}: no answer within {self._action_timeout:g} s")
         except Exception as error:
-            log.exception("control request failed", extra={"command": command})
+            LIMITER.log(
+                log, logging.ERROR, "control request failed", {"command": command}, exc_info=True
+            )
             return _request_error(f"{command}: internal error ({type(error).__name__})")
         return {"ok": True, "result": result}
 

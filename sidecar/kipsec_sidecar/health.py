@@ -7,7 +7,19 @@ loop with no thread and no framework. It answers one GET per connection and clos
 - a request head larger than :data:`MAX_REQUEST_HEAD` bytes: 431;
 - a head not complete within ``read_timeout`` seconds (a slow or idle client): 408;
 - a method other than GET: 405 with ``Allow: GET``; an unknown path: 404; garbage: 400;
-- more than ``max_connections`` open connections: the newest is closed at once.
+- more than ``max_connections`` open connections on one listener: room is made by
+  closing the oldest connection of the source address that holds the most, unless the
+  newcomer's own source holds as many (then the newcomer is closed at once). One client,
+  however many connections it opens and reopens, cannot keep another out: a slowloris from
+  another pod does not starve the kubelet's probes or Prometheus.
+
+Every refused or cut connection is logged through :data:`~kipsec_sidecar.logs.LIMITER`,
+so a connection flood writes a bounded number of lines.
+
+With ``probe_listen`` a second listener serves only ``/healthz`` and ``/readyz``, with its
+own connection table: the injected probes point there (port 9586), and a NetworkPolicy
+can close that port to every other client (the kubelet's probes from the pod's own node
+are always allowed), so nothing that reaches ``/metrics`` and ``/status`` can touch it.
 
 ``/healthz`` answers 200 whenever the event loop runs (a liveness probe: a wedged loop
 does not answer at all). ``/readyz`` answers 200 when ``snapshot().ready`` and 503 with
@@ -30,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -37,15 +50,17 @@ from http import HTTPStatus
 
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 
+from .logs import LIMITER
 from .state import Controller, SidecarSnapshot
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:9585"
 MAX_REQUEST_HEAD = 8192
-READ_TIMEOUT = 5.0
+READ_TIMEOUT = 3.0
 WRITE_TIMEOUT = 10.0
 MAX_CONNECTIONS = 64
+PROBE_PATHS = ("/healthz", "/readyz")
 MAX_NAMES_IN_REASON = 10
 
 _TEXT = "text/plain; charset=utf-8"
@@ -89,12 +104,59 @@ class _Refused(Exception):
         self.headers = headers or {}
 
 
-class HealthServer:
-    """Serves the three endpoints for one controller and registry.
+Route = Callable[[], tuple[HTTPStatus, str, bytes]]
 
-    ``start()`` binds (port 0 picks a free port, see :attr:`port`); ``close()`` stops
-    listening and cuts open connections. Bind errors (address in use, permission)
-    propagate from ``start()`` as OSError.
+
+class _Slots:
+    """The open connections of one listener, by source address (see the module's rule)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._by_source: dict[str, list[asyncio.Task[None]]] = {}
+        self._count = 0
+
+    def admit(self, source: str, task: asyncio.Task[None]) -> bool:
+        """Take ``task`` from ``source`` in, cancelling another connection if the table is
+        full; False when the newcomer is the one to close."""
+        if self._count >= self.limit:
+            if not self._by_source:
+                return False  # a limit of 0
+            busiest = max(self._by_source, key=lambda s: len(self._by_source[s]))
+            if len(self._by_source[busiest]) <= len(self._by_source.get(source, ())):
+                return False
+            victim = self._by_source[busiest][0]
+            self.discard(busiest, victim)
+            victim.cancel()
+            LIMITER.log(
+                log,
+                logging.WARNING,
+                "health endpoint: too many connections, closed the oldest of the busiest source",
+                {"limit": self.limit, "source": busiest},
+            )
+        self._by_source.setdefault(source, []).append(task)
+        self._count += 1
+        return True
+
+    def discard(self, source: str, task: asyncio.Task[None]) -> None:
+        tasks = self._by_source.get(source)
+        if tasks is None or task not in tasks:
+            return
+        tasks.remove(task)
+        self._count -= 1
+        if not tasks:
+            del self._by_source[source]
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [task for tasks in self._by_source.values() for task in tasks]
+
+
+class HealthServer:
+    """Serves the endpoints for one controller and registry.
+
+    ``start()`` binds ``listen`` and, if given, ``probe_listen`` (port 0 picks a free
+    port, see :attr:`port` and :attr:`probe_port`); ``close()`` stops listening and cuts
+    open connections. Bind errors (address in use, permission) propagate from
+    ``start()`` as OSError.
     """
 
     def __init__(
@@ -106,17 +168,19 @@ class HealthServer:
         read_timeout: float = READ_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
         waiting: str = "waiting for configuration",
+        probe_listen: str | None = None,
     ) -> None:
         self._controller = controller
         self.waiting = waiting
         """Why there is no controller yet (the 503 body while ``controller`` is None)."""
         self._registry = registry
         self._host, self._port = parse_listen(listen)
+        self._probe = parse_listen(probe_listen) if probe_listen is not None else None
         self._read_timeout = read_timeout
         self._max_connections = max_connections
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
-        self._routes: dict[str, Callable[[], tuple[HTTPStatus, str, bytes]]] = {
+        self._servers: list[asyncio.Server] = []
+        self._slots: list[_Slots] = []
+        self._routes: dict[str, Route] = {
             "/metrics": self._metrics,
             "/healthz": self._healthz,
             "/readyz": self._readyz,
@@ -126,28 +190,54 @@ class HealthServer:
     @property
     def port(self) -> int:
         """The bound port (useful when configured with port 0)."""
-        if self._server is None or not self._server.sockets:
-            return self._port
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._bound(0, self._port)
+
+    @property
+    def probe_port(self) -> int | None:
+        """The probe listener's bound port; None without ``probe_listen``."""
+        return None if self._probe is None else self._bound(1, self._probe[1])
+
+    def _bound(self, index: int, configured: int) -> int:
+        if len(self._servers) <= index or not self._servers[index].sockets:
+            return configured
+        return int(self._servers[index].sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, self._host, self._port, limit=MAX_REQUEST_HEAD
-        )
-        log.info(
-            "health endpoint listening",
-            extra={"listen": f"{self._host}:{self.port}", "paths": sorted(self._routes)},
-        )
+        listeners = [(self._host, self._port, self._routes)]
+        if self._probe is not None:
+            probes = {path: self._routes[path] for path in PROBE_PATHS}
+            listeners.append((*self._probe, probes))
+        try:
+            for host, port, routes in listeners:
+                slots = _Slots(self._max_connections)
+                server = await asyncio.start_server(
+                    functools.partial(self._serve, routes=routes, slots=slots),
+                    host,
+                    port,
+                    limit=MAX_REQUEST_HEAD,
+                )
+                self._servers.append(server)
+                self._slots.append(slots)
+                bound = server.sockets[0].getsockname()[1] if server.sockets else port
+                log.info(
+                    "health endpoint listening",
+                    extra={"listen": f"{host}:{bound}", "paths": sorted(routes)},
+                )
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        for task in list(self._connections):
+        servers, self._servers = self._servers, []
+        tasks = [task for slots in self._slots for task in slots.tasks()]
+        self._slots = []
+        for server in servers:
+            server.close()
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for server in servers:
+            await server.wait_closed()
 
     async def __aenter__(self) -> HealthServer:
         await self.start()
@@ -156,19 +246,28 @@ class HealthServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        routes: dict[str, Route],
+        slots: _Slots,
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= self._max_connections:
-            log.warning(
-                "health endpoint: too many connections, closing one",
-                extra={"limit": self._max_connections},
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if not slots.admit(source, task):
+            LIMITER.log(
+                log,
+                logging.WARNING,
+                "health endpoint: too many connections from one source, closed the new one",
+                {"limit": slots.limit, "source": source},
             )
             writer.close()
             return
-        self._connections.add(task)
         try:
-            await self._answer(reader, writer)
+            await self._answer(reader, writer, routes)
         except (TimeoutError, ConnectionError):
             pass
         except asyncio.CancelledError:
@@ -177,18 +276,20 @@ class HealthServer:
             # "unhandled exception in client_connected_cb".
             pass
         finally:
-            self._connections.discard(task)
+            slots.discard(source, task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _answer(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, routes: dict[str, Route]
+    ) -> None:
         head_request = False
         try:
             head = await self._read_head(reader)
             method, path = _request_line(head)
             head_request = method == "HEAD"
-            route = self._routes.get(path)
+            route = routes.get(path)
             if route is None:
                 raise _Refused(HTTPStatus.NOT_FOUND, f"no such path: {path[:100]}")
             if method != "GET":
@@ -248,7 +349,7 @@ class HealthServer:
         try:
             return HTTPStatus.OK, CONTENT_TYPE_PLAIN_0_0_4, generate_latest(self._registry)
         except Exception as error:
-            log.exception("metrics collection failed", extra={"error": type(error).__name__})
+            _failed("metrics collection failed", error)
             return HTTPStatus.INTERNAL_SERVER_ERROR, _TEXT, b"metrics collection failed\n"
 
     def _healthz(self) -> tuple[HTTPStatus, str, bytes]:
@@ -263,7 +364,7 @@ class HealthServer:
         try:
             data = self._controller.snapshot().to_json()
         except Exception as error:
-            log.exception("status snapshot failed", extra={"error": type(error).__name__})
+            _failed("status snapshot failed", error)
             body = {"phase": "error", "reason": "snapshot failed"}
             return HTTPStatus.INTERNAL_SERVER_ERROR, _JSON, json.dumps(body).encode()
         return HTTPStatus.OK, _JSON, json.dumps({"phase": "running", **data}).encode()
@@ -274,11 +375,17 @@ class HealthServer:
         try:
             snapshot = self._controller.snapshot()
         except Exception as error:
-            log.exception("readiness snapshot failed", extra={"error": type(error).__name__})
+            _failed("readiness snapshot failed", error)
             return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, b"not ready: snapshot failed\n"
         if snapshot.ready:
             return HTTPStatus.OK, _TEXT, b"ready\n"
         return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, (not_ready_reason(snapshot) + "\n").encode()
+
+
+def _failed(event: str, error: Exception) -> None:
+    """Log a failure while answering, with its traceback, through the limiter (a client
+    that asks again and again must not multiply the tracebacks)."""
+    LIMITER.log(log, logging.ERROR, event, {"error": type(error).__name__}, exc_info=True)
 
 
 def _request_line(head: bytes) -> tuple[str, str]:

@@ -16,6 +16,17 @@ log secrets: it replaces the value of any field whose name suggests secret mater
 a log; 8 bytes or fewer, e.g. an SPI, are shown as hex). It cannot see a secret formatted
 into the message text itself, so never do that; bytes passed as ``%s`` arguments are
 redacted too.
+
+A line that a peer, a packet or a connection can cause goes through :data:`LIMITER`
+(one :class:`LogLimiter` per process) instead of the logger, so a flood writes a bounded
+number of lines::
+
+    LIMITER.log(log, logging.INFO, "IKE_SA_INIT from an unknown address refused",
+                {"source": addr[0]})
+
+Per event, the first :data:`BURST` lines of each :data:`PERIOD` are written; the rest are
+counted, summarized in one ``similar lines suppressed`` line when the period ends, and
+exported as ``kipsec_log_lines_suppressed_total``.
 """
 
 from __future__ import annotations
@@ -25,7 +36,8 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
 LogFormat = Literal["text", "json"]
@@ -186,3 +198,95 @@ def setup_logging(
     for noisy in _NOISY_LIBRARIES:
         logging.getLogger(noisy).setLevel(max(number, logging.INFO))
     return handler
+
+
+#: Lines of one event written per period before the rest are suppressed.
+BURST = 10
+#: Seconds of one rate-limiting window.
+PERIOD = 10.0
+
+
+@dataclass(slots=True)
+class _Window:
+    """One event's current period: when it began, lines written and suppressed."""
+
+    start: float
+    logger: logging.Logger
+    level: int
+    shown: int = 0
+    suppressed: int = 0
+
+
+class LogLimiter:
+    """The first ``burst`` lines per event and ``period``, then one summary with the count.
+
+    The key is the logger and the event text (or ``key``), never a field value: a flood
+    from many addresses is one key, and the keys are bounded by the code. A line below the
+    logger's level is neither written nor counted. When a period in which lines were
+    suppressed ends, one ``similar lines suppressed`` line names the event and the count
+    at the event's level: at the next line of that event, or at :meth:`flush`, which the
+    daemon calls once a second. ``suppressed`` is the total ever suppressed (a metric).
+    ``clock`` is injected for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        burst: int = BURST,
+        period: float = PERIOD,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst = burst
+        self.period = period
+        self._clock = clock
+        self._windows: dict[tuple[str, str], _Window] = {}
+        self.suppressed = 0
+
+    def log(
+        self,
+        logger: logging.Logger,
+        level: int,
+        event: str,
+        extra: Mapping[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        exc_info: bool = False,
+    ) -> bool:
+        """Log ``event`` with ``extra`` unless its burst is spent; whether it was written."""
+        if not logger.isEnabledFor(level):
+            return False
+        now = self._clock()
+        name = (logger.name, key or event)
+        window = self._windows.get(name)
+        if window is not None and now - window.start >= self.period:
+            self._summarize(name, window)
+            window = None
+        if window is None:
+            window = self._windows[name] = _Window(now, logger, level)
+        if window.shown < self.burst:
+            window.shown += 1
+            logger.log(level, event, extra=dict(extra or {}), exc_info=exc_info)
+            return True
+        window.suppressed += 1
+        self.suppressed += 1
+        return False
+
+    def flush(self) -> None:
+        """Write the summary of every period that has ended, and forget those periods."""
+        now = self._clock()
+        for name, window in list(self._windows.items()):
+            if now - window.start >= self.period:
+                self._summarize(name, window)
+
+    def _summarize(self, name: tuple[str, str], window: _Window) -> None:
+        del self._windows[name]
+        if window.suppressed:
+            window.logger.log(
+                window.level,
+                "similar lines suppressed",
+                extra={"like": name[1], "suppressed": window.suppressed, "seconds": self.period},
+            )
+
+
+LIMITER = LogLimiter()
+"""The process's limiter for every line a peer, a packet or a connection can cause."""

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from . import __version__
+from .core.ike.endpoint import REFUSALS
 from .core.ike.engine import IkeState
 from .handshake_failures import REASONS as FAILURE_REASONS
 from .state import ChildSaView, Controller, SidecarSnapshot
@@ -182,13 +183,34 @@ class SnapshotCollector:
             "kipsec_dropped_packets",
             "Packets dropped by the datapath, by reason: replay (outside or seen in the "
             "replay window), integrity (ICV check failed), no_sa (unknown SPI or no "
-            "outbound SA), policy (not allowed by the SPD), malformed (unparseable).",
+            "outbound SA), policy (not allowed by the SPD), malformed (unparseable, or an "
+            "IKE datagram for no IKE SA).",
             labels=["reason"],
         )
         errors = CounterMetricFamily(
             "kipsec_datapath_errors",
             "Errors of the datapath itself (device, socket, install failures), by kind.",
             labels=["kind"],
+        )
+        half_open = GaugeMetricFamily(
+            "kipsec_ike_half_open_sas",
+            "Responder IKE SAs that answered IKE_SA_INIT and wait for IKE_AUTH; from 10 on, "
+            "new requests must echo a COOKIE.",
+        )
+        cookies = CounterMetricFamily(
+            "kipsec_ike_cookies_sent",
+            "IKE_SA_INIT requests answered statelessly with a COOKIE (too many half-open SAs).",
+        )
+        refused = CounterMetricFamily(
+            "kipsec_ike_requests_refused",
+            "IKE_SA_INIT requests refused before any state was made, by reason: unknown_peer "
+            "(no peer has the source address), malformed, unsupported_critical.",
+            labels=["reason"],
+        )
+        suppressed = CounterMetricFamily(
+            "kipsec_log_lines_suppressed",
+            "Log lines held back by the rate limiter (per event, the first 10 per 10 s are "
+            "written, then one summary).",
         )
         info = GaugeMetricFamily(
             "kipsec_datapath_info",
@@ -216,12 +238,16 @@ class SnapshotCollector:
             auth.add_metric([], snap.auth_failures)
             _by_key(drops, snap.drops, DROP_REASONS)
             _by_key(errors, snap.datapath_errors, ())
+            half_open.add_metric([], snap.ike_half_open)
+            cookies.add_metric([], snap.ike_cookies_sent)
+            _by_key(refused, snap.ike_refused, REFUSALS)
+            suppressed.add_metric([], snap.log_suppressed)
             info.add_metric([snap.datapath, snap.datapath_reason], 1)
             ready.add_metric([], 1 if snap.ready else 0)
             started.add_metric([], snap.started_at)
             build.add_metric([snap.version or __version__, platform.python_version()], 1)
         yield from (ike, child, peers, packets, octets, handshakes, failures, rekeys, auth, drops)
-        yield from (errors, info, ready, started, build)
+        yield from (errors, half_open, cookies, refused, suppressed, info, ready, started, build)
 
     def _fill(
         self,

@@ -97,6 +97,11 @@ class SidecarSnapshot:
     datapath_errors: dict[str, int] = field(default_factory=dict)  #: by kind
     config_generation: int = 0  #: configurations applied since start (1: the first)
     config_digest: str = ""  #: SHA-256 hex of the applied document's bytes
+    ike_half_open: int = 0  #: responder IKE SAs that answered IKE_SA_INIT, waiting for IKE_AUTH
+    ike_cookies_sent: int = 0  #: IKE_SA_INIT requests answered with a COOKIE instead of state
+    ike_refused: dict[str, int] = field(default_factory=dict)
+    """IKE_SA_INIT requests refused before any state, by reason (``endpoint.REFUSALS``)."""
+    log_suppressed: int = 0  #: log lines the rate limiter held back (``logs.LIMITER``)
 
     @property
     def ready(self) -> bool:

@@ -89,7 +89,9 @@ OPTIONS: dict[str, Obj] = {
     "dashboard off": {"dashboard": {"enabled": False}},
     "existing service account": {"serviceAccount": {"create": False, "name": "kipsec-sa"}},
     "image by digest": {"operator": {"image": {"digest": "sha256:" + "ab" * 32}}},
-    "sidecar via device plugin": {"sidecar": {"tunDevice": "devicePlugin", "healthPort": 9600}},
+    "sidecar via device plugin": {
+        "sidecar": {"tunDevice": "devicePlugin", "healthPort": 9600, "probePort": 9601}
+    },
     "scheduling": {
         "operator": {
             "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -425,6 +427,7 @@ def test_images_and_sidecar_settings_reach_the_operator() -> None:
     settings = env(render(OPTIONS["sidecar via device plugin"]))
     assert settings["KIPSEC_TUN_DEVICE"] == "devicePlugin"
     assert settings["KIPSEC_SIDECAR_HEALTH_PORT"] == "9600"
+    assert settings["KIPSEC_SIDECAR_PROBE_PORT"] == "9601"
     assert settings["KIPSEC_SIDECAR_IMAGE"] == "ghcr.io/kipsec/kipsec-sidecar:0.1.0"
 
 

@@ -226,6 +226,63 @@ def test_connections_beyond_the_limit_are_closed_at_once() -> None:
     serve(test, max_connections=2)
 
 
+def test_one_source_holding_every_connection_cannot_keep_another_out() -> None:
+    async def test(server: HealthServer) -> None:
+        # 127.0.0.2 fills the table with idle connections (a slowloris)...
+        idle = [
+            await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.2", 0))
+            for _ in range(4)
+        ]
+        await asyncio.sleep(0.05)
+        # ...a probe from another source still gets its answer, in a slot taken from the
+        # oldest of the flooding source's connections,
+        started = time.monotonic()
+        assert (await get(server.port, "/healthz"))[0] == 200
+        assert time.monotonic() - started < 0.4
+        async with asyncio.timeout(1):
+            assert await idle[0][0].read() == b""
+        # When the flooding source holds the whole table again, its next connection is the
+        # one closed at once.
+        idle.append(
+            await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.2", 0))
+        )
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.port, local_addr=("127.0.0.2", 0)
+        )
+        async with asyncio.timeout(1):
+            assert await reader.read() == b""
+        for _, w in [*idle, (reader, writer)]:
+            w.close()
+
+    serve(test, max_connections=4, read_timeout=5.0)
+
+
+def test_the_probe_listener_serves_only_the_probes_with_its_own_table() -> None:
+    async def main() -> None:
+        controller = ControllerDouble()
+        server = HealthServer(
+            controller,
+            build_registry(controller),
+            "127.0.0.1:0",
+            probe_listen="127.0.0.1:0",
+            max_connections=2,
+        )
+        async with server:
+            assert server.probe_port is not None and server.probe_port != server.port
+            idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            assert (await get(server.probe_port, "/healthz"))[0] == 200
+            assert (await get(server.probe_port, "/readyz"))[0] == 200
+            assert (await get(server.probe_port, "/metrics"))[0] == 404
+            assert (await get(server.probe_port, "/status"))[0] == 404
+            for _, w in idle:
+                w.close()
+            await asyncio.sleep(0.1)
+            assert (await get(server.port, "/metrics"))[0] == 200
+
+    asyncio.run(main())
+
+
 def test_a_failing_snapshot_answers_500_on_metrics_and_503_on_readyz() -> None:
     class Broken(ControllerDouble):
         def snapshot(self):  # type: ignore[no-untyped-def]

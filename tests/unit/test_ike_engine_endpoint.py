@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
+
 from kipsec_sidecar.core.ike.config import IkeConfig
-from kipsec_sidecar.core.ike.endpoint import Endpoint
+from kipsec_sidecar.core.ike.constants import NotifyType
+from kipsec_sidecar.core.ike.endpoint import COOKIE_THRESHOLD, Endpoint
+from kipsec_sidecar.core.ike.engine import IkeSa
 from kipsec_sidecar.core.ike.events import ChildSaEstablished, IkeSaEstablished
-from kipsec_sidecar.core.ike.message import decode_message
+from kipsec_sidecar.core.ike.message import Message, decode_message, encode_message
 from support.ike_pair import (
     I2R,
     INITIATOR_ADDR,
@@ -103,3 +109,63 @@ def test_cookie_reply_is_stateless_and_names_the_initiator_spi() -> None:
     reply = decode_message(answer)
     assert reply.spi_i == decode_message(data).spi_i and reply.spi_r == bytes(8)
     assert pair.endpoint.sas == {}
+
+
+def _requests(count: int, config: IkeConfig, first: int = 0) -> list[bytes]:
+    """``count`` IKE_SA_INIT requests, each from a new initiator (its own SPI and nonce)."""
+    initiators = [
+        IkeSa.initiator(config, RESPONDER_ADDR, rng=SeededRng(n), now=0.0)
+        for n in range(first, first + count)
+    ]
+    return [sa.datagrams_to_send(0.0)[0][0] for sa in initiators]
+
+
+def test_a_flood_beyond_the_threshold_gets_cookies_without_decoding_or_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    initiator_config, responder_config = configs()
+    endpoint = Endpoint(responder_config, rng=SeededRng(1))
+    assert endpoint.cookie_threshold == COOKIE_THRESHOLD == 10
+    decoded: list[bytes] = []
+
+    def counting_decode(data: bytes) -> Message:
+        decoded.append(data)
+        return decode_message(data)
+
+    monkeypatch.setattr("kipsec_sidecar.core.ike.endpoint.decode_message", counting_decode)
+    requests = _requests(40, initiator_config)
+    for data in requests:
+        endpoint.receive_datagram(data, INITIATOR_ADDR, 1.0)
+    answers = endpoint.datagrams_to_send(1.0)
+    # The first ten made half-open SAs; the other thirty cost a header walk and a hash.
+    assert endpoint.half_open_count == 10 and len(set(endpoint.sas.values())) == 10
+    assert len(decoded) == 10
+    assert endpoint.cookies_sent == 30 and endpoint.dropped == 0
+    cookies = [decode_message(data) for data, _ in answers[10:]]
+    assert len(cookies) == 30
+    assert all(reply.notify(NotifyType.COOKIE) is not None for reply in cookies)
+
+
+def test_a_request_echoing_its_cookie_gets_state_in_a_flood() -> None:
+    initiator_config, responder_config = configs()
+    endpoint = Endpoint(responder_config, rng=SeededRng(1), cookie_threshold=1)
+    flood, (honest,) = _requests(1, initiator_config), _requests(1, initiator_config, 1)
+    endpoint.receive_datagram(flood[0], INITIATOR_ADDR, 1.0)
+    endpoint.datagrams_to_send(1.0)
+    request = decode_message(honest)
+    endpoint.receive_datagram(honest, INITIATOR_ADDR, 1.0)
+    ((answer, _),) = endpoint.datagrams_to_send(1.0)
+    cookie = decode_message(answer).payloads[0]
+    again = replace(request, payloads=(cookie, *request.payloads))
+    endpoint.receive_datagram(encode_message(again), INITIATOR_ADDR, 1.0)
+    assert endpoint.half_open_count == 2 and endpoint.cookies_sent == 1
+
+
+def test_requests_from_an_unknown_address_are_refused_and_counted_apart() -> None:
+    initiator_config, _ = configs()
+    endpoint = Endpoint(lambda addr: None, rng=SeededRng(1))
+    for data in _requests(3, initiator_config):
+        endpoint.receive_datagram(data, ("10.9.9.9", 500), 0.0)
+    endpoint.receive_datagram(b"\x01" * 20, ("10.9.9.9", 500), 0.0)
+    assert endpoint.refused == {"unknown_peer": 3, "malformed": 0, "unsupported_critical": 0}
+    assert endpoint.dropped == 1 and endpoint.sas == {} and endpoint.cookies_sent == 0

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kipsec_sidecar.logs import REDACTED, is_secret_name, setup_logging
+from kipsec_sidecar.logs import REDACTED, LogLimiter, is_secret_name, setup_logging
 
 PSK = b"kipsec example pre-shared key, 32B"
 PSK_TEXT = PSK.decode()
@@ -167,3 +167,76 @@ def test_a_record_logged_through_a_child_logger_is_redacted(stream: io.StringIO)
 )  # fmt: skip
 def test_secret_names_are_recognised_by_their_words(name: str, secret: bool) -> None:
     assert is_secret_name(name) is secret
+
+
+class FakeClock:
+    """Monotonic seconds that the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def limited(
+    stream: io.StringIO, burst: int, period: float
+) -> tuple[LogLimiter, FakeClock, logging.Logger]:
+    """A limiter on an injected clock, logging as JSON to ``stream``."""
+    setup_logging("json", "info", stream=stream)
+    clock = FakeClock()
+    return LogLimiter(burst=burst, period=period, clock=clock), clock, logging.getLogger("kipsec")
+
+
+def test_the_limiter_writes_the_first_lines_then_one_summary_per_period(
+    stream: io.StringIO,
+) -> None:
+    limiter, clock, log = limited(stream, burst=3, period=10.0)
+    written = [
+        limiter.log(log, logging.INFO, "refused", {"source": f"10.0.0.{n}"}) for n in range(1000)
+    ]
+    assert written == [True] * 3 + [False] * 997
+    assert [line["source"] for line in json_lines(stream)] == ["10.0.0.0", "10.0.0.1", "10.0.0.2"]
+    assert limiter.suppressed == 997
+    clock.now += 9.9
+    limiter.flush()  # the period has not ended: nothing yet
+    assert len(json_lines(stream)) == 3
+    clock.now += 0.1
+    limiter.flush()
+    summary = json_lines(stream)[-1]
+    assert summary["event"] == "similar lines suppressed"
+    assert summary["level"] == "info" and summary["logger"] == "kipsec"
+    assert (summary["like"], summary["suppressed"], summary["seconds"]) == ("refused", 997, 10.0)
+    limiter.flush()  # once per period, not again
+    assert len(json_lines(stream)) == 4
+    # A new period starts with a new burst.
+    assert limiter.log(log, logging.INFO, "refused", {"source": "10.0.0.9"})
+    assert limiter.suppressed == 997
+
+
+def test_the_summary_also_comes_with_the_next_line_of_a_later_period(
+    stream: io.StringIO,
+) -> None:
+    limiter, clock, log = limited(stream, burst=1, period=5.0)
+    for _ in range(4):
+        limiter.log(log, logging.WARNING, "too many connections")
+    clock.now += 60
+    limiter.log(log, logging.WARNING, "too many connections")
+    events = [(line["event"], line.get("suppressed")) for line in json_lines(stream)]
+    assert events == [
+        ("too many connections", None),
+        ("similar lines suppressed", 3),
+        ("too many connections", None),
+    ]
+
+
+def test_events_are_limited_separately_and_quiet_levels_are_not_counted(
+    stream: io.StringIO,
+) -> None:
+    limiter, _, log = limited(stream, burst=1, period=5.0)
+    assert limiter.log(log, logging.INFO, "a")
+    assert limiter.log(log, logging.INFO, "b")
+    assert not limiter.log(log, logging.INFO, "a")
+    assert not limiter.log(log, logging.DEBUG, "c")  # below the level: neither written nor counted
+    assert limiter.suppressed == 1
+    assert [line["event"] for line in json_lines(stream)] == ["a", "b"]

@@ -70,6 +70,10 @@ def test_every_family_is_prefixed_and_described(families: Families) -> None:
         "kipsec_auth_failures",
         "kipsec_dropped_packets",
         "kipsec_datapath_errors",
+        "kipsec_ike_half_open_sas",
+        "kipsec_ike_cookies_sent",
+        "kipsec_ike_requests_refused",
+        "kipsec_log_lines_suppressed",
         "kipsec_datapath_info",
         "kipsec_ready",
         "kipsec_sidecar_start_time_seconds",
@@ -92,6 +96,9 @@ def test_counters_are_counters_and_gauges_are_gauges() -> None:
         "kipsec_auth_failures",
         "kipsec_dropped_packets",
         "kipsec_datapath_errors",
+        "kipsec_ike_cookies_sent",
+        "kipsec_ike_requests_refused",
+        "kipsec_log_lines_suppressed",
     }
     assert "kipsec_packets_total{" in text
     assert "kipsec_auth_failures_total " in text
@@ -182,6 +189,23 @@ def test_drops_have_every_reason_even_when_zero(families: Families) -> None:
     assert value(families, drops, "kipsec_dropped_packets_total", reason="no_sa") == 0
     reasons = {s.labels["reason"] for s in families[drops] if s.name.endswith("_total")}
     assert reasons == set(DROP_REASONS)
+
+
+def test_an_ike_sa_init_flood_shows_as_half_open_sas_cookies_and_refusals() -> None:
+    snapshot = example_snapshot(
+        ike_half_open=10,
+        ike_cookies_sent=4990,
+        ike_refused={"unknown_peer": 20000},
+        log_suppressed=19990,
+    )
+    flood = scrape(ControllerDouble(snapshot))
+    assert value(flood, "kipsec_ike_half_open_sas") == 10
+    assert value(flood, "kipsec_ike_cookies_sent", "kipsec_ike_cookies_sent_total") == 4990
+    refused, sample = "kipsec_ike_requests_refused", "kipsec_ike_requests_refused_total"
+    assert value(flood, refused, sample, reason="unknown_peer") == 20000
+    assert value(flood, refused, sample, reason="malformed") == 0
+    suppressed = "kipsec_log_lines_suppressed"
+    assert value(flood, suppressed, suppressed + "_total") == 19990
 
 
 def test_datapath_errors_info_ready_and_start_time(families: Families) -> None:

@@ -248,11 +248,15 @@ def test_net_raw_is_added_only_for_raw_encapsulation(spec: dict[str, str]) -> No
     assert context["capabilities"]["add"] == ["NET_ADMIN", "NET_RAW"]
 
 
-def test_the_sidecar_has_its_probes_on_the_health_port() -> None:
+def test_the_sidecar_has_its_probes_on_the_probes_only_port() -> None:
     sidecar = sidecar_of(injected(pod()))
-    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9585}
-    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9585}
-    assert sidecar["startupProbe"]["httpGet"] == {"path": "/healthz", "port": 9585}
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9586}
+    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9586}
+    assert sidecar["startupProbe"]["httpGet"] == {"path": "/healthz", "port": 9586}
+    ports = {port["name"]: port["containerPort"] for port in sidecar["ports"]}
+    assert ports == {"kipsec-health": 9585, "kipsec-probes": 9586}
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["KIPSEC_PROBE_LISTEN"] == "0.0.0.0:9586"
 
 
 def test_the_sidecar_gets_the_resources_of_the_settings() -> None:

@@ -22,6 +22,7 @@ from .injection import InjectionSettings
 SIDECAR_IMAGE = "KIPSEC_SIDECAR_IMAGE"
 SIDECAR_IMAGE_PULL_POLICY = "KIPSEC_SIDECAR_IMAGE_PULL_POLICY"
 SIDECAR_HEALTH_PORT = "KIPSEC_SIDECAR_HEALTH_PORT"
+SIDECAR_PROBE_PORT = "KIPSEC_SIDECAR_PROBE_PORT"
 SIDECAR_RESOURCES = "KIPSEC_SIDECAR_RESOURCES"
 """JSON: `{"requests": {"cpu": "50m"}, "limits": {"memory": "256Mi"}}`."""
 SIDECAR_RUN_AS_USER = "KIPSEC_SIDECAR_RUN_AS_USER"
@@ -101,6 +102,7 @@ PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     SIDECAR_IMAGE: ("image", _text),
     SIDECAR_IMAGE_PULL_POLICY: ("image_pull_policy", _choice("image_pull_policy")),
     SIDECAR_HEALTH_PORT: ("health_port", _port),
+    SIDECAR_PROBE_PORT: ("probe_port", _port),
     SIDECAR_RESOURCES: ("resources", _resources),
     SIDECAR_RUN_AS_USER: ("run_as_user", _uid),
     TUN_DEVICE: ("tun_device", _choice("tun_device")),
@@ -132,6 +134,7 @@ __all__ = [
     "SIDECAR_HEALTH_PORT",
     "SIDECAR_IMAGE",
     "SIDECAR_IMAGE_PULL_POLICY",
+    "SIDECAR_PROBE_PORT",
     "SIDECAR_RESOURCES",
     "SIDECAR_RUN_AS_USER",
     "TUN_DEVICE",

@@ -26,8 +26,10 @@ What the container gets, and why (docs/injection.md has the long form):
 * the per-pod configuration Secret (named at admission: see :func:`config_secret_name`)
   at ``/etc/kipsec``, an in-memory emptyDir for the pod's key and certificate, and a
   projected ServiceAccount token with audience ``kipsec`` for the CSR exchange;
-* probes on the sidecar's health port: startup and liveness ``/healthz``, readiness
-  ``/readyz``; resource requests and limits from the settings.
+* probes on the sidecar's probes-only port (``probe_port``, 9586: a listener of its own,
+  so clients of ``/metrics`` and ``/status`` on the health port cannot starve them, and a
+  NetworkPolicy may close it to everyone but the kubelet): startup and liveness
+  ``/healthz``, readiness ``/readyz``; resource requests and limits from the settings.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ class InjectionSettings:
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     container_name: str = "kipsec"
     health_port: int = 9585
+    """``/metrics`` and ``/status`` (Prometheus, the operator's polling), and the probes."""
+    probe_port: int = 9586
+    """Only ``/healthz`` and ``/readyz``, for the kubelet's probes."""
     resources: Mapping[str, Mapping[str, str]] = field(default_factory=_default_resources)
     operator_url: str = "https://kipsec-operator.kipsec-system.svc:8443"
     """Base URL of the operator's identity endpoint (``/v1/identity``, ``/v1/csr``)."""
@@ -214,6 +219,7 @@ def _env(settings: InjectionSettings) -> list[dict[str, Any]]:
         # The kubelet probes (and the operator polls) the pod IP: listen on every address,
         # also before config.yaml exists (the document's default is loopback).
         {"name": "KIPSEC_HEALTH_LISTEN", "value": f"0.0.0.0:{settings.health_port}"},
+        {"name": "KIPSEC_PROBE_LISTEN", "value": f"0.0.0.0:{settings.probe_port}"},
         *(
             [{"name": "KIPSEC_OPERATOR_CONFIG_DIR", "value": f"{RUN_DIR}/config"}]
             if settings.config_delivery
@@ -223,7 +229,7 @@ def _env(settings: InjectionSettings) -> list[dict[str, Any]]:
 
 
 def _probe(path: str, settings: InjectionSettings, **timing: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": settings.health_port}, **timing}
+    return {"httpGet": {"path": path, "port": settings.probe_port}, **timing}
 
 
 def _security_context(settings: InjectionSettings, net_raw: bool) -> dict[str, Any]:
@@ -264,7 +270,8 @@ def sidecar_container(settings: InjectionSettings, net_raw: bool) -> dict[str, A
         "args": ["run", "--config", f"{MOUNT_PATH}/{CONFIG_KEY}"],
         "env": _env(settings),
         "ports": [
-            {"name": "kipsec-health", "containerPort": settings.health_port, "protocol": "TCP"}
+            {"name": "kipsec-health", "containerPort": settings.health_port, "protocol": "TCP"},
+            {"name": "kipsec-probes", "containerPort": settings.probe_port, "protocol": "TCP"},
         ],
         "startupProbe": _probe(
             "/healthz",

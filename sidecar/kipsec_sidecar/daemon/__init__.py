@@ -79,7 +79,9 @@ def run(config_path: str, **options: Any) -> int:
     and ``kipsec-sidecar reload`` still reload); ``shutdown_wait`` (tests) replaces the
     one second SIGTERM waits for DELETE answers; ``health_listen`` (``address:port``)
     replaces the document's ``metrics.listen`` and is where the health endpoint listens
-    while the configuration file does not exist yet; ``operator_config_dir`` turns on
+    while the configuration file does not exist yet; ``probe_listen`` (``address:port``)
+    adds the probes-only listener beside it (:mod:`kipsec_sidecar.health`);
+    ``operator_config_dir`` turns on
     configuration delivery from the operator (:mod:`.delivery`). Returns the exit code.
     """
     return asyncio.run(_main(config_path, **options))
@@ -114,6 +116,7 @@ async def _daemon(
     config_poll_interval: float | None = None,
     shutdown_wait: float | None = None,
     health_listen: str | None = None,
+    probe_listen: str | None = None,
     delivery: Delivery | None = None,
 ) -> int:
     loaded: Digest | None = None
@@ -124,7 +127,7 @@ async def _daemon(
         setup_logging(_format(log_format), log_level or "info")
         try:
             waited = await _wait_for_config(
-                paths, config_poll_interval or CONFIG_POLL_INTERVAL, health_listen
+                paths, config_poll_interval or CONFIG_POLL_INTERVAL, health_listen, probe_listen
             )
         except (OSError, ValueError) as exc:
             log.error("cannot start", extra={"error": str(exc)})
@@ -143,7 +146,9 @@ async def _daemon(
     try:
         enrollment = Enrollment.from_environment(config, config_path)
         listen = health_listen or (config.metrics.listen if config.metrics.enabled else None)
-        if enrollment is not None and not await _wait_for_certificate(enrollment, listen):
+        if enrollment is not None and not await _wait_for_certificate(
+            enrollment, listen, probe_listen
+        ):
             return EXIT_OK
     except ConfigError as exc:
         return _invalid(exc, config_path)
@@ -218,7 +223,7 @@ async def _daemon(
     try:
         try:
             await sidecar.start()
-            servers = await _start_servers(sidecar, health_listen, enrollment)
+            servers = await _start_servers(sidecar, health_listen, enrollment, probe_listen)
             if enrollment is not None:
                 renewal = asyncio.create_task(enrollment.run(sidecar.reload), name="kipsec-renew")
         except (DatapathError, ConfigError, ControlError, OSError) as exc:
@@ -271,7 +276,7 @@ def _given(**options: float | None) -> dict[str, float]:
 
 
 async def _wait_for_config(
-    paths: tuple[str, ...], interval: float, health_listen: str | None
+    paths: tuple[str, ...], interval: float, health_listen: str | None, probe_listen: str | None
 ) -> tuple[SidecarConfig, Digest, str] | None:
     """Serve a waiting health endpoint until the configuration file exists and loads.
 
@@ -284,7 +289,11 @@ async def _wait_for_config(
     stopped = asyncio.Event()
     reason = f"waiting for configuration: {paths[0]} does not exist yet"
     health = HealthServer(
-        None, CollectorRegistry(), health_listen or DEFAULT_LISTEN, waiting=reason
+        None,
+        CollectorRegistry(),
+        health_listen or DEFAULT_LISTEN,
+        waiting=reason,
+        probe_listen=probe_listen,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
@@ -296,8 +305,11 @@ async def _wait_for_config(
             loop.remove_signal_handler(signum)
 
 
-async def _wait_for_certificate(enrollment: Enrollment, listen: str | None) -> bool:
-    """Serve a waiting health endpoint on ``listen`` (None: none) answering 503 "waiting
+async def _wait_for_certificate(
+    enrollment: Enrollment, listen: str | None, probe_listen: str | None = None
+) -> bool:
+    """Serve a waiting health endpoint on ``listen`` (None: none; ``probe_listen`` beside
+    it) answering 503 "waiting
     for certificate: <the operator's reason>" until the first certificate is stored;
     False when a stop signal came first. Raises OSError/ValueError when the endpoint
     cannot listen."""
@@ -309,7 +321,9 @@ async def _wait_for_certificate(enrollment: Enrollment, listen: str | None) -> b
     registry.register(enrollment.collector())
     health = None
     if listen is not None:
-        health = HealthServer(None, registry, listen, waiting=enrollment.waiting or "")
+        health = HealthServer(
+            None, registry, listen, waiting=enrollment.waiting or "", probe_listen=probe_listen
+        )
 
     def waiting(reason: str) -> None:
         if health is not None:
@@ -326,9 +340,12 @@ async def _wait_for_certificate(enrollment: Enrollment, listen: str | None) -> b
 
 
 async def _start_servers(
-    sidecar: Sidecar, health_listen: str | None = None, enrollment: Enrollment | None = None
+    sidecar: Sidecar,
+    health_listen: str | None = None,
+    enrollment: Enrollment | None = None,
+    probe_listen: str | None = None,
 ) -> list[Any]:
-    """The control socket, then (if enabled) the metrics/health endpoint."""
+    """The control socket, then (if enabled) the metrics/health endpoint and its probes."""
     from ..control import ControlServer
     from ..health import HealthServer
     from ..metrics import build_registry
@@ -342,7 +359,7 @@ async def _start_servers(
         registry = build_registry(sidecar)
         if enrollment is not None:
             registry.register(enrollment.collector())
-        health = HealthServer(sidecar, registry, listen)
+        health = HealthServer(sidecar, registry, listen, probe_listen=probe_listen)
         try:
             await health.start()
         except BaseException:

@@ -22,7 +22,9 @@ datapath's; a soft EXPIRE (a byte/packet soft limit in the kernel) rekeys the ch
 a hard one deletes it through the engine. The engine's timers own the time lifetimes;
 the kernel only holds a longer hard one as a safety net for a crashed daemon.
 
-Logs name events, peers and SPIs; never keys, PSKs or nonces.
+Logs name events, peers and SPIs; never keys, PSKs or nonces. A line that a datagram can
+cause (a refused IKE_SA_INIT, a dropped IKE message, a datapath failure on one packet)
+goes through :data:`~kipsec_sidecar.logs.LIMITER`, whose summaries housekeeping flushes.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from ..datapath.base import Datapath, DatapathError, PeerPolicy
 from ..datapath.kernel import KernelDatapath
 from ..handshake_failures import REASONS as FAILURE_REASONS
 from ..handshake_failures import failure_reason
+from ..logs import LIMITER
 from ..state import (
     ControlError,
     RekeyKind,
@@ -335,7 +338,13 @@ class Sidecar:
             self.datapath.receive_encapsulated(data, source)
         except Exception:  # the datapath counts its own drops; this is a bug guard
             self._count_error("receive")
-            log.exception("datapath failed on an ESP datagram", extra={"source": source[0]})
+            LIMITER.log(
+                log,
+                logging.ERROR,
+                "datapath failed on an ESP datagram",
+                {"source": source[0]},
+                exc_info=True,
+            )
 
     def _local_for(self, remote: str) -> str | None:
         for peer in self.peers.values():
@@ -351,7 +360,12 @@ class Sidecar:
             return None
         peer = self._peer_by_address(addr[0])
         if peer is None or peer.plan.ike is None:
-            log.info("IKE_SA_INIT from an unknown address refused", extra={"source": addr[0]})
+            LIMITER.log(
+                log,
+                logging.INFO,
+                "IKE_SA_INIT from an unknown address refused",
+                {"source": addr[0]},
+            )
             return None
         return peer.plan.ike
 
@@ -498,7 +512,7 @@ class Sidecar:
         peer = self._owner(sa)
         fields: dict[str, object] = {"ike_event": _name(event), "peer": peer.name if peer else None}
         if peer is None or peer.retired:
-            log.info("IKE event for a removed peer", extra=fields)
+            LIMITER.log(log, logging.INFO, "IKE event for a removed peer", fields)
             if isinstance(event, IkeSaDeleted):
                 self._forget(sa)
             return
@@ -560,7 +574,9 @@ class Sidecar:
                 )
             case ProtocolErrorEvent():
                 self.ike_malformed += 1
-                log.info("IKE message dropped", extra=fields | {"reason": event.reason})
+                LIMITER.log(
+                    log, logging.INFO, "IKE message dropped", fields | {"reason": event.reason}
+                )
 
     def _resolve_duplicates(self, peer: Peer, sa: IkeSa, event: IkeSaEstablished) -> None:
         """Both sides initiated, or the peer restarted: keep one IKE SA (see peers.py)."""
@@ -739,6 +755,7 @@ class Sidecar:
                 self._check_volume_limits()
                 self._check_rotations()
                 self.pump()
+                LIMITER.flush()
             except Exception:  # keep the daemon alive; the log says what broke
                 log.exception("housekeeping failed")
 
@@ -960,7 +977,7 @@ class Sidecar:
         drops = {
             "replay": sum(stats.replay_drops.values()),
             "integrity": sum(stats.integrity_drops.values()),
-            "no_sa": sum(stats.no_sa_drops.values()),
+            "no_sa": sum(stats.no_sa_drops.values()) + stats.unknown_spi,
             "malformed": self.ike_malformed
             + self.endpoint.dropped
             + self.sockets.counters.malformed,
@@ -982,6 +999,10 @@ class Sidecar:
             datapath_errors=errors,
             config_generation=self.watch.generation,
             config_digest=(self.watch.current.document if self.watch.current else None) or "",
+            ike_half_open=self.endpoint.half_open_count,
+            ike_cookies_sent=self.endpoint.cookies_sent,
+            ike_refused=dict(self.endpoint.refused),
+            log_suppressed=LIMITER.suppressed,
         )
 
 

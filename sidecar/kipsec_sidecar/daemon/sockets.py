@@ -36,6 +36,7 @@ from ..core.ike.config import Address
 from ..core.udpencap import UdpEncapKind, classify
 from ..datapath.kernel import bypass_policies, enable_udp_encap
 from ..datapath.sockets import GsoSender, enable_gro, receive_batch, udp_socket
+from ..logs import LIMITER
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class _Protocol(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable while a peer restarts): the engine's
         # retransmissions and liveness checks decide what they mean.
-        log.debug("socket error", extra={"socket": self.name, "error": str(exc)})
+        LIMITER.log(log, logging.DEBUG, "socket error", {"socket": self.name, "error": str(exc)})
 
 
 def _factory(receiver: Receiver, name: str) -> Callable[[], _Protocol]:
@@ -176,13 +177,15 @@ class IkeSockets:
         transport = self._transport_for(dest[0], port, local)
         if transport is None:
             self.counters.send_errors += 1
-            log.warning("no socket for destination", extra={"dest": dest[0], "port": port})
+            LIMITER.log(
+                log, logging.WARNING, "no socket for destination", {"dest": dest[0], "port": port}
+            )
             return
         try:
             transport.sendto(data, dest)
         except OSError as exc:  # a closed transport or an unroutable destination
             self.counters.send_errors += 1
-            log.debug("send failed", extra={"dest": dest[0], "error": str(exc)})
+            LIMITER.log(log, logging.DEBUG, "send failed", {"dest": dest[0], "error": str(exc)})
 
     def send_esp(self, data: bytes, dest: Address) -> None:
         """The datapath's :data:`~kipsec_sidecar.datapath.base.UdpSender`: from port 4500."""
@@ -205,7 +208,12 @@ class IkeSockets:
         try:
             batch = receive_batch(sock, _NATT_BATCH)
         except OSError as exc:  # e.g. an ICMP error queued on the socket
-            log.debug("socket error", extra={"socket": f"udp/{self.natt_port}", "error": str(exc)})
+            LIMITER.log(
+                log,
+                logging.DEBUG,
+                "socket error",
+                {"socket": f"udp/{self.natt_port}", "error": str(exc)},
+            )
             return
         for data, source in batch:
             self._natt_datagram(data, (str(source[0]), int(source[1])))

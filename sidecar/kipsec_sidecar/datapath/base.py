@@ -83,6 +83,9 @@ class DatapathStats:
     replay_drops: dict[str, int] = field(default_factory=dict)
     integrity_drops: dict[str, int] = field(default_factory=dict)
     no_sa_drops: dict[str, int] = field(default_factory=dict)  #: protected traffic, no SA
+    unknown_spi: int = 0
+    """Inbound ESP/AH whose SPI is no SA's (no peer to charge it to): with ``no_sa_drops``,
+    the ``no_sa`` drop reason, like replay and integrity drops a packet from outside."""
     queued: dict[str, int] = field(default_factory=dict)  #: held for on-demand setup
     errors: dict[str, int] = field(default_factory=dict)  #: by error kind
 

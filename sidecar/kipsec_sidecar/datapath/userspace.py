@@ -86,8 +86,9 @@ machine is loaded, and it is what the batching removed.
 
 Counters (``stats``): ``packets_out``/``bytes_out`` and ``packets_in``/``bytes_in`` count
 inner packets and their bytes per peer; ``queued`` counts packets ever queued for a
-missing SA; ``errors`` is by kind: ``no_policy`` (a packet in the TUN device that no
-peer's selectors cover), ``unknown_spi``, ``selector``, ``malformed``, ``send``,
+missing SA; ``unknown_spi`` inbound packets whose SPI is no SA's (exported as the
+``no_sa`` drop reason); ``errors`` is by kind: ``no_policy`` (a packet in the TUN device
+that no peer's selectors cover), ``selector``, ``malformed``, ``send``,
 ``sa_expired``, ``tun_write``, ``inbound_filter`` (the nftables table could not be
 written; it keeps what it held and the write is retried).
 """
@@ -119,6 +120,7 @@ from ..core.ip import IpProto, build_ipv4, build_ipv6, five_tuple, l3_info
 from ..core.ipsec_sa import IpsecSa, LifetimeExpired, Mode
 from ..core.spd import Direction, selectors_allow
 from ..core.traffic_selectors import ANY_PROTOCOL, MAX_PORT, TrafficSelector
+from ..logs import LIMITER
 from . import inbound_filter
 from . import offload as tso
 from .base import (
@@ -758,7 +760,13 @@ class UserspaceDatapath:
             try:
                 self._on_acquire(name)
             except Exception:
-                log.exception("acquire callback failed", extra={"event": "datapath.acquire_error"})
+                LIMITER.log(
+                    log,
+                    logging.ERROR,
+                    "acquire callback failed",
+                    {"event": "datapath.acquire_error"},
+                    exc_info=True,
+                )
 
     def _protect(self, peer: _Peer, sa: IpsecSa, packet: bytes) -> None:
         """Protect one packet on ``sa`` and send it; never raises for a per-packet problem."""
@@ -826,7 +834,7 @@ class UserspaceDatapath:
             return
         entry = self._inbound.get((int.from_bytes(data[:4], "big"), ProtocolId.ESP))
         if entry is None:
-            _bump(self.stats.errors, "unknown_spi")
+            self.stats.unknown_spi += 1
             return
         peer, sa, rules = entry
         name = peer.policy.peer
@@ -971,7 +979,7 @@ class UserspaceDatapath:
             return
         entry = self._inbound.get((spi, protocol))
         if entry is None:
-            _bump(self.stats.errors, "unknown_spi")
+            self.stats.unknown_spi += 1
             return
         peer, sa, rules = entry
         name = peer.policy.peer

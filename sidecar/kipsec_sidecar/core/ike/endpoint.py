@@ -2,8 +2,8 @@
 
 One :class:`Endpoint` per local IKE socket pair (500/4500). It owns every IKE SA of
 this node — initiators it was asked to start and responders it creates for new
-IKE_SA_INIT requests — keyed by our own IKE SPI. When more than
-``cookie_threshold`` responders are half-open, a new IKE_SA_INIT is answered
+IKE_SA_INIT requests — keyed by our own IKE SPI. When ``cookie_threshold`` responders
+(default 10, strongSwan's default) are half-open, a new IKE_SA_INIT is answered
 statelessly with a COOKIE (RFC 7296 section 2.6) and state is created only for a
 request that echoes a valid one:
 
@@ -11,6 +11,17 @@ request that echoes a valid one:
 
 The secret is rotated every ``cookie_secret_lifetime`` seconds of engine time; the
 previous one is still accepted, so a retry straddling a rotation still works.
+
+Refusing is cheap, because a flood is mostly refusals. A new IKE_SA_INIT costs, in this
+order: the 28-byte header; the configuration lookup by address (no configuration:
+refused as ``unknown_peer``, nothing else read); while cookies are required, a walk over
+the generic payload headers (:func:`~.message.payload_bodies`) for the first payload and
+the nonce, one SHA-256 and a 40-byte answer. Only a request that gets past all of that
+is decoded in full and gets an :class:`IkeSa` (its Diffie-Hellman runs when it
+answers). Routing a datagram and collecting what the SAs queued costs the same whatever
+the number of half-open SAs. Counters: :attr:`Endpoint.cookies_sent`,
+:attr:`Endpoint.refused` by reason, :attr:`Endpoint.half_open_count`, and
+:attr:`Endpoint.dropped` for datagrams that fit no SA (garbage, unknown SPIs).
 """
 
 from __future__ import annotations
@@ -24,22 +35,31 @@ from collections.abc import Callable
 
 from ..errors import KipsecError, LocalProtocolError
 from .config import Address, IkeConfig
-from .constants import NON_ESP_MARKER, ExchangeType, NotifyType
+from .constants import NON_ESP_MARKER, ExchangeType, NotifyType, PayloadType
 from .engine import IkeSa
 from .events import Event
 from .message import (
+    Header,
     Message,
     UnsupportedCriticalPayload,
     decode_header,
     decode_message,
     encode_message,
+    payload_bodies,
 )
-from .payloads import NoncePayload, NotifyPayload
+from .payloads import NotifyPayload
 
 Rng = Callable[[int], bytes]
 ConfigLookup = Callable[[Address], IkeConfig | None]
 ZERO_SPI = bytes(8)
 COOKIE_HASH_LEN = 16
+#: Half-open responders from which on new requests must echo a COOKIE (strongSwan's
+#: ``charon.cookie_threshold`` default).
+COOKIE_THRESHOLD = 10
+#: Why an IKE_SA_INIT request got no state: no configuration for its address; unparseable
+#: or without a nonce; a critical payload we do not know (answered with a Notify).
+#: Requests answered with a COOKIE are counted in ``cookies_sent``.
+REFUSALS = ("unknown_peer", "malformed", "unsupported_critical")
 
 
 class Endpoint:
@@ -54,7 +74,7 @@ class Endpoint:
         config: IkeConfig | ConfigLookup,
         *,
         rng: Rng = os.urandom,
-        cookie_threshold: int = 32,
+        cookie_threshold: int = COOKIE_THRESHOLD,
         cookie_secret_lifetime: float = 300.0,
         now: float = 0.0,
     ) -> None:
@@ -66,13 +86,20 @@ class Endpoint:
         # Responders by (SPIi, address), so that a retransmitted or late IKE_SA_INIT
         # reaches the SA it created instead of creating another one.
         self._half_open: dict[tuple[bytes, Address], IkeSa] = {}
+        self._half_open_key: dict[IkeSa, tuple[bytes, Address]] = {}
+        # Our SPIs per SA (the reverse of ``sas``), so collecting costs the same whatever
+        # the number of SAs.
+        self._spis: dict[IkeSa, set[bytes]] = {}
         self._events: deque[tuple[IkeSa, Event]] = deque()
         self._outgoing: list[tuple[bytes, Address]] = []
         self._secret_version = 0
         self._secrets: dict[int, bytes] = {0: rng(32)}
         self._secret_rotate_at = now + cookie_secret_lifetime
         self.dropped = 0
+        """Datagrams that fit no SA and are no new IKE_SA_INIT: garbage, unknown SPIs."""
         self.cookies_sent = 0
+        self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
+        """IKE_SA_INIT requests refused before any state was made, by reason."""
 
     # ------------------------------------------------------------------ API
 
@@ -96,7 +123,9 @@ class Endpoint:
         if sa is None and self._is_new_init(header.exchange, header.is_response, header.spi_r):
             sa = self._half_open.get((header.spi_i, addr))
             if sa is None:
-                sa = self._new_responder(raw, addr, now)
+                sa = self._new_responder(raw, header, addr, now)
+                if sa is None:
+                    return  # refused, and counted as such
         if sa is None:
             self.dropped += 1
             return
@@ -146,46 +175,63 @@ class Endpoint:
     def _is_new_init(exchange: int, is_response: bool, spi_r: bytes) -> bool:
         return exchange == ExchangeType.IKE_SA_INIT and not is_response and spi_r == ZERO_SPI
 
-    def _new_responder(self, raw: bytes, addr: Address, now: float) -> IkeSa | None:
+    def _new_responder(self, raw: bytes, header: Header, addr: Address, now: float) -> IkeSa | None:
+        """A responder for a new IKE_SA_INIT, or None (refused, counted): see the module."""
         config = self._lookup(addr)
         if config is None:
+            self.refused["unknown_peer"] += 1
             return None
         try:
-            request = decode_message(raw)
+            bodies = payload_bodies(header, raw)
+        except KipsecError:
+            self.refused["malformed"] += 1
+            return None
+        nonce = next((body for kind, body in bodies if kind == PayloadType.NONCE), None)
+        if nonce is None:
+            self.refused["malformed"] += 1
+            return None
+        if self.half_open_count >= self.cookie_threshold and not self._valid_cookie(
+            bodies[0], nonce, addr, header.spi_i
+        ):
+            self._send_cookie(header.spi_i, nonce, addr)
+            return None
+        try:
+            decode_message(raw)
         except UnsupportedCriticalPayload as exc:
+            self.refused["unsupported_critical"] += 1
             self._send_unsupported(raw, exc.payload_type, addr)
             return None
         except KipsecError:
+            self.refused["malformed"] += 1
             return None  # the SA would only drop it; no state for garbage
-        nonce = request.get(NoncePayload)
-        if nonce is None:
-            return None
-        if self.half_open_count >= self.cookie_threshold and not self._valid_cookie(
-            request, nonce.data, addr
-        ):
-            self._send_cookie(request, nonce.data, addr)
-            return None
-        sa = IkeSa.responder(config, addr, request.spi_i, rng=self.rng, now=now)
-        self._half_open[(request.spi_i, addr)] = sa
+        sa = IkeSa.responder(config, addr, header.spi_i, rng=self.rng, now=now)
+        self._half_open[(header.spi_i, addr)] = sa
+        self._half_open_key[sa] = (header.spi_i, addr)
         self._register(sa)
         return sa
 
-    def _valid_cookie(self, request: Message, nonce_i: bytes, addr: Address) -> bool:
-        first = request.payloads[0] if request.payloads else None
-        if not isinstance(first, NotifyPayload) or first.notify_type != NotifyType.COOKIE:
+    def _valid_cookie(
+        self, first: tuple[int, bytes], nonce_i: bytes, addr: Address, spi_i: bytes
+    ) -> bool:
+        """Whether the first payload (type, body) is a COOKIE Notify this endpoint made."""
+        kind, body = first
+        # Notify body: protocol (1), SPI size (1), type (2), SPI, data (section 3.10).
+        if kind != PayloadType.NOTIFY or len(body) < 4 or body[1] != 0:
             return False
-        cookie = first.data
+        if int.from_bytes(body[2:4], "big") != NotifyType.COOKIE:
+            return False
+        cookie = body[4:]
         if len(cookie) != 2 + COOKIE_HASH_LEN:
             return False
         version = int.from_bytes(cookie[:2], "big")
         if version not in self._secrets:
             return False
-        return hmac.compare_digest(cookie, self.cookie_for(nonce_i, addr, request.spi_i, version))
+        return hmac.compare_digest(cookie, self.cookie_for(nonce_i, addr, spi_i, version))
 
-    def _send_cookie(self, request: Message, nonce_i: bytes, addr: Address) -> None:
-        cookie = self.cookie_for(nonce_i, addr, request.spi_i)
+    def _send_cookie(self, spi_i: bytes, nonce_i: bytes, addr: Address) -> None:
+        cookie = self.cookie_for(nonce_i, addr, spi_i)
         answer = Message(
-            request.spi_i,
+            spi_i,
             ZERO_SPI,
             ExchangeType.IKE_SA_INIT,
             0,
@@ -219,17 +265,27 @@ class Endpoint:
             if existing is not None and existing is not sa:
                 raise LocalProtocolError("IKE SPI collision")  # 2^-64: the rng is broken
             self.sas[spi] = sa
+        self._spis[sa] = set(sa.local_spis())
 
     def _collect(self, sa: IkeSa) -> None:
         self._outgoing += sa.datagrams_to_send(0.0)
         while (event := sa.next_event()) is not None:
             self._events.append((sa, event))
-        for key, half in list(self._half_open.items()):
-            if half is sa and sa.closed:
-                del self._half_open[key]
-        for spi, owner in list(self.sas.items()):
-            if owner is sa and (sa.closed or spi not in sa.local_spis()):
+        if sa.closed:
+            key = self._half_open_key.pop(sa, None)
+            if key is not None:
+                self._half_open.pop(key, None)
+            for spi in self._spis.pop(sa, set()):
+                if self.sas.get(spi) is sa:
+                    del self.sas[spi]
+            return
+        current = set(sa.local_spis())
+        known = self._spis.get(sa, set())
+        if current == known:
+            return
+        for spi in known - current:
+            if self.sas.get(spi) is sa:
                 del self.sas[spi]
-        if not sa.closed:
-            for spi in sa.local_spis():
-                self.sas.setdefault(spi, sa)
+        for spi in current:
+            self.sas.setdefault(spi, sa)
+        self._spis[sa] = current

@@ -176,6 +176,29 @@ def decode_header(data: bytes) -> Header:
     return Header(spi_i, spi_r, next_payload, exchange, flags, message_id, length)
 
 
+def payload_bodies(header: Header, data: bytes) -> list[tuple[int, bytes]]:
+    """(type, body) of each payload of ``data`` in order, read from the generic payload
+    headers only: nothing inside a payload is decoded.
+
+    The cheap look at an IKE_SA_INIT request that the :class:`~.endpoint.Endpoint` takes
+    before it spends anything on it (a COOKIE check needs the first payload and the
+    nonce). Raises ParseError when the chain does not fill ``data`` exactly.
+    """
+    bodies: list[tuple[int, bytes]] = []
+    kind, offset = header.next_payload, HEADER_LEN
+    while kind != PayloadType.NONE:
+        if offset + GENERIC_HEADER_LEN > len(data):
+            raise ParseError("payload header past the end", field="payload.length")
+        length = int.from_bytes(data[offset + 2 : offset + 4], "big")
+        if length < GENERIC_HEADER_LEN or offset + length > len(data):
+            raise ParseError(f"payload length {length} out of range", field="payload.length")
+        bodies.append((kind, data[offset + GENERIC_HEADER_LEN : offset + length]))
+        kind, offset = data[offset], offset + length
+    if offset != len(data):
+        raise ParseError("bytes after the last payload", field="payload.length")
+    return bodies
+
+
 def encode_payloads(payloads: Iterable[Payload]) -> tuple[int, bytes]:
     """Chain ``payloads``: returns (type of the first, or 0 if none; the bytes).
 
