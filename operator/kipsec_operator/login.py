@@ -31,4 +31,5 @@ async def connection_info(credentials: Credentials) -> kopf.ConnectionInfo:
         token=token or None,
         certificate_path=configuration.cert_file,
         private_key_path=configuration.key_file,
+        proxy_url=configuration.proxy,  # a kubeconfig's proxy-url
     )
