@@ -31,7 +31,8 @@ from .certificates.issuer_trust import issuer_trust
 from .certificates.readiness import readiness
 from .certificates.terms import TermsError, certificate_terms, issuer_secret_field
 from .crds.models import GROUP, VERSION
-from .kube import ApiError, Connection, Kube, object_path
+from .kube import ApiError, Credentials, Kube, object_path
+from .login import connection_info
 from .metrics import OperatorMetrics
 from .reconcile.cluster import K8sObject, ObjectKey, key_of, pod_ref
 from .reconciler import PassResult, Reconciler
@@ -67,7 +68,7 @@ class Operator:
 
     def __init__(
         self,
-        connection: Connection,
+        connection: Credentials,
         *,
         namespace: str = "kipsec-system",
         injection: InjectionSettings | None = None,
@@ -474,11 +475,8 @@ def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
     """Register the handlers of `operator` on `registry`."""
 
     @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        c = operator.connection
-        return kopf.ConnectionInfo(
-            server=c.server, token=c.token, ca_path=c.ca_path, insecure=c.insecure
-        )
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        return await connection_info(operator.connection)
 
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:

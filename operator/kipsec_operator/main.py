@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import kopf
 
 from .handlers import Operator, register
-from .kube import Connection
+from .kube import ConfigException, Connection, Credentials, default_credentials
 from .webhook.environment import SettingsError, injection_settings
 from .webhook.injection import InjectionSettings
 
@@ -75,8 +75,16 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the operator")
     run.add_argument("--namespace", action="append", default=[], help="watch only these")
     run.add_argument("--standalone", action="store_true", help="no leader election")
-    run.add_argument("--server", help="API server URL (default: in-cluster credentials)")
-    run.add_argument("--insecure", action="store_true", help="do not verify the API server")
+    run.add_argument(
+        "--kubeconfig",
+        help="kubeconfig file(s) (default: the pod's ServiceAccount in a pod, else "
+        "$KUBECONFIG or ~/.kube/config)",
+    )
+    run.add_argument("--context", help="kubeconfig context (default: its current-context)")
+    run.add_argument(
+        "--server", help="API server URL with the token in $KIPSEC_API_TOKEN (the lab)"
+    )
+    run.add_argument("--insecure", action="store_true", help="with --server: do not verify")
     run.add_argument(
         "--operator-namespace",
         default=os.environ.get("POD_NAMESPACE", "kipsec-system"),
@@ -90,13 +98,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _main(args: argparse.Namespace, injection: InjectionSettings) -> None:
+def credentials(args: argparse.Namespace) -> Credentials:
+    """Where the API server is and how to authenticate, from the command line."""
     if args.server:
-        connection = Connection(
-            args.server, os.environ.get("KIPSEC_API_TOKEN"), None, args.insecure
-        )
-    else:
-        connection = Connection.in_cluster()
+        return Connection(args.server, os.environ.get("KIPSEC_API_TOKEN"), None, args.insecure)
+    return default_credentials(args.kubeconfig, args.context)
+
+
+async def _main(args: argparse.Namespace, injection: InjectionSettings) -> None:
+    connection = credentials(args)
+    try:
+        await connection.configuration()  # fail here, clearly, rather than inside kopf
+    except ConfigException as exc:
+        message = f"kipsec-operator: no API server credentials ({connection}): {exc}"
+        raise SystemExit(message) from None
     host, _, port = args.listen.rpartition(":")
     operator = Operator(
         connection,

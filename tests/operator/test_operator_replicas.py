@@ -26,7 +26,7 @@ import pytest_asyncio
 from kipsec_operator.ca_store import CaStore
 from kipsec_operator.certificates.rotation import CaRotationPolicy
 from kipsec_operator.handlers import Operator
-from kipsec_operator.kube import Connection
+from kipsec_operator.kube import Connection, Credentials
 from kipsec_operator.server import serve
 from support.operator_cluster import Cluster, bound_token, eventually, psk_mesh
 from support.operator_objects import (
@@ -44,7 +44,7 @@ TOKEN = "a-token"
 """Pod a's ServiceAccount token, as the emulator's TokenReview answers it (bound_token)."""
 
 
-async def replica(connection: Connection, tmp_path: Path) -> AsyncIterator[str]:
+async def replica(connection: Credentials, tmp_path: Path) -> AsyncIterator[str]:
     """Serve the endpoints of an operator whose kopf does not run; yields their URL."""
     standby = Operator(connection)
     async with standby.kube:

@@ -13,8 +13,10 @@ import datetime
 import ipaddress
 import json
 import ssl
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,9 @@ from cryptography.x509.oid import NameOID
 
 from kipsec_lab.apiserver import Emulator
 from kipsec_operator.handlers import Operator
-from kipsec_operator.kube import Kube, object_path
-from kipsec_operator.reconcile.cluster import ObjectKey
+from kipsec_operator.kube import Credentials, Kube, object_path
+from kipsec_operator.main import run_operator
+from kipsec_operator.reconcile.cluster import ObjectKey, PodRef
 from kipsec_operator.reconcile.status import SidecarReport
 from kipsec_sidecar.config import load_config_data
 from support.operator_objects import namespace, pod, psk_mesh_spec, psk_secret, tunnel
@@ -41,6 +44,18 @@ PLURALS = {
     "Tunnel": ("kipsec.io/v1alpha1", "tunnels"),
     "TunnelCertificate": ("kipsec.io/v1alpha1", "tunnelcertificates"),
 }
+
+
+async def apply(kube: Kube, obj: dict[str, Any]) -> dict[str, Any]:
+    """Create `obj` through `kube`; a pod's status is then set as its kubelet would."""
+    api_version, plural = PLURALS[obj["kind"]]
+    namespace = obj["metadata"].get("namespace") if obj["kind"] != "Namespace" else None
+    body = {k: v for k, v in obj.items() if k != "status" or obj["kind"] != "Pod"}
+    created = await kube.create(object_path(api_version, plural, namespace), body)
+    if obj["kind"] == "Pod" and obj.get("status"):  # the kubelet's part
+        path = object_path(api_version, plural, namespace, obj["metadata"]["name"])
+        created = await kube.merge_patch(path + "/status", {"status": obj["status"]})
+    return created
 
 
 @dataclass
@@ -60,14 +75,7 @@ class Cluster:
         return f"https://127.0.0.1:{self.operator.endpoint_port}"
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        api_version, plural = PLURALS[obj["kind"]]
-        namespace = obj["metadata"].get("namespace") if obj["kind"] != "Namespace" else None
-        body = {k: v for k, v in obj.items() if k != "status" or obj["kind"] != "Pod"}
-        created = await self.kube.create(object_path(api_version, plural, namespace), body)
-        if obj["kind"] == "Pod" and obj.get("status"):  # the kubelet's part
-            path = object_path(api_version, plural, namespace, obj["metadata"]["name"])
-            created = await self.kube.merge_patch(path + "/status", {"status": obj["status"]})
-        return created
+        return await apply(self.kube, obj)
 
     async def patch(
         self, kind: str, namespace: str | None, name: str, patch: dict[str, Any]
@@ -180,3 +188,48 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_file, key_file
+
+
+def new_operator(
+    connection: Credentials,
+    reports: dict[ObjectKey, SidecarReport],
+    directory: Path,
+    *,
+    certificate_interval: float = 5.0,
+) -> Operator:
+    """An operator with the tests' short intervals, sidecar reports read from `reports`,
+    and HTTPS endpoints on a free port with a certificate written to `directory`."""
+
+    async def fetch(pod: PodRef, expected: frozenset[str]) -> SidecarReport | None:
+        return reports.get(pod.key)
+
+    return Operator(
+        connection,
+        namespace="kipsec-system",
+        fetcher=fetch,
+        report_interval=0.3,
+        certificate_interval=certificate_interval,
+        debounce=0.05,
+        listen=("127.0.0.1", 0),
+        tls=tuple(str(p) for p in self_signed(directory)),  # type: ignore[arg-type]
+    )
+
+
+@asynccontextmanager
+async def running(operator: Operator) -> AsyncIterator[None]:
+    """`operator` under kopf (standalone), in a thread with its own event loop: kopf
+    cancels every task of its loop that it did not start."""
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=asyncio.run,
+        args=(run_operator(operator, standalone=True, stop_flag=stop, ready_flag=ready),),
+        name="kipsec-operator",
+        daemon=True,
+    )
+    thread.start()
+    try:
+        assert await asyncio.to_thread(ready.wait, 5), "the operator did not start"
+        yield
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 10)
