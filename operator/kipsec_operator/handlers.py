@@ -103,6 +103,10 @@ class Operator:
         self.refused: dict[ObjectKey, dict[ObjectKey, str]] = {}
         """Per TunnelCertificate, per pod: its last request's refusal, until it is issued."""
         self._certificate_statuses: dict[ObjectKey, dict[str, Any]] = {}
+        self._certificate_locks: dict[ObjectKey, asyncio.Lock] = {}
+        """Per TunnelCertificate: held while its status is read, computed and written, so
+        that two writers (a watch event and the timer) never interleave and the last one
+        to finish never drops what the other remembered (``issuerCA``)."""
         self._issuer_warned: dict[ObjectKey, str] = {}
         self._expiry_warned: dict[ObjectKey, str] = {}
 
@@ -324,6 +328,13 @@ class Operator:
     async def publish_trust(self, tunnel_certificate: K8sObject) -> None:
         """Publish the issuer's bundle for the Tunnels that use this TunnelCertificate,
         and its status (also when the issuer or the spec is unusable: the status says so)."""
+        async with self._certificate_lock(tunnel_certificate):
+            await self._publish_trust(tunnel_certificate)
+
+    def _certificate_lock(self, tunnel_certificate: K8sObject) -> asyncio.Lock:
+        return self._certificate_locks.setdefault(key_of(tunnel_certificate), asyncio.Lock())
+
+    async def _publish_trust(self, tunnel_certificate: K8sObject) -> None:
         namespace, name = key_of(tunnel_certificate)
         issuer = _field(_field(tunnel_certificate, "spec"), "issuer")
         issuer_status: dict[str, Any] | None = None
@@ -337,7 +348,7 @@ class Operator:
                 if self._issuer_warned.get((namespace, name)) != str(exc):
                     self._issuer_warned[(namespace, name)] = str(exc)
                     await self.event(tunnel_certificate, "Warning", "IssuerUnavailable", str(exc))
-                await self.certificate_status(tunnel_certificate)
+                await self._certificate_status(tunnel_certificate)
                 return
             self._issuer_warned.pop((namespace, name), None)
             # A CA replaced in the Secret stays trusted for spec.duration (issuer_trust).
@@ -354,7 +365,7 @@ class Operator:
                 seconds = (state.signing.not_after - datetime.now(UTC)).total_seconds()
                 self.metrics.ca_expiry.set(seconds)
         self.reconciler.set_trust_bundle((namespace, name), bundle.decode("ascii"))
-        await self.certificate_status(tunnel_certificate, issuer_status)
+        await self._certificate_status(tunnel_certificate, issuer_status)
         await self._warn_ca_expiry(tunnel_certificate, ca.not_after)
 
     async def _warn_ca_expiry(self, tunnel_certificate: K8sObject, ca_not_after: datetime) -> None:
@@ -381,6 +392,12 @@ class Operator:
         Secret, the pods' certificates and refusals), and
         the CASecret issuer's CA memory (``issuer``: :func:`.issuer_trust.issuer_trust`,
         kept as it was when not given)."""
+        async with self._certificate_lock(tunnel_certificate):
+            await self._certificate_status(tunnel_certificate, issuer)
+
+    async def _certificate_status(
+        self, tunnel_certificate: K8sObject, issuer: Mapping[str, Any] | None = None
+    ) -> None:
         key = key_of(tunnel_certificate)
         index = self.reconciler.objects
         namespace = index["Namespace"].get(("", key[0]))
