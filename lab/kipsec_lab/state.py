@@ -29,6 +29,8 @@ class LabConfig:
     cidr: str = "10.213.0.0/16"
     nodes: int = 2
     prometheus: bool = False
+    runtime: str = "auto"
+    """``auto`` (podman when it holds the images, else host processes), ``podman``, ``host``."""
 
 
 @dataclass
@@ -41,7 +43,10 @@ class PodState:
     sidecar: str = "none"
     """``none`` (no sidecar), ``waiting`` (for its configuration), ``running``, ``restarting``."""
     pid: int | None = None
+    """The sidecar program's pid (in a container: its main process, seen from the host)."""
     restarts: int = 0
+    image: str = ""
+    """The image the sidecar runs, or ``host process`` (the fallback without podman)."""
 
 
 @dataclass
@@ -50,6 +55,9 @@ class LabState:
     """``starting``, ``ready``, ``failed``, ``stopping``, ``stopped``."""
     step: str = ""
     error: str = ""
+    runtime: str = ""
+    """How the lab runs the operator and the sidecars (podman and the images, or host
+    processes and why)."""
     pods: list[PodState] = field(default_factory=list)
 
 

@@ -101,7 +101,18 @@ def tunnel_table(tunnels: list[dict[str, Any]]) -> Table:
 
 def pod_table(paths: Paths, pods: list[PodState]) -> Table:
     table = Table(title="Pods")
-    for column in ("pod", "node", "IP", "sidecar", "restarts", "datapath", "IKE SAs", "child SAs"):
+    columns = (
+        "pod",
+        "node",
+        "IP",
+        "sidecar",
+        "image",
+        "restarts",
+        "datapath",
+        "IKE SAs",
+        "child SAs",
+    )
+    for column in columns:
         table.add_column(column)
     for pod in pods:
         view = sidecar_view(paths, pod)
@@ -112,6 +123,7 @@ def pod_table(paths: Paths, pods: list[PodState]) -> Table:
             pod.sidecar
             if not view.error or pod.sidecar != "running"
             else f"running ({view.error})",
+            pod.image or "-",
             str(pod.restarts),
             view.datapath,
             f"{view.ike_established}/{view.peers}" if view.peers else "-",
