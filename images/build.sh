@@ -10,7 +10,8 @@
 #      from the wheelhouse only; podman's layer cache makes a rebuild of an unchanged
 #      tree take seconds.
 # Then it prints the images' sizes. Root only (podman as root; mmdebstrap).
-# Environment: TAG (default: the version in pyproject.toml), CACHE (default .cache/images),
+# Environment: TAG (default: the version in pyproject.toml), TARGETS (default "sidecar
+# operator"), NO_CACHE=1 (rebuild every layer), CACHE (default .cache/images),
 # PYTHON (the host interpreter whose pip makes the wheels; its minor version must be the
 # base image's, 3.11 for bookworm).
 set -eu
@@ -67,9 +68,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 # 3. The images.
-for target in sidecar operator; do
+layers="--layers"
+[ "${NO_CACHE:-0}" = 1 ] && layers="--no-cache"
+for target in ${TARGETS:-sidecar operator}; do
     echo "images: building localhost/kipsec-$target:$TAG"
-    $PODMAN build --quiet --network none $ULIMITS --layers \
+    $PODMAN build --quiet --network none $ULIMITS $layers \
         --build-arg PYTHON_IMAGE="$base" --build-arg OFFLINE=1 \
         --target "$target" --tag "localhost/kipsec-$target:$TAG" . >/dev/null
 done

@@ -324,6 +324,12 @@ def traffic(paths: Paths, source: str | None, target: str | None, pings: int = 2
         port = protected_tcp_port(tunnel_between(client, src, dst))
     else:
         src, dst, port = pick_pair(client, paths, pods)
+    for pod in (src, dst):
+        if pod.sidecar not in ("none", "running"):
+            raise LabError(
+                f"{pod.namespace}/{pod.name}: its sidecar is {pod.sidecar}; a pod's application "
+                "containers start only after its sidecar's startupProbe answers"
+            )
     names = Names(paths.read_config().name)
     report = exchange(
         names.control,

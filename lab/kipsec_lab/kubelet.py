@@ -188,7 +188,7 @@ class Kubelet:
         pod = {**pod, "status": {**(pod.get("status") or {}), **self._network_status(sandbox)}}
         self.sync_volumes(sandbox, pod)
         changed |= self.sync_containers(sandbox, pod)
-        await self.probe_startup(sandbox, pod)
+        changed |= await self.probe_startup(sandbox, pod)
         await self.write_status(sandbox, pod, path)
         return changed
 
@@ -329,7 +329,7 @@ class Kubelet:
             process = self.start(sandbox, pod, container, mounts)
             sandbox.processes[cname] = process
             sandbox.started.discard(cname)
-            sandbox.state.sidecar = "running"
+            sandbox.state.sidecar = "starting"
             sandbox.state.pid = process.pid
         return before != (sandbox.state.sidecar, sandbox.state.pid, sandbox.state.restarts)
 
@@ -428,10 +428,11 @@ class Kubelet:
         )
         return process
 
-    async def probe_startup(self, sandbox: Sandbox, pod: Mapping[str, Any]) -> None:
+    async def probe_startup(self, sandbox: Sandbox, pod: Mapping[str, Any]) -> bool:
         """Run each running sidecar's startupProbe (``httpGet`` on the pod's address, from
         the node, as the kubelet does) until it succeeds once: a sidecar counts as
-        started, and the pod as Ready, only then."""
+        started (``running``), and the pod as Ready, only then. Whether that changed."""
+        changed = False
         for container in native_sidecars(pod):
             cname = str(container.get("name"))
             process = sandbox.processes.get(cname)
@@ -440,7 +441,10 @@ class Kubelet:
             url = probe_url(container, sandbox.state.ip)
             if url is None or await asyncio.to_thread(http_ok, url):
                 sandbox.started.add(cname)
+                sandbox.state.sidecar = "running"
+                changed = True
                 log.info("sidecar started (startup probe): pod %s/%s", *sandbox.key[:2])
+        return changed
 
     async def write_status(self, sandbox: Sandbox, pod: Mapping[str, Any], path: str) -> None:
         """Pod status as a kubelet reports it (written only when it changes)."""

@@ -41,7 +41,8 @@ class PodState:
     ip: str
     netns: str
     sidecar: str = "none"
-    """``none`` (no sidecar), ``waiting`` (for its configuration), ``running``, ``restarting``."""
+    """``none`` (no sidecar), ``waiting`` (for its volumes), ``starting`` (until its
+    startupProbe answers), ``running``, ``restarting``."""
     pid: int | None = None
     """The sidecar program's pid (in a container: its main process, seen from the host)."""
     restarts: int = 0
