@@ -30,7 +30,12 @@ from kipsec_lab.topology import Names
 from kipsec_lab.traffic import exchange
 from support.lab_harness import EXAMPLES, ROOT, Lab, eventually, injected, lab_runtime
 
-pytestmark = pytest.mark.netns
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(
+        lab_runtime() == "host", reason="KIPSEC_LAB_RUNTIME=host: these are about container mode"
+    ),
+]
 
 IMAGES = image_names()
 NOCAP = """
@@ -56,12 +61,6 @@ metadata: {name: good, namespace: nocap, labels: {app: nocap}}
 spec:
   containers: [{name: app, image: busybox}]
 """
-
-
-@pytest.fixture(autouse=True)
-def _containers_only() -> None:
-    if lab_runtime() == "host":
-        pytest.skip("KIPSEC_LAB_RUNTIME=host: these tests are about the container mode")
 
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
