@@ -3,7 +3,8 @@
 One directory per lab (default ``/var/lib/kipsec-lab``, ``--state-dir`` or
 ``KIPSEC_LAB_DIR``): ``config.json`` (name, CIDR, nodes), ``supervisor.pid``,
 ``supervisor.log``, ``operator.log``, ``api.sock`` (the API server for the CLI),
-``tls/`` (lab CA and the operator's serving certificate), ``prometheus/`` (with
+``tls/`` (lab CA and the operator's serving certificate), ``operator/`` (container mode:
+the operator's TLS and ``/tmp`` volumes), ``prometheus/`` (with
 ``--prometheus``: its configuration, targets, data and log), ``samples.jsonl`` (SA
 counts over time), ``pods/<pod>/`` (volumes, container spec, sidecar log) and
 ``state.json``: the supervisor's phase and, per pod, its netns, address, node and
