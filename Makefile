@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo demo-memory test lint typecheck layers unit vm bench clean
+.PHONY: venv demo demo-memory test lint typecheck layers images unit vm bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ typecheck: venv
 
 layers: venv
 	$(BIN)/lint-imports
+
+# The sidecar and operator images, built with podman (root): a cached mmdebstrap base, a
+# cached wheelhouse, no network inside the build (images/build.sh); prints their sizes.
+images: venv
+	./images/build.sh
 
 # Everything but the VM tier: the fast loop while developing.
 unit: venv

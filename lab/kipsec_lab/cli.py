@@ -29,7 +29,7 @@ from rich.table import Table
 
 from kipsec_operator.kube import ApiError
 
-from . import chart, host, prometheus
+from . import chart, containers, host, prometheus
 from .client import LabClient
 from .manifests import ManifestError, load, ordered
 from .state import DEFAULT_DIR, LabConfig, Paths, PodState
@@ -113,6 +113,7 @@ def up(paths: Paths, config: LabConfig, timeout: float = UP_TIMEOUT) -> None:
         f"lab [bold]{config.name}[/] is up: {config.nodes} nodes, pods in {config.cidr}; "
         f"state in {paths.root}"
     )
+    console.print(f"operator and sidecars run as {paths.read_state().runtime}")
 
 
 def _starting(paths: Paths) -> bool:
@@ -141,6 +142,8 @@ def down(paths: Paths, *, quiet: bool = False) -> None:
     with contextlib.suppress(OSError, ValueError):
         name = paths.read_config().name
     swept = host.sweep(Names(name)) if name else []
+    if name and shutil.which("podman") is not None:
+        containers.sweep(name)
     if paths.root.exists() and paths.config.exists():
         shutil.rmtree(paths.root, ignore_errors=True)
     if not quiet:
@@ -325,6 +328,12 @@ def traffic(paths: Paths, source: str | None, target: str | None, pings: int = 2
         port = protected_tcp_port(tunnel_between(client, src, dst))
     else:
         src, dst, port = pick_pair(client, paths, pods)
+    for pod in (src, dst):
+        if pod.sidecar not in ("none", "running"):
+            raise LabError(
+                f"{pod.namespace}/{pod.name}: its sidecar is {pod.sidecar}; a pod's application "
+                "containers start only after its sidecar's startupProbe answers"
+            )
     names = Names(paths.read_config().name)
     report = exchange(
         names.control,
@@ -376,6 +385,13 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--prometheus", action="store_true", help="also run Prometheus scraping the lab"
     )
+    start.add_argument(
+        "--runtime",
+        choices=containers.RUNTIME_MODES,
+        default="auto",
+        help="podman: the operator and sidecars from the images (./dev images); host: as "
+        "processes of this installation; auto (default): podman when it holds the images",
+    )
     commands.add_parser("down", help="stop the lab and remove everything it created")
     for verb in ("apply", "delete"):
         sub = commands.add_parser(verb, help=f"{verb} the objects of manifest files")
@@ -403,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     paths = _paths(args)
     try:
         if args.command == "up":
-            config = LabConfig(args.name, args.cidr, args.nodes, args.prometheus)
+            config = LabConfig(args.name, args.cidr, args.nodes, args.prometheus, args.runtime)
             up(paths, config, args.timeout)
         elif args.command == "down":
             down(paths)
@@ -422,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print_report(report, report.source, report.target)
             if report.verdict == "not protected":
                 raise SystemExit(1)
-    except (LabError, ManifestError, host.HostError) as exc:
+    except (LabError, ManifestError, host.HostError, containers.ContainerSpecError) as exc:
         console.print(f"[red]kipsec lab {args.command}: {exc}[/]")
         raise SystemExit(1) from None
 

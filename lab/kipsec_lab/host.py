@@ -172,9 +172,11 @@ def wait_for_output(stream: IO[bytes], needle: bytes, timeout: float) -> bytes:
     return seen
 
 
-def enter_netns(netns: str) -> None:
+def enter_netns(netns: str) -> str:
     """Move the calling process (its network namespace) into ``netns``; children
-    started afterwards inherit it."""
+    started afterwards inherit it. Returns a path to the namespace it left (a descriptor
+    kept open for the process's lifetime), for :func:`in_netns`."""
+    left = os.open("/proc/self/ns/net", os.O_RDONLY)
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(Path("/run/netns") / netns, os.O_RDONLY)
     try:
@@ -183,6 +185,12 @@ def enter_netns(netns: str) -> None:
             raise HostError(f"setns({netns}): {os.strerror(errno)}")
     finally:
         os.close(fd)
+    return f"/proc/{os.getpid()}/fd/{left}"
+
+
+def in_netns(path: str, argv: Sequence[str]) -> list[str]:
+    """``argv`` run in the network namespace at ``path`` (``nsenter``)."""
+    return ["nsenter", f"--net={path}", "--", *argv]
 
 
 __all__ = [
@@ -192,6 +200,7 @@ __all__ = [
     "create_pod_netns",
     "delete_netns",
     "enter_netns",
+    "in_netns",
     "kill",
     "netns_list",
     "netns_pids",

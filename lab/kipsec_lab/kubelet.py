@@ -11,9 +11,11 @@ from the in-process emulator; writes (``spec.nodeName``, pod status) go through 
 API so that every watcher — the operator — sees them as in a cluster.
 
 Containers: only native sidecars (init containers with ``restartPolicy: Always``) are
-run, each as a real process in the pod's netns and in a private mount namespace
-(:mod:`.podexec`), restarted with a capped back-off when it exits. Application
-containers are not run: the lab has no images.
+run, restarted with a capped back-off when they exit. With the podman runtime each runs
+from its image in the pod's netns, under exactly its spec (:func:`.containers.podman_run`);
+in the host-process fallback, as a process of this machine's installation in the pod's
+netns and a private mount namespace (:mod:`.podexec`). Application containers are not
+run: the lab has no application images.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,8 +38,9 @@ from typing import Any
 
 from kipsec_operator.kube import ApiError, Kube, object_path
 
-from . import host
+from . import containers, host
 from .apiserver import Emulator
+from .containers import HOST_PROCESS, Runtime
 from .state import PodState
 from .topology import Addresses, Names, node_names
 from .volumes import DATA_LINK, container_env, secret_files, write_atomic
@@ -65,6 +69,30 @@ def host_path(mounts: list[dict[str, Any]], path: str) -> Path | None:
     return None
 
 
+def probe_url(container: Mapping[str, Any], ip: str) -> str | None:
+    """The URL of the container's startupProbe (``httpGet``; a named port is looked up
+    in its ports), or None when it has none."""
+    get = (container.get("startupProbe") or {}).get("httpGet")
+    if not isinstance(get, Mapping):
+        return None
+    port = get.get("port")
+    if isinstance(port, str):
+        named = [p for p in container.get("ports") or [] if p.get("name") == port]
+        port = named[0].get("containerPort") if named else None
+    scheme = str(get.get("scheme", "HTTP")).lower()
+    return f"{scheme}://{get.get('host') or ip}:{port}{get.get('path', '/')}"
+
+
+def http_ok(url: str) -> bool:
+    """Whether ``url`` answers 200-399 within a second (no proxy, as a kubelet's probe)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=1.0) as answer:
+            return 200 <= int(answer.status) < 400
+    except (OSError, ValueError):
+        return False
+
+
 @dataclass
 class Sandbox:
     """What the kubelet keeps for one pod."""
@@ -74,6 +102,9 @@ class Sandbox:
     directory: Path
     token: str
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    """The container's process: podman's in the podman runtime, else the program's."""
+    started: set[str] = field(default_factory=set)
+    """Containers whose startupProbe has succeeded since they (re)started."""
     next_start: dict[str, float] = field(default_factory=dict)
     backoff: dict[str, float] = field(default_factory=dict)
     status_written: str = ""
@@ -90,9 +121,12 @@ class Kubelet:
         addresses: Addresses,
         pods_dir: Path,
         *,
-        hosts: list[str],
+        hosts: list[tuple[str, str]],
         ca_file: str | None,
         on_change: Callable[[list[PodState]], None],
+        runtime: Runtime,
+        lab: str = "",
+        device_resources: Mapping[str, str] | None = None,
         period: float = 0.5,
     ) -> None:
         self.emulator = emulator
@@ -104,6 +138,10 @@ class Kubelet:
         self.hosts = hosts
         self.ca_file = ca_file
         self.on_change = on_change
+        self.runtime = runtime
+        self.lab = lab
+        self.device_resources = dict(device_resources or {})
+        """Extended resource → device node: the lab's device plugin (``kipsec.io/tun``)."""
         self.period = period
         self.sandboxes: dict[PodKey, Sandbox] = {}
         self._scheduled = 0
@@ -150,6 +188,7 @@ class Kubelet:
         pod = {**pod, "status": {**(pod.get("status") or {}), **self._network_status(sandbox)}}
         self.sync_volumes(sandbox, pod)
         changed |= self.sync_containers(sandbox, pod)
+        changed |= await self.probe_startup(sandbox, pod)
         await self.write_status(sandbox, pod, path)
         return changed
 
@@ -175,9 +214,11 @@ class Kubelet:
 
     def teardown(self, sandbox: Sandbox) -> None:
         """Stop the pod's containers, delete its netns, free its address and files."""
-        for process in sandbox.processes.values():
+        for cname, process in sandbox.processes.items():
             host.stop_group(process.pid)
             process.wait(timeout=5)
+            if self.runtime.mode == "podman":
+                containers.remove(self.container_name(sandbox, cname))
         host.delete_netns(sandbox.state.netns)
         self.addresses.release(sandbox.state.ip)
         self.emulator.token_reviews.pop(sandbox.token, None)
@@ -216,6 +257,7 @@ class Kubelet:
                 write_atomic(directory, files, 0o600)
             elif "emptyDir" in volume:
                 directory.mkdir(parents=True, exist_ok=True)
+                directory.chmod(0o777)  # as the kubelet makes it: any container user writes
 
     def _register_token(
         self, sandbox: Sandbox, pod: Mapping[str, Any], projection: Mapping[str, Any]
@@ -264,6 +306,7 @@ class Kubelet:
             cname = str(container.get("name"))
             process = sandbox.processes.get(cname)
             if process is not None and process.poll() is None:
+                self._container_pid(sandbox, cname)
                 continue
             if process is not None:
                 log.warning(
@@ -285,7 +328,8 @@ class Kubelet:
                 continue
             process = self.start(sandbox, pod, container, mounts)
             sandbox.processes[cname] = process
-            sandbox.state.sidecar = "running"
+            sandbox.started.discard(cname)
+            sandbox.state.sidecar = "starting"
             sandbox.state.pid = process.pid
         return before != (sandbox.state.sidecar, sandbox.state.pid, sandbox.state.restarts)
 
@@ -304,6 +348,22 @@ class Kubelet:
                 return False
         return True
 
+    def container_name(self, sandbox: Sandbox, cname: str) -> str:
+        """The podman container's name: the lab's, the pod's and the container's."""
+        namespace, name, uid = sandbox.key
+        return f"{self.lab}-{namespace}-{name}-{uid[:8]}-{cname}"
+
+    def _container_pid(self, sandbox: Sandbox, cname: str) -> None:
+        """The container's main process (from podman's pidfile) as the pod's sidecar pid:
+        the process a signal must reach, not podman's."""
+        if self.runtime.mode != "podman":
+            return
+        try:
+            pid = int((sandbox.directory / f"{cname}.pid").read_text().strip())
+        except (OSError, ValueError):
+            return
+        sandbox.state.pid = pid
+
     def start(
         self,
         sandbox: Sandbox,
@@ -312,24 +372,46 @@ class Kubelet:
         mounts: list[dict[str, Any]],
     ) -> subprocess.Popen[bytes]:
         cname = str(container.get("name"))
-        command = list(container.get("command") or [SIDECAR_COMMAND])
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-        env.update(container_env(pod, container))
-        spec = {
-            "argv": [*command, *(container.get("args") or [])],
-            "env": env,
-            "mounts": mounts,
-            "hosts": self.hosts,
-            "ca": self.ca_file,
-        }
         spec_file = sandbox.directory / f"{cname}.json"
-        spec_file.write_text(json.dumps(spec, indent=2))
+        if self.runtime.mode == "podman":
+            pidfile = sandbox.directory / f"{cname}.pid"
+            pidfile.unlink(missing_ok=True)
+            volumes = (pod.get("spec") or {}).get("volumes") or []
+            argv = containers.podman_run(
+                pod,
+                container,
+                name=self.container_name(sandbox, cname),
+                netns=sandbox.state.netns,
+                volume_dirs={
+                    str(v.get("name")): str(self.volume_dir(sandbox, str(v.get("name"))))
+                    for v in volumes
+                },
+                device_resources=self.device_resources,
+                hosts=self.hosts,
+                labels={containers.LABEL: self.lab},
+                pidfile=str(pidfile),
+            )
+            spec_file.write_text(json.dumps({"argv": argv, "mounts": mounts}, indent=2))
+            sandbox.state.image = str(container.get("image", ""))
+        else:
+            command = list(container.get("command") or [SIDECAR_COMMAND])
+            env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+            env.update(container_env(pod, container))
+            spec = {
+                "argv": [*command, *(container.get("args") or [])],
+                "env": env,
+                "mounts": mounts,
+                "hosts": [f"{address} {name}" for name, address in self.hosts],
+                "ca": self.ca_file,
+            }
+            spec_file.write_text(json.dumps(spec, indent=2))
+            argv = [
+                *("ip", "netns", "exec", sandbox.state.netns),
+                *("unshare", "--mount", "--propagation", "private"),
+                *(sys.executable, "-m", "kipsec_lab.podexec", str(spec_file)),
+            ]
+            sandbox.state.image = HOST_PROCESS
         log_file = (sandbox.directory / f"{cname}.log").open("ab")
-        argv = [
-            *("ip", "netns", "exec", sandbox.state.netns),
-            *("unshare", "--mount", "--propagation", "private"),
-            *(sys.executable, "-m", "kipsec_lab.podexec", str(spec_file)),
-        ]
         process = subprocess.Popen(  # noqa: S603 - fixed argv
             argv,
             stdin=subprocess.DEVNULL,
@@ -338,13 +420,39 @@ class Kubelet:
             start_new_session=True,
         )
         log_file.close()
-        log.info("sidecar started: pod %s/%s, pid %d", *sandbox.key[:2], process.pid)
+        log.info(
+            "sidecar started: pod %s/%s, pid %d, %s",
+            *sandbox.key[:2],
+            process.pid,
+            sandbox.state.image,
+        )
         return process
+
+    async def probe_startup(self, sandbox: Sandbox, pod: Mapping[str, Any]) -> bool:
+        """Run each running sidecar's startupProbe (``httpGet`` on the pod's address, from
+        the node, as the kubelet does) until it succeeds once: a sidecar counts as
+        started (``running``), and the pod as Ready, only then. Whether that changed."""
+        changed = False
+        for container in native_sidecars(pod):
+            cname = str(container.get("name"))
+            process = sandbox.processes.get(cname)
+            if cname in sandbox.started or process is None or process.poll() is not None:
+                continue
+            url = probe_url(container, sandbox.state.ip)
+            if url is None or await asyncio.to_thread(http_ok, url):
+                sandbox.started.add(cname)
+                sandbox.state.sidecar = "running"
+                changed = True
+                log.info("sidecar started (startup probe): pod %s/%s", *sandbox.key[:2])
+        return changed
 
     async def write_status(self, sandbox: Sandbox, pod: Mapping[str, Any], path: str) -> None:
         """Pod status as a kubelet reports it (written only when it changes)."""
         sidecars = native_sidecars(pod)
-        running = all(name in sandbox.processes for name in (c.get("name") for c in sidecars))
+        running = all(
+            name in sandbox.processes and name in sandbox.started
+            for name in (c.get("name") for c in sidecars)
+        )
         phase = "Running" if running else "Pending"
         summary = f"{phase}:{sandbox.state.ip}:{sandbox.state.restarts}"
         if summary == sandbox.status_written:
@@ -364,8 +472,8 @@ class Kubelet:
             "initContainerStatuses": [
                 {
                     "name": c.get("name"),
-                    "started": c.get("name") in sandbox.processes,
-                    "ready": c.get("name") in sandbox.processes,
+                    "started": c.get("name") in sandbox.started,
+                    "ready": c.get("name") in sandbox.started,
                     "restartCount": sandbox.state.restarts,
                     "image": c.get("image", ""),
                 }

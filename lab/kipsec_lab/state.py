@@ -3,7 +3,8 @@
 One directory per lab (default ``/var/lib/kipsec-lab``, ``--state-dir`` or
 ``KIPSEC_LAB_DIR``): ``config.json`` (name, CIDR, nodes), ``supervisor.pid``,
 ``supervisor.log``, ``operator.log``, ``api.sock`` (the API server for the CLI),
-``tls/`` (lab CA and the operator's serving certificate), ``prometheus/`` (with
+``tls/`` (lab CA and the operator's serving certificate), ``operator/`` (container mode:
+the operator's TLS and ``/tmp`` volumes), ``prometheus/`` (with
 ``--prometheus``: its configuration, targets, data and log), ``samples.jsonl`` (SA
 counts over time), ``pods/<pod>/`` (volumes, container spec, sidecar log) and
 ``state.json``: the supervisor's phase and, per pod, its netns, address, node and
@@ -29,6 +30,8 @@ class LabConfig:
     cidr: str = "10.213.0.0/16"
     nodes: int = 2
     prometheus: bool = False
+    runtime: str = "auto"
+    """``auto`` (podman when it holds the images, else host processes), ``podman``, ``host``."""
 
 
 @dataclass
@@ -39,9 +42,13 @@ class PodState:
     ip: str
     netns: str
     sidecar: str = "none"
-    """``none`` (no sidecar), ``waiting`` (for its configuration), ``running``, ``restarting``."""
+    """``none`` (no sidecar), ``waiting`` (for its volumes), ``starting`` (until its
+    startupProbe answers), ``running``, ``restarting``."""
     pid: int | None = None
+    """The sidecar program's pid (in a container: its main process, seen from the host)."""
     restarts: int = 0
+    image: str = ""
+    """The image the sidecar runs, or ``host process`` (the fallback without podman)."""
 
 
 @dataclass
@@ -50,6 +57,9 @@ class LabState:
     """``starting``, ``ready``, ``failed``, ``stopping``, ``stopped``."""
     step: str = ""
     error: str = ""
+    runtime: str = ""
+    """How the lab runs the operator and the sidecars (podman and the images, or host
+    processes and why)."""
     pods: list[PodState] = field(default_factory=list)
 
 

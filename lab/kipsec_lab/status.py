@@ -135,7 +135,18 @@ def certificate_table(certificates: list[dict[str, Any]]) -> Table:
 
 def pod_table(paths: Paths, pods: list[PodState]) -> Table:
     table = Table(title="Pods")
-    for column in ("pod", "node", "IP", "sidecar", "restarts", "datapath", "IKE SAs", "child SAs"):
+    columns = (
+        "pod",
+        "node",
+        "IP",
+        "sidecar",
+        "image",
+        "restarts",
+        "datapath",
+        "IKE SAs",
+        "child SAs",
+    )
+    for column in columns:
         table.add_column(column)
     for pod in pods:
         view = sidecar_view(paths, pod)
@@ -146,6 +157,7 @@ def pod_table(paths: Paths, pods: list[PodState]) -> Table:
             pod.sidecar
             if not view.error or pod.sidecar != "running"
             else f"running ({view.error})",
+            pod.image or "-",
             str(pod.restarts),
             view.datapath,
             f"{view.ike_established}/{view.peers}" if view.peers else "-",

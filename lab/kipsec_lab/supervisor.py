@@ -10,7 +10,11 @@ alone:
   on the unix socket ``api.sock`` in the state directory (the CLI's, from the host);
 * the real operator, ``kipsec-operator run --standalone``, its HTTPS endpoints on
   ``0.0.0.0:8443`` with a lab-issued certificate: the API server calls its webhook on
-  ``127.0.0.1``, pods reach it on the gateway address over the lab bridge;
+  ``127.0.0.1``, pods reach it on the gateway address over the lab bridge. With the
+  podman runtime (:mod:`.containers`) it runs from the operator image in the control
+  namespace, as the chart's Deployment runs it (:func:`operator_pod`: uid 65532, no
+  capabilities, read-only root filesystem, its certificate in a Secret-like volume at
+  the chart's path, an in-memory /tmp); else as a host process;
 * the kubelet stand-in (:mod:`.kubelet`);
 * with ``--prometheus``, Prometheus scraping the operator and the sidecars
   (:mod:`.prometheus`).
@@ -33,6 +37,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import kmock
@@ -40,14 +45,16 @@ from aiohttp import web
 
 from kipsec_operator.kube import Connection, Kube, object_path
 
-from . import chart, host, prometheus
+from . import chart, containers, host, prometheus
 from .admission import WebhookClient
 from .apiserver import Emulator
+from .containers import Runtime
 from .kubelet import Kubelet
 from .state import LabState, Paths, PodState
 from .status import SidecarView, sidecar_view
 from .tls import issue_serving
 from .topology import Addresses, Names
+from .volumes import DATA_LINK, container_env, write_atomic
 
 log = logging.getLogger("kipsec.lab")
 
@@ -64,6 +71,76 @@ OPERATOR_STOP_TIMEOUT = 3.0
 with it, so there is nothing to finish cleanly after a few seconds."""
 
 
+OPERATOR_UID = 65532
+"""The chart's ``operator.runAsUser`` (and fsGroup): the image's user."""
+OPERATOR_TLS_DIR = "/etc/kipsec-operator/tls"
+"""Where the chart mounts the operator's serving certificate."""
+TUN_DEVICE = "/dev/net/tun"
+DEVICE_RESOURCES = {"kipsec.io/tun": TUN_DEVICE}
+"""The lab's device plugin: the chart's default ``sidecar.tunResource``."""
+
+
+def operator_pod(image: str, sidecar_image: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The operator's pod and container as the chart's Deployment declares them (security
+    contexts, volumes, the environment that configures injection), with the lab's
+    arguments: its API server, standalone, the lab's report interval."""
+    container: dict[str, Any] = {
+        "name": "operator",
+        "image": image,
+        "args": [
+            *("run", "--standalone", "--server", f"http://127.0.0.1:{API_PORT}"),
+            *("--operator-namespace", OPERATOR_NAMESPACE),
+            f"--listen=0.0.0.0:{OPERATOR_PORT}",
+            f"--tls-cert={OPERATOR_TLS_DIR}/tls.crt",
+            f"--tls-key={OPERATOR_TLS_DIR}/tls.key",
+            f"--report-interval={REPORT_INTERVAL}",
+        ],
+        "env": [
+            {
+                "name": "POD_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+            {"name": "KIPSEC_SIDECAR_IMAGE", "value": sidecar_image},
+            {"name": "KIPSEC_SIDECAR_IMAGE_PULL_POLICY", "value": "Never"},
+            {"name": "KIPSEC_TUN_DEVICE", "value": "devicePlugin"},
+            {"name": "KIPSEC_TUN_RESOURCE", "value": next(iter(DEVICE_RESOURCES))},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "tls", "mountPath": OPERATOR_TLS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the chart's emptyDir
+        ],
+    }
+    pod: dict[str, Any] = {
+        "metadata": {"name": "kipsec-operator", "namespace": OPERATOR_NAMESPACE},
+        "spec": {
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": OPERATOR_UID,
+                "runAsGroup": OPERATOR_UID,
+                "fsGroup": OPERATOR_UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [container],
+            "volumes": [
+                {
+                    "name": "tls",
+                    "secret": {"secretName": "kipsec-webhook-tls", "defaultMode": 0o440},
+                },
+                {"name": "tmp", "emptyDir": {"medium": "Memory"}},
+            ],
+        },
+    }
+    return pod, container
+
+
 class Supervisor:
     """One lab's parts and the state it publishes to ``state.json`` for the CLI."""
 
@@ -73,6 +150,9 @@ class Supervisor:
         self.names = Names(self.config.name)
         self.addresses = Addresses.parse(self.config.cidr, self.config.nodes)
         self.state = LabState()
+        self.runtime = Runtime("host", "not chosen yet", containers.image_names())
+        self.host_netns = "/proc/1/ns/net"
+        """The network namespace ``kipsec lab up`` ran in (the supervisor left it)."""
 
     def publish(self, **changes: object) -> None:
         for key, value in changes.items():
@@ -90,6 +170,11 @@ class Supervisor:
         ca, cert, key = issue_serving(
             self.paths.tls, [OPERATOR_SERVICE, "localhost"], ["127.0.0.1", gateway]
         )
+        self.runtime = await asyncio.to_thread(
+            containers.choose_runtime, self.config.runtime, containers.image_names()
+        )
+        self.publish(runtime=self.runtime.describe())
+        log.info("runtime: %s", self.runtime.describe())
         self.publish(step="starting the API server")
         async with Emulator() as emulator, kmock.Server(emulator, host="127.0.0.1", port=API_PORT):
             runner = web.ServerRunner(web.Server(emulator))
@@ -107,7 +192,7 @@ class Supervisor:
                         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
                     )
                 self.publish(step="starting the operator")
-                operator = await self.start_operator(cert, key)
+                operator = await self.start_operator(cert, key, ca)
                 try:
                     await self.wait_operator(str(ca), operator)
                     kubelet = Kubelet(
@@ -116,9 +201,12 @@ class Supervisor:
                         self.names,
                         self.addresses,
                         self.paths.pods,
-                        hosts=[f"{gateway} {OPERATOR_SERVICE} kipsec-operator"],
+                        hosts=[(OPERATOR_SERVICE, gateway), ("kipsec-operator", gateway)],
                         ca_file=str(ca),
                         on_change=self._pods_changed,
+                        runtime=self.runtime,
+                        lab=self.config.name,
+                        device_resources=DEVICE_RESOURCES,
                     )
                     scraper = self.start_prometheus(ca) if self.config.prometheus else None
                     task = asyncio.create_task(kubelet.run(), name="kubelet")
@@ -148,6 +236,8 @@ class Supervisor:
                         except TimeoutError:
                             operator.kill()
                             await operator.wait()
+                    if self.runtime.mode == "podman":
+                        await asyncio.to_thread(containers.remove, self.operator_container)
             await runner.cleanup()
 
     async def sample(self) -> None:
@@ -185,22 +275,60 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
             )
 
-    async def start_operator(self, cert: Path, key: Path) -> asyncio.subprocess.Process:
+    def operator_volumes(self, cert: Path, key: Path, ca: Path) -> dict[str, str]:
+        """The operator's volumes as the kubelet would make them for the chart's pod: the
+        TLS Secret (mode 0440, group = fsGroup) and the /tmp emptyDir (mode 0777)."""
+        base = self.paths.root / "operator"
+        tls, tmp = base / "tls", base / "tmp"
+        files = {
+            "tls.crt": cert.read_bytes(),
+            "tls.key": key.read_bytes(),
+            "ca.crt": ca.read_bytes(),
+        }
+        write_atomic(tls, files, 0o440)
+        for path in [tls, *tls.iterdir(), *(tls / DATA_LINK).resolve().iterdir()]:
+            os.chown(path, -1, OPERATOR_UID, follow_symlinks=False)
+        tmp.mkdir(parents=True, exist_ok=True)
+        tmp.chmod(0o777)
+        return {"tls": str(tls), "tmp": str(tmp)}
+
+    async def start_operator(self, cert: Path, key: Path, ca: Path) -> asyncio.subprocess.Process:
+        """The operator: from its image (podman runtime) or as a host process."""
+        pod, container = operator_pod(
+            self.runtime.images["operator"], self.runtime.images["sidecar"]
+        )
+        if self.runtime.mode == "podman":
+            argv = containers.podman_run(
+                pod,
+                container,
+                name=self.operator_container,
+                netns=self.names.control,
+                volume_dirs=self.operator_volumes(cert, key, ca),
+                labels={containers.LABEL: self.config.name},
+            )
+            # runc refuses podman's default net.* sysctls for a container in runc's own
+            # network namespace, as for host networking: podman runs from the host's.
+            argv = host.in_netns(self.host_netns, argv)
+            env = None
+        else:
+            argv = [str(Path(sys.executable).parent / "kipsec-operator"), *container["args"]]
+            argv = [arg.replace(OPERATOR_TLS_DIR, str(cert.parent)) for arg in argv]
+            env = {**os.environ, **container_env(pod, container)}
         log_file = self.paths.operator_log.open("ab")
         try:
             return await asyncio.create_subprocess_exec(
-                str(Path(sys.executable).parent / "kipsec-operator"),
-                *("run", "--standalone", "--server", f"http://127.0.0.1:{API_PORT}"),
-                *("--operator-namespace", OPERATOR_NAMESPACE),
-                *("--listen", f"0.0.0.0:{OPERATOR_PORT}"),
-                *("--tls-cert", str(cert), "--tls-key", str(key)),
-                *("--report-interval", str(REPORT_INTERVAL)),
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
+                env=env,
             )
         finally:
             log_file.close()
+
+    @property
+    def operator_container(self) -> str:
+        return f"{self.config.name}-operator"
 
     async def wait_operator(self, ca: str, operator: asyncio.subprocess.Process) -> None:
         """Until the operator's /healthz answers (its webhook is then served)."""
@@ -232,18 +360,20 @@ def main(argv: list[str] | None = None) -> None:
     try:
         supervisor.publish(step="creating the control network namespace")
         host.sweep(supervisor.names)
+        containers.sweep(supervisor.config.name)
         host.create_control(
             supervisor.names,
             str(supervisor.addresses.gateway),
             supervisor.addresses.cidr.prefixlen,
         )
-        host.enter_netns(supervisor.names.control)
+        supervisor.host_netns = host.enter_netns(supervisor.names.control)
         asyncio.run(_serve(supervisor))
     except Exception as exc:
         log.exception("lab failed")
         supervisor.publish(phase="failed", error=f"{type(exc).__name__}: {exc}")
     finally:
         host.sweep(supervisor.names)
+        containers.sweep(supervisor.config.name)
         paths.api_socket.unlink(missing_ok=True)
         if supervisor.state.phase != "failed":
             supervisor.publish(phase="stopped", step="", pods=[])

@@ -1,4 +1,5 @@
-"""Fixtures of the lab tests: one running lab per module (see support.lab_harness)."""
+"""Fixtures of the lab tests: the images built once per session, one running lab per
+module (see support.lab_harness)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,19 @@ from collections.abc import Iterator
 import pytest
 
 from kipsec_lab import cli, host
-from support.lab_harness import Lab, start_lab
+from support.lab_harness import Lab, build_images, lab_runtime, start_lab
+from support.requirements import unavailable
+
+
+@pytest.fixture(scope="session", autouse=True)
+def images() -> None:
+    """The sidecar and operator images of this tree, built once per test session (the
+    base tarball and the wheelhouse are cached across sessions)."""
+    if lab_runtime() == "host":
+        return
+    reason = build_images()
+    if reason is not None and lab_runtime() == "podman":
+        unavailable(reason)
 
 
 @pytest.fixture(scope="module")

@@ -4,26 +4,87 @@ The lab needs what the network-namespace tier needs (root, ``ip netns``) plus
 ``unshare`` and ``tcpdump``; without them the tests skip, or fail when every tier is
 required (CI). Each lab gets a name and a CIDR of its own (``klt<pid>``,
 10.215.0.0/16), so it never collides with a developer's own lab or a parallel run.
+
+The operator and the sidecars run from the images (:func:`build_images`, once per test
+session, then ``--runtime podman``); ``KIPSEC_LAB_RUNTIME=host`` runs them as host
+processes instead. Where podman is missing the lab falls back to host processes, except
+when every tier is required (CI): then the container mode must run.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import jsonpatch
 
 from kipsec_lab import cli
 from kipsec_lab.client import LabClient
 from kipsec_lab.state import LabConfig, Paths
 from kipsec_lab.status import condition
-from support.requirements import unavailable
+from kipsec_lab.supervisor import operator_pod
+from kipsec_operator.webhook.environment import injection_settings
+from kipsec_operator.webhook.injection import mutate
+from support.requirements import required, unavailable
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "operator"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "operator"
 LAB_CIDR = "10.215.0.0/16"
+RUNTIME_ENV = "KIPSEC_LAB_RUNTIME"
+BUILD_TIMEOUT = 1800.0
+"""A cold build here: mmdebstrap (about 3 min on a loaded machine), the wheelhouse, both
+images."""
+
+
+def injected(
+    pod: dict[str, Any],
+    namespace: dict[str, Any],
+    tunnels: list[dict[str, Any]],
+    images: dict[str, str],
+    config_id: str = "lab-test",
+    environ: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """``pod`` as the webhook (its real output) injects it for the lab's operator: the
+    settings come from the environment the lab gives the operator, as the chart's
+    (``environ`` overrides variables of it)."""
+    _, operator = operator_pod(images["operator"], images["sidecar"])
+    variables = {e["name"]: e["value"] for e in operator["env"] if "value" in e}
+    settings = injection_settings({**variables, **(environ or {})})
+    ops = mutate(pod, namespace, tunnels, settings, config_id=config_id)
+    patched: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(pod), cast(Any, ops))
+    return patched
+
+
+def lab_runtime() -> str:
+    """The runtime the lab tests ask for: host when ``KIPSEC_LAB_RUNTIME=host``, else
+    podman (required in CI, where podman is installed; elsewhere auto)."""
+    if os.environ.get(RUNTIME_ENV) == "host":
+        return "host"
+    return "podman" if required() else "auto"
+
+
+def build_images() -> str | None:
+    """``images/build.sh`` (cached: seconds when nothing changed); None when it ran, else
+    why the images are not there (podman missing, or the build failed with its output)."""
+    if shutil.which("podman") is None or shutil.which("mmdebstrap") is None:
+        return "podman or mmdebstrap is not installed (apt-get install podman runc mmdebstrap)"
+    done = subprocess.run(
+        [str(ROOT / "images" / "build.sh")],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0:
+        return f"images/build.sh failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return None
 
 
 def lab_unavailable() -> str | None:
@@ -71,6 +132,18 @@ class Lab:
         )
         return ready
 
+    def ready_pod_sidecar(self, namespace: str, name: str, timeout: float = 60.0) -> None:
+        """Until the pod's sidecar has started (its startupProbe answered)."""
+        eventually(
+            lambda: [
+                p
+                for p in self.paths.read_state().pods
+                if (p.namespace, p.name) == (namespace, name) and p.sidecar == "running"
+            ],
+            timeout,
+            self.logs,
+        )
+
     def logs(self) -> str:
         parts = []
         for log in sorted(self.paths.pods.glob("*/*.log")):
@@ -93,13 +166,17 @@ def eventually(
         time.sleep(0.5)
 
 
-def start_lab(directory: Path, name: str, *, prometheus: bool = False) -> Lab:
+def start_lab(
+    directory: Path, name: str, *, prometheus: bool = False, runtime: str | None = None
+) -> Lab:
     reason = lab_unavailable()
     if reason is not None:
         unavailable(reason)
     if prometheus and shutil.which("prometheus") is None:
         unavailable("the lab's --prometheus needs the Debian package prometheus")
-    config = LabConfig(name=name, cidr=LAB_CIDR, nodes=2, prometheus=prometheus)
+    config = LabConfig(
+        name=name, cidr=LAB_CIDR, nodes=2, prometheus=prometheus, runtime=runtime or lab_runtime()
+    )
     paths = Paths(directory)
     cli.up(paths, config, timeout=60)
     return Lab(paths, config)

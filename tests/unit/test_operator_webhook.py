@@ -235,7 +235,7 @@ def test_an_update_is_allowed_unchanged() -> None:
 
 def test_the_sidecar_drops_all_capabilities_but_net_admin() -> None:
     context = sidecar_of(injected(pod()))["securityContext"]
-    assert context["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    assert context["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_BIND_SERVICE"]}
     assert context["allowPrivilegeEscalation"] is False
     assert context["readOnlyRootFilesystem"] is True
 
@@ -245,7 +245,7 @@ def test_the_sidecar_drops_all_capabilities_but_net_admin() -> None:
 )
 def test_net_raw_is_added_only_for_raw_encapsulation(spec: dict[str, str]) -> None:
     context = sidecar_of(injected(pod(), tunnels=[tunnel(**spec)]))["securityContext"]
-    assert context["capabilities"]["add"] == ["NET_ADMIN", "NET_RAW"]
+    assert context["capabilities"]["add"] == ["NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW"]
 
 
 def test_the_sidecar_has_its_probes_on_the_probes_only_port() -> None:

@@ -15,9 +15,11 @@ after the main containers finish.
 
 What the container gets, and why (docs/injection.md has the long form):
 
-* capabilities: drop ALL, add NET_ADMIN (XFRM, routes, the TUN device), plus NET_RAW
-  only when a selecting Tunnel sends raw ESP/AH (``protocol: ah`` or
-  ``encapsulation: raw``);
+* capabilities: drop ALL, add NET_ADMIN (XFRM, routes, the TUN device) and
+  NET_BIND_SERVICE (IKE's UDP ports 500 and 4500 are below 1024: container runtimes that
+  leave ``net.ipv4.ip_unprivileged_port_start`` at 1024, as runc under podman and
+  containerd 1.x do, refuse the bind without it), plus NET_RAW only when a selecting
+  Tunnel sends raw ESP/AH (``protocol: ah`` or ``encapsulation: raw``);
 * user 0 with those capabilities only, ``allowPrivilegeEscalation: false``, a read-only
   root filesystem and the RuntimeDefault seccomp profile: without file capabilities on
   the interpreter a non-root process cannot use NET_ADMIN, see ``InjectionSettings.run_as_user``;
@@ -82,8 +84,9 @@ class InjectionSettings:
     tun_resource: str = "kipsec.io/tun"
     """The extended resource a device plugin offers for ``/dev/net/tun`` (devicePlugin)."""
     run_as_user: int | None = None
-    """None: uid 0 with only NET_ADMIN(/NET_RAW). A uid: run as it, for images whose
-    interpreter carries file capabilities (then allowPrivilegeEscalation must be true)."""
+    """None: uid 0 with only NET_ADMIN, NET_BIND_SERVICE (and NET_RAW). A uid: run as it,
+    for images whose interpreter carries file capabilities (then allowPrivilegeEscalation
+    must be true)."""
     startup_failure_threshold: int = 300
     """Seconds (probes 1 s apart) the sidecar may take to start. It includes waiting for
     ``config.yaml``: a pod gets an empty bootstrap Secret until it has an IP, and the
@@ -233,7 +236,7 @@ def _probe(path: str, settings: InjectionSettings, **timing: int) -> dict[str, A
 
 
 def _security_context(settings: InjectionSettings, net_raw: bool) -> dict[str, Any]:
-    add = ["NET_ADMIN", "NET_RAW"] if net_raw else ["NET_ADMIN"]
+    add = ["NET_ADMIN", "NET_BIND_SERVICE", *(["NET_RAW"] if net_raw else [])]
     context: dict[str, Any] = {
         "capabilities": {"drop": ["ALL"], "add": add},
         "readOnlyRootFilesystem": True,

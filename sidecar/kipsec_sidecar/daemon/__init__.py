@@ -45,6 +45,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from .. import capabilities
+from ..capabilities import MissingCapability
 from ..config.errors import ConfigError
 from ..config.load import load_config
 from ..config.model import SidecarConfig
@@ -122,6 +124,12 @@ async def _daemon(
     loaded: Digest | None = None
     # The mounted Secret first, else the operator's copy (see .delivery).
     paths = (config_path,) if delivery is None else (config_path, delivery.settings.document)
+    # Before anything (the health endpoint while waiting for the configuration included):
+    # a missing capability is named and the pod never starts, not an EPERM later.
+    if datapath_factory is None:  # a test's datapath needs no capability
+        setup_logging(_format(log_format), log_level or "info")
+        if not _capable(None, (ike_port, natt_port)):
+            return EXIT_START_FAILED
     config_path = next((path for path in paths if os.path.exists(path)), config_path)
     if not os.path.exists(config_path):
         setup_logging(_format(log_format), log_level or "info")
@@ -143,6 +151,8 @@ async def _daemon(
         setup_logging(_format(log_format), log_level or "info")
         return _invalid(exc, config_path)
     setup_logging(_format(log_format or config.logging.format), log_level or config.logging.level)
+    if datapath_factory is None and not _capable(config, (ike_port, natt_port)):
+        return EXIT_START_FAILED
     try:
         enrollment = Enrollment.from_environment(config, config_path)
         listen = health_listen or (config.metrics.listen if config.metrics.enabled else None)
@@ -262,6 +272,18 @@ def _invalid(exc: ConfigError, config_path: str) -> int:
     log.error("invalid configuration", extra={"path": config_path, "error": str(error)})
     print(f"kipsec-sidecar: {error}", file=sys.stderr)
     return EXIT_BAD_CONFIG
+
+
+def _capable(config: SidecarConfig | None, ports: tuple[int, ...]) -> bool:
+    """Whether this process holds the capabilities ``config`` needs (None: those every
+    configuration needs); logs and prints the missing ones."""
+    try:
+        capabilities.check(config, ports)
+    except MissingCapability as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        print(f"kipsec-sidecar: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _exit_now(why: str) -> None:
