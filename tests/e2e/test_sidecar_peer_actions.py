@@ -302,6 +302,16 @@ def test_terminate_keeps_the_peer_down_under_traffic_until_initiate(
     ping_marked(site.topology, "pa", "pb")
 
 
+def test_a_reload_ends_terminate_and_an_on_start_peer_initiates_again(site: Site) -> None:
+    sidecar = site.kipsec(start="onStart")
+    site.wait_up(sidecar)
+    sidecar.control("terminate", peer="b", wait=10)
+    assert sidecar.peer("b")["terminated"] is True
+    sidecar.control("reload")
+    site.wait_up(sidecar)  # without traffic: onStart again
+    assert sidecar.peer("b")["terminated"] is False
+
+
 def test_rekey_wait_returns_when_the_new_sas_are_in_place(site: Site) -> None:
     sidecar = site.kipsec(start="onStart")
     site.wait_up(sidecar)
