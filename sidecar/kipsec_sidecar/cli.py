@@ -294,9 +294,10 @@ def render_sas(data: dict[str, Any], *, now: float) -> str:
     if not data["peers"]:
         lines.append("no peers configured")
     for peer in data["peers"]:
+        held = ", terminated (down until initiate or reload)" if peer.get("terminated") else ""
         lines.append(
             f"{peer['name']}: {peer['state']}, {peer['address']}, keying {peer['keying']}, "
-            f"start {peer['start']}"
+            f"start {peer['start']}{held}"
         )
         if peer.get("last_error"):
             lines.append(f"  last error: {peer['last_error']}")

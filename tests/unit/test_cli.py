@@ -128,6 +128,14 @@ def test_a_control_error_exits_1_with_the_message_on_stderr(
     assert controller.actions == []
 
 
+def test_the_sas_table_marks_a_terminated_peer() -> None:
+    snapshot = example_snapshot()
+    held = replace(snapshot, peers=(replace(snapshot.peers[0], terminated=True),))
+    table = render_sas(held.to_json(), now=NOW)
+    assert "terminated (down until initiate or reload)" in table.splitlines()[1]
+    assert "terminated" not in render_sas(snapshot.to_json(), now=NOW)
+
+
 def test_a_failed_wait_exits_1_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
     failing = ControllerDouble(wait_failure="initiate of peer 'b' failed: NO_PROPOSAL_CHOSEN")
     with running(failing) as (server, _):
