@@ -42,6 +42,13 @@ def test_the_peer_deleting_applies_close_and_death_applies_dpd(
     assert reconnect_after_loss(PEER_DEAD, current, close, dpd) == dpd
 
 
+@pytest.mark.parametrize("reason", [PEER_DELETED, PEER_DEAD])
+def test_an_initiation_that_never_got_established_keeps_the_mode(reason: str) -> None:
+    """An unreachable peer at start-up is not a dead peer: onStart keeps retrying."""
+    for current in ACTIONS:
+        assert reconnect_after_loss(reason, current, "none", "none", established=False) == current
+
+
 @pytest.mark.parametrize(
     "reason", ["expired", "authentication-failed", "negotiation-failed", "deleted", "rekeyed"]
 )

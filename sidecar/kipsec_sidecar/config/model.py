@@ -686,9 +686,11 @@ class Peer(_Model):
     none / trap / start. Unset: what `start` implies, restart for onStart, onDemand for
     onDemand, none for none."""
     dpd_action: Action | None = None
-    """What to do when liveness declares the peer dead (or a request goes unanswered):
-    none, onDemand or restart, as for `closeAction`. strongSwan's dpd_action clear /
-    trap / restart. Unset: what `start` implies, as for `closeAction`."""
+    """What to do when liveness declares the peer of an established IKE SA dead (a request
+    unanswered for `liveness.timeout`): none, onDemand or restart, as for `closeAction`.
+    An initiation that gets no answer is not covered: `start` decides its retries.
+    strongSwan's dpd_action clear / trap / restart. Unset: what `start` implies, as for
+    `closeAction`."""
     encapsulation: Encapsulation | None = None
     """Replaces the document's `encapsulation` for this peer."""
     proposals: Proposals | None = None

@@ -8,7 +8,8 @@ retrying with backoff), ``onDemand`` (initiate on the next packet for it) or ``n
 (initiate only when asked by ``kipsec-sidecar initiate``; packets for it are dropped).
 It starts as :func:`~kipsec_sidecar.config.model.implied_action` of ``start``, returns
 to that whenever a child SA is established, and becomes ``closeAction`` when the peer
-deletes the SAs, ``dpdAction`` when it is found dead. Any other loss (authentication or
+deletes the SAs, ``dpdAction`` when it is found dead (both only for SAs that were
+established). Any other loss (authentication or
 negotiation failure, expiry) leaves it as it is. ``terminate`` holds a peer down on top
 of all this until ``initiate`` or a reload.
 """
@@ -38,11 +39,18 @@ PEER_DELETED = "deleted-by-peer"
 PEER_DEAD = "peer-dead"
 
 
-def reconnect_after_loss(reason: str, current: Action, close: Action, dpd: Action) -> Action:
+def reconnect_after_loss(
+    reason: str, current: Action, close: Action, dpd: Action, *, established: bool = True
+) -> Action:
     """The reconnect mode after the peer's last SA went away for ``reason``.
 
     ``reason`` is an IkeSaDeleted or ChildSaDeleted reason; ``current`` the mode before.
+    An IKE SA that never got established (an initiation that timed out or failed) is
+    not a close or a dead peer: the mode stays, so an onStart peer keeps retrying an
+    unreachable peer as it always did.
     """
+    if not established:
+        return current
     if reason == PEER_DELETED:
         return close
     if reason == PEER_DEAD:

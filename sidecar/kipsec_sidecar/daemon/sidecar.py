@@ -753,19 +753,21 @@ class Sidecar:
             peer.last_failure = cause
         self._apply_ops(peer, peer.children.clear() if peer.children.children else [])
         self.datapath.clear_outbound(peer.name)
-        self._lost(peer, event.reason)
+        self._lost(peer, event.reason, established=was_established)
 
-    def _lost(self, peer: Peer, reason: str) -> None:
+    def _lost(self, peer: Peer, reason: str, *, established: bool = True) -> None:
         """The peer's last SA went away for ``reason``: follow its close/dead-peer action."""
         before = peer.reconnect
         plan = peer.plan
-        peer.reconnect = reconnect_after_loss(reason, before, plan.close_action, plan.dpd_action)
+        peer.reconnect = reconnect_after_loss(
+            reason, before, plan.close_action, plan.dpd_action, established=established
+        )
         if peer.reconnect != before:
             log.info(
                 "peer reconnect mode changed",
                 extra={"peer": peer.name, "reason": reason, "reconnect": peer.reconnect},
             )
-        self._schedule_retry(peer, at_once=reason in (PEER_DELETED, PEER_DEAD))
+        self._schedule_retry(peer, at_once=established and reason in (PEER_DELETED, PEER_DEAD))
 
     def _forget(self, sa: IkeSa) -> None:
         self._failure_causes.pop(sa, None)
