@@ -644,7 +644,8 @@ Keying = Literal["ike", "manual"]
 Start = Literal["auto", "onStart", "onDemand", "none"]
 Action = Literal["none", "onDemand", "restart"]
 """What to do when a peer's SAs are lost (deleted by the peer, or the peer found dead):
-none, re-establish on the next packet (onDemand), or re-establish at once (restart)."""
+none, re-establish on the next packet (onDemand), or re-establish without waiting for
+traffic (restart: after about 1 s, then with backoff while it fails)."""
 Encapsulation = Literal["udp", "raw", "auto"]
 Datapath = Literal["auto", "userspace", "kernel"]
 
@@ -682,9 +683,9 @@ class Peer(_Model):
     close_action: Action | None = None
     """What to do when the peer deletes the IKE SA or the child SA: none (stay down
     until the peer or `kipsec-sidecar initiate` brings it back), onDemand (re-establish
-    on the next packet) or restart (re-establish at once). strongSwan's close_action
-    none / trap / start. Unset: what `start` implies, restart for onStart, onDemand for
-    onDemand, none for none."""
+    on the next packet) or restart (re-establish without waiting for traffic, after about
+    1 s). strongSwan's close_action none / trap / start. Unset: what `start` implies,
+    restart for onStart, onDemand for onDemand, none for none."""
     dpd_action: Action | None = None
     """What to do when liveness declares the peer of an established IKE SA dead (a request
     unanswered for `liveness.timeout`): none, onDemand or restart, as for `closeAction`.

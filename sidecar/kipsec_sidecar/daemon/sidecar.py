@@ -16,8 +16,8 @@ Event → datapath (see :mod:`.peers` for the make-before-break order):
 - ``IkeSaDeleted`` (after ``PeerDead``, ``AuthenticationFailedEvent``,
   ``NegotiationFailed`` or a DELETE): the peer is ``down`` with ``last_error``; its
   reconnect mode becomes ``closeAction`` (deleted by the peer) or ``dpdAction`` (dead):
-  restart re-initiates at once and then with exponential backoff, onDemand waits for
-  traffic, none waits for the peer or the operator.
+  restart re-initiates with exponential backoff (about 1 s first, as onStart peers
+  always did), onDemand waits for traffic, none waits for the peer or the operator.
 
 ``terminate`` holds a peer down (no initiation of ours, its traffic dropped) until
 ``initiate`` or a reload. ``initiate``, ``rekey`` and ``terminate`` can wait for the
@@ -79,8 +79,6 @@ from ..state import (
 )
 from . import service_nat
 from .actions import (
-    PEER_DEAD,
-    PEER_DELETED,
     Outcome,
     WaitCommand,
     initiates_on_traffic,
@@ -447,9 +445,9 @@ class Sidecar:
         if peer.plan.start == "onStart":
             self._initiate(peer)
 
-    def _schedule_retry(self, peer: Peer, *, at_once: bool = False) -> None:
-        """Re-initiate later (backoff) or, ``at_once``, on the next loop turn, if the
-        peer's reconnect mode is restart."""
+    def _schedule_retry(self, peer: Peer) -> None:
+        """Re-initiate after the next backoff delay (about 1 s after an established SA
+        was lost), if the peer's reconnect mode is restart."""
         if (
             peer.retired
             or self._stopping
@@ -457,7 +455,7 @@ class Sidecar:
             or peer in self._retries
         ):
             return
-        delay = 0.0 if at_once else peer.backoff.next_delay()
+        delay = peer.backoff.next_delay()
         peer.retry_at = self.loop.time() + delay
         self._retries[peer] = self.loop.call_later(delay, self._retry, peer)
         log.info("re-initiation scheduled", extra={"peer": peer.name, "delay": round(delay, 2)})
@@ -767,7 +765,7 @@ class Sidecar:
                 "peer reconnect mode changed",
                 extra={"peer": peer.name, "reason": reason, "reconnect": peer.reconnect},
             )
-        self._schedule_retry(peer, at_once=established and reason in (PEER_DELETED, PEER_DEAD))
+        self._schedule_retry(peer)
 
     def _forget(self, sa: IkeSa) -> None:
         self._failure_causes.pop(sa, None)
