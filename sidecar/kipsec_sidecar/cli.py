@@ -6,8 +6,12 @@
 demo of the protocol cores.
 
 Exit codes, for scripts: 0 done; 1 the sidecar refused or failed the request (its message
-on stderr); 2 usage error; 3 the control socket cannot be reached (the message names the
-path and whether the sidecar seems to be running).
+on stderr; with ``--wait``, the exchange failed and the message gives the reason); 2 usage
+error; 3 the control socket cannot be reached (the message names the path and whether the
+sidecar seems to be running); 4 ``--wait`` ran out before the exchange ended.
+
+``initiate``, ``rekey`` and ``terminate`` return, without ``--wait``, once the sidecar has
+sent the request: exit 0 says nothing about the exchange's outcome.
 """
 
 from __future__ import annotations
@@ -23,12 +27,16 @@ from typing import Any
 
 from . import __version__
 from .control import DEFAULT_SOCKET, SOCKET_ENV, ControlClient, ControlConnectionError
-from .state import ControlError
+from .state import ControlError, ControlTimeout
 
 EXIT_OK = 0
 EXIT_CONTROL_ERROR = 1
 EXIT_USAGE = 2
 EXIT_CANNOT_CONNECT = 3
+EXIT_WAIT_TIMEOUT = 4
+
+#: Seconds ``--wait`` waits when given without a value.
+DEFAULT_WAIT = 30.0
 
 #: Environment variable naming the health endpoint's address (the injected sidecar's).
 HEALTH_LISTEN_ENV = "KIPSEC_HEALTH_LISTEN"
@@ -45,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kipsec-sidecar",
         description="kipsec per-pod IPsec agent",
-        epilog="exit codes: 0 ok, 1 control error, 2 usage, 3 cannot reach the control socket",
+        epilog="exit codes: 0 ok, 1 control error or failed exchange, 2 usage, "
+        "3 cannot reach the control socket, 4 --wait timed out",
     )
     parser.add_argument("--version", action="version", version=f"kipsec {__version__}")
     parser.add_argument(
@@ -91,17 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
     sas.add_argument("--json", action="store_true", help="print the stable JSON snapshot")
     sas.add_argument("--peer", metavar="NAME", help="only this peer")
 
-    initiate = commands.add_parser("initiate", help="establish the SAs with a peer now")
+    initiate = commands.add_parser(
+        "initiate", help="establish the SAs with a peer now (ends a terminate)"
+    )
     initiate.add_argument("peer", metavar="PEER")
+    _add_wait(initiate, "until the child SA is established")
 
     rekey = commands.add_parser("rekey", help="rekey a peer's child SAs or IKE SA now")
     rekey.add_argument("peer", metavar="PEER")
     kind = rekey.add_mutually_exclusive_group(required=True)
     kind.add_argument("--child", dest="kind", action="store_const", const="child")
     kind.add_argument("--ike", dest="kind", action="store_const", const="ike")
+    _add_wait(rekey, "until the new SA replaced the old one")
 
-    terminate = commands.add_parser("terminate", help="delete a peer's SAs (sends DELETE)")
+    terminate = commands.add_parser(
+        "terminate",
+        help="delete a peer's SAs (sends DELETE) and keep it down until initiate or a reload",
+    )
     terminate.add_argument("peer", metavar="PEER")
+    _add_wait(terminate, "until the peer answered the DELETE (or it was given up)")
 
     commands.add_parser("reload", help="re-read the configuration file")
     commands.add_parser(
@@ -109,6 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="negotiate IKEv2 between two in-memory peers and carry a packet through ESP",
     )
     return parser
+
+
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("must be above 0 and at most 3600 seconds")
+    return value
+
+
+def _add_wait(parser: argparse.ArgumentParser, until: str) -> None:
+    parser.add_argument(
+        "--wait",
+        nargs="?",
+        const=DEFAULT_WAIT,
+        type=_wait_seconds,
+        metavar="SECONDS",
+        help=f"wait {until}, at most SECONDS (default {DEFAULT_WAIT:g}): exit 0 done, "
+        "1 failed (the reason on stderr), 4 timed out",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,20 +195,25 @@ def _control(args: argparse.Namespace) -> int:
             else:
                 print(render_sas(data, now=wall_clock()), end="")
         elif args.command == "rekey":
-            client.request("rekey", peer=args.peer, kind=args.kind)
-            print(f"rekey of the {args.kind} SA(s) of peer {args.peer!r} started")
+            client.request("rekey", peer=args.peer, kind=args.kind, **_wait(args))
+            done = "done" if args.wait else "started"
+            print(f"rekey of the {args.kind} SA(s) of peer {args.peer!r} {done}")
         elif args.command == "initiate":
-            client.request("initiate", peer=args.peer)
-            print(f"initiated peer {args.peer!r}")
+            client.request("initiate", peer=args.peer, **_wait(args))
+            done = "established" if args.wait else "initiated"
+            print(f"{done} peer {args.peer!r}")
         elif args.command == "terminate":
-            client.request("terminate", peer=args.peer)
-            print(f"terminated the SAs of peer {args.peer!r}")
+            client.request("terminate", peer=args.peer, **_wait(args))
+            print(f"terminated peer {args.peer!r}: it stays down until initiate or a reload")
         elif args.command == "reload":
             changes = client.request("reload")
             print("\n".join(changes) if changes else "configuration reloaded: no change")
     except ControlConnectionError as error:
         print(f"kipsec-sidecar: {error}", file=sys.stderr)
         return EXIT_CANNOT_CONNECT
+    except ControlTimeout as error:
+        print(f"kipsec-sidecar {args.command}: {error}", file=sys.stderr)
+        return EXIT_WAIT_TIMEOUT
     except ControlError as error:
         print(f"kipsec-sidecar {args.command}: {error}", file=sys.stderr)
         return EXIT_CONTROL_ERROR
@@ -181,6 +225,10 @@ def _control(args: argparse.Namespace) -> int:
         )
         return EXIT_CONTROL_ERROR
     return EXIT_OK
+
+
+def _wait(args: argparse.Namespace) -> dict[str, float]:
+    return {} if args.wait is None else {"wait": args.wait}
 
 
 # --- the sas table ----------------------------------------------------------------------
@@ -256,9 +304,10 @@ def render_sas(data: dict[str, Any], *, now: float) -> str:
     if not data["peers"]:
         lines.append("no peers configured")
     for peer in data["peers"]:
+        held = ", terminated (down until initiate or reload)" if peer.get("terminated") else ""
         lines.append(
             f"{peer['name']}: {peer['state']}, {peer['address']}, keying {peer['keying']}, "
-            f"start {peer['start']}"
+            f"start {peer['start']}{held}"
         )
         if peer.get("last_error"):
             lines.append(f"  last error: {peer['last_error']}")

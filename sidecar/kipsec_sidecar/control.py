@@ -7,7 +7,13 @@ A client writes one JSON object per line and reads one JSON object per line back
     {"command": "initiate", "peer": "b"}                -> {"ok": true, "result": null}
     {"command": "rekey", "peer": "b", "kind": "child"}  -> kind is "child" or "ike"
     {"command": "terminate", "peer": "b"}
+    {"command": "initiate", "peer": "b", "wait": 30}    -> answered when the exchange ended
     {"command": "reload"}                               -> {"ok": true, "result": ["+ c", ...]}
+
+Without ``wait`` the peer commands answer once the request is sent (nothing is known
+about its outcome yet). With ``wait`` (seconds, at most :data:`MAX_WAIT`) they answer
+when the exchange completed (``ok: true``), failed (``ok: false`` with the reason, e.g.
+``NO_PROPOSAL_CHOSEN``) or had no outcome in time (``ok: false, "timeout": true``).
 
 Failures answer ``{"ok": false, "error": "..."}`` and keep the connection open, except
 for a line longer than :data:`MAX_REQUEST` bytes, which is answered and then closed. The
@@ -33,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .logs import LIMITER
-from .state import ControlError, Controller, RekeyKind
+from .state import ControlError, Controller, ControlTimeout, RekeyKind
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +51,17 @@ MAX_REQUEST = 64 * 1024
 MAX_RESPONSE = 64 * 1024 * 1024
 ACTION_TIMEOUT = 30.0
 IDLE_TIMEOUT = 300.0
+#: Longest ``wait`` a request may ask for, in seconds.
+MAX_WAIT = 3600.0
 MAX_CLIENTS = 32
 
 PEER_COMMANDS = ("initiate", "rekey", "terminate")
 COMMANDS = ("sas", *PEER_COMMANDS, "reload")
 _FIELDS: dict[str, frozenset[str]] = {
     "sas": frozenset({"command", "peer"}),
-    "initiate": frozenset({"command", "peer"}),
-    "rekey": frozenset({"command", "peer", "kind"}),
-    "terminate": frozenset({"command", "peer"}),
+    "initiate": frozenset({"command", "peer", "wait"}),
+    "rekey": frozenset({"command", "peer", "kind", "wait"}),
+    "terminate": frozenset({"command", "peer", "wait"}),
     "reload": frozenset({"command"}),
 }
 
@@ -62,8 +70,19 @@ class ControlConnectionError(ControlError):
     """The control socket could not be reached; the message says why and which path."""
 
 
-def _request_error(text: str) -> dict[str, Any]:
-    return {"ok": False, "error": text}
+def _request_error(text: str, *, timeout: bool = False) -> dict[str, Any]:
+    return {"ok": False, "error": text, **({"timeout": True} if timeout else {})}
+
+
+def _wait_field(command: str, value: object) -> float | None:
+    """The request's ``wait`` in seconds (None: answer once sent); ControlError if bad."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_WAIT:
+        raise ControlError(
+            f"{command}: field 'wait' must be seconds, above 0 and at most {MAX_WAIT:g}"
+        )
+    return float(value)
 
 
 class ControlServer:
@@ -178,8 +197,16 @@ class ControlServer:
             return _request_error(f"{command}: field 'peer' must be a peer name")
         LIMITER.log(log, logging.INFO, "control request", {"command": command, "peer": peer})
         try:
-            async with asyncio.timeout(self._action_timeout):
-                result = await self._dispatch(command, request)
+            wait = _wait_field(command, request.get("wait"))
+        except ControlError as error:
+            return _request_error(str(error))
+        try:
+            # A waiting request is bounded by its own wait (the daemon answers timeout
+            # then); the action timeout still bounds the part before the wait.
+            async with asyncio.timeout(self._action_timeout + (wait or 0.0)):
+                result = await self._dispatch(command, request, wait)
+        except ControlTimeout as error:
+            return _request_error(str(error), timeout=True)
         except ControlError as error:
             return _request_error(str(error))
         except TimeoutError:
@@ -191,7 +218,7 @@ class ControlServer:
             return _request_error(f"{command}: internal error ({type(error).__name__})")
         return {"ok": True, "result": result}
 
-    async def _dispatch(self, command: str, request: dict[str, Any]) -> Any:
+    async def _dispatch(self, command: str, request: dict[str, Any], wait: float | None) -> Any:
         peer: str = request.get("peer") or ""
         if command == "sas":
             return self._sas(peer or None)
@@ -201,9 +228,9 @@ class ControlServer:
         if command == "rekey" and request.get("kind") not in ("child", "ike"):
             raise ControlError("rekey: field 'kind' must be 'child' or 'ike'")
         actions: dict[str, Callable[[], Awaitable[None]]] = {
-            "initiate": lambda: self._controller.initiate(peer),
-            "rekey": lambda: self._controller.rekey(peer, kind),
-            "terminate": lambda: self._controller.terminate(peer),
+            "initiate": lambda: self._controller.initiate(peer, wait),
+            "rekey": lambda: self._controller.rekey(peer, kind, wait),
+            "terminate": lambda: self._controller.terminate(peer, wait),
         }
         await actions[command]()
         return None
@@ -264,9 +291,11 @@ class ControlClient:
     """A small synchronous client for the CLI and tests: one connection per request.
 
     ``request("rekey", peer="b", kind="child")`` returns the result or raises
-    :class:`ControlError` with the server's message; :class:`ControlConnectionError` when
-    the socket cannot be reached (the message says whether the sidecar seems to be running
-    and names the path); TimeoutError when no answer comes within ``timeout`` seconds.
+    :class:`ControlError` with the server's message (:class:`ControlTimeout` when a
+    ``wait`` ran out); :class:`ControlConnectionError` when the socket cannot be reached
+    (the message says whether the sidecar seems to be running and names the path);
+    TimeoutError when no answer comes within ``timeout`` seconds (plus the request's
+    ``wait``).
     """
 
     def __init__(self, path: str = DEFAULT_SOCKET, *, timeout: float = ACTION_TIMEOUT + 10) -> None:
@@ -275,7 +304,8 @@ class ControlClient:
 
     def request(self, command: str, **fields: Any) -> Any:
         payload = json.dumps({"command": command, **fields}).encode() + b"\n"
-        with self._connect() as sock:
+        wait = fields.get("wait")
+        with self._connect(self.timeout + (wait if isinstance(wait, int | float) else 0)) as sock:
             sock.sendall(payload)
             response = _read_line(sock)
         if not response:
@@ -289,12 +319,13 @@ class ControlClient:
         if not isinstance(answer, dict) or "ok" not in answer:
             raise ControlError(f"the sidecar at {self.path} answered without an 'ok' field")
         if not answer["ok"]:
-            raise ControlError(str(answer.get("error", "unknown error")))
+            failure = ControlTimeout if answer.get("timeout") is True else ControlError
+            raise failure(str(answer.get("error", "unknown error")))
         return answer.get("result")
 
-    def _connect(self) -> socket.socket:
+    def _connect(self, timeout: float) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+        sock.settimeout(timeout)
         try:
             sock.connect(self.path)
         except OSError as error:

@@ -70,7 +70,7 @@ class PeerView:
     name: str
     address: str
     keying: Literal["ike", "manual"]
-    start: Literal["onStart", "onDemand"]
+    start: Literal["onStart", "onDemand", "none"]
     state: PeerState
     ike_sa: IkeSaView | None = None
     children: tuple[ChildSaView, ...] = ()
@@ -78,6 +78,12 @@ class PeerView:
     last_failure: str | None = None
     """``last_error`` as a closed reason (:data:`~.handshake_failures.REASONS`), for machines."""
     ike_sas: int = 0  #: live IKE SAs (more than one briefly during a rekey or a collision)
+    close_action: str = "none"  #: the effective closeAction (unset: what start implies)
+    dpd_action: str = "none"  #: the effective dpdAction
+    reconnect: str = "none"
+    """What the peer does while it has no SA now: restart, onDemand or none (see
+    ``daemon.actions``)."""
+    terminated: bool = False  #: held down by ``terminate`` until ``initiate`` or a reload
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,19 +125,30 @@ class ControlError(Exception):
     """A control request could not be carried out; the message is shown to the operator."""
 
 
+class ControlTimeout(ControlError):
+    """A waited-for exchange had no outcome within the time given (``--wait``)."""
+
+
 class Controller(Protocol):
-    """What the daemon offers the control interface. Unknown peers raise ControlError."""
+    """What the daemon offers the control interface. Unknown peers raise ControlError.
+
+    With ``wait`` (seconds) the peer commands return when the exchange completed, raise
+    ControlError with the reason when it failed and ControlTimeout when it had no
+    outcome in time; without it they return once the request is sent.
+    """
 
     def snapshot(self) -> SidecarSnapshot: ...
 
-    async def initiate(self, peer: str) -> None:
-        """Start the IKE SA (and its children) with ``peer`` now, if it has none."""
+    async def initiate(self, peer: str, wait: float | None = None) -> None:
+        """Start the IKE SA (and its children) with ``peer`` now, if it has none, and
+        end a ``terminate``."""
 
-    async def rekey(self, peer: str, kind: RekeyKind) -> None:
+    async def rekey(self, peer: str, kind: RekeyKind, wait: float | None = None) -> None:
         """Rekey the peer's child SAs (``child``) or its IKE SA (``ike``) now."""
 
-    async def terminate(self, peer: str) -> None:
-        """Delete the peer's SAs (sending DELETE); on-demand peers come back on traffic."""
+    async def terminate(self, peer: str, wait: float | None = None) -> None:
+        """Delete the peer's SAs (sending DELETE) and hold it down (no initiation of
+        ours, its traffic dropped) until ``initiate`` or a reload."""
 
     async def reload(self) -> list[str]:
         """Re-read the configuration file; return one line per peer added/removed/changed."""

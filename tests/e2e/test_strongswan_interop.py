@@ -281,9 +281,9 @@ def test_delete_from_kipsec_is_noticed_by_strongswan(
     charon.wait_for(lambda sas: not sas, timeout=5, what="charon to drop the deleted IKE_SA")
     view = sidecar.peer("b")
     assert view["ike_sa"] is None and view["children"] == [], view
-    # kipsec's peer is onDemand here: the next packet brings a new IKE SA, now initiated
-    # by kipsec, and charon accepts it.
-    gateway_topology.ping("pa", "pb")
+    # terminate holds the peer down (its packets are dropped) until initiate, which
+    # brings a new IKE SA, now initiated by kipsec, and charon accepts it.
+    sidecar.cli("initiate", "b")
     wait_until("kipsec and charon on one new IKE SA", lambda: mirrored(sidecar, charon), 5)
     assert ike_spis(charon) == {kipsec_ike_spis(sidecar)} and kipsec_ike_spis(sidecar) != old
     assert sidecar.peer("b")["ike_sa"]["initiator"] is True

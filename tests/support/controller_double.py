@@ -20,6 +20,7 @@ from kipsec_sidecar.control import ACTION_TIMEOUT, ControlServer
 from kipsec_sidecar.state import (
     ChildSaView,
     ControlError,
+    ControlTimeout,
     IkeSaView,
     PeerView,
     RekeyKind,
@@ -169,6 +170,8 @@ class ControllerDouble:
     actions: list[tuple[str, ...]] = field(default_factory=list)
     reload_lines: list[str] = field(default_factory=lambda: ["+ d (added)", "- c (removed)"])
     action_delay: float = 0.0
+    wait_failure: str | None = None
+    """With ``wait``: None succeeds, ``"timeout"`` times out, anything else fails with it."""
 
     def snapshot(self) -> SidecarSnapshot:
         return self.current
@@ -177,19 +180,31 @@ class ControllerDouble:
         if peer not in {p.name for p in self.current.peers}:
             raise ControlError(f"unknown peer {peer!r}")
 
-    async def initiate(self, peer: str) -> None:
+    async def _waited(self, wait: float | None) -> None:
+        """What ``wait_failure`` says: a failure, a timeout after ``wait`` s, or success."""
+        if wait is None or self.wait_failure is None:
+            return
+        if self.wait_failure == "timeout":
+            await asyncio.sleep(wait)
+            raise ControlTimeout(f"timeout: no outcome within {wait:g} s")
+        raise ControlError(self.wait_failure)
+
+    async def initiate(self, peer: str, wait: float | None = None) -> None:
         self._known(peer)
         await asyncio.sleep(self.action_delay)
-        self.actions.append(("initiate", peer))
+        self.actions.append(("initiate", peer) + (() if wait is None else (str(wait),)))
+        await self._waited(wait)
 
-    async def rekey(self, peer: str, kind: RekeyKind) -> None:
+    async def rekey(self, peer: str, kind: RekeyKind, wait: float | None = None) -> None:
         self._known(peer)
         await asyncio.sleep(self.action_delay)
-        self.actions.append(("rekey", peer, kind))
+        self.actions.append(("rekey", peer, kind) + (() if wait is None else (str(wait),)))
+        await self._waited(wait)
 
-    async def terminate(self, peer: str) -> None:
+    async def terminate(self, peer: str, wait: float | None = None) -> None:
         self._known(peer)
-        self.actions.append(("terminate", peer))
+        self.actions.append(("terminate", peer) + (() if wait is None else (str(wait),)))
+        await self._waited(wait)
 
     async def reload(self) -> list[str]:
         self.actions.append(("reload",))

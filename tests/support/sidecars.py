@@ -180,16 +180,18 @@ class Sidecar:
         raises ControlError with the sidecar's message when it refuses."""
         return ControlClient(self.socket, timeout=10).request(command, **fields)
 
-    def cli(self, *args: str, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 15.0, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run the ``kipsec-sidecar`` CLI against this sidecar's control socket (from the
-        test's namespace: a Unix socket needs none); raises CalledProcessError on a
-        non-zero exit, with the CLI's stderr."""
+        test's namespace: a Unix socket needs none); with ``check``, raises
+        CalledProcessError on a non-zero exit, with the CLI's stderr."""
         return subprocess.run(
             [SIDECAR, "--socket", self.socket, *args],
             capture_output=True,
             text=True,
             timeout=timeout,
-            check=True,
+            check=check,
         )
 
     def sas(self) -> dict[str, Any]:

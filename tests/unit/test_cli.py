@@ -18,6 +18,7 @@ from kipsec_sidecar.cli import main, render_sas
 from kipsec_sidecar.control import SOCKET_ENV
 from support.controller_double import (
     NOW,
+    ControllerDouble,
     example_snapshot,
     not_ready_snapshot,
     running,
@@ -105,7 +106,10 @@ def test_sas_json_for_one_peer(capsys: pytest.CaptureFixture[str]) -> None:
         (["initiate", "b"], ("initiate", "b"), "initiated peer 'b'"),
         (["rekey", "b", "--child"], ("rekey", "b", "child"), "rekey of the child SA(s)"),
         (["rekey", "c", "--ike"], ("rekey", "c", "ike"), "rekey of the ike SA(s) of peer 'c'"),
-        (["terminate", "c"], ("terminate", "c"), "terminated the SAs of peer 'c'"),
+        (["terminate", "c"], ("terminate", "c"), "terminated peer 'c': it stays down"),
+        (["initiate", "b", "--wait"], ("initiate", "b", "30.0"), "established peer 'b'"),
+        (["rekey", "b", "--ike", "--wait", "5"], ("rekey", "b", "ike", "5.0"), "ike SA(s) of"),
+        (["terminate", "c", "--wait", "2.5"], ("terminate", "c", "2.5"), "terminated peer"),
         (["reload"], ("reload",), "+ d (added)\n- c (removed)"),
     ],
 )
@@ -129,9 +133,39 @@ def test_a_control_error_exits_1_with_the_message_on_stderr(
     assert controller.actions == []
 
 
+def test_the_sas_table_marks_a_terminated_peer() -> None:
+    snapshot = example_snapshot()
+    held = replace(snapshot, peers=(replace(snapshot.peers[0], terminated=True),))
+    table = render_sas(held.to_json(), now=NOW)
+    assert "terminated (down until initiate or reload)" in table.splitlines()[1]
+    assert "terminated" not in render_sas(snapshot.to_json(), now=NOW)
+
+
+def test_a_failed_wait_exits_1_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    failing = ControllerDouble(wait_failure="initiate of peer 'b' failed: NO_PROPOSAL_CHOSEN")
+    with running(failing) as (server, _):
+        assert main(["--socket", server.path, "initiate", "b", "--wait", "5"]) == 1
+    captured = capsys.readouterr()
+    assert "NO_PROPOSAL_CHOSEN" in captured.err and captured.out == ""
+
+
+def test_a_wait_that_runs_out_exits_4(capsys: pytest.CaptureFixture[str]) -> None:
+    with running(ControllerDouble(wait_failure="timeout")) as (server, _):
+        assert main(["--socket", server.path, "terminate", "b", "--wait", "0.2"]) == 4
+    assert "timeout: no outcome within 0.2 s" in capsys.readouterr().err
+
+
+def test_without_wait_a_failing_outcome_is_not_waited_for() -> None:
+    with running(ControllerDouble(wait_failure="timeout")) as (server, controller):
+        assert main(["--socket", server.path, "initiate", "b"]) == 0
+    assert controller.actions == [("initiate", "b")]
+
+
 @pytest.mark.parametrize(
     "argv",
     [
+        ["initiate", "b", "--wait", "0"],
+        ["initiate", "b", "--wait", "soon"],
         ["rekey", "b"],
         ["rekey", "b", "--child", "--ike"],
         ["initiate"],

@@ -21,7 +21,7 @@ from kipsec_sidecar.control import (
     ControlConnectionError,
     ControlServer,
 )
-from kipsec_sidecar.state import ControlError
+from kipsec_sidecar.state import ControlError, ControlTimeout
 from support.controller_double import ControllerDouble, example_snapshot, running, short_dir
 
 
@@ -171,7 +171,7 @@ def test_a_stuck_action_answers_a_timeout_error() -> None:
 
 def test_an_unexpected_controller_failure_is_an_error_not_a_crash() -> None:
     class Failing(ControllerDouble):
-        async def terminate(self, peer: str) -> None:
+        async def terminate(self, peer: str, wait: float | None = None) -> None:
             raise RuntimeError("bug")
 
     with running(Failing()) as (server, _):
@@ -262,3 +262,32 @@ def test_close_cuts_connected_clients_without_loop_errors() -> None:
     with short_dir() as directory:
         asyncio.run(main(str(directory / "c.sock")))
     assert loop_errors == []
+
+
+def test_wait_is_passed_to_the_controller_and_its_outcome_answered() -> None:
+    with running(ControllerDouble(wait_failure="NO_PROPOSAL_CHOSEN")) as (server, controller):
+        client = ControlClient(server.path)
+        assert client.request("initiate", peer="b") is None  # without wait: not awaited
+        with pytest.raises(ControlError, match="NO_PROPOSAL_CHOSEN") as failed:
+            client.request("initiate", peer="b", wait=3)
+        assert not isinstance(failed.value, ControlTimeout)
+    assert controller.actions == [("initiate", "b"), ("initiate", "b", "3.0")]
+
+
+def test_a_wait_longer_than_the_action_timeout_is_answered_timeout() -> None:
+    """The wait extends the server's action timeout: the controller's own timeout wins."""
+    with running(ControllerDouble(wait_failure="timeout"), action_timeout=0.1) as (server, _):
+        answer = raw_exchange(server.path, b'{"command": "rekey", "peer": "b", "kind": "ike", '
+                              b'"wait": 0.5}\n')  # fmt: skip
+        with pytest.raises(ControlTimeout, match=r"within 0.5 s"):
+            ControlClient(server.path).request("terminate", peer="b", wait=0.5)
+    assert answer == [{"ok": False, "error": "timeout: no outcome within 0.5 s", "timeout": True}]
+
+
+@pytest.mark.parametrize("wait", [0, -1, True, "5", 3601])
+def test_a_bad_wait_is_refused_naming_the_field(wait: object) -> None:
+    with running() as (server, controller):
+        request = json.dumps({"command": "initiate", "peer": "b", "wait": wait}).encode()
+        (answer,) = raw_exchange(server.path, request + b"\n")
+    assert answer["ok"] is False and "field 'wait'" in answer["error"], answer
+    assert controller.actions == []

@@ -73,6 +73,9 @@ class RecordingDatapath:
     def clear_outbound(self, peer: str) -> None:
         self.outbound[peer] = None
 
+    def discard_queued(self, peer: str) -> None:
+        return None
+
     def receive_encapsulated(self, data: bytes, source: tuple[str, int]) -> None:
         return None
 

@@ -119,6 +119,14 @@ def _check_peer(config: SidecarConfig, peer: Peer, base: str) -> Iterator[FieldE
         yield FieldError(join_path(base, "manual"), "required with keying: manual")
     if peer.keying == "ike" and peer.manual is not None:
         yield FieldError(join_path(base, "manual"), "only allowed with keying: manual")
+    if peer.keying == "manual":
+        for key, value in (("closeAction", peer.close_action), ("dpdAction", peer.dpd_action)):
+            if value is not None:
+                yield FieldError(
+                    join_path(base, key),
+                    "only allowed with keying: ike (manual SAs are never deleted or "
+                    "re-established)",
+                )
     if peer.keying == "manual" and peer.manual is not None:
         yield from _check_manual(peer.manual, peer, join_path(base, "manual"))
     if peer.protocol == "ah" and config.encapsulation_for(peer) == "udp":

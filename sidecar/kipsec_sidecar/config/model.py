@@ -642,7 +642,11 @@ class Logging(_Model):
 Mode = Literal["tunnel", "transport"]
 Protocol = Literal["esp", "ah"]
 Keying = Literal["ike", "manual"]
-Start = Literal["auto", "onStart", "onDemand"]
+Start = Literal["auto", "onStart", "onDemand", "none"]
+Action = Literal["none", "onDemand", "restart"]
+"""What to do when a peer's SAs are lost (deleted by the peer, or the peer found dead):
+none, re-establish on the next packet (onDemand), or re-establish without waiting for
+traffic (restart: after about 1 s, then with backoff while it fails)."""
 Encapsulation = Literal["udp", "raw", "auto"]
 Datapath = Literal["auto", "userspace", "kernel"]
 
@@ -674,7 +678,21 @@ class Peer(_Model):
     """Keys and SPIs, required with `keying: manual`."""
     start: Start = "auto"
     """When to initiate: onStart, onDemand (on the first packet for the peer, queued
-    meanwhile) or auto (onStart up to 16 peers, onDemand above)."""
+    meanwhile), none (never: only answer the peer's IKE; traffic for the peer without
+    an SA is dropped) or auto (onStart up to 16 peers, onDemand above). strongSwan's
+    start_action start / trap / none."""
+    close_action: Action | None = None
+    """What to do when the peer deletes the IKE SA or the child SA: none (stay down
+    until the peer or `kipsec-sidecar initiate` brings it back), onDemand (re-establish
+    on the next packet) or restart (re-establish without waiting for traffic, after about
+    1 s). strongSwan's close_action none / trap / start. Unset: what `start` implies,
+    restart for onStart, onDemand for onDemand, none for none."""
+    dpd_action: Action | None = None
+    """What to do when liveness declares the peer of an established IKE SA dead (a request
+    unanswered for `liveness.timeout`): none, onDemand or restart, as for `closeAction`.
+    An initiation that gets no answer is not covered: `start` decides its retries.
+    strongSwan's dpd_action clear / trap / restart. Unset: what `start` implies, as for
+    `closeAction`."""
     encapsulation: Encapsulation | None = None
     """Replaces the document's `encapsulation` for this peer."""
     proposals: Proposals | None = None
@@ -836,11 +854,23 @@ class SidecarConfig(_Model):
     def encapsulation_for(self, peer: Peer) -> Encapsulation:
         return peer.encapsulation if peer.encapsulation is not None else self.encapsulation
 
-    def start_for(self, peer: Peer) -> Literal["onStart", "onDemand"]:
+    def start_for(self, peer: Peer) -> Literal["onStart", "onDemand", "none"]:
         """`auto` resolved: onStart for up to :data:`AUTO_START_MAX_PEERS` peers."""
         if peer.start != "auto":
             return peer.start
         return "onStart" if len(self.peers) <= AUTO_START_MAX_PEERS else "onDemand"
+
+    def close_action_for(self, peer: Peer) -> Action:
+        """`closeAction`, or what the resolved `start` implies when unset."""
+        if peer.close_action is not None:
+            return peer.close_action
+        return implied_action(self.start_for(peer))
+
+    def dpd_action_for(self, peer: Peer) -> Action:
+        """`dpdAction`, or what the resolved `start` implies when unset."""
+        if peer.dpd_action is not None:
+            return peer.dpd_action
+        return implied_action(self.start_for(peer))
 
     def local_address_for(self, peer: Peer) -> str | None:
         """Our first address of the peer's IP version, or None when we have none."""
@@ -849,6 +879,14 @@ class SidecarConfig(_Model):
             if ipaddress.ip_address(address).version == version:
                 return address
         return None
+
+
+def implied_action(start: Literal["onStart", "onDemand", "none"]) -> Action:
+    """The close and dead-peer action a resolved `start` implies: what the sidecar did
+    before `closeAction` and `dpdAction` existed (onStart peers re-initiate, onDemand
+    peers wait for traffic), and nothing for peers that never initiate."""
+    implied: dict[str, Action] = {"onStart": "restart", "onDemand": "onDemand", "none": "none"}
+    return implied[start]
 
 
 def _merge(base: _M, override: _M | None) -> _M:
@@ -868,6 +906,7 @@ __all__ = [
     "KIND",
     "MIN_PSK_LENGTH",
     "PROTOCOL_NAMES",
+    "Action",
     "Auth",
     "Certificate",
     "Control",
@@ -889,4 +928,5 @@ __all__ = [
     "SidecarConfig",
     "TrafficSelector",
     "TrafficSelectors",
+    "implied_action",
 ]

@@ -47,6 +47,7 @@ from .load import parse_text
 from .messages import pydantic_errors
 from .model import (
     IKE_PORT,
+    Action,
     Auth,
     Identity,
     Lifetimes,
@@ -134,7 +135,9 @@ class PeerPlan:
     mode: Literal["tunnel", "transport"]
     protocol: Literal["esp", "ah"]
     keying: Literal["ike", "manual"]
-    start: Literal["onStart", "onDemand"]
+    start: Literal["onStart", "onDemand", "none"]
+    close_action: Action
+    dpd_action: Action
     encapsulation: Literal["udp", "raw", "auto"]
     nat_traversal: bool
     local_ts: tuple[CoreSelector, ...]
@@ -353,6 +356,8 @@ class _Builder:
             protocol=peer.protocol,
             keying=peer.keying,
             start=config.start_for(peer),
+            close_action=config.close_action_for(peer),
+            dpd_action=config.dpd_action_for(peer),
             encapsulation=encapsulation,
             nat_traversal=config.nat_traversal.enabled,
             local_ts=local_ts,

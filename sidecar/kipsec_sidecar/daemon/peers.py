@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..config.model import Action
 from ..config.to_core import PeerPlan
 from ..core.ike.engine import IkeSa
 from ..core.ike.events import ChildSaEstablished, IkeSaEstablished
@@ -263,8 +264,10 @@ class Peer:
 
     ``retired`` is set when a reload removed or replaced the peer: events of its IKE SAs
     that arrive afterwards (their DELETE answers) are logged and otherwise ignored.
-    ``operator_stopped`` is set by ``terminate``: no automatic re-initiation until the
-    operator (``initiate``) or traffic (on-demand) asks again.
+    ``operator_stopped`` is set by ``terminate``: no initiation of ours at all (retry,
+    traffic, close or dead-peer action) until ``initiate`` or a reload; the peer may
+    still bring the SAs up itself. ``reconnect`` is what the peer does while it has no
+    SA (:mod:`.actions`).
     """
 
     plan: PeerPlan
@@ -280,6 +283,8 @@ class Peer:
     retry_at: float | None = None  #: loop time of the scheduled re-initiation
     retired: bool = False
     operator_stopped: bool = False
+    reconnect: Action = "restart"
+    declined: bool = False  #: a declined on-demand initiation was logged (once per stop)
     planned_deletes: set[IkeSa] = field(default_factory=set)
     rotation: ManualRotation | None = None
 

@@ -11,10 +11,17 @@ Event → datapath (see :mod:`.peers` for the make-before-break order):
 - ``ChildSaEstablished``: install the inbound SA; move outbound now unless we are the
   responder of a rekey (then when the old child is deleted).
 - ``ChildSaDeleted``: move outbound off it, remove its inbound SA; with no child left,
-  clear outbound (fail closed) and, for onStart peers, re-initiate.
+  clear outbound (fail closed) and follow the peer's reconnect mode (:mod:`.actions`:
+  ``closeAction`` when the peer deleted it).
 - ``IkeSaDeleted`` (after ``PeerDead``, ``AuthenticationFailedEvent``,
-  ``NegotiationFailed`` or a DELETE): the peer is ``down`` with ``last_error``; onStart
-  peers re-initiate with exponential backoff, onDemand peers wait for traffic.
+  ``NegotiationFailed`` or a DELETE): the peer is ``down`` with ``last_error``; its
+  reconnect mode becomes ``closeAction`` (deleted by the peer) or ``dpdAction`` (dead):
+  restart re-initiates with exponential backoff (about 1 s first, as onStart peers
+  always did), onDemand waits for traffic, none waits for the peer or the operator.
+
+``terminate`` holds a peer down (no initiation of ours, its traffic dropped) until
+``initiate`` or a reload. ``initiate``, ``rekey`` and ``terminate`` can wait for the
+exchange's outcome (:func:`.actions.wait_outcome`).
 
 With the kernel datapath, the kernel's XFRM events come back here: ACQUIRE (protected
 traffic and no SA) through the datapath's acquire callback, like the userspace
@@ -40,7 +47,7 @@ from typing import Literal
 from .. import __version__
 from ..config.errors import ConfigError
 from ..config.load import load_config
-from ..config.model import SidecarConfig
+from ..config.model import SidecarConfig, implied_action
 from ..config.to_core import PeerPlan, to_core
 from ..core.errors import KipsecError
 from ..core.ike.config import Address, IkeConfig
@@ -69,10 +76,19 @@ from ..handshake_failures import failure_reason
 from ..logs import LIMITER
 from ..state import (
     ControlError,
+    ControlTimeout,
     RekeyKind,
     SidecarSnapshot,
 )
 from . import service_nat
+from .actions import (
+    Outcome,
+    WaitCommand,
+    initiates_on_traffic,
+    reconnect_after_loss,
+    retries,
+    wait_outcome,
+)
 from .config_watch import ConfigWatch, Digest
 from .datapath_choice import DatapathChoice
 from .manual import ROTATION_GRACE, manual_child, rotation_kind
@@ -165,6 +181,7 @@ class Sidecar:
         self.datapath_errors: dict[str, int] = {}
         self._owners: dict[IkeSa, Peer] = {}
         self._retries: dict[Peer, asyncio.TimerHandle] = {}
+        self._waiters: dict[str, list[tuple[WaitCommand, asyncio.Future[Outcome]]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -380,7 +397,11 @@ class Sidecar:
         return None
 
     def _add_peer(self, plan: PeerPlan, fp: str | None = None) -> Peer:
-        peer = Peer(plan=plan, fingerprint=fp if fp is not None else fingerprint(plan))
+        peer = Peer(
+            plan=plan,
+            fingerprint=fp if fp is not None else fingerprint(plan),
+            reconnect=implied_action(plan.start),
+        )
         self.peers[plan.name] = peer
         self.datapath.add_peer(_policy(plan))
         log.info(
@@ -430,12 +451,21 @@ class Sidecar:
         self._owners[sa] = peer
         log.info("IKE SA initiated", extra={"peer": peer.name, "spi_i": sa.spi_i.hex()})
 
+    def _release(self, peer: Peer) -> None:
+        """A reload ends a ``terminate``: the peer follows its configuration again."""
+        peer.operator_stopped = peer.declined = False
+        peer.reconnect = implied_action(peer.plan.start)
+        log.info("terminated peer released by the reload", extra={"peer": peer.name})
+        if peer.plan.start == "onStart":
+            self._initiate(peer)
+
     def _schedule_retry(self, peer: Peer) -> None:
+        """Re-initiate after the next backoff delay (about 1 s after an established SA
+        was lost), if the peer's reconnect mode is restart."""
         if (
             peer.retired
             or self._stopping
-            or peer.operator_stopped
-            or peer.plan.start != "onStart"
+            or not retries(peer.reconnect, peer.operator_stopped)
             or peer in self._retries
         ):
             return
@@ -451,12 +481,28 @@ class Sidecar:
         self.pump()
 
     def _acquire(self, name: str) -> None:
-        """Datapath: traffic for ``name`` and no outbound SA (on-demand initiation)."""
+        """Datapath: traffic for ``name`` and no outbound SA (on-demand initiation).
+
+        A peer that must not initiate on traffic (``start: none``, close or dead-peer
+        action none, held by ``terminate``) has its queued packets dropped instead.
+        """
         peer = self.peers.get(name)
         if peer is None or peer.plan.keying != "ike":
             return
+        if not initiates_on_traffic(peer.reconnect, peer.operator_stopped):
+            if not peer.declined:
+                peer.declined = True
+                log.info(
+                    "traffic for a peer without SA: dropped (it does not initiate on traffic)",
+                    extra={
+                        "peer": name,
+                        "terminated": peer.operator_stopped,
+                        "reconnect": peer.reconnect,
+                    },
+                )
+            self.datapath.discard_queued(name)
+            return
         log.info("traffic for a peer without SA: initiating", extra={"peer": name})
-        peer.operator_stopped = False
         self._initiate(peer)
         self.pump()
 
@@ -577,6 +623,18 @@ class Sidecar:
                 LIMITER.log(
                     log, logging.INFO, "IKE message dropped", fields | {"reason": event.reason}
                 )
+        self._settle(peer, event)
+
+    def _settle(self, peer: Peer, event: Event) -> None:
+        """Finish the ``--wait`` of control commands that ``event`` completes or fails."""
+        waiters = self._waiters.get(peer.name)
+        if not waiters:
+            return
+        down = not peer.live_sas()
+        for command, future in list(waiters):
+            outcome = wait_outcome(command, event, peer_down=down)
+            if outcome is not None and not future.done():
+                future.set_result(outcome)
 
     def _resolve_duplicates(self, peer: Peer, sa: IkeSa, event: IkeSaEstablished) -> None:
         """Both sides initiated, or the peer restarted: keep one IKE SA (see peers.py)."""
@@ -642,7 +700,8 @@ class Sidecar:
             self.rekeys["child"] += 1
         self._apply_ops(peer, peer.children.established(child))
         peer.last_error = peer.last_failure = None
-        peer.operator_stopped = False
+        peer.reconnect = implied_action(plan.start)
+        peer.declined = False
         log.info(
             "child SA installed",
             extra=fields
@@ -682,7 +741,7 @@ class Sidecar:
         if had and not peer.children.children:
             log.warning("no child SA left: outbound fails closed", extra=fields)
             if event.reason not in ("ike-deleted", "deleted") and not sa.closed:
-                self._schedule_retry(peer)
+                self._lost(peer, event.reason)
 
     def _apply_late(self, peer: Peer, ops: list[DatapathOp]) -> None:
         if not peer.retired and not self._stopping:
@@ -708,6 +767,20 @@ class Sidecar:
             peer.last_failure = cause
         self._apply_ops(peer, peer.children.clear() if peer.children.children else [])
         self.datapath.clear_outbound(peer.name)
+        self._lost(peer, event.reason, established=was_established)
+
+    def _lost(self, peer: Peer, reason: str, *, established: bool = True) -> None:
+        """The peer's last SA went away for ``reason``: follow its close/dead-peer action."""
+        before = peer.reconnect
+        plan = peer.plan
+        peer.reconnect = reconnect_after_loss(
+            reason, before, plan.close_action, plan.dpd_action, established=established
+        )
+        if peer.reconnect != before:
+            log.info(
+                "peer reconnect mode changed",
+                extra={"peer": peer.name, "reason": reason, "reconnect": peer.reconnect},
+            )
         self._schedule_retry(peer)
 
     def _forget(self, sa: IkeSa) -> None:
@@ -818,15 +891,48 @@ class Sidecar:
             raise ControlError(f"no peer named {name!r} in the configuration")
         return peer
 
-    async def initiate(self, peer: str) -> None:
+    def _waiter(self, peer: Peer, command: WaitCommand) -> asyncio.Future[Outcome]:
+        future: asyncio.Future[Outcome] = self.loop.create_future()
+        self._waiters.setdefault(peer.name, []).append((command, future))
+        return future
+
+    async def _wait(
+        self, peer: Peer, command: WaitCommand, future: asyncio.Future[Outcome], wait: float
+    ) -> None:
+        """Wait up to ``wait`` s for ``future``; ControlError with the reason on failure,
+        :class:`ControlTimeout` when no outcome came in time."""
+        try:
+            async with asyncio.timeout(wait):
+                outcome = await future
+        except TimeoutError:
+            raise ControlTimeout(
+                f"{command} of peer {peer.name!r}: timeout: no outcome within {wait:g} s"
+                + (f" (last error: {peer.last_error})" if peer.last_error else "")
+            ) from None
+        finally:
+            waiters = self._waiters.get(peer.name, [])
+            if (command, future) in waiters:
+                waiters.remove((command, future))
+            if not waiters:
+                self._waiters.pop(peer.name, None)
+        if not outcome.ok:
+            raise ControlError(f"{command} of peer {peer.name!r} failed: {outcome.reason}")
+
+    async def initiate(self, peer: str, wait: float | None = None) -> None:
         target = self._peer(peer)
         if target.plan.keying != "ike":
             raise ControlError(f"peer {peer!r} is manually keyed: there is nothing to initiate")
         target.operator_stopped = False
+        target.declined = False
+        if wait is not None and target.state == "established":
+            return
+        future = self._waiter(target, "initiate") if wait is not None else None
         self._initiate(target)
         self.pump()
+        if future is not None and wait is not None:
+            await self._wait(target, "initiate", future, wait)
 
-    async def rekey(self, peer: str, kind: RekeyKind) -> None:
+    async def rekey(self, peer: str, kind: RekeyKind, wait: float | None = None) -> None:
         target = self._peer(peer)
         sa = target.preferred_sa()
         if sa is None or not sa.established:
@@ -846,9 +952,13 @@ class Sidecar:
         except KipsecError as exc:
             raise ControlError(f"rekey of peer {peer!r} refused: {exc}") from None
         log.info("rekey requested", extra={"peer": peer, "kind": kind})
+        command: WaitCommand = "rekey-ike" if kind == "ike" else "rekey-child"
+        future = self._waiter(target, command) if wait is not None else None
         self.pump()
+        if future is not None and wait is not None:
+            await self._wait(target, command, future, wait)
 
-    async def terminate(self, peer: str) -> None:
+    async def terminate(self, peer: str, wait: float | None = None) -> None:
         target = self._peer(peer)
         if target.plan.keying != "ike":
             raise ControlError(f"peer {peer!r} is manually keyed: remove it from the configuration")
@@ -858,10 +968,14 @@ class Sidecar:
             handle.cancel()
         target.retry_at = None
         now = self.loop.time()
-        for sa in target.live_sas():
+        live = target.live_sas()
+        for sa in live:
             sa.delete(now)
         log.info("terminate requested", extra={"peer": peer})
+        future = self._waiter(target, "terminate") if wait is not None and live else None
         self.pump()
+        if future is not None and wait is not None:
+            await self._wait(target, "terminate", future, wait)
 
     async def reload(self) -> list[str]:
         before = self.watch.begin()
@@ -900,6 +1014,9 @@ class Sidecar:
             self.peers[name].fingerprint = new_fps[name]
         for name in changes.add:
             self._add_peer(by_name[name], new_fps[name])
+        for peer in self.peers.values():
+            if peer.operator_stopped:
+                self._release(peer)
         lines += self._apply_services(config)
         if stale:
             lines.append("not applied until restart: " + ", ".join(stale))

@@ -30,6 +30,10 @@ def peer_view(peer: Peer) -> PeerView:
         last_error=peer.last_error,
         last_failure=peer.last_failure,
         ike_sas=len(peer.live_sas()),
+        close_action=plan.close_action,
+        dpd_action=plan.dpd_action,
+        reconnect=peer.reconnect if plan.keying == "ike" else "none",
+        terminated=peer.operator_stopped,
     )
 
 

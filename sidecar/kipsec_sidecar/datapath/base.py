@@ -140,6 +140,11 @@ class Datapath(Protocol):
     def clear_outbound(self, peer: str) -> None:
         """The peer has no usable outbound SA any more: queue or drop (fail closed)."""
 
+    def discard_queued(self, peer: str) -> None:
+        """The daemon will not set up an SA for the traffic that asked for one (a peer
+        with `start: none`, or held down by `terminate`): drop what is queued for it,
+        counted as no-SA drops, and ask again on its next packet."""
+
     def receive_encapsulated(self, data: bytes, source: UdpAddress) -> None:
         """An ESP-in-UDP datagram (non-ESP marker already classified) from the 4500 socket."""
 

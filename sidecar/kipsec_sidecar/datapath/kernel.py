@@ -346,6 +346,10 @@ class KernelDatapath:
             self._delete_sa(peer, state.outbound, outbound=True)
             state.outbound = None
 
+    def discard_queued(self, peer: str) -> None:
+        """Nothing to do: without a state the kernel drops the packet that caused the
+        ACQUIRE (larval states hold none)."""
+
     def receive_encapsulated(self, data: bytes, source: UdpAddress) -> None:
         # With UDP_ENCAP set on the daemon's socket the kernel consumes ESP-in-UDP; one
         # arriving here means the socket lacks it (see enable_udp_encap).

@@ -592,6 +592,16 @@ class UserspaceDatapath:
             state.outbound = None
             state.pending_acquire = False
 
+    def discard_queued(self, peer: str) -> None:
+        state = self._peers.get(peer)
+        if state is None:
+            return
+        if state.queue:
+            _bump(self.stats.no_sa_drops, peer, len(state.queue))
+        state.queue.clear()
+        state.queue_bytes = 0
+        state.pending_acquire = False
+
     def outbound_sa(self, peer: str) -> IpsecSa | None:
         state = self._peers.get(peer)
         return None if state is None else state.outbound
