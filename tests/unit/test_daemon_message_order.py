@@ -161,12 +161,14 @@ async def pair(
     return cars, datapaths
 
 
-async def settle(check: Callable[[], bool], what: str) -> None:
-    for _ in range(500):
-        if check():
-            return
+async def settle(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait for ``check``; generous, as each exchange costs Diffie-Hellman in Python on a
+    machine whose other cores may be busy (5 s was not enough under load)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_no_message_leaves_before_the_sa_it_announces_is_installed(
