@@ -45,7 +45,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from support.netns import Topology, sweep_stale, tcp_throughput  # noqa: E402
-from support.sidecars import Sidecar, established, peer_entry, wait_until  # noqa: E402
+from support.sidecars import (  # noqa: E402
+    Sidecar,
+    established,
+    fake_peers,
+    peer_entry,
+    wait_until,
+)
 from support.strongswan import Charon, Psk, gateway_pair, is_available  # noqa: E402
 
 PSK = "kipsec bench pre-shared key 0123456789"
@@ -195,16 +201,7 @@ def hundred_peers(topo: Topology, workdir: Path) -> dict[str, float]:
     for count in (0, 100):
         sidecar = Sidecar(topo, "pm", workdir / f"peers{count}")
         sidecar.workdir.mkdir()
-        peers = [
-            {
-                "name": f"fake-{n}",
-                "address": f"10.99.0.{n}",
-                "identity": {"fqdn": f"fake-{n}.bench"},
-                "start": "onDemand",
-            }
-            for n in range(1, count + 1)
-        ]
-        sidecar.write(peers, logging={"level": "warning"})
+        sidecar.write(fake_peers(count), logging={"level": "warning"})
         try:
             sidecar.start()
             assert len(sidecar.sas()["peers"]) == count

@@ -230,6 +230,21 @@ def peer_entry(topology: Topology, name: str, **options: Any) -> dict[str, Any]:
     return entry
 
 
+def fake_peers(count: int, network: str = "10.99.0") -> list[dict[str, Any]]:
+    """``count`` (at most 254) onDemand peers ``fake-N`` at ``network.N``, for measuring a
+    sidecar with many configured peers: blackhole ``network.0/24`` in its namespace and no
+    handshake ever leaves."""
+    return [
+        {
+            "name": f"fake-{n}",
+            "address": f"{network}.{n}",
+            "identity": {"fqdn": f"fake-{n}.bench"},
+            "start": "onDemand",
+        }
+        for n in range(1, count + 1)
+    ]
+
+
 def manual_entry(
     topology: Topology,
     name: str,

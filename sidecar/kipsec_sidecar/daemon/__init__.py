@@ -51,7 +51,6 @@ from ..config.errors import ConfigError
 from ..config.load import load_config
 from ..config.model import SidecarConfig
 from ..datapath.base import DatapathError
-from ..datapath.routing import DEFAULT_MARK
 from ..logs import setup_logging
 from ..state import ControlError
 from .config_watch import Digest, digest, wait_for_document
@@ -165,6 +164,10 @@ async def _daemon(
     except (OSError, ValueError) as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return EXIT_START_FAILED
+    # Here, not at import: routing loads pyroute2 (~0.3 s, ~10 MiB), which an invalid
+    # document or a sidecar still waiting for one never needs.
+    from ..datapath.routing import DEFAULT_MARK
+
     try:
         choice = choose_datapath(config.datapath)
         log.info(

@@ -13,17 +13,21 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..config.model import SidecarConfig
 from ..config.to_core import PeerPlan
 from ..core.ike.constants import EncrId, IntegId, ProtocolId
 from ..datapath.base import AcquireCallback, Datapath, DatapathError, UdpSender
 from ..datapath.mtu import Suite
-from ..datapath.probe import ProbeResult, probe_kernel_esp
+
+if TYPE_CHECKING:
+    # The probe speaks XFRM netlink (pyroute2): imported when a probe runs, not on the
+    # userspace path (see choose_datapath).
+    from ..datapath.probe import ProbeResult
 
 #: The capability probe: ``ProbeResult(kernel, reason)``; tests pass a fixed answer.
-Probe = Callable[[], ProbeResult]
+Probe = Callable[[], "ProbeResult"]
 #: Builds a datapath: (config, peer plans, UDP-4500 sender, acquire callback).
 Factory = Callable[[SidecarConfig, tuple[PeerPlan, ...], UdpSender, AcquireCallback], Datapath]
 
@@ -35,9 +39,9 @@ class DatapathChoice:
 
 
 def choose_datapath(
-    configured: Literal["auto", "userspace", "kernel"], *, probe: Probe = probe_kernel_esp
+    configured: Literal["auto", "userspace", "kernel"], *, probe: Probe | None = None
 ) -> DatapathChoice:
-    """The datapath for the configured value.
+    """The datapath for the configured value (``probe``: the kernel's, unless given).
 
     Raises DatapathError for ``kernel`` when the probe says the kernel cannot hold
     kipsec's ESP SAs; the message names the probe's reason (errno, missing module, or
@@ -45,6 +49,12 @@ def choose_datapath(
     """
     if configured == "userspace":
         return DatapathChoice("userspace", "configured: datapath userspace")
+    if probe is None:
+        # Here, not at import: `datapath: userspace` never probes, and the probe's XFRM
+        # netlink code (xfrm, xfrm_sa; ~0.1 s, ~3 MiB) is the kernel datapath's.
+        from ..datapath.probe import probe_kernel_esp
+
+        probe = probe_kernel_esp
     kernel, reason = probe()
     if configured == "kernel":
         if not kernel:

@@ -40,9 +40,10 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import sys
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeGuard
 
 from .. import __version__
 from ..config.errors import ConfigError
@@ -70,7 +71,6 @@ from ..core.ike.events import (
 from ..core.negotiated import sa_pair
 from ..core.udpencap import build_keepalive
 from ..datapath.base import Datapath, DatapathError, PeerPolicy
-from ..datapath.kernel import KernelDatapath
 from ..handshake_failures import REASONS as FAILURE_REASONS
 from ..handshake_failures import failure_reason
 from ..logs import LIMITER
@@ -108,6 +108,9 @@ from .peers import (
 from .reload import diff, fingerprint, restart_needed
 from .snapshot import peer_view
 from .sockets import IkeSockets
+
+if TYPE_CHECKING:
+    from ..datapath.kernel import KernelDatapath
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +208,7 @@ class Sidecar:
         self.datapath = datapath_factory(
             config, self._plans, self.sockets.esp_sender, self._acquire
         )
-        if isinstance(self.datapath, KernelDatapath):
+        if _is_kernel(self.datapath):
             self.datapath.attach(on_expire=self._kernel_expire, local_port=natt_port)
             self.sockets.kernel_esp = True
 
@@ -1124,6 +1127,14 @@ class Sidecar:
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _is_kernel(datapath: Datapath) -> TypeGuard[KernelDatapath]:
+    """Whether ``datapath`` is the kernel one, without importing it on the userspace
+    path (its XFRM netlink code loads pyroute2): no instance exists unless its module
+    was loaded."""
+    kernel = sys.modules.get("kipsec_sidecar.datapath.kernel")
+    return kernel is not None and isinstance(datapath, kernel.KernelDatapath)
 
 
 def _name(event: Event) -> str:

@@ -34,7 +34,6 @@ from typing import Protocol, cast
 from ..core.errors import ParseError
 from ..core.ike.config import Address
 from ..core.udpencap import UdpEncapKind, classify
-from ..datapath.kernel import bypass_policies, enable_udp_encap
 from ..datapath.sockets import GsoSender, enable_gro, receive_batch, udp_socket
 from ..logs import LIMITER
 
@@ -134,6 +133,9 @@ class IkeSockets:
         """Bind every socket; raises DatapathError naming the port that failed."""
         loop = asyncio.get_running_loop()
         self._loop = loop
+        if self.kernel_esp:
+            # Only the kernel datapath needs these: its module loads XFRM netlink (pyroute2).
+            from ..datapath.kernel import bypass_policies, enable_udp_encap
         try:
             for address in self.addresses:
                 sock = udp_socket(address, self.ike_port, self.mark)

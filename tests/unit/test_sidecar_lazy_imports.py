@@ -1,0 +1,89 @@
+"""What the sidecar loads, by path: the modules a path never uses stay out of the process.
+
+The sidecar's start time and resident memory are mostly imports (see
+``bench/sidecar_startup.py``): pyroute2 alone is ~160 modules and ~10 MiB. These tests
+run each path in a fresh interpreter and read its ``sys.modules``, so an eager import
+added anywhere on the way (a module-level ``from ..datapath.kernel import ...``) fails
+here, not as a slower start someone has to notice. They are structural, not timed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+#: Never in the sidecar: test-only, operator-side or lab packages.
+NEVER = ("scapy", "aiohttp", "kopf", "kubernetes", "kipsec_operator", "kipsec_lab")
+#: The kernel (XFRM) datapath and its probe: only when the kernel datapath is chosen.
+KERNEL = (
+    "kipsec_sidecar.datapath.kernel",
+    "kipsec_sidecar.datapath.xfrm",
+    "kipsec_sidecar.datapath.xfrm_sa",
+    "kipsec_sidecar.datapath.probe",
+)
+#: What a started datapath needs, and nothing before: netlink routing (pyroute2), TUN.
+DATAPATH = ("pyroute2", "kipsec_sidecar.datapath.routing", "kipsec_sidecar.datapath.userspace")
+#: The JSON schema export (the chart's and the docs' schema), never the daemon's.
+SCHEMA = ("kipsec_sidecar.config.schema",)
+
+
+def loaded(code: str, *args: str) -> set[str]:
+    """The modules in ``sys.modules`` after ``code`` ran in a fresh interpreter."""
+    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def present(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    """The entries of ``names`` loaded (a package counts when any of its modules is)."""
+    return [n for n in names if any(m == n or m.startswith(f"{n}.") for m in modules)]
+
+
+def test_importing_the_daemon_loads_no_datapath() -> None:
+    modules = loaded("import kipsec_sidecar.daemon")
+    assert present(modules, NEVER + KERNEL + DATAPATH + SCHEMA) == []
+
+
+def test_the_cli_loads_neither_the_daemon_nor_the_config_model() -> None:
+    modules = loaded("import kipsec_sidecar.cli")
+    assert present(modules, ("kipsec_sidecar.daemon", "kipsec_sidecar.config", "pydantic")) == []
+    assert present(modules, NEVER + KERNEL + DATAPATH) == []
+
+
+def test_the_userspace_path_never_loads_the_kernel_datapath() -> None:
+    # What the daemon does for `datapath: userspace`: choose (no probe), then the factory
+    # imports the userspace datapath.
+    modules = loaded(
+        "from kipsec_sidecar.daemon.datapath_choice import choose_datapath\n"
+        "import kipsec_sidecar.daemon.sidecar\n"
+        "assert choose_datapath('userspace').name == 'userspace'\n"
+        "import kipsec_sidecar.datapath.userspace"
+    )
+    assert present(modules, NEVER + KERNEL + SCHEMA) == []
+    assert present(modules, DATAPATH) == list(DATAPATH)
+
+
+def test_an_invalid_document_is_reported_before_any_datapath_loads(tmp_path: Path) -> None:
+    # `kipsec-sidecar run` itself, through main(), on a document that fails validation:
+    # exit 2 with the field named, having loaded the config model but no datapath.
+    config = tmp_path / "sidecar.yaml"
+    config.write_text("apiVersion: kipsec.io/v1alpha1\nkind: SidecarConfig\npeers: 7\n")
+    modules = loaded(
+        "import sys\n"
+        "from kipsec_sidecar.cli import main\n"
+        "assert main(['run', '--config', sys.argv[1]]) == 2",
+        str(config),
+    )
+    assert "kipsec_sidecar.config.model" in modules
+    assert present(modules, NEVER + KERNEL + DATAPATH + SCHEMA) == []
+
+
+def test_the_kernel_datapath_still_loads_its_netlink_code() -> None:
+    # The other side of the split: the kernel path gets what it needs when chosen.
+    wanted = (*KERNEL, "pyroute2")
+    assert present(loaded("import kipsec_sidecar.datapath.kernel"), wanted) == list(wanted)
