@@ -289,6 +289,7 @@ class Operator:
             matched=len(self.reconciler.actual),
             missing=self.reconciler.missing_sidecars,
         )
+        self.metrics.observe_external_peers(self.reconciler.external_statuses)
         if result.secrets_written or result.statuses_written:
             log.info(
                 "reconciled",
