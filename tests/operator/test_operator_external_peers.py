@@ -4,6 +4,7 @@ conditions naming the field (good Tunnels unaffected), removal, status from repo
 from __future__ import annotations
 
 import base64
+from functools import partial
 from typing import Any
 
 import pytest
@@ -56,7 +57,7 @@ async def test_each_selected_pod_gets_the_peer_with_its_selectors_and_the_psk(
     await cluster.apply(tunnel("to-site", external_spec()))
 
     for name, ip in (("c1", "10.0.0.1"), ("c2", "10.0.0.2")):
-        entry = await eventually(lambda name=name: _entry(cluster, name))
+        entry = await eventually(partial(_entry, cluster, name))
         assert entry["address"] == "192.0.2.10" and entry["mode"] == "tunnel"
         assert entry["trafficSelectors"] == {"local": [f"{ip}/32"], "remote": ["172.20.0.0/24"]}
         data = cluster.config_secrets()[name]["data"]
