@@ -431,7 +431,8 @@ class TunnelStatus(_Model):
     pods: int = 0
     """Pods matched by the selector and configured (with an IP)."""
     peers_expected: int = 0
-    """Pod-to-peer links the configuration asks for (counted at each end)."""
+    """Pod-to-peer links the configuration asks for (counted at each end; a link to an
+    ExternalPeer once, at the pod)."""
     child_sas_established: int = 0
     """Links whose sidecar reports an established child SA."""
     last_error: Annotated[str, Field(max_length=1024)] | None = None
