@@ -115,6 +115,15 @@ async def test_bad_input_is_a_condition_naming_the_field_and_a_good_tunnel_still
             timeout=15,
         )
         assert field in ready["message"]
+        events = await eventually(
+            lambda: [
+                e
+                for e in cluster.events()
+                if e.get("involvedObject", {}).get("kind") == "ExternalPeer"
+            ]
+        )
+        assert events[0]["type"] == "Warning" and events[0]["reason"] == "InvalidSpec"
+        assert field in str(events[0]["message"])
     tunnel_ready = await eventually(
         lambda: (
             (c := condition(cluster.tunnel("to-site"), "Ready")).get("reason") == "InvalidSpec"

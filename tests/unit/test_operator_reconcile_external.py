@@ -12,6 +12,7 @@ from kipsec_operator.reconcile.external import external_peer_name
 from kipsec_operator.reconcile.external_status import external_peer_status
 from kipsec_operator.reconcile.render import SIDECAR_STARTS, plan, sidecar_start
 from kipsec_operator.reconcile.status import SidecarReport, tunnel_status
+from kipsec_operator.webhook.selection import tunnel_selects
 from kipsec_sidecar.config import load_config_string
 from support.operator_objects import (
     PSK,
@@ -254,3 +255,21 @@ def test_an_invalid_peer_says_so_in_its_status_and_an_unused_one_is_not_ready() 
         cluster.external_peers[("default", "idle")], rendering, cluster, {}, now="T"
     )
     assert idle["conditions"][0]["reason"] == "NotUsed"
+
+
+def test_a_tunnels_start_reaches_its_pod_peers_and_auto_leaves_the_document_unchanged() -> None:
+    def starts(**extra: Any) -> set[str | None]:
+        rendering = plan(_cluster(tunnel("mesh", {**psk_mesh_spec(), **extra})))
+        document = rendering.pods[("default", "m1")].document
+        return {peer.get("start") for peer in document["peers"]}
+
+    assert starts() == {None}
+    assert starts(start="onDemand") == {"onDemand"}
+    assert starts(start="none", closeAction="restart", dpdAction="none") == {sidecar_start("none")}
+
+
+def test_the_webhook_selects_only_the_from_pods_of_a_tunnel_to_external_peers() -> None:
+    to_site = tunnel("t", external_spec())
+    default = namespace("default")
+    assert tunnel_selects(to_site, pod("c9", "10.0.0.9", labels={"app": "client"}), default)
+    assert not tunnel_selects(to_site, pod("x", "10.0.0.8", labels={"app": "other"}), default)
