@@ -56,6 +56,8 @@ def alerts() -> list[Alert]:
     c = catalog()
     failures = "kipsec_handshake_failures_total"
     ready = "kipsec_operator_tunnel_ready"
+    peer_pods = "kipsec_operator_external_peer_pods"
+    peer_up = "kipsec_operator_external_peer_pods_established"
     not_after = "kipsec_identity_certificate_not_after_seconds"
     drops = c.series("kipsec_dropped_packets_total", reason=Regex("replay|integrity"))
     return [
@@ -67,6 +69,17 @@ def alerts() -> list[Alert]:
             "kipsec Tunnel {{ $labels.namespace }}/{{ $labels.tunnel }} not Ready",
             "The Tunnel has not had every expected child SA for 10 minutes. "
             "`kubectl describe tunnel` shows its Ready condition and why.",
+        ),
+        Alert(
+            "KipsecExternalPeerUnreachable",
+            f"max {c.by(peer_pods, 'namespace', 'external_peer')} ({c.series(peer_pods)}) - "
+            f"max {c.by(peer_up, 'namespace', 'external_peer')} ({c.series(peer_up)}) > 0",
+            "10m",
+            "warning",
+            "Pods cannot reach external peer {{ $labels.namespace }}/{{ $labels.external_peer }}",
+            "{{ $value }} pod(s) configured towards the ExternalPeer have had no established "
+            "child SA with it for 10 minutes. `kubectl describe externalpeer` lists each "
+            "pod's reason (status.podErrors); check the gateway and its subnets.",
         ),
         Alert(
             "KipsecSidecarNotReady",

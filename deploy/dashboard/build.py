@@ -139,6 +139,27 @@ def _tunnels(c: Catalog) -> Iterator[PanelSpec]:
             ),
         ),
     )
+    pods, established = (
+        "kipsec_operator_external_peer_pods",
+        "kipsec_operator_external_peer_pods_established",
+    )
+    yield PanelSpec(
+        row,
+        "Pods not reaching each external peer",
+        "Per ExternalPeer, pods configured towards it minus those whose sidecar reports an "
+        "established child SA with it (0: every pod reaches it); `kubectl describe "
+        "externalpeer` lists each failing pod's reason.",
+        "timeseries",
+        "none",
+        (
+            Query(
+                f"max {c.by(pods, 'namespace', 'external_peer')} ({c.series(pods)}) - "
+                f"max {c.by(established, 'namespace', 'external_peer')} "
+                f"({c.series(established)})",
+                "{{namespace}}/{{external_peer}}",
+            ),
+        ),
+    )
     yield PanelSpec(
         row,
         "Pods matched and configured",

@@ -33,7 +33,13 @@ from . import chart, containers, host, prometheus
 from .client import LabClient
 from .manifests import ManifestError, load, ordered
 from .state import DEFAULT_DIR, LabConfig, Paths, PodState
-from .status import certificate_table, pod_table, tunnel_table, tunnels_ready
+from .status import (
+    certificate_table,
+    external_peer_table,
+    pod_table,
+    tunnel_table,
+    tunnels_ready,
+)
 from .topology import DEFAULT_CIDR, Addresses, Names
 from .traffic import ECHO_PORT, TrafficReport, exchange
 
@@ -178,6 +184,9 @@ def status_view(paths: Paths) -> tuple[Group, bool]:
     tables = [tunnel_table(found)]
     if certificates:
         tables.append(certificate_table(certificates))
+    external_peers = client.list("ExternalPeer")
+    if external_peers:
+        tables.append(external_peer_table(external_peers))
     return Group(*tables, pod_table(paths, pods)), tunnels_ready(found)
 
 

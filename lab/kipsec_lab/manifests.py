@@ -25,6 +25,7 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "Service": ("v1", "services", True),
     "EndpointSlice": ("discovery.k8s.io/v1", "endpointslices", True),
     "TunnelCertificate": ("kipsec.io/v1alpha1", "tunnelcertificates", True),
+    "ExternalPeer": ("kipsec.io/v1alpha1", "externalpeers", True),
     "Tunnel": ("kipsec.io/v1alpha1", "tunnels", True),
     "Pod": ("v1", "pods", True),
 }

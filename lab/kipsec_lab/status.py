@@ -1,7 +1,7 @@
-"""``kipsec lab status``: what the API says about Tunnels and TunnelCertificates, and
-what each sidecar says.
+"""``kipsec lab status``: what the API says about Tunnels, TunnelCertificates and
+ExternalPeers, and what each sidecar says.
 
-Tunnels and TunnelCertificates come from the API server (their status is what the
+Tunnels, TunnelCertificates and ExternalPeers come from the API server (their status is what the
 operator wrote: each condition's reason *and* message, since a reason such as
 `InvalidSpec` alone does not say which field); pods from
 the API server and the supervisor's ``state.json``; SAs from each sidecar's control
@@ -129,6 +129,29 @@ def certificate_table(certificates: list[dict[str, Any]]) -> Table:
             str(status.get("podsIssued", "")),
             str(status.get("notAfter") or "-"),
             str(status.get("renewalTime") or "-"),
+        )
+    return table
+
+
+def external_peer_table(peers: list[dict[str, Any]]) -> Table:
+    """ExternalPeers: where, Ready and why, and the pods connected to each (those whose
+    sidecar reports an established child SA with it) of the pods configured."""
+    table = Table(title="ExternalPeers")
+    for column in ("namespace", "name", "address", "Ready", "why", "pods connected", "errors"):
+        table.add_column(column, overflow="fold")
+    for peer in peers:
+        status = peer.get("status") or {}
+        errors = ", ".join(
+            f"{e.get('pod')}: {e.get('reason')}" for e in status.get("podErrors") or []
+        )
+        table.add_row(
+            peer["metadata"].get("namespace", ""),
+            peer["metadata"]["name"],
+            escape(str((peer.get("spec") or {}).get("address") or "")),
+            _ready_cell(condition(peer, "Ready")),
+            _why(peer),
+            f"{status.get('podsEstablished', '-')}/{status.get('pods', '-')}",
+            escape(errors),
         )
     return table
 

@@ -4,8 +4,9 @@ Every watched kind has one `on.event` handler that hands the object to
 :meth:`Reconciler.observe` (no finalizer, nothing stored on the objects). A worker task
 started at startup runs the reconcile passes (writes per-pod Secrets, Tunnel status,
 Events). Timers: per Tunnel, the sidecar reports (:mod:`.sidecar_reports`); per
-TunnelCertificate, its issuer's trust bundle and CA rotation. kopf's timers are the
-one place a finalizer is needed (kopf puts its own on Tunnels and TunnelCertificates so
+TunnelCertificate, its issuer's trust bundle and CA rotation; per ExternalPeer, the
+resolution of its DNS name (bounded by :data:`RESOLVE_TIMEOUT`). kopf's timers are the
+one place a finalizer is needed (kopf puts its own on the resources it times so
 it can stop the timer on deletion); they are paused with everything else on a replica
 that is not the leader.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +37,7 @@ from .kube import ApiError, Credentials, Kube, object_path
 from .login import connection_info
 from .metrics import OperatorMetrics
 from .reconcile.cluster import K8sObject, ObjectKey, key_of, pod_ref
+from .reconcile.external import is_ip
 from .reconciler import PassResult, Reconciler
 from .server import serve, serving_ca
 from .sidecar_reports import Fetcher, HttpFetcher, poll
@@ -54,7 +57,11 @@ RESOURCES: dict[str, tuple[str, str, str]] = {
     "EndpointSlice": ("discovery.k8s.io", "v1", "endpointslices"),
     "Tunnel": (GROUP, VERSION, "tunnels"),
     "TunnelCertificate": (GROUP, VERSION, "tunnelcertificates"),
+    "ExternalPeer": (GROUP, VERSION, "externalpeers"),
 }
+
+RESOLVE_TIMEOUT = 5.0
+"""Seconds an ExternalPeer's DNS name may take to resolve (then: unresolvable)."""
 
 
 class Operator:
@@ -78,13 +85,21 @@ class Operator:
         debounce: float = 0.2,
         listen: tuple[str, int] | None = None,
         tls: tuple[str, str] | None = None,
+        resolve_interval: float = 60.0,
+        cluster_networks: tuple[str, ...] = (),
     ) -> None:
         self.connection = connection
         self.namespace = namespace
         self.injection = injection or InjectionSettings()
         self.kube = Kube(connection)
         self.metrics = OperatorMetrics()
-        self.reconciler = Reconciler(self, injection=self.injection, on_pass=self._observe_pass)
+        self.reconciler = Reconciler(
+            self,
+            injection=self.injection,
+            on_pass=self._observe_pass,
+            cluster_networks=cluster_networks,
+        )
+        self.resolve_interval = resolve_interval
         self._http_fetcher = HttpFetcher() if fetcher is None else None
         self.fetcher: Fetcher = fetcher or self._http_fetcher  # type: ignore[assignment]
         self.report_interval = report_interval
@@ -141,7 +156,8 @@ class Operator:
 
     async def patch_status(self, tunnel: K8sObject, status: Mapping[str, Any]) -> None:
         namespace, name = key_of(tunnel)
-        path = object_path(f"{GROUP}/{VERSION}", "tunnels", namespace, name) + "/status"
+        plural = RESOURCES[str(tunnel.get("kind") or "Tunnel")][2]
+        path = object_path(f"{GROUP}/{VERSION}", plural, namespace, name) + "/status"
         try:
             await self.kube.merge_patch(path, {"status": dict(status)})
         except ApiError as exc:
@@ -278,6 +294,7 @@ class Operator:
             matched=len(self.reconciler.actual),
             missing=self.reconciler.missing_sidecars,
         )
+        self.metrics.observe_external_peers(self.reconciler.external_statuses)
         if result.secrets_written or result.statuses_written:
             log.info(
                 "reconciled",
@@ -324,6 +341,22 @@ class Operator:
         targets = self.reconciler.report_targets((namespace, name))
         if targets:
             await self.reconciler.set_reports(await poll(targets, self.fetcher))
+
+    async def resolve(self, external_peer: K8sObject) -> None:
+        """Resolve an ExternalPeer's DNS name (an IP needs nothing), within
+        :data:`RESOLVE_TIMEOUT`; a failure records it as unresolvable (a condition)."""
+        address = str(_field(external_peer, "spec").get("address") or "")
+        if not address or is_ip(address):
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(address, None, type=socket.SOCK_DGRAM), RESOLVE_TIMEOUT
+            )
+            found = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        except (OSError, TimeoutError, UnicodeError):
+            found = []
+        self.reconciler.set_resolved(address, found)
 
     async def publish_trust(self, tunnel_certificate: K8sObject) -> None:
         """Publish the issuer's bundle for the Tunnels that use this TunnelCertificate,
@@ -516,6 +549,17 @@ def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
     @kopf.timer(GROUP, VERSION, "tunnels", interval=operator.report_interval, registry=registry)
     async def sidecar_reports(namespace: str | None, name: str, **_: Any) -> None:
         await operator.poll_reports(namespace or "", name)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        "externalpeers",
+        interval=operator.resolve_interval,
+        initial_delay=0.0,
+        registry=registry,
+    )
+    async def resolve_address(body: kopf.Body, **_: Any) -> None:
+        await operator.resolve(dict(body))
 
     @kopf.timer(
         GROUP,

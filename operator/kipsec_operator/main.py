@@ -25,7 +25,7 @@ import kopf
 
 from .handlers import Operator, register
 from .kube import ConfigException, Connection, Credentials, default_credentials
-from .webhook.environment import SettingsError, injection_settings
+from .webhook.environment import SettingsError, cluster_networks, injection_settings
 from .webhook.injection import InjectionSettings
 
 PEERING_NAME = "kipsec"
@@ -105,7 +105,9 @@ def credentials(args: argparse.Namespace) -> Credentials:
     return default_credentials(args.kubeconfig, args.context)
 
 
-async def _main(args: argparse.Namespace, injection: InjectionSettings) -> None:
+async def _main(
+    args: argparse.Namespace, injection: InjectionSettings, networks: tuple[str, ...]
+) -> None:
     connection = credentials(args)
     try:
         await connection.configuration()  # fail here, clearly, rather than inside kopf
@@ -120,6 +122,7 @@ async def _main(args: argparse.Namespace, injection: InjectionSettings) -> None:
         report_interval=args.report_interval,
         listen=(host, int(port)),
         tls=(args.tls_cert, args.tls_key) if args.tls_cert and args.tls_key else None,
+        cluster_networks=networks,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -136,10 +139,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         injection = injection_settings(os.environ)
+        networks = cluster_networks(os.environ)
     except SettingsError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
-    asyncio.run(_main(args, injection))
+    asyncio.run(_main(args, injection, networks))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The operator's Prometheus metrics, in a registry of its own (not the global one).
 
-Label sets are bounded: per condition, per refusal code, per Tunnel and per
-TunnelCertificate (what users declare; a deleted one's series are removed); never per pod.
+Label sets are bounded: per condition, per refusal code, per Tunnel, per
+TunnelCertificate and per ExternalPeer (what users declare; a deleted one's series are
+removed); never per pod.
 """
 
 from __future__ import annotations
@@ -41,6 +42,19 @@ class OperatorMetrics:
             "Links of the Tunnel whose sidecar reports an established child SA "
             "(status.childSasEstablished).",
             ["namespace", "tunnel"],
+            registry=r,
+        )
+        self.external_peer_pods = Gauge(
+            "kipsec_operator_external_peer_pods",
+            "Pods configured with an SA towards the ExternalPeer (status.pods).",
+            ["namespace", "external_peer"],
+            registry=r,
+        )
+        self.external_peer_pods_established = Gauge(
+            "kipsec_operator_external_peer_pods_established",
+            "Pods whose sidecar reports an established child SA with the ExternalPeer "
+            "(status.podsEstablished).",
+            ["namespace", "external_peer"],
             registry=r,
         )
         self.pods_matched = Gauge(
@@ -127,6 +141,17 @@ class OperatorMetrics:
             self.tunnel_child_sas.labels(namespace=namespace, tunnel=name).set(established)
         for value, count in ready.items():
             self.tunnels.labels(ready=value).set(count)
+
+    def observe_external_peers(self, statuses: Mapping[ObjectKey, Mapping[str, Any]]) -> None:
+        """Per ExternalPeer, its configured and established pods; a deleted one loses its
+        series."""
+        self.external_peer_pods.clear()
+        self.external_peer_pods_established.clear()
+        for (namespace, name), status in statuses.items():
+            labels = {"namespace": namespace, "external_peer": name}
+            self.external_peer_pods.labels(**labels).set(status.get("pods") or 0)
+            established = status.get("podsEstablished") or 0
+            self.external_peer_pods_established.labels(**labels).set(established)
 
     def observe_certificates(
         self, earliest: Mapping[tuple[str, str], datetime], now: datetime

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from .reconcile.affected import Change, Kind, candidates
 from .reconcile.cluster import Cluster, K8sObject, ObjectKey, PodRef, key_of, pod_ref
 from .reconcile.consent import ALLOW_TUNNELS_FROM
+from .reconcile.external_status import external_peer_status
 from .reconcile.failure_events import failure_events
 from .reconcile.peers import Links, selected
 from .reconcile.render import (
@@ -56,6 +57,7 @@ WATCHED_KINDS = (
     "Namespace",
     "Tunnel",
     "TunnelCertificate",
+    "ExternalPeer",
     "Secret",
     "Service",
     "EndpointSlice",
@@ -72,6 +74,7 @@ _CHANGE_KINDS: dict[str, Kind] = {
     "Namespace": "Namespace",
     "Tunnel": "Tunnel",
     "TunnelCertificate": "TunnelCertificate",
+    "ExternalPeer": "ExternalPeer",
     "Secret": "Secret",
     "Service": "Service",
     "EndpointSlice": "EndpointSlice",
@@ -135,7 +138,7 @@ def _relevant(kind: str, obj: K8sObject | None) -> Any:
     if kind == "Namespace":
         consent = (metadata.get("annotations") or {}).get(ALLOW_TUNNELS_FROM)
         return (metadata.get("labels") or {}, consent)
-    if kind in ("Tunnel", "TunnelCertificate"):
+    if kind in ("Tunnel", "TunnelCertificate", "ExternalPeer"):
         return obj.get("spec")
     if kind == "Secret":
         return (obj.get("type"), obj.get("data"))
@@ -154,6 +157,7 @@ class Reconciler:
         injection: InjectionSettings | None = None,
         clock: Callable[[], str] = now_rfc3339,
         on_pass: Callable[[PassResult, Cluster], None] | None = None,
+        cluster_networks: Iterable[str] = (),
     ) -> None:
         self.writer = writer
         self.injection = injection or InjectionSettings()
@@ -162,18 +166,26 @@ class Reconciler:
         self.objects: dict[str, dict[ObjectKey, K8sObject]] = {k: {} for k in WATCHED_KINDS}
         self.reports: dict[ObjectKey, SidecarReport] = {}
         self.trust_bundles: dict[ObjectKey, str] = {}
+        self.resolved: dict[str, tuple[str, ...]] = {}
+        """DNS name of an ExternalPeer's address → the addresses it resolved to."""
+        self.cluster_networks = tuple(cluster_networks)
+        """The pod and Service ranges external subnets must not overlap (settings)."""
         self.actual: dict[ObjectKey, Mapping[str, str]] = {}
         """Per pod, the data of its configuration Secret as the API holds it."""
         self._changes: list[Change] = []
         self._full = True
         self._before = Cluster()
         self._statuses: dict[ObjectKey, dict[str, Any]] = {}
-        self._warned: dict[ObjectKey, str] = {}
+        self._warned: dict[tuple[str, ObjectKey], str] = {}
+        """Per (kind, key), the last Warning Event's message (posted once per message)."""
+        self._external_statuses: dict[ObjectKey, dict[str, Any]] = {}
         self._missing: set[ObjectKey] = set()
         self._missing_full = True
         self._wake = asyncio.Event()
         self.links = Links()
         """The links of the last pass (whom each pod's sidecar should report on)."""
+        self.rendering = Rendering({}, {}, Links(), {})
+        """The last pass's rendering (its links to ExternalPeers, for reports)."""
         self.operator_ca: str | None = None
         """PEM of the operator's serving CA, added to every pod's Secret (None: no TLS)."""
 
@@ -184,7 +196,8 @@ class Reconciler:
         if kind == "Namespace":
             key = ("", key[1])
         deleted = event_type == "DELETED" or (
-            kind == "Tunnel" and bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+            kind in ("Tunnel", "ExternalPeer")
+            and bool((obj.get("metadata") or {}).get("deletionTimestamp"))
         )
         bucket = self.objects[kind]
         old = bucket.get(key)
@@ -257,12 +270,31 @@ class Reconciler:
             self._changes.append(Change("TunnelCertificate", *tunnel_certificate))
             self._wake.set()
 
+    def set_resolved(self, name: str, addresses: Iterable[str]) -> None:
+        """Record what an ExternalPeer's DNS name resolved to (empty: it did not); a
+        change is a change of every ExternalPeer with that address."""
+        name = name.lower().rstrip(".")
+        found = tuple(addresses)
+        if self.resolved.get(name) == found:
+            return
+        self.resolved[name] = found
+        for key, peer in self.objects["ExternalPeer"].items():
+            address = str((peer.get("spec") or {}).get("address") or "")
+            if address.lower().rstrip(".") == name:
+                self._changes.append(Change("ExternalPeer", *key))
+        self._wake.set()
+
     def report_targets(self, tunnel: ObjectKey) -> dict[ObjectKey, tuple[PodRef, frozenset[str]]]:
         """The pods of `tunnel` and the peer names each one's document lists."""
         targets: dict[ObjectKey, tuple[PodRef, frozenset[str]]] = {}
-        for link in self.links.of_tunnel(tunnel):
-            peers = self.links.by_pod.get(link.local.key, ())
-            targets[link.local.key] = (link.local, frozenset(p.remote.peer_name for p in peers))
+        pods = {link.local.key: link.local for link in self.links.of_tunnel(tunnel)}
+        pods.update(
+            (link.local.key, link.local) for link in self.rendering.external_of_tunnel(tunnel)
+        )
+        for key, ref in pods.items():
+            names = {p.remote.peer_name for p in self.links.by_pod.get(key, ())}
+            names |= {p.peer_name for p in self.rendering.external.get(key, ())}
+            targets[key] = (ref, frozenset(names))
         return targets
 
     def snapshot(self) -> Cluster:
@@ -275,6 +307,9 @@ class Reconciler:
             services=dict(self.objects["Service"]),
             endpoint_slices=dict(self.objects["EndpointSlice"]),
             trust_bundles=dict(self.trust_bundles),
+            external_peers=dict(self.objects["ExternalPeer"]),
+            resolved=dict(self.resolved),
+            cluster_networks=self.cluster_networks,
         )
 
     # --- the pass --------------------------------------------------------------------
@@ -296,6 +331,7 @@ class Reconciler:
         rendering = plan(after, only=keys)
         desired = rendering.secrets()
         self.links = rendering.links
+        self.rendering = rendering
         result = PassResult(rendered=len(rendering.pods))
         consider = set(desired) | set(self.actual) if keys is None else keys
         writes = []
@@ -319,12 +355,15 @@ class Reconciler:
             elif refused.get("reason") == "NamespaceNotConsenting":
                 await self._warn(tunnel, "NamespaceNotConsenting", str(refused.get("message")))
             else:
-                self._warned.pop(key, None)
+                self._warned.pop(("Tunnel", key), None)
             if status != previous:
                 patches.append((key, partial(self._patch_status, key, tunnel, status)))
+        patches += await self._external_peer_statuses(after, rendering)
         result.statuses_written += await _bounded(patches)
         for gone in set(self._statuses) - set(after.tunnels):
             del self._statuses[gone]
+        for gone in set(self._external_statuses) - set(after.external_peers):
+            del self._external_statuses[gone]
         await self._report_missing_sidecars(after, changes, rendering)
         self._before = after
         result.configured = sum(1 for data in self.actual.values() if CONFIG_KEY in data)
@@ -332,6 +371,26 @@ class Reconciler:
         if self.on_pass is not None:
             self.on_pass(result, after)
         return result
+
+    async def _external_peer_statuses(
+        self, cluster: Cluster, rendering: Rendering
+    ) -> list[tuple[ObjectKey, Callable[[], Awaitable[None]]]]:
+        """Status patches of the ExternalPeers whose status changed, and their Warning
+        Events (an invalid spec; pods reporting failures), once per distinct message."""
+        patches: list[tuple[ObjectKey, Callable[[], Awaitable[None]]]] = []
+        for key, peer in sorted(cluster.external_peers.items()):
+            previous = self._external_statuses.get(key) or peer.get("status")
+            status = external_peer_status(
+                peer, rendering, cluster, self.reports, now=self.clock(), previous=previous
+            )
+            degraded = _condition_of(status, "Degraded")
+            if degraded.get("status") == "True":
+                await self._warn(peer, str(degraded.get("reason")), str(degraded.get("message")))
+            else:
+                self._warned.pop(("ExternalPeer", key), None)
+            if status != previous:
+                patches.append((key, partial(self._patch_status, key, peer, status)))
+        return patches
 
     async def _write_secrets(
         self, writes: list[tuple[ObjectKey, dict[str, Any]]], result: PassResult
@@ -348,7 +407,8 @@ class Reconciler:
         self, key: ObjectKey, tunnel: K8sObject, status: dict[str, Any]
     ) -> None:
         await self.writer.patch_status(tunnel, status)
-        self._statuses[key] = status
+        kept = self._external_statuses if tunnel.get("kind") == "ExternalPeer" else self._statuses
+        kept[key] = status
 
     def _idle(self, key: ObjectKey, cluster: Cluster) -> dict[str, Any] | None:
         """A peers-less document for a pod that has a Secret but no Tunnel any more."""
@@ -360,7 +420,7 @@ class Reconciler:
         return render_pod(ref, (), {}, cluster).secret()
 
     async def _warn(self, obj: K8sObject, reason: str, message: str) -> None:
-        key = key_of(obj)
+        key = (str(obj.get("kind")), key_of(obj))
         if self._warned.get(key) != message:
             self._warned[key] = message
             await self.writer.event(obj, "Warning", reason, message)
@@ -392,6 +452,11 @@ class Reconciler:
     def statuses(self) -> Mapping[ObjectKey, Mapping[str, Any]]:
         """The Tunnel statuses last written."""
         return self._statuses
+
+    @property
+    def external_statuses(self) -> Mapping[ObjectKey, Mapping[str, Any]]:
+        """The ExternalPeer statuses last written."""
+        return self._external_statuses
 
     def retry_all(self) -> None:
         """After a failed pass: reconsider every pod on the next one."""

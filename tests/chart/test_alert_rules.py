@@ -62,6 +62,42 @@ CASES: dict[str, tuple[list[tuple[str, str]], str, dict[str, str], str, str]] = 
         "0",
         "5m",
     ),
+    "KipsecExternalPeerUnreachable": (
+        [
+            (
+                selector(
+                    "kipsec_operator_external_peer_pods",
+                    {"namespace": "shop", "external_peer": "dc", "pod": "op-1"},
+                ),
+                "3x30",
+            ),
+            (
+                selector(
+                    "kipsec_operator_external_peer_pods_established",
+                    {"namespace": "shop", "external_peer": "dc", "pod": "op-1"},
+                ),
+                "1x30",
+            ),
+            (
+                selector(
+                    "kipsec_operator_external_peer_pods",
+                    {"namespace": "shop", "external_peer": "partner", "pod": "op-1"},
+                ),
+                "2x30",
+            ),
+            (
+                selector(
+                    "kipsec_operator_external_peer_pods_established",
+                    {"namespace": "shop", "external_peer": "partner", "pod": "op-1"},
+                ),
+                "2x30",
+            ),
+        ],
+        "12m",
+        {"namespace": "shop", "external_peer": "dc"},
+        "2",
+        "5m",
+    ),
     "KipsecSidecarNotReady": (
         [
             (selector("kipsec_ready", SHOP), "0x30"),

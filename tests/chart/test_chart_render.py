@@ -34,7 +34,12 @@ from kipsec_operator.crds.models import TunnelSpec
 from kipsec_operator.handlers import RESOURCES
 from kipsec_operator.main import PEERING_NAME, _parser
 from kipsec_operator.reconcile.validation import parse_spec
-from kipsec_operator.webhook.environment import PARSERS, injection_settings
+from kipsec_operator.webhook.environment import (
+    CLUSTER_NETWORKS,
+    PARSERS,
+    cluster_networks,
+    injection_settings,
+)
 from kipsec_operator.webhook.injection import InjectionSettings, sidecar_container
 from kipsec_operator.webhook.policy import mutating_webhook
 
@@ -433,7 +438,15 @@ def test_images_and_sidecar_settings_reach_the_operator() -> None:
 
 def sidecar_env(objects: list[Obj]) -> dict[str, str]:
     """The operator's environment variables that configure the injected sidecar."""
-    return {k: v for k, v in env(objects).items() if k.startswith("KIPSEC_")}
+    return {
+        k: v for k, v in env(objects).items() if k.startswith("KIPSEC_") and k != CLUSTER_NETWORKS
+    }
+
+
+def test_the_cluster_networks_value_reaches_the_operator() -> None:
+    assert cluster_networks(env(render())) == ()
+    values = {"clusterNetworks": ["10.244.0.0/16", "10.96.0.0/12"]}
+    assert cluster_networks(env(render(values))) == ("10.244.0.0/16", "10.96.0.0/12")
 
 
 @pytest.mark.parametrize("option", ["", *sorted(OPTIONS)])

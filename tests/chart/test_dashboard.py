@@ -78,6 +78,7 @@ def test_the_dashboard_has_the_panels_on_call_needs() -> None:
         "replay and integrity",
         "certificate expiry",
         "datapath in use",
+        "not reaching each external peer",
     ):
         assert topic in titles, topic
 
@@ -146,6 +147,8 @@ def operator_metrics() -> OperatorMetrics:
     ready = {"conditions": [{"type": "Ready", "status": "True"}], "childSasEstablished": 2}
     waiting = {"conditions": [{"type": "Ready", "status": "False"}], "childSasEstablished": 0}
     metrics.observe_tunnels({("shop", "web"): ready, ("shop", "db"): waiting})
+    peers = {("shop", "dc"): {"pods": 3, "podsEstablished": 2}}
+    metrics.observe_external_peers(peers)
     metrics.pods_matched.set(6)
     metrics.sidecars_configured.set(6)
     metrics.pods_missing_sidecar.set(0)

@@ -43,6 +43,7 @@ PLURALS = {
     "EndpointSlice": ("discovery.k8s.io/v1", "endpointslices"),
     "Tunnel": ("kipsec.io/v1alpha1", "tunnels"),
     "TunnelCertificate": ("kipsec.io/v1alpha1", "tunnelcertificates"),
+    "ExternalPeer": ("kipsec.io/v1alpha1", "externalpeers"),
 }
 
 
@@ -99,6 +100,11 @@ class Cluster:
     def tunnel(self, name: str, namespace: str = "default") -> dict[str, Any]:
         found = self.emulator.stored("kipsec.io/v1alpha1/tunnels", namespace, name)
         assert found is not None, f"Tunnel {namespace}/{name} not found"
+        return found
+
+    def external_peer(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        found = self.emulator.stored("kipsec.io/v1alpha1/externalpeers", namespace, name)
+        assert found is not None, f"ExternalPeer {namespace}/{name} not found"
         return found
 
     def events(self) -> list[dict[str, Any]]:

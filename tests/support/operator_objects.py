@@ -106,6 +106,33 @@ def tunnel(name: str, spec: dict[str, Any], *, namespace: str = "default") -> di
     }
 
 
+def external_peer(name: str = "site", *, namespace: str = "default", **spec: Any) -> dict[str, Any]:
+    """An ExternalPeer: a gateway at 192.0.2.10 with 172.20.0.0/24 behind it, PSK from
+    the Secret "site-psk" (override any field with `spec`)."""
+    body: dict[str, Any] = {
+        "address": "192.0.2.10",
+        "subnets": ["172.20.0.0/24"],
+        "authentication": {"psk": {"secretRef": {"name": "site-psk", "key": "psk"}}},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "kipsec.io/v1alpha1",
+        "kind": "ExternalPeer",
+        "metadata": {"name": name, "namespace": namespace, "generation": 1},
+        "spec": {k: v for k, v in body.items() if v is not None},
+    }
+
+
+def external_spec(app: str = "client", *peers: str) -> dict[str, Any]:
+    """A Tunnel spec from the pods labelled app=`app` to the ExternalPeers `peers`."""
+    return {
+        "selector": {
+            "from": {"podSelector": {"matchLabels": {"app": app}}},
+            "to": {"externalPeers": list(peers or ("site",))},
+        }
+    }
+
+
 def psk_mesh_spec(app: str = "mesh", secret_name: str = "mesh-psk") -> dict[str, Any]:
     return {
         "selector": {"from": {"podSelector": {"matchLabels": {"app": app}}}},

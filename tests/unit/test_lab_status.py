@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kipsec_lab.status import certificate_table, tunnel_table
+from kipsec_lab.status import certificate_table, external_peer_table, tunnel_table
 
 
 def text(table: Table) -> str:
@@ -91,3 +91,24 @@ def test_tunnel_certificates_are_listed_with_their_condition() -> None:
     assert "TunnelCertificates" in shown
     assert "IssuerUnavailable: spec.issuer.caSecretRef: Secret demo/ca not found" in shown
     assert "2026-12-08T02:00:00+00:00" in shown and " 2 " in shown
+
+
+def test_an_external_peer_shows_its_address_connected_pods_and_each_pods_reason() -> None:
+    peer = obj(
+        "ExternalPeer",
+        "onprem",
+        {
+            "conditions": [
+                cond("Ready", "False", "SasPending", "1 of 2 pods established"),
+                cond("Degraded", "True", "SidecarError", "demo/b: PEER_DEAD"),
+            ],
+            "pods": 2,
+            "podsEstablished": 1,
+            "podErrors": [{"pod": "demo/b", "reason": "PEER_DEAD"}],
+        },
+    )
+    peer["spec"] = {"address": "203.0.113.10"}
+    shown = text(external_peer_table([peer]))
+    assert "ExternalPeers" in shown and "203.0.113.10" in shown
+    assert " 1/2 " in shown
+    assert "demo/b: PEER_DEAD" in shown

@@ -395,3 +395,65 @@ def test_cel_field_path_names_a_property_of_its_node(
 @pytest.mark.parametrize("name", sorted(CRDS))
 def test_crd_is_a_valid_apiextensions_object(name: str, version: str) -> None:
     kubernetes_validate.validate(CRDS[name], version, strict=True)
+
+
+def _external_failures(**extra: Any) -> list[str]:
+    spec: dict[str, Any] = {
+        "address": "192.0.2.10",
+        "subnets": ["172.20.0.0/24"],
+        "authentication": {"psk": {"secretRef": {"name": "s", "key": "psk"}}},
+    }
+    spec.update(extra)
+    schema = SCHEMAS["ExternalPeer"]["properties"]["spec"]
+    return cel_failures(schema, apply_defaults(schema, spec))
+
+
+def test_cel_accepts_a_defaulted_minimal_external_peer() -> None:
+    assert _external_failures() == []
+    assert _external_failures(initiator="external", start="none") == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"ikeVersion": 1}, "spec.ikeVersion"),
+        ({"initiator": "external", "start": "onStart"}, "spec.start"),
+        (
+            {
+                "authentication": {
+                    "psk": {"secretRef": {"name": "s", "key": "k"}},
+                    "certificate": {
+                        "caSecretRef": {"name": "ca"},
+                        "tunnelCertificateRef": {"name": "t"},
+                    },
+                }
+            },
+            "spec.authentication",
+        ),
+        ({"identity": {"fqdn": "a.example", "address": "192.0.2.1"}}, "spec.identity"),
+        ({"identity": {}}, "spec.identity"),
+    ],
+)
+def test_cel_refuses_external_peers_with_a_message_naming_the_field(
+    extra: dict[str, Any], field: str
+) -> None:
+    failures = _external_failures(**extra)
+    assert failures, f"no CEL rule refused {extra}"
+    assert failures[0].split(":", 1)[0] == field
+    if field == "spec.ikeVersion":
+        assert "IKEv1 is not yet supported" in failures[0]
+
+
+def test_cel_takes_a_tunnel_to_external_peers_without_authentication() -> None:
+    spec = _tunnel_spec(selector={"from": {}, "to": {"externalPeers": ["site"]}})
+    del spec["authentication"]
+    assert _spec_failures(spec) == []
+    mesh = _tunnel_spec()
+    del mesh["authentication"]
+    assert [f.split(":")[0] for f in _spec_failures(mesh)] == ["spec.authentication"]
+
+
+def test_cel_refuses_external_peers_beside_pod_selectors() -> None:
+    to = {"externalPeers": ["site"], "podSelector": {"matchLabels": {"app": "db"}}}
+    failures = _spec_failures(_tunnel_spec(selector={"from": {}, "to": to}))
+    assert [f.split(":")[0] for f in failures] == ["spec.selector.to.externalPeers"]

@@ -1,4 +1,4 @@
-"""The custom resources `Tunnel` and `TunnelCertificate` (group kipsec.io, v1alpha1).
+"""The custom resources `Tunnel`, `TunnelCertificate` and `ExternalPeer` (kipsec.io, v1alpha1).
 
 These pydantic models are the ONE source of both resources: the CRD manifests in
 `charts/kipsec/crds/` are generated from them (:mod:`.openapi`, :mod:`.render`), the
@@ -114,13 +114,41 @@ class Side(_Model):
     is `*`."""
 
 
+class ToSide(Side):
+    """The other side of a Tunnel: pods by label, or peers outside the cluster by name."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            rule(
+                "size(self.externalPeers) == 0 || (!has(self.namespaceSelector) && "
+                "size(self.podSelector.matchLabels) == 0 && "
+                "size(self.podSelector.matchExpressions) == 0)",
+                "spec.selector.to.externalPeers: cannot be combined with podSelector or "
+                "namespaceSelector; link the pods in a second Tunnel",
+                ".externalPeers",
+            )
+        )
+    )
+
+    external_peers: Annotated[list[ObjectName], Field(max_length=16)] = []
+    """ExternalPeers (in the Tunnel's namespace) by name: every `from` pod gets an SA
+    with each. With it, the side holds no pods (podSelector and namespaceSelector stay
+    unset)."""
+
+    @property
+    def selects_pods(self) -> bool:
+        """Whether this side is pods (False: external peers)."""
+        return not self.external_peers
+
+
 class TunnelSelector(_Model):
     """The pods the Tunnel protects: traffic between `from` and `to` is encrypted."""
 
     from_: Side = Field(alias="from")
     """The pods on one side."""
-    to: Side | None = None
-    """The pods on the other side. Omitted: a mesh, every pod of `from` with every other."""
+    to: ToSide | None = None
+    """The pods (or external peers) on the other side. Omitted: a mesh, every pod of
+    `from` with every other."""
 
 
 # --- authentication -----------------------------------------------------------------------
@@ -186,17 +214,20 @@ class CertificateAuthentication(_Model):
     """The CAs to trust, with `secretRef`; default: `ca.crt` of that Secret."""
 
 
+_ONE_AUTHENTICATION = ConfigDict(
+    json_schema_extra=_rules(
+        rule(
+            "has(self.psk) != has(self.certificate)",
+            "spec.authentication: give exactly one of psk, certificate",
+        )
+    )
+)
+
+
 class Authentication(_Model):
     """How the pods authenticate each other in IKE: exactly one of psk, certificate."""
 
-    model_config = ConfigDict(
-        json_schema_extra=_rules(
-            rule(
-                "has(self.psk) != has(self.certificate)",
-                "spec.authentication: give exactly one of psk, certificate",
-            )
-        )
-    )
+    model_config = _ONE_AUTHENTICATION
 
     psk: PskAuthentication | None = None
     """Pre-shared key from a Secret."""
@@ -257,6 +288,15 @@ class Liveness(_Model):
     """How long a probe may go unanswered before the peer is declared dead."""
 
 
+StartAction = Literal["none", "onDemand", "onStart", "auto"]
+"""What starts an SA: none (only answer the peer), onDemand (the first packet for the
+peer), onStart (at once), auto (onStart for up to 16 peers of a pod, onDemand above)."""
+
+SaAction = Literal["none", "onDemand", "restart"]
+"""What happens when the peer deletes the SA or is found dead: none (nothing),
+onDemand (re-established on the next packet), restart (re-established at once)."""
+
+
 class TrafficRule(_Model):
     """Traffic to protect, by IP protocol and (for TCP, UDP, SCTP) destination port."""
 
@@ -306,8 +346,9 @@ class TunnelSpec(_Model):
     model_config = ConfigDict(
         json_schema_extra=_rules(
             rule(
-                "self.keying != 'ike' || has(self.authentication)",
-                "spec.authentication: required with keying: ike",
+                "self.keying != 'ike' || has(self.authentication) || "
+                "(has(self.selector.to) && size(self.selector.to.externalPeers) > 0)",
+                "spec.authentication: required with keying: ike (but for externalPeers)",
                 ".authentication",
             ),
             rule(
@@ -353,6 +394,16 @@ class TunnelSpec(_Model):
     encapsulation: Literal["udp", "raw"] | None = None
     """udp (UDP 4500, crosses NATs) or raw (IP protocol 50/51, needs NET_RAW). Default:
     udp for esp, raw for ah."""
+    start: StartAction = "auto"
+    """What starts an SA: none (only answer), onDemand (first packet), onStart (at
+    once), auto (onStart up to 16 peers of a pod, onDemand above)."""
+    close_action: SaAction | None = None
+    """When the peer deletes the SA: none, onDemand (re-establish on traffic) or
+    restart (re-establish at once). Unset: what `start` implies, as in the sidecar
+    (onStart → restart, onDemand → onDemand, none → none)."""
+    dpd_action: SaAction | None = None
+    """When liveness finds the peer dead: none, onDemand or restart. Unset: what
+    `start` implies, as for closeAction."""
 
 
 class Condition(_Model):
@@ -382,11 +433,147 @@ class TunnelStatus(_Model):
     pods: int = 0
     """Pods matched by the selector and configured (with an IP)."""
     peers_expected: int = 0
-    """Pod-to-peer links the configuration asks for (counted at each end)."""
+    """Pod-to-peer links the configuration asks for (counted at each end; a link to an
+    ExternalPeer once, at the pod)."""
     child_sas_established: int = 0
     """Links whose sidecar reports an established child SA."""
     last_error: Annotated[str, Field(max_length=1024)] | None = None
     """The latest error a sidecar reported, with its pod (never secret material)."""
+
+
+# --- ExternalPeer --------------------------------------------------------------------------
+
+_ADDRESS = r"^[0-9A-Za-z.:-]{1,253}$"
+"""An IPv4/IPv6 address or a DNS name (checked further by the operator)."""
+
+
+class ExternalPeerCertificate(_Model):
+    """X.509 towards the external peer: whom it must chain to, what the pods present."""
+
+    ca_secret_ref: CaSecretRef
+    """The CAs that signed the gateway's certificate (usually not kipsec's CA)."""
+    tunnel_certificate_ref: LocalObjectRef
+    """The TunnelCertificate whose per-pod certificate the pods present (the gateway
+    must trust its issuer)."""
+
+
+class ExternalIdentity(_Model):
+    """The IKE identity the external peer must prove: exactly one field."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            rule(
+                "[has(self.fqdn), has(self.address), has(self.email), has(self.dn), "
+                "has(self.keyId)].filter(x, x).size() == 1",
+                "spec.identity: give exactly one of fqdn, address, email, dn, keyId",
+            )
+        )
+    )
+
+    fqdn: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    """A DNS name (ID_FQDN), e.g. vpn.example.com."""
+    address: Annotated[str, Field(min_length=2, max_length=45)] | None = None
+    """An IP address (ID_IPV4_ADDR / ID_IPV6_ADDR)."""
+    email: Annotated[str, Field(min_length=3, max_length=253)] | None = None
+    """An RFC 822 address (ID_RFC822_ADDR)."""
+    dn: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    """A distinguished name (ID_DER_ASN1_DN), e.g. "CN=vpn.example.com, O=Example"."""
+    key_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    """An opaque key id (ID_KEY_ID)."""
+
+
+class ExternalAuthentication(_Model):
+    """How the pods and the external peer authenticate: exactly one of psk, certificate."""
+
+    model_config = _ONE_AUTHENTICATION
+
+    psk: PskAuthentication | None = None
+    """A pre-shared key from a Secret (every pod uses the same one)."""
+    certificate: ExternalPeerCertificate | None = None
+    """X.509 certificates."""
+
+
+Cidr = Annotated[str, Field(min_length=3, max_length=49)]
+
+
+class ExternalPeerSpec(_Model):
+    """An IPsec peer outside the cluster: a security gateway and the subnets behind it,
+    or a single host. Tunnels name it in `spec.selector.to.externalPeers`."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            rule(
+                "self.ikeVersion == 2",
+                "spec.ikeVersion: IKEv1 is not yet supported; use 2",
+                ".ikeVersion",
+            ),
+            rule(
+                "self.initiator != 'external' || self.start == 'auto' || self.start == 'none'",
+                "spec.start: the pods never initiate with initiator: external; leave start "
+                "unset or none",
+                ".start",
+            ),
+        )
+    )
+
+    address: Annotated[str, Field(min_length=1, max_length=253, pattern=_ADDRESS)]
+    """The peer's IP address or DNS name, where IKE and ESP go (a name is resolved by
+    the operator and re-resolved periodically)."""
+    identity: ExternalIdentity | None = None
+    """The identity the peer must prove. Unset: with PSK its address; with certificates
+    any certificate from `authentication.certificate.caSecretRef`."""
+    subnets: Annotated[list[Cidr], Field(max_length=64)] = []
+    """The networks behind the gateway (CIDRs). Empty: the peer is a single host (its
+    address only)."""
+    authentication: ExternalAuthentication
+    """How both ends authenticate."""
+    proposals: Proposals = Proposals()
+    """IKE and ESP algorithms, as in a Tunnel."""
+    lifetimes: Lifetimes = Lifetimes()
+    """SA lifetimes and rekey margin, as in a Tunnel."""
+    liveness: Liveness = Liveness()
+    """Dead peer detection, as in a Tunnel."""
+    ike_version: Literal[1, 2] = 2
+    """IKE version: 2 (IKEv1 is not yet supported)."""
+    initiator: Literal["pods", "external", "either"] = "either"
+    """Who starts the SAs: the pods, the external side (the pods only answer), either."""
+    start: StartAction = "auto"
+    """When the pods initiate (with initiator pods or either), as a Tunnel's start."""
+    close_action: SaAction | None = None
+    """When the peer deletes the SA: none, onDemand or restart. Unset: what `start`
+    implies (onStart → restart, onDemand → onDemand, none → none)."""
+    dpd_action: SaAction | None = None
+    """When liveness finds the peer dead: none, onDemand or restart. Unset: as
+    closeAction."""
+
+
+class PodError(_Model):
+    """The last failure one pod reports towards the external peer."""
+
+    pod: Annotated[str, Field(max_length=317)]
+    """namespace/name of the pod."""
+    reason: Annotated[str, Field(max_length=64)]
+    """A fixed reason (AUTHENTICATION_FAILED, NO_PROPOSAL_CHOSEN, PEER_DEAD ...)."""
+
+
+class ExternalPeerStatus(_Model):
+    """What the operator and the sidecars observe (written by the operator only)."""
+
+    observed_generation: int | None = None
+    """The generation of the spec this status is about."""
+    conditions: Annotated[list[Condition], Field(max_length=16)] = []
+    """Ready: every pod of the Tunnels naming it has an established child SA with it.
+    Degraded: something is wrong (the message names the field)."""
+    addresses: Annotated[list[Annotated[str, Field(max_length=45)]], Field(max_length=16)] = []
+    """The addresses spec.address resolved to (the first one is used)."""
+    tunnels: int = 0
+    """Valid Tunnels that name it."""
+    pods: int = 0
+    """Pods configured with an SA towards it."""
+    pods_established: int = 0
+    """Pods whose sidecar reports an established child SA with it."""
+    pod_errors: Annotated[list[PodError], Field(max_length=32)] = []
+    """The latest failure per pod that is not established (at most 32 pods)."""
 
 
 # --- TunnelCertificate -------------------------------------------------------------------------
@@ -550,6 +737,11 @@ __all__ = [
     "CertificateAuthentication",
     "CertificateIdentity",
     "Condition",
+    "ExternalAuthentication",
+    "ExternalIdentity",
+    "ExternalPeerCertificate",
+    "ExternalPeerSpec",
+    "ExternalPeerStatus",
     "Issuer",
     "LabelSelector",
     "LabelSelectorRequirement",
@@ -557,11 +749,15 @@ __all__ = [
     "Liveness",
     "LocalObjectRef",
     "ManualKeying",
+    "PodError",
     "PrivateKey",
     "Proposals",
     "PskAuthentication",
+    "SaAction",
     "SecretKeyRef",
     "Side",
+    "StartAction",
+    "ToSide",
     "TrafficRule",
     "TunnelCertificateSpec",
     "TunnelCertificateStatus",

@@ -127,6 +127,40 @@ CONDITIONS: dict[str, tuple[ConditionReason, ...]] = {
             "`NEGOTIATION_FAILED`, `PEER_DEAD` ...); the message is `status.lastError`",
         ),
     ),
+    "ExternalPeer": (
+        ConditionReason(
+            "Ready",
+            "False",
+            "InvalidSpec",
+            "the spec cannot be used: a bad CIDR, a subnet overlapping the cluster's "
+            "networks or another ExternalPeer, a missing Secret or TunnelCertificate, an "
+            "address that does not resolve; the message names the fields (at most five)",
+        ),
+        ConditionReason(
+            "Ready",
+            "False",
+            "NotUsed",
+            "no pod is configured towards it (no valid Tunnel with a selected pod names it)",
+        ),
+        ConditionReason(
+            "Ready", "False", "SasPending", "some configured pods have no established child SA"
+        ),
+        ConditionReason(
+            "Ready",
+            "True",
+            "AllSasEstablished",
+            "every configured pod reports an established child SA with it",
+        ),
+        ConditionReason("Degraded", "False", "AsExpected", "nothing needs attention"),
+        ConditionReason("Degraded", "True", "InvalidSpec", "as above"),
+        ConditionReason(
+            "Degraded",
+            "True",
+            "SidecarError",
+            "pods report a failure towards it (`status.podErrors`: per pod a fixed reason "
+            "such as `AUTHENTICATION_FAILED`, `PEER_DEAD`)",
+        ),
+    ),
     "TunnelCertificate": (
         ConditionReason(
             "Ready",
@@ -297,7 +331,7 @@ _PAGE_HEAD = f"""<!-- Generated from operator/kipsec_operator/crds/models.py by 
      Do not edit: change the models (or CONDITIONS in crds/reference.py) and regenerate. -->
 # CRD reference
 
-Every field of kipsec's two custom resources, generated from the same schemas the chart
+Every field of kipsec's custom resources, generated from the same schemas the chart
 installs (`charts/kipsec/crds/`), so this page, the API server's validation and
 `kubectl explain` agree. What the fields mean together, with examples, is in
 [operator.md](operator.md); what the operator checks beyond the schema (Secrets that
@@ -363,7 +397,12 @@ def _resource_section(kind: str) -> str:
 def crd_reference() -> str:
     """The complete text of docs/crd-reference.md."""
     return "\n".join(
-        [_PAGE_HEAD, _resource_section("Tunnel"), _resource_section("TunnelCertificate")]
+        [
+            _PAGE_HEAD,
+            _resource_section("Tunnel"),
+            _resource_section("TunnelCertificate"),
+            _resource_section("ExternalPeer"),
+        ]
     )
 
 

@@ -16,6 +16,8 @@ from pydantic import BaseModel
 from .models import (
     GROUP,
     VERSION,
+    ExternalPeerSpec,
+    ExternalPeerStatus,
     TunnelCertificateSpec,
     TunnelCertificateStatus,
     TunnelSpec,
@@ -134,11 +136,32 @@ def tunnel_certificate_crd() -> JsonObject:
     )
 
 
+def external_peer_crd() -> JsonObject:
+    """The `externalpeers.kipsec.io` CRD."""
+    return _crd(
+        "ExternalPeer",
+        "externalpeers",
+        "xpeer",
+        "An IPsec peer outside the cluster (a VPN gateway and the subnets behind it, or a "
+        "single host) that Tunnels name in spec.selector.to.externalPeers.",
+        ExternalPeerSpec,
+        ExternalPeerStatus,
+        [
+            {"name": "Address", "type": "string", "jsonPath": ".spec.address"},
+            {"name": "Initiator", "type": "string", "jsonPath": ".spec.initiator"},
+            {"name": "Pods", "type": "integer", "jsonPath": ".status.pods"},
+            {"name": "Established", "type": "integer", "jsonPath": ".status.podsEstablished"},
+            {"name": "Ready", "type": "string", "jsonPath": _READY},
+        ],
+    )
+
+
 def crds() -> dict[str, JsonObject]:
     """File name → CRD manifest, for every resource of the operator."""
     return {
         "tunnels.kipsec.io.yaml": tunnel_crd(),
         "tunnelcertificates.kipsec.io.yaml": tunnel_certificate_crd(),
+        "externalpeers.kipsec.io.yaml": external_peer_crd(),
     }
 
 
@@ -168,6 +191,7 @@ __all__ = [
     "CATEGORIES",
     "REGENERATE",
     "crds",
+    "external_peer_crd",
     "to_yaml",
     "tunnel_certificate_crd",
     "tunnel_crd",

@@ -15,16 +15,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kipsec_operator.crds.models import TunnelSpec
+from kipsec_operator.crds.models import ExternalPeerSpec, TunnelSpec
 
 from .cluster import Cluster, ObjectKey
+from .external import parse_external_peer
 from .peers import selected
 from .render import plan
 from .services import service_of_slice
-from .validation import parse_spec
+from .validation import external_peer_names, parse_spec
 
 Kind = Literal[
-    "Pod", "Tunnel", "Secret", "Namespace", "TunnelCertificate", "Service", "EndpointSlice"
+    "Pod",
+    "Tunnel",
+    "Secret",
+    "Namespace",
+    "TunnelCertificate",
+    "ExternalPeer",
+    "Service",
+    "EndpointSlice",
 ]
 
 
@@ -40,6 +48,31 @@ class Change:
     @property
     def key(self) -> ObjectKey:
         return (self.namespace, self.name)
+
+
+def _names_external(spec: TunnelSpec, namespace: str, cluster: Cluster, change: Change) -> bool:
+    """Whether the Tunnel (in `namespace`) names an ExternalPeer that `change` is, or
+    whose Secret or TunnelCertificate it is."""
+    if change.namespace != namespace:
+        return False
+    for name in external_peer_names(spec):
+        if change.kind == "ExternalPeer" and name == change.name:
+            return True
+        peer = cluster.external_peers.get((namespace, name))
+        if peer is not None and change.kind in ("Secret", "TunnelCertificate"):
+            parsed = parse_external_peer(peer)
+            if not isinstance(parsed, list) and change.name in _external_refs(parsed, change):
+                return True
+    return False
+
+
+def _external_refs(spec: ExternalPeerSpec, change: Change) -> set[str]:
+    auth = spec.authentication
+    if change.kind == "Secret":
+        if auth.psk is not None:
+            return {auth.psk.secret_ref.name}
+        return {auth.certificate.ca_secret_ref.name} if auth.certificate else set()
+    return {auth.certificate.tunnel_certificate_ref.name} if auth.certificate else set()
 
 
 def _references(spec: TunnelSpec, change: Change) -> bool:
@@ -112,6 +145,7 @@ def candidates(cluster: Cluster, change: Change) -> set[ObjectKey]:
                 and _references(parsed, change)
             )
             or (change.kind == "Namespace" and _references(parsed, change))
+            or _names_external(parsed, key[0], cluster, change)
             or bool(behind & members)
         )
         if concerned:

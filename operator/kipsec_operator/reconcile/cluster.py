@@ -30,6 +30,7 @@ _KINDS = {
     "Namespace": "namespaces",
     "Tunnel": "tunnels",
     "TunnelCertificate": "tunnel_certificates",
+    "ExternalPeer": "external_peers",
     "Secret": "secrets",
     "Service": "services",
     "EndpointSlice": "endpoint_slices",
@@ -56,6 +57,11 @@ class Cluster:
     `trust_bundles` maps a TunnelCertificate's key to the PEM bundle (old and new CA
     during a CA rotation) of its issuer, as the certificates module publishes it; the
     operator's CA is not a Kubernetes object this package reads.
+
+    `resolved` maps the DNS names of ExternalPeers' `spec.address` to the addresses the
+    operator resolved (absent or empty: unresolvable); `cluster_networks` are the pod
+    and Service ranges an external peer's subnets must not overlap (chart values). Both
+    come from the operator, not from Kubernetes objects.
     """
 
     pods: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
@@ -66,10 +72,18 @@ class Cluster:
     services: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
     endpoint_slices: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
     trust_bundles: Mapping[ObjectKey, str] = field(default_factory=dict)
+    external_peers: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
+    resolved: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    cluster_networks: tuple[str, ...] = ()
 
     @classmethod
     def of(
-        cls, objects: Iterable[K8sObject], trust_bundles: Mapping[ObjectKey, str] | None = None
+        cls,
+        objects: Iterable[K8sObject],
+        trust_bundles: Mapping[ObjectKey, str] | None = None,
+        *,
+        resolved: Mapping[str, tuple[str, ...]] | None = None,
+        cluster_networks: Iterable[str] = (),
     ) -> Cluster:
         """A snapshot of `objects` (any mix of the kinds above; others are ignored)."""
         buckets: dict[str, dict[Any, K8sObject]] = {name: {} for name in _KINDS.values()}
@@ -79,7 +93,12 @@ class Cluster:
                 continue
             key = key_of(obj)
             buckets[bucket][key[1] if bucket == "namespaces" else key] = obj
-        return cls(**buckets, trust_bundles=dict(trust_bundles or {}))
+        return cls(
+            **buckets,
+            trust_bundles=dict(trust_bundles or {}),
+            resolved=dict(resolved or {}),
+            cluster_networks=tuple(cluster_networks),
+        )
 
     @cached_property
     def pods_by_namespace(self) -> dict[str, list[tuple[ObjectKey, dict[str, str]]]]:
@@ -134,6 +153,14 @@ class Cluster:
     @cached_property
     def _refs(self) -> dict[ObjectKey, PodRef | None]:
         return {}
+
+    @cached_property
+    def external_checks(self) -> Mapping[ObjectKey, Any]:
+        """Per ExternalPeer, its parsed spec when valid, else its problems
+        (:func:`.external.check_external_peers`, computed once per snapshot)."""
+        from .external import check_external_peers
+
+        return check_external_peers(self)
 
     def namespace_labels(self, name: str) -> dict[str, str]:
         """Labels of namespace `name` (empty when unknown)."""

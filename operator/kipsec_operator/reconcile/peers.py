@@ -120,6 +120,8 @@ def selected(
     chosen_from = _side(spec.selector.from_, namespace, cluster)
     if spec.selector.to is None:
         return chosen_from, list(chosen_from)
+    if not spec.selector.to.selects_pods:  # external peers (:mod:`.external`)
+        return chosen_from, []
     return chosen_from, _side(spec.selector.to, namespace, cluster)
 
 
@@ -181,28 +183,44 @@ def all_links(
 
 def traffic_selectors(link: Link, rules: Iterable[TrafficRule]) -> dict[str, list[Any]]:
     """The sidecar's `trafficSelectors` for `link`: host addresses narrowed by `rules`."""
-    local_ip = link.local.primary_ip
-    remote_ip = link.remote_address
-    version = ip_version(local_ip)
+    version = ip_version(link.local.primary_ip)
     bits = 32 if version == 4 else 128
-    local_cidr, remote_cidr = f"{local_ip}/{bits}", f"{remote_ip}/{bits}"
+    return selectors(
+        [f"{link.local.primary_ip}/{bits}"],
+        [f"{link.remote_address}/{bits}"],
+        rules,
+        link.role,
+        version,
+    )
+
+
+def selectors(
+    local_cidrs: list[str],
+    remote_cidrs: list[str],
+    rules: Iterable[TrafficRule],
+    role: Role,
+    version: int,
+) -> dict[str, list[Any]]:
+    """`trafficSelectors` between two lists of CIDRs narrowed by `rules`; a port narrows
+    the `to` side (the remote one for `role` from, ours for `to`, neither in a mesh)."""
     rules = list(rules)
     if not rules or any(r.protocol == "Any" for r in rules):
-        return {"local": [local_cidr], "remote": [remote_cidr]}
+        return {"local": list(local_cidrs), "remote": list(remote_cidrs)}
     local: list[dict[str, Any]] = []
     remote: list[dict[str, Any]] = []
     for traffic_rule in rules:
         protocol = _protocol_name(traffic_rule.protocol, version)
-        ours: dict[str, Any] = {"cidr": local_cidr, "protocol": protocol}
-        theirs: dict[str, Any] = {"cidr": remote_cidr, "protocol": protocol}
         ports = _ports(traffic_rule)
-        if ports is not None and link.role == "from":
-            theirs["ports"] = ports
-        elif ports is not None and link.role == "to":
-            ours["ports"] = ports
-        for target, entry in ((local, ours), (remote, theirs)):
-            if entry not in target:
-                target.append(entry)
+        for cidrs, target, narrowed in (
+            (local_cidrs, local, role == "to"),
+            (remote_cidrs, remote, role == "from"),
+        ):
+            for cidr in cidrs:
+                entry: dict[str, Any] = {"cidr": cidr, "protocol": protocol}
+                if ports is not None and narrowed:
+                    entry["ports"] = ports
+                if entry not in target:
+                    target.append(entry)
     return {"local": local, "remote": remote}
 
 
@@ -227,6 +245,7 @@ __all__ = [
     "all_links",
     "refusals",
     "selected",
+    "selectors",
     "traffic_selectors",
     "tunnel_links",
 ]

@@ -36,15 +36,26 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from kipsec_operator.crds.models import TunnelSpec
+from kipsec_operator.crds.models import (
+    ExternalPeerSpec,
+    Lifetimes,
+    Liveness,
+    Proposals,
+    SaAction,
+    StartAction,
+    TunnelSpec,
+)
 from kipsec_sidecar.config import API_VERSION, KIND
 from kipsec_sidecar.config.errors import FieldError
+from kipsec_sidecar.config.model import Start
 
-from .cluster import Cluster, ObjectKey, PodRef
+from .cluster import Cluster, ObjectKey, PodRef, ip_version
+from .external import ExternalLink, external_links, sidecar_identity
 from .manual import manual_link
-from .peers import Link, Links, all_links, selected, traffic_selectors
+from .peers import Link, Links, all_links, selected, selectors, traffic_selectors
 from .services import ServiceIndex
 from .shapes import validate_document
 from .validation import manual_algorithms, parse_spec, validate_tunnel
@@ -58,6 +69,18 @@ IDENTITY_DIR = "/var/run/kipsec/identity"
 SECRET_PREFIX = "kipsec-sidecar-"  # noqa: S105 - a name prefix
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kipsec-operator"}
 POD_ANNOTATION = "kipsec.io/pod"
+
+
+def sidecar_start(wanted: StartAction) -> Start | None:
+    """The peer's `start` in the document: None for `auto` (the sidecar's default)."""
+    return None if wanted == "auto" else wanted
+
+
+def sa_actions(close_action: SaAction | None, dpd_action: SaAction | None) -> dict[str, str]:
+    """The peer's `closeAction` and `dpdAction` in the document, those the resource
+    sets (unset, the sidecar derives them from `start`, as the CRD documents)."""
+    actions = {"closeAction": close_action, "dpdAction": dpd_action}
+    return {key: value for key, value in actions.items() if value is not None}
 
 
 def _digest(*parts: str) -> str:
@@ -141,6 +164,26 @@ class Rendering:
     pods: Mapping[ObjectKey, PodConfig] = field(default_factory=dict)
     pending: Mapping[ObjectKey, dict[str, Any]] = field(default_factory=dict)
     """Bootstrap Secrets (no data) of selected pods that have no IP yet."""
+    external: Mapping[ObjectKey, tuple[ExternalLink, ...]] = field(default_factory=dict)
+    """Per pod, its links to ExternalPeers."""
+
+    @cached_property
+    def _external_by_peer(self) -> dict[ObjectKey, list[ExternalLink]]:
+        index: dict[ObjectKey, list[ExternalLink]] = {}
+        for links in self.external.values():
+            for link in links:
+                index.setdefault(link.peer, []).append(link)
+        return {peer: sorted(links) for peer, links in index.items()}
+
+    def of_external_peer(self, peer: ObjectKey) -> list[ExternalLink]:
+        """The pods' links to the ExternalPeer `peer`, ordered."""
+        return list(self._external_by_peer.get(peer, ()))
+
+    def external_of_tunnel(self, tunnel: ObjectKey) -> list[ExternalLink]:
+        """The links to ExternalPeers that `tunnel` asks for, ordered."""
+        return sorted(
+            link for links in self.external.values() for link in links if link.tunnel == tunnel
+        )
 
     def secrets(self) -> dict[ObjectKey, dict[str, Any]]:
         """Every configuration Secret that should exist, by pod."""
@@ -170,6 +213,7 @@ def plan(cluster: Cluster, only: Iterable[ObjectKey] | None = None) -> Rendering
         sides[key] = selected(tunnel, parsed, cluster)
         chosen[key] = frozenset([*sides[key][0], *sides[key][1]])
     links = all_links(cluster, specs, sides)
+    external = external_links(cluster, specs, sides)
     in_scope = set().union(*chosen.values()) if chosen else set()
     wanted = sorted(in_scope if only is None else in_scope & set(only))
     pods: dict[ObjectKey, PodConfig] = {}
@@ -183,9 +227,14 @@ def plan(cluster: Cluster, only: Iterable[ObjectKey] | None = None) -> Rendering
             pending[pod_key] = secret_manifest(ref, {})
             continue
         pods[pod_key] = render_pod(
-            ref, links.by_pod.get(pod_key, ()), specs, cluster, services=services
+            ref,
+            links.by_pod.get(pod_key, ()),
+            specs,
+            cluster,
+            services=services,
+            external=external.get(pod_key, ()),
         )
-    return Rendering(specs, problems, links, chosen, pods, pending)
+    return Rendering(specs, problems, links, chosen, pods, pending, external)
 
 
 def render_pod(
@@ -195,8 +244,10 @@ def render_pod(
     cluster: Cluster,
     *,
     services: ServiceIndex | None = None,
+    external: Iterable[ExternalLink] = (),
 ) -> PodConfig:
-    """The configuration of `pod` from its links; validated by the sidecar's loader.
+    """The configuration of `pod` from its links (to pods, and to ExternalPeers:
+    `external`); validated by the sidecar's loader.
 
     `services` is the cluster's :class:`~.services.ServiceIndex` (built here when not
     given; :func:`plan` builds it once for every pod): the Services backed by the
@@ -214,6 +265,8 @@ def render_pod(
         if auth is not None and auth.certificate is not None and auth.certificate.secret_ref:
             shared_certificate = True
         peers.append(_peer(link, spec, cluster, files))
+    for external_link in external:
+        peers.append(_external_peer(external_link, specs[external_link.tunnel], cluster, files))
     local: dict[str, Any] = {"addresses": list(pod.ips)}
     if not shared_certificate:
         local["identity"] = {"address": pod.primary_ip}
@@ -254,16 +307,94 @@ def _peer(link: Link, spec: TunnelSpec, cluster: Cluster, files: dict[str, str])
     auth = spec.authentication
     if auth is None or auth.certificate is None or auth.certificate.secret_ref is None:
         peer["identity"] = {"address": link.remote.primary_ip}
-    proposals: dict[str, Any] = {"ike": list(spec.proposals.ike)}
-    proposals[spec.protocol] = list(getattr(spec.proposals, spec.protocol))
-    peer["proposals"] = proposals
-    peer["lifetimes"] = {
-        "ikeSa": spec.lifetimes.ike_sa,
-        "childSa": spec.lifetimes.child_sa,
-        "rekeyMargin": spec.lifetimes.rekey_margin,
-    }
-    peer["liveness"] = {"interval": spec.liveness.interval, "timeout": spec.liveness.timeout}
+    peer.update(_ike_settings(spec.proposals, spec.lifetimes, spec.liveness, spec.protocol))
+    peer.update(_control(spec.start, spec.close_action, spec.dpd_action))
     return peer
+
+
+def _ike_settings(
+    proposals: Proposals, lifetimes: Lifetimes, liveness: Liveness, protocol: str
+) -> dict[str, Any]:
+    """A peer's `proposals`, `lifetimes` and `liveness` in the document."""
+    offered: dict[str, Any] = {"ike": list(proposals.ike)}
+    offered[protocol] = list(getattr(proposals, protocol))
+    return {
+        "proposals": offered,
+        "lifetimes": {
+            "ikeSa": lifetimes.ike_sa,
+            "childSa": lifetimes.child_sa,
+            "rekeyMargin": lifetimes.rekey_margin,
+        },
+        "liveness": {"interval": liveness.interval, "timeout": liveness.timeout},
+    }
+
+
+def _control(start: StartAction, close: SaAction | None, dpd: SaAction | None) -> dict[str, Any]:
+    """A peer's `start`, `closeAction` and `dpdAction`, where they differ from the
+    sidecar's defaults."""
+    control: dict[str, Any] = {}
+    value = sidecar_start(start)
+    if value is not None:
+        control["start"] = value
+    control.update(sa_actions(close, dpd))
+    return control
+
+
+def _external_peer(
+    link: ExternalLink, tunnel: TunnelSpec, cluster: Cluster, files: dict[str, str]
+) -> dict[str, Any]:
+    """The entry of an ExternalPeer: tunnel mode between the pod and the subnets behind
+    it; transport mode to a single host (no subnets) when the Tunnel's mode allows it."""
+    spec = cluster.external_checks[link.peer]
+    assert isinstance(spec, ExternalPeerSpec), "external_links links valid peers only"
+    version = ip_version(link.address)
+    bits = 32 if version == 4 else 128
+    local_ip = link.local.ip_of_version(version)
+    assert local_ip is not None
+    remote = list(spec.subnets) or [f"{link.address}/{bits}"]
+    single_host = not spec.subnets
+    peer: dict[str, Any] = {
+        "name": link.peer_name,
+        "address": link.address,
+        "mode": "transport" if single_host and tunnel.mode == "transport" else "tunnel",
+        "protocol": "esp",
+        "keying": "ike",
+        "encapsulation": tunnel.encapsulation or "udp",
+        "trafficSelectors": selectors(
+            [f"{local_ip}/{bits}"], remote, tunnel.traffic, "from", version
+        ),
+    }
+    identity = sidecar_identity(spec, link.address)
+    if identity is not None:
+        peer["identity"] = identity
+    peer["auth"] = _external_auth(link, spec, cluster, files)
+    peer.update(_ike_settings(spec.proposals, spec.lifetimes, spec.liveness, "esp"))
+    start: StartAction = "none" if spec.initiator == "external" else spec.start
+    peer.update(_control(start, spec.close_action, spec.dpd_action))
+    return peer
+
+
+def _external_auth(
+    link: ExternalLink, spec: ExternalPeerSpec, cluster: Cluster, files: dict[str, str]
+) -> dict[str, Any]:
+    namespace = link.peer[0]
+    tag = _digest("ExternalPeer", *link.peer)
+    auth = spec.authentication
+    if auth.psk is not None:
+        ref = auth.psk.secret_ref
+        return {
+            "psk": {"secretFile": _copy(cluster, namespace, ref.name, ref.key, files, f"psk-{tag}")}
+        }
+    assert auth.certificate is not None
+    ca = auth.certificate.ca_secret_ref
+    return {
+        "certificate": {
+            "certFile": f"{IDENTITY_DIR}/tls.crt",
+            "keyFile": f"{IDENTITY_DIR}/tls.key",
+            "caFiles": [_copy(cluster, namespace, ca.name, ca.key, files, f"ca-{tag}.crt")],
+            "source": "operator",
+        }
+    }
 
 
 def _copy(
@@ -352,7 +483,9 @@ __all__ = [
     "Rendering",
     "plan",
     "render_pod",
+    "sa_actions",
     "secret_manifest",
     "secret_name",
+    "sidecar_start",
     "with_operator_ca",
 ]

@@ -36,10 +36,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kipsec_sidecar.config.errors import FieldError
 from kipsec_sidecar.config.model import MIN_PSK_LENGTH
 
 from ..crds.models import TunnelSpec
@@ -78,7 +79,7 @@ class SidecarReport:
         )
 
 
-def _condition(
+def build_condition(
     kind: str,
     status: bool,
     reason: str,
@@ -150,6 +151,14 @@ def sanitize(message: str, secrets: Iterable[str]) -> str:
     return message
 
 
+def problems_message(problems: Sequence[FieldError]) -> str:
+    """The first five problems of a spec, for an InvalidSpec condition."""
+    message = "; ".join(str(p) for p in problems[:5])
+    if len(problems) > 5:
+        message += f"; and {len(problems) - 5} more"
+    return message
+
+
 def tunnel_status(
     tunnel: K8sObject,
     rendering: Rendering,
@@ -169,14 +178,10 @@ def tunnel_status(
     secrets = secret_values(tunnel, cluster)
 
     def condition(kind: str, status: bool, reason: str, message: str) -> dict[str, Any]:
-        return _condition(kind, status, reason, message, generation, now, previous)
+        return build_condition(kind, status, reason, message, generation, now, previous)
 
     if key in rendering.problems:
-        problems = rendering.problems[key]
-        message = "; ".join(str(p) for p in problems[:5])
-        if len(problems) > 5:
-            message += f"; and {len(problems) - 5} more"
-        message = sanitize(message, secrets)
+        message = sanitize(problems_message(rendering.problems[key]), secrets)
         return _status(
             generation,
             [
@@ -191,11 +196,11 @@ def tunnel_status(
     chosen = sorted(rendering.selected.get(key, frozenset()))
     with_ip = [k for k in chosen if cluster.ref(k) is not None]
     pending = len(chosen) - len(with_ip)
-    links = rendering.links.of_tunnel(key)
+    pairs = [(link.local.key, link.remote.peer_name) for link in rendering.links.of_tunnel(key)]
+    pairs += [(link.local.key, link.peer_name) for link in rendering.external_of_tunnel(key)]
+    links = pairs
     established = sum(
-        1
-        for link in links
-        if link.remote.peer_name in reports.get(link.local.key, SidecarReport()).established
+        1 for pod, peer in pairs if peer in reports.get(pod, SidecarReport()).established
     )
     errors = [
         f"{namespace}/{name}: {reports[(namespace, name)].last_error}"
@@ -279,6 +284,11 @@ def _no_peers(tunnel: K8sObject, spec: TunnelSpec, cluster: Cluster) -> str:
         return f"spec.selector.from: only {len(from_ip)} pod selected; a mesh links two or more"
     if not from_ip:
         return "spec.selector.from: no pod selected"
+    if spec.selector.to is not None and not spec.selector.to.selects_pods:
+        return (
+            "spec.selector.to.externalPeers: the selected pods have no address of the "
+            "IP version of the external peers' addresses"
+        )
     if not to_ip:
         return "spec.selector.to: no pod selected"
     if set(from_ip) == set(to_ip) and len(from_ip) == 1:
@@ -312,6 +322,8 @@ __all__ = [
     "MIN_REDACTED_LENGTH",
     "REDACTED",
     "SidecarReport",
+    "build_condition",
+    "problems_message",
     "redact",
     "sanitize",
     "secret_values",

@@ -18,11 +18,11 @@ import binascii
 import json
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from kipsec_operator.crds.models import TunnelSpec
+from kipsec_operator.crds.models import Lifetimes, Liveness, Proposals, SecretKeyRef, TunnelSpec
 from kipsec_sidecar.config.errors import FieldError, join_path
 from kipsec_sidecar.config.messages import pydantic_errors
 from kipsec_sidecar.config.proposals import (
@@ -45,37 +45,44 @@ DEFAULT_MANUAL_ENCRYPTION = "aes256gcm16"
 DEFAULT_MANUAL_AH_INTEGRITY = "sha256"
 
 
+_Spec = TypeVar("_Spec", bound=BaseModel)
+
+
 def parse_spec(tunnel: K8sObject) -> TunnelSpec | list[FieldError]:
-    """The Tunnel's spec as the model (defaults filled in), or its schema errors.
+    """The Tunnel's spec as the model (defaults filled in), or its schema errors."""
+    return parse_model(tunnel, TunnelSpec)
+
+
+def parse_model(obj: K8sObject, model: type[_Spec]) -> _Spec | list[FieldError]:
+    """`obj`'s spec as `model` (defaults filled in), or its schema errors.
 
     Memoized on the spec's content (a pass asks for every Tunnel's spec several times,
     and pydantic validation was the larger part of that); the model is shared, so
     callers must not modify it.
     """
-    spec = tunnel.get("spec")
+    spec = obj.get("spec")
     if not isinstance(spec, dict):
         return [FieldError("spec", "required: a mapping")]
     try:
         text = json.dumps(spec, sort_keys=True)
     except (TypeError, ValueError):  # not JSON (never from the API): validate uncached
-        return _parse_spec(spec)
-    parsed = _parse_spec_text(text)
+        return _parse_spec(spec, model)
+    parsed = _parse_spec_text(text, model)
     return list(parsed) if isinstance(parsed, tuple) else parsed
 
 
 @lru_cache(maxsize=4096)
-def _parse_spec_text(text: str) -> TunnelSpec | tuple[FieldError, ...]:
-    parsed = _parse_spec(json.loads(text))
+def _parse_spec_text(text: str, model: type[_Spec]) -> _Spec | tuple[FieldError, ...]:
+    parsed = _parse_spec(json.loads(text), model)
     return tuple(parsed) if isinstance(parsed, list) else parsed
 
 
-def _parse_spec(spec: dict[str, Any]) -> TunnelSpec | list[FieldError]:
+def _parse_spec(spec: dict[str, Any], model: type[_Spec]) -> _Spec | list[FieldError]:
     try:
-        return TunnelSpec.model_validate(spec)
+        return model.model_validate(spec)
     except ValidationError as exc:
         return [
-            FieldError(join_path("spec", p.path), p.message)
-            for p in pydantic_errors(exc, TunnelSpec)
+            FieldError(join_path("spec", p.path), p.message) for p in pydantic_errors(exc, model)
         ]
 
 
@@ -101,6 +108,9 @@ def manual_algorithms(spec: TunnelSpec) -> tuple[str | None, str | None]:
 
 def _check(spec: TunnelSpec, namespace: str, cluster: Cluster) -> Iterator[FieldError]:
     yield from _check_selector(spec)
+    if external_peer_names(spec):
+        yield from _check_external(spec, namespace, cluster)
+        return
     if spec.keying == "ike" and spec.authentication is None:
         yield FieldError("spec.authentication", "required with keying: ike")
     if spec.keying == "manual" and spec.manual is None:
@@ -116,11 +126,73 @@ def _check(spec: TunnelSpec, namespace: str, cluster: Cluster) -> Iterator[Field
     if spec.keying == "ike":
         if spec.authentication is not None:
             yield from _check_authentication(spec, namespace, cluster)
-        yield from _check_proposals(spec)
+        yield from check_proposals(spec.proposals, spec.protocol)
     if spec.keying == "manual" and spec.manual is not None:
         yield from _check_manual(spec, namespace, cluster)
-    yield from _check_lifetimes(spec)
+    yield from check_lifetimes(spec.lifetimes, spec.liveness, ike=spec.keying == "ike")
     yield from _check_traffic(spec)
+
+
+def external_peer_names(spec: TunnelSpec) -> list[str]:
+    """The ExternalPeers the Tunnel's `to` names (empty: its sides are pods)."""
+    to = spec.selector.to
+    return list(to.external_peers) if to is not None else []
+
+
+def _check_external(spec: TunnelSpec, namespace: str, cluster: Cluster) -> Iterator[FieldError]:
+    """A Tunnel to ExternalPeers: IKE with ESP, the peers' own authentication, algorithms
+    and lifetimes (one place for each), and every named peer present and valid."""
+    to = spec.selector.to
+    assert to is not None
+    selector = to.pod_selector
+    if to.namespace_selector is not None or selector.match_labels or selector.match_expressions:
+        yield FieldError(
+            "spec.selector.to.externalPeers",
+            "cannot be combined with podSelector or namespaceSelector; link the pods in a "
+            "second Tunnel",
+        )
+    if spec.keying != "ike":
+        yield FieldError("spec.keying", "must be ike with spec.selector.to.externalPeers")
+    if spec.protocol != "esp":
+        yield FieldError("spec.protocol", "must be esp with spec.selector.to.externalPeers")
+    if spec.authentication is not None:
+        yield FieldError(
+            "spec.authentication",
+            "not used with spec.selector.to.externalPeers: each ExternalPeer's "
+            "spec.authentication applies; remove it",
+        )
+    checked = cluster.external_checks
+    for index, name in enumerate(external_peer_names(spec)):
+        where = f"spec.selector.to.externalPeers[{index}]"
+        found = checked.get((namespace, name))
+        if found is None:
+            yield FieldError(where, f'ExternalPeer "{name}" not found in namespace {namespace}')
+        elif isinstance(found, list):
+            yield FieldError(
+                where, f'ExternalPeer "{name}" is not valid (its status names the field)'
+            )
+
+
+def psk_problems(
+    cluster: Cluster, namespace: str, ref: SecretKeyRef, path: str
+) -> Iterator[FieldError]:
+    """Problems of a PSK Secret reference at `path` (`...psk.secretRef`): missing Secret
+    or key, not base64, not a key the sidecar accepts (its own rule, psk_bytes: one line
+    ending stripped, 0x/0s forms decoded, length after decoding); never the value."""
+    problem = secret_problem(cluster, namespace, ref.name, ref.key, path)
+    if problem is not None:
+        yield problem
+        return
+    value = _decoded(cluster, namespace, ref.name, ref.key)
+    if value is None:
+        yield FieldError(f"{path}.key", f'Secret "{ref.name}" key "{ref.key}" is not base64')
+    else:
+        try:
+            psk_bytes(strip_line_ending(value))
+        except ValueError as error:
+            yield FieldError(
+                f"{path}.key", f'the PSK in Secret "{ref.name}" key "{ref.key}" {error}'
+            )
 
 
 def _check_selector(spec: TunnelSpec) -> Iterator[FieldError]:
@@ -144,7 +216,7 @@ def _check_selector(spec: TunnelSpec) -> Iterator[FieldError]:
                     )
 
 
-def _secret_problem(
+def secret_problem(
     cluster: Cluster, namespace: str, name: str, key: str, path: str
 ) -> FieldError | None:
     """A missing Secret is reported at `<path>.name`, a missing key at `<path>.key`."""
@@ -174,22 +246,7 @@ def _check_authentication(
         yield FieldError(base, "give exactly one of psk, certificate")
         return
     if auth.psk is not None:
-        ref = auth.psk.secret_ref
-        path = f"{base}.psk.secretRef"
-        problem = _secret_problem(cluster, namespace, ref.name, ref.key, path)
-        if problem is not None:
-            yield problem
-            return
-        value = _decoded(cluster, namespace, ref.name, ref.key)
-        if value is None:
-            yield FieldError(f"{path}.key", f'Secret "{ref.name}" key "{ref.key}" is not base64')
-        else:
-            try:
-                psk_bytes(strip_line_ending(value))
-            except ValueError as error:
-                yield FieldError(
-                    f"{path}.key", f'the PSK in Secret "{ref.name}" key "{ref.key}" {error}'
-                )
+        yield from psk_problems(cluster, namespace, auth.psk.secret_ref, f"{base}.psk.secretRef")
         return
     certificate = auth.certificate
     assert certificate is not None
@@ -226,7 +283,7 @@ def _check_authentication(
             yield FieldError(f"{path}.secretRef.name", f'Secret "{name}" has no key "{key}"')
     ca = certificate.ca_secret_ref
     if ca is not None:
-        problem = _secret_problem(cluster, namespace, ca.name, ca.key, f"{path}.caSecretRef")
+        problem = secret_problem(cluster, namespace, ca.name, ca.key, f"{path}.caSecretRef")
         if problem is not None:
             yield problem
     elif "ca.crt" not in (secret.get("data") or {}):
@@ -236,14 +293,14 @@ def _check_authentication(
         )
 
 
-def _check_proposals(spec: TunnelSpec) -> Iterator[FieldError]:
-    for index, text in enumerate(spec.proposals.ike):
+def check_proposals(proposals: Proposals, protocol: Literal["esp", "ah"]) -> Iterator[FieldError]:
+    """Proposal strings (`spec.proposals`) the sidecar cannot use, with its messages."""
+    for index, text in enumerate(proposals.ike):
         try:
             parse_ike_proposal(text)
         except ProposalError as exc:
             yield FieldError(f"spec.proposals.ike[{index}]", str(exc))
-    protocol = spec.protocol
-    for index, text in enumerate(getattr(spec.proposals, protocol)):
+    for index, text in enumerate(getattr(proposals, protocol)):
         try:
             parse_child_proposal(text, protocol)
         except ProposalError as exc:
@@ -291,26 +348,27 @@ def master_key(data: Mapping[str, Any], key: str) -> bytes | None:
     return value if len(value) >= MIN_MANUAL_KEY_BYTES else None
 
 
-def _check_lifetimes(spec: TunnelSpec) -> Iterator[FieldError]:
-    lifetimes = spec.lifetimes
+def check_lifetimes(lifetimes: Lifetimes, liveness: Liveness, *, ike: bool) -> Iterator[FieldError]:
+    """`spec.lifetimes` and `spec.liveness` as the sidecar needs them (`ike`: a rekey
+    margin is needed)."""
     try:
         margin = parse_duration(lifetimes.rekey_margin)
         child = parse_duration(lifetimes.child_sa)
-        ike = parse_duration(lifetimes.ike_sa)
+        ike_sa = parse_duration(lifetimes.ike_sa)
     except ValueError as exc:
         yield FieldError("spec.lifetimes", str(exc))
         return
-    for name, value in (("childSa", child), ("ikeSa", ike)):
+    for name, value in (("childSa", child), ("ikeSa", ike_sa)):
         if value <= 0:
             yield FieldError(f"spec.lifetimes.{name}", "must be longer than 0s")
-    if spec.keying == "ike" and not 0 < margin < min(child, ike):
+    if ike and not 0 < margin < min(child, ike_sa):
         yield FieldError(
             "spec.lifetimes.rekeyMargin",
             f"must be positive and shorter than childSa ({lifetimes.child_sa}) and ikeSa "
             f"({lifetimes.ike_sa})",
         )
     try:
-        if parse_duration(spec.liveness.timeout) <= 0:
+        if parse_duration(liveness.timeout) <= 0:
             yield FieldError("spec.liveness.timeout", "must be longer than 0s")
     except ValueError as exc:
         yield FieldError("spec.liveness.timeout", str(exc))
@@ -334,8 +392,14 @@ __all__ = [
     "MANUAL_PREVIOUS_KEY",
     "MIN_MANUAL_KEY_BYTES",
     "TLS_SECRET_TYPE",
+    "check_lifetimes",
+    "check_proposals",
+    "external_peer_names",
     "manual_algorithms",
     "master_key",
+    "parse_model",
     "parse_spec",
+    "psk_problems",
+    "secret_problem",
     "validate_tunnel",
 ]

@@ -11,6 +11,7 @@ the Deployment and feeds its environment to this function, so the two cannot dri
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -30,6 +31,9 @@ SIDECAR_RUN_AS_USER = "KIPSEC_SIDECAR_RUN_AS_USER"
 TUN_DEVICE = "KIPSEC_TUN_DEVICE"
 TUN_RESOURCE = "KIPSEC_TUN_RESOURCE"
 OPERATOR_URL = "KIPSEC_OPERATOR_URL"
+CLUSTER_NETWORKS = "KIPSEC_CLUSTER_NETWORKS"
+"""Comma-separated CIDRs of the cluster's pod and Service ranges (chart value
+`clusterNetworks`): an ExternalPeer's subnets must not overlap them."""
 
 
 class SettingsError(ValueError):
@@ -128,7 +132,22 @@ def injection_settings(
     return replace(base or InjectionSettings(), **changes)
 
 
+def cluster_networks(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The CIDRs of :data:`CLUSTER_NETWORKS` (none when unset or empty), normalized;
+    raises :class:`SettingsError` naming the variable for one that is not a CIDR."""
+    found = []
+    for text in environ.get(CLUSTER_NETWORKS, "").split(","):
+        if not text.strip():
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+        except ValueError:
+            raise SettingsError(CLUSTER_NETWORKS, f"{text.strip()!r} is not a CIDR") from None
+    return tuple(found)
+
+
 __all__ = [
+    "CLUSTER_NETWORKS",
     "OPERATOR_URL",
     "PARSERS",
     "SIDECAR_HEALTH_PORT",
@@ -140,5 +159,6 @@ __all__ = [
     "TUN_DEVICE",
     "TUN_RESOURCE",
     "SettingsError",
+    "cluster_networks",
     "injection_settings",
 ]

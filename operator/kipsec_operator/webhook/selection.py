@@ -71,6 +71,7 @@ def tunnel_selects(
     tunnel: Mapping[str, Any], pod: Mapping[str, Any], namespace: Mapping[str, Any] | None
 ) -> bool:
     """Does either side (``spec.selector.from`` / ``.to``) of ``tunnel`` select ``pod``?
+    A ``to`` naming ``externalPeers`` holds no pods.
 
     A pod of another namespace is selected only when its namespace consents
     (:mod:`kipsec_operator.reconcile.consent`), as the operator renders it."""
@@ -78,7 +79,11 @@ def tunnel_selects(
     owner = namespace_of(tunnel)
     if not consents(_pod_namespace(pod, namespace), namespace, owner):
         return False
-    return any(side_selects(selector.get(key), owner, pod, namespace) for key in ("from", "to"))
+    sides = [selector.get("from")]
+    to = selector.get("to")
+    if not (isinstance(to, Mapping) and to.get("externalPeers")):  # else no pods on `to`
+        sides.append(to)
+    return any(side_selects(side, owner, pod, namespace) for side in sides)
 
 
 def selecting_tunnels(

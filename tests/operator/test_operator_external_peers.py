@@ -1,0 +1,191 @@
+"""ExternalPeers under the real operator: the pods' peer entries, bad input as
+conditions naming the field (good Tunnels unaffected), removal, status from reports."""
+
+from __future__ import annotations
+
+import base64
+from functools import partial
+from typing import Any
+
+import pytest
+
+from kipsec_operator.reconcile.external import external_peer_name
+from kipsec_operator.reconcile.status import SidecarReport
+from support.operator_cluster import Cluster, condition, document, eventually
+from support.operator_objects import (
+    PSK,
+    external_peer,
+    external_spec,
+    namespace,
+    pod,
+    psk_mesh_spec,
+    psk_secret,
+    tunnel,
+)
+
+pytestmark = [pytest.mark.operator, pytest.mark.asyncio]
+
+SITE = external_peer_name(("default", "site"))
+
+
+async def _pods(cluster: Cluster) -> None:
+    await cluster.apply(namespace("default"))
+    await cluster.apply(psk_secret("site-psk"))
+    await cluster.apply(psk_secret())
+    for name, ip, app in (
+        ("c1", "10.0.0.1", "client"),
+        ("c2", "10.0.0.2", "client"),
+        ("m1", "10.0.1.1", "mesh"),
+        ("m2", "10.0.1.2", "mesh"),
+    ):
+        await cluster.apply(pod(name, ip, labels={"app": app}))
+
+
+def _entry(cluster: Cluster, pod_name: str) -> dict[str, Any] | None:
+    secret = cluster.config_secrets().get(pod_name)
+    if secret is None or "config.yaml" not in secret["data"]:
+        return None
+    peers = document(secret)["peers"]
+    return next((p for p in peers if p["name"] == SITE), None)
+
+
+async def test_each_selected_pod_gets_the_peer_with_its_selectors_and_the_psk(
+    cluster: Cluster,
+) -> None:
+    await _pods(cluster)
+    await cluster.apply(external_peer())
+    await cluster.apply(tunnel("to-site", external_spec()))
+
+    for name, ip in (("c1", "10.0.0.1"), ("c2", "10.0.0.2")):
+        entry = await eventually(partial(_entry, cluster, name))
+        assert entry["address"] == "192.0.2.10" and entry["mode"] == "tunnel"
+        assert entry["trafficSelectors"] == {"local": [f"{ip}/32"], "remote": ["172.20.0.0/24"]}
+        data = cluster.config_secrets()[name]["data"]
+        psk = base64.b64decode(data[entry["auth"]["psk"]["secretFile"]]).decode()
+        assert psk == PSK
+    assert "m1" not in cluster.config_secrets()
+    status = await eventually(
+        lambda: (s := cluster.external_peer("site").get("status")) and s.get("pods") == 2 and s
+    )
+    assert status["tunnels"] == 1 and status["addresses"] == ["192.0.2.10"]
+    assert PSK not in str(status)
+
+
+@pytest.mark.parametrize(
+    ("peer", "tunnel_spec", "field"),
+    [
+        (external_peer(subnets=["172.20.0.0/33"]), None, "spec.subnets[0]"),
+        (external_peer(subnets=["10.0.1.0/24"]), None, "spec.subnets[0]"),
+        (
+            external_peer(authentication={"psk": {"secretRef": {"name": "gone", "key": "psk"}}}),
+            None,
+            "spec.authentication.psk.secretRef.name",
+        ),
+        (
+            external_peer(
+                authentication={
+                    "certificate": {
+                        "caSecretRef": {"name": "no-ca"},
+                        "tunnelCertificateRef": {"name": "pods"},
+                    }
+                }
+            ),
+            None,
+            "spec.authentication.certificate.caSecretRef.name",
+        ),
+        (external_peer(address="unresolvable.invalid"), None, "spec.address"),
+        (external_peer(), external_spec("client", "nowhere"), "spec.selector.to.externalPeers[0]"),
+    ],
+)
+async def test_bad_input_is_a_condition_naming_the_field_and_a_good_tunnel_still_renders(
+    cluster: Cluster, peer: dict[str, Any], tunnel_spec: dict[str, Any] | None, field: str
+) -> None:
+    await _pods(cluster)
+    await cluster.apply(peer)
+    await cluster.apply(tunnel("to-site", tunnel_spec or external_spec()))
+    await cluster.apply(tunnel("mesh", psk_mesh_spec()))
+
+    if tunnel_spec is None:
+        ready = await eventually(
+            lambda: (
+                (c := condition(cluster.external_peer("site"), "Ready")).get("reason")
+                == "InvalidSpec"
+                and c
+            ),
+            timeout=15,
+        )
+        assert field in ready["message"]
+        events = await eventually(
+            lambda: [
+                e
+                for e in cluster.events()
+                if e.get("involvedObject", {}).get("kind") == "ExternalPeer"
+            ]
+        )
+        assert events[0]["type"] == "Warning" and events[0]["reason"] == "InvalidSpec"
+        assert field in str(events[0]["message"])
+    tunnel_ready = await eventually(
+        lambda: (
+            (c := condition(cluster.tunnel("to-site"), "Ready")).get("reason") == "InvalidSpec"
+            and c
+        ),
+        timeout=15,
+    )
+    assert "spec.selector.to.externalPeers[0]" in tunnel_ready["message"]
+    mesh = await eventually(lambda: cluster.config_secrets().get("m1"))
+    assert [p["name"] for p in document(mesh)["peers"]] == ["default/m2"]
+    assert _entry(cluster, "c1") is None
+
+
+async def test_deleting_the_peer_or_the_tunnel_removes_the_entries(cluster: Cluster) -> None:
+    await _pods(cluster)
+    await cluster.apply(external_peer())
+    await cluster.apply(tunnel("to-site", external_spec()))
+    await eventually(lambda: _entry(cluster, "c1"))
+
+    await cluster.delete("ExternalPeer", "default", "site")
+    await eventually(lambda: _entry(cluster, "c1") is None)
+    await eventually(
+        lambda: condition(cluster.tunnel("to-site"), "Ready").get("reason") == "InvalidSpec"
+    )
+
+    await cluster.apply(external_peer())
+    await eventually(lambda: _entry(cluster, "c1"))
+    await cluster.delete("Tunnel", "default", "to-site")
+    await eventually(lambda: _entry(cluster, "c1") is None and _entry(cluster, "c2") is None)
+    assert document(cluster.config_secrets()["c1"])["peers"] == []
+
+
+async def test_the_peer_counts_established_pods_and_names_failures_from_reports(
+    cluster: Cluster,
+) -> None:
+    await _pods(cluster)
+    await cluster.apply(external_peer())
+    await cluster.apply(tunnel("to-site", external_spec()))
+    await eventually(lambda: _entry(cluster, "c2"))
+
+    cluster.reports[("default", "c1")] = SidecarReport(frozenset({SITE}))
+    cluster.reports[("default", "c2")] = SidecarReport(
+        last_error=f"AUTHENTICATION_FAILED {PSK}",
+        failures=frozenset({(SITE, "AUTHENTICATION_FAILED")}),
+    )
+    status = await eventually(
+        lambda: (
+            (s := cluster.external_peer("site").get("status"))
+            and s.get("podsEstablished") == 1
+            and s.get("podErrors")
+            and s
+        )
+    )
+    assert status["podErrors"] == [{"pod": "default/c2", "reason": "AUTHENTICATION_FAILED"}]
+    assert condition(cluster.external_peer("site"), "Degraded")["reason"] == "SidecarError"
+    assert PSK not in str(status)
+
+    cluster.reports[("default", "c2")] = SidecarReport(frozenset({SITE}))
+    ready = await eventually(
+        lambda: (
+            (c := condition(cluster.external_peer("site"), "Ready")).get("status") == "True" and c
+        )
+    )
+    assert ready["reason"] == "AllSasEstablished"
+    assert cluster.tunnel("to-site")["status"]["childSasEstablished"] == 2
