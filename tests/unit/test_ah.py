@@ -92,6 +92,32 @@ def test_ah_length_is_aligned_and_payload_length_field_matches(integ: IntegId, f
     assert wire[start] == IpProto.UDP and wire[start + length :] == packet[start:]
 
 
+@pytest.mark.parametrize(
+    ("integ", "family", "length", "payload_length"),
+    [
+        (IntegId.HMAC_SHA2_256_128, 4, 28, 5),  # strongSwan's kernel states: 28 bytes
+        (IntegId.HMAC_SHA2_384_192, 4, 36, 7),
+        (IntegId.HMAC_SHA2_512_256, 4, 44, 9),
+        (IntegId.HMAC_SHA2_256_128, 6, 32, 6),
+        (IntegId.HMAC_SHA2_384_192, 6, 40, 8),
+        (IntegId.HMAC_SHA2_512_256, 6, 48, 10),
+    ],
+)
+def test_ah_is_padded_to_32_bits_over_ipv4_and_64_over_ipv6(
+    integ: IntegId, family: int, length: int, payload_length: int
+) -> None:
+    """RFC 4302 section 3.3.3.2.1, in both tunnel layouts with that outer family: the
+    lengths Linux uses with ``align4`` (IPv4) and always (IPv6), and strongSwan."""
+    for mode, inner in ((Mode.TRANSPORT, family), (Mode.TUNNEL, 10 - family)):
+        src, dst = ADDRS[family] if mode is Mode.TRANSPORT else INNER[inner]
+        packet = udp_packet(src, dst, b"x")
+        wire = ah.encapsulate(make_sa(integ, mode, family), packet)
+        start = 20 if family == 4 else 40
+        carried = packet if mode is Mode.TUNNEL else packet[start:]
+        assert wire[start + 1] == payload_length
+        assert len(wire) == start + length + len(carried)
+
+
 def test_mutable_ipv4_fields_may_change_in_transit() -> None:
     tx, rx = make_sa(), make_sa()
     wire = bytearray(ah.encapsulate(tx, udp_packet(*INNER[4], b"x")))

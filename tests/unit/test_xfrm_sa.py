@@ -19,6 +19,7 @@ from kipsec_sidecar.datapath.xfrm_sa import (
     XfrmMode,
     XfrmProto,
     XfrmSelector,
+    XfrmStateFlag,
     owner_mark,
     peer_policies,
     port_masks,
@@ -31,6 +32,8 @@ from kipsec_sidecar.datapath.xfrm_sa import (
 
 A = ipaddress.ip_address("192.0.2.11")
 B = ipaddress.ip_address("192.0.2.12")
+A6 = ipaddress.ip_address("2001:db8::11")
+B6 = ipaddress.ip_address("2001:db8::12")
 REQID = REQID_RANGE[1]
 MARK = owner_mark()
 
@@ -114,6 +117,30 @@ def test_ah_maps_to_a_truncated_hmac_only() -> None:
     assert (spec.proto, spec.mode) == (XfrmProto.AH, XfrmMode.TRANSPORT)
     assert spec.aead is None and spec.crypt is None
     assert spec.auth is not None and spec.auth.name == "hmac(sha256)"
+
+
+@pytest.mark.parametrize(
+    ("protocol", "src", "dst", "esn", "flags"),
+    [
+        (ProtocolId.AH, A, B, False, XfrmStateFlag.ALIGN4),
+        (ProtocolId.AH, A, B, True, XfrmStateFlag.ALIGN4 | XfrmStateFlag.ESN),
+        (ProtocolId.AH, A6, B6, False, 0),
+        (ProtocolId.ESP, A, B, False, 0),
+    ],
+    ids=["ah-ipv4", "ah-ipv4-esn", "ah-ipv6", "esp-ipv4"],
+)
+def test_ipv4_ah_states_pad_the_icv_to_32_bits_as_rfc_4302_says(
+    protocol: ProtocolId, src: object, dst: object, esn: bool, flags: int
+) -> None:
+    """Without XFRM_STATE_ALIGN4 Linux pads IPv4 AH to 64 bits and drops the 32-bit
+    aligned AH of strongSwan and of kipsec's userspace datapath (issue 12)."""
+    options: dict[str, object] = (
+        {"integ_id": IntegId.HMAC_SHA2_256_128, "integ_key": bytes(32)}
+        if protocol == ProtocolId.AH
+        else {"encr_id": EncrId.AES_GCM_16, "encr_key": bytes(20)}
+    )
+    ipsec_sa = sa(protocol=protocol, src=src, dst=dst, esn=esn, **options)
+    assert state_spec(ipsec_sa, reqid=REQID, mark=MARK).flags == flags
 
 
 def test_replay_window_esn_and_byte_and_packet_lifetimes_carry_over() -> None:

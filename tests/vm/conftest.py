@@ -4,11 +4,15 @@ Every module of this group asserts the checks of one script run inside the VM
 (``<name>_checks.py``). A boot costs half a minute under software emulation, so the
 session boots **once** and runs the scripts of every collected module in it
 (``run_checks.py``); each module's ``vm_result`` fixture picks its part.
+``KIPSEC_VM_RESULT=FILE`` also writes the whole result there as JSON (every check's
+detail, each script's ``timings`` and ``script_seconds``).
 """
 
 from __future__ import annotations
 
 import compileall
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ SCRIPTS = {
     "test_kernel_ipv6.py": "kernel_ipv6",
     "test_kernel_lifecycle.py": "kernel_lifecycle",
     "test_kernel_services.py": "kernel_services",
+    "test_kernel_interop.py": "kernel_interop",
 }
 #: Seconds each script may take inside the VM (software emulation, a loaded host).
 SCRIPT_TIMEOUT = {
@@ -36,6 +41,7 @@ SCRIPT_TIMEOUT = {
     "kernel_ipv6": 150.0,
     "kernel_lifecycle": 600.0,
     "kernel_services": 400.0,
+    "kernel_interop": 1200.0,
 }
 BOOT_TIMEOUT = 60.0
 
@@ -61,6 +67,9 @@ def vm_checks(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
     timeout = BOOT_TIMEOUT + sum(SCRIPT_TIMEOUT[name] for name in wanted)
     args = [f"{name}:{SCRIPT_TIMEOUT[name]:g}" for name in wanted]
     result, _run = run_python_in_vm(HERE / "run_checks.py", *args, timeout=timeout)
+    saved = os.environ.get("KIPSEC_VM_RESULT")
+    if saved:  # every check's detail and each script's timings, for a human to read
+        Path(saved).write_text(json.dumps(result, indent=1))
     return result
 
 

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -344,13 +345,19 @@ def scenario(topo: Topology, work: Path) -> None:
         stop_clean("lifecycle-pb", topo, b)
 
 
-def main() -> None:
+def run_dual_stack(
+    prefix: str, steps: Callable[[Topology, Path], None], start_timeout: float = START_TIMEOUT
+) -> None:
+    """The body of a checks script on one dual-stack topology (nodes a and b, pods pa
+    and pb, :func:`~vm.kernel_ipv6_checks.add_ipv6`): run ``steps`` there, then print
+    the result. ``prefix`` names the namespaces (and the work directory);
+    ``start_timeout`` is how long a sidecar may take to start."""
     started = time.monotonic()
-    sidecars_module.START_TIMEOUT = START_TIMEOUT  # type: ignore[misc]
+    sidecars_module.START_TIMEOUT = start_timeout  # type: ignore[misc]
     warm_up()
     with (
-        tempfile.TemporaryDirectory(prefix="kipsec-vmlc-") as tmp,
-        Topology(prefix="kvmlc", ipv6=True) as topo,
+        tempfile.TemporaryDirectory(prefix=f"kipsec-{prefix}-") as tmp,
+        Topology(prefix=prefix, ipv6=True) as topo,
     ):
         topo.timeout = 30.0
         for node, pod in (("a", "pa"), ("b", "pb")):
@@ -358,9 +365,9 @@ def main() -> None:
             topo.add_pod(pod, node)
         add_ipv6(topo)
         with checking("scenario"):
-            scenario(topo, Path(tmp))
+            steps(topo, Path(tmp))
     report(started)
 
 
 if __name__ == "__main__":
-    main()
+    run_dual_stack("kvmlc", scenario)

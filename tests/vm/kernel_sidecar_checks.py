@@ -11,19 +11,20 @@ b); the sidecars run in the pods, and several configurations follow each other:
   keys read back from the kernel (``ip xfrm state`` prints them) holds what was sent, a
   child rekey (``kipsec-sidecar rekey --child``) under a UDP stream and a ping loses
   nothing, and SIGTERM leaves no state or policy behind.
-- ``esp-transport-raw``: ESP, transport mode, raw IP protocol 50.
-- ``ah-tunnel`` and ``ah-transport``: AH (protocol 51, never UDP-encapsulated).
+- ``esp-transport-raw``: ESP, transport mode, raw IP protocol 50. (AH on the kernel
+  datapath: ``kernel_interop_checks.py`` against the userspace datapath and charon,
+  ``kernel_xfrm_checks.py`` kernel to kernel.)
 - ``on-demand``: pb's peer is onDemand; after pa ends the SAs, pb's traffic brings them
   back (kernel ACQUIRE → the daemon initiates).
 - ``crash``: a SIGKILLed sidecar leaves its states; the next start removes them.
 - ``mixed``: a kernel-datapath sidecar against a userspace-datapath one.
-- ``charon``: a kernel-datapath sidecar against strongSwan's charon with
-  ``kernel-netlink`` (the kernel's ESP, not libipsec).
+
+The kernel datapath against strongSwan's charon (and AH against the userspace datapath)
+is ``kernel_interop_checks.py``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import os
@@ -46,10 +47,9 @@ REPO = HERE.parent.parent
 sys.path[:0] = [str(REPO / "sidecar"), str(REPO / "lab"), str(REPO / "tests")]
 
 import support.sidecars as sidecars_module  # noqa: E402
-from kipsec_sidecar.state import ControlError  # noqa: E402
 from support.capture import Capture, CapturedPacket  # noqa: E402
 from support.netns import WIRE, WIRE_BRIDGE, Topology  # noqa: E402
-from support.sidecars import MARKER, PSK, Sidecar, fqdn, peer_entry, wait_until  # noqa: E402
+from support.sidecars import MARKER, Sidecar, peer_entry, wait_until  # noqa: E402
 
 BEGIN = "=====KIPSEC-VM-RESULT-BEGIN====="
 END = "=====KIPSEC-VM-RESULT-END====="
@@ -520,14 +520,6 @@ def decrypt_capture(prefix: str, topo: Topology, a: Sidecar, capture: Capture) -
 #: proto, mode, what the wire shows).
 RELOADS = (
     ("esp-transport-raw", {"mode": "transport", "encapsulation": "raw"}, "esp", "transport", "esp"),
-    ("ah-tunnel", {"protocol": "ah", "encapsulation": "raw"}, "ah", "tunnel", "ah"),
-    (
-        "ah-transport",
-        {"protocol": "ah", "mode": "transport", "encapsulation": "raw"},
-        "ah",
-        "transport",
-        "ah",
-    ),
 )
 
 
@@ -794,44 +786,6 @@ def fail_closed_exit(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> None
     a.control("reload")
 
 
-def against_charon(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> None:
-    """pb's sidecar stops; charon with kernel-netlink (no libipsec) takes its place."""
-    from support.strongswan import PLUGINS, Charon, Child, Connection, Psk
-
-    b.stop()
-    me, other = topo.address("pa"), topo.address("pb")
-    (work / "charon").mkdir(parents=True, exist_ok=True)
-    plugins = tuple(p for p in PLUGINS if p != "kernel-libipsec")
-    peer = Charon(topo, "pb", work / "charon", plugins=plugins, timeout=60.0).start()
-    try:
-        peer.configure(
-            Connection(
-                name="kipsec",
-                local_addrs=(other,),
-                remote_addrs=(me,),
-                auth=Psk(PSK),
-                local_id=fqdn("pb"),
-                remote_id=fqdn("pa"),
-                encap=True,
-                children=(Child("pods", local_ts=(f"{other}/32",), remote_ts=(f"{me}/32",)),),
-            )
-        )
-        peer.load()
-        old = {int(c["spi_in"], 16) for c in a.installed("pb")}
-        with contextlib.suppress(ControlError):  # already initiating after pb's DELETE
-            a.control("initiate", peer="pb")
-        up((a, "pb"), check_view=lambda c: int(c["spi_in"], 16) not in old)
-        captured_two_way("charon", topo, work, "esp-in-udp")
-        ike = peer.established(ike="kipsec")
-        check(
-            "charon/charon-has-the-child",
-            ike is not None and ike.child("pods") is not None,
-            f"{ike} / {peer.log_tail(20)}",
-        )
-    finally:
-        peer.stop()
-
-
 def scenario(topo: Topology, work: Path) -> None:
     a = Sidecar(topo, "pa", work)
     b = Sidecar(topo, "pb", work)
@@ -842,7 +796,6 @@ def scenario(topo: Topology, work: Path) -> None:
             ("on-demand", on_demand),
             ("crash-and-mixed", crash_and_mixed),
             ("fail-closed", fail_closed_exit),
-            ("charon", against_charon),
         ):
             with timed(name):
                 step(topo, work, a, b)

@@ -2,9 +2,9 @@
 
 The session's VM boot (``conftest.py``) runs ``kernel_sidecar_checks.py`` (see its
 docstring: ESP tunnel with UDP encapsulation, a capture decrypted by scapy and a rekey
-under traffic; ESP transport raw, AH tunnel and AH transport by reload; crash recovery;
-kernel against userspace; fail closed across a SIGTERM restart; kernel against
-strongSwan's charon with ``kernel-netlink``); each test here asserts one of its checks.
+under traffic; ESP transport raw by reload; crash recovery;
+kernel against userspace; fail closed across a SIGTERM restart); each test here asserts
+one of its checks. Against strongSwan: ``test_kernel_interop.py``.
 """
 
 from __future__ import annotations
@@ -27,10 +27,6 @@ CHECKS = (
     *(f"esp-tunnel-udp/{name}" for name in _PAIR),
     "esp-transport-raw/wire-is-esp",
     *(f"esp-transport-raw/{name}" for name in _PAIR),
-    "ah-tunnel/wire-is-ah",
-    *(f"ah-tunnel/{name}" for name in _PAIR),
-    "ah-transport/wire-is-ah",
-    *(f"ah-transport/{name}" for name in _PAIR),
     "narrowed/state-carries-negotiated-selectors",
     "narrowed/forged-outside-selectors-dropped",
     "acquire/initiates-on-demand",
@@ -44,9 +40,6 @@ CHECKS = (
     "fail-closed/nothing-in-clear-while-down",
     *(f"fail-closed/{name}" for name in _PAIR),
     "fail-closed/restart-takes-over",
-    "charon/traffic-both-ways",
-    "charon/wire-is-esp-in-udp",
-    "charon/charon-has-the-child",
     "kernel-pa/sigterm-leaves-nothing",
 )
 

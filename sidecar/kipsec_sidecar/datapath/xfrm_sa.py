@@ -355,8 +355,26 @@ def state_spec(
         replay_window=sa.replay.size,
         esn=sa.esn,
         lifetime=lifetime,
-        flags=XfrmStateFlag.ESN if sa.esn else 0,
+        flags=state_flags(sa),
     )
+
+
+def state_flags(sa: IpsecSa) -> int:
+    """``xfrm_usersa_info.flags`` for ``sa``: ESN, and ALIGN4 for AH over IPv4.
+
+    RFC 4302 section 3.3.3.2.1 pads AH's ICV to a multiple of 32 bits over IPv4 (64 over
+    IPv6). Linux's ``ah4`` pads to 64 bits unless the state carries
+    ``XFRM_STATE_ALIGN4`` (``flag align4`` in ``ip xfrm state``), and checks an inbound
+    AH header's length against its own padding: without the flag, an IPv4 AH state
+    drops every packet of an RFC-conforming peer (strongSwan sets the flag, as does the
+    userspace datapath's :mod:`~kipsec_sidecar.core.ah`) and sends packets those peers
+    drop. ``ah6`` always pads to 64 bits and ignores the flag. The outer family is the
+    state's (``sa.dst``), whatever the inner one in tunnel mode.
+    """
+    flags = XfrmStateFlag.ESN if sa.esn else 0
+    if sa.protocol == ProtocolId.AH and sa.dst.version == 4:
+        flags |= XfrmStateFlag.ALIGN4
+    return flags
 
 
 def safety_net_seconds(child_lifetime: float | None) -> int:
