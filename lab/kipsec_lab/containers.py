@@ -10,7 +10,7 @@ securityContext merged over the pod's: user and group, ``fsGroup``, capabilities
 would add on /tmp and /run, which a Kubernetes container does not get), no privilege
 escalation, seccomp. It joins the pod's network namespace (``--network ns:...``), as
 the containers of a pod share the sandbox's. The lab runs the operator and every
-injected sidecar through it; ``tests/unit/test_lab_containers.py`` checks it against
+injected sidecar through it; ``tests/unit/test_lab_podman_flags.py`` checks it against
 the webhook's real output.
 
 What this machine needs of podman (docs/lab.md): the ``runc`` runtime (``crun`` refuses

@@ -34,7 +34,7 @@ ACTIONS: tuple[Action, ...] = ("none", "onDemand", "restart")
 ADDR = ("192.0.2.2", 500)
 
 
-@pytest.mark.parametrize(("current", "close", "dpd"), itertools.product(ACTIONS, repeat=3))
+@pytest.mark.parametrize(("current", "close", "dpd"), list(itertools.product(ACTIONS, repeat=3)))
 def test_the_peer_deleting_applies_close_and_death_applies_dpd(
     current: Action, close: Action, dpd: Action
 ) -> None:
