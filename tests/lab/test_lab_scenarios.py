@@ -88,9 +88,16 @@ def test_prometheus_scrapes_the_operator_and_every_sidecar(lab: Lab, tmp_path: P
 def test_every_dashboard_query_and_alert_expression_returns_series_from_the_lab(
     lab: Lab,
 ) -> None:
-    # A PSK mesh and a certificate tunnel: between them every metric the dashboard and
-    # the alerts read is exported by the lab's operator or sidecars.
-    paths = [EXAMPLES / "psk-mesh.yaml", EXAMPLES / "certificate-tunnel.yaml"]
+    # A PSK mesh, a certificate tunnel and pods towards an ExternalPeer: between them
+    # every metric the dashboard and the alerts read is exported by the lab's operator or
+    # sidecars. The lab has no gateway at the ExternalPeer's address (its control
+    # namespace has no uplink, so the IKE requests go nowhere): its pods stay without an
+    # SA, which is what the KipsecExternalPeerUnreachable expression selects.
+    paths = [
+        EXAMPLES / "psk-mesh.yaml",
+        EXAMPLES / "certificate-tunnel.yaml",
+        EXAMPLES / "external-peer-psk.yaml",
+    ]
     for path in paths:
         lab.apply(path)
     try:
