@@ -25,6 +25,7 @@ import pytest
 
 from support.capture import Capture, CaptureSummary
 from support.netns import WIRE, WIRE_BRIDGE, Topology
+from support.requirements import unavailable
 from support.sidecars import (
     MARKER,
     PSK,
@@ -168,7 +169,7 @@ class Site:
 def site(_swept: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     reason = is_available()
     if reason is not None:
-        pytest.skip(reason)
+        unavailable(reason)
     workdir = tmp_path_factory.mktemp("actions")
     with Topology(pod_routes=False) as topo:
         for node, pod in (("a", "pa"), ("b", "pb")):
