@@ -100,8 +100,9 @@ def test_phase2_suites_round_trip_through_the_wire(suite: Phase2Suite) -> None:
 
 
 def test_phase2_keymat_sizes_come_from_the_registry() -> None:
-    assert (ESP_CBC.encr_keymat_len, ESP_CBC.integ_key_len) == (16, 32)
-    assert (ESP_GCM.encr_keymat_len, ESP_GCM.integ_key_len) == (36, 0)
+    assert ESP_CBC.keymat_lens == (16, 32)
+    assert ESP_GCM.keymat_lens == (36, 0)
+    assert AH.keymat_lens == (0, 64)
 
 
 def test_esp_without_integrity_and_3des_are_refused() -> None:

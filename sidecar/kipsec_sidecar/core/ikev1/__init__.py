@@ -58,8 +58,8 @@ API summary (stable; all functions pure, errors are the project's typed ones)
     Phase1Suite(encr_id, key_bits, hash_alg, prf_id, auth_method, dh_group,
     life_seconds, life_kilobytes; .to_transform, .encryption_key_len);
     phase2_suite(protocol, transform) -> Phase2Suite(protocol, encr_id, key_bits,
-    integ_id, mode, dh_group, lifetimes; .to_transform, .encr_keymat_len,
-    .integ_key_len). Refusals raise the registry's RefusedAlgorithm.
+    integ_id, mode, dh_group, lifetimes; .to_transform, .keymat_lens = (encr,
+    integ) bytes per SA). Refusals raise the registry's RefusedAlgorithm.
 
 ``signature``
     sign_hash(private_key, method, hash_value), verify_hash(public_key, method,
