@@ -120,7 +120,11 @@ def _life_attributes(
 
 
 def _key_bits(encr_id: int, given: int | None) -> int:
+    """The key size; a cipher with several sizes must carry the Key Length attribute
+    (RFC 3602 section 5.3 for AES-CBC, RFC 4106 section 8.4 for AES-GCM)."""
     spec = algorithms.encryption(encr_id)
+    if given is None and spec.key_length_attribute:
+        raise ParseError(f"{spec.name} needs a Key Length attribute", field="transform.key_length")
     bits = given if given is not None else spec.default_key_len * 8
     if bits % 8 or bits // 8 not in spec.key_lens:
         raise UnsupportedAlgorithm(f"{spec.name} has no {bits}-bit key")
