@@ -29,6 +29,7 @@ from kipsec_sidecar.core.ikev1.payloads import KePayload, NatDPayload, NoncePayl
 from kipsec_sidecar.core.ikev1.policy import phase1_suite
 from support.capture import Capture
 from support.netns import WIRE, WIRE_BRIDGE, Topology
+from support.sidecars import wait_until
 from support.strongswan import CharonFactory, Psk, gateway_pair
 
 pytestmark = pytest.mark.netns
@@ -73,10 +74,13 @@ def test_a_strongswan_main_and_quick_mode_decode_with_kipsec(
     right.configure(conn_right)
     left.load()
     right.load()
-    with Capture(topo, WIRE, WIRE_BRIDGE, tmp_path / "ikev1.pcap", bpf="udp"):
+    pcap = tmp_path / "ikev1.pcap"
+    with Capture(topo, WIRE, WIRE_BRIDGE, pcap, bpf="udp"):
         left.initiate("net")
-        left.wait_established(timeout=20)
-    datagrams = ike_datagrams(tmp_path / "ikev1.pcap")
+        right.wait_established(timeout=20, child="net")
+        # tcpdump may lag behind: wait until main mode (6) and quick mode (3) are on file
+        wait_until("9 IKE messages in the capture", lambda: len(ike_datagrams(pcap)) >= 9)
+    datagrams = ike_datagrams(pcap)
 
     clear: list[Message] = []
     encrypted: list[int] = []
