@@ -59,6 +59,7 @@ WATCHED_KINDS = (
     "TunnelCertificate",
     "ExternalPeer",
     "Secret",
+    "ConfigMap",
     "Service",
     "EndpointSlice",
 )
@@ -76,6 +77,7 @@ _CHANGE_KINDS: dict[str, Kind] = {
     "TunnelCertificate": "TunnelCertificate",
     "ExternalPeer": "ExternalPeer",
     "Secret": "Secret",
+    "ConfigMap": "ConfigMap",
     "Service": "Service",
     "EndpointSlice": "EndpointSlice",
 }
@@ -142,6 +144,8 @@ def _relevant(kind: str, obj: K8sObject | None) -> Any:
         return obj.get("spec")
     if kind == "Secret":
         return (obj.get("type"), obj.get("data"))
+    if kind == "ConfigMap":
+        return (obj.get("data"), obj.get("binaryData"))
     if kind == "EndpointSlice":
         return (service_of_slice(obj), obj.get("endpoints"), obj.get("ports"))
     return obj.get("spec")
@@ -304,6 +308,7 @@ class Reconciler:
             tunnels=dict(self.objects["Tunnel"]),
             tunnel_certificates=dict(self.objects["TunnelCertificate"]),
             secrets=dict(self.objects["Secret"]),
+            config_maps=dict(self.objects["ConfigMap"]),
             services=dict(self.objects["Service"]),
             endpoint_slices=dict(self.objects["EndpointSlice"]),
             trust_bundles=dict(self.trust_bundles),

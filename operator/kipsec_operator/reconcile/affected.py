@@ -28,6 +28,7 @@ Kind = Literal[
     "Pod",
     "Tunnel",
     "Secret",
+    "ConfigMap",
     "Namespace",
     "TunnelCertificate",
     "ExternalPeer",
@@ -52,14 +53,14 @@ class Change:
 
 def _names_external(spec: TunnelSpec, namespace: str, cluster: Cluster, change: Change) -> bool:
     """Whether the Tunnel (in `namespace`) names an ExternalPeer that `change` is, or
-    whose Secret or TunnelCertificate it is."""
+    whose Secret, ConfigMap or TunnelCertificate it is."""
     if change.namespace != namespace:
         return False
     for name in external_peer_names(spec):
         if change.kind == "ExternalPeer" and name == change.name:
             return True
         peer = cluster.external_peers.get((namespace, name))
-        if peer is not None and change.kind in ("Secret", "TunnelCertificate"):
+        if peer is not None and change.kind in ("Secret", "ConfigMap", "TunnelCertificate"):
             parsed = parse_external_peer(peer)
             if not isinstance(parsed, list) and change.name in _external_refs(parsed, change):
                 return True
@@ -67,12 +68,18 @@ def _names_external(spec: TunnelSpec, namespace: str, cluster: Cluster, change: 
 
 
 def _external_refs(spec: ExternalPeerSpec, change: Change) -> set[str]:
+    """The names of the objects of `change`'s kind that the ExternalPeer reads."""
     auth = spec.authentication
+    certificate = auth.certificate
     if change.kind == "Secret":
         if auth.psk is not None:
             return {auth.psk.secret_ref.name}
-        return {auth.certificate.ca_secret_ref.name} if auth.certificate else set()
-    return {auth.certificate.tunnel_certificate_ref.name} if auth.certificate else set()
+        ca = certificate.ca_secret_ref if certificate else None
+        return {ca.name} if ca else set()
+    if change.kind == "ConfigMap":
+        ca_map = certificate.ca_config_map_ref if certificate else None
+        return {ca_map.name} if ca_map else set()
+    return {certificate.tunnel_certificate_ref.name} if certificate else set()
 
 
 def _references(spec: TunnelSpec, change: Change) -> bool:
