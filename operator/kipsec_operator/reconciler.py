@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
-from .reconcile.affected import Change, Kind, candidates
+from .reconcile.affected import Change, Kind, candidates, external_check_changes
 from .reconcile.cluster import Cluster, K8sObject, ObjectKey, PodRef, key_of, pod_ref
 from .reconcile.consent import ALLOW_TUNNELS_FROM
 from .reconcile.external_status import external_peer_status
@@ -550,6 +550,7 @@ def batch_candidates(before: Cluster, after: Cluster, changes: Iterable[Change])
             keys |= _members(cluster.tunnels[key], cluster)
     for change in others:
         keys |= candidates(before, change) | candidates(after, change)
+    keys |= external_check_changes(before, after)
     return keys
 
 

@@ -245,6 +245,26 @@ async def test_two_tunnels_linking_a_pod_to_one_peer_give_a_conflict_naming_both
     assert _entry(cluster, "c1") is not None
 
 
+async def test_the_later_of_two_overlapping_peers_works_once_the_first_is_deleted(
+    cluster: Cluster,
+) -> None:
+    """The overlap names the first peer; deleting it makes the second valid, and its pods
+    get their entries without any change to the second peer or its Tunnel."""
+    await _pods(cluster)
+    await cluster.apply(external_peer("a-site"))
+    await cluster.apply(external_peer(address="192.0.2.20"))
+    await cluster.apply(tunnel("to-site", external_spec()))
+    await _invalid(cluster, "spec.subnets[0]", 'ExternalPeer "a-site"')
+    assert _entry(cluster, "c1") is None
+
+    await cluster.delete("ExternalPeer", "default", "a-site")
+    entry = await eventually(partial(_entry, cluster, "c1"), timeout=15)
+    assert entry["address"] == "192.0.2.20"
+    await eventually(
+        lambda: condition(cluster.tunnel("to-site"), "Ready").get("reason") != "InvalidSpec"
+    )
+
+
 async def _invalid(cluster: Cluster, field: str, words: str) -> None:
     """Wait for the ExternalPeer "site" to be InvalidSpec naming `field` with `words`."""
     await eventually(

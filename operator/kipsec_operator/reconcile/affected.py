@@ -4,9 +4,10 @@ The candidates are the pods of every Tunnel the change can concern (before and a
 it): the Tunnel itself; the Tunnels selecting a changed pod; the Tunnels referencing a
 changed Secret or TunnelCertificate; the Tunnels with a namespace selector when a
 namespace changes; the Tunnels holding a pod behind a changed Service or EndpointSlice
-(their `services` sections). The candidates are then rendered before and after, and only those
-whose Secret differs are returned, so a no-op change (a label nobody selects, a Secret
-nobody references) writes nothing.
+(their `services` sections); the Tunnels naming an ExternalPeer whose check result
+changed (:func:`external_check_changes`). The candidates are then rendered before and
+after, and only those whose Secret differs are returned, so a no-op change (a label
+nobody selects, a Secret nobody references) writes nothing.
 """
 
 from __future__ import annotations
@@ -160,6 +161,29 @@ def candidates(cluster: Cluster, change: Change) -> set[ObjectKey]:
     return found
 
 
+def external_check_changes(before: Cluster, after: Cluster) -> set[ObjectKey]:
+    """The pods of the Tunnels (before or after) that name an ExternalPeer whose check
+    result differs between `before` and `after`.
+
+    An ExternalPeer's validity depends on more than its own objects: its subnets must not
+    overlap an earlier ExternalPeer of its namespace, a pod's address or a ClusterIP. So
+    deleting one peer can make another valid, and a new pod can make a peer invalid;
+    comparing the check results catches every such case without listing them."""
+    if not before.external_peers and not after.external_peers:
+        return set()
+    old, new = before.external_checks, after.external_checks
+    changed = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+    found: set[ObjectKey] = set()
+    for cluster in (before, after):
+        for key, tunnel in cluster.tunnels.items():
+            parsed = parse_spec(tunnel)
+            if isinstance(parsed, list):
+                continue
+            if any((key[0], name) in changed for name in external_peer_names(parsed)):
+                found.update(selected(tunnel, parsed, cluster)[0])
+    return found
+
+
 def affected_pods(
     before: Cluster, after: Cluster, change: Change
 ) -> dict[ObjectKey, dict[str, Any] | None]:
@@ -169,6 +193,7 @@ def affected_pods(
     the garbage collector removes the Secret — or no valid Tunnel selects it now).
     """
     keys = candidates(before, change) | candidates(after, change)
+    keys |= external_check_changes(before, after)
     old = plan(before, only=keys).secrets()
     new = plan(after, only=keys).secrets()
     return {key: new.get(key) for key in sorted(keys) if old.get(key) != new.get(key)}
@@ -181,4 +206,11 @@ def changed_configs(
     return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
 
 
-__all__ = ["Change", "Kind", "affected_pods", "candidates", "changed_configs"]
+__all__ = [
+    "Change",
+    "Kind",
+    "affected_pods",
+    "candidates",
+    "changed_configs",
+    "external_check_changes",
+]
