@@ -476,7 +476,8 @@ class ExternalPeerCertificate(_Model):
     clusters usually keep one)."""
     tunnel_certificate_ref: LocalObjectRef
     """The TunnelCertificate whose per-pod certificate the pods present (the gateway
-    must trust its issuer); it must select every pod of the Tunnels naming this peer."""
+    must trust its issuer). A pod of a Tunnel naming this peer that it does not select
+    gets no entry for the peer (the Tunnel is Degraded, NoCertificate)."""
 
 
 class ExternalIdentity(_Model):
