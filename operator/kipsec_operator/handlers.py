@@ -53,6 +53,7 @@ RESOURCES: dict[str, tuple[str, str, str]] = {
     "Pod": ("", "v1", "pods"),
     "Namespace": ("", "v1", "namespaces"),
     "Secret": ("", "v1", "secrets"),
+    "ConfigMap": ("", "v1", "configmaps"),
     "Service": ("", "v1", "services"),
     "EndpointSlice": ("discovery.k8s.io", "v1", "endpointslices"),
     "Tunnel": (GROUP, VERSION, "tunnels"),

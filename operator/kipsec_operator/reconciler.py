@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
-from .reconcile.affected import Change, Kind, candidates
+from .reconcile.affected import Change, Kind, candidates, external_check_changes
 from .reconcile.cluster import Cluster, K8sObject, ObjectKey, PodRef, key_of, pod_ref
 from .reconcile.consent import ALLOW_TUNNELS_FROM
 from .reconcile.external_status import external_peer_status
@@ -59,6 +59,7 @@ WATCHED_KINDS = (
     "TunnelCertificate",
     "ExternalPeer",
     "Secret",
+    "ConfigMap",
     "Service",
     "EndpointSlice",
 )
@@ -76,6 +77,7 @@ _CHANGE_KINDS: dict[str, Kind] = {
     "TunnelCertificate": "TunnelCertificate",
     "ExternalPeer": "ExternalPeer",
     "Secret": "Secret",
+    "ConfigMap": "ConfigMap",
     "Service": "Service",
     "EndpointSlice": "EndpointSlice",
 }
@@ -142,6 +144,8 @@ def _relevant(kind: str, obj: K8sObject | None) -> Any:
         return obj.get("spec")
     if kind == "Secret":
         return (obj.get("type"), obj.get("data"))
+    if kind == "ConfigMap":
+        return (obj.get("data"), obj.get("binaryData"))
     if kind == "EndpointSlice":
         return (service_of_slice(obj), obj.get("endpoints"), obj.get("ports"))
     return obj.get("spec")
@@ -304,6 +308,7 @@ class Reconciler:
             tunnels=dict(self.objects["Tunnel"]),
             tunnel_certificates=dict(self.objects["TunnelCertificate"]),
             secrets=dict(self.objects["Secret"]),
+            config_maps=dict(self.objects["ConfigMap"]),
             services=dict(self.objects["Service"]),
             endpoint_slices=dict(self.objects["EndpointSlice"]),
             trust_bundles=dict(self.trust_bundles),
@@ -545,6 +550,7 @@ def batch_candidates(before: Cluster, after: Cluster, changes: Iterable[Change])
             keys |= _members(cluster.tunnels[key], cluster)
     for change in others:
         keys |= candidates(before, change) | candidates(after, change)
+    keys |= external_check_changes(before, after)
     return keys
 
 

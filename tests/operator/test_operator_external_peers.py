@@ -8,12 +8,14 @@ from functools import partial
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from kipsec_operator.reconcile.external import external_peer_name
 from kipsec_operator.reconcile.status import SidecarReport
 from support.operator_cluster import Cluster, condition, document, eventually
 from support.operator_objects import (
     PSK,
+    config_map,
     external_peer,
     external_spec,
     namespace,
@@ -22,6 +24,7 @@ from support.operator_objects import (
     psk_secret,
     tunnel,
 )
+from support.pki import CertificateAuthority
 
 pytestmark = [pytest.mark.operator, pytest.mark.asyncio]
 
@@ -39,6 +42,28 @@ async def _pods(cluster: Cluster) -> None:
         ("m2", "10.0.1.2", "mesh"),
     ):
         await cluster.apply(pod(name, ip, labels={"app": app}))
+
+
+SITE_CA = CertificateAuthority.root("site CA").cert.public_bytes(Encoding.PEM).decode()
+"""A CA of the site's own (not kipsec's), as a gateway's certificate chains to."""
+
+
+def _pods_certificate() -> dict[str, Any]:
+    """The TunnelCertificate "pods": the operator issues the client pods' certificates."""
+    return {
+        "apiVersion": "kipsec.io/v1alpha1",
+        "kind": "TunnelCertificate",
+        "metadata": {"name": "pods", "namespace": "default"},
+        "spec": {"selector": {"podSelector": {"matchLabels": {"app": "client"}}}},
+    }
+
+
+def _certificate_peer(ca: dict[str, Any]) -> dict[str, Any]:
+    """The ExternalPeer "site" with certificates: the CA from `ca`, the pods presenting
+    the TunnelCertificate "pods"."""
+    return external_peer(
+        authentication={"certificate": {**ca, "tunnelCertificateRef": {"name": "pods"}}}
+    )
 
 
 def _entry(cluster: Cluster, pod_name: str) -> dict[str, Any] | None:
@@ -93,6 +118,25 @@ async def test_each_selected_pod_gets_the_peer_with_its_selectors_and_the_psk(
             None,
             "spec.authentication.certificate.caSecretRef.name",
         ),
+        (
+            external_peer(authentication={"psk": {"secretRef": {"name": "site-psk", "key": "k"}}}),
+            None,
+            "spec.authentication.psk.secretRef.key",
+        ),
+        (
+            _certificate_peer({"caConfigMapRef": {"name": "no-cas"}}),
+            None,
+            "spec.authentication.certificate.caConfigMapRef.name",
+        ),
+        (
+            _certificate_peer({"caSecretRef": {"name": "site-psk", "key": "psk"}}),
+            None,
+            "spec.authentication.certificate.caSecretRef.key",
+        ),
+        (external_peer(identity={"dn": "vpn.example.com"}), None, "spec.identity.dn"),
+        (external_peer(identity={"fqdn": "-vpn.example.com"}), None, "spec.identity.fqdn"),
+        (external_peer(subnets=["10.0.1.0/24"]), None, "spec.subnets[0]"),
+        (external_peer(subnets=["172.20.0.0/16", "fd00::/64"]), None, "spec.subnets[1]"),
         (external_peer(address="unresolvable.invalid"), None, "spec.address"),
         (external_peer(), external_spec("client", "nowhere"), "spec.selector.to.externalPeers[0]"),
     ],
@@ -135,6 +179,102 @@ async def test_bad_input_is_a_condition_naming_the_field_and_a_good_tunnel_still
     mesh = await eventually(lambda: cluster.config_secrets().get("m1"))
     assert [p["name"] for p in document(mesh)["peers"]] == ["default/m2"]
     assert _entry(cluster, "c1") is None
+
+
+async def test_a_ca_bundle_from_a_configmap_is_followed_and_a_bad_one_configures_nothing(
+    cluster: Cluster,
+) -> None:
+    """The CA comes from a ConfigMap the operator watches: missing, then not PEM, each a
+    condition naming the field with no pod configured towards the peer (the mesh
+    Tunnel's pods keep their document); a good bundle reaches the pods' entries; breaking
+    it again removes them rather than leaving a CA the sidecar would refuse."""
+    await _pods(cluster)
+    await cluster.apply(_pods_certificate())
+    await cluster.apply(_certificate_peer({"caConfigMapRef": {"name": "public-cas"}}))
+    await cluster.apply(tunnel("to-site", external_spec()))
+    await cluster.apply(tunnel("mesh", psk_mesh_spec()))
+    where = "spec.authentication.certificate.caConfigMapRef"
+
+    await _invalid(cluster, f"{where}.name", 'ConfigMap "public-cas" not found')
+    await cluster.apply(config_map("public-cas", {"ca.crt": "-----BEGIN CERTIFICATE-----\n"}))
+    await _invalid(cluster, f"{where}.key", "holds no PEM CA certificate")
+    mesh = await eventually(lambda: cluster.config_secrets().get("m1"))
+    assert [p["name"] for p in document(mesh)["peers"]] == ["default/m2"]
+    assert _entry(cluster, "c1") is None
+
+    await cluster.patch("ConfigMap", "default", "public-cas", {"data": {"ca.crt": SITE_CA}})
+    entry = await eventually(partial(_entry, cluster, "c1"), timeout=15)
+    (ca_file,) = entry["auth"]["certificate"]["caFiles"]
+    data = cluster.config_secrets()["c1"]["data"]
+    assert base64.b64decode(data[ca_file]).decode() == SITE_CA
+    assert entry["auth"]["certificate"]["source"] == "operator"
+
+    await cluster.patch("ConfigMap", "default", "public-cas", {"data": {"ca.crt": "junk"}})
+    await eventually(lambda: _entry(cluster, "c1") is None, timeout=15)
+    await _invalid(cluster, f"{where}.key", "holds no PEM CA certificate")
+
+
+async def test_two_tunnels_linking_a_pod_to_one_peer_give_a_conflict_naming_both(
+    cluster: Cluster,
+) -> None:
+    await _pods(cluster)
+    await cluster.apply(external_peer())
+    await cluster.apply(tunnel("a-first", external_spec()))
+    await cluster.apply(tunnel("b-second", external_spec()))
+
+    degraded = await eventually(
+        lambda: (
+            (c := condition(cluster.tunnel("b-second"), "Degraded")).get("reason") == "PeerConflict"
+            and c
+        ),
+        timeout=15,
+    )
+    assert "'a-first'" in degraded["message"] and "'b-second'" in degraded["message"]
+    assert 'ExternalPeer "site"' in degraded["message"]
+    secret = await eventually(lambda: cluster.config_secrets().get("c1"))
+    assert [p["name"] for p in document(secret)["peers"]] == [SITE]
+    await eventually(
+        lambda: condition(cluster.tunnel("a-first"), "Degraded").get("reason") == "AsExpected"
+    )
+
+    await cluster.delete("Tunnel", "default", "a-first")
+    await eventually(
+        lambda: condition(cluster.tunnel("b-second"), "Degraded").get("reason") == "AsExpected",
+        timeout=15,
+    )
+    assert _entry(cluster, "c1") is not None
+
+
+async def test_the_later_of_two_overlapping_peers_works_once_the_first_is_deleted(
+    cluster: Cluster,
+) -> None:
+    """The overlap names the first peer; deleting it makes the second valid, and its pods
+    get their entries without any change to the second peer or its Tunnel."""
+    await _pods(cluster)
+    await cluster.apply(external_peer("a-site"))
+    await cluster.apply(external_peer(address="192.0.2.20"))
+    await cluster.apply(tunnel("to-site", external_spec()))
+    await _invalid(cluster, "spec.subnets[0]", 'ExternalPeer "a-site"')
+    assert _entry(cluster, "c1") is None
+
+    await cluster.delete("ExternalPeer", "default", "a-site")
+    entry = await eventually(partial(_entry, cluster, "c1"), timeout=15)
+    assert entry["address"] == "192.0.2.20"
+    await eventually(
+        lambda: condition(cluster.tunnel("to-site"), "Ready").get("reason") != "InvalidSpec"
+    )
+
+
+async def _invalid(cluster: Cluster, field: str, words: str) -> None:
+    """Wait for the ExternalPeer "site" to be InvalidSpec naming `field` with `words`."""
+    await eventually(
+        lambda: (
+            (c := condition(cluster.external_peer("site"), "Ready")).get("reason") == "InvalidSpec"
+            and field in c["message"]
+            and words in c["message"]
+        ),
+        timeout=15,
+    )
 
 
 async def test_deleting_the_peer_or_the_tunnel_removes_the_entries(cluster: Cluster) -> None:

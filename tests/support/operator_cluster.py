@@ -39,6 +39,7 @@ PLURALS = {
     "Pod": ("v1", "pods"),
     "Namespace": ("v1", "namespaces"),
     "Secret": ("v1", "secrets"),
+    "ConfigMap": ("v1", "configmaps"),
     "Service": ("v1", "services"),
     "EndpointSlice": ("discovery.k8s.io/v1", "endpointslices"),
     "Tunnel": ("kipsec.io/v1alpha1", "tunnels"),

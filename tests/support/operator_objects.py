@@ -65,6 +65,18 @@ def secret(
     }
 
 
+def config_map(
+    name: str, data: dict[str, str], *, namespace: str = "default", field: str = "data"
+) -> dict[str, Any]:
+    """A ConfigMap; `field` binaryData takes base64 values."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        field: dict(data),
+    }
+
+
 def psk_secret(
     name: str = "mesh-psk", namespace: str = "default", value: str = PSK
 ) -> dict[str, Any]:

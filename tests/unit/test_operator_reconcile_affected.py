@@ -19,6 +19,8 @@ from kipsec_operator.reconcile.affected import Change, affected_pods, changed_co
 from kipsec_operator.reconcile.cluster import Cluster
 from kipsec_operator.reconcile.render import plan
 from support.operator_objects import (
+    external_peer,
+    external_spec,
     namespace,
     pod,
     psk_mesh_spec,
@@ -244,3 +246,32 @@ def test_a_pod_getting_its_ip_gets_its_configuration_and_its_peers_learn_of_it()
     assert {k[1] for k in affected} == {"m1", "m2", "m3", "m4"}
     configured = affected[("default", "m4")]
     assert configured is not None and "config.yaml" in configured["data"]
+
+
+@pytest.mark.parametrize(
+    ("change", "edit"),
+    [
+        (Change("ExternalPeer", "default", "a-site"), "delete the first of two overlapping"),
+        (Change("Pod", "default", "in-subnet"), "a pod gets an address in the peer's subnet"),
+    ],
+)
+def test_a_change_of_another_object_that_flips_an_external_peers_validity_reaches_its_pods(
+    change: Change, edit: str
+) -> None:
+    """An ExternalPeer's validity depends on other ExternalPeers' subnets and on pod
+    addresses: a change of those reaches the pods of the Tunnels naming it."""
+    base = [
+        namespace("default"),
+        psk_secret("site-psk"),
+        pod("c1", "10.0.0.1", labels={"app": "client"}),
+        external_peer("b-site", address="192.0.2.20"),
+        tunnel("t", external_spec("client", "b-site")),
+    ]
+    if change.kind == "ExternalPeer":
+        before_objects, after_objects = [*base, external_peer("a-site")], base
+    else:
+        before_objects, after_objects = base, [*base, pod("in-subnet", "172.20.0.9")]
+    before, after = Cluster.of(before_objects), Cluster.of(after_objects)
+    affected = affected_pods(before, after, change)
+    assert set(affected) == {("default", "c1")}
+    assert set(affected) == changed_configs(plan(before).secrets(), plan(after).secrets())

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from kipsec_operator.reconcile.cluster import Cluster
 from kipsec_operator.reconcile.external import external_peer_name
@@ -16,6 +17,7 @@ from kipsec_operator.webhook.selection import tunnel_selects
 from kipsec_sidecar.config import load_config_string
 from support.operator_objects import (
     PSK,
+    config_map,
     external_peer,
     external_spec,
     namespace,
@@ -26,6 +28,7 @@ from support.operator_objects import (
     service,
     tunnel,
 )
+from support.pki import CertificateAuthority
 
 BASE = [
     namespace("default"),
@@ -92,31 +95,95 @@ def test_the_peers_proposals_lifetimes_identity_and_traffic_rules_are_rendered()
     ]
 
 
-def test_certificates_put_the_peers_ca_into_the_pods_trust_bundle_for_that_peer() -> None:
-    ca = secret("site-ca", {"ca.crt": "-----BEGIN CERTIFICATE-----\nsite\n"})
-    certificate = {
+SITE_CA = CertificateAuthority.root("site CA").cert.public_bytes(Encoding.PEM).decode()
+"""A CA of the site's own (not kipsec's), as a gateway's certificate chains to."""
+
+
+def _pods_certificate(app: str = "client") -> dict[str, Any]:
+    """The TunnelCertificate "pods", selecting the pods labelled app=`app`."""
+    return {
         "apiVersion": "kipsec.io/v1alpha1",
         "kind": "TunnelCertificate",
         "metadata": {"name": "pods", "namespace": "default"},
-        "spec": {"selector": {"podSelector": {"matchLabels": {"app": "client"}}}},
+        "spec": {"selector": {"podSelector": {"matchLabels": {"app": app}}}},
     }
-    peer = external_peer(
-        authentication={
-            "certificate": {
-                "caSecretRef": {"name": "site-ca"},
-                "tunnelCertificateRef": {"name": "pods"},
-            }
-        },
-        identity={"dn": "CN=vpn.example.com"},
-    )
-    rendering = plan(_cluster(ca, certificate, peer, tunnel("t", external_spec())))
+
+
+def _certificate_auth(ca: dict[str, Any], certificate: str = "pods") -> dict[str, Any]:
+    """An ExternalPeer's certificate authentication: the CA reference(s) `ca`, the pods
+    presenting the TunnelCertificate `certificate`."""
+    return {"certificate": {**ca, "tunnelCertificateRef": {"name": certificate}}}
+
+
+def _certificate_peer(ca: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    """An ExternalPeer with certificates, the CA from `ca` (default the Secret "site-ca")."""
+    authentication = _certificate_auth(ca or {"caSecretRef": {"name": "site-ca"}})
+    return external_peer(authentication=authentication, **spec)
+
+
+def _ca_file(rendering: Any, pod_name: str) -> str:
+    entry = _peer(rendering, pod_name)
+    (ca_file,) = entry["auth"]["certificate"]["caFiles"]
+    return base64.b64decode(rendering.pods[("default", pod_name)].files[ca_file]).decode()
+
+
+def test_certificates_put_the_peers_ca_into_the_pods_trust_bundle_for_that_peer() -> None:
+    ca = secret("site-ca", {"ca.crt": SITE_CA})
+    peer = _certificate_peer(identity={"dn": "CN=vpn.example.com"})
+    rendering = plan(_cluster(ca, _pods_certificate(), peer, tunnel("t", external_spec())))
     entry = _peer(rendering, "c1")
     auth = entry["auth"]["certificate"]
     assert auth["source"] == "operator"
-    (ca_file,) = auth["caFiles"]
-    files = rendering.pods[("default", "c1")].files
-    assert base64.b64decode(files[ca_file]).decode().endswith("site\n")
+    assert auth["certFile"].endswith("/identity/tls.crt")
+    assert _ca_file(rendering, "c1") == SITE_CA
     assert entry["identity"] == {"dn": "CN=vpn.example.com"}
+
+
+@pytest.mark.parametrize("field", ["data", "binaryData"])
+def test_the_peers_ca_may_come_from_a_configmap(field: str) -> None:
+    value = SITE_CA if field == "data" else base64.b64encode(SITE_CA.encode()).decode()
+    public = config_map("public-cas", {"bundle.pem": value}, field=field)
+    peer = _certificate_peer({"caConfigMapRef": {"name": "public-cas", "key": "bundle.pem"}})
+    rendering = plan(_cluster(public, _pods_certificate(), peer, tunnel("t", external_spec())))
+    assert _ca_file(rendering, "c1") == SITE_CA
+    config = rendering.pods[("default", "c1")]
+    load_config_string(base64.b64decode(config.files["config.yaml"]).decode())
+
+
+def test_pods_the_peers_tunnelcertificate_does_not_select_get_no_entry_and_are_named() -> None:
+    """A pod without a certificate from that TunnelCertificate could not authenticate:
+    it is left out (its other peers are kept) and the Tunnel says which pod and why."""
+    ca = secret("site-ca", {"ca.crt": SITE_CA})
+    only_c1 = _pods_certificate()
+    only_c1["spec"]["selector"]["podSelector"] = {"matchLabels": {"app": "client", "n": "1"}}
+    c1 = pod("c1", "10.0.0.1", labels={"app": "client", "n": "1"})
+    cluster = _cluster(ca, only_c1, c1, _certificate_peer(), tunnel("t", external_spec()))
+    rendering = plan(cluster)
+    assert _peer(rendering, "c1")
+    assert all(p["name"] != SITE for p in rendering.pods[("default", "c2")].document["peers"])
+    status = tunnel_status(cluster.tunnels[("default", "t")], rendering, cluster, {}, now="T")
+    degraded = status["conditions"][1]
+    assert degraded["reason"] == "NoCertificate"
+    assert "pod default/c2" in degraded["message"] and '"pods"' in degraded["message"]
+    assert status["peersExpected"] == 1
+
+
+def test_two_tunnels_linking_one_pod_to_one_peer_keep_the_first_and_name_both() -> None:
+    cluster = _cluster(
+        external_peer(), tunnel("a-first", external_spec()), tunnel("b-second", external_spec())
+    )
+    rendering = plan(cluster)
+    assert [p["name"] for p in rendering.pods[("default", "c1")].document["peers"]] == [SITE]
+    first = tunnel_status(cluster.tunnels[("default", "a-first")], rendering, cluster, {}, now="T")
+    assert first["conditions"][1]["reason"] == "AsExpected"
+    second = tunnel_status(
+        cluster.tunnels[("default", "b-second")], rendering, cluster, {}, now="T"
+    )
+    ready, degraded = second["conditions"]
+    assert (ready["reason"], degraded["reason"]) == ("PeerConflict", "PeerConflict")
+    message = degraded["message"]
+    assert "'a-first'" in message and "'b-second'" in message and '"site"' in message
+    assert "pod default/c1" in message and "(and 1 more pairs)" in message
 
 
 def test_a_dns_name_uses_what_the_operator_resolved_and_is_refused_until_it_resolves() -> None:
@@ -145,16 +212,73 @@ def test_a_dns_name_uses_what_the_operator_resolved_and_is_refused_until_it_reso
             '"gone" not found',
         ),
         (
-            {
-                "authentication": {
-                    "certificate": {
-                        "caSecretRef": {"name": "no-ca"},
-                        "tunnelCertificateRef": {"name": "no-cert"},
-                    }
-                }
-            },
+            {"authentication": _certificate_auth({"caSecretRef": {"name": "no-ca"}})},
             "spec.authentication.certificate.caSecretRef.name",
             '"no-ca" not found',
+        ),
+        (
+            {"authentication": _certificate_auth({"caSecretRef": {"name": "site-ca"}}, "no-cert")},
+            "spec.authentication.certificate.tunnelCertificateRef.name",
+            'TunnelCertificate "no-cert" not found',
+        ),
+        (
+            {"authentication": {"psk": {"secretRef": {"name": "site-psk", "key": "nokey"}}}},
+            "spec.authentication.psk.secretRef.key",
+            'no key "nokey"',
+        ),
+        (
+            {"authentication": _certificate_auth({"caConfigMapRef": {"name": "no-cas"}})},
+            "spec.authentication.certificate.caConfigMapRef.name",
+            'ConfigMap "no-cas" not found',
+        ),
+        (
+            {
+                "authentication": _certificate_auth(
+                    {"caConfigMapRef": {"name": "public-cas", "key": "other.pem"}}
+                )
+            },
+            "spec.authentication.certificate.caConfigMapRef.key",
+            'has no key "other.pem"',
+        ),
+        (
+            {
+                "authentication": _certificate_auth(
+                    {"caConfigMapRef": {"name": "public-cas", "key": "junk.pem"}}
+                )
+            },
+            "spec.authentication.certificate.caConfigMapRef.key",
+            "holds no PEM CA certificate",
+        ),
+        (
+            {
+                "authentication": _certificate_auth(
+                    {"caSecretRef": {"name": "site-psk", "key": "psk"}}
+                )
+            },
+            "spec.authentication.certificate.caSecretRef.key",
+            'Secret "site-psk" key "psk" holds no PEM CA certificate',
+        ),
+        (
+            {
+                "authentication": _certificate_auth(
+                    {"caSecretRef": {"name": "site-ca"}, "caConfigMapRef": {"name": "public-cas"}}
+                )
+            },
+            "spec.authentication.certificate",
+            "exactly one of caSecretRef, caConfigMapRef",
+        ),
+        ({"identity": {"dn": "not a dn"}}, "spec.identity.dn", "RFC 4514"),
+        ({"identity": {"fqdn": "vpn..example.com"}}, "spec.identity.fqdn", ""),
+        ({"identity": {"address": "vpn.example.com"}}, "spec.identity.address", ""),
+        ({"identity": {"email": "nobody"}}, "spec.identity.email", ""),
+        ({"identity": {"fqdn": "a.example", "dn": "CN=a"}}, "spec.identity", "exactly one"),
+        (
+            {
+                "identity": {"keyId": "gw"},
+                "authentication": _certificate_auth({"caSecretRef": {"name": "site-ca"}}),
+            },
+            "spec.identity.keyId",
+            "only works with PSK",
         ),
         ({"ikeVersion": 1}, "spec.ikeVersion", "IKEv1 is not yet supported"),
         ({"proposals": {"ike": ["rot13-md4-modp768"]}}, "spec.proposals.ike[0]", ""),
@@ -164,11 +288,26 @@ def test_bad_input_is_a_problem_naming_the_field(
     spec: dict[str, Any], path: str, words: str
 ) -> None:
     web = service("web", ["10.96.0.10"], [{"port": 80}])
-    cluster = _cluster(web, external_peer(**spec), cluster_networks=("10.244.0.0/16",))
+    cluster = _cluster(
+        web,
+        external_peer(**spec),
+        secret("site-ca", {"ca.crt": SITE_CA}),
+        config_map("public-cas", {"ca.crt": SITE_CA, "junk.pem": "-----BEGIN CERTIFICATE-----"}),
+        _pods_certificate(),
+        tunnel("t", external_spec()),
+        tunnel("mesh", psk_mesh_spec()),
+        cluster_networks=("10.244.0.0/16",),
+    )
     problems = cluster.external_checks[("default", "site")]
     assert isinstance(problems, list) and problems
-    assert problems[0].path == path
+    assert [p.path for p in problems] == [path]
     assert words in str(problems[0])
+    rendering = plan(cluster)  # never a crash: no pod is configured towards the peer
+    assert [p.path for p in rendering.problems[("default", "t")]] == [
+        "spec.selector.to.externalPeers[0]"
+    ]
+    assert ("default", "c1") not in rendering.pods
+    assert ("default", "m1") in rendering.pods
 
 
 def test_of_two_overlapping_peers_the_later_one_is_refused_naming_the_first() -> None:

@@ -447,14 +447,37 @@ _ADDRESS = r"^[0-9A-Za-z.:-]{1,253}$"
 """An IPv4/IPv6 address or a DNS name (checked further by the operator)."""
 
 
+class CaConfigMapRef(_Model):
+    """A ConfigMap holding PEM CA certificates (where public CAs are usually kept)."""
+
+    name: ObjectName
+    """Name of the ConfigMap, in the same namespace."""
+    key: SecretKey = "ca.crt"
+    """Key of the PEM bundle inside the ConfigMap's data (or binaryData)."""
+
+
 class ExternalPeerCertificate(_Model):
     """X.509 towards the external peer: whom it must chain to, what the pods present."""
 
-    ca_secret_ref: CaSecretRef
-    """The CAs that signed the gateway's certificate (usually not kipsec's CA)."""
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            rule(
+                "has(self.caSecretRef) != has(self.caConfigMapRef)",
+                "spec.authentication.certificate: give exactly one of caSecretRef, caConfigMapRef",
+            )
+        )
+    )
+
+    ca_secret_ref: CaSecretRef | None = None
+    """A Secret with the PEM CAs that signed the gateway's certificate (usually not
+    kipsec's CA). Exactly one of caSecretRef, caConfigMapRef."""
+    ca_config_map_ref: CaConfigMapRef | None = None
+    """A ConfigMap with those PEM CAs (a CA certificate is public; a ConfigMap is where
+    clusters usually keep one)."""
     tunnel_certificate_ref: LocalObjectRef
     """The TunnelCertificate whose per-pod certificate the pods present (the gateway
-    must trust its issuer)."""
+    must trust its issuer). A pod of a Tunnel naming this peer that it does not select
+    gets no entry for the peer (the Tunnel is Degraded, NoCertificate)."""
 
 
 class ExternalIdentity(_Model):

@@ -91,6 +91,13 @@ CONDITIONS: dict[str, tuple[ConditionReason, ...]] = {
         ConditionReason(
             "Ready",
             "False",
+            "NoCertificate",
+            "there is no link because the ExternalPeer's TunnelCertificate selects none of "
+            "the pods (as Degraded)",
+        ),
+        ConditionReason(
+            "Ready",
+            "False",
             "NamespaceNotConsenting",
             "there is no link because the pods it would select are in namespaces that do "
             "not consent (as Degraded; the message names the namespace)",
@@ -108,8 +115,17 @@ CONDITIONS: dict[str, tuple[ConditionReason, ...]] = {
             "Degraded",
             "True",
             "PeerConflict",
-            "another Tunnel already links a pod pair this one selects (the first in "
-            "namespace/name order wins)",
+            "another Tunnel already links a pod pair, or a pod and an ExternalPeer, this "
+            "one selects (the first in namespace/name order wins; for an ExternalPeer the "
+            "message names both Tunnels, the pod and the peer)",
+        ),
+        ConditionReason(
+            "Degraded",
+            "True",
+            "NoCertificate",
+            "a pod this Tunnel links to an ExternalPeer with certificates is not selected "
+            "by that peer's `tunnelCertificateRef`, so it would have no certificate to "
+            "present: it gets no entry for that peer, and the message names the pod",
         ),
         ConditionReason(
             "Degraded",

@@ -4,9 +4,10 @@ The candidates are the pods of every Tunnel the change can concern (before and a
 it): the Tunnel itself; the Tunnels selecting a changed pod; the Tunnels referencing a
 changed Secret or TunnelCertificate; the Tunnels with a namespace selector when a
 namespace changes; the Tunnels holding a pod behind a changed Service or EndpointSlice
-(their `services` sections). The candidates are then rendered before and after, and only those
-whose Secret differs are returned, so a no-op change (a label nobody selects, a Secret
-nobody references) writes nothing.
+(their `services` sections); the Tunnels naming an ExternalPeer whose check result
+changed (:func:`external_check_changes`). The candidates are then rendered before and
+after, and only those whose Secret differs are returned, so a no-op change (a label
+nobody selects, a Secret nobody references) writes nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ Kind = Literal[
     "Pod",
     "Tunnel",
     "Secret",
+    "ConfigMap",
     "Namespace",
     "TunnelCertificate",
     "ExternalPeer",
@@ -52,14 +54,14 @@ class Change:
 
 def _names_external(spec: TunnelSpec, namespace: str, cluster: Cluster, change: Change) -> bool:
     """Whether the Tunnel (in `namespace`) names an ExternalPeer that `change` is, or
-    whose Secret or TunnelCertificate it is."""
+    whose Secret, ConfigMap or TunnelCertificate it is."""
     if change.namespace != namespace:
         return False
     for name in external_peer_names(spec):
         if change.kind == "ExternalPeer" and name == change.name:
             return True
         peer = cluster.external_peers.get((namespace, name))
-        if peer is not None and change.kind in ("Secret", "TunnelCertificate"):
+        if peer is not None and change.kind in ("Secret", "ConfigMap", "TunnelCertificate"):
             parsed = parse_external_peer(peer)
             if not isinstance(parsed, list) and change.name in _external_refs(parsed, change):
                 return True
@@ -67,12 +69,18 @@ def _names_external(spec: TunnelSpec, namespace: str, cluster: Cluster, change: 
 
 
 def _external_refs(spec: ExternalPeerSpec, change: Change) -> set[str]:
+    """The names of the objects of `change`'s kind that the ExternalPeer reads."""
     auth = spec.authentication
+    certificate = auth.certificate
     if change.kind == "Secret":
         if auth.psk is not None:
             return {auth.psk.secret_ref.name}
-        return {auth.certificate.ca_secret_ref.name} if auth.certificate else set()
-    return {auth.certificate.tunnel_certificate_ref.name} if auth.certificate else set()
+        ca = certificate.ca_secret_ref if certificate else None
+        return {ca.name} if ca else set()
+    if change.kind == "ConfigMap":
+        ca_map = certificate.ca_config_map_ref if certificate else None
+        return {ca_map.name} if ca_map else set()
+    return {certificate.tunnel_certificate_ref.name} if certificate else set()
 
 
 def _references(spec: TunnelSpec, change: Change) -> bool:
@@ -153,6 +161,29 @@ def candidates(cluster: Cluster, change: Change) -> set[ObjectKey]:
     return found
 
 
+def external_check_changes(before: Cluster, after: Cluster) -> set[ObjectKey]:
+    """The pods of the Tunnels (before or after) that name an ExternalPeer whose check
+    result differs between `before` and `after`.
+
+    An ExternalPeer's validity depends on more than its own objects: its subnets must not
+    overlap an earlier ExternalPeer of its namespace, a pod's address or a ClusterIP. So
+    deleting one peer can make another valid, and a new pod can make a peer invalid;
+    comparing the check results catches every such case without listing them."""
+    if not before.external_peers and not after.external_peers:
+        return set()
+    old, new = before.external_checks, after.external_checks
+    changed = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+    found: set[ObjectKey] = set()
+    for cluster in (before, after):
+        for key, tunnel in cluster.tunnels.items():
+            parsed = parse_spec(tunnel)
+            if isinstance(parsed, list):
+                continue
+            if any((key[0], name) in changed for name in external_peer_names(parsed)):
+                found.update(selected(tunnel, parsed, cluster)[0])
+    return found
+
+
 def affected_pods(
     before: Cluster, after: Cluster, change: Change
 ) -> dict[ObjectKey, dict[str, Any] | None]:
@@ -162,6 +193,7 @@ def affected_pods(
     the garbage collector removes the Secret — or no valid Tunnel selects it now).
     """
     keys = candidates(before, change) | candidates(after, change)
+    keys |= external_check_changes(before, after)
     old = plan(before, only=keys).secrets()
     new = plan(after, only=keys).secrets()
     return {key: new.get(key) for key in sorted(keys) if old.get(key) != new.get(key)}
@@ -174,4 +206,11 @@ def changed_configs(
     return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
 
 
-__all__ = ["Change", "Kind", "affected_pods", "candidates", "changed_configs"]
+__all__ = [
+    "Change",
+    "Kind",
+    "affected_pods",
+    "candidates",
+    "changed_configs",
+    "external_check_changes",
+]

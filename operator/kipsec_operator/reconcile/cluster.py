@@ -1,13 +1,16 @@
 """A snapshot of the Kubernetes objects the reconcile functions read.
 
 The kopf handlers keep an index of pods, namespaces, Tunnels, TunnelCertificates,
-Secrets, Services and EndpointSlices (as the API returns them: camelCase dicts) and
+Secrets, ConfigMaps (for ExternalPeers' CA bundles), Services and EndpointSlices (as
+the API returns them: camelCase dicts) and
 hand a :class:`Cluster` to the pure functions of this package, which never call the
 API. Keys are `(namespace, name)`; namespaces are keyed by name.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ _KINDS = {
     "TunnelCertificate": "tunnel_certificates",
     "ExternalPeer": "external_peers",
     "Secret": "secrets",
+    "ConfigMap": "config_maps",
     "Service": "services",
     "EndpointSlice": "endpoint_slices",
 }
@@ -69,6 +73,7 @@ class Cluster:
     tunnels: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
     tunnel_certificates: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
     secrets: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
+    config_maps: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
     services: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
     endpoint_slices: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
     trust_bundles: Mapping[ObjectKey, str] = field(default_factory=dict)
@@ -174,6 +179,21 @@ class Cluster:
             return None
         data: Mapping[str, str] = obj.get("data") or {}
         return data
+
+    def config_map_data(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
+        """A ConfigMap's `data` (UTF-8 text) and `binaryData` (base64) as bytes, one
+        mapping (None when there is no such ConfigMap; undecodable binaryData is left
+        out, as if the key were missing)."""
+        obj = self.config_maps.get((namespace, name))
+        if obj is None:
+            return None
+        found = {str(k): str(v).encode() for k, v in (obj.get("data") or {}).items()}
+        for key, value in (obj.get("binaryData") or {}).items():
+            try:
+                found[str(key)] = base64.b64decode(str(value), validate=True)
+            except (binascii.Error, ValueError):
+                continue
+        return found
 
 
 @dataclass(frozen=True, order=True)

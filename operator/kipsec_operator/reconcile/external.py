@@ -22,16 +22,23 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from kipsec_operator.crds.models import ExternalPeerSpec, TunnelSpec
-from kipsec_sidecar.config.errors import FieldError
+from cryptography import x509
+from pydantic import ValidationError
+
+from kipsec_operator.crds.models import ExternalPeerCertificate, ExternalPeerSpec, TunnelSpec
+from kipsec_operator.webhook.selection import certificate_selects
+from kipsec_sidecar.config.errors import FieldError, join_path
+from kipsec_sidecar.config.messages import pydantic_errors
+from kipsec_sidecar.config.model import Identity as SidecarIdentity
 
 from .cluster import Cluster, K8sObject, ObjectKey, PodRef, ip_version
 from .validation import (
     check_lifetimes,
     check_proposals,
+    decoded_secret,
     external_peer_names,
     parse_model,
     psk_problems,
@@ -121,12 +128,9 @@ def _check(
     elif auth.psk is not None:
         yield from psk_problems(cluster, namespace, auth.psk.secret_ref, f"{base}.psk.secretRef")
     elif auth.certificate is not None:
-        ca = auth.certificate.ca_secret_ref
-        problem = secret_problem(
-            cluster, namespace, ca.name, ca.key, f"{base}.certificate.caSecretRef"
-        )
-        if problem is not None:
-            yield problem
+        bundle = ca_bundle(auth.certificate, namespace, cluster)
+        if isinstance(bundle, FieldError):
+            yield bundle
         name = auth.certificate.tunnel_certificate_ref.name
         if (namespace, name) not in cluster.tunnel_certificates:
             yield FieldError(
@@ -190,14 +194,68 @@ def _overlap(subnet: Network, reserved: list[Network], cluster: Cluster) -> str 
 
 
 def _check_identity(spec: ExternalPeerSpec) -> Iterator[FieldError]:
+    """The expected identity as the sidecar will read it (its own model, so its own
+    rules and messages: an FQDN's syntax, an IP address, an RFC 4514 DN), and keyId
+    only with PSK (a certificate cannot name a key id, RFC 4945)."""
     identity = spec.identity
     if identity is None:
         return
-    given = [name for name, value in identity.model_dump(by_alias=True).items() if value]
-    if len(given) != 1:
-        yield FieldError("spec.identity", "give exactly one of fqdn, address, email, dn, keyId")
-    if identity.address is not None and not is_ip(identity.address):
-        yield FieldError("spec.identity.address", f"not an IP address: {identity.address!r}")
+    given = {name: value for name, value in identity.model_dump(by_alias=True).items() if value}
+    try:
+        SidecarIdentity.model_validate(given)
+    except ValidationError as exc:
+        for problem in pydantic_errors(exc, SidecarIdentity):
+            yield FieldError(join_path("spec.identity", problem.path), problem.message)
+        return
+    if identity.key_id is not None and spec.authentication.certificate is not None:
+        yield FieldError(
+            "spec.identity.keyId",
+            "a keyId identity only works with PSK authentication; with certificates use "
+            "fqdn, address, email or dn",
+        )
+
+
+def ca_bundle(
+    certificate: ExternalPeerCertificate, namespace: str, cluster: Cluster
+) -> bytes | FieldError:
+    """The PEM CA bundle the gateway's certificate must chain to, from the Secret or the
+    ConfigMap the spec names, or the problem (naming the field) that makes it unusable:
+    the object or key is missing, or the value holds no PEM certificate. The sidecar
+    refuses its whole document over a CA file it cannot read, so a bundle that fails
+    here is never rendered (the pod keeps its other peers)."""
+    base = "spec.authentication.certificate"
+    secret_ref, map_ref = certificate.ca_secret_ref, certificate.ca_config_map_ref
+    if (secret_ref is None) == (map_ref is None):
+        return FieldError(base, "give exactly one of caSecretRef, caConfigMapRef")
+    if secret_ref is not None:
+        path, what, name, key = f"{base}.caSecretRef", "Secret", secret_ref.name, secret_ref.key
+        problem = secret_problem(cluster, namespace, name, key, path)
+        if problem is not None:
+            return problem
+        pem = decoded_secret(cluster, namespace, name, key)
+    else:
+        assert map_ref is not None
+        path, what, name, key = f"{base}.caConfigMapRef", "ConfigMap", map_ref.name, map_ref.key
+        data = cluster.config_map_data(namespace, name)
+        if data is None:
+            return FieldError(
+                f"{path}.name", f'ConfigMap "{name}" not found in namespace {namespace}'
+            )
+        if key not in data:
+            return FieldError(f"{path}.key", f'ConfigMap "{name}" has no key "{key}"')
+        pem = data[key]
+    if pem is None or not pem_certificates(pem):
+        return FieldError(f"{path}.key", f'{what} "{name}" key "{key}" holds no PEM CA certificate')
+    return pem
+
+
+def pem_certificates(data: bytes) -> list[x509.Certificate]:
+    """The certificates of a PEM bundle, as the sidecar loads its CA files (empty: none,
+    or not PEM)."""
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except Exception:  # cryptography raises several types for bad PEM
+        return []
 
 
 def sidecar_identity(spec: ExternalPeerSpec, address: str) -> dict[str, Any] | None:
@@ -225,50 +283,91 @@ class ExternalLink:
         return external_peer_name(self.peer)
 
 
+@dataclass(frozen=True)
+class ExternalLinks:
+    """The pods' links to ExternalPeers, and the links that were asked for but not made."""
+
+    by_pod: Mapping[ObjectKey, tuple[ExternalLink, ...]] = field(default_factory=dict)
+    """Per pod, its links, ordered."""
+    conflicts: tuple[tuple[ExternalLink, ObjectKey], ...] = ()
+    """Links a second Tunnel asked for (a pod already linked to that ExternalPeer by an
+    earlier Tunnel in name order), each with the Tunnel whose link the pod keeps."""
+    uncertified: tuple[ExternalLink, ...] = ()
+    """Links of pods that the ExternalPeer's TunnelCertificate does not select: such a
+    pod would have no certificate to present, so it gets no entry."""
+
+
 def external_links(
     cluster: Cluster,
     specs: Mapping[ObjectKey, TunnelSpec],
     sides: Mapping[ObjectKey, tuple[list[ObjectKey], list[ObjectKey]]],
-) -> dict[ObjectKey, tuple[ExternalLink, ...]]:
-    """Per pod, its links to ExternalPeers from the valid Tunnels `specs` (`sides`: the
-    pods each selects). A pod linked to the same ExternalPeer by two Tunnels keeps the
-    first Tunnel's link (one SA pair per peer)."""
+) -> ExternalLinks:
+    """The links of the pods to ExternalPeers from the valid Tunnels `specs` (`sides`:
+    the pods each selects). A pod linked to the same ExternalPeer by two Tunnels keeps
+    the first Tunnel's link (one SA pair per peer); the second is a conflict its status
+    names. With certificates, only pods the peer's TunnelCertificate selects are linked."""
     by_pod: dict[ObjectKey, list[ExternalLink]] = {}
-    seen: set[tuple[ObjectKey, ObjectKey]] = set()
+    owner: dict[tuple[ObjectKey, ObjectKey], ObjectKey] = {}
+    conflicts: list[tuple[ExternalLink, ObjectKey]] = []
+    uncertified: list[ExternalLink] = []
     checked = cluster.external_checks
     for tunnel in sorted(specs):
-        names = external_peer_names(specs[tunnel])
-        if not names:
-            continue
-        for name in names:
+        for name in external_peer_names(specs[tunnel]):
             peer = (tunnel[0], name)
             spec = checked.get(peer)
             if not isinstance(spec, ExternalPeerSpec):
                 continue
             addresses = addresses_of(spec, cluster)
+            certificate = _tunnel_certificate(spec, peer[0], cluster)
             for pod_key in sides[tunnel][0]:
                 ref = cluster.ref(pod_key)
-                if ref is None or (pod_key, peer) in seen:
+                if ref is None:
                     continue
                 address = next(
                     (a for a in addresses if ref.ip_of_version(ip_version(a)) is not None), None
                 )
                 if address is None:
                     continue
-                seen.add((pod_key, peer))
-                by_pod.setdefault(pod_key, []).append(ExternalLink(tunnel, ref, peer, address))
-    return {key: tuple(sorted(links)) for key, links in by_pod.items()}
+                link = ExternalLink(tunnel, ref, peer, address)
+                if (pod_key, peer) in owner:
+                    conflicts.append((link, owner[(pod_key, peer)]))
+                    continue
+                if certificate is not None and not certificate_selects(
+                    certificate, cluster.pods[pod_key], cluster.namespaces.get(pod_key[0])
+                ):
+                    uncertified.append(link)
+                    continue
+                owner[(pod_key, peer)] = tunnel
+                by_pod.setdefault(pod_key, []).append(link)
+    return ExternalLinks(
+        {key: tuple(sorted(links)) for key, links in by_pod.items()},
+        tuple(conflicts),
+        tuple(uncertified),
+    )
+
+
+def _tunnel_certificate(
+    spec: ExternalPeerSpec, namespace: str, cluster: Cluster
+) -> K8sObject | None:
+    """The TunnelCertificate whose certificates the pods present (None: PSK)."""
+    certificate = spec.authentication.certificate
+    if certificate is None:
+        return None
+    return cluster.tunnel_certificates.get((namespace, certificate.tunnel_certificate_ref.name))
 
 
 __all__ = [
     "NAME_PREFIX",
     "Checked",
     "ExternalLink",
+    "ExternalLinks",
     "addresses_of",
+    "ca_bundle",
     "check_external_peers",
     "external_links",
     "external_peer_name",
     "is_ip",
     "parse_external_peer",
+    "pem_certificates",
     "sidecar_identity",
 ]

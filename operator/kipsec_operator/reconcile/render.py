@@ -53,7 +53,7 @@ from kipsec_sidecar.config.errors import FieldError
 from kipsec_sidecar.config.model import Start
 
 from .cluster import Cluster, ObjectKey, PodRef, ip_version
-from .external import ExternalLink, external_links, sidecar_identity
+from .external import ExternalLink, ca_bundle, external_links, sidecar_identity
 from .manual import manual_link
 from .peers import Link, Links, all_links, selected, selectors, traffic_selectors
 from .services import ServiceIndex
@@ -95,8 +95,8 @@ def secret_name(pod: PodRef) -> str:
     return SECRET_PREFIX + (uid[:16] if uid else _digest(pod.namespace, pod.name))
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
+def _b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,12 @@ class Rendering:
     """Bootstrap Secrets (no data) of selected pods that have no IP yet."""
     external: Mapping[ObjectKey, tuple[ExternalLink, ...]] = field(default_factory=dict)
     """Per pod, its links to ExternalPeers."""
+    external_conflicts: tuple[tuple[ExternalLink, ObjectKey], ...] = ()
+    """Links to ExternalPeers not made because an earlier Tunnel made them, with that
+    Tunnel (:attr:`.external.ExternalLinks.conflicts`)."""
+    uncertified: tuple[ExternalLink, ...] = ()
+    """Links to ExternalPeers not made because the peer's TunnelCertificate does not
+    select the pod (:attr:`.external.ExternalLinks.uncertified`)."""
 
     @cached_property
     def _external_by_peer(self) -> dict[ObjectKey, list[ExternalLink]]:
@@ -232,9 +238,19 @@ def plan(cluster: Cluster, only: Iterable[ObjectKey] | None = None) -> Rendering
             specs,
             cluster,
             services=services,
-            external=external.get(pod_key, ()),
+            external=external.by_pod.get(pod_key, ()),
         )
-    return Rendering(specs, problems, links, chosen, pods, pending, external)
+    return Rendering(
+        specs,
+        problems,
+        links,
+        chosen,
+        pods,
+        pending,
+        external.by_pod,
+        external.conflicts,
+        external.uncertified,
+    )
 
 
 def render_pod(
@@ -386,12 +402,14 @@ def _external_auth(
             "psk": {"secretFile": _copy(cluster, namespace, ref.name, ref.key, files, f"psk-{tag}")}
         }
     assert auth.certificate is not None
-    ca = auth.certificate.ca_secret_ref
+    bundle = ca_bundle(auth.certificate, namespace, cluster)
+    assert isinstance(bundle, bytes), "external_links links valid peers only"
+    files[f"ca-{tag}.crt"] = _b64(bundle)
     return {
         "certificate": {
             "certFile": f"{IDENTITY_DIR}/tls.crt",
             "keyFile": f"{IDENTITY_DIR}/tls.key",
-            "caFiles": [_copy(cluster, namespace, ca.name, ca.key, files, f"ca-{tag}.crt")],
+            "caFiles": [f"ca-{tag}.crt"],
             "source": "operator",
         }
     }

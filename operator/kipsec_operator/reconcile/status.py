@@ -26,9 +26,12 @@ inside a word or a name such as `rb-short`) and only values of at least
 Reasons (stable, for alerts and `kubectl wait`):
 
 Ready: `AllSasEstablished`, `SasPending`, `PodsPending`, `NoPodsSelected`, `NoPeers`,
-`PeerConflict`, `NamespaceNotConsenting` (when that is why there is no link: Ready names
-the real cause, not a guess), `InvalidSpec`. Degraded: `AsExpected`, `InvalidSpec`, `PeerConflict`,
-`NamespaceNotConsenting`, `SidecarError`.
+`PeerConflict`, `NoCertificate`, `NamespaceNotConsenting` (when that is why there is no
+link: Ready names the real cause, not a guess), `InvalidSpec`. Degraded: `AsExpected`,
+`InvalidSpec`, `PeerConflict` (a pod pair, or a pod and an ExternalPeer, already linked
+by another Tunnel: both Tunnels are named for an ExternalPeer), `NoCertificate` (a pod the
+ExternalPeer's TunnelCertificate does not select), `NamespaceNotConsenting`,
+`SidecarError`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from kipsec_sidecar.config.model import MIN_PSK_LENGTH
 
 from ..crds.models import TunnelSpec
 from .cluster import Cluster, K8sObject, ObjectKey, key_of
+from .external import ExternalLink
 from .peers import refusals, selected
 from .render import Rendering
 from .validation import parse_spec
@@ -209,17 +213,38 @@ def tunnel_status(
     ]
     last_error = sanitize(errors[0], secrets) if errors else None
 
-    conflicts = sorted(
-        {
-            f"{link.local.peer_name} and {link.remote.peer_name}"
-            for link in rendering.links.conflicts
-            if link.tunnel == key
-        }
+    conflicts = [
+        f"spec.selector: {pair} are already linked by another Tunnel"
+        for pair in sorted(
+            {
+                f"{link.local.peer_name} and {link.remote.peer_name}"
+                for link in rendering.links.conflicts
+                if link.tunnel == key
+            }
+        )
+    ]
+    conflicts += sorted(
+        f"spec.selector.to.externalPeers: Tunnels {winner[1]!r} and {key[1]!r} both "
+        f'link pod {link.local.peer_name} to ExternalPeer "{link.peer[1]}"; '
+        f"{winner[1]!r} (first by name) is used"
+        for link, winner in rendering.external_conflicts
+        if link.tunnel == key
     )
     conflict_message = (
-        f"spec.selector: {conflicts[0]} are already linked by another Tunnel"
-        + (f" (and {len(conflicts) - 1} more pairs)" if len(conflicts) > 1 else "")
+        conflicts[0] + (f" (and {len(conflicts) - 1} more pairs)" if len(conflicts) > 1 else "")
         if conflicts
+        else ""
+    )
+    uncertified = sorted(
+        f"spec.selector.from: pod {link.local.peer_name} is not selected by TunnelCertificate "
+        f'"{_certificate_name(link, cluster)}" that ExternalPeer "{link.peer[1]}" presents '
+        "(its spec.authentication.certificate.tunnelCertificateRef): it gets no entry for it"
+        for link in rendering.uncertified
+        if link.tunnel == key
+    )
+    uncertified_message = (
+        uncertified[0] + (f" (and {len(uncertified) - 1} more)" if len(uncertified) > 1 else "")
+        if uncertified
         else ""
     )
     refused = refusals(tunnel, rendering.specs[key], cluster)
@@ -237,6 +262,8 @@ def tunnel_status(
         ready = condition("Ready", False, "PodsPending", f"{pending} pod(s) have no IP yet")
     elif not links and conflicts:
         ready = condition("Ready", False, "PeerConflict", conflict_message)
+    elif not links and uncertified:
+        ready = condition("Ready", False, "NoCertificate", uncertified_message)
     elif not links and refused:
         ready = condition("Ready", False, "NamespaceNotConsenting", refused_message)
     elif not links:
@@ -259,6 +286,8 @@ def tunnel_status(
 
     if conflicts:
         degraded = condition("Degraded", True, "PeerConflict", conflict_message)
+    elif uncertified:
+        degraded = condition("Degraded", True, "NoCertificate", uncertified_message)
     elif refused:
         degraded = condition("Degraded", True, "NamespaceNotConsenting", refused_message)
     elif last_error is not None:
@@ -273,6 +302,12 @@ def tunnel_status(
         established=established,
         last_error=last_error,
     )
+
+
+def _certificate_name(link: ExternalLink, cluster: Cluster) -> str:
+    """The TunnelCertificate the ExternalPeer of `link` names (its spec is valid)."""
+    spec = cluster.external_checks[link.peer]
+    return str(spec.authentication.certificate.tunnel_certificate_ref.name)
 
 
 def _no_peers(tunnel: K8sObject, spec: TunnelSpec, cluster: Cluster) -> str:

@@ -183,7 +183,7 @@ def psk_problems(
     if problem is not None:
         yield problem
         return
-    value = _decoded(cluster, namespace, ref.name, ref.key)
+    value = decoded_secret(cluster, namespace, ref.name, ref.key)
     if value is None:
         yield FieldError(f"{path}.key", f'Secret "{ref.name}" key "{ref.key}" is not base64')
     else:
@@ -228,7 +228,8 @@ def secret_problem(
     return None
 
 
-def _decoded(cluster: Cluster, namespace: str, name: str, key: str) -> bytes | None:
+def decoded_secret(cluster: Cluster, namespace: str, name: str, key: str) -> bytes | None:
+    """The decoded value of a Secret's key (None: missing, or not base64)."""
     data = cluster.secret_data(namespace, name) or {}
     try:
         return base64.b64decode(data.get(key, ""), validate=True)
@@ -394,6 +395,7 @@ __all__ = [
     "TLS_SECRET_TYPE",
     "check_lifetimes",
     "check_proposals",
+    "decoded_secret",
     "external_peer_names",
     "manual_algorithms",
     "master_key",
