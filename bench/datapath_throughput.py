@@ -45,7 +45,7 @@ from kipsec_sidecar.core.ike.constants import EncrId  # noqa: E402
 from kipsec_sidecar.datapath.sockets import GsoSender, enable_gro, receive_batch  # noqa: E402
 from kipsec_sidecar.datapath.userspace import UserspaceDatapath, UserspaceOptions  # noqa: E402
 from support.procstat import cpu_seconds  # noqa: E402
-from support.userspace_harness import _Child  # noqa: E402
+from support.userspace_harness import _Child, esp_tunnel_peer  # noqa: E402
 
 VARIANTS: dict[str, dict[str, bool]] = {
     "baseline": {"offload": False, "gso": False, "gro": False},
@@ -101,15 +101,7 @@ def _spec(me: str, peer: str, keys: dict[str, str], switches: dict[str, bool]) -
     out_spi, in_spi = (SPI_A_TO_B, SPI_B_TO_A) if me < peer else (SPI_B_TO_A, SPI_A_TO_B)
     return {
         "local_addr": me,
-        "peer": {
-            "name": "p",
-            "remote_addr": peer,
-            "local_ts": [f"{me}/32"],
-            "remote_ts": [f"{peer}/32"],
-            "mode": "tunnel",
-            "protocol": "esp",
-            "encapsulation": "udp",
-        },
+        "peer": esp_tunnel_peer(me, peer),
         "out": sa(out_spi, me, peer),
         "in": sa(in_spi, peer, me),
         "switches": switches,

@@ -412,6 +412,23 @@ class UserspaceDatapath:
         self.offload = False
         return open_tun(opts.device, queues=opts.queues)
 
+    def serve_outbound(self, tun: TunDevice, *, offload: bool) -> None:
+        """Carry only the outbound half, on a device another process opened and routes.
+
+        The outbound worker of :mod:`.split` runs this: it reads ``tun`` and seals, and
+        nothing else (no routes, rules or inbound SAs: the daemon keeps those).
+        """
+        self._loop = asyncio.get_running_loop()
+        self._tun = tun
+        self.offload = offload
+        for fd in tun.fds:
+            self._loop.add_reader(fd, self._on_tun_readable, fd)
+
+    def add_outbound_peer(self, policy: PeerPolicy) -> None:
+        """Know a peer for outbound classification only (see :meth:`serve_outbound`)."""
+        self._peers[policy.peer] = _Peer(policy)
+        self._route_cache.clear()
+
     def drop_stale(self) -> None:
         """Remove the blackhole routes of an earlier run that no added peer claims."""
         if self._routing is None:
