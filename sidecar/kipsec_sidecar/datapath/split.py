@@ -51,6 +51,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..core.ipsec_sa import IpsecSa
@@ -71,14 +72,15 @@ class SplitDatapath(UserspaceDatapath):
     """:class:`UserspaceDatapath` with its outbound half in a worker process.
 
     ``udp_socket`` is the daemon's marked 4500 socket (the worker sends from a copy of
-    it); ``gso`` sends the worker's datagrams with UDP GSO.
+    it), or a function returning it at :meth:`start` (the daemon binds its sockets
+    after it builds the datapath); ``gso`` sends the worker's datagrams with UDP GSO.
     """
 
     def __init__(
         self,
         *,
         udp_sender: UdpSender,
-        udp_socket: socket.socket,
+        udp_socket: socket.socket | Callable[[], socket.socket],
         on_acquire: AcquireCallback,
         options: UserspaceOptions | None = None,
         udp_batch_sender: UdpBatchSender | None = None,
@@ -90,7 +92,8 @@ class SplitDatapath(UserspaceDatapath):
             options=options,
             udp_batch_sender=udp_batch_sender,
         )
-        self._udp_socket = udp_socket
+        self._udp_socket_source = udp_socket
+        self._udp_socket: socket.socket | None = None
         self._gso = gso
         self._control: socket.socket | None = None
         self._worker: subprocess.Popen[bytes] | None = None
@@ -106,6 +109,8 @@ class SplitDatapath(UserspaceDatapath):
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        source = self._udp_socket_source
+        self._udp_socket = source if isinstance(source, socket.socket) else source()
         await super().start()
         assert self._tun is not None and self._loop is not None
         for fd in self._tun.fds:
@@ -129,7 +134,7 @@ class SplitDatapath(UserspaceDatapath):
 
     def _spawn(self) -> None:
         """Start a worker and send it every peer and outbound SA (non-blocking)."""
-        assert self._tun is not None and self._loop is not None
+        assert self._tun is not None and self._loop is not None and self._udp_socket is not None
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         tun_fd, udp_fd = self._tun.fd, self._udp_socket.fileno()
         args = [tun_fd, udp_fd, theirs.fileno(), int(self.offload), int(self._gso)]
