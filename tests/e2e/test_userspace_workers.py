@@ -23,10 +23,12 @@ from scapy.layers.inet import UDP
 from scapy.layers.l2 import Ether
 
 from kipsec_sidecar.core.ike.constants import EncrId
+from kipsec_sidecar.datapath.split import MAX_RESTARTS
 from support.capture import Capture, CaptureSummary
 from support.netns import (
     WIRE,
     WIRE_BRIDGE,
+    CommandFailed,
     Topology,
     stop_process,
     tcp_throughput,
@@ -233,3 +235,25 @@ def test_a_killed_worker_lets_nothing_out_in_clear_and_is_replaced_without_reusi
     # The new worker resumed after the dead one's lease: the numbers jumped forward.
     seqs = [int.from_bytes(e[4:8], "big") for dst, e in _esp(summary) if dst == pb]
     assert max(seqs) > 65536, sorted(seqs)[-5:]
+
+
+def test_a_worker_that_keeps_dying_is_given_up_and_traffic_stays_blocked(
+    topology: Topology, tmp_path: Path
+) -> None:
+    ha, _ = _start_pair(topology)
+    pb = topology.address("pb")
+    killed: set[int] = set()
+    for _ in range(MAX_RESTARTS + 1):
+        wait_until("a running worker", lambda: bool(ha.request("worker")["ready"]), 60)
+        pid = ha.request("worker")["pid"]
+        killed.add(pid)
+        os.kill(pid, signal.SIGKILL)
+        wait_until("the death noticed", lambda: ha.request("worker")["pid"] not in killed, 30)
+    worker = ha.request("worker")
+    assert worker["failed"] and worker["pid"] is None and worker["restarts"] == MAX_RESTARTS
+    assert ha.stats()["stats"]["errors"]["worker_died"] == MAX_RESTARTS + 1
+    with _wire(topology, tmp_path) as capture, pytest.raises(CommandFailed):
+        udp_roundtrip(topology, "pa", "pb", MARKER, timeout=2)
+    summary = capture.summary
+    assert not summary.contains(MARKER) and not summary.unexpected(), summary.describe()
+    assert not [p for p in summary.of_kind("esp-in-udp") if p.dst == pb], summary.describe()
