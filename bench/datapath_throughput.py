@@ -17,6 +17,9 @@ Variants (what each row turns on; see :mod:`kipsec_sidecar.datapath.offload`):
   in Python; decrypted segments merged into super-segment writes);
 - ``+gso``: plus UDP GSO sends (one ``sendmsg`` per run of ESP datagrams);
 - ``+gro``: plus UDP GRO reads on the 4500 socket (the full fast path, one process);
+- ``gso+gro-no-tso``: UDP GSO and GRO without the TUN offload: the kernel cuts TCP
+  into segments (in C) and the datapath reads and writes them one by one, instead of
+  cutting and merging in Python;
 - ``workers2``: the same with its outbound half in a worker process
   (:mod:`kipsec_sidecar.datapath.split`, ``datapath: {workers: 2}``): two processes
   per pod, so the CPU columns add the worker's.
@@ -62,6 +65,7 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "tun-offload": {"offload": True, "gso": False, "gro": False},
     "+gso": {"offload": True, "gso": True, "gro": False},
     "+gro": {"offload": True, "gso": True, "gro": True},
+    "gso+gro-no-tso": {"offload": False, "gso": True, "gro": True},
     "workers2": {"offload": True, "gso": True, "gro": True, "workers": True},
 }
 SPI_A_TO_B = 0xA001

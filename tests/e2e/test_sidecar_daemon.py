@@ -177,24 +177,36 @@ def _outbound_worker(sidecar: Sidecar) -> int:
     raise AssertionError("no outbound worker under the sidecar")
 
 
+def _udp_burst(pods: Topology, payload: bytes, count: int) -> None:
+    """``count`` datagrams from pa to pb's port 7777 (nobody listens: they are counted)."""
+    pods.python(
+        "pa",
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "for _ in range(int(sys.argv[3])):\n"
+        "    s.sendto(sys.argv[2].encode(), (sys.argv[1], 7777))\n",
+        pods.address("pb"),
+        payload.decode(),
+        str(count),
+    )
+
+
 @pytest.mark.parametrize("pair", [2], indirect=True, ids=["workers2"])
 def test_a_killed_outbound_worker_leaks_nothing_and_the_daemon_starts_another(
     pair: tuple[Sidecar, Sidecar], pods: Topology, tmp_path: Path
 ) -> None:
     a, _ = pair
-    pods.ping("pa", "pb")
     worker = _outbound_worker(a)
+    _udp_burst(pods, b"before", 300)  # more than the worker's successor will send
+    wait_until(
+        "the worker's counts reach the daemon",
+        lambda: a.peer("pb")["children"][0]["packets_out"] >= 300,
+        5,
+    )
+    counted = a.peer("pb")["children"][0]["packets_out"]
     with Capture(pods, WIRE, WIRE_BRIDGE, tmp_path / "wire.pcap") as capture:
         os.kill(worker, signal.SIGKILL)
-        pods.python(
-            "pa",
-            "import socket, sys\n"
-            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            "for _ in range(20):\n"
-            "    s.sendto(sys.argv[2].encode(), (sys.argv[1], 7777))\n",
-            pods.address("pb"),
-            MARKER.decode(),
-        )
+        _udp_burst(pods, MARKER, 20)  # held in the device while no worker reads it
         wait_until(
             "the daemon counts the dead worker",
             lambda: a.sas()["datapath_errors"].get("worker_died") == 1,
@@ -206,6 +218,8 @@ def test_a_killed_outbound_worker_leaks_nothing_and_the_daemon_starts_another(
     assert not summary.contains(MARKER), summary.describe()
     assert not summary.unexpected(), summary.describe()
     assert a.sas()["ready"]
+    # The new worker counts on from the SA's lifetime counters, not from zero.
+    assert a.peer("pb")["children"][0]["packets_out"] > counted
 
 
 # --- manual keying -------------------------------------------------------------------------

@@ -130,6 +130,7 @@ class Worker:
         elif op == "set_outbound":
             peer = message["peer"]
             sa = LeasedSa(message["lease_end"], message["next_seq"], **message["sa"])
+            sa.packets, sa.bytes = message["packets"], message["bytes"]
             self.sas[peer] = sa
             datapath.set_outbound(peer, sa, remote_port=message["remote_port"])
         elif op == "lease":

@@ -289,6 +289,8 @@ class SplitDatapath(UserspaceDatapath):
             start = max(start, self._lease_end[key] + 1)
             sa.next_seq = start
         end = self._lease_for(sa, start)
+        # The peer's earlier outbound SAs are done with: only this one's lease matters.
+        self._lease_end = {k: v for k, v in self._lease_end.items() if k[0] != peer}
         self._lease_end[key] = end
         state = self._peers[peer]
         message: dict[str, Any] = {
@@ -297,6 +299,9 @@ class SplitDatapath(UserspaceDatapath):
             "sa": wire.sa_fields(sa),
             "next_seq": start,
             "lease_end": end,
+            # A successor worker goes on counting where the SA's lifetime counters are.
+            "packets": sa.packets,
+            "bytes": sa.bytes,
             "remote_port": state.dest[1],
         }
         if resume:
