@@ -257,3 +257,29 @@ def test_a_worker_that_keeps_dying_is_given_up_and_traffic_stays_blocked(
     summary = capture.summary
     assert not summary.contains(MARKER) and not summary.unexpected(), summary.describe()
     assert not [p for p in summary.of_kind("esp-in-udp") if p.dst == pb], summary.describe()
+
+
+def _exited(pid: int) -> bool:
+    """The process is gone or a zombie (its new parent may not have reaped it yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def test_when_the_daemon_dies_its_worker_exits_and_the_blackhole_takes_over(
+    topology: Topology,
+) -> None:
+    ha, _ = _start_pair(topology)
+    worker = ha.request("worker")["pid"]
+    os.kill(ha.proc.pid, signal.SIGKILL)
+    ha.proc.wait(timeout=5)
+    wait_until("the worker exits with the daemon", lambda: _exited(worker), 10)
+    wait_until(
+        "kipsec0 is gone",
+        lambda: not topology.run("pa", "ip", "link", "show", "kipsec0", check=False).stdout,
+        5,
+    )
+    routes = topology.run("pa", "ip", "route", "show", "table", "all").stdout
+    assert f"blackhole {topology.address('pb')}" in routes, routes

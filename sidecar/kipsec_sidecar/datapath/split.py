@@ -145,6 +145,10 @@ class SplitDatapath(UserspaceDatapath):
                 [sys.executable, "-m", "kipsec_sidecar.datapath.outbound_worker"]
                 + [str(a) for a in args],
                 pass_fds=(tun_fd, udp_fd, theirs.fileno()),
+                # Not in the daemon's process group: a terminal's Ctrl-C or a group
+                # SIGTERM reaches the daemon, which stops the worker in order; the worker
+                # also exits by itself when the daemon is gone (its control socket closes).
+                start_new_session=True,
             )
         except OSError as exc:
             mine.close()
