@@ -16,7 +16,17 @@ Variants (what each row turns on; see :mod:`kipsec_sidecar.datapath.offload`):
 - ``tun-offload``: TUN ``IFF_VNET_HDR`` + TSO/checksum offload (super-segment reads split
   in Python; decrypted segments merged into super-segment writes);
 - ``+gso``: plus UDP GSO sends (one ``sendmsg`` per run of ESP datagrams);
-- ``+gro``: plus UDP GRO reads on the 4500 socket (the full fast path).
+- ``+gro``: plus UDP GRO reads on the 4500 socket (the full fast path, one process);
+- ``gso+gro-no-tso``: UDP GSO and GRO without the TUN offload: the kernel cuts TCP
+  into segments (in C) and the datapath reads and writes them one by one, instead of
+  cutting and merging in Python;
+- ``workers2``: the same with its outbound half in a worker process
+  (:mod:`kipsec_sidecar.datapath.split`, ``datapath: {workers: 2}``): two processes
+  per pod, so the CPU columns add the worker's.
+
+``--rounds N`` repeats the variants N times, interleaved (variant order rotates each
+round), and ends with the median and the range of each variant: on a shared machine
+compare medians of one run, never runs of different times.
 
 Everything is bounded: each child start waits at most 10 s, each iperf3 at most
 ``--seconds`` + 15 s; the topology is torn down on any exit.
@@ -29,6 +39,7 @@ import asyncio
 import json
 import os
 import select
+import statistics
 import subprocess
 import sys
 import time
@@ -43,15 +54,19 @@ sys.path.append(str(REPO / "tests"))
 
 from kipsec_sidecar.core.ike.constants import EncrId  # noqa: E402
 from kipsec_sidecar.datapath.sockets import GsoSender, enable_gro, receive_batch  # noqa: E402
+from kipsec_sidecar.datapath.split import SplitDatapath  # noqa: E402
 from kipsec_sidecar.datapath.userspace import UserspaceDatapath, UserspaceOptions  # noqa: E402
+from support.netns import Topology, tcp_throughput  # noqa: E402
 from support.procstat import cpu_seconds  # noqa: E402
-from support.userspace_harness import _Child  # noqa: E402
+from support.userspace_harness import _Child, esp_tunnel_peer  # noqa: E402
 
 VARIANTS: dict[str, dict[str, bool]] = {
     "baseline": {"offload": False, "gso": False, "gro": False},
     "tun-offload": {"offload": True, "gso": False, "gro": False},
     "+gso": {"offload": True, "gso": True, "gro": False},
     "+gro": {"offload": True, "gso": True, "gro": True},
+    "gso+gro-no-tso": {"offload": False, "gso": True, "gro": True},
+    "workers2": {"offload": True, "gso": True, "gro": True, "workers": True},
 }
 SPI_A_TO_B = 0xA001
 SPI_B_TO_A = 0xB002
@@ -71,12 +86,22 @@ class _BenchChild(_Child):
             suites=self.datapath.options.suites,
             offload=switches["offload"],
         )
-        self.datapath = UserspaceDatapath(
-            udp_sender=self._send,
-            on_acquire=self.acquires.append,
-            options=options,
-            udp_batch_sender=GsoSender(self.sock) if switches["gso"] else None,
-        )
+        self.datapath: UserspaceDatapath
+        if switches.get("workers"):
+            self.datapath = SplitDatapath(
+                udp_sender=self._send,
+                udp_socket=self.sock,
+                on_acquire=self.acquires.append,
+                options=options,
+                gso=switches["gso"],
+            )
+        else:
+            self.datapath = UserspaceDatapath(
+                udp_sender=self._send,
+                on_acquire=self.acquires.append,
+                options=options,
+                udp_batch_sender=GsoSender(self.sock) if switches["gso"] else None,
+            )
 
     def _on_udp(self) -> None:
         if not self.gro:
@@ -101,15 +126,7 @@ def _spec(me: str, peer: str, keys: dict[str, str], switches: dict[str, bool]) -
     out_spi, in_spi = (SPI_A_TO_B, SPI_B_TO_A) if me < peer else (SPI_B_TO_A, SPI_A_TO_B)
     return {
         "local_addr": me,
-        "peer": {
-            "name": "p",
-            "remote_addr": peer,
-            "local_ts": [f"{me}/32"],
-            "remote_ts": [f"{peer}/32"],
-            "mode": "tunnel",
-            "protocol": "esp",
-            "encapsulation": "udp",
-        },
+        "peer": esp_tunnel_peer(me, peer),
         "out": sa(out_spi, me, peer),
         "in": sa(in_spi, peer, me),
         "switches": switches,
@@ -160,6 +177,15 @@ def _stop_child(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its children (the outbound worker of ``workers2``)."""
+    total = cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        total += sum(_tree_cpu(int(child)) for child in children)
+    return total
+
+
 def _machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine so far."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -171,6 +197,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--variants", default="all", help="comma list or 'all'")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -188,9 +215,9 @@ def main() -> None:
         else:
             asyncio.run(_BenchChild(spec).run())
         return
-    from support.netns import Topology, tcp_throughput
 
     names = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
     with Topology() as topology:
         topology.add_node("a")
         topology.add_node("b")
@@ -203,32 +230,55 @@ def main() -> None:
             f"{'machine':>9}{'us/pkt a':>9}{'us/pkt b':>9}"
         )
         print(f"{'plain veth':<14}{plain:>10.0f}{1.0:>10.3f}")
-        for name in names:
-            switches = VARIANTS[name]
-            keys = {f"{a}>{b}": os.urandom(36).hex(), f"{b}>{a}": os.urandom(36).hex()}
-            pa = _start_child(topology, "pa", _spec(a, b, keys, switches))
-            pb = _start_child(topology, "pb", _spec(b, a, keys, switches))
-            try:
-                cpu0 = cpu_seconds(pa.pid), cpu_seconds(pb.pid)
-                busy0 = _machine_busy()
-                start = time.monotonic()
-                rate = tcp_throughput(topology, "pa", "pb", args.seconds)
-                wall = time.monotonic() - start
-                busy1 = _machine_busy()
-                cpu_a = (cpu_seconds(pa.pid) - cpu0[0]) / wall
-                cpu_b = (cpu_seconds(pb.pid) - cpu0[1]) / wall
-                machine = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
-                sent = max(1, _packets(pa, "packets_out"))
-                received = max(1, _packets(pb, "packets_in"))
-            finally:
-                _stop_child(pa)
-                _stop_child(pb)
-            print(
-                f"{name:<14}{rate:>10.0f}{rate / plain:>10.3f}"
-                f"{cpu_a:>8.0%}{cpu_b:>8.0%}{machine:>9.0%}"
-                f"{cpu_a * wall / sent * 1e6:>9.1f}{cpu_b * wall / received * 1e6:>9.1f}",
-                flush=True,
-            )
+        for round_ in range(args.rounds):
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                rate, us_a, us_b = _measure(topology, name, a, b, args.seconds, plain)
+                results[name].append((rate, us_a, us_b))
+        if args.rounds > 1:
+            print(f"\nmedians of {args.rounds} interleaved rounds (range)")
+            print(f"{'path':<14}{'Mbit/s':>22}{'us/pkt a':>20}{'us/pkt b':>20}")
+            for name, rows in results.items():
+                cells = []
+                for column in zip(*rows, strict=True):
+                    low, high = min(column), max(column)
+                    cells.append(f"{statistics.median(column):.1f} ({low:.1f}-{high:.1f})")
+                print(f"{name:<14}{cells[0]:>22}{cells[1]:>20}{cells[2]:>20}")
+
+
+def _measure(
+    topology: Any, name: str, a: str, b: str, seconds: float, plain: float
+) -> tuple[float, float, float]:
+    """One variant's run: print its row; (Mbit/s, us/pkt a, us/pkt b)."""
+    switches = VARIANTS[name]
+    keys = {f"{a}>{b}": os.urandom(36).hex(), f"{b}>{a}": os.urandom(36).hex()}
+    pa = _start_child(topology, "pa", _spec(a, b, keys, switches))
+    pb = _start_child(topology, "pb", _spec(b, a, keys, switches))
+    try:
+        cpu0 = _tree_cpu(pa.pid), _tree_cpu(pb.pid)
+        busy0 = _machine_busy()
+        start = time.monotonic()
+        rate = tcp_throughput(topology, "pa", "pb", seconds)
+        wall = time.monotonic() - start
+        busy1 = _machine_busy()
+        cpu_a = (_tree_cpu(pa.pid) - cpu0[0]) / wall
+        cpu_b = (_tree_cpu(pb.pid) - cpu0[1]) / wall
+        machine = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
+        time.sleep(0.2)  # the worker's last counter report
+        sent = max(1, _packets(pa, "packets_out"))
+        received = max(1, _packets(pb, "packets_in"))
+    finally:
+        _stop_child(pa)
+        _stop_child(pb)
+    us_a = cpu_a * wall / sent * 1e6
+    us_b = cpu_b * wall / received * 1e6
+    print(
+        f"{name:<14}{rate:>10.0f}{rate / plain:>10.3f}"
+        f"{cpu_a:>8.0%}{cpu_b:>8.0%}{machine:>9.0%}"
+        f"{us_a:>9.1f}{us_b:>9.1f}",
+        flush=True,
+    )
+    return rate, us_a, us_b
 
 
 if __name__ == "__main__":

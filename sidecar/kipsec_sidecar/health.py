@@ -81,7 +81,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def not_ready_reason(snapshot: SidecarSnapshot) -> str:
-    """The /readyz 503 body: which peers have no installed child SA (at most ten named)."""
+    """The /readyz 503 body: a failed datapath, or which peers have no installed child SA
+    (at most ten named)."""
+    if snapshot.datapath_failed:
+        return "not ready: the datapath's outbound worker keeps dying (traffic is blocked)"
     waiting = [
         f"{peer.name} ({peer.state})"
         for peer in snapshot.peers

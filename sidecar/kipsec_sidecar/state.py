@@ -108,10 +108,16 @@ class SidecarSnapshot:
     ike_refused: dict[str, int] = field(default_factory=dict)
     """IKE_SA_INIT requests refused before any state, by reason (``endpoint.REFUSALS``)."""
     log_suppressed: int = 0  #: log lines the rate limiter held back (``logs.LIMITER``)
+    #: the datapath cannot carry traffic (an outbound worker that kept dying, see
+    #: ``datapath.split``): not ready whatever the peers' SAs
+    datapath_failed: bool = False
 
     @property
     def ready(self) -> bool:
-        """Ready when every configured peer has an installed child SA (the /readyz rule)."""
+        """Ready when every configured peer has an installed child SA and the datapath
+        carries traffic (the /readyz rule)."""
+        if self.datapath_failed:
+            return False
         return all(any(c.state == "installed" for c in peer.children) for peer in self.peers)
 
     def to_json(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ UDP and TCP between pod addresses, captures on the node segment's bridge.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -34,11 +35,15 @@ pytestmark = pytest.mark.netns
 
 
 @pytest.fixture
-def pair(pods: Topology, tmp_path: Path) -> Iterator[tuple[Sidecar, Sidecar]]:
-    """Sidecars in pa and pb, each with the other as an onStart peer, established."""
+def pair(
+    pods: Topology, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Sidecar, Sidecar]]:
+    """Sidecars in pa and pb, each with the other as an onStart peer, established
+    (``datapathWorkers`` from an indirect parameter, else the default)."""
     a, b = Sidecar(pods, "pa", tmp_path), Sidecar(pods, "pb", tmp_path)
-    a.write([peer_entry(pods, "pb")])
-    b.write([peer_entry(pods, "pa")])
+    extra = {"datapathWorkers": request.param} if hasattr(request, "param") else {}
+    a.write([peer_entry(pods, "pb")], **extra)
+    b.write([peer_entry(pods, "pa")], **extra)
     a.start()
     b.start()
     try:
@@ -54,6 +59,7 @@ def pair(pods: Topology, tmp_path: Path) -> Iterator[tuple[Sidecar, Sidecar]]:
 # --- traffic -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("pair", [1, 2], indirect=True, ids=["workers1", "workers2"])
 def test_pod_traffic_is_carried_encrypted_both_ways(
     pair: tuple[Sidecar, Sidecar], pods: Topology, tmp_path: Path
 ) -> None:
@@ -119,6 +125,7 @@ print(f"received {len(got)} of {count}; missing {missing[:20]}", flush=True)
 """
 
 
+@pytest.mark.parametrize("pair", [1, 2], indirect=True, ids=["workers1", "workers2"])
 def test_child_and_ike_rekeys_under_traffic_lose_no_packet(
     pair: tuple[Sidecar, Sidecar], pods: Topology
 ) -> None:
@@ -153,6 +160,66 @@ def test_child_and_ike_rekeys_under_traffic_lose_no_packet(
     assert before.isdisjoint(after), (before, after)
     assert a.peer("pb")["ike_sa"]["spi_i"] != ike_before
     assert a.sas()["rekeys"]["child"] >= 2 and a.sas()["rekeys"]["ike"] >= 1
+
+
+def _outbound_worker(sidecar: Sidecar) -> int:
+    """The process id of the sidecar's outbound worker (a descendant running the module)."""
+    assert sidecar.proc is not None
+    pending = [sidecar.proc.pid]
+    while pending:
+        pid = pending.pop()
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+                if b"kipsec_sidecar.datapath.outbound_worker" in cmdline:
+                    return int(child)
+                pending.append(int(child))
+    raise AssertionError("no outbound worker under the sidecar")
+
+
+def _udp_burst(pods: Topology, payload: bytes, count: int) -> None:
+    """``count`` datagrams from pa to pb's port 7777 (nobody listens: they are counted)."""
+    pods.python(
+        "pa",
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "for _ in range(int(sys.argv[3])):\n"
+        "    s.sendto(sys.argv[2].encode(), (sys.argv[1], 7777))\n",
+        pods.address("pb"),
+        payload.decode(),
+        str(count),
+    )
+
+
+@pytest.mark.parametrize("pair", [2], indirect=True, ids=["workers2"])
+def test_a_killed_outbound_worker_leaks_nothing_and_the_daemon_starts_another(
+    pair: tuple[Sidecar, Sidecar], pods: Topology, tmp_path: Path
+) -> None:
+    a, _ = pair
+    worker = _outbound_worker(a)
+    _udp_burst(pods, b"before", 300)  # more than the worker's successor will send
+    wait_until(
+        "the worker's counts reach the daemon",
+        lambda: a.peer("pb")["children"][0]["packets_out"] >= 300,
+        5,
+    )
+    counted = a.peer("pb")["children"][0]["packets_out"]
+    with Capture(pods, WIRE, WIRE_BRIDGE, tmp_path / "wire.pcap") as capture:
+        os.kill(worker, signal.SIGKILL)
+        _udp_burst(pods, MARKER, 20)  # held in the device while no worker reads it
+        wait_until(
+            "the daemon counts the dead worker",
+            lambda: a.sas()["datapath_errors"].get("worker_died") == 1,
+            30,
+        )
+        wait_until("a new worker", lambda: _outbound_worker(a) != worker, 30)
+        assert udp_roundtrip(pods, "pa", "pb", MARKER, port=7790, timeout=30) == MARKER
+    summary = capture.summary
+    assert not summary.contains(MARKER), summary.describe()
+    assert not summary.unexpected(), summary.describe()
+    assert a.sas()["ready"]
+    # The new worker counts on from the SA's lifetime counters, not from zero.
+    assert a.peer("pb")["children"][0]["packets_out"] > counted
 
 
 # --- manual keying -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 from kipsec_sidecar.core.ike.constants import EncrId
 from support.capture import Capture
 from support.netns import WIRE, WIRE_BRIDGE, Topology, stop_process, wait_for_output
-from support.userspace_harness import Harness
+from support.userspace_harness import Harness, esp_tunnel_peer
 
 pytestmark = pytest.mark.netns
 
@@ -74,15 +74,7 @@ def _spec(me: str, peer: str, keys: dict[str, str]) -> dict[str, Any]:
     out_spi, in_spi = (0xA001, 0xB002) if me < peer else (0xB002, 0xA001)
     return {
         "local_addr": me,
-        "peer": {
-            "name": "p",
-            "remote_addr": peer,
-            "local_ts": [f"{me}/32"],
-            "remote_ts": [f"{peer}/32"],
-            "mode": "tunnel",
-            "protocol": "esp",
-            "encapsulation": "udp",
-        },
+        "peer": esp_tunnel_peer(me, peer),
         "out": sa(out_spi, me, peer),
         "in": sa(in_spi, peer, me),
     }

@@ -8,7 +8,9 @@ killable like a real sidecar. So each pod runs this module as a child process::
 
 It owns the marked UDP 4500 socket (the daemon's job), installs manual SAs built with
 :class:`IpsecSa` from the spec, and answers one JSON command per stdin line with one
-JSON line on stdout: ``stats``, ``set_outbound``, ``clear_outbound``, ``state``,
+JSON line on stdout: ``stats``, ``set_outbound``, ``clear_outbound``, ``state``, ``install_next``,
+``switch_next``, ``remove_old`` (a manual make-before-break rekey), ``worker``
+(the outbound worker of a ``"workers": 2`` spec: pid, ready, restarts, failed),
 ``close`` (then exits). After start it prints ``{"ready": ...}``.
 
 :class:`Harness` is the test side: it starts the child through the topology (so the
@@ -37,6 +39,7 @@ from kipsec_sidecar.datapath.base import PeerPolicy
 from kipsec_sidecar.datapath.mtu import Suite
 from kipsec_sidecar.datapath.routing import RoutingIds
 from kipsec_sidecar.datapath.sockets import udp_socket
+from kipsec_sidecar.datapath.split import SplitDatapath
 from kipsec_sidecar.datapath.userspace import UserspaceDatapath, UserspaceOptions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,6 +64,19 @@ def make_sa(spec: dict[str, Any], *, mode: str, protocol: str, udp: bool) -> Ips
         local_ts=tuple(TrafficSelector.from_network(**ts) for ts in spec.get("local_ts", ())),
         remote_ts=tuple(TrafficSelector.from_network(**ts) for ts in spec.get("remote_ts", ())),
     )
+
+
+def esp_tunnel_peer(me: str, peer: str, name: str = "p") -> dict[str, Any]:
+    """The ``peer`` entry of a spec: ESP in UDP, tunnel mode, host selectors."""
+    return {
+        "name": name,
+        "remote_addr": peer,
+        "local_ts": [f"{me}/32"],
+        "remote_ts": [f"{peer}/32"],
+        "mode": "tunnel",
+        "protocol": "esp",
+        "encapsulation": "udp",
+    }
 
 
 def _suite(spec: dict[str, Any]) -> Suite:
@@ -89,13 +105,25 @@ class _Child:
             path_mtu=spec.get("path_mtu"),
             suites=(_suite(spec),),
         )
-        self.datapath = UserspaceDatapath(
-            udp_sender=self._send, on_acquire=self.acquires.append, options=options
-        )
+        self.datapath: UserspaceDatapath
+        if spec.get("workers", 1) == 2:
+            self.datapath = SplitDatapath(
+                udp_sender=self._send,
+                udp_socket=self.sock,
+                on_acquire=self.acquires.append,
+                options=options,
+            )
+        else:
+            self.datapath = UserspaceDatapath(
+                udp_sender=self._send, on_acquire=self.acquires.append, options=options
+            )
         udp = peer["encapsulation"] == "udp"
         kwargs = {"mode": peer["mode"], "protocol": peer["protocol"], "udp": udp}
         self.out_sa = make_sa(spec["out"], **kwargs)
         self.in_sa = make_sa(spec["in"], **kwargs)
+        # The SAs of a manual rekey (``install_next``, ``switch_next``, ``remove_old``).
+        self.next_out = make_sa(spec["next_out"], **kwargs) if "next_out" in spec else None
+        self.next_in = make_sa(spec["next_in"], **kwargs) if "next_in" in spec else None
         self.policy = PeerPolicy(
             peer=peer["name"],
             remote_addr=ipaddress.ip_address(peer["remote_addr"]),
@@ -142,6 +170,28 @@ class _Child:
         elif op == "clear_outbound":
             self.datapath.clear_outbound(peer)
             self._reply({"ok": True})
+        elif op == "install_next":  # a manual make-before-break rekey, step 1
+            assert self.next_in is not None
+            self.datapath.install_inbound(peer, self.next_in)
+            self._reply({"ok": True})
+        elif op == "switch_next":  # step 2: send on the new SA
+            assert self.next_out is not None
+            self.datapath.set_outbound(peer, self.next_out)
+            self._reply({"ok": True})
+        elif op == "remove_old":  # step 3: the old inbound SA goes
+            self.datapath.remove_inbound(peer, self.in_sa.spi)
+            self._reply({"ok": True})
+        elif op == "worker":
+            split = self.datapath
+            assert isinstance(split, SplitDatapath)
+            self._reply(
+                {
+                    "pid": split.worker_pid,
+                    "ready": split.worker_ready,
+                    "restarts": split.restarts,
+                    "failed": split.failed,
+                }
+            )
         elif op == "close":
             self.done.set()
         else:

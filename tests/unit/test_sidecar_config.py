@@ -37,6 +37,7 @@ from kipsec_sidecar.core.ike.constants import (
 )
 from kipsec_sidecar.core.ipsec_sa import IpsecSa
 from kipsec_sidecar.core.traffic_selectors import TrafficSelector
+from kipsec_sidecar.daemon.datapath_choice import userspace_workers
 from support.sidecar_config_files import EXAMPLES, PSK, SCHEMA_FILE, ExampleFiles
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
@@ -1080,3 +1081,22 @@ def test_the_prose_page_documents_every_field() -> None:
         if f"`{field.alias or name}" not in page and f".{field.alias or name}`" not in page
     ]
     assert not missing, f"fields not documented in {DOC_PAGE.name}: {missing}"
+
+
+def test_one_datapath_process_is_the_default_and_auto_follows_the_cores() -> None:
+    assert userspace_workers(load_config_data(minimal())) == 1
+    auto = load_config_data({**minimal(), "datapathWorkers": "auto"})
+    assert userspace_workers(auto, cores=2) == 2
+    assert userspace_workers(auto, cores=1) == 1
+    assert userspace_workers(load_config_data({**minimal(), "datapathWorkers": 2})) == 2
+
+
+def test_two_datapath_workers_refuse_raw_esp_and_several_addresses_naming_the_field() -> None:
+    assert only_error({**minimal(), "datapathWorkers": 2, "encapsulation": "raw"}) == (
+        "datapathWorkers",
+        "2 carries ESP in UDP only; peers[0] uses encapsulation raw",
+    )
+    two = {**minimal(), "datapathWorkers": 2}
+    two["local"]["addresses"] = ["10.0.0.1", "fd00::1"]
+    assert only_error(two) == ("datapathWorkers", "2 needs exactly one local address")
+    assert only_error({**minimal(), "datapathWorkers": 3})[0] == "datapathWorkers"

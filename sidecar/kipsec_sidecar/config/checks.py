@@ -28,6 +28,7 @@ def check(config: SidecarConfig) -> list[FieldError]:
     )
     errors += _check_identity_for_auth(config, None, config.local.identity, "local.identity")
     errors += _check_mtu(config)
+    errors += _check_datapath_workers(config)
     seen_names: dict[str, int] = {}
     seen_endpoints: dict[tuple[str, int], int] = {}
     for index, peer in enumerate(config.peers):
@@ -181,6 +182,21 @@ def _check_mtu(config: SidecarConfig) -> Iterator[FieldError]:
         return
     if any(ipaddress.ip_address(a).version == 6 for a in config.local.addresses):
         yield FieldError("mtu", f"IPv6 needs an MTU of at least {IPV6_MIN_MTU}")
+
+
+def _check_datapath_workers(config: SidecarConfig) -> Iterator[FieldError]:
+    """``datapathWorkers: 2`` sends from one 4500 socket: ESP in UDP, one local address."""
+    if config.datapath_workers != 2:
+        return
+    if len(config.local.addresses) != 1:
+        yield FieldError("datapathWorkers", "2 needs exactly one local address")
+    for index, peer in enumerate(config.peers):
+        if config.encapsulation_for(peer) != "udp":
+            yield FieldError(
+                "datapathWorkers",
+                f"2 carries ESP in UDP only; peers[{index}] uses encapsulation "
+                f"{config.encapsulation_for(peer)}",
+            )
 
 
 def _check_manual(manual: Manual, peer: Peer, path: str) -> Iterator[FieldError]:

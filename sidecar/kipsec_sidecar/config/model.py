@@ -776,6 +776,10 @@ class SidecarConfig(_Model):
     datapath: Datapath = "auto"
     """Where ESP/AH is applied: kernel (XFRM), userspace (TUN) or auto (kernel when the
     kernel supports the SAs, else userspace)."""
+    datapath_workers: Literal[1, 2, "auto"] = 1
+    """Processes of the userspace datapath: 1 (one process does everything), 2 (outbound
+    sealing in a worker process, inbound in the sidecar) or auto (2 on a machine with two
+    or more cores). 2 needs ESP in UDP and one local address."""
     fail_closed_on_exit: bool = False
     """Keep the peers' traffic blocked after the sidecar exits, also on SIGTERM, until
     it runs again and takes over: the kernel datapath leaves its XFRM policies (without

@@ -11,6 +11,7 @@ the snapshot (``datapath_reason``) and the ``kipsec_datapath_info`` metric's lab
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -112,11 +113,30 @@ def userspace_factory(
     udp_sender: UdpSender,
     on_acquire: AcquireCallback,
 ) -> Datapath:
-    """The userspace datapath sized for ``plans`` (TUN MTU from the path MTU and suites)."""
+    """The userspace datapath sized for ``plans`` (TUN MTU from the path MTU and suites),
+    in one process or two (``datapathWorkers``, :func:`userspace_workers`)."""
     from ..datapath.userspace import UserspaceDatapath, UserspaceOptions
 
     options = UserspaceOptions(path_mtu=config.mtu, suites=suites(plans))
+    natt_socket = getattr(udp_sender, "natt_socket", None)
+    if userspace_workers(config) == 2 and natt_socket is not None:
+        from ..datapath.split import SplitDatapath
+
+        return SplitDatapath(
+            udp_sender=udp_sender,
+            udp_socket=natt_socket,
+            on_acquire=on_acquire,
+            options=options,
+        )
     return UserspaceDatapath(udp_sender=udp_sender, on_acquire=on_acquire, options=options)
+
+
+def userspace_workers(config: SidecarConfig, cores: int | None = None) -> int:
+    """1 or 2 processes for the userspace datapath: ``auto`` is 2 with two or more cores."""
+    if config.datapath_workers == "auto":
+        count = os.cpu_count() if cores is None else cores
+        return 2 if (count or 1) >= 2 else 1
+    return config.datapath_workers
 
 
 def kernel_factory(

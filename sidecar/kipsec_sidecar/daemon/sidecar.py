@@ -1117,6 +1117,7 @@ class Sidecar:
             auth_failures=self.auth_failures,
             drops=drops,
             datapath_errors=errors,
+            datapath_failed=bool(getattr(self.datapath, "failed", False)),
             config_generation=self.watch.generation,
             config_digest=(self.watch.current.document if self.watch.current else None) or "",
             ike_half_open=self.endpoint.half_open_count,

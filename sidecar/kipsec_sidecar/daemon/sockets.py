@@ -34,6 +34,7 @@ from typing import Protocol, cast
 from ..core.errors import ParseError
 from ..core.ike.config import Address
 from ..core.udpencap import UdpEncapKind, classify
+from ..datapath.base import DatapathError
 from ..datapath.sockets import GsoSender, enable_gro, receive_batch, udp_socket
 from ..logs import LIMITER
 
@@ -63,6 +64,10 @@ class EspSender:
 
     def many(self, datagrams: Sequence[bytes], dest: Address) -> None:
         self._sockets.send_esp_many(datagrams, dest)
+
+    def natt_socket(self) -> socket.socket:
+        """The one bound 4500 socket (an outbound worker sends from a copy of it)."""
+        return self._sockets.natt_socket()
 
 
 @dataclass(slots=True)
@@ -172,6 +177,15 @@ class IkeSockets:
             natt.close()
         self._natt.clear()
         self._transports.clear()
+
+    def natt_socket(self) -> socket.socket:
+        """The 4500 socket when there is exactly one local address (after :meth:`open`);
+        DatapathError otherwise (the two-worker datapath sends from one socket)."""
+        if len(self._natt) != 1:
+            raise DatapathError(
+                f"datapathWorkers: 2 needs exactly one local address, not {len(self._natt)}"
+            )
+        return next(iter(self._natt.values()))[0]
 
     def send(self, data: bytes, dest: Address, *, natt: bool, local: str | None = None) -> None:
         """Send from the 4500 (``natt``) or 500 socket of ``local`` (or any of its family)."""

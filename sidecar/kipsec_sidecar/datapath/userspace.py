@@ -63,10 +63,11 @@ the profile of the per-packet path said the limit is kernel work per packet — 
   :func:`.sockets.receive_batch`; the daemon does it): one ``recvmsg`` returns a run of
   datagrams.
 - **Socket buffers**: 4 MiB, forced past ``net.core.*mem_max`` with CAP_NET_ADMIN.
-- Not taken: multi-queue TUN with worker processes (the benchmark machine has two cores
-  that the two datapaths, the two iperf3 ends and the kernel already share; a second
-  worker only adds contention) and threads (AES-GCM on 1.4 KB packets is ~1 µs; releasing
-  the GIL around it buys nothing when the rest of the path holds it).
+- **Two processes** (``datapathWorkers: 2``): :mod:`.split` moves the outbound half into
+  a worker process (:meth:`serve_outbound`, :meth:`add_outbound_peer`); its module
+  docstring says why by direction and not a multi-queue device with a worker per queue.
+  Not taken: threads (AES-GCM on 1.4 KB packets is ~2 µs of the ~30 µs a segment costs;
+  releasing the GIL around it buys nothing when the rest of the path holds it).
 
 Measured (iperf3 TCP, AES-GCM-256 tunnel, ESP in UDP, two pods on two nodes, 2 cores
 shared with other workloads so single runs vary by ±30 %; medians of three runs)::
@@ -411,6 +412,23 @@ class UserspaceDatapath:
                 return device
         self.offload = False
         return open_tun(opts.device, queues=opts.queues)
+
+    def serve_outbound(self, tun: TunDevice, *, offload: bool) -> None:
+        """Carry only the outbound half, on a device another process opened and routes.
+
+        The outbound worker of :mod:`.split` runs this: it reads ``tun`` and seals, and
+        nothing else (no routes, rules or inbound SAs: the daemon keeps those).
+        """
+        self._loop = asyncio.get_running_loop()
+        self._tun = tun
+        self.offload = offload
+        for fd in tun.fds:
+            self._loop.add_reader(fd, self._on_tun_readable, fd)
+
+    def add_outbound_peer(self, policy: PeerPolicy) -> None:
+        """Know a peer for outbound classification only (see :meth:`serve_outbound`)."""
+        self._peers[policy.peer] = _Peer(policy)
+        self._route_cache.clear()
 
     def drop_stale(self) -> None:
         """Remove the blackhole routes of an earlier run that no added peer claims."""
