@@ -35,6 +35,8 @@ DATAPATH = (
 PYROUTE2 = ("pyroute2",)
 #: The JSON schema export (the chart's and the docs' schema), never the daemon's.
 SCHEMA = ("kipsec_sidecar.config.schema",)
+#: PyYAML: only for a document that is not the operator's plain JSON.
+YAML = ("yaml", "kipsec_sidecar.config.strict_yaml")
 
 
 def loaded(code: str, *args: str) -> set[str]:
@@ -54,7 +56,7 @@ def present(modules: set[str], names: tuple[str, ...]) -> list[str]:
 
 def test_importing_the_daemon_loads_no_datapath() -> None:
     modules = loaded("import kipsec_sidecar.daemon")
-    assert present(modules, NEVER + KERNEL + DATAPATH + PYROUTE2 + SCHEMA) == []
+    assert present(modules, NEVER + KERNEL + DATAPATH + PYROUTE2 + SCHEMA + YAML) == []
 
 
 def test_the_cli_loads_neither_the_daemon_nor_the_config_model() -> None:
@@ -72,7 +74,7 @@ def test_the_userspace_path_never_loads_the_kernel_datapath() -> None:
         "assert choose_datapath('userspace').name == 'userspace'\n"
         "import kipsec_sidecar.datapath.userspace"
     )
-    assert present(modules, NEVER + KERNEL + PYROUTE2 + SCHEMA) == []
+    assert present(modules, NEVER + KERNEL + PYROUTE2 + SCHEMA + YAML) == []
     assert present(modules, DATAPATH) == list(DATAPATH)
 
 
@@ -95,3 +97,17 @@ def test_the_kernel_datapath_still_loads_its_netlink_code() -> None:
     # The other side of the split: the kernel path gets what it needs when chosen.
     wanted = (*KERNEL, *PYROUTE2)
     assert present(loaded("import kipsec_sidecar.datapath.kernel"), wanted) == list(wanted)
+
+
+def test_a_json_document_is_read_without_pyyaml_and_a_yaml_one_with_it() -> None:
+    # The operator writes JSON: the loader's JSON shortcut reads it, PyYAML stays out.
+    document = {"apiVersion": "kipsec.io/v1alpha1", "kind": "SidecarConfig", "peers": []}
+    code = (
+        "import sys\n"
+        "from kipsec_sidecar.config.load import parse_text\n"
+        "assert parse_text(sys.argv[1])['kind'] == 'SidecarConfig'"
+    )
+    as_json = json.dumps(document, sort_keys=True, indent=2) + "\n"
+    assert present(loaded(code, as_json), YAML) == []
+    as_yaml = "apiVersion: kipsec.io/v1alpha1\nkind: SidecarConfig\npeers: []\n"
+    assert present(loaded(code, as_yaml), ("yaml",)) == ["yaml"]
