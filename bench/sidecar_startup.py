@@ -10,7 +10,7 @@ interleaved (round r starts every peer count and variant once before round r+1),
 change of the machine's load falls on all of them alike:
 
 - import: the wall time of ``python -c "import M"`` for the bare interpreter, the
-  third-party floor (asyncio, cryptography, pydantic, PyYAML: what any sidecar imports),
+  third-party floor (asyncio, cryptography with x509, pydantic: what any sidecar imports),
   the CLI entry point (``kipsec_sidecar.cli``, what ``kipsec-sidecar`` imports before it
   parses its arguments), the daemon (``kipsec_sidecar.daemon``, what ``run`` imports)
   and the daemon with the userspace datapath (all a start imports), with how many
@@ -165,11 +165,12 @@ def median(values: list[float]) -> str:
 
 
 #: (label, modules) of the import rows: the bare interpreter, the third-party floor every
-#: sidecar pays (its event loop, crypto, config validation and YAML), the CLI entry point,
+#: sidecar pays (its event loop, crypto and config validation; PyYAML loads only for a
+#: document that is not plain JSON), the CLI entry point,
 #: the daemon, and the daemon with the userspace datapath (everything a start imports).
 IMPORTS = (
     ("(interpreter)", ""),
-    ("floor: asyncio+crypto+pydantic", "asyncio, cryptography.x509, pydantic, yaml"),
+    ("floor: asyncio+crypto+pydantic", "asyncio, cryptography.x509, pydantic"),
     ("kipsec_sidecar.cli", "kipsec_sidecar.cli"),
     ("kipsec_sidecar.daemon", "kipsec_sidecar.daemon"),
     ("daemon + userspace datapath", "kipsec_sidecar.daemon, kipsec_sidecar.datapath.userspace"),
