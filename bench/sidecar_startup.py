@@ -2,12 +2,15 @@
 
 Run (root; one pod in a network namespace, removed afterwards)::
 
-    .venv/bin/python bench/sidecar_startup.py [--runs 5] [--idle 1.0]
+    .venv/bin/python bench/sidecar_startup.py [--runs 5] [--idle 1.0] [--peers 0,10,100]
+        [--variant NAME=VAR=VALUE,...]
 
-Printed, each the median of ``--runs`` (at most 20) with the spread:
+Printed, each the median of ``--runs`` (at most 20) with the spread; the runs are
+interleaved (round r starts every peer count and variant once before round r+1), so a
+change of the machine's load falls on all of them alike:
 
 - import: the wall time of ``python -c "import M"`` for the bare interpreter, the
-  third-party floor (asyncio, cryptography, pydantic, PyYAML: what any sidecar imports),
+  third-party floor (asyncio, cryptography with x509, pydantic: what any sidecar imports),
   the CLI entry point (``kipsec_sidecar.cli``, what ``kipsec-sidecar`` imports before it
   parses its arguments), the daemon (``kipsec_sidecar.daemon``, what ``run`` imports)
   and the daemon with the userspace datapath (all a start imports), with how many
@@ -15,10 +18,17 @@ Printed, each the median of ``--runs`` (at most 20) with the spread:
 - exec to ready: from just before ``exec`` of ``kipsec-sidecar run`` (userspace datapath,
   PSK, the injected sidecar's two listeners) to the first ``/healthz`` answered 200 on
   the probes listener (what the injected startupProbe asks) and to the first ``sas``
-  answered on the control socket (what the tests and ``kipsec-sidecar`` wait for), with
-  0 and with 100 configured peers;
+  answered on the control socket (what the tests and ``kipsec-sidecar`` wait for), and
+  the CPU seconds (user + system, from ``/proc/<pid>/stat``, with those of the commands
+  it ran, such as ``nft``) the sidecar used until it was ready — the figure a loaded
+  machine stretches least —, with each ``--peers`` count
+  of configured peers;
 - memory: ``VmRSS`` (and its anonymous part, ``RssAnon``) from ``/proc/<pid>/status``
-  ``--idle`` seconds after ready, with 0 and 100 peers.
+  ``--idle`` seconds after ready, per peer count.
+
+``--variant`` adds starts with environment variables set (``arena2=MALLOC_ARENA_MAX=2``;
+several ``VAR=VALUE`` separated by commas), measured in the same rounds as the plain
+start (``base``): how an environment setting of the image moves start and memory.
 
 Bytecode: the image installs kipsec from a wheel, so its modules start from ``.pyc``
 files; a development checkout run with ``PYTHONDONTWRITEBYTECODE=1`` (as this machine's
@@ -65,7 +75,14 @@ READY_TIMEOUT = 20.0
 #: SIGKILL after 5 s), print one JSON line.
 _DRIVER = r"""
 import json, os, signal, socket, subprocess, sys, time
-argv, probe, control, idle, timeout, log = json.loads(sys.argv[1])
+argv, env, probe, control, idle, timeout, log = json.loads(sys.argv[1])
+TICK = os.sysconf("SC_CLK_TCK")
+
+def cpu(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    # utime, stime, and those of the children it waited for (its nft runs)
+    return sum(int(f) for f in fields[11:15]) / TICK
 host, port = probe.rsplit(":", 1)
 
 def healthz():
@@ -95,20 +112,26 @@ def sas():
 
 with open(log, "ab") as err:
     start = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
-    ready = answered = None
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **env}
+    )
+    ready = answered = cpu_ready = None
     snapshot = None
     while (ready is None or answered is None) and time.monotonic() - start < timeout:
         if proc.poll() is not None:
             break
         if ready is None and healthz():
             ready = time.monotonic() - start
+            try:
+                cpu_ready = cpu(proc.pid)
+            except OSError:
+                cpu_ready = None
         if answered is None:
             snapshot = sas()
             if snapshot is not None:
                 answered = time.monotonic() - start
         time.sleep(0.005)
-    result = {"ready": ready, "control": answered, "exit": proc.poll()}
+    result = {"ready": ready, "control": answered, "cpu": cpu_ready, "exit": proc.poll()}
     if snapshot is not None:
         result["peers"] = len(snapshot.get("peers", []))
     if proc.poll() is None:
@@ -137,16 +160,17 @@ def median(values: list[float]) -> str:
     if not values:
         return "n/a"
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+        return f"{values[0]:.2f}"
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 #: (label, modules) of the import rows: the bare interpreter, the third-party floor every
-#: sidecar pays (its event loop, crypto, config validation and YAML), the CLI entry point,
+#: sidecar pays (its event loop, crypto and config validation; PyYAML loads only for a
+#: document that is not plain JSON), the CLI entry point,
 #: the daemon, and the daemon with the userspace datapath (everything a start imports).
 IMPORTS = (
     ("(interpreter)", ""),
-    ("floor: asyncio+crypto+pydantic", "asyncio, cryptography.x509, pydantic, yaml"),
+    ("floor: asyncio+crypto+pydantic", "asyncio, cryptography.x509, pydantic"),
     ("kipsec_sidecar.cli", "kipsec_sidecar.cli"),
     ("kipsec_sidecar.daemon", "kipsec_sidecar.daemon"),
     ("daemon + userspace datapath", "kipsec_sidecar.daemon, kipsec_sidecar.datapath.userspace"),
@@ -154,34 +178,33 @@ IMPORTS = (
 
 
 def import_times(runs: int) -> dict[str, tuple[list[float], int, float]]:
-    """Wall seconds of ``python -c "import M"`` per run, the modules it loaded and its
-    VmRSS (MiB) at the end."""
-    results: dict[str, tuple[list[float], int, float]] = {}
+    """Wall seconds of ``python -c "import M"`` per run (rounds interleaved across the
+    rows), the modules it loaded and its VmRSS (MiB) at the end."""
+    results: dict[str, tuple[list[float], int, float]] = {
+        label: ([], 0, 0.0) for label, _ in IMPORTS
+    }
     python = str(REPO / ".venv" / "bin" / "python")
-    for label, modules in IMPORTS:
-        code = (
-            f"import sys{', ' + modules if modules else ''}\n"
-            "rss = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')]\n"
-            "print(len(sys.modules), int(rss[0]) / 1024)"
-        )
-        times: list[float] = []
-        count, rss = 0, 0.0
-        for _ in range(runs):
+    for _ in range(runs):
+        for label, modules in IMPORTS:
+            code = (
+                f"import sys{', ' + modules if modules else ''}\n"
+                "rss = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')]\n"
+                "print(len(sys.modules), int(rss[0]) / 1024)"
+            )
             start = time.monotonic()
             out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
-            times.append(time.monotonic() - start)
+            elapsed = time.monotonic() - start
             if out.returncode != 0:
                 raise RuntimeError(f"python -c {code!r}: {out.stderr}")
             words = out.stdout.split()
-            count, rss = int(words[0]), float(words[1])
-        results[label] = (times, count, rss)
+            times = results[label][0]
+            times.append(elapsed)
+            results[label] = (times, int(words[0]), float(words[1]))
     return results
 
 
-def starts(
-    topo: Topology, workdir: Path, count: int, runs: int, idle: float, name: str = "peers"
-) -> list[dict[str, Any]]:
-    """``runs`` starts of a sidecar with ``count`` onDemand peers in pod pm."""
+def prepare(topo: Topology, workdir: Path, count: int, name: str = "peers") -> Sidecar:
+    """The work directory and document of a sidecar with ``count`` onDemand peers in pm."""
     sidecar = Sidecar(topo, "pm", workdir / f"{name}{count}")
     sidecar.workdir.mkdir()
     sidecar.write(
@@ -190,6 +213,13 @@ def starts(
         metrics={"enabled": True},
         logging={"level": "warning"},
     )
+    return sidecar
+
+
+def start(
+    topo: Topology, sidecar: Sidecar, count: int, idle: float, env: dict[str, str]
+) -> dict[str, Any]:
+    """One start of ``sidecar`` (with ``env`` added to its environment), measured."""
     argv = [
         SIDECAR,
         "run",
@@ -200,17 +230,16 @@ def starts(
         "--probe-listen",
         PROBE_LISTEN,
     ]
-    spec = json.dumps([argv, PROBE_LISTEN, sidecar.socket, idle, READY_TIMEOUT, str(sidecar.log)])
-    results = []
-    for _ in range(runs):
-        out = topo.python("pm", _DRIVER, spec, timeout=READY_TIMEOUT + idle + 15)
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        if result.get("peers") not in (None, count):
-            raise AssertionError(f"the sidecar lists {result['peers']} peers, not {count}")
-        if result["ready"] is None:
-            print(f"  a start with {count} peers failed:\n{sidecar.tail(10)}", file=sys.stderr)
-        results.append(result)
-    return results
+    spec = json.dumps(
+        [argv, env, PROBE_LISTEN, sidecar.socket, idle, READY_TIMEOUT, str(sidecar.log)]
+    )
+    out = topo.python("pm", _DRIVER, spec, timeout=READY_TIMEOUT + idle + 15)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    if result.get("peers") not in (None, count):
+        raise AssertionError(f"the sidecar lists {result['peers']} peers, not {count}")
+    if result["ready"] is None:
+        print(f"  a start with {count} peers failed:\n{sidecar.tail(10)}", file=sys.stderr)
+    return result
 
 
 def main() -> int:
@@ -222,8 +251,23 @@ def main() -> int:
         action="store_true",
         help="compile kipsec's sources at every start (PYTHONDONTWRITEBYTECODE=1)",
     )
+    parser.add_argument(
+        "--peers", default="0,10,100", help="configured peer counts, comma-separated (0-254)"
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=VAR=VALUE[,VAR=VALUE]",
+        help="also start with these environment variables (repeatable)",
+    )
     args = parser.parse_args()
     runs = max(1, min(args.runs, MAX_RUNS))
+    counts = [max(0, min(int(c), 254)) for c in args.peers.split(",")]
+    variants: dict[str, dict[str, str]] = {"base": {}}
+    for variant in args.variant:
+        name, _, settings = variant.partition("=")
+        variants[name] = dict(item.split("=", 1) for item in settings.split(","))
     idle = max(0.0, min(args.idle, 10.0))
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -231,7 +275,7 @@ def main() -> int:
     print(f"load average before: {loadavg()}  ({os.cpu_count()} CPUs, {runs} runs each)")
     with tempfile.TemporaryDirectory(prefix="kipsec-startup-") as tmp:
         bytecode(not args.no_bytecode, Path(tmp))
-        return measure(Path(tmp), runs, idle)
+        return measure(Path(tmp), runs, idle, counts, variants)
 
 
 def bytecode(enabled: bool, tmp: Path) -> None:
@@ -250,35 +294,53 @@ def bytecode(enabled: bool, tmp: Path) -> None:
     print("bytecode: cached (like the image's installed wheel)")
 
 
-def measure(tmp: Path, runs: int, idle: float) -> int:
-    """Print the import rows, then start the sidecar ``runs`` times with 0 and 100 peers."""
+def measure(
+    tmp: Path, runs: int, idle: float, counts: list[int], variants: dict[str, dict[str, str]]
+) -> int:
+    """Print the import rows, then ``runs`` interleaved rounds of starts: every peer
+    count with every variant once per round."""
     imports = import_times(runs)
     sweep_stale()
+    measured: dict[tuple[int, str], list[dict[str, Any]]] = {
+        (count, name): [] for count in counts for name in variants
+    }
     with Topology() as topo:
         topo.add_node("a")
         topo.add_pod("pm", "a")
         topo.ip("pm", f"route add blackhole {FAKE_PEERS}")
+        sidecars = {count: prepare(topo, tmp, count) for count in counts}
         # Unmeasured: the first start also fills the bytecode cache (modules a start loads
         # beyond the imports above) and the page cache.
-        starts(topo, tmp, 1, 1, 0.0, name="warm-up")
-        measured = {count: starts(topo, tmp, count, runs, idle) for count in (0, 100)}
+        warm = prepare(topo, tmp, 1, name="warm-up")
+        for env in variants.values():
+            start(topo, warm, 1, 0.0, env)
+        for _ in range(runs):
+            for count in counts:
+                for name, env in variants.items():
+                    measured[count, name].append(start(topo, sidecars[count], count, idle, env))
     print(f"load average after:  {loadavg()}")
 
     print("\nimport, wall seconds of `python -c 'import M'` (median (min-max)), modules, VmRSS")
     for label, (times, modules, rss) in imports.items():
         print(f"  {label:32} {median(times):28} {modules:5d} modules {rss:6.1f} MiB")
-    print("\nkipsec-sidecar run (userspace datapath), exec to ready, seconds; memory idle, MiB")
-    print(f"  {'peers':>5}  {'/healthz 200':28} {'control answers':28} {'VmRSS':24} RssAnon")
-    for count, results in measured.items():
+    print(
+        "\nkipsec-sidecar run (userspace datapath), exec to ready and CPU to ready, seconds;"
+        " memory idle, MiB"
+    )
+    print(
+        f"  {'variant':8} {'peers':>5}  {'/healthz 200':22} {'control answers':22} "
+        f"{'CPU to ready':22} {'VmRSS':22} RssAnon"
+    )
+    for (count, name), results in measured.items():
 
         def column(key: str, results: list[dict[str, Any]] = results) -> list[float]:
             return [r[key] for r in results if r.get(key) is not None]
 
         failed = sum(1 for r in results if r["ready"] is None)
         print(
-            f"  {count:5d}  {median(column('ready')):28} {median(column('control')):28} "
-            f"{median(column('VmRSS')):24} {median(column('RssAnon'))}"
-            + (f"  ({failed} failed)" if failed else "")
+            f"  {name:8} {count:5d}  {median(column('ready')):22} {median(column('control')):22} "
+            f"{median(column('cpu')):22} {median(column('VmRSS')):22} "
+            f"{median(column('RssAnon'))}" + (f"  ({failed} failed)" if failed else "")
         )
     return 0
 

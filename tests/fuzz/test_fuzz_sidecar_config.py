@@ -3,11 +3,13 @@
 Whatever the document, loading it gives a SidecarConfig or a ConfigError — never
 another exception — and a document that loads maps onto the cores (`to_core`) or
 fails with a ConfigError. An unknown key added anywhere is reported at its exact path.
+The JSON shortcut of the loader reads the same data as the YAML parser, or declines.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ from hypothesis import strategies as st
 
 from kipsec_sidecar.config import ConfigError, SidecarConfig, load_config_data, to_core
 from kipsec_sidecar.config.errors import join_path
-from kipsec_sidecar.config.load import load_config_string
+from kipsec_sidecar.config.load import load_config_string, plain_json
+from kipsec_sidecar.config.strict_yaml import parse_yaml
 from support.sidecar_config_files import EXAMPLES, ExampleFiles
 
 FILES = ExampleFiles()
@@ -241,3 +244,59 @@ def test_the_mutation_corpus_is_valid() -> None:
         config = load_config_data(document)
         assert to_core(config, read_file=FILES.read)
     assert Path(EXAMPLES).is_dir()
+
+
+# --- the JSON shortcut of parse_text -------------------------------------------------------
+
+#: Mostly printable ASCII (what the shortcut takes), some of everything else.
+JSON_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=12) | st.text(
+    max_size=4
+)
+JSON_VALUES = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([1e16, 1.5e-7, -0.0, 1e300]),  # exponents: strings to YAML
+        JSON_TEXT,
+        st.sampled_from(["yes", "no", "on", "0x10", "1e3", "1_000", "~", "<<", ": x", "#"]),
+    ),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(max_size=8) | st.sampled_from(["<<", "?", "-", ""]), children, max_size=4
+        )
+    ),
+    max_leaves=20,
+)
+LAYOUTS = st.sampled_from(
+    [
+        {"indent": 2, "sort_keys": True},  # what the operator writes
+        {},
+        {"separators": (",", ":")},
+        {"indent": 1, "ensure_ascii": False},
+        {"separators": (" , ", " : ")},
+        {"indent": "\t"},
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(JSON_TEXT, JSON_VALUES, max_size=5), LAYOUTS)
+def test_the_json_shortcut_reads_what_the_yaml_parser_reads(
+    document: dict[str, Any], layout: dict[str, Any]
+) -> None:
+    # plain_json either declines (the YAML parser decides) or gives exactly the YAML data.
+    text = json.dumps(document, **layout)
+    shortcut = plain_json(text)
+    if shortcut is None:
+        return
+    assert shortcut == parse_yaml(text, source="fuzz")
+
+
+def test_the_operators_documents_take_the_json_shortcut_and_load_the_same() -> None:
+    for document in DOCUMENTS:
+        text = json.dumps(document, sort_keys=True, indent=2) + "\n"
+        assert plain_json(text) == parse_yaml(text, source="t") == document
+        assert load_config_string(text) == load_config_data(document)

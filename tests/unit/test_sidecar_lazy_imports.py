@@ -1,7 +1,8 @@
 """What the sidecar loads, by path: the modules a path never uses stay out of the process.
 
 The sidecar's start time and resident memory are mostly imports (see
-``bench/sidecar_startup.py``): pyroute2 alone is ~160 modules and ~10 MiB. These tests
+``bench/sidecar_startup.py``): pyroute2 alone is ~160 modules and ~10 MiB, and only the
+kernel datapath still uses it. These tests
 run each path in a fresh interpreter and read its ``sys.modules``, so an eager import
 added anywhere on the way (a module-level ``from ..datapath.kernel import ...``) fails
 here, not as a slower start someone has to notice. They are structural, not timed.
@@ -23,10 +24,19 @@ KERNEL = (
     "kipsec_sidecar.datapath.xfrm_sa",
     "kipsec_sidecar.datapath.probe",
 )
-#: What a started datapath needs, and nothing before: netlink routing (pyroute2), TUN.
-DATAPATH = ("pyroute2", "kipsec_sidecar.datapath.routing", "kipsec_sidecar.datapath.userspace")
+#: What a started userspace datapath needs, and nothing before: its rtnetlink routing, TUN.
+DATAPATH = (
+    "kipsec_sidecar.datapath.rtnetlink",
+    "kipsec_sidecar.datapath.routing",
+    "kipsec_sidecar.datapath.userspace",
+)
+#: The kernel datapath's XFRM netlink framework (~160 modules, ~10 MiB): never on the
+#: userspace path, whose routes and rules go through its own rtnetlink module.
+PYROUTE2 = ("pyroute2",)
 #: The JSON schema export (the chart's and the docs' schema), never the daemon's.
 SCHEMA = ("kipsec_sidecar.config.schema",)
+#: PyYAML: only for a document that is not the operator's plain JSON.
+YAML = ("yaml", "kipsec_sidecar.config.strict_yaml")
 
 
 def loaded(code: str, *args: str) -> set[str]:
@@ -46,7 +56,7 @@ def present(modules: set[str], names: tuple[str, ...]) -> list[str]:
 
 def test_importing_the_daemon_loads_no_datapath() -> None:
     modules = loaded("import kipsec_sidecar.daemon")
-    assert present(modules, NEVER + KERNEL + DATAPATH + SCHEMA) == []
+    assert present(modules, NEVER + KERNEL + DATAPATH + PYROUTE2 + SCHEMA + YAML) == []
 
 
 def test_the_cli_loads_neither_the_daemon_nor_the_config_model() -> None:
@@ -64,7 +74,7 @@ def test_the_userspace_path_never_loads_the_kernel_datapath() -> None:
         "assert choose_datapath('userspace').name == 'userspace'\n"
         "import kipsec_sidecar.datapath.userspace"
     )
-    assert present(modules, NEVER + KERNEL + SCHEMA) == []
+    assert present(modules, NEVER + KERNEL + PYROUTE2 + SCHEMA + YAML) == []
     assert present(modules, DATAPATH) == list(DATAPATH)
 
 
@@ -80,10 +90,24 @@ def test_an_invalid_document_is_reported_before_any_datapath_loads(tmp_path: Pat
         str(config),
     )
     assert "kipsec_sidecar.config.model" in modules
-    assert present(modules, NEVER + KERNEL + DATAPATH + SCHEMA) == []
+    assert present(modules, NEVER + KERNEL + DATAPATH + PYROUTE2 + SCHEMA) == []
 
 
 def test_the_kernel_datapath_still_loads_its_netlink_code() -> None:
     # The other side of the split: the kernel path gets what it needs when chosen.
-    wanted = (*KERNEL, "pyroute2")
+    wanted = (*KERNEL, *PYROUTE2)
     assert present(loaded("import kipsec_sidecar.datapath.kernel"), wanted) == list(wanted)
+
+
+def test_a_json_document_is_read_without_pyyaml_and_a_yaml_one_with_it() -> None:
+    # The operator writes JSON: the loader's JSON shortcut reads it, PyYAML stays out.
+    document = {"apiVersion": "kipsec.io/v1alpha1", "kind": "SidecarConfig", "peers": []}
+    code = (
+        "import sys\n"
+        "from kipsec_sidecar.config.load import parse_text\n"
+        "assert parse_text(sys.argv[1])['kind'] == 'SidecarConfig'"
+    )
+    as_json = json.dumps(document, sort_keys=True, indent=2) + "\n"
+    assert present(loaded(code, as_json), YAML) == []
+    as_yaml = "apiVersion: kipsec.io/v1alpha1\nkind: SidecarConfig\npeers: []\n"
+    assert present(loaded(code, as_yaml), ("yaml",)) == ["yaml"]

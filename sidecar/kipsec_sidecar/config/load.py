@@ -6,8 +6,14 @@ migrated, through :data:`MIGRATIONS`) and `kind`; only then is the rest validate
 against the current model, and finally the cross-field checks of :mod:`.checks` run.
 Every failure is one :class:`~kipsec_sidecar.config.errors.ConfigError` listing every
 bad field as `path: message`; nothing else escapes these functions for any input.
-YAML and JSON are both accepted (JSON is read by the YAML parser); duplicate keys are
-errors, not "last one wins".
+YAML and JSON are both accepted; duplicate keys are errors, not "last one wins".
+The YAML parser reads everything, with one shortcut: plain-ASCII JSON without escapes,
+exponents or tabs (what the operator writes) is read by :func:`json.loads`, which gives
+the very data the YAML parser would at a fraction of its cost — the pure-Python YAML
+parser took most of a 100-peer sidecar's start (``bench/sidecar_startup.py``) — and
+leaves PyYAML unimported. Anything else, including every document the shortcut would
+refuse, goes through the YAML parser, so errors and their messages are the YAML ones
+(``tests/fuzz/test_fuzz_sidecar_config.py`` checks both paths give the same data).
 
 Limits, each a clear error rather than a stall or a crash: a document is at most
 :data:`MAX_DOCUMENT_BYTES` (1 MiB, what a Kubernetes Secret holds), checked before
@@ -23,11 +29,12 @@ refused for. Anchors and aliases of whole values work.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable, Hashable
+import re
+from collections.abc import Callable
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from ..regular_files import (
@@ -52,7 +59,12 @@ MIGRATIONS: dict[str, Migration] = {}
 MAX_DOCUMENT_BYTES = MAX_FILE_BYTES
 #: Deepest nesting of mappings and lists accepted.
 MAX_NESTING = 64
-_MERGE_TAG = "tag:yaml.org,2002:merge"
+#: A JSON number the YAML (1.1) resolver reads as the same float: a dot, and an
+#: exponent only with a sign (``1e3`` and ``1.5e3`` are strings to YAML).
+_SPACE_COLON = re.compile(r"\s:")
+#: Longest key taken by the JSON shortcut (YAML's simple keys end within 1,024 characters).
+_MAX_KEY = 1000
+_YAML_FLOAT = re.compile(r"-?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?")
 
 
 def load_config(path: str | os.PathLike[str]) -> SidecarConfig:
@@ -95,24 +107,75 @@ def parse_text(text: str, *, source: str = "<string>") -> Any:
     :data:`MAX_DOCUMENT_BYTES` (checked before parsing)."""
     if len(text) > MAX_DOCUMENT_BYTES or len(text.encode("utf-8", "replace")) > MAX_DOCUMENT_BYTES:
         raise ConfigError([FieldError("", too_large(MAX_DOCUMENT_BYTES))], source=source)
+    data = plain_json(text)
+    if data is not None:
+        return data
+    from .strict_yaml import parse_yaml  # PyYAML: only for documents that need it
+
+    return parse_yaml(text, source=source)
+
+
+class _NotPlain(ValueError):
+    """JSON the YAML parser might read differently: left to the YAML parser."""
+
+
+def plain_json(text: str) -> dict[str, Any] | None:
+    """The mapping a JSON ``text`` holds when the YAML parser would read exactly the same
+    data from it and accept it; None for anything else (the YAML parser decides).
+
+    Same data: ASCII only (PyYAML refuses some characters JSON allows), no backslash (no
+    escapes, whose surrogate pairs the two read differently), no tab and no DEL, no
+    space before a colon and keys under :data:`_MAX_KEY` characters (YAML's simple-key
+    limits), floats in the YAML float form, no NaN/Infinity, no duplicate keys, at most
+    :data:`MAX_NESTING` levels (counted as the YAML composer counts nodes).
+    """
+    if not text.startswith("{") or not text.isascii() or any(c in text for c in "\\\t\x7f"):
+        return None
+    if _SPACE_COLON.search(text):
+        return None
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except _Refused as exc:
-        raise ConfigError([FieldError("", str(exc))], source=source) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        raise ConfigError(
-            [FieldError("", f"{where}not valid YAML/JSON: {exc.problem}")], source=source
-        ) from None
-    except RecursionError:
-        raise ConfigError(
-            [FieldError("", "not valid YAML/JSON: nested too deeply")], source=source
-        ) from None
-    except (yaml.YAMLError, ValueError, TypeError) as exc:
-        raise ConfigError(
-            [FieldError("", f"not valid YAML/JSON: {type(exc).__name__}")], source=source
-        ) from None
+        data = json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_float=_yaml_float,
+            parse_constant=_refuse_constant,
+        )
+    except (ValueError, RecursionError):  # _NotPlain and JSONDecodeError are ValueErrors
+        return None
+    if not isinstance(data, dict) or _depth(data) > MAX_NESTING:
+        return None
+    return data
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs) or any(len(key) >= _MAX_KEY for key in mapping):
+        raise _NotPlain("duplicate or long key")
+    return mapping
+
+
+def _yaml_float(literal: str) -> float:
+    if not _YAML_FLOAT.fullmatch(literal):
+        raise _NotPlain(f"{literal} is not a float to YAML")
+    return float(literal)
+
+
+def _refuse_constant(literal: str) -> Any:
+    raise _NotPlain(f"{literal} is not JSON")
+
+
+def _depth(data: object) -> int:
+    """Levels of nodes in ``data``: a scalar is one, a collection one more than its
+    deepest item (the YAML composer's count)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(value, dict):
+            stack.extend((item, level + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, level + 1) for item in value)
+    return deepest
 
 
 def load_config_data(
@@ -163,54 +226,6 @@ def _current_version(data: object, source: str) -> dict[str, Any]:
     return document
 
 
-class _Refused(ValueError):
-    """Input the loader refuses on purpose; the message names the line."""
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (instead of keeping the last one),
-    merge keys, and nesting deeper than :data:`MAX_NESTING`."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        self._depth += 1
-        try:
-            if self._depth > MAX_NESTING:
-                event = self.peek_event()  # type: ignore[no-untyped-call]
-                line = event.start_mark.line + 1
-                raise _Refused(f"line {line}: nested more than {MAX_NESTING} levels deep")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def fetch_flow_collection_start(self, token_class: type) -> None:
-        # The scanner's cost grows with the square of the flow depth (``[[[...``), so
-        # deep flow nesting is refused here, before the composer would see it.
-        if self.flow_level >= MAX_NESTING:
-            raise _Refused(f"line {self.line + 1}: nested more than {MAX_NESTING} levels deep")
-        super().fetch_flow_collection_start(token_class)
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Hashable] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == _MERGE_TAG:
-                line = key_node.start_mark.line + 1
-                raise _Refused(
-                    f"line {line}: YAML merge keys (<<) are not supported; write the fields "
-                    "out (anchors and aliases of whole values work)"
-                )
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, Hashable):
-                if key in seen:
-                    line = key_node.start_mark.line + 1
-                    raise _Refused(f"line {line}: duplicate key {str(key)[:60]!r}")
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 __all__ = [
     "MAX_DOCUMENT_BYTES",
     "MAX_NESTING",
@@ -220,4 +235,5 @@ __all__ = [
     "load_config_data",
     "load_config_string",
     "parse_text",
+    "plain_json",
 ]

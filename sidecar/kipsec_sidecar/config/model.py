@@ -70,7 +70,8 @@ class _Model(BaseModel):
         hide_input_in_errors=True,
         allow_inf_nan=False,  # .nan/.inf fail as "must be a finite number", not as a bound
         serialize_by_alias=True,
-        use_attribute_docstrings=True,
+        # No use_attribute_docstrings: reading them parses this file's source at every
+        # start; the JSON schema export reads them itself (:mod:`.schema`).
     )
 
 

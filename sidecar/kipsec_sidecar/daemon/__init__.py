@@ -164,8 +164,8 @@ async def _daemon(
     except (OSError, ValueError) as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return EXIT_START_FAILED
-    # Here, not at import: routing loads pyroute2 (~0.3 s, ~10 MiB), which an invalid
-    # document or a sidecar still waiting for one never needs.
+    # Here, not at import: an invalid document or a sidecar still waiting for one never
+    # needs the datapath's routing code.
     from ..datapath.routing import DEFAULT_MARK
 
     try:

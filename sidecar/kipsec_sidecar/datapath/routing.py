@@ -24,11 +24,9 @@ The layout, in the pod's network namespace (``ip rule`` / ``ip route`` terms)::
   ``<table>``, and by the rule priorities together with their table/mark, so a restart
   removes exactly the state of an earlier run and nothing else.
 
-All calls are synchronous netlink round trips (well under a millisecond) made from the
-event loop at set-up and on peer changes, never per packet. pyroute2's synchronous
-``IPRoute`` runs its own asyncio loop and refuses to work in a thread whose loop is
-running, so :class:`NetlinkThread` keeps it on one dedicated thread and the datapath
-waits for each answer (bounded by :data:`NETLINK_TIMEOUT`).
+All calls are synchronous rtnetlink round trips (well under a millisecond, :mod:`.rtnetlink`)
+made from the event loop at set-up and on peer changes, never per packet; the two routes of
+a prefix go to the kernel in one ``send``.
 """
 
 from __future__ import annotations
@@ -37,16 +35,13 @@ import contextlib
 import errno
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from ..core.traffic_selectors import TrafficSelector
+from . import rtnetlink as nl
 from .base import DatapathError
+from .rtnetlink import Message, NetlinkError, Request
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -59,37 +54,6 @@ PROTECTED_METRIC = 100
 FALLBACK_METRIC = 1000
 RTN_BLACKHOLE = 6
 _FAMILIES = (socket.AF_INET, socket.AF_INET6)
-NETLINK_TIMEOUT = 10.0
-
-
-class NetlinkThread:
-    """An ``IPRoute`` living on its own thread; ``proxy.method(...)`` runs it there.
-
-    Results that are generators are turned into lists on that thread. The socket is
-    opened in the network namespace of the process (threads share it unless they call
-    setns, which nothing here does).
-    """
-
-    def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kipsec-netlink")
-        self._ipr: IPRoute = self._executor.submit(IPRoute).result(NETLINK_TIMEOUT)
-
-    def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        result = getattr(self._ipr, name)(*args, **kwargs)
-        if isinstance(result, Iterator):
-            return list(result)
-        return result
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self._executor.submit(self._call, name, args, kwargs).result(NETLINK_TIMEOUT)
-
-        return call
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._executor.submit(self._ipr.close).result(NETLINK_TIMEOUT)
-        self._executor.shutdown(wait=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,16 +87,70 @@ def selector_networks(selectors: Iterable[TrafficSelector]) -> list[IPNetwork]:
     return networks
 
 
-def _route_network(route: Any) -> IPNetwork:
-    """The destination prefix of a dumped route (no ``dst``: the default route)."""
-    zero: ipaddress.IPv4Address | ipaddress.IPv6Address = (
-        ipaddress.IPv6Address(0) if route["family"] == socket.AF_INET6 else ipaddress.IPv4Address(0)
-    )
-    return ipaddress.ip_network((route.get("dst") or zero, route["dst_len"]))
-
-
 def _family(net: IPNetwork) -> int:
     return socket.AF_INET if net.version == 4 else socket.AF_INET6
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A dumped route: what deleting it exactly takes, and its prefix."""
+
+    network: IPNetwork
+    table: int
+    proto: int
+    type: int
+    priority: int | None
+    oif: int | None
+
+    @classmethod
+    def parse(cls, message: Message) -> Route:
+        family, dst_len, _, _, table, proto, _, kind, _ = message.header(nl.RTM_NEWROUTE)
+        size = 4 if family == socket.AF_INET else 16
+        dst = message.attrs.get(nl.RTA_DST, bytes(size))
+        if len(dst) != size or dst_len > size * 8:
+            raise nl.NetlinkParseError(f"route: {len(dst)}-byte destination /{dst_len}")
+        address = ipaddress.ip_address(dst)
+        return cls(
+            network=ipaddress.ip_network((address, dst_len), strict=False),
+            table=message.u32(nl.RTA_TABLE) or table,
+            proto=proto,
+            type=kind,
+            priority=message.u32(nl.RTA_PRIORITY),
+            oif=message.u32(nl.RTA_OIF),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A dumped rule: the fields this module recognises its own by."""
+
+    family: int
+    priority: int | None
+    table: int
+    fwmark: int | None
+    fwmask: int | None
+
+    @classmethod
+    def parse(cls, message: Message) -> Rule:
+        family, _, _, _, table, *_ = message.header(nl.RTM_NEWRULE)
+        return cls(
+            family=family,
+            priority=message.u32(nl.FRA_PRIORITY),
+            table=message.u32(nl.FRA_TABLE) or table,
+            fwmark=message.u32(nl.FRA_FWMARK),
+            fwmask=message.u32(nl.FRA_FWMASK),
+        )
+
+
+def _rule_request(kind: int, flags: int, rule: Rule) -> Request:
+    payload = nl.rtmsg(rule.family, table=rule.table, action=nl.FR_ACT_TO_TBL)
+    payload += nl.u32_attr(nl.FRA_TABLE, rule.table)
+    if rule.priority is not None:
+        payload += nl.u32_attr(nl.FRA_PRIORITY, rule.priority)
+    if rule.fwmark is not None:
+        payload += nl.u32_attr(nl.FRA_FWMARK, rule.fwmark)
+        payload += nl.u32_attr(nl.FRA_FWMASK, 0xFFFFFFFF if rule.fwmask is None else rule.fwmask)
+    return Request(kind, flags, payload)
 
 
 class PolicyRouting:
@@ -140,38 +158,72 @@ class PolicyRouting:
 
     def __init__(self, ids: RoutingIds | None = None) -> None:
         self.ids = ids or RoutingIds()
-        self._ipr = NetlinkThread()
+        try:
+            self._nl = nl.RtNetlink()
+        except OSError as exc:
+            raise DatapathError(f"netlink socket: {exc}") from None
         self._protected: dict[IPNetwork, int] = {}  # prefix -> how many peers route it
 
     def close(self, *, keep: bool = False) -> None:
         """Remove every rule and route this object's ids identify (unless ``keep``: the
         rules and blackholes then fail closed until the next run), then the socket."""
-        if not keep:
-            self.remove_stale()
-        self._protected.clear()
-        self._ipr.close()
+        try:
+            if not keep:
+                self.remove_stale()
+        finally:
+            self._protected.clear()
+            self._nl.close()
+
+    def _route(
+        self,
+        kind: int,
+        net: IPNetwork,
+        priority: int | None,
+        *,
+        flags: int = 0,
+        type: int = nl.RTN_UNICAST,
+        oif: int | None = None,
+    ) -> Request:
+        """A route message for ``net`` in this object's table with its protocol number;
+        ``type`` 0 (deletes) matches any type."""
+        ids = self.ids
+        payload = nl.rtmsg(
+            _family(net), dst_len=net.prefixlen, table=ids.table, proto=ids.route_proto, type=type
+        )
+        payload += nl.u32_attr(nl.RTA_TABLE, ids.table)
+        payload += nl.attr(nl.RTA_DST, net.network_address.packed)
+        if priority is not None:
+            payload += nl.u32_attr(nl.RTA_PRIORITY, priority)
+        if oif is not None:
+            payload += nl.u32_attr(nl.RTA_OIF, oif)
+        return Request(kind, flags, payload)
 
     # -- state of earlier runs ---------------------------------------------------------
 
-    def _own_rules(self) -> Iterator[Any]:
+    def _dump(self, kind: int, family: int) -> list[Message]:
+        """A route or rule dump of ``family``; none where the family is unsupported."""
+        try:
+            return self._nl.query(Request(kind, nl.NLM_F_DUMP, nl.rtmsg(family)))
+        except NetlinkError:
+            return []
+
+    def _own_rules(self) -> Iterator[Rule]:
         ids = self.ids
         for family in _FAMILIES:
-            with contextlib.suppress(NetlinkError):
-                for rule in self._ipr.get_rules(family=family):
-                    priority = rule.get("priority")
-                    table = rule.get("FRA_TABLE") or rule.get("table")
-                    if priority == ids.rule_priority and table == MAIN_TABLE:
-                        if rule.get("fwmark") == ids.mark:
-                            yield rule
-                    elif priority == ids.rule_priority + 1 and table == ids.table:
+            for message in self._dump(nl.RTM_GETRULE, family):
+                rule = Rule.parse(message)
+                if rule.priority == ids.rule_priority and rule.table == MAIN_TABLE:
+                    if rule.fwmark == ids.mark:
                         yield rule
+                elif rule.priority == ids.rule_priority + 1 and rule.table == ids.table:
+                    yield rule
 
-    def _own_routes(self) -> Iterator[Any]:
+    def _own_routes(self) -> Iterator[Route]:
         for family in _FAMILIES:
-            with contextlib.suppress(NetlinkError):
-                for route in self._ipr.get_routes(family=family, table=self.ids.table):
-                    if route["proto"] == self.ids.route_proto:
-                        yield route
+            for message in self._dump(nl.RTM_GETROUTE, family):
+                route = Route.parse(message)
+                if route.table == self.ids.table and route.proto == self.ids.route_proto:
+                    yield route
 
     def remove_stale(self) -> int:
         """Delete the rules and routes an earlier run (or this one) left; return how many.
@@ -179,45 +231,24 @@ class PolicyRouting:
         Only rules with this object's priorities *and* its table/mark, and only routes in
         its table with its protocol number, are touched.
         """
-        removed = 0
-        for rule in list(self._own_rules()):
-            with contextlib.suppress(NetlinkError):
-                self._ipr.rule(
-                    "del",
-                    family=rule["family"],
-                    priority=rule.get("priority"),
-                    table=rule.get("FRA_TABLE") or rule.get("table"),
-                    **_mark_args(rule),
-                )
-                removed += 1
-        for route in list(self._own_routes()):
-            removed += self._delete_route(route)
-        return removed
+        requests = [_rule_request(nl.RTM_DELRULE, 0, rule) for rule in self._own_rules()]
+        return self._deleted(requests) + self._delete_routes(list(self._own_routes()))
 
-    def _delete_route(self, route: Any) -> int:
-        """Delete one dumped route of ours; 1 if it was deleted, 0 if it was gone."""
-        try:
-            self._ipr.route(
-                "del",
-                family=route["family"],
-                table=self.ids.table,
-                dst=route.get("dst"),
-                dst_len=route["dst_len"],
-                priority=route.get("priority"),
-                type=route["type"],
-                proto=self.ids.route_proto,
-            )
-        except NetlinkError:
-            return 0
-        return 1
+    def _deleted(self, requests: list[Request]) -> int:
+        """Send delete ``requests`` in one batch; how many the kernel carried out."""
+        return sum(1 for code in self._nl.transact(requests) if code == 0)
+
+    def _delete_routes(self, routes: list[Route]) -> int:
+        """Delete dumped routes of ours in one batch; how many were deleted (not gone)."""
+        return self._deleted(
+            [self._route(nl.RTM_DELROUTE, r.network, r.priority, type=r.type) for r in routes]
+        )
 
     def drop_unclaimed(self) -> int:
         """Delete the routes of this object's ids for prefixes it does not protect now
         (an earlier run's, for peers this run has not); return how many."""
-        return sum(
-            self._delete_route(route)
-            for route in list(self._own_routes())
-            if _route_network(route) not in self._protected
+        return self._delete_routes(
+            [r for r in self._own_routes() if r.network not in self._protected]
         )
 
     def own_state(self) -> tuple[int, int]:
@@ -230,71 +261,85 @@ class PolicyRouting:
         """Add the mark-bypass rule and the table rule for IPv4 and IPv6 (an identical
         rule an earlier run left is taken over as it is)."""
         ids = self.ids
+        add = nl.NLM_F_CREATE | nl.NLM_F_EXCL
         for family in _FAMILIES:
-            try:
-                self._add_rule(
-                    family=family,
-                    priority=ids.rule_priority,
-                    table=MAIN_TABLE,
-                    fwmark=ids.mark,
-                    fwmask=0xFFFFFFFF,
-                )
-                self._add_rule(family=family, priority=ids.rule_priority + 1, table=ids.table)
-            except NetlinkError as exc:
-                if family == socket.AF_INET6 and exc.code in (97, 95):  # no IPv6 here
-                    continue
-                raise DatapathError(
-                    f"ip rule priority {ids.rule_priority} (table {ids.table}): {exc}"
-                ) from None
-
-    def _add_rule(self, **rule: Any) -> None:
-        try:
-            self._ipr.rule("add", **rule)
-        except NetlinkError as exc:
-            if exc.code != errno.EEXIST:
-                raise
+            codes = self._nl.transact(
+                [
+                    _rule_request(
+                        nl.RTM_NEWRULE,
+                        add,
+                        Rule(family, ids.rule_priority, MAIN_TABLE, ids.mark, 0xFFFFFFFF),
+                    ),
+                    _rule_request(
+                        nl.RTM_NEWRULE,
+                        add,
+                        Rule(family, ids.rule_priority + 1, ids.table, None, None),
+                    ),
+                ]
+            )
+            failed = [code for code in codes if code not in (0, errno.EEXIST)]
+            if not failed:
+                continue
+            if family == socket.AF_INET6 and failed[0] in (errno.EAFNOSUPPORT, errno.EOPNOTSUPP):
+                continue  # no IPv6 here
+            raise DatapathError(
+                f"ip rule priority {ids.rule_priority} (table {ids.table}): {nl.error(failed[0])}"
+            )
 
     def link_index(self, ifname: str) -> int:
         """The interface index of ``ifname``; DatapathError when it does not exist."""
-        found = self._ipr.link_lookup(ifname=ifname)
-        if not found:
-            raise DatapathError(f"interface {ifname} does not exist")
-        return int(found[0])
+        try:
+            return socket.if_nametoindex(ifname)
+        except OSError:
+            raise DatapathError(f"interface {ifname} does not exist") from None
 
     def set_link(self, ifname: str, *, mtu: int) -> int:
         """Set ``ifname``'s MTU and bring it up; return its index."""
         index = self.link_index(ifname)
+        payload = nl.ifinfomsg(index, flags=nl.IFF_UP, change=nl.IFF_UP)
         try:
-            self._ipr.link("set", index=index, mtu=mtu, state="up")
+            self._nl.call(Request(nl.RTM_NEWLINK, 0, payload + nl.u32_attr(nl.IFLA_MTU, mtu)))
         except NetlinkError as exc:
             raise DatapathError(f"interface {ifname}: setting MTU {mtu} failed: {exc}") from None
         return index
 
+    def _links(self, index: int = 0) -> list[Message]:
+        if index:
+            return self._nl.query(Request(nl.RTM_GETLINK, 0, nl.ifinfomsg(index)))
+        return self._nl.query(Request(nl.RTM_GETLINK, nl.NLM_F_DUMP, nl.ifinfomsg()))
+
+    def _mtu_of(self, index: int) -> int:
+        for link in self._links(index):
+            mtu = link.u32(nl.IFLA_MTU)
+            if mtu is not None:
+                return mtu
+        raise DatapathError(f"interface index {index} has no MTU")
+
     def link_mtu(self, ifname: str) -> int:
-        link = self._ipr.get_links(self.link_index(ifname))[0]
-        return int(link.get("IFLA_MTU"))
+        return self._mtu_of(self.link_index(ifname))
 
     # -- protected prefixes --------------------------------------------------------------
 
     def protect(self, net: IPNetwork, oif: int) -> None:
-        """Route ``net`` into the TUN device ``oif``, with the blackhole fallback under it.
+        """Route ``net`` into the TUN device ``oif``, with the blackhole fallback under it
+        (both in one ``send``).
 
         Reference-counted: two peers may share a prefix (the route is one).
         """
         count = self._protected.get(net, 0)
         if count == 0:
-            common = {
-                "family": _family(net),
-                "table": self.ids.table,
-                "dst": str(net.network_address),
-                "dst_len": net.prefixlen,
-                "proto": self.ids.route_proto,
-            }
-            try:
-                self._ipr.route("replace", type=RTN_BLACKHOLE, priority=FALLBACK_METRIC, **common)
-                self._ipr.route("replace", oif=oif, priority=PROTECTED_METRIC, **common)
-            except NetlinkError as exc:
-                raise DatapathError(f"route {net} in table {self.ids.table}: {exc}") from None
+            replace = nl.NLM_F_CREATE | nl.NLM_F_REPLACE
+            codes = self._nl.transact(
+                [
+                    self._route(
+                        nl.RTM_NEWROUTE, net, FALLBACK_METRIC, flags=replace, type=RTN_BLACKHOLE
+                    ),
+                    self._route(nl.RTM_NEWROUTE, net, PROTECTED_METRIC, flags=replace, oif=oif),
+                ]
+            )
+            failed = next((code for code in codes if code), 0)
+            if failed:
+                raise DatapathError(f"route {net} in table {self.ids.table}: {nl.error(failed)}")
         self._protected[net] = count + 1
 
     def unprotect(self, net: IPNetwork) -> None:
@@ -304,17 +349,12 @@ class PolicyRouting:
             self._protected[net] = count - 1
             return
         self._protected.pop(net, None)
-        for priority in (PROTECTED_METRIC, FALLBACK_METRIC):
-            with contextlib.suppress(NetlinkError):
-                self._ipr.route(
-                    "del",
-                    family=_family(net),
-                    table=self.ids.table,
-                    dst=str(net.network_address),
-                    dst_len=net.prefixlen,
-                    priority=priority,
-                    proto=self.ids.route_proto,
-                )
+        self._deleted(
+            [
+                self._route(nl.RTM_DELROUTE, net, priority, type=0)
+                for priority in (PROTECTED_METRIC, FALLBACK_METRIC)
+            ]
+        )
 
     # -- path MTU ----------------------------------------------------------------------
 
@@ -326,31 +366,36 @@ class PolicyRouting:
         namespace's non-loopback links other than ``exclude`` (the TUN device itself).
         """
         if dst is not None:
-            with contextlib.suppress(NetlinkError):
-                route = self._ipr.route("get", dst=dst, mark=self.ids.mark)[0]
-                metrics = route.get("RTA_METRICS")
-                if metrics is not None and metrics.get("RTAX_MTU"):
-                    return int(metrics.get("RTAX_MTU"))
-                oif = route.get("RTA_OIF")
-                if oif is not None:
-                    return int(self._ipr.get_links(oif)[0].get("IFLA_MTU"))
+            with contextlib.suppress(NetlinkError, DatapathError):
+                if found := self._route_get_mtu(ipaddress.ip_address(dst)):
+                    return found
         for family in _FAMILIES:
-            with contextlib.suppress(NetlinkError):
-                for route in self._ipr.get_routes(family=family, table=MAIN_TABLE):
-                    if route["dst_len"] == 0 and route.get("RTA_OIF") is not None:
-                        return int(self._ipr.get_links(route.get("RTA_OIF"))[0].get("IFLA_MTU"))
+            for message in self._dump(nl.RTM_GETROUTE, family):
+                route = Route.parse(message)
+                if route.table == MAIN_TABLE and route.network.prefixlen == 0 and route.oif:
+                    return self._mtu_of(route.oif)
         mtus = [
-            int(link.get("IFLA_MTU"))
-            for link in self._ipr.get_links()
-            if link.get("IFLA_IFNAME") not in ("lo", exclude)
+            mtu
+            for link in self._links()
+            if link.string(nl.IFLA_IFNAME) not in ("lo", exclude)
+            and (mtu := link.u32(nl.IFLA_MTU)) is not None
         ]
         if not mtus:
             raise DatapathError("no network interface to take the path MTU from")
         return max(mtus)
 
-
-def _mark_args(rule: Any) -> dict[str, int]:
-    mark = rule.get("fwmark")
-    if mark is None:
-        return {}
-    return {"fwmark": mark, "fwmask": rule.get("fwmask") or 0xFFFFFFFF}
+    def _route_get_mtu(self, dst: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+        """``ip route get <dst> mark <mark>``: its MTU metric, else its device's MTU."""
+        family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
+        payload = nl.rtmsg(family, dst_len=dst.max_prefixlen)
+        payload += nl.attr(nl.RTA_DST, dst.packed) + nl.u32_attr(nl.RTA_MARK, self.ids.mark)
+        for route in self._nl.query(Request(nl.RTM_GETROUTE, 0, payload)):
+            metrics = route.attrs.get(nl.RTA_METRICS)
+            if metrics is not None:
+                mtu = nl.Message(0, 0, 0, attrs=nl.parse_attrs(metrics)).u32(nl.RTAX_MTU)
+                if mtu:
+                    return mtu
+            oif = route.u32(nl.RTA_OIF)
+            if oif is not None:
+                return self._mtu_of(oif)
+        return 0

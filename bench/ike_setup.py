@@ -1,0 +1,171 @@
+"""IKE SA + first child SA setup time: kipsec against strongSwan, PSK and ECDSA, one run.
+
+Run (root; two pods and two nodes in network namespaces, removed afterwards)::
+
+    .venv/bin/python bench/ike_setup.py [--setups 9]
+
+For each authentication — PSK, and ECDSA P-256 certificates from one test CA (each side
+sends its end-entity certificate) — two ``kipsec-sidecar run`` daemons in pods pa and pb
+and two strongSwan charons on nodes a and b (gateways for the pod subnets, as in
+``sidecar_throughput.py``) are set up once; then ``--setups`` rounds each time one
+handshake of kipsec and one of strongSwan, alternately, so both see the same load. One
+setup is an ``initiate`` that answers when the first child SA is installed: kipsec's
+control socket with ``wait`` and charon's vici ``initiate`` both do; it is followed by a
+``terminate`` (not timed) and a wait until the responder holds nothing. Both sides use
+their default proposals (kipsec: AES-GCM-256 with X25519 first; charon: its defaults).
+Printed: the median (min-max) of each, and kipsec / strongSwan. In-memory CPU per
+handshake, without sockets or processes, is ``ike_handshakes.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from support.netns import Topology, sweep_stale  # noqa: E402
+from support.pki import CertificateAuthority  # noqa: E402
+from support.sidecars import Sidecar, fqdn, peer_entry, wait_until  # noqa: E402
+from support.strongswan import (  # noqa: E402
+    Auth,
+    CertAuth,
+    Charon,
+    Psk,
+    gateway_pair,
+    is_available,
+)
+
+PSK = "kipsec bench pre-shared key 0123456789"
+MAX_SETUPS = 30
+TIMEOUT = 8.0  # under the control client's 10 s read timeout
+
+
+def kipsec_pair(
+    topo: Topology, workdir: Path, auth: str, ca: CertificateAuthority
+) -> Callable[[], float]:
+    """Two sidecars (pods pa, pb) with each other as onDemand peers; a function timing
+    one setup."""
+    sidecars = {}
+    for slot, (me, other) in enumerate((("pa", "pb"), ("pb", "pa"))):
+        sidecar = Sidecar(topo, me, workdir / auth)
+        sidecar.workdir.mkdir(exist_ok=True)
+        local: dict[str, Any] = {}
+        if auth == "ecdsa":
+            issued = ca.issue(me, dns=[fqdn(me)], key_kind="ec256", key_slot=50 + slot)
+            local["auth"] = sidecar.certificate_auth(issued, ca)
+        sidecar.write(
+            [peer_entry(topo, other, start="onDemand")], local=local, logging={"level": "warning"}
+        )
+        sidecars[me] = sidecar.start()
+    a, b = sidecars["pa"], sidecars["pb"]
+
+    def setup() -> float:
+        start = time.monotonic()
+        a.control("initiate", peer="pb", wait=TIMEOUT)
+        elapsed = time.monotonic() - start
+        if not a.installed("pb"):
+            raise AssertionError(f"kipsec {auth}: no child SA after initiate\n{a.tail(10)}")
+        a.control("terminate", peer="pb", wait=TIMEOUT)
+        wait_until("pb cleared", lambda: b.peer("pa")["children"] == [], timeout=TIMEOUT)
+        return elapsed
+
+    return setup
+
+
+def strongswan_pair(
+    topo: Topology, workdir: Path, auth: str, ca: CertificateAuthority, stack: ExitStack
+) -> Callable[[], float]:
+    """Two charons (nodes a, b) as gateways for the pod subnets, stopped with ``stack``;
+    a function timing one setup."""
+    ids = ("a.bench", "b.bench")
+    auths: tuple[Auth, Auth]
+    if auth == "ecdsa":
+        left, right = (
+            ca.issue(name, dns=[name], key_kind="ec256", key_slot=60 + slot)
+            for slot, name in enumerate(ids)
+        )
+        auths = (CertAuth(left, (ca.cert,)), CertAuth(right, (ca.cert,)))
+    else:
+        auths = (Psk(PSK), Psk(PSK))
+    charon_a = stack.enter_context(Charon(topo, "a", workdir / f"charon-a-{auth}"))
+    charon_b = stack.enter_context(Charon(topo, "b", workdir / f"charon-b-{auth}"))
+    conn_a, conn_b = gateway_pair(topo, "a", "b", auth=auths, ids=ids)
+    charon_a.configure(conn_a)
+    charon_b.configure(conn_b)
+    charon_a.load()
+    charon_b.load()
+
+    def setup() -> float:
+        start = time.monotonic()
+        charon_a.initiate("net", timeout=TIMEOUT)
+        elapsed = time.monotonic() - start
+        charon_a.terminate(ike="gw", timeout=TIMEOUT)
+        charon_b.wait_for(lambda sas: not sas, timeout=TIMEOUT, what="responder cleared")
+        return elapsed
+
+    return setup
+
+
+def median(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    ms = [v * 1000 for v in values]
+    return f"{statistics.median(ms):7.1f} ms ({min(ms):.1f}-{max(ms):.1f}, n={len(ms)})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--setups", type=int, default=9, help=f"rounds (1-{MAX_SETUPS})")
+    args = parser.parse_args()
+    setups = max(1, min(args.setups, MAX_SETUPS))
+    missing = is_available()
+    if missing is not None:
+        print(f"strongSwan unavailable: {missing}", file=sys.stderr)
+        return 2
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"load average before: {load}")
+    sweep_stale()
+    ca = CertificateAuthority.root("kipsec bench root")
+    results: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="kipsec-ike-setup-") as tmp:
+        for auth in ("psk", "ecdsa"):
+            with ExitStack() as stack:
+                pods = stack.enter_context(Topology())
+                gateways = stack.enter_context(Topology(pod_routes=False))
+                for topo in (pods, gateways):
+                    topo.add_node("a")
+                    topo.add_node("b")
+                    topo.add_pod("pa", "a")
+                    topo.add_pod("pb", "b")
+                workdir = Path(tmp) / auth
+                workdir.mkdir()
+                kipsec = kipsec_pair(pods, workdir, auth, ca)
+                strongswan = strongswan_pair(gateways, workdir, auth, ca, stack)
+                kipsec()  # unmeasured: first use of every code path
+                strongswan()
+                for _ in range(setups):
+                    results.setdefault(("kipsec", auth), []).append(kipsec())
+                    results.setdefault(("strongSwan", auth), []).append(strongswan())
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"load average after:  {load}")
+    print("\nIKE SA + first child SA setup, initiate to installed (median (min-max))")
+    for auth in ("psk", "ecdsa"):
+        ours, theirs = results[("kipsec", auth)], results[("strongSwan", auth)]
+        ratio = statistics.median(ours) / statistics.median(theirs)
+        print(f"  {auth:6} kipsec      {median(ours)}")
+        print(f"  {auth:6} strongSwan  {median(theirs)}")
+        print(f"  {auth:6} kipsec / strongSwan = {ratio:.2f}  (goal: <= 1)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
