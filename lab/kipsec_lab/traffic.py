@@ -6,9 +6,10 @@ marker to a one-shot echo server in the target's namespace, which sends it back)
 tcpdump captures on the lab bridge (the packets between the two pod addresses) or on the
 link to the external site (every packet of the pod's address). The verdict
 (:attr:`TrafficReport.verdict`) is "encrypted" only if the marker never crossed the wire
-in clear, no plaintext packet of the two crossed it, and the payload arrived; "authenticated" for AH, whose packets carry the payload readable. Everything is
-bounded: the echo server and the client give up after :data:`TIMEOUT` seconds, the
-capture stops when the exchange ends.
+in clear, no plaintext packet of the two crossed it, and the payload arrived;
+"authenticated" for AH, whose packets carry the payload readable. Everything is bounded:
+the echo server and the client give up after :data:`TIMEOUT` seconds, the capture stops
+when the exchange ends.
 """
 
 from __future__ import annotations
