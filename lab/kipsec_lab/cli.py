@@ -43,6 +43,7 @@ from .status import (
 )
 from .topology import DEFAULT_CIDR, Addresses, Names
 from .traffic import ECHO_PORT, TrafficReport, exchange
+from .traffic import TIMEOUT as TRAFFIC_TIMEOUT
 
 UP_TIMEOUT = 90.0
 SITE_TARGET = "site"
@@ -362,10 +363,11 @@ def site_source(paths: Paths, pods: list[PodState], source: str | None) -> PodSt
 
 
 def traffic_to_site(
-    paths: Paths, source: str | None, pings: int = 20, port: int = ECHO_PORT
+    paths: Paths, source: str | None, pings: int = 20, wait: float = TRAFFIC_TIMEOUT
 ) -> TrafficReport:
     """From a pod to the host behind the site's gateway, captured on the WAN link
-    between the cluster and the site (every packet of the pod's address there)."""
+    between the cluster and the site (every packet of the pod's address there); ``wait``
+    bounds the TCP exchange."""
     _require_up(paths)
     config = paths.read_config()
     if not config.external_site:
@@ -381,9 +383,9 @@ def traffic_to_site(
         (site.host_netns(names), site.HOST),
         pcap,
         pings=pings,
-        tcp_port=port,
         interface=site.LINK,
         capture=["host", src.ip],
+        wait=wait,
     )
     pcap.unlink(missing_ok=True)
     return report

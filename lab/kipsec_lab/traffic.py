@@ -137,13 +137,15 @@ def exchange(
     tcp_port: int = ECHO_PORT,
     interface: str = BRIDGE,
     capture: Sequence[str] | None = None,
+    wait: float = TIMEOUT,
 ) -> TrafficReport:
     """Send and capture between ``source`` and ``target`` (each ``(netns, address)``):
     on ``interface`` of the control namespace, what the tcpdump filter ``capture``
-    selects (default: the packets between the two addresses)."""
+    selects (default: the packets between the two addresses). ``wait``: how long the TCP
+    exchange may take (less when nothing is expected to arrive)."""
     marker = f"kipsec-lab-{secrets.token_hex(8)}".encode()
     (src_ns, src_ip), (dst_ns, dst_ip) = source, target
-    timeout = str(TIMEOUT)
+    timeout = str(wait)
     server = subprocess.Popen(  # noqa: S603 - fixed argv
         _in(dst_ns, sys.executable, "-c", _SERVER, str(tcp_port), timeout, str(len(marker))),
         stdout=subprocess.PIPE,
@@ -172,7 +174,7 @@ def exchange(
         client = subprocess.run(  # noqa: S603 - fixed argv
             _in(src_ns, sys.executable, "-c", _CLIENT, dst_ip, str(tcp_port), timeout,
                 marker.decode()),
-            capture_output=True, timeout=TIMEOUT + 5, check=False,
+            capture_output=True, timeout=wait + 5, check=False,
         )  # fmt: skip
         echoed = client.stdout == marker
         time.sleep(0.2)

@@ -14,6 +14,7 @@ import ipaddress
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -75,7 +76,7 @@ def assert_encrypted_to_site(lab: Lab, source: str) -> None:
 def assert_nothing_in_clear(lab: Lab, source: str) -> None:
     """With the pod's SA down: nothing reaches the host and no packet between the pod and
     the site's subnet, nor the payload, crosses the wire (the WAN would deliver it)."""
-    report = cli.traffic(lab.paths, source, cli.SITE_TARGET, pings=3)
+    report = cli.traffic_to_site(lab.paths, source, pings=3, wait=3.0)
     described = report.summary.describe()
     assert report.pings_received == 0 and not report.tcp_echoed, described
     clear = [p for p in report.summary.packets if in_site(p.src) or in_site(p.dst)]
@@ -104,13 +105,17 @@ def only(source: Path, kind: str, target: Path) -> Path:
     return target
 
 
-def quick_liveness(source: Path, target: Path) -> Path:
-    """The example with a liveness of seconds (interval 2s, timeout 6s) instead of its
-    10s/30s, so that a dead site is noticed within the test's budget."""
-    documents = list(yaml.safe_load_all(source.read_text()))
+def variant(source: Path, target: Path, namespace: str | None = None, **spec: Any) -> Path:
+    """The example with the ExternalPeer's ``spec`` fields replaced (None removes one),
+    and moved to ``namespace`` when given."""
+    documents = [d for d in yaml.safe_load_all(source.read_text()) if d]
     for document in documents:
-        if document and document["kind"] == "ExternalPeer":
-            document["spec"]["liveness"] = {"interval": "2s", "timeout": "6s"}
+        if namespace is not None:
+            key = "name" if document["kind"] == "Namespace" else "namespace"
+            document["metadata"][key] = namespace
+        if document["kind"] == "ExternalPeer":
+            document["spec"].update(spec)
+            document["spec"] = {k: v for k, v in document["spec"].items() if v is not None}
     target.write_text(yaml.safe_dump_all(documents))
     return target
 
@@ -118,7 +123,10 @@ def quick_liveness(source: Path, target: Path) -> Path:
 def test_psk_pods_reach_the_host_behind_strongswan_and_recover_from_a_site_outage(
     lab: Lab, tmp_path: Path
 ) -> None:
-    path = quick_liveness(EXAMPLES / "external-peer-psk.yaml", tmp_path / "psk.yaml")
+    # The example with a liveness of seconds instead of its 10s/30s, so that a dead site
+    # is noticed within the test's budget.
+    liveness = {"interval": "2s", "timeout": "6s"}
+    path = variant(EXAMPLES / "external-peer-psk.yaml", tmp_path / "psk.yaml", liveness=liveness)
     names = Names(lab.config.name)
     lab.apply(path)
     try:
@@ -194,3 +202,34 @@ def test_certificates_from_a_foreign_ca_carry_pod_traffic_to_the_site(
     finally:
         lab.delete(path)
         lab.delete(secret)
+
+
+def test_the_gateway_initiates_to_a_pod_that_only_answers(lab: Lab, tmp_path: Path) -> None:
+    # initiator: external: the pods never initiate (start none) and hold their traffic to
+    # the site until the gateway brings an SA up; pod addresses are routable from the site.
+    path = variant(
+        EXAMPLES / "external-peer-psk.yaml",
+        tmp_path / "answer.yaml",
+        namespace="billing-answers",
+        initiator="external",
+        start=None,
+        closeAction="none",
+        dpdAction="none",
+    )
+    lab.apply(path)
+    try:
+        for name in ("billing-0", "billing-1"):
+            lab.ready_pod_sidecar("billing-answers", name)
+        pods = {p.name: p for p in pods_of(lab, "billing-answers")}
+        eventually(lambda: all(sidecar_view(lab.paths, p).peers == 1 for p in pods.values()), 30)
+        assert not site.list_sas(lab.paths.site)
+        assert_nothing_in_clear(lab, "billing-answers/billing-1")
+
+        site.initiate(lab.paths.site, lab.config.cidr, "billing-0", pods["billing-0"].ip)
+        [sa] = eventually(lambda: site.list_sas(lab.paths.site), 20, lab.logs)
+        assert sa.initiator and sa.remote_host == pods["billing-0"].ip and sa.children_installed
+        assert_encrypted_to_site(lab, "billing-answers/billing-0")
+        assert_nothing_in_clear(lab, "billing-answers/billing-1")
+        assert len(site.list_sas(lab.paths.site)) == 1
+    finally:
+        lab.delete(path)
