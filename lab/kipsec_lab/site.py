@@ -398,11 +398,14 @@ def stop(directory: Path, timeout: float = 10.0) -> None:
 def initiate(directory: Path, cluster_cidr: str, name: str, address: str) -> None:
     """The gateway initiates an SA to the pod ``name`` at ``address`` (the pod must
     accept it: its ExternalPeer lets the external side initiate)."""
-    (directory / "swanctl" / "swanctl.conf").write_text(swanctl_conf(cluster_cidr, {name: address}))
-    swanctl(directory, "--load-conns")
-    swanctl(directory, "--initiate", "--child", f"psk-to-{name}", "--timeout", "10")
-    (directory / "swanctl" / "swanctl.conf").write_text(swanctl_conf(cluster_cidr))
-    swanctl(directory, "--load-conns")
+    conf = directory / "swanctl" / "swanctl.conf"
+    conf.write_text(swanctl_conf(cluster_cidr, {name: address}))
+    try:
+        swanctl(directory, "--load-conns")
+        swanctl(directory, "--initiate", "--child", f"psk-to-{name}", "--timeout", "10")
+    finally:  # the connection goes; the SA it made stays
+        conf.write_text(swanctl_conf(cluster_cidr))
+        swanctl(directory, "--load-conns")
 
 
 # --- what charon holds -----------------------------------------------------------------------
