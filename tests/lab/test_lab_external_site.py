@@ -10,14 +10,17 @@ would cross it and reach the host.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from rich.console import Console
 
 from kipsec_lab import cli, host, site
 from kipsec_lab.state import PodState
@@ -88,6 +91,14 @@ def in_site(address: str | None) -> bool:
     return address is not None and ipaddress.ip_address(address) in site.SUBNET
 
 
+def status_text(lab: Lab) -> str:
+    """What ``kipsec lab status`` prints, as plain text."""
+    console = Console(file=io.StringIO(), width=250, color_system=None)
+    console.print(cli.status_view(lab.paths)[0])
+    output: str = console.file.getvalue()  # type: ignore[attr-defined]
+    return output
+
+
 def no_child_sa(lab: Lab, namespace: str) -> bool:
     return all(sidecar_view(lab.paths, p).child_installed == 0 for p in pods_of(lab, namespace))
 
@@ -135,6 +146,10 @@ def test_psk_pods_reach_the_host_behind_strongswan_and_recover_from_a_site_outag
         eventually(lambda: one_ike_sa_per_pod(lab, "billing", "psk"), 20, lab.logs)
         assert_encrypted_to_site(lab, "billing/billing-0")
         assert_encrypted_to_site(lab, "billing/billing-1")
+        shown = status_text(lab)
+        assert "ExternalPeers" in shown and "2/2" in shown, shown
+        for pod in pods_of(lab, "billing"):  # the gateway's table names each pod's SA
+            assert re.search(rf"psk .*billing/{pod.name} .*{pod.ip} .*ESTABLISHED", shown), shown
 
         # The gateway goes away (charon stops, deleting its SAs): the pods keep their
         # traffic to the site in the sidecar (closeAction restart retries) ...
