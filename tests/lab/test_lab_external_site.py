@@ -214,6 +214,7 @@ def test_certificates_from_a_foreign_ca_carry_pod_traffic_to_the_site(
         pods = pods_of(lab, "onprem-certs")
         eventually(lambda: not site.list_sas(lab.paths.site), 20, lab.logs)
         eventually(lambda: not any(routes_to_site(p) for p in pods), 20, lab.logs)
+        assert all(sidecar_view(lab.paths, p).peers == 0 for p in pods)
     finally:
         lab.delete(path)
         lab.delete(secret)
