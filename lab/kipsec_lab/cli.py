@@ -1,4 +1,4 @@
-"""``kipsec lab up|apply|delete|status|traffic|down``: the local lab's command line.
+"""``kipsec lab up|apply|delete|status|traffic|site|down``: the local lab's command line.
 
 Every command needs root (network namespaces, mounts). ``up`` starts the detached
 supervisor (:mod:`.supervisor`) and returns once the lab is ready; the others talk to
@@ -29,7 +29,7 @@ from rich.table import Table
 
 from kipsec_operator.kube import ApiError
 
-from . import chart, containers, host, prometheus
+from . import chart, containers, host, prometheus, site
 from .client import LabClient
 from .manifests import ManifestError, load, ordered
 from .state import DEFAULT_DIR, LabConfig, Paths, PodState
@@ -37,13 +37,17 @@ from .status import (
     certificate_table,
     external_peer_table,
     pod_table,
+    site_table,
     tunnel_table,
     tunnels_ready,
 )
 from .topology import DEFAULT_CIDR, Addresses, Names
 from .traffic import ECHO_PORT, TrafficReport, exchange
+from .traffic import TIMEOUT as TRAFFIC_TIMEOUT
 
 UP_TIMEOUT = 90.0
+SITE_TARGET = "site"
+"""``kipsec lab traffic --to site``: the host behind the external site's gateway."""
 DOWN_TIMEOUT = 30.0
 #: Wide enough for the tables when the output is a file or a pipe (rich assumes 80).
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -80,6 +84,10 @@ def up(paths: Paths, config: LabConfig, timeout: float = UP_TIMEOUT) -> None:
         raise LabError(f"--{exc}") from None
     if config.prometheus and shutil.which("prometheus") is None:
         raise LabError("--prometheus: the `prometheus` binary is not installed (Debian package)")
+    if config.external_site:
+        problem = site.unavailable() or site.overlap(config.cidr)
+        if problem is not None:
+            raise LabError(f"--external-site: {problem}")
     if running(paths):
         console.print(f"the lab is already up (state directory {paths.root})")
         return
@@ -120,6 +128,12 @@ def up(paths: Paths, config: LabConfig, timeout: float = UP_TIMEOUT) -> None:
         f"state in {paths.root}"
     )
     console.print(f"operator and sidecars run as {paths.read_state().runtime}")
+    if config.external_site:
+        console.print(
+            f"external site: strongSwan gateway {site.PSK_GATEWAY} (PSK) and {site.CERT_GATEWAY} "
+            f"(certificates) protecting {site.SUBNET}, host {site.HOST}; the site CA's Secret "
+            f"for the certificate example: {paths.site / 'ca-secret.yaml'}"
+        )
 
 
 def _starting(paths: Paths) -> bool:
@@ -187,7 +201,10 @@ def status_view(paths: Paths) -> tuple[Group, bool]:
     external_peers = client.list("ExternalPeer")
     if external_peers:
         tables.append(external_peer_table(external_peers))
-    return Group(*tables, pod_table(paths, pods)), tunnels_ready(found)
+    tables.append(pod_table(paths, pods))
+    if paths.read_config().external_site:
+        tables.append(site_table(paths.site, pods))
+    return Group(*tables), tunnels_ready(found)
 
 
 def status(paths: Paths, *, watch: bool, wait: float | None) -> bool:
@@ -328,8 +345,56 @@ def tunnel_between(client: LabClient, src: PodState, dst: PodState) -> dict[str,
     return {}
 
 
+def site_source(paths: Paths, pods: list[PodState], source: str | None) -> PodState:
+    """The pod to send from to the site's host: ``source``, else the first running pod
+    whose configuration has a peer at one of the site's gateway addresses."""
+    if source:
+        return pod_by_name(pods, source)
+    gateways = {site.PSK_GATEWAY, site.CERT_GATEWAY}
+    for pod in sorted(pods, key=lambda p: (p.namespace, p.name)):
+        if pod.sidecar == "running" and any(
+            str(peer.get("address")) in gateways for peer in peers_of(paths, pod)
+        ):
+            return pod
+    raise LabError(
+        "no running pod has an ExternalPeer at the site: apply "
+        "examples/operator/external-peer-psk.yaml, see `kipsec lab status`"
+    )
+
+
+def traffic_to_site(
+    paths: Paths, source: str | None, pings: int = 20, wait: float = TRAFFIC_TIMEOUT
+) -> TrafficReport:
+    """From a pod to the host behind the site's gateway, captured on the WAN link
+    between the cluster and the site (every packet of the pod's address there); ``wait``
+    bounds the TCP exchange."""
+    _require_up(paths)
+    config = paths.read_config()
+    if not config.external_site:
+        raise LabError("--to site: this lab has no external site (kipsec lab up --external-site)")
+    src = site_source(paths, paths.read_state().pods, source)
+    if src.sidecar not in ("none", "running"):
+        raise LabError(f"{src.namespace}/{src.name}: its sidecar is {src.sidecar}")
+    names = Names(config.name)
+    pcap = paths.root / "traffic.pcap"
+    report = exchange(
+        names.control,
+        (src.netns, src.ip),
+        (site.host_netns(names), site.HOST),
+        pcap,
+        pings=pings,
+        interface=site.LINK,
+        capture=["host", src.ip],
+        wait=wait,
+    )
+    pcap.unlink(missing_ok=True)
+    return report
+
+
 def traffic(paths: Paths, source: str | None, target: str | None, pings: int = 20) -> TrafficReport:
     _require_up(paths)
+    if target == SITE_TARGET:
+        return traffic_to_site(paths, source, pings)
     client = LabClient(paths.api_socket)
     pods = paths.read_state().pods
     if source and target:
@@ -357,7 +422,8 @@ def traffic(paths: Paths, source: str | None, target: str | None, pings: int = 2
 
 
 def print_report(report: TrafficReport, source: str, target: str) -> None:
-    table = Table(title=f"On the lab bridge between {source} and {target}")
+    where = "the link to the external site" if target == site.HOST else "the lab bridge"
+    table = Table(title=f"On {where} between {source} and {target}")
     table.add_column("protocol")
     table.add_column("packets", justify="right")
     for label, count in sorted(report.by_protocol.items()):
@@ -371,6 +437,29 @@ def print_report(report: TrafficReport, source: str, target: str) -> None:
     )
     style = {"encrypted": "green", "authenticated": "yellow"}.get(report.verdict, "red")
     console.print(f"[bold {style}]verdict: {report.verdict}[/] ({report.explanation})")
+
+
+# --- site ------------------------------------------------------------------------------------
+def site_command(paths: Paths, action: str, pod: str | None = None) -> None:
+    """``kipsec lab site ACTION``: show the gateway's SAs, stop or start its charon, cut
+    or mend the link to it, or let it initiate to a pod."""
+    _require_up(paths)
+    config = paths.read_config()
+    if not config.external_site:
+        raise LabError("this lab has no external site (kipsec lab up --external-site)")
+    names = Names(config.name)
+    if action == "stop":
+        site.stop(paths.site)
+    elif action == "start":
+        site.start(names, paths.site)
+    elif action in ("cut", "mend"):
+        site.set_link(names, up=action == "mend")
+    elif action == "initiate":
+        if not pod:
+            raise LabError("site initiate: name the pod (namespace/name)")
+        target = pod_by_name(paths.read_state().pods, pod)
+        site.initiate(paths.site, config.cidr, target.name, target.ip)
+    console.print(site_table(paths.site, paths.read_state().pods))
 
 
 # --- argument parsing ------------------------------------------------------------------------
@@ -395,6 +484,11 @@ def parser() -> argparse.ArgumentParser:
         "--prometheus", action="store_true", help="also run Prometheus scraping the lab"
     )
     start.add_argument(
+        "--external-site",
+        action="store_true",
+        help="also a strongSwan VPN gateway outside the cluster and a host behind it",
+    )
+    start.add_argument(
         "--runtime",
         choices=containers.RUNTIME_MODES,
         default="auto",
@@ -415,8 +509,20 @@ def parser() -> argparse.ArgumentParser:
     )
     send = commands.add_parser("traffic", help="prove encryption: traffic + capture summary")
     send.add_argument("--from", dest="source", help="namespace/pod (default: a Tunnel's pods)")
-    send.add_argument("--to", dest="target", help="namespace/pod")
+    send.add_argument(
+        "--to", dest="target", help="namespace/pod, or `site`: the host behind the external site"
+    )
     send.add_argument("--pings", type=int, default=20)
+    gateway = commands.add_parser("site", help="the external site's gateway (--external-site)")
+    gateway.add_argument(
+        "action",
+        nargs="?",
+        default="status",
+        choices=("status", "stop", "start", "cut", "mend", "initiate"),
+        help="status (default): its IKE SAs; stop/start its charon; cut/mend the link to "
+        "it; initiate: an SA from the gateway to --pod",
+    )
+    gateway.add_argument("--pod", help="namespace/pod (initiate)")
     return top
 
 
@@ -428,7 +534,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     paths = _paths(args)
     try:
         if args.command == "up":
-            config = LabConfig(args.name, args.cidr, args.nodes, args.prometheus, args.runtime)
+            config = LabConfig(
+                args.name, args.cidr, args.nodes, args.prometheus, args.runtime, args.external_site
+            )
             up(paths, config, args.timeout)
         elif args.command == "down":
             down(paths)
@@ -440,14 +548,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                 draw_png(paths, args.png)
             if not ready and args.wait is not None:
                 raise SystemExit(1)
+        elif args.command == "site":
+            site_command(paths, args.action, args.pod)
         elif args.command == "traffic":
-            if bool(args.source) != bool(args.target):
+            if bool(args.source) != bool(args.target) and args.target != SITE_TARGET:
                 raise LabError("--from and --to go together")
             report = traffic(paths, args.source, args.target, args.pings)
             print_report(report, report.source, report.target)
             if report.verdict == "not protected":
                 raise SystemExit(1)
-    except (LabError, ManifestError, host.HostError, containers.ContainerSpecError) as exc:
+    except (
+        LabError,
+        ManifestError,
+        host.HostError,
+        containers.ContainerSpecError,
+        site.SiteError,
+    ) as exc:
         console.print(f"[red]kipsec lab {args.command}: {exc}[/]")
         raise SystemExit(1) from None
 

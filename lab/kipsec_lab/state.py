@@ -6,7 +6,8 @@ One directory per lab (default ``/var/lib/kipsec-lab``, ``--state-dir`` or
 ``tls/`` (lab CA and the operator's serving certificate), ``operator/`` (container mode:
 the operator's TLS and ``/tmp`` volumes), ``prometheus/`` (with
 ``--prometheus``: its configuration, targets, data and log), ``samples.jsonl`` (SA
-counts over time), ``pods/<pod>/`` (volumes, container spec, sidecar log) and
+counts over time), ``site/`` (with ``--external-site``: the gateway's charon files and
+``ca-secret.yaml``), ``pods/<pod>/`` (volumes, container spec, sidecar log) and
 ``state.json``: the supervisor's phase and, per pod, its netns, address, node and
 sidecar process, rewritten atomically on every change.
 """
@@ -32,6 +33,8 @@ class LabConfig:
     prometheus: bool = False
     runtime: str = "auto"
     """``auto`` (podman when it holds the images, else host processes), ``podman``, ``host``."""
+    external_site: bool = False
+    """Also an external site: a strongSwan gateway and a host behind it (:mod:`.site`)."""
 
 
 @dataclass
@@ -74,6 +77,7 @@ _FILES = {
     "samples": "samples.jsonl",
     "pods": "pods",
     "state": "state.json",
+    "site": "site",
 }
 
 
@@ -92,6 +96,7 @@ class Paths:
     samples: Path = field(init=False)
     pods: Path = field(init=False)
     state: Path = field(init=False)
+    site: Path = field(init=False)
 
     def __post_init__(self) -> None:
         for attribute, name in _FILES.items():

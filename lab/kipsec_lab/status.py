@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from kipsec_sidecar.control import DEFAULT_SOCKET, ControlClient
 
+from . import site
 from .client import LabClient
 from .kubelet import host_path
 from .state import Paths, PodState
@@ -189,6 +191,34 @@ def pod_table(paths: Paths, pods: list[PodState]) -> Table:
     return table
 
 
+def site_table(directory: Path, pods: list[PodState]) -> Table:
+    """The external site's gateway: each IKE SA charon holds, with the pod at its remote
+    address (``swanctl --list-sas`` in short)."""
+    table = Table(title=f"External site gateway (strongSwan; {directory}/charon.log)")
+    for column in ("connection", "pod", "remote", "IKE SA", "child SAs", "remote TS"):
+        table.add_column(column, overflow="fold")
+    if site.charon_pid(directory) is None:
+        table.add_row("-", "-", "-", "[red]charon stopped[/]", "-", "-")
+        return table
+    try:
+        sas = site.list_sas(directory)
+    except (OSError, site.SiteError) as exc:
+        table.add_row("-", "-", "-", f"[red]{escape(str(exc))}[/]", "-", "-")
+        return table
+    by_ip = {pod.ip: f"{pod.namespace}/{pod.name}" for pod in pods}
+    for sa in sorted(sas, key=lambda s: (s.connection, s.remote_host)):
+        state = sa.state + (" (gateway initiated)" if sa.initiator else "")
+        table.add_row(
+            sa.connection,
+            by_ip.get(sa.remote_host, "-"),
+            escape(f"{sa.remote_host} {sa.remote_id}"),
+            f"[green]{state}[/]" if sa.state == "ESTABLISHED" else state,
+            str(sa.children_installed),
+            ", ".join(sa.remote_ts),
+        )
+    return table
+
+
 def tunnels(client: LabClient) -> list[dict[str, Any]]:
     return client.list("Tunnel")
 
@@ -199,6 +229,7 @@ __all__ = [
     "condition",
     "pod_table",
     "sidecar_view",
+    "site_table",
     "tunnel_table",
     "tunnels",
     "tunnels_ready",

@@ -17,7 +17,10 @@ alone:
   the chart's path, an in-memory /tmp); else as a host process;
 * the kubelet stand-in (:mod:`.kubelet`);
 * with ``--prometheus``, Prometheus scraping the operator and the sidecars
-  (:mod:`.prometheus`).
+  (:mod:`.prometheus`);
+* with ``--external-site``, the external site (:mod:`.site`): a strongSwan gateway
+  outside the cluster network and a host behind it, started once the operator's CA
+  (which the gateway trusts for the pods' certificates) exists.
 
 SIGTERM (``kipsec lab down``) stops the sidecars, the operator, deletes every namespace
 and the state it published.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -45,7 +49,7 @@ from aiohttp import web
 
 from kipsec_operator.kube import Connection, Kube, object_path
 
-from . import chart, containers, host, prometheus
+from . import chart, containers, host, prometheus, site
 from .admission import WebhookClient
 from .apiserver import Emulator
 from .containers import Runtime
@@ -66,6 +70,8 @@ REPORT_INTERVAL = 2.0
 """Seconds between the operator's polls of the sidecars (10 in a cluster): the lab
 wants Ready to show soon after the SAs are up."""
 OPERATOR_START_TIMEOUT = 60.0
+SITE_TRUST_INTERVAL = 1.0
+"""Seconds between the site's looks at the operator's CA Secret."""
 OPERATOR_STOP_TIMEOUT = 3.0
 """kopf's graceful stop waits for its watch streams; the lab's API server goes away
 with it, so there is nothing to finish cleanly after a few seconds."""
@@ -195,6 +201,8 @@ class Supervisor:
                 operator = await self.start_operator(cert, key, ca)
                 try:
                     await self.wait_operator(str(ca), operator)
+                    if self.config.external_site:
+                        await self.start_site()
                     kubelet = Kubelet(
                         emulator,
                         kube,
@@ -209,8 +217,11 @@ class Supervisor:
                         device_resources=DEVICE_RESOURCES,
                     )
                     scraper = self.start_prometheus(ca) if self.config.prometheus else None
+                    background: list[asyncio.Task[None]] = []
                     task = asyncio.create_task(kubelet.run(), name="kubelet")
                     sampler = asyncio.create_task(self.sample(), name="sampler")
+                    if self.config.external_site:
+                        background.append(asyncio.create_task(self.site_trust(kube)))
                     self.publish(phase="ready", step="ready")
                     waiter = asyncio.create_task(stop.wait())
                     operator_exit = asyncio.create_task(operator.wait())
@@ -222,9 +233,9 @@ class Supervisor:
                     self.publish(phase="stopping", step="stopping the pods")
                     if operator.returncode is None:
                         operator.terminate()  # its stop (kopf's) overlaps the pods'.
-                    for pending in (task, waiter, sampler):
+                    for pending in (task, waiter, sampler, *background):
                         pending.cancel()
-                    await asyncio.gather(task, waiter, sampler, return_exceptions=True)
+                    await asyncio.gather(task, waiter, sampler, *background, return_exceptions=True)
                     await asyncio.to_thread(kubelet.stop_all)
                     if scraper is not None:
                         await asyncio.to_thread(host.stop_process, scraper)
@@ -274,6 +285,31 @@ class Supervisor:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
+
+    async def start_site(self) -> None:
+        """The external site: namespaces and links, charon configured and started."""
+        self.publish(step="starting the external site")
+        await asyncio.to_thread(site.create, self.names)
+        await asyncio.to_thread(site.configure, self.paths.site, self.config.cidr)
+        await asyncio.to_thread(site.start, self.names, self.paths.site)
+        log.info("external site up: gateway %s, host %s", site.PSK_GATEWAY, site.HOST)
+
+    async def site_trust(self, kube: Kube) -> None:
+        """Keep the gateway trusting the operator's CA bundle: the operator creates its
+        CA with the first TunnelCertificate and may rotate it."""
+        path = object_path("v1", "secrets", OPERATOR_NAMESPACE, "kipsec-ca")
+        while True:
+            found = await kube.get(path)
+            bundle = ((found or {}).get("data") or {}).get("ca.crt")
+            if bundle:
+                try:
+                    if await asyncio.to_thread(
+                        site.trust_kipsec_ca, self.paths.site, base64.b64decode(bundle)
+                    ):
+                        log.info("the external site trusts the operator's CA")
+                except site.SiteError as exc:
+                    log.warning("the external site's trust: %s", exc)
+            await asyncio.sleep(SITE_TRUST_INTERVAL)
 
     def operator_volumes(self, cert: Path, key: Path, ca: Path) -> dict[str, str]:
         """The operator's volumes as the kubelet would make them for the chart's pod: the

@@ -30,31 +30,36 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def issue_serving(
-    directory: Path, dns_names: Sequence[str], addresses: Sequence[str]
-) -> tuple[Path, Path, Path]:
-    """Write ``ca.crt``, ``tls.crt`` and ``tls.key`` (0600) into ``directory``: a new CA
-    and a serving certificate for ``dns_names`` and ``addresses``. Returns the paths."""
-    directory.mkdir(parents=True, exist_ok=True)
+def new_ca(subject: x509.Name) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-signed ECDSA CA valid for :data:`VALIDITY` (5 minutes of clock skew allowed)."""
     now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
         x509.CertificateBuilder()
-        .subject_name(_name("kipsec lab CA"))
-        .issuer_name(_name("kipsec lab CA"))
-        .public_key(ca_key.public_key())
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
+        .sign(key, hashes.SHA256())
     )
+    return cert, key
+
+
+def new_leaf(
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    subject: x509.Name,
+    names: Sequence[x509.GeneralName],
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """An ECDSA end-entity certificate from ``ca`` for ``names`` (subjectAltName)."""
+    now = datetime.datetime.now(datetime.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
-    names += [x509.IPAddress(ipaddress.ip_address(address)) for address in addresses]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(dns_names[0] if dns_names else "kipsec-operator"))
+        .subject_name(subject)
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -64,6 +69,26 @@ def issue_serving(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
+    return cert, key
+
+
+def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    """``key`` as unencrypted PKCS#8 PEM, mode 0600 before any byte is written."""
+    path.touch(mode=0o600)
+    path.write_bytes(_pem_key(key))
+
+
+def issue_serving(
+    directory: Path, dns_names: Sequence[str], addresses: Sequence[str]
+) -> tuple[Path, Path, Path]:
+    """Write ``ca.crt``, ``tls.crt`` and ``tls.key`` (0600) into ``directory``: a new CA
+    and a serving certificate for ``dns_names`` and ``addresses``. Returns the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = new_ca(_name("kipsec lab CA"))
+    names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
+    names += [x509.IPAddress(ipaddress.ip_address(address)) for address in addresses]
+    subject = _name(dns_names[0] if dns_names else "kipsec-operator")
+    cert, key = new_leaf(ca, ca_key, subject, names)
     ca_file, cert_file, key_file = (
         directory / "ca.crt",
         directory / "tls.crt",
@@ -71,9 +96,8 @@ def issue_serving(
     )
     ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.touch(mode=0o600)
-    key_file.write_bytes(_pem_key(key))
+    write_key(key_file, key)
     return ca_file, cert_file, key_file
 
 
-__all__ = ["issue_serving"]
+__all__ = ["issue_serving", "new_ca", "new_leaf", "write_key"]

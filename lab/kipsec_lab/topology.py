@@ -97,7 +97,8 @@ class Names:
         return f"{self.lab}-pod-{pod_key(namespace, name)}"
 
     def owns(self, netns: str) -> bool:
-        return netns == self.control or netns.startswith(f"{self.lab}-pod-")
+        site = (f"{self.lab}-site", f"{self.lab}-site-host")  # the external site (.site)
+        return netns in (self.control, *site) or netns.startswith(f"{self.lab}-pod-")
 
     @staticmethod
     def veth(namespace: str, name: str) -> str:

@@ -1,13 +1,15 @@
-"""``kipsec lab traffic``: bounded traffic between two pods, captured on the lab bridge.
+"""``kipsec lab traffic``: bounded traffic between two pods (or a pod and the external
+site's host), captured on the wire between them.
 
 Sends ``pings`` ICMP echoes whose padding is a random marker and one TCP exchange (a
-marker to a one-shot echo server in the target pod's namespace, which sends it back),
-while tcpdump captures the packets between the two pod addresses on the lab bridge.
-The verdict (:attr:`TrafficReport.verdict`) is "encrypted" only if the marker never
-crossed the bridge in clear, no plaintext packet of the two pods crossed it, and the
-payload arrived; "authenticated" for AH, whose packets carry the payload readable. Everything is
-bounded: the echo server and the client give up after :data:`TIMEOUT` seconds, the
-capture stops when the exchange ends.
+marker to a one-shot echo server in the target's namespace, which sends it back), while
+tcpdump captures on the lab bridge (the packets between the two pod addresses) or on the
+link to the external site (every packet of the pod's address). The verdict
+(:attr:`TrafficReport.verdict`) is "encrypted" only if the marker never crossed the wire
+in clear, no plaintext packet of the two crossed it, and the payload arrived;
+"authenticated" for AH, whose packets carry the payload readable. Everything is bounded:
+the echo server and the client give up after :data:`TIMEOUT` seconds, the capture stops
+when the exchange ends.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,9 +113,9 @@ class TrafficReport:
     @property
     def explanation(self) -> str:
         return {
-            "encrypted": "no plaintext of the payload crossed the bridge",
+            "encrypted": "no plaintext of the payload crossed the wire",
             "authenticated": "every packet carried AH: integrity-protected, payload readable",
-            "not protected": "plaintext crossed the bridge or the payload did not arrive",
+            "not protected": "plaintext crossed the wire or the payload did not arrive",
         }[self.verdict]
 
     @property
@@ -132,25 +135,32 @@ def exchange(
     *,
     pings: int = 20,
     tcp_port: int = ECHO_PORT,
+    interface: str = BRIDGE,
+    capture: Sequence[str] | None = None,
+    wait: float = TIMEOUT,
 ) -> TrafficReport:
-    """Send and capture between ``source`` and ``target`` (each ``(netns, address)``)."""
+    """Send and capture between ``source`` and ``target`` (each ``(netns, address)``):
+    on ``interface`` of the control namespace, what the tcpdump filter ``capture``
+    selects (default: the packets between the two addresses). ``wait``: how long the TCP
+    exchange may take (less when nothing is expected to arrive)."""
     marker = f"kipsec-lab-{secrets.token_hex(8)}".encode()
     (src_ns, src_ip), (dst_ns, dst_ip) = source, target
-    timeout = str(TIMEOUT)
+    timeout = str(wait)
     server = subprocess.Popen(  # noqa: S603 - fixed argv
         _in(dst_ns, sys.executable, "-c", _SERVER, str(tcp_port), timeout, str(len(marker))),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    capture = subprocess.Popen(  # noqa: S603 - fixed argv
+    selected = capture or ["host", src_ip, "and", "host", dst_ip]
+    capturing = subprocess.Popen(  # noqa: S603 - fixed argv
         _in(control_netns, "tcpdump", "-n", "-U", "--immediate-mode", "-s", "0", "-Z", "root",
-            "-i", BRIDGE, "-w", str(pcap), "host", src_ip, "and", "host", dst_ip),
+            "-i", interface, "-w", str(pcap), *selected),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        assert capture.stderr is not None and server.stdout is not None
-        wait_for_output(capture.stderr, b"listening on", 10.0)
+        assert capturing.stderr is not None and server.stdout is not None
+        wait_for_output(capturing.stderr, b"listening on", 10.0)
         wait_for_output(server.stdout, b"listening", 10.0)
         received = 0
         if pings:
@@ -164,12 +174,12 @@ def exchange(
         client = subprocess.run(  # noqa: S603 - fixed argv
             _in(src_ns, sys.executable, "-c", _CLIENT, dst_ip, str(tcp_port), timeout,
                 marker.decode()),
-            capture_output=True, timeout=TIMEOUT + 5, check=False,
+            capture_output=True, timeout=wait + 5, check=False,
         )  # fmt: skip
         echoed = client.stdout == marker
         time.sleep(0.2)
     finally:
-        for process in (server, capture):
+        for process in (server, capturing):
             stop_process(process, signal.SIGINT)
     return TrafficReport(src_ip, dst_ip, pings, received, tcp_port, echoed, summarize(pcap), marker)
 

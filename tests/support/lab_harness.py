@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import jsonpatch
 
-from kipsec_lab import cli
+from kipsec_lab import cli, site
 from kipsec_lab.client import LabClient
 from kipsec_lab.state import LabConfig, Paths
 from kipsec_lab.status import condition
@@ -33,6 +33,7 @@ from kipsec_lab.supervisor import operator_pod
 from kipsec_operator.webhook.environment import injection_settings
 from kipsec_operator.webhook.injection import mutate
 from support.requirements import required, unavailable
+from support.strongswan import is_available as strongswan_unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "operator"
@@ -121,16 +122,32 @@ class Lab:
     def ready_tunnel(self, namespace: str, name: str, timeout: float = 60.0) -> dict[str, Any]:
         """The Tunnel once its Ready condition is True (fails after `timeout` seconds,
         showing its status and the sidecars' logs)."""
-        ready: dict[str, Any] = eventually(
-            lambda: (
-                (t := self.tunnel(namespace, name))
-                and condition(t, "Ready").get("status") == "True"
-                and t
-            ),
+        return self._ready(lambda: self.tunnel(namespace, name), timeout)
+
+    def _ready(self, get: Callable[[], dict[str, Any]], timeout: float) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            found = get()
+            return found if condition(found, "Ready").get("status") == "True" else None
+
+        answer: dict[str, Any] = eventually(
+            ready,
             timeout,
-            lambda: f"{self.tunnel(namespace, name).get('status')}\n{self.logs()}",
+            lambda: f"{get().get('status')}\n{self.logs()}",
         )
-        return ready
+        return answer
+
+    def external_peer(self, namespace: str, name: str) -> dict[str, Any]:
+        found = self.client.get(
+            f"/apis/kipsec.io/v1alpha1/namespaces/{namespace}/externalpeers/{name}"
+        )
+        assert found is not None, f"ExternalPeer {namespace}/{name} not found"
+        return found
+
+    def ready_external_peer(
+        self, namespace: str, name: str, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """The ExternalPeer once Ready (every pod of its Tunnels has a child SA with it)."""
+        return self._ready(lambda: self.external_peer(namespace, name), timeout)
 
     def ready_pod_sidecar(self, namespace: str, name: str, timeout: float = 60.0) -> None:
         """Until the pod's sidecar has started (its startupProbe answered)."""
@@ -167,15 +184,27 @@ def eventually(
 
 
 def start_lab(
-    directory: Path, name: str, *, prometheus: bool = False, runtime: str | None = None
+    directory: Path,
+    name: str,
+    *,
+    prometheus: bool = False,
+    runtime: str | None = None,
+    external_site: bool = False,
 ) -> Lab:
     reason = lab_unavailable()
     if reason is not None:
         unavailable(reason)
     if prometheus and shutil.which("prometheus") is None:
         unavailable("the lab's --prometheus needs the Debian package prometheus")
+    if external_site and (reason := site.unavailable() or strongswan_unavailable()):
+        unavailable(f"the lab's --external-site: {reason}")
     config = LabConfig(
-        name=name, cidr=LAB_CIDR, nodes=2, prometheus=prometheus, runtime=runtime or lab_runtime()
+        name=name,
+        cidr=LAB_CIDR,
+        nodes=2,
+        prometheus=prometheus,
+        runtime=runtime or lab_runtime(),
+        external_site=external_site,
     )
     paths = Paths(directory)
     cli.up(paths, config, timeout=60)

@@ -1,4 +1,5 @@
-"""Every example in examples/operator reconciles to valid sidecar documents."""
+"""Every example in examples/operator reconciles to valid sidecar documents (the
+certificate ExternalPeer example with the CA Secret the lab's external site writes)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,24 @@ from pathlib import Path
 
 import pytest
 
+from kipsec_lab import site
 from kipsec_operator.reconcile.cluster import Cluster
 from kipsec_operator.reconcile.render import plan
 from kipsec_sidecar.config import load_config_data
-from support.operator_objects import example_objects, example_trust_bundles
+from support.operator_objects import TRUST_BUNDLE, example_objects, example_trust_bundles
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "operator").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example_renders_a_valid_document_with_peers_for_every_pod(path: Path) -> None:
+def test_example_renders_a_valid_document_with_peers_for_every_pod(
+    path: Path, tmp_path: Path
+) -> None:
     objects = example_objects(path)
+    if path.name == "external-peer-certificates.yaml":
+        secret = tmp_path / "ca-secret.yaml"
+        secret.write_text(site.ca_secret_manifest(TRUST_BUNDLE.encode()))
+        objects = example_objects(secret) + objects
     cluster = Cluster.of(objects, example_trust_bundles(objects))
     rendering = plan(cluster)
     assert rendering.problems == {}

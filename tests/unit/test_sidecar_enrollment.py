@@ -371,3 +371,26 @@ async def test_an_offer_the_sidecar_cannot_honour_is_a_failed_attempt_not_a_cras
     assert not await keeper.renew()
     assert keeper.last_error is not None and keeper.last_error.code == "bad-response"
     assert "2048 to 4096" in keeper.last_error.reason
+
+
+@pytest.mark.asyncio
+async def test_a_peer_with_its_own_trust_store_does_not_hold_back_the_certificate(
+    tmp_path: Path, issuer: Issuer, clock: Clock
+) -> None:
+    # An external gateway: the pod trusts the gateway's CA (caFiles), the gateway trusts
+    # the operator's CA for the pod; the certificate cannot chain to caFiles and need not.
+    (tmp_path / "ca.crt").write_bytes(issuer.ca.cert_pem())
+    (tmp_path / "gateway-ca.crt").write_bytes(make_ca(3).cert_pem())
+    data = document(tmp_path)
+    own = dict(data["local"]["auth"]["certificate"], caFiles=[str(tmp_path / "gateway-ca.crt")])
+    data["peers"][0]["auth"] = {"certificate": {**own, "peerTrust": "own"}}
+    settings = settings_from(
+        load_config_data(data), str(tmp_path / "config.yaml"), environment(tmp_path, issuer.url)
+    )
+    assert settings is not None
+    assert [where for where, _ in settings.trust_bundles] == ["local.auth.certificate.caFiles"]
+    keeper = Enrollment(settings, clock=clock, backoff=Backoff(rng=lambda: 0.5))
+
+    assert await keeper.renew(), keeper.last_error
+    cert, _ = stored(tmp_path)
+    validate_chain(cert, [], [issuer.ca.cert], START)

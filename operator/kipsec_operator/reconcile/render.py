@@ -411,6 +411,8 @@ def _external_auth(
             "keyFile": f"{IDENTITY_DIR}/tls.key",
             "caFiles": [f"ca-{tag}.crt"],
             "source": "operator",
+            # The gateway trusts the TunnelCertificate's issuer, not caFiles (its own CA).
+            "peerTrust": "own",
         }
     }
 

@@ -299,6 +299,12 @@ class Certificate(_Model):
     pod's token from $KIPSEC_TOKEN_FILE) before IKE starts, writes both files itself
     (they must be `tls.crt` and `tls.key` of one directory) and renews them before they
     expire without disturbing established SAs (docs/identities.md)."""
+    peer_trust: Literal["caFiles", "own"] = "caFiles"
+    """Whom the peer trusts for our certificate. caFiles: the same anchors as we do (kipsec
+    pods of one TunnelCertificate), so with source operator a new certificate is used
+    only once it chains to `caFiles`, as the peer will check it. own: the peer has its
+    own trust store (an external gateway that trusts the operator's CA while `caFiles`
+    holds the gateway's CA), so `caFiles` says nothing about our certificate."""
 
     @model_validator(mode="after")
     def _operator_files(self) -> Certificate:

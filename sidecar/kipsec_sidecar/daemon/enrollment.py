@@ -167,9 +167,12 @@ def settings_from(
         default_ca_file=os.path.join(
             os.path.dirname(os.path.abspath(config_path)), OPERATOR_CA_FILE
         ),
+        # A peer with a trust store of its own (peerTrust: own) checks our certificate
+        # against anchors this pod does not know.
         trust_bundles=tuple(
             (join_path(where, "caFiles"), tuple(config.resolve_path(p) for p in c.ca_files))
             for where, c in found
+            if c.peer_trust == "caFiles"
         ),
     )
 
