@@ -29,7 +29,10 @@ gateway path, to measure what the tuning is worth in the same run.
 Every path: AES-GCM-256 ESP in UDP 4500, PSK, X25519. Per round and path: TCP throughput
 (``iperf3 -t SECONDS`` one stream pa -> pb, the receiver's rate), then ``PINGS`` pings
 10 ms apart (each reply's RTT). Reported: the median and range of the rounds'
-throughputs, the p50/p90/p99 of every RTT sample, and kipsec/strongSwan ratios per
+throughputs, the p50/p90/p99 of every RTT sample, the CPU time the two IPsec daemons
+spent per ping (every thread, kernel work in their context included; the median of the
+rounds): what a packet costs them, which load does not inflate as it does the RTT, and
+kipsec/strongSwan ratios per
 placement (of the medians; and the range of the per-round ratios). Then the time from
 "initiate" to the first installed child SA, median of ``--setups`` (pods placement,
 kipsec's control socket ``initiate`` vs vici ``initiate``), and the kipsec sidecar's
@@ -105,6 +108,9 @@ class Path_:
     note: str = ""
     sidecar: Sidecar | None = None
     """pa's kipsec sidecar, whose memory is reported (kipsec in the pods)."""
+    pids: list[int] = field(default_factory=list)
+    """The two IPsec daemons (kipsec sidecars, charons) whose CPU per ping is reported."""
+    cpu_per_ping: list[float] = field(default_factory=list)
 
 
 def pods(topo: Topology) -> None:
@@ -137,7 +143,22 @@ def measure(path: Path_, seconds: float, pings: int) -> None:
             topo, "pa", "pb", seconds, server_address=path.target, client_address=path.source
         )
     )
-    path.rtts.extend(ping_samples(topo, path.target, pings, path.source))
+    before = cpu_seconds(path.pids)
+    samples = ping_samples(topo, path.target, pings, path.source)
+    if path.pids:
+        path.cpu_per_ping.append((cpu_seconds(path.pids) - before) / len(samples))
+    path.rtts.extend(samples)
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU time of every thread of ``pids`` (``/proc/PID/task/*/schedstat``: nanoseconds
+    on a CPU, not tick-sampled), including the kernel work done in their context."""
+    total = 0
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError):
+                total += int(stat.read_text().split()[0])
+    return total / 1e9
 
 
 def rss_mib(pid: int) -> float:
@@ -178,7 +199,9 @@ def kipsec_pods(stack: contextlib.ExitStack, work: Path, setups: int) -> tuple[P
             a.control("terminate", peer="pb")
             wait_until("pb cleared", lambda: b.peer("pa")["children"] == [], timeout=10)
     wait_until("pb established", established(b, "pa"), timeout=10)
-    return Path_("kipsec", "pods", topo, topo.address("pb"), sidecar=a), times
+    path = Path_("kipsec", "pods", topo, topo.address("pb"), sidecar=a)
+    path.pids = [proc.pid for proc in (a.proc, b.proc) if proc is not None]
+    return path, times
 
 
 def kipsec_gateways(stack: contextlib.ExitStack, work: Path) -> Path_:
@@ -197,7 +220,9 @@ def kipsec_gateways(stack: contextlib.ExitStack, work: Path) -> Path_:
         stack.callback(sidecar.stop)
         sidecars.append(sidecar.start())
     wait_until("gateways established", established(sidecars[1], "a"), timeout=10)
-    return Path_("kipsec", "gateway", topo, topo.address("pb"))
+    path = Path_("kipsec", "gateway", topo, topo.address("pb"))
+    path.pids = [s.proc.pid for s in sidecars if s.proc is not None]
+    return path
 
 
 def charons(
@@ -250,7 +275,9 @@ def strongswan_pods(
             left.terminate(ike="gw", timeout=10)
             right.wait_for(lambda sas: not sas, timeout=10, what="responder cleared")
     right.wait_established(child="net", timeout=10)
-    return Path_("strongSwan", "pods", topo, INNER["pb"], source=INNER["pa"]), times
+    path = Path_("strongSwan", "pods", topo, INNER["pb"], source=INNER["pa"])
+    path.pids = [c.pid for c in (left, right) if c.pid is not None]
+    return path, times
 
 
 def strongswan_gateways(
@@ -272,7 +299,9 @@ def strongswan_gateways(
     if clamp:
         for node in ("a", "b"):
             topo.run(node, "nft", "-f", "-", input=mss_clamp_ruleset("bench_clamp", "ipsec0"))
-    return Path_(name, "gateway", topo, topo.address("pb"))
+    path = Path_(name, "gateway", topo, topo.address("pb"))
+    path.pids = [c.pid for c in (left, right) if c.pid is not None]
+    return path
 
 
 def plain(stack: contextlib.ExitStack) -> Path_:
@@ -320,7 +349,9 @@ def describe(path: Path_) -> str:
         return f"{'n/a':>9}  {path.note}"
     spread = f"[{min(path.mbits):.0f}-{max(path.mbits):.0f}]"
     rtt = "  ".join(f"{quantile(path.rtts, q):6.3f}" for q in (0.5, 0.9, 0.99))
-    return f"{median(path.mbits):9.1f} {spread:>13}  {rtt}  {path.note}"
+    cpu = median(path.cpu_per_ping)
+    cpu_text = f"{cpu * 1e6:8.0f}" if cpu is not None else f"{'-':>8}"
+    return f"{median(path.mbits):9.1f} {spread:>13}  {rtt}  {cpu_text}  {path.note}"
 
 
 def ratio_line(label: str, top: Path_, bottom: Path_) -> str:
@@ -345,7 +376,10 @@ def report(
         f"\npa -> pb, {rounds} interleaved rounds of iperf3 TCP {seconds:g} s + {pings} pings"
         " 10 ms apart; AES-GCM-256 ESP in UDP, PSK"
     )
-    print(f"{'path':<34} {'Mbit/s':>9} {'[min-max]':>13}  {'RTT p50':>6}  {'p90':>6}  {'p99':>6}")
+    print(
+        f"{'path':<34} {'Mbit/s':>9} {'[min-max]':>13}  {'RTT p50':>6}  {'p90':>6}  {'p99':>6}"
+        f"  {'CPU us/ping':>8}"
+    )
     for path in paths:
         label = f"{path.name} ({path.placement})" if path.placement else path.name
         print(f"{label:<34} {describe(path)}")
