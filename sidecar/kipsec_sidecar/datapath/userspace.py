@@ -52,8 +52,8 @@ the profile of the per-packet path said the limit is kernel work per packet — 
   the wire and the peer see exactly what they saw before); the segments of one read share
   one peer lookup and one SA. Inbound, decrypted packets are not written one by one: they
   are collected during the burst the socket reader hands over and written when it ends
-  (:meth:`UserspaceDatapath.flush_received`, called by the daemon's 4500 reader in the
-  same callback; the raw-socket readers leave it to the next event-loop pass),
+  (:meth:`UserspaceDatapath.flush_received`, called by the daemon's 4500 reader and by
+  this datapath's raw-socket readers in the same callback),
   consecutive TCP segments of a flow merged into one GSO super-segment
   (:func:`.offload.coalesce`) that the kernel splits again. A merge whose TCP checksums
   do not add up is written packet by packet so
@@ -918,7 +918,7 @@ class UserspaceDatapath:
         and loop turn on every packet's way in, which is latency (an echo's reply is only
         generated once the request is written). The pass scheduled by :meth:`_deliver`
         still runs, finds nothing, and remains the flush for callers that never call this
-        (the raw-socket readers and the test harness)."""
+        (the test harness)."""
         if self._rx_pending:
             self._flush_inbound()
 
@@ -965,19 +965,24 @@ class UserspaceDatapath:
         self._loop.add_reader(sock.fileno(), self._on_raw_readable, sock, key[1])
 
     def _on_raw_readable(self, sock: socket.socket, ip_protocol: int) -> None:
-        for _ in range(self.options.batch):
-            try:
-                if sock.family == socket.AF_INET:
-                    packet = sock.recv(MAX_PACKET)
-                else:
-                    packet = self._recv_raw6(sock, ip_protocol)
-            except BlockingIOError:
-                return
-            except OSError:
-                _bump(self.stats.errors, "raw_read")
-                return
-            if packet:
-                self._receive_raw(packet, ip_protocol)
+        """Read a batch from a raw ESP/AH socket and write what it delivered before
+        returning (as the daemon's 4500 reader does with :meth:`flush_received`)."""
+        try:
+            for _ in range(self.options.batch):
+                try:
+                    if sock.family == socket.AF_INET:
+                        packet = sock.recv(MAX_PACKET)
+                    else:
+                        packet = self._recv_raw6(sock, ip_protocol)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    _bump(self.stats.errors, "raw_read")
+                    return
+                if packet:
+                    self._receive_raw(packet, ip_protocol)
+        finally:
+            self.flush_received()
 
     @staticmethod
     def _recv_raw6(sock: socket.socket, ip_protocol: int) -> bytes:
