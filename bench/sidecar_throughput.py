@@ -1,49 +1,67 @@
-"""Pod-to-pod throughput and latency: plain veth vs strongSwan (libipsec) vs kipsec sidecars.
+"""Throughput and latency, kipsec vs a tuned strongSwan libipsec, in two placements, interleaved.
 
 Run (root; everything happens in network namespaces that are removed afterwards)::
 
-    .venv/bin/python bench/sidecar_throughput.py [--seconds 5] [--setups 5]
+    .venv/bin/python bench/sidecar_throughput.py [--seconds 5] [--rounds 3] [--pings 200]
+                                                 [--setups 5] [--untuned]
 
-On one topology shape (two nodes on a bridge, a pod behind each: pa 10.10.1.2 and pb
-10.10.2.2, see ``tests/support/netns.py``) it measures, in one run, side by side:
+Two nodes a and b on a bridge, a pod behind each (pa 10.10.1.2, pb 10.10.2.2, see
+``tests/support/netns.py``). Five (six with ``--untuned``) independent topologies are
+built and brought up first, then measured in interleaved rounds — each round visits
+every path in turn — so that the load of a shared machine falls on all of them alike:
 
-- (a) **plain veth**: no IPsec, plain routes between the pod CIDRs (the ceiling);
-- (b) **strongSwan**: two charons with kernel-libipsec as the nodes' gateways for their
-  pod CIDRs (``tests/support/strongswan.py``: ``openssl`` before ``aes``/``gcm``),
-  AES-GCM-256 ESP in UDP 4500;
-- (c) **kipsec**: a ``kipsec-sidecar run`` in each pod (userspace datapath, AES-GCM-256
-  ESP in UDP 4500, PSK), protecting pod to pod.
+- **plain**: no IPsec, plain routes between the pod CIDRs (the ceiling);
+- **(a) in the pods**: ``kipsec-sidecar run`` in pa and pb protecting pod to pod, against
+  charon + kernel-libipsec in pa and pb. libipsec cannot protect traffic to its own IKE
+  address, so each strongSwan pod gets an inner address on ``lo`` (10.20.N.2, the way
+  libipsec users protect host-to-host traffic) and the traffic runs between those;
+- **(b) as gateways**: kipsec on nodes a and b protecting pod CIDR to pod CIDR (the
+  placement of an external peer's gateway), against charon on the nodes doing the same;
+  no plain routes between the pod CIDRs, so traffic crosses only inside the tunnel.
 
-For each: TCP throughput ``iperf3 -c pb -t SECONDS`` from pa (the receiver's rate) and
-ping RTT (30 pings 20 ms apart, average); it prints b/a and c/b. Then the time from
-"initiate" to the first installed child SA (IKE_SA_INIT + IKE_AUTH with PSK and X25519),
-median of ``--setups`` attempts, for kipsec (control socket ``initiate``; the child's
-``installed_at`` minus the request time) and strongSwan (vici ``initiate``, which returns
-when the child is up). Finally the resident memory (VmRSS from ``/proc``) of a kipsec
-sidecar: idle with its one peer established, after the throughput run, and a sidecar
-configured with 100 on-demand peers at fake addresses in a range the namespace
-blackholes (no traffic to them, so no handshake ever leaves).
+strongSwan is tuned as its users tune it (``TUNED``): ``aesni`` before ``openssl``/
+``aes``/``gcm`` (charon's own AES-NI GCM; openssl's AEAD wrapper re-initialises its
+context for every packet), logging at level 0, and in the gateway placement TCP MSS
+clamped on ``ipsec0`` as kipsec clamps on its device. ``--untuned`` adds the settings
+this bench used before (``openssl`` first, IKE logging at 2, no clamp) as one more
+gateway path, to measure what the tuning is worth in the same run.
+
+Every path: AES-GCM-256 ESP in UDP 4500, PSK, X25519. Per round and path: TCP throughput
+(``iperf3 -t SECONDS`` one stream pa -> pb, the receiver's rate), then ``PINGS`` pings
+10 ms apart (each reply's RTT). Reported: the median and range of the rounds'
+throughputs, the p50/p90/p99 of every RTT sample, the CPU time the two IPsec daemons
+spent per ping (every thread, kernel work in their context included; the median of the
+rounds): what a packet costs them, which load does not inflate as it does the RTT, and
+kipsec/strongSwan ratios per
+placement (of the medians; and the range of the per-round ratios). Then the time from
+"initiate" to the first installed child SA, median of ``--setups`` (pods placement,
+kipsec's control socket ``initiate`` vs vici ``initiate``), and the kipsec sidecar's
+resident memory (idle, after the rounds, with 0 and 100 configured on-demand peers).
 
 Bounds: every start and wait is bounded (sidecars 10 s, charon 10 s, iperf3
-``SECONDS`` + 15 s); a whole run takes about ``3 × SECONDS + 12`` s.
+``SECONDS`` + 30 s, ping 30 s); a run takes about ``ROUNDS × 5 × (SECONDS + 4)`` s plus
+about 40 s of set-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from kipsec_sidecar.datapath.mtu import mss_clamp_ruleset  # noqa: E402
 from support.netns import Topology, sweep_stale, tcp_throughput  # noqa: E402
 from support.sidecars import (  # noqa: E402
     Sidecar,
@@ -52,21 +70,47 @@ from support.sidecars import (  # noqa: E402
     peer_entry,
     wait_until,
 )
-from support.strongswan import Charon, Psk, gateway_pair, is_available  # noqa: E402
+from support.strongswan import (  # noqa: E402
+    PLUGINS,
+    Charon,
+    Child,
+    Connection,
+    Psk,
+    gateway_pair,
+    is_available,
+)
 
 PSK = "kipsec bench pre-shared key 0123456789"
 FAKE_PEERS = "10.99.0.0/24"
+QUIET = {"logging": {"level": "warning"}}
 T = TypeVar("T")
+
+TUNED_PLUGINS = ("aesni", *(p for p in PLUGINS if p != "aesni"))
+"""charon's plugins with ``aesni`` first: its AES-GCM wins over openssl's and plain C's."""
+TUNED = {"plugins": TUNED_PLUGINS, "log_levels": {"default": 0}}
+UNTUNED = {"plugins": PLUGINS, "log_levels": {"default": 1, "ike": 2, "cfg": 2, "knl": 1}}
+"""What this bench ran before (``support.strongswan``'s test defaults: openssl first)."""
+INNER = {"pa": "10.20.1.2", "pb": "10.20.2.2"}
+"""Inner addresses of the strongSwan pods (placement a): what their tunnel carries."""
 
 
 @dataclass
-class PathResult:
-    """What one datapath achieved."""
+class Path_:
+    """One datapath under test: its topology, where to send to, and what it achieved."""
 
     name: str
-    mbits: float | None = None
-    rtt_ms: float | None = None
+    placement: str
+    topo: Topology
+    target: str
+    source: str | None = None
+    mbits: list[float] = field(default_factory=list)
+    rtts: list[float] = field(default_factory=list)
     note: str = ""
+    sidecar: Sidecar | None = None
+    """pa's kipsec sidecar, whose memory is reported (kipsec in the pods)."""
+    pids: list[int] = field(default_factory=list)
+    """The two IPsec daemons (kipsec sidecars, charons) whose CPU per ping is reported."""
+    cpu_per_ping: list[float] = field(default_factory=list)
 
 
 def pods(topo: Topology) -> None:
@@ -75,21 +119,46 @@ def pods(topo: Topology) -> None:
         topo.add_pod(pod, node)
 
 
-def rtt(topo: Topology) -> float:
-    """Average ping RTT from pa to pb in ms (30 pings, 20 ms apart)."""
+def ping_samples(topo: Topology, target: str, count: int, source: str | None) -> list[float]:
+    """Each reply's RTT in ms for ``count`` pings pa -> ``target``, 10 ms apart."""
+    bind = ("-I", source) if source else ()
     out = topo.run(
-        "pa", "ping", "-n", "-q", "-c", "30", "-i", "0.02", "-w", "10", topo.address("pb")
+        "pa",
+        *("ping", "-n", "-c", str(count), "-i", "0.01", "-w", "30", *bind, target),
+        timeout=40,
+        check=False,
     ).stdout
-    match = re.search(r"= [\d.]+/([\d.]+)/", out)
-    if match is None:
-        raise RuntimeError(f"no RTT in ping output: {out!r}")
-    return float(match[1])
+    samples = [float(t) for t in re.findall(r"time=([\d.]+) ms", out)]
+    if not samples:
+        raise RuntimeError(f"no ping replies: {out[-300:]!r}")
+    return samples
 
 
-def measure(topo: Topology, result: PathResult, seconds: float) -> None:
-    topo.ping("pa", "pb", count=2)  # warm: ARP, on-demand SAs
-    result.rtt_ms = rtt(topo)
-    result.mbits = tcp_throughput(topo, "pa", "pb", seconds)
+def measure(path: Path_, seconds: float, pings: int) -> None:
+    """One round on ``path``: iperf3 then the pings."""
+    topo = path.topo
+    topo.ping("pa", path.target, count=1)  # ARP, caches
+    path.mbits.append(
+        tcp_throughput(
+            topo, "pa", "pb", seconds, server_address=path.target, client_address=path.source
+        )
+    )
+    before = cpu_seconds(path.pids)
+    samples = ping_samples(topo, path.target, pings, path.source)
+    if path.pids:
+        path.cpu_per_ping.append((cpu_seconds(path.pids) - before) / len(samples))
+    path.rtts.extend(samples)
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU time of every thread of ``pids`` (``/proc/PID/task/*/schedstat``: nanoseconds
+    on a CPU, not tick-sampled), including the kernel work done in their context."""
+    total = 0
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError):
+                total += int(stat.read_text().split()[0])
+    return total / 1e9
 
 
 def rss_mib(pid: int) -> float:
@@ -100,161 +169,247 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-# --- (a) ----------------------------------------------------------------------------------
+# --- set-ups ------------------------------------------------------------------------------
 
 
-def plain(seconds: float) -> PathResult:
-    result = PathResult("(a) plain veth")
-    with Topology() as topo:
-        pods(topo)
-        measure(topo, result, seconds)
-    return result
-
-
-# --- (b) ----------------------------------------------------------------------------------
-
-
-def strongswan(seconds: float, setups: int, workdir: Path) -> tuple[PathResult, list[float]]:
-    result = PathResult("(b) strongSwan libipsec")
-    reason = is_available()
-    if reason is not None:
-        result.note = reason
-        return result, []
-    times: list[float] = []
-    with Topology(pod_routes=False) as topo:
-        pods(topo)
-        left = Charon(topo, "a", workdir / "charon-a").start()
-        right = Charon(topo, "b", workdir / "charon-b").start()
-        try:
-            conn_a, conn_b = gateway_pair(
-                topo, "a", "b", auth=(Psk(PSK), Psk(PSK)), ids=("a.bench", "b.bench")
-            )
-            left.configure(conn_a)
-            right.configure(conn_b)
-            left.load()
-            right.load()
-            for attempt in range(setups):
-                start = time.monotonic()
-                left.initiate("net", timeout=10)
-                times.append(time.monotonic() - start)
-                if attempt < setups - 1:
-                    left.terminate(ike="gw", timeout=10)
-                    right.wait_for(lambda sas: not sas, timeout=10, what="responder cleared")
-            right.wait_established(child="net", timeout=10)
-            measure(topo, result, seconds)
-        finally:
-            left.stop()
-            right.stop()
-    return result, times
-
-
-# --- (c) ----------------------------------------------------------------------------------
-
-
-def kipsec_setup_time(a: Sidecar, b: Sidecar) -> float:
-    """Seconds from an ``initiate`` request to pa's first installed child SA with pb."""
+def kipsec_setup_time(a: Sidecar, peer: str) -> float:
+    """Seconds from an ``initiate`` request to ``a``'s first installed child SA with ``peer``."""
     requested = time.time()
-    a.control("initiate", peer="pb")
-    wait_until("the child SA", established(a, "pb"), timeout=10)
-    child = a.installed("pb")[0]
+    a.control("initiate", peer=peer)
+    wait_until("the child SA", established(a, peer), timeout=10)
+    child = a.installed(peer)[0]
     return float(child["installed_at"]) - requested
 
 
-def kipsec(
-    seconds: float, setups: int, workdir: Path
-) -> tuple[PathResult, list[float], dict[str, float]]:
-    result = PathResult("(c) kipsec userspace")
-    times: list[float] = []
+def kipsec_pods(stack: contextlib.ExitStack, work: Path, setups: int) -> tuple[Path_, list[float]]:
+    """(a) kipsec: a sidecar in each pod; also the setup times, measured here."""
+    topo = stack.enter_context(Topology())
+    pods(topo)
+    a, b = Sidecar(topo, "pa", work), Sidecar(topo, "pb", work)
+    a.write([peer_entry(topo, "pb", start="onDemand")], **QUIET)
+    b.write([peer_entry(topo, "pa", start="onDemand")], **QUIET)
+    stack.callback(b.stop)
+    stack.callback(a.stop)
+    a.start()
+    b.start()
+    times = []
+    for attempt in range(setups):
+        times.append(kipsec_setup_time(a, "pb"))
+        if attempt < setups - 1:
+            a.control("terminate", peer="pb")
+            wait_until("pb cleared", lambda: b.peer("pa")["children"] == [], timeout=10)
+    wait_until("pb established", established(b, "pa"), timeout=10)
+    path = Path_("kipsec", "pods", topo, topo.address("pb"), sidecar=a)
+    path.pids = [proc.pid for proc in (a.proc, b.proc) if proc is not None]
+    return path, times
+
+
+def kipsec_gateways(stack: contextlib.ExitStack, work: Path) -> Path_:
+    """(b) kipsec: a sidecar on each node protecting its pod CIDR."""
+    topo = stack.enter_context(Topology(pod_routes=False))
+    pods(topo)
+    sidecars = []
+    for me, peer in (("a", "b"), ("b", "a")):
+        sidecar = Sidecar(topo, me, work)
+        selectors = {
+            "local": [str(topo.node(me).pod_cidr)],
+            "remote": [str(topo.node(peer).pod_cidr)],
+        }
+        start = "onStart" if me == "a" else "onDemand"
+        sidecar.write([peer_entry(topo, peer, start=start, trafficSelectors=selectors)], **QUIET)
+        stack.callback(sidecar.stop)
+        sidecars.append(sidecar.start())
+    wait_until("gateways established", established(sidecars[1], "a"), timeout=10)
+    path = Path_("kipsec", "gateway", topo, topo.address("pb"))
+    path.pids = [s.proc.pid for s in sidecars if s.proc is not None]
+    return path
+
+
+def charons(
+    stack: contextlib.ExitStack,
+    topo: Topology,
+    names: Sequence[str],
+    work: Path,
+    settings: Mapping[str, Any],
+) -> list[Charon]:
+    """Start a charon in each of ``names`` (stopped when ``stack`` closes)."""
+    started = []
+    for name in names:
+        charon = Charon(topo, name, work / f"charon-{name}", **settings)
+        stack.callback(charon.stop)
+        started.append(charon.start())
+    return started
+
+
+def strongswan_pods(
+    stack: contextlib.ExitStack, work: Path, setups: int
+) -> tuple[Path_, list[float]]:
+    """(a) strongSwan: charon in each pod, tunnelling between the pods' inner addresses."""
+    topo = stack.enter_context(Topology())
+    pods(topo)
+    for pod, inner in INNER.items():
+        topo.ip(pod, f"addr add {inner}/32 dev lo")
+    left, right = charons(stack, topo, ("pa", "pb"), work, TUNED)
+
+    def conn(me: str, peer: str) -> Connection:
+        return Connection(
+            name="gw",
+            local_addrs=(topo.address(me),),
+            remote_addrs=(topo.address(peer),),
+            auth=Psk(PSK),
+            local_id=f"{me}.bench",
+            remote_id=f"{peer}.bench",
+            children=(Child("net", (f"{INNER[me]}/32",), (f"{INNER[peer]}/32",)),),
+        )
+
+    left.configure(conn("pa", "pb"))
+    right.configure(conn("pb", "pa"))
+    left.load()
+    right.load()
+    times = []
+    for attempt in range(setups):
+        start = time.monotonic()
+        left.initiate("net", timeout=10)
+        times.append(time.monotonic() - start)
+        if attempt < setups - 1:
+            left.terminate(ike="gw", timeout=10)
+            right.wait_for(lambda sas: not sas, timeout=10, what="responder cleared")
+    right.wait_established(child="net", timeout=10)
+    path = Path_("strongSwan", "pods", topo, INNER["pb"], source=INNER["pa"])
+    path.pids = [c.pid for c in (left, right) if c.pid is not None]
+    return path, times
+
+
+def strongswan_gateways(
+    stack: contextlib.ExitStack, work: Path, settings: Mapping[str, Any], *, clamp: bool, name: str
+) -> Path_:
+    """(b) strongSwan: charon on each node as the gateway for its pod CIDR."""
+    topo = stack.enter_context(Topology(pod_routes=False))
+    pods(topo)
+    left, right = charons(stack, topo, ("a", "b"), work, settings)
+    conn_a, conn_b = gateway_pair(
+        topo, "a", "b", auth=(Psk(PSK), Psk(PSK)), ids=("a.bench", "b.bench")
+    )
+    left.configure(conn_a)
+    right.configure(conn_b)
+    left.load()
+    right.load()
+    left.initiate("net", timeout=10)
+    right.wait_established(child="net", timeout=10)
+    if clamp:
+        for node in ("a", "b"):
+            topo.run(node, "nft", "-f", "-", input=mss_clamp_ruleset("bench_clamp", "ipsec0"))
+    path = Path_(name, "gateway", topo, topo.address("pb"))
+    path.pids = [c.pid for c in (left, right) if c.pid is not None]
+    return path
+
+
+def plain(stack: contextlib.ExitStack) -> Path_:
+    topo = stack.enter_context(Topology())
+    pods(topo)
+    return Path_("plain", "", topo, topo.address("pb"))
+
+
+def hundred_peers(work: Path) -> dict[str, float]:
+    """RSS of a sidecar with 100 configured on-demand peers (and of one with none)."""
     memory: dict[str, float] = {}
     with Topology() as topo:
-        pods(topo)
-        a, b = Sidecar(topo, "pa", workdir), Sidecar(topo, "pb", workdir)
-        quiet = {"logging": {"level": "warning"}}
-        a.write([peer_entry(topo, "pb", start="onDemand")], **quiet)
-        b.write([peer_entry(topo, "pa", start="onDemand")], **quiet)
-        try:
-            a.start()
-            b.start()
-            for attempt in range(setups):
-                times.append(kipsec_setup_time(a, b))
-                if attempt < setups - 1:
-                    a.control("terminate", peer="pb")
-                    wait_until("pb cleared", lambda: b.peer("pa")["children"] == [], timeout=10)
-            wait_until("pb established", established(b, "pa"), timeout=10)
-            assert a.proc is not None
-            time.sleep(0.5)
-            memory["idle, 1 peer up"] = rss_mib(a.proc.pid)
-            measure(topo, result, seconds)
-            memory["after the throughput run"] = rss_mib(a.proc.pid)
-            memory.update(hundred_peers(topo, workdir))
-        finally:
-            a.stop()
-            b.stop()
-    return result, times, memory
-
-
-def hundred_peers(topo: Topology, workdir: Path) -> dict[str, float]:
-    """RSS of a sidecar with 100 configured on-demand peers (and of one with none)."""
-    topo.add_pod("pm", "a")
-    topo.ip("pm", f"route add blackhole {FAKE_PEERS}")
-    memory: dict[str, float] = {}
-    for count in (0, 100):
-        sidecar = Sidecar(topo, "pm", workdir / f"peers{count}")
-        sidecar.workdir.mkdir()
-        sidecar.write(fake_peers(count), logging={"level": "warning"})
-        try:
-            sidecar.start()
-            assert len(sidecar.sas()["peers"]) == count
-            time.sleep(1.0)
-            assert sidecar.proc is not None
-            memory[f"{count} on-demand peers"] = rss_mib(sidecar.proc.pid)
-        finally:
-            sidecar.stop()
+        topo.add_node("a")
+        topo.add_pod("pm", "a")
+        topo.ip("pm", f"route add blackhole {FAKE_PEERS}")
+        for count in (0, 100):
+            sidecar = Sidecar(topo, "pm", work / f"peers{count}")
+            sidecar.workdir.mkdir()
+            sidecar.write(fake_peers(count), **QUIET)
+            try:
+                sidecar.start()
+                assert len(sidecar.sas()["peers"]) == count
+                time.sleep(1.0)
+                assert sidecar.proc is not None
+                memory[f"{count} on-demand peers"] = rss_mib(sidecar.proc.pid)
+            finally:
+                sidecar.stop()
     return memory
 
 
 # --- report -------------------------------------------------------------------------------
 
 
-def ratio(top: float | None, bottom: float | None) -> str:
-    if not top or not bottom:
-        return "n/a"
-    return f"{top / bottom:.2f}"
+def quantile(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def fmt(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def describe(path: Path_) -> str:
+    if not path.mbits:
+        return f"{'n/a':>9}  {path.note}"
+    spread = f"[{min(path.mbits):.0f}-{max(path.mbits):.0f}]"
+    rtt = "  ".join(f"{quantile(path.rtts, q):6.3f}" for q in (0.5, 0.9, 0.99))
+    cpu = median(path.cpu_per_ping)
+    cpu_text = f"{cpu * 1e6:8.0f}" if cpu is not None else f"{'-':>8}"
+    return f"{median(path.mbits):9.1f} {spread:>13}  {rtt}  {cpu_text}  {path.note}"
+
+
+def ratio_line(label: str, top: Path_, bottom: Path_) -> str:
+    m_top, m_bottom = median(top.mbits), median(bottom.mbits)
+    if not m_top or not m_bottom:
+        return f"{label:<34} n/a"
+    rounds = [t / b for t, b in zip(top.mbits, bottom.mbits, strict=False) if b]
+    per_round = f"(per round {min(rounds):.2f}-{max(rounds):.2f})" if rounds else ""
+    rtt = quantile(top.rtts, 0.5) / quantile(bottom.rtts, 0.5)
+    return f"{label:<34} TCP {m_top / m_bottom:5.2f} {per_round}  RTT p50 {rtt:5.2f}"
 
 
 def report(
-    paths: list[PathResult],
+    paths: list[Path_],
     setups: dict[str, list[float]],
     memory: dict[str, float],
     seconds: float,
+    rounds: int,
+    pings: int,
 ) -> None:
-    print(f"\nPod-to-pod, pa -> pb, iperf3 TCP {seconds:g} s, ping x30")
-    print(f"{'datapath':<26} {'TCP Mbit/s':>11} {'ping RTT ms':>12}  note")
+    print(
+        f"\npa -> pb, {rounds} interleaved rounds of iperf3 TCP {seconds:g} s + {pings} pings"
+        " 10 ms apart; AES-GCM-256 ESP in UDP, PSK"
+    )
+    print(
+        f"{'path':<34} {'Mbit/s':>9} {'[min-max]':>13}  {'RTT p50':>6}  {'p90':>6}  {'p99':>6}"
+        f"  {'CPU us/ping':>8}"
+    )
     for path in paths:
-        print(
-            f"{path.name:<26} {fmt(path.mbits, '11.1f')} {fmt(path.rtt_ms, '12.3f')}  {path.note}"
-        )
-    a, b, c = paths
-    print(f"b/a (strongSwan / plain)   {ratio(b.mbits, a.mbits)}")
-    print(f"c/b (kipsec / strongSwan)  {ratio(c.mbits, b.mbits)}   (goal: >= 2)")
-    print(f"c/a (kipsec / plain)       {ratio(c.mbits, a.mbits)}")
-    print("\nIKE SA + first child SA setup (PSK, X25519, AES-GCM-256)")
+        label = f"{path.name} ({path.placement})" if path.placement else path.name
+        print(f"{label:<34} {describe(path)}")
+    by = {(p.name, p.placement): p for p in paths}
+    base = by[("plain", "")]
+    print()
+    for placement in ("pods", "gateway"):
+        kipsec, swan = by.get(("kipsec", placement)), by.get(("strongSwan", placement))
+        if kipsec and swan:
+            print(ratio_line(f"kipsec / strongSwan ({placement})", kipsec, swan) + "  goal >= 2")
+    for path in paths:
+        if path is not base and path.name in ("kipsec", "strongSwan"):
+            print(ratio_line(f"{path.name} ({path.placement}) / plain", path, base))
+    untuned = by.get(("strongSwan untuned", "gateway"))
+    tuned = by.get(("strongSwan", "gateway"))
+    if untuned and tuned:
+        print(ratio_line("strongSwan tuned / untuned (gw)", tuned, untuned))
+    print("\nIKE SA + first child SA setup, pods placement (PSK, X25519, AES-GCM-256)")
     for name, times in setups.items():
         if times:
             ms = [t * 1000 for t in times]
             print(
-                f"{name:<26} median {statistics.median(ms):7.1f} ms"
+                f"{name:<34} median {statistics.median(ms):7.1f} ms"
                 f"  (min {min(ms):.1f}, max {max(ms):.1f}, n={len(ms)})"
             )
         else:
-            print(f"{name:<26} n/a")
+            print(f"{name:<34} n/a")
     print("\nkipsec sidecar resident memory (VmRSS)")
     for name, mib in memory.items():
-        print(f"{name:<26} {mib:7.1f} MiB")
+        print(f"{name:<34} {mib:7.1f} MiB")
 
 
 def guarded(step: Callable[[], T], fallback: T, what: str) -> T:
@@ -266,32 +421,88 @@ def guarded(step: Callable[[], T], fallback: T, what: str) -> T:
         return fallback
 
 
+@contextlib.contextmanager
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="kipsec-bench-") as tmp:
+        yield Path(tmp)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="iperf3 time per path (max 60)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="iperf3 time (max 60)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (max 20)")
+    parser.add_argument("--pings", type=int, default=200, help="pings per round (max 2000)")
     parser.add_argument("--setups", type=int, default=5, help="setup-time samples (max 20)")
+    parser.add_argument(
+        "--untuned", action="store_true", help="also the old strongSwan settings (gateways)"
+    )
     args = parser.parse_args()
     seconds = min(max(args.seconds, 1.0), 60.0)
+    rounds = min(max(args.rounds, 1), 20)
+    pings = min(max(args.pings, 10), 2000)
     setups = min(max(args.setups, 1), 20)
     sweep_stale()
-    with tempfile.TemporaryDirectory(prefix="kipsec-bench-") as tmp:
-        work = Path(tmp)
-        (work / "kipsec").mkdir()
-        (work / "strongswan").mkdir()
-        no_times: list[float] = []
-        no_memory: dict[str, float] = {}
-        a = guarded(lambda: plain(seconds), PathResult("(a) plain veth", note="failed"), "(a)")
-        b, swan_times = guarded(
-            lambda: strongswan(seconds, setups, work / "strongswan"),
-            (PathResult("(b) strongSwan libipsec", note="failed"), no_times),
-            "(b)",
-        )
-        c, kipsec_times, memory = guarded(
-            lambda: kipsec(seconds, setups, work / "kipsec"),
-            (PathResult("(c) kipsec userspace", note="failed"), no_times, no_memory),
-            "(c)",
-        )
-    report([a, b, c], {"kipsec": kipsec_times, "strongSwan": swan_times}, memory, seconds)
+    swan_missing = is_available()
+    memory: dict[str, float] = {}
+    times: dict[str, list[float]] = {"kipsec": [], "strongSwan": []}
+    with workdir() as work, contextlib.ExitStack() as stack:
+        paths: list[Path_] = []
+
+        def add(what: str, build: Callable[[Path], Path_]) -> None:
+            directory = work / what.replace(" ", "-")
+            directory.mkdir()
+            path: Path_ | None = guarded(lambda: build(directory), None, what)
+            if path is not None:
+                paths.append(path)
+
+        def kp(d: Path) -> Path_:
+            path, times["kipsec"] = kipsec_pods(stack, d, setups)
+            return path
+
+        def sp(d: Path) -> Path_:
+            path, times["strongSwan"] = strongswan_pods(stack, d, setups)
+            return path
+
+        add("kipsec pods", kp)
+        if swan_missing is None:
+            add("strongSwan pods", sp)
+        add("kipsec gateway", lambda d: kipsec_gateways(stack, d))
+        if swan_missing is None:
+            add(
+                "strongSwan gateway",
+                lambda d: strongswan_gateways(stack, d, TUNED, clamp=True, name="strongSwan"),
+            )
+            if args.untuned:
+                add(
+                    "strongSwan untuned",
+                    lambda d: strongswan_gateways(
+                        stack, d, UNTUNED, clamp=False, name="strongSwan untuned"
+                    ),
+                )
+        else:
+            print(f"strongSwan paths skipped: {swan_missing}", file=sys.stderr)
+        add("plain", lambda d: plain(stack))
+        sidecar = next((p.sidecar for p in paths if p.sidecar is not None), None)
+        if sidecar is not None and sidecar.proc is not None:
+            time.sleep(0.5)
+            memory["idle, 1 peer up"] = rss_mib(sidecar.proc.pid)
+        for round_ in range(rounds):
+            for path in paths:
+                guarded(partial(measure, path, seconds, pings), None, f"{path.name} round")
+            print(
+                f"round {round_ + 1}: "
+                + ", ".join(
+                    f"{p.name}/{p.placement or '-'} {p.mbits[-1]:.0f}" for p in paths if p.mbits
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
+        if sidecar is not None and sidecar.proc is not None:
+            memory["after the rounds"] = rss_mib(sidecar.proc.pid)
+    with workdir() as work:
+        none: dict[str, float] = {}
+        memory.update(guarded(lambda: hundred_peers(work), none, "100 peers"))
+    report(paths, times, memory, seconds, rounds, pings)
     return 0
 
 

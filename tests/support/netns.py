@@ -592,13 +592,15 @@ def tcp_throughput(
     seconds: float,
     *,
     server_address: str | None = None,
+    client_address: str | None = None,
     port: int = 5201,
     ready_timeout: float = 30.0,
 ) -> float:
     """TCP Mbit/s from ``src`` to ``dst`` over ``seconds``, as ``dst``'s iperf3 received it.
 
     One iperf3 server (``-1``: it exits after the test) bound to ``server_address``
-    (default: ``dst``'s address); ``ready_timeout`` bounds its start (slow under a VM's
+    (default: ``dst``'s address), the client bound to ``client_address`` if given (an
+    inner address the tunnel carries); ``ready_timeout`` bounds its start (slow under a VM's
     emulation), the client gets ``seconds`` + 30 s. Raises :class:`CommandFailed` when
     the client fails.
     """
@@ -614,6 +616,7 @@ def tcp_throughput(
         result = topology.run(
             src,
             *("iperf3", "-c", address, "-p", str(port), "-t", f"{seconds:g}", "-J"),
+            *(("-B", client_address) if client_address else ()),
             timeout=seconds + 30,
         )
     finally:

@@ -517,6 +517,11 @@ class Charon:
             stop_process(self._proc, sig=9, grace=2.0)
 
     @property
+    def pid(self) -> int | None:
+        """charon's process ID once started (for CPU and memory readings)."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

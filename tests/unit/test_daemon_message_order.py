@@ -79,6 +79,9 @@ class RecordingDatapath:
     def receive_encapsulated(self, data: bytes, source: tuple[str, int]) -> None:
         return None
 
+    def flush_received(self) -> None:
+        return None
+
     def outbound_sa(self, peer: str) -> IpsecSa | None:
         return None
 

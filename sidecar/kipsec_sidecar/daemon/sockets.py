@@ -24,7 +24,6 @@ exempted from XFRM policies, or IKE would need the very SA it negotiates.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from collections.abc import Callable, Iterable, Sequence
@@ -46,6 +45,12 @@ NATT_PORT = 4500
 #: (datagram, source address) → None; called from the event loop.
 Receiver = Callable[[bytes, Address], None]
 _NATT_BATCH = 64
+
+
+def _version(address: str) -> int:
+    """The IP version of a textual address (from a socket or the configuration), without
+    parsing it: this runs for every ESP datagram sent."""
+    return 6 if ":" in address else 4
 
 
 class _Sendto(Protocol):
@@ -107,7 +112,8 @@ class IkeSockets:
     """UDP ``ike_port`` and ``natt_port`` on every local address, marked with ``mark``.
 
     ``on_ike`` gets IKE datagrams from both ports (the non-ESP marker left in place; the
-    endpoint strips it); ``on_esp`` gets ESP-in-UDP datagrams from the 4500 socket.
+    endpoint strips it); ``on_esp`` gets ESP-in-UDP datagrams from the 4500 socket, and
+    ``on_esp_batch`` is called after each read of that socket that handed ESP over.
     """
 
     def __init__(
@@ -117,6 +123,7 @@ class IkeSockets:
         *,
         on_ike: Receiver,
         on_esp: Receiver,
+        on_esp_batch: Callable[[], None] | None = None,
         ike_port: int = IKE_PORT,
         natt_port: int = NATT_PORT,
     ) -> None:
@@ -124,6 +131,7 @@ class IkeSockets:
         self.mark = mark
         self.on_ike = on_ike
         self.on_esp = on_esp
+        self.on_esp_batch = on_esp_batch
         self.ike_port = ike_port
         self.natt_port = natt_port
         self.counters = SocketCounters()
@@ -131,6 +139,10 @@ class IkeSockets:
         self.kernel_esp = False
         self._transports: dict[tuple[str, int], _Sendto] = {}
         self._natt: dict[str, tuple[socket.socket, GsoSender]] = {}
+        #: The GSO sender of the first 4500 socket of each IP version: the ESP fast path
+        #: picks it without parsing the destination (``ipaddress`` costs more per packet
+        #: than the send; bench/sidecar_throughput.py's RTT).
+        self._esp_senders: dict[int, GsoSender] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.esp_sender = EspSender(self)
 
@@ -157,6 +169,7 @@ class IkeSockets:
                 else:
                     enable_gro(natt)
                 self._natt[address] = (natt, GsoSender(natt))
+                self._esp_senders.setdefault(_version(address), self._natt[address][1])
                 self._transports[(address, self.natt_port)] = natt
                 loop.add_reader(natt.fileno(), self._natt_readable, natt)
         except BaseException:
@@ -176,6 +189,7 @@ class IkeSockets:
                 self._loop.remove_reader(natt.fileno())
             natt.close()
         self._natt.clear()
+        self._esp_senders.clear()
         self._transports.clear()
 
     def natt_socket(self) -> socket.socket:
@@ -211,13 +225,11 @@ class IkeSockets:
         """Several ESP datagrams to ``dest`` from a 4500 socket of its family (UDP GSO).
 
         Raises OSError when the send fails (the datapath counts it per batch)."""
-        version = ipaddress.ip_address(dest[0]).version
-        for address, (_, sender) in self._natt.items():
-            if ipaddress.ip_address(address).version == version:
-                sender(datagrams, dest)
-                return
-        self.counters.send_errors += 1
-        raise OSError(f"no UDP {self.natt_port} socket for {dest[0]}")
+        sender = self._esp_senders.get(_version(dest[0]))
+        if sender is None:
+            self.counters.send_errors += 1
+            raise OSError(f"no UDP {self.natt_port} socket for {dest[0]}")
+        sender(datagrams, dest)
 
     def _natt_readable(self, sock: socket.socket) -> None:
         """Drain up to a batch of datagrams (GRO runs split) and dispatch each."""
@@ -231,15 +243,18 @@ class IkeSockets:
                 {"socket": f"udp/{self.natt_port}", "error": str(exc)},
             )
             return
+        esp = self.counters.esp
         for data, source in batch:
             self._natt_datagram(data, (str(source[0]), int(source[1])))
+        if self.on_esp_batch is not None and self.counters.esp != esp:
+            self.on_esp_batch()
 
     def _transport_for(self, dest: str, port: int, local: str | None) -> _Sendto | None:
         if local is not None and (local, port) in self._transports:
             return self._transports[(local, port)]
-        version = ipaddress.ip_address(dest).version
+        version = _version(dest)
         for (address, bound), transport in self._transports.items():
-            if bound == port and ipaddress.ip_address(address).version == version:
+            if bound == port and _version(address) == version:
                 return transport
         return None
 

@@ -357,6 +357,9 @@ class KernelDatapath:
             self.stats.errors.get("esp_in_udp_on_socket", 0) + 1
         )
 
+    def flush_received(self) -> None:
+        return None  # nothing is held: the kernel delivers ESP it decapsulates
+
     def outbound_sa(self, peer: str) -> IpsecSa | None:
         state = self._peers.get(peer)
         return state.outbound if state else None

@@ -51,10 +51,12 @@ the profile of the per-packet path said the limit is kernel work per packet — 
   segments with correct headers and checksums (each is then ESP-protected on its own, so
   the wire and the peer see exactly what they saw before); the segments of one read share
   one peer lookup and one SA. Inbound, decrypted packets are not written one by one: they
-  are collected during the burst the socket reader hands over and written once per
-  event-loop pass by :meth:`UserspaceDatapath._flush_inbound`, consecutive TCP segments
-  of a flow merged into one GSO super-segment (:func:`.offload.coalesce`) that the kernel
-  splits again. A merge whose TCP checksums do not add up is written packet by packet so
+  are collected during the burst the socket reader hands over and written when it ends
+  (:meth:`UserspaceDatapath.flush_received`, called by the daemon's 4500 reader and by
+  this datapath's raw-socket readers in the same callback),
+  consecutive TCP segments of a flow merged into one GSO super-segment
+  (:func:`.offload.coalesce`) that the kernel splits again. A merge whose TCP checksums
+  do not add up is written packet by packet so
   the kernel verifies (and drops) the bad one — ESP integrity is unchanged either way.
 - **UDP GSO** (``udp_batch_sender`` or a ``UdpSender`` with ``many``): the ESP datagrams
   sealed during one pass over the device go to each peer in one ``sendmsg`` per run of
@@ -927,11 +929,23 @@ class UserspaceDatapath:
         stats.packets_in[name] = stats.packets_in.get(name, 0) + 1
         stats.bytes_in[name] = stats.bytes_in.get(name, 0) + len(packet)
 
+    def flush_received(self) -> None:
+        """The daemon's socket reader ends its batch: write it now (see :meth:`_flush_inbound`).
+
+        Without this the batch waited for the next event-loop pass: one more ``epoll_wait``
+        and loop turn on every packet's way in, which is latency (an echo's reply is only
+        generated once the request is written). The pass scheduled by :meth:`_deliver`
+        still runs, finds nothing, and remains the flush for callers that never call this
+        (the test harness)."""
+        if self._rx_pending:
+            self._flush_inbound()
+
     def _flush_inbound(self) -> None:
         """Write what arrived since the last flush, TCP segments merged (:mod:`.offload`).
 
-        Runs once per event-loop pass after a burst of ``receive_encapsulated`` calls:
-        the daemon's socket reader hands over a batch of datagrams, this writes them.
+        Runs at the end of the burst of ``receive_encapsulated`` calls that one read of
+        the daemon's socket hands over (:meth:`flush_received`), else once per event-loop
+        pass.
         """
         self._rx_scheduled = False
         packets, self._rx_pending = self._rx_pending, []
@@ -969,19 +983,24 @@ class UserspaceDatapath:
         self._loop.add_reader(sock.fileno(), self._on_raw_readable, sock, key[1])
 
     def _on_raw_readable(self, sock: socket.socket, ip_protocol: int) -> None:
-        for _ in range(self.options.batch):
-            try:
-                if sock.family == socket.AF_INET:
-                    packet = sock.recv(MAX_PACKET)
-                else:
-                    packet = self._recv_raw6(sock, ip_protocol)
-            except BlockingIOError:
-                return
-            except OSError:
-                _bump(self.stats.errors, "raw_read")
-                return
-            if packet:
-                self._receive_raw(packet, ip_protocol)
+        """Read a batch from a raw ESP/AH socket and write what it delivered before
+        returning (as the daemon's 4500 reader does with :meth:`flush_received`)."""
+        try:
+            for _ in range(self.options.batch):
+                try:
+                    if sock.family == socket.AF_INET:
+                        packet = sock.recv(MAX_PACKET)
+                    else:
+                        packet = self._recv_raw6(sock, ip_protocol)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    _bump(self.stats.errors, "raw_read")
+                    return
+                if packet:
+                    self._receive_raw(packet, ip_protocol)
+        finally:
+            self.flush_received()
 
     @staticmethod
     def _recv_raw6(sock: socket.socket, ip_protocol: int) -> bytes:
