@@ -131,8 +131,8 @@ def up(paths: Paths, config: LabConfig, timeout: float = UP_TIMEOUT) -> None:
     if config.external_site:
         console.print(
             f"external site: strongSwan gateway {site.PSK_GATEWAY} (PSK) and {site.CERT_GATEWAY} "
-            f"(certificates) protecting {site.SUBNET}, host {site.HOST}; the site CA's Secret "
-            f"for the certificate example: {paths.site / 'ca-secret.yaml'}"
+            f"(certificates) protecting {site.SUBNET}, host {site.HOST}; the site CA's "
+            f"ConfigMap for the certificate example: {paths.site / 'ca-configmap.yaml'}"
         )
 
 

@@ -22,14 +22,14 @@ the same pod (``unique = replace``) and probe their peers (``dpd_delay``).
 
 charon runs as a host process in the gateway namespace in both lab runtimes; its files
 (``strongswan.conf``, ``swanctl/``, ``charon.vici``, ``charon.log``) are in the state
-directory's ``site/``, with ``ca-secret.yaml``: the site CA as the Secret the
-certificate example's ExternalPeer names. What is pure here (the addresses, the
-configuration text) is tested without root (``tests/unit/test_lab_site.py``).
+directory's ``site/``, with ``ca-configmap.yaml``: the site CA as the ConfigMap the
+certificate example's ExternalPeer names (a CA certificate is public). What is pure here
+(the addresses, the configuration text) is tested without root
+(``tests/unit/test_lab_site.py``).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ipaddress
 import os
@@ -72,8 +72,8 @@ GATEWAY_ID = "gw.onprem.example"
 """The gateway certificate's name, the certificate example's ``spec.identity.fqdn``."""
 PSK = "9b1e4c7a2d5f8e3b6a9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a"
 """The PSK of ``external-peer-psk.yaml`` (an example's key, published with it)."""
-CA_SECRET = ("onprem-certs", "onprem-ca")
-"""(namespace, name) of the Secret holding the site CA, as the certificate example names it."""
+CA_CONFIG_MAP = ("onprem-certs", "onprem-ca")
+"""(namespace, name) of the ConfigMap holding the site CA, as the certificate example names it."""
 DPD_DELAY = "5s"
 PLUGINS = (
     *("random", "nonce", "openssl", "aesni", "aes", "gcm", "chapoly"),
@@ -278,15 +278,16 @@ def issue_gateway(directory: Path) -> None:
     write_key(directory / "swanctl" / "private" / "gateway.key", key)
 
 
-def ca_secret_manifest(ca_pem: bytes) -> str:
-    """The Namespace and Secret of :data:`CA_SECRET` holding the site CA (``ca.crt``), as
-    a user would create them for the certificate example: ``kipsec lab apply -f`` it."""
-    namespace, name = CA_SECRET
-    data = base64.b64encode(ca_pem).decode()
+def ca_config_map_manifest(ca_pem: bytes) -> str:
+    """The Namespace and ConfigMap of :data:`CA_CONFIG_MAP` holding the site CA
+    (``ca.crt``), as a user would create them for the certificate example (``kubectl
+    create configmap --from-file``): ``kipsec lab apply -f`` it."""
+    namespace, name = CA_CONFIG_MAP
+    pem = "".join(f"    {line}\n" for line in ca_pem.decode().splitlines())
     return (
         f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n---\n"
-        f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\n"
-        f"type: Opaque\ndata:\n  ca.crt: {data}\n"
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\n"
+        f"data:\n  ca.crt: |\n{pem}"
     )
 
 
@@ -298,7 +299,7 @@ def configure(directory: Path, cluster_cidr: str) -> None:
     (directory / "swanctl" / "swanctl.conf").write_text(swanctl_conf(cluster_cidr))
     issue_gateway(directory)
     site_ca = (directory / "site-ca.crt").read_bytes()
-    (directory / "ca-secret.yaml").write_text(ca_secret_manifest(site_ca))
+    (directory / "ca-configmap.yaml").write_text(ca_config_map_manifest(site_ca))
 
 
 def trust_kipsec_ca(directory: Path, bundle: bytes) -> bool:
@@ -463,7 +464,7 @@ def list_sas(directory: Path) -> list[SiteSa]:
 
 
 __all__ = [
-    "CA_SECRET",
+    "CA_CONFIG_MAP",
     "CERT_GATEWAY",
     "GATEWAY_ID",
     "HOST",

@@ -7,7 +7,7 @@ One directory per lab (default ``/var/lib/kipsec-lab``, ``--state-dir`` or
 the operator's TLS and ``/tmp`` volumes), ``prometheus/`` (with
 ``--prometheus``: its configuration, targets, data and log), ``samples.jsonl`` (SA
 counts over time), ``site/`` (with ``--external-site``: the gateway's charon files and
-``ca-secret.yaml``), ``pods/<pod>/`` (volumes, container spec, sidecar log) and
+``ca-configmap.yaml``), ``pods/<pod>/`` (volumes, container spec, sidecar log) and
 ``state.json``: the supervisor's phase and, per pod, its netns, address, node and
 sidecar process, rewritten atomically on every change.
 """

@@ -192,9 +192,9 @@ def test_psk_pods_reach_the_host_behind_strongswan_and_recover_from_a_site_outag
 def test_certificates_from_a_foreign_ca_carry_pod_traffic_to_the_site(
     lab: Lab, tmp_path: Path
 ) -> None:
-    secret = lab.paths.site / "ca-secret.yaml"
+    config_map = lab.paths.site / "ca-configmap.yaml"
     path = EXAMPLES / "external-peer-certificates.yaml"
-    lab.apply(secret)
+    lab.apply(config_map)
     lab.apply(path)
     try:
         lab.ready_external_peer("onprem-certs", "onprem-gw", timeout=90)
@@ -217,7 +217,7 @@ def test_certificates_from_a_foreign_ca_carry_pod_traffic_to_the_site(
         assert all(sidecar_view(lab.paths, p).peers == 0 for p in pods)
     finally:
         lab.delete(path)
-        lab.delete(secret)
+        lab.delete(config_map)
 
 
 def test_the_gateway_initiates_to_a_pod_that_only_answers(lab: Lab, tmp_path: Path) -> None:

@@ -307,7 +307,7 @@ async def test_the_peer_counts_established_pods_and_names_failures_from_reports(
     cluster.reports[("default", "c1")] = SidecarReport(frozenset({SITE}))
     cluster.reports[("default", "c2")] = SidecarReport(
         last_error=f"AUTHENTICATION_FAILED {PSK}",
-        failures=frozenset({(SITE, "AUTHENTICATION_FAILED")}),
+        failures=frozenset({(SITE, "authentication_failed")}),
     )
     status = await eventually(
         lambda: (
@@ -317,7 +317,7 @@ async def test_the_peer_counts_established_pods_and_names_failures_from_reports(
             and s
         )
     )
-    assert status["podErrors"] == [{"pod": "default/c2", "reason": "AUTHENTICATION_FAILED"}]
+    assert status["podErrors"] == [{"pod": "default/c2", "reason": "authentication_failed"}]
     assert condition(cluster.external_peer("site"), "Degraded")["reason"] == "SidecarError"
     assert PSK not in str(status)
 

@@ -1,9 +1,8 @@
 """The lab's external site without root: it mirrors the ExternalPeer examples (address,
-subnet, PSK, gateway identity, CA Secret), and its configuration is what charon reads."""
+subnet, PSK, gateway identity, CA ConfigMap), and its configuration is what charon reads."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +28,27 @@ def test_the_psk_example_names_the_sites_gateway_subnet_and_key() -> None:
     assert found["Secret"]["stringData"]["psk"] == site.PSK
 
 
-def test_the_certificate_example_names_the_sites_gateway_identity_and_ca_secret() -> None:
+def test_the_certificate_example_names_the_sites_gateway_identity_and_ca_config_map() -> None:
     found = documents("external-peer-certificates.yaml")
     peer = found["ExternalPeer"]
     spec = peer["spec"]
     assert spec["address"] == site.CERT_GATEWAY
     assert spec["subnets"] == [str(site.SUBNET)]
     assert spec["identity"] == {"fqdn": site.GATEWAY_ID}
-    ca = spec["authentication"]["certificate"]["caSecretRef"]
-    assert (peer["metadata"]["namespace"], ca["name"]) == site.CA_SECRET
+    ca = spec["authentication"]["certificate"]["caConfigMapRef"]
+    assert (peer["metadata"]["namespace"], ca["name"]) == site.CA_CONFIG_MAP
     assert ca["key"] == "ca.crt"
 
 
-def test_the_ca_secret_manifest_holds_the_site_ca_for_the_example() -> None:
+def test_the_ca_config_map_manifest_holds_the_site_ca_for_the_example() -> None:
     pem = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
-    namespace, secret = yaml.safe_load_all(site.ca_secret_manifest(pem))
-    assert namespace["kind"] == "Namespace" and namespace["metadata"]["name"] == site.CA_SECRET[0]
-    assert (secret["metadata"]["namespace"], secret["metadata"]["name"]) == site.CA_SECRET
-    assert base64.b64decode(secret["data"]["ca.crt"]) == pem
+    namespace, config_map = yaml.safe_load_all(site.ca_config_map_manifest(pem + pem))
+    assert namespace["kind"] == "Namespace"
+    assert namespace["metadata"]["name"] == site.CA_CONFIG_MAP[0]
+    metadata = config_map["metadata"]
+    assert config_map["kind"] == "ConfigMap"
+    assert (metadata["namespace"], metadata["name"]) == site.CA_CONFIG_MAP
+    assert config_map["data"]["ca.crt"].encode() == pem + pem
 
 
 def test_the_gateway_certificate_chains_to_the_site_ca_and_names_the_gateway(
@@ -61,8 +63,8 @@ def test_the_gateway_certificate_chains_to_the_site_ca_and_names_the_gateway(
     assert (tmp_path / "swanctl/private/gateway.key").stat().st_mode & 0o077 == 0
     # The gateway trusts the pods' issuer (kipsec's CA) only, not its own site CA.
     assert not list((tmp_path / "swanctl/x509ca").iterdir())
-    secret = list(yaml.safe_load_all((tmp_path / "ca-secret.yaml").read_text()))[1]
-    assert base64.b64decode(secret["data"]["ca.crt"]) == (tmp_path / "site-ca.crt").read_bytes()
+    config_map = list(yaml.safe_load_all((tmp_path / "ca-configmap.yaml").read_text()))[1]
+    assert config_map["data"]["ca.crt"].encode() == (tmp_path / "site-ca.crt").read_bytes()
 
 
 def test_swanctl_conf_answers_every_pod_and_initiates_to_the_pods_named() -> None:

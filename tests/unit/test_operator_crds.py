@@ -7,6 +7,7 @@ the rules use only what both implement: has(), size(), in, ternaries, duration()
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from celpy.evaluation import CELEvalError
 from kipsec_operator.certificates.terms import lifetime_problem
 from kipsec_operator.crds.reference import CONDITIONS, crd_reference, update_document
 from kipsec_operator.crds.render import REGENERATE, crds, to_yaml
+from kipsec_sidecar.handshake_failures import REASONS as FAILURE_REASONS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART_CRDS = ROOT / "charts" / "kipsec" / "crds"
@@ -374,6 +376,15 @@ def test_the_documented_tunnel_certificate_reasons_are_the_ones_the_status_code_
         written.add((str(ready.value), reason.value))
     documented = {(c.status, c.reason) for c in CONDITIONS["TunnelCertificate"]}
     assert documented == written
+
+
+def test_the_documented_pod_error_reasons_are_the_ones_sidecars_report() -> None:
+    """`status.podErrors[].reason` is a sidecar's failure reason as it reports it (lower
+    case, from a closed set): the schema's description names exactly those."""
+    reason = SCHEMAS["ExternalPeer"]["properties"]["status"]["properties"]["podErrors"]["items"]
+    description = reason["properties"]["reason"]["description"]
+    assert set(re.findall(r"\b[a-z]+(?:_[a-z]+)*\b", description)) >= set(FAILURE_REASONS)
+    assert not re.search(r"\b[A-Z]+_[A-Z_]+\b", description)
 
 
 RULES_WITH_FIELD_PATH = [r for r in ALL_RULES if "fieldPath" in r[2]]

@@ -1,5 +1,5 @@
 """Every example in examples/operator reconciles to valid sidecar documents (the
-certificate ExternalPeer example with the CA Secret the lab's external site writes)."""
+certificate ExternalPeer example with the CA ConfigMap the lab's external site writes)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from kipsec_lab import site
 from kipsec_operator.reconcile.cluster import Cluster
 from kipsec_operator.reconcile.render import plan
 from kipsec_sidecar.config import load_config_data
-from support.operator_objects import TRUST_BUNDLE, example_objects, example_trust_bundles
+from support.operator_objects import example_objects, example_trust_bundles
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "operator").glob("*.yaml"))
 
@@ -22,9 +22,8 @@ def test_example_renders_a_valid_document_with_peers_for_every_pod(
 ) -> None:
     objects = example_objects(path)
     if path.name == "external-peer-certificates.yaml":
-        secret = tmp_path / "ca-secret.yaml"
-        secret.write_text(site.ca_secret_manifest(TRUST_BUNDLE.encode()))
-        objects = example_objects(secret) + objects
+        site.configure(tmp_path, "10.1.0.0/16")  # the site CA's ConfigMap, as the lab writes it
+        objects = example_objects(tmp_path / "ca-configmap.yaml") + objects
     cluster = Cluster.of(objects, example_trust_bundles(objects))
     rendering = plan(cluster)
     assert rendering.problems == {}

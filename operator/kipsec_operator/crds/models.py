@@ -576,7 +576,9 @@ class PodError(_Model):
     pod: Annotated[str, Field(max_length=317)]
     """namespace/name of the pod."""
     reason: Annotated[str, Field(max_length=64)]
-    """A fixed reason (AUTHENTICATION_FAILED, NO_PROPOSAL_CHOSEN, PEER_DEAD ...)."""
+    """Why the pod's handshake with the peer last failed, one of the sidecar's fixed
+    reasons: no_proposal_chosen, authentication_failed, ts_unacceptable, invalid_ke,
+    peer_dead (no answer) or other."""
 
 
 class ExternalPeerStatus(_Model):

@@ -174,7 +174,7 @@ CONDITIONS: dict[str, tuple[ConditionReason, ...]] = {
             "True",
             "SidecarError",
             "pods report a failure towards it (`status.podErrors`: per pod a fixed reason "
-            "such as `AUTHENTICATION_FAILED`, `PEER_DEAD`)",
+            "such as `authentication_failed`, `peer_dead`)",
         ),
     ),
     "TunnelCertificate": (
