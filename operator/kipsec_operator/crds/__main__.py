@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -16,9 +17,15 @@ REFERENCE = ROOT / "docs" / "crd-reference.md"
 
 
 def main(argv: list[str]) -> int:
-    """Write the CRDs (into `argv[0]` if given), docs/crd-reference.md and the tables of
-    docs/operator.md."""
-    for path in write(Path(argv[0]) if argv else CRD_DIR):
+    """Write the CRDs (into the directory given, else the chart's), docs/crd-reference.md
+    and the tables of docs/operator.md. A parser, so `--help` prints usage instead of
+    becoming an output directory."""
+    parser = argparse.ArgumentParser(prog="python -m kipsec_operator.crds", description=__doc__)
+    parser.add_argument(
+        "directory", nargs="?", type=Path, default=CRD_DIR, help="where the CRD files go"
+    )
+    args = parser.parse_args(argv)
+    for path in write(args.directory):
         print(path)
     if DOCS.exists():
         DOCS.write_text(update_document(DOCS.read_text(encoding="utf-8")), encoding="utf-8")
