@@ -92,6 +92,12 @@ _REFUSED_PRF: dict[int, str] = {
     PrfId.HMAC_MD5: "PRF-HMAC-MD5",
 }
 
+# SHA-1 PRFs exist only for a peer named explicitly as legacy (IKEv1 appliances that
+# offer nothing else, issue 11); without that, they are refused like MD5.
+LEGACY_PRF: dict[int, PrfSpec] = {
+    PrfId.HMAC_SHA1: PrfSpec("prf-hmac-sha1", "sha1", 20),
+}
+
 
 def encryption(encr_id: int) -> EncrSpec:
     """The spec of an encryption transform; raises RefusedAlgorithm or UnsupportedAlgorithm."""
@@ -115,14 +121,25 @@ def integrity(integ_id: int) -> IntegSpec:
     return spec
 
 
-def prf(prf_id: int) -> PrfSpec:
-    """The spec of a PRF transform; raises RefusedAlgorithm or UnsupportedAlgorithm."""
+def prf(prf_id: int, *, legacy_sha1: bool = False) -> PrfSpec:
+    """The spec of a PRF transform; raises RefusedAlgorithm or UnsupportedAlgorithm.
+
+    ``legacy_sha1`` admits PRF-HMAC-SHA1 (the caller logs the warning); without it,
+    SHA-1 is refused with a message saying how to name it for a legacy peer.
+    """
     if prf_id in _REFUSED_PRF:
         raise RefusedAlgorithm(_REFUSED_PRF[prf_id], "PRF-HMAC-SHA2-256")
     spec = PRF.get(prf_id)
-    if spec is None:
-        raise UnsupportedAlgorithm(f"PRF transform {prf_id} is not implemented")
-    return spec
+    if spec is not None:
+        return spec
+    if prf_id in LEGACY_PRF:
+        if not legacy_sha1:
+            raise RefusedAlgorithm(
+                LEGACY_PRF[prf_id].name.upper(),
+                "PRF-HMAC-SHA2-256 (an IKEv1 peer may name SHA-1 explicitly as legacy)",
+            )
+        return LEGACY_PRF[prf_id]
+    raise UnsupportedAlgorithm(f"PRF transform {prf_id} is not implemented")
 
 
 def check_suite(encr_id: int, integ_id: int | None) -> tuple[EncrSpec, IntegSpec | None]:

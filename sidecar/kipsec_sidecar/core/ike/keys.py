@@ -28,12 +28,13 @@ MAX_PRF_PLUS_BLOCKS = 255
 SPI_LENGTH = 8
 
 
-def prf(prf_id: int, key: bytes, data: bytes) -> bytes:
+def prf(prf_id: int, key: bytes, data: bytes, *, legacy_sha1: bool = False) -> bytes:
     """prf(key, data) for a negotiated PRF transform (HMAC with the transform's hash).
 
-    Raises RefusedAlgorithm (PRF-HMAC-MD5) or UnsupportedAlgorithm for unknown ids.
+    Raises RefusedAlgorithm (PRF-HMAC-MD5, and PRF-HMAC-SHA1 unless ``legacy_sha1``) or
+    UnsupportedAlgorithm for unknown ids. IKEv1 computes its SKEYIDs through here too.
     """
-    spec = algorithms.prf(prf_id)
+    spec = algorithms.prf(prf_id, legacy_sha1=legacy_sha1)
     return hmac.digest(key, data, spec.hash_name)
 
 

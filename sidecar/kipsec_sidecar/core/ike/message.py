@@ -83,8 +83,27 @@ class Header:
         return bool(self.flags & HeaderFlag.INITIATOR)
 
 
+class PayloadLookup:
+    """Finding payloads by class in ``self.payloads``: shared by the IKEv2 and the
+    IKEv1 (:mod:`kipsec_sidecar.core.ikev1.message`) Message classes."""
+
+    __slots__ = ()
+    payloads: tuple[object, ...]
+
+    def get(self, cls: type[P]) -> P | None:
+        """The first payload of class ``cls``, or None."""
+        for payload in self.payloads:
+            if isinstance(payload, cls):
+                return payload
+        return None
+
+    def all(self, cls: type[P]) -> list[P]:
+        """Every payload of class ``cls``, in message order."""
+        return [p for p in self.payloads if isinstance(p, cls)]
+
+
 @dataclass(frozen=True, slots=True)
-class Message:
+class Message(PayloadLookup):
     """A decoded IKEv2 message: header fields the engine needs and the payloads in order.
 
     ``is_initiator`` is the header's I flag (sent by the original initiator of the IKE
@@ -115,17 +134,6 @@ class Message:
             HeaderFlag.INITIATOR if self.is_initiator else 0
         )
 
-    def get(self, cls: type[P]) -> P | None:
-        """The first payload of class ``cls``, or None."""
-        for payload in self.payloads:
-            if isinstance(payload, cls):
-                return payload
-        return None
-
-    def all(self, cls: type[P]) -> list[P]:
-        """Every payload of class ``cls``, in message order."""
-        return [p for p in self.payloads if isinstance(p, cls)]
-
     def notify(self, notify_type: int) -> NotifyPayload | None:
         """The first Notify payload of ``notify_type``, or None."""
         for payload in self.payloads:
@@ -136,17 +144,29 @@ class Message:
 
 def encode_header(msg: Message, next_payload: int, length: int) -> bytes:
     """The 28-byte header of ``msg`` with the given first payload type and total length."""
-    if not HEADER_LEN <= length <= MAX_MESSAGE_LEN:
-        raise LocalProtocolError(f"message length {length} is out of range")
+    return write_header(
+        Header(msg.spi_i, msg.spi_r, next_payload, msg.exchange, msg.flags, msg.message_id, length),
+        IKE_VERSION,
+    )
+
+
+def write_header(header: Header, version: int) -> bytes:
+    """The 28 header bytes of ``header`` with the version octet ``version``.
+
+    The layout is ISAKMP's (RFC 2408 section 3.1), which IKEv2 kept: IKEv1 (version
+    0x10) writes its header through here too.
+    """
+    if not HEADER_LEN <= header.length <= MAX_MESSAGE_LEN:
+        raise LocalProtocolError(f"message length {header.length} is out of range")
     w = Writer()
-    w.push_bytes(msg.spi_i)
-    w.push_bytes(msg.spi_r)
-    w.push_uint8(next_payload)
-    w.push_uint8(IKE_VERSION)
-    w.push_uint8(msg.exchange)
-    w.push_uint8(msg.flags)
-    w.push_uint32(msg.message_id)
-    w.push_uint32(length)
+    w.push_bytes(header.spi_i)
+    w.push_bytes(header.spi_r)
+    w.push_uint8(header.next_payload)
+    w.push_uint8(version)
+    w.push_uint8(header.exchange)
+    w.push_uint8(header.flags)
+    w.push_uint32(header.message_id)
+    w.push_uint32(header.length)
     return bytes(w)
 
 
@@ -155,6 +175,17 @@ def decode_header(data: bytes) -> Header:
 
     Checks: at least 28 bytes, major version 2 (any minor; InvalidMajorVersion),
     a non-zero initiator SPI, and a Length field equal to ``len(data)``.
+    """
+    header, version = read_header(data)
+    if version >> 4 != _MAJOR_VERSION:
+        raise InvalidMajorVersion(version >> 4)
+    return header
+
+
+def read_header(data: bytes) -> tuple[Header, int]:
+    """The ISAKMP-layout header of ``data`` and its version octet, with the checks every
+    version shares: 28 bytes, a non-zero initiator SPI (cookie), and a Length field
+    equal to ``len(data)``. The caller checks the version (IKEv1 reads through here too).
     """
     r = Reader(data)
     spi_i = r.pull_bytes(SPI_LEN, "header.spi_i")
@@ -165,15 +196,13 @@ def decode_header(data: bytes) -> Header:
     flags = r.pull_uint8("header.flags")
     message_id = r.pull_uint32("header.message_id")
     length = r.pull_uint32("header.length")
-    if version >> 4 != _MAJOR_VERSION:
-        raise InvalidMajorVersion(version >> 4)
     if spi_i == bytes(SPI_LEN):
         raise ParseError("the initiator SPI is zero", field="header.spi_i")
     if length != len(data):
         raise ParseError(
             f"length field {length} but the datagram has {len(data)} bytes", field="header.length"
         )
-    return Header(spi_i, spi_r, next_payload, exchange, flags, message_id, length)
+    return Header(spi_i, spi_r, next_payload, exchange, flags, message_id, length), version
 
 
 def payload_bodies(header: Header, data: bytes) -> list[tuple[int, bytes]]:
@@ -184,19 +213,33 @@ def payload_bodies(header: Header, data: bytes) -> list[tuple[int, bytes]]:
     before it spends anything on it (a COOKIE check needs the first payload and the
     nonce). Raises ParseError when the chain does not fill ``data`` exactly.
     """
-    bodies: list[tuple[int, bytes]] = []
-    kind, offset = header.next_payload, HEADER_LEN
+    spans, end = payload_spans(header.next_payload, data, HEADER_LEN)
+    if end != len(data):
+        raise ParseError("bytes after the last payload", field="payload.length")
+    return [(kind, data[start + GENERIC_HEADER_LEN : stop]) for kind, start, stop in spans]
+
+
+def payload_spans(first: int, data: bytes, offset: int) -> tuple[list[tuple[int, int, int]], int]:
+    """Walk a payload chain of type ``first`` starting at ``offset`` by its generic headers.
+
+    Returns (type, start, end) of each payload, generic header included, and the offset
+    where the chain ended. Nothing inside a payload is read. Raises ParseError when a
+    length runs past ``data``; bytes after the chain are the caller's to judge (IKEv1
+    pads its encrypted messages after the last payload, RFC 2408 section 3.5).
+    """
+    spans: list[tuple[int, int, int]] = []
+    kind = first
     while kind != PayloadType.NONE:
         if offset + GENERIC_HEADER_LEN > len(data):
-            raise ParseError("payload header past the end", field="payload.length")
+            raise ParseError("payload header past the end", field=f"payload[{len(spans)}].length")
         length = int.from_bytes(data[offset + 2 : offset + 4], "big")
         if length < GENERIC_HEADER_LEN or offset + length > len(data):
-            raise ParseError(f"payload length {length} out of range", field="payload.length")
-        bodies.append((kind, data[offset + GENERIC_HEADER_LEN : offset + length]))
+            raise ParseError(
+                f"payload length {length} out of range", field=f"payload[{len(spans)}].length"
+            )
+        spans.append((kind, offset, offset + length))
         kind, offset = data[offset], offset + length
-    if offset != len(data):
-        raise ParseError("bytes after the last payload", field="payload.length")
-    return bodies
+    return spans, offset
 
 
 def encode_payloads(payloads: Iterable[Payload]) -> tuple[int, bytes]:
