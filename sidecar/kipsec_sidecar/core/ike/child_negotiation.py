@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import RemoteProtocolError
 from ..traffic_selectors import TrafficSelector, narrow
 from . import dh
 from .child_sa import ChildSa
-from .config import ChildConfig, Mode
+from .config import Address, ChildConfig, Lifetime, Mode
 from .constants import NotifyType
-from .events import ChildSaEstablished, ChildSaRekeyed
+from .events import ChildSaEstablished, ChildSaRekeyed, Event
 from .keys import ChildKeys, derive_child_keys
 from .message import Message
 from .payloads import NotifyPayload, Payload, SaPayload, TsiPayload, TsrPayload
@@ -188,8 +188,23 @@ def child_keys(
     )
 
 
+class ChildHost(Protocol):
+    """What :func:`install` needs from the SA that negotiated the child: the IKEv2
+    :class:`~.engine.IkeSa` and the IKEv1 ``IsakmpSa`` both are one."""
+
+    children: dict[bytes, ChildSa]
+    peer_addr: Address
+
+    @property
+    def nat_detected(self) -> bool: ...
+
+    def emit(self, event: Event) -> None: ...
+
+    def lifetimes(self, lifetime: Lifetime, now: float) -> tuple[float | None, float | None]: ...
+
+
 def install(
-    sa: IkeSa,
+    sa: ChildHost,
     choice: ChildChoice,
     *,
     spi_in: bytes,
