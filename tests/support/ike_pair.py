@@ -26,13 +26,14 @@ from kipsec_sidecar.core.ike.config import (
     AuthConfig,
     ChildConfig,
     ChildProposal,
+    Encryption,
     Identity,
     IkeConfig,
     IkeProposal,
     Lifetime,
     Retransmission,
 )
-from kipsec_sidecar.core.ike.constants import NON_ESP_MARKER
+from kipsec_sidecar.core.ike.constants import NON_ESP_MARKER, DhGroup, EncrId, IntegId, PrfId
 from kipsec_sidecar.core.ike.endpoint import Endpoint
 from kipsec_sidecar.core.ike.engine import IkeSa
 from kipsec_sidecar.core.ike.events import Event
@@ -114,6 +115,52 @@ def psk_config(
         local_addr=local_addr,
         **options,
     )
+
+
+#: What an IKEv1 pair negotiates: IKEv1 has no AEAD for phase 1 (AES-CBC + HMAC-SHA2).
+V1_IKE_PROPOSALS = (
+    IkeProposal(
+        encryption=(Encryption(EncrId.AES_CBC, 256),),
+        integrity=(IntegId.HMAC_SHA2_256_128,),
+        prf=(PrfId.HMAC_SHA2_256,),
+        dh=(DhGroup.MODP_2048,),
+    ),
+)
+ESP_CBC = ChildProposal(
+    encryption=(Encryption(EncrId.AES_CBC, 128),), integrity=(IntegId.HMAC_SHA2_256_128,)
+)
+
+
+def pair_configs(
+    *,
+    version: int = 2,
+    child: ChildProposal | None = None,
+    r_child: ChildProposal | None = None,
+    **overrides: Any,
+) -> tuple[IkeConfig, IkeConfig]:
+    """Initiator and responder PSK configurations that agree (a.example / b.example).
+
+    ``i_<field>`` / ``r_<field>`` override one side's IkeConfig field; ``version`` 1
+    uses :data:`V1_IKE_PROPOSALS` and :data:`ESP_CBC` unless told otherwise.
+    """
+    common: dict[str, Any] = {"version": version}
+    if version == 1:
+        common["proposals"] = V1_IKE_PROPOSALS
+        child = child or ESP_CBC
+    child = child or ChildProposal()
+    i_options = common | {k[2:]: v for k, v in overrides.items() if k.startswith("i_")}
+    r_options = common | {k[2:]: v for k, v in overrides.items() if k.startswith("r_")}
+    i = psk_config(
+        "a.example", "b.example", children=(child_config(proposals=(child,)),), **i_options
+    )
+    r = psk_config(
+        "b.example",
+        "a.example",
+        children=(mirrored(child_config(proposals=(r_child or child,))),),
+        local_addr=RESPONDER_ADDR,
+        **r_options,
+    )
+    return i, r
 
 
 def mirrored(child: ChildConfig) -> ChildConfig:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from kipsec_sidecar.core.ike.config import ChildProposal, Encryption, IkeConfig, IkeProposal
-from kipsec_sidecar.core.ike.constants import DhGroup, EncrId, IntegId, PrfId
+from kipsec_sidecar.core.ike.config import ChildProposal, Encryption, IkeConfig
+from kipsec_sidecar.core.ike.constants import DhGroup, EncrId, IntegId
 from kipsec_sidecar.core.ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
@@ -17,42 +17,14 @@ from kipsec_sidecar.core.ike.events import (
     NegotiationFailed,
 )
 from kipsec_sidecar.core.ikev1.engine import IsakmpSa
-from support.ike_pair import I2R, R2I, RESPONDER_ADDR, IkePair, child_config, mirrored, psk_config
+from support.ike_pair import ESP_CBC, I2R, R2I, V1_IKE_PROPOSALS, IkePair, pair_configs
 
-V1_IKE = (
-    IkeProposal(
-        encryption=(Encryption(EncrId.AES_CBC, 256),),
-        integrity=(IntegId.HMAC_SHA2_256_128,),
-        prf=(PrfId.HMAC_SHA2_256,),
-        dh=(DhGroup.MODP_2048,),
-    ),
-)
-ESP_CBC = ChildProposal(
-    encryption=(Encryption(EncrId.AES_CBC, 128),), integrity=(IntegId.HMAC_SHA2_256_128,)
-)
+V1_IKE = V1_IKE_PROPOSALS
 ESP_CBC_PFS = replace(ESP_CBC, dh=(DhGroup.ECP_256,))
 
 
-def configs(
-    *, child: ChildProposal = ESP_CBC, r_child: ChildProposal | None = None, **overrides: Any
-) -> tuple[IkeConfig, IkeConfig]:
-    common: dict[str, Any] = {"proposals": V1_IKE, "version": 1}
-    i_overrides = common | {k[2:]: v for k, v in overrides.items() if k.startswith("i_")}
-    r_overrides = common | {k[2:]: v for k, v in overrides.items() if k.startswith("r_")}
-    i = psk_config(
-        "a.example",
-        "b.example",
-        children=(child_config(proposals=(child,)),),
-        **i_overrides,
-    )
-    r = psk_config(
-        "b.example",
-        "a.example",
-        children=(mirrored(child_config(proposals=(r_child or child,))),),
-        local_addr=RESPONDER_ADDR,
-        **r_overrides,
-    )
-    return i, r
+def configs(**kwargs: Any) -> tuple[IkeConfig, IkeConfig]:
+    return pair_configs(version=1, **kwargs)
 
 
 def pair(**kwargs: Any) -> IkePair:
