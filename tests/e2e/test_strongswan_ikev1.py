@@ -1,0 +1,162 @@
+"""IKEv1 interoperability with strongSwan 5.9.8 (charon with ``version = 1``): main mode
+with a pre-shared key, quick mode with and without PFS, traffic both ways through the
+userspace datapath, Delete from each side.
+
+Topology and roles as in ``test_strongswan_interop``: charon (kernel-libipsec) is the
+gateway of pod CIDR 10.10.2.0/24 on node b, the kipsec sidecar the gateway of
+10.10.1.0/24 on node a. With kernel-libipsec charon keeps ``encap = yes``: it fakes the
+NAT-D hashes of main mode messages 3/4, so both sides float to UDP 4500 from message 5
+and quick mode asks for UDP-encapsulated tunnel mode (RFC 3947) — kipsec's IKEv1 NAT-T
+path is exercised by every test here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from support.interop import (
+    add_gateway_nodes,
+    assert_traffic_both_ways_only_encrypted,
+    gateway_peer,
+    kipsec_installed_spis,
+    mirrored,
+)
+from support.netns import Topology
+from support.sidecars import Sidecar, established, fqdn, wait_until
+from support.strongswan import Charon, CharonFactory, IkeSa, Psk, gateway_pair
+
+pytestmark = pytest.mark.netns
+
+PSK_TEXT = "ikev1 interop pre-shared key"
+Setup = Callable[..., tuple[Sidecar, Charon]]
+
+
+@pytest.fixture
+def interop_v1(
+    gateway_topology: Topology, strongswan_factory: CharonFactory, tmp_path: Path
+) -> Setup:
+    """``setup(ike, esp, kipsec_initiates)`` → kipsec on a and charon on b, established."""
+    topo = gateway_topology
+    add_gateway_nodes(topo)
+
+    def setup(
+        ike: str = "aes256-sha256-modp2048",
+        esp: str = "aes128-sha256",
+        kipsec_initiates: bool = True,
+        *,
+        charon_secret: str = PSK_TEXT,
+    ) -> tuple[Sidecar, Charon]:
+        sidecar = Sidecar(topo, "a", tmp_path)
+        peer = gateway_peer(
+            topo,
+            ikeVersion=1,
+            start="onStart" if kipsec_initiates else "onDemand",
+        )
+        sidecar.write(
+            [peer],
+            local={"auth": {"psk": {"value": PSK_TEXT}}},
+            proposals={"ike": [ike], "esp": [esp]},
+        )
+        _, conn_b = gateway_pair(
+            topo,
+            "a",
+            "b",
+            auth=(Psk(charon_secret), Psk(charon_secret)),
+            ids=(fqdn("a"), fqdn("b")),
+            version=1,
+            encap=True,
+            proposals=(ike,),
+            child_options={"esp_proposals": (esp,)},
+            extra={"aggressive": "no"},
+        )
+        charon = strongswan_factory(topo, "b")
+        charon.configure(conn_b)
+        charon.load()
+        sidecar.start()
+        if not kipsec_initiates:
+            charon.initiate("net", timeout=15)
+        return sidecar, charon
+
+    return setup
+
+
+def wait_up(sidecar: Sidecar, charon: Charon) -> IkeSa:
+    sa = charon.wait_established(child="net", timeout=15)
+    wait_until("kipsec established with charon", established(sidecar, "b"), timeout=15)
+    return sa
+
+
+@pytest.mark.parametrize(
+    ("kipsec_initiates", "ike", "esp", "charon_esp"),
+    [
+        (True, "aes256-sha256-modp2048", "aes128-sha256", ("AES_CBC", 128, "")),
+        (True, "aes128-sha256-ecp256", "aes256-sha256-ecp256", ("AES_CBC", 256, "ECP_256")),
+        (False, "aes256-sha256-modp2048", "aes256gcm16", ("AES_GCM_16", 256, "")),
+        (False, "aes128-sha256-ecp256", "aes128-sha256-modp2048", ("AES_CBC", 128, "MODP_2048")),
+    ],
+    ids=["kipsec-initiates-modp2048", "kipsec-initiates-ecp256-pfs",
+         "strongswan-initiates-modp2048-gcm", "strongswan-initiates-ecp256-pfs"],
+)  # fmt: skip
+def test_ikev1_psk_main_mode_and_quick_mode_carry_traffic_both_ways(
+    interop_v1: Setup,
+    gateway_topology: Topology,
+    tmp_path: Path,
+    kipsec_initiates: bool,
+    ike: str,
+    esp: str,
+    charon_esp: tuple[str, int, str],
+) -> None:
+    sidecar, charon = interop_v1(ike, esp, kipsec_initiates)
+    sa = wait_up(sidecar, charon)
+    charon_child = sa.child("net")
+    assert charon_child is not None
+    # What charon negotiated: the cipher, its key size and the quick mode PFS group.
+    encr, bits, pfs = charon_esp
+    assert (charon_child.encr_alg, charon_child.encr_keysize, charon_child.dh_group) == (
+        encr,
+        bits,
+        pfs,
+    ), charon_child
+    assert sa.initiator is not kipsec_initiates
+    assert sa.remote_id == fqdn("a")
+    view = sidecar.peer("b")
+    assert view["ike_sa"]["ike_version"] == 1
+    assert view["ike_sa"]["initiator"] is kipsec_initiates
+    assert view["ike_sa"]["nat_detected"], "libipsec fakes a NAT: kipsec must see one"
+    assert_traffic_both_ways_only_encrypted(gateway_topology, tmp_path / "wire.pcap")
+    (child,) = sidecar.installed("b")
+    assert child["encapsulation"] == "udp", child
+    assert mirrored(sidecar, charon)
+    assert child["packets_in"] >= 4 and child["packets_out"] >= 4, child
+
+
+def test_a_wrong_psk_establishes_nothing(interop_v1: Setup) -> None:
+    sidecar, charon = interop_v1(charon_secret="not the same key at all")
+    with pytest.raises(AssertionError):
+        charon.wait_established(child="net", timeout=8)
+    assert not kipsec_installed_spis(sidecar)
+    assert sidecar.peer("b")["state"] != "established"
+
+
+def test_delete_from_kipsec_is_noticed_by_strongswan(interop_v1: Setup) -> None:
+    sidecar, charon = interop_v1()
+    wait_up(sidecar, charon)
+    sidecar.cli("terminate", "b")
+    charon.wait_for(lambda sas: not sas, timeout=10, what="charon to drop the IKEv1 SA")
+    view = sidecar.peer("b")
+    assert view["ike_sa"] is None and view["children"] == [], view
+
+
+def test_delete_from_strongswan_is_noticed_by_kipsec(interop_v1: Setup) -> None:
+    sidecar, charon = interop_v1()
+    wait_up(sidecar, charon)
+    old_children = kipsec_installed_spis(sidecar)
+    charon.terminate(ike="gw")
+    wait_until(
+        "kipsec to drop the SAs charon deleted",
+        lambda: not kipsec_installed_spis(sidecar) & old_children,
+        timeout=10,
+    )
