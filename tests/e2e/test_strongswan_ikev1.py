@@ -12,6 +12,7 @@ path is exercised by every test here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from support.interop import (
     kipsec_installed_spis,
     mirrored,
 )
-from support.netns import Topology
+from support.netns import Topology, stop_process
+from support.sequenced import sequenced_stream
 from support.sidecars import Sidecar, established, fqdn, wait_until
 from support.strongswan import Charon, CharonFactory, IkeSa, Psk, gateway_pair
 
@@ -160,3 +162,43 @@ def test_delete_from_strongswan_is_noticed_by_kipsec(interop_v1: Setup) -> None:
         lambda: not kipsec_installed_spis(sidecar) & old_children,
         timeout=10,
     )
+
+
+def test_phase_2_rekeys_by_either_side_lose_no_packet_of_a_sequenced_stream(
+    interop_v1: Setup, gateway_topology: Topology
+) -> None:
+    """A new quick mode replaces the child SA while a numbered UDP stream crosses the
+    tunnel: first kipsec rekeys, then charon; the old pairs are deleted 5 s later (when
+    kipsec's outbound moves over); every datagram must come back."""
+    sidecar, charon = interop_v1()
+    wait_up(sidecar, charon)
+    first = kipsec_installed_spis(sidecar)
+    count = 12000  # 12 s: both old pairs are deleted (outbound moves) while it runs
+    echo, stream = sequenced_stream(gateway_topology, "pa", "pb", count)
+    time.sleep(0.5)
+    sidecar.cli("rekey", "--child", "b")
+    wait_until(
+        "charon to hold kipsec's new child",
+        lambda: mirrored(sidecar, charon) and kipsec_installed_spis(sidecar).isdisjoint(first),
+        timeout=5,
+    )
+    second = kipsec_installed_spis(sidecar)
+    assert charon.rekey(child="net") >= 1
+    wait_until(
+        "kipsec to hold charon's new child",
+        lambda: (
+            kipsec_installed_spis(sidecar).isdisjoint(first | second)
+            and bool(kipsec_installed_spis(sidecar))
+        ),
+        timeout=5,
+    )
+    wait_until(
+        "both replaced pairs deleted, outbound on the newest",
+        lambda: sidecar.spis("b").isdisjoint(first | second),
+        timeout=8,
+    )
+    assert stream.poll() is None, "the stream ended before the old pairs went: make it longer"
+    stdout, _ = stream.communicate(timeout=30)
+    stop_process(echo)
+    assert f"received {count} of {count}".encode() in stdout, stdout.decode()
+    assert sidecar.sas()["rekeys"]["child"] >= 2

@@ -172,7 +172,22 @@ def test_phase_2_rekey_is_make_before_break() -> None:
     p.run(20)
     new = p.i.of(ChildSaEstablished)[-1]
     assert new.replaces == old.spi_in
+    assert new.defer_outbound  # no commit bit: outbound moves when the old pair is deleted
     (gone,) = p.i.of(ChildSaDeleted)
     assert gone.spi_in == old.spi_in and gone.reason == "rekeyed"
     assert p.r.of(ChildSaDeleted)[0].spi_out == old.spi_in
     assert p.i.events.index(new) < p.i.events.index(gone)
+
+
+def test_the_responder_installs_before_message_2_and_removes_the_pair_without_message_3() -> None:
+    def tap(direction: str, index: int, data: bytes) -> list[bytes]:
+        quick_mode_3 = direction == I2R and index >= 4  # every copy of message 3
+        return [] if quick_mode_3 else [data]
+
+    p = pair(tap=tap)
+    p.run(2)
+    (cr,) = p.r.of(ChildSaEstablished)  # before any message 3 arrived
+    p.run(60)
+    (gone,) = p.r.of(ChildSaDeleted)
+    assert gone.spi_in == cr.spi_in and gone.reason == "deleted"
+    assert p.responder.established and p.responder.stats.retransmissions >= 1

@@ -111,7 +111,8 @@ class ChildTable:
         old = self.children.get(event.replaces) if event.replaces is not None else None
         if old is not None:
             old.state = "rekeyed"
-        if old is not None and not event.initiator and self.outbound is not None:
+        deferred = not event.initiator or event.defer_outbound
+        if old is not None and deferred and self.outbound is not None:
             assert event.replaces is not None
             self._waiting[event.replaces] = event.spi_in
         else:

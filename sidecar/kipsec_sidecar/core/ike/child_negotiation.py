@@ -213,6 +213,7 @@ def install(
     initiator: bool,
     now: float,
     replaces: ChildSa | None = None,
+    defer_outbound: bool = False,
 ) -> ChildSa:
     """Record a new child SA and report it (ChildSaEstablished, then ChildSaRekeyed)."""
     rekey_at, expire_at = sa.lifetimes(choice.config.lifetime, now)
@@ -252,6 +253,7 @@ def install(
             remote_addr=sa.peer_addr,
             nat_detected=sa.nat_detected,
             replaces=child.replaces,
+            defer_outbound=defer_outbound,
             encr_key_in=child.encr_key_in,
             integ_key_in=child.integ_key_in,
             encr_key_out=child.encr_key_out,

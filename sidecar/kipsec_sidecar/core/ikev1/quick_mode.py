@@ -13,13 +13,16 @@ proposal only if our configuration covers it (IKEv1 has no narrowing). A KE payl
 The SAs are reported with the IKEv2 engine's own
 :func:`~kipsec_sidecar.core.ike.child_negotiation.install` (ChildSaEstablished,
 with ``replaces`` on a rekey), so the datapaths install them
-unchanged: the initiator installs on message 2 before message 3 leaves, the responder on
-message 3. The responder resends message 2 until message 3 arrives (a lost message 3
-must not leave the initiator alone with SAs); the initiator answers a repeated message 2
-with the message 3 it sent.
+unchanged: the initiator installs on message 2 before message 3 leaves, the responder
+before message 2 leaves (strongSwan sends on the new pair before its message 3). The
+responder resends message 2 until message 3 arrives and removes the pair if it never
+does; the initiator answers a repeated message 2 with the message 3 it sent.
 
-A rekey is a new quick mode for the same ChildConfig; the initiator deletes the old
-pair ``REKEY_DELETE_DELAY`` seconds later, so packets already in flight on it arrive.
+A rekey is a new quick mode for the same ChildConfig. Without a commit bit neither side
+knows when the other has installed the new pair, so both keep sending on the old pair
+(``defer_outbound``) and delete it ``REKEY_DELETE_DELAY`` seconds later (whichever Delete
+comes first): the daemon moves outbound traffic to the new pair when the old one goes,
+and by then the peer holds the new inbound SA.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ if TYPE_CHECKING:
 NONCE_LENGTH = 32
 #: Seconds between a rekey's new SAs and the Delete of the old ones (in-flight packets).
 REKEY_DELETE_DELAY = 5.0
+#: Seconds between dropping the replaced pair and the Delete that makes the peer drop it.
+DELETE_GRACE = 1.0
 
 
 @dataclass(slots=True, repr=False)
@@ -137,6 +142,13 @@ def _timed_out(sa: IsakmpSa, ex: QuickExchange, now: float) -> None:
         if ex.rekey is not None and ex.rekey.state is ChildState.REKEYING:
             ex.rekey.state = ChildState.INSTALLED
         sa.peer_dead_in_quick_mode(now)
+        return
+    # Message 3 never came: the pair installed with message 2 goes, the old one stays.
+    child = sa.children.get(ex.spi_in)
+    if child is not None:
+        sa.remove_child(child, "deleted")
+    if ex.rekey is not None and ex.rekey.state is ChildState.REKEYED:
+        ex.rekey.state = ChildState.INSTALLED
 
 
 def handle(sa: IsakmpSa, header: Header, data: bytes, now: float) -> None:
@@ -270,6 +282,11 @@ def _on_message_1(sa: IsakmpSa, msg: Message, data: bytes, now: float) -> None:
     tail += ids
     hash2 = keys.quick_mode_hash2(sa.p1.prf_id, k.skeyid_a, mid, ex.nonce_i, _hash_tail(tail))
     sa.quick[mid] = ex
+    # Installed now, before message 2 leaves: a strongSwan initiator sends on the new
+    # pair as soon as it has message 2, before its message 3 (no commit bit).
+    live = [c for c in sa.children.values() if c.state is ChildState.INSTALLED]
+    ex.rekey = next((c for c in live if c.name == found.name), None)
+    _install(sa, ex, spi_out=choice.spi, now=now)
     sa.send(
         _message(sa, mid, [HashPayload(hash2), *tail]),
         now,
@@ -290,17 +307,6 @@ def _on_message_3(sa: IsakmpSa, ex: QuickExchange, msg: Message, data: bytes, no
     sa.touch(now)
     sa.quick.pop(ex.message_id, None)
     sa.forget_exchange(ex.message_id)
-    assert ex.choice is not None
-    replaces = next(
-        (
-            c
-            for c in sa.children.values()
-            if c.name == ex.config.name and c.state is ChildState.INSTALLED
-        ),
-        None,
-    )
-    ex.rekey = replaces
-    _install(sa, ex, spi_out=ex.choice.spi, now=now)
 
 
 def _refuse(sa: IsakmpSa, offer: SaPayload, notify: int, now: float) -> None:
@@ -362,19 +368,22 @@ def _install(sa: IsakmpSa, ex: QuickExchange, *, spi_out: bytes, now: float) -> 
         initiator=ex.initiator,
         now=now,
         replaces=ex.rekey,
+        defer_outbound=True,
     )
     old = ex.rekey
     if old is not None:
         old.state = ChildState.REKEYED
         old.rekey_at = None
-        if ex.initiator:
-            sa.schedule(now + REKEY_DELETE_DELAY, lambda t: _delete_rekeyed(sa, old, t))
+        new = ex.spi_in
+        sa.schedule(now + REKEY_DELETE_DELAY, lambda t: _delete_rekeyed(sa, old, new, t))
 
 
-def _delete_rekeyed(sa: IsakmpSa, old: ChildSa, now: float) -> None:
-    if old.spi_in in sa.children:
-        informational.send_delete_child(sa, old, now)
+def _delete_rekeyed(sa: IsakmpSa, old: ChildSa, new: bytes, now: float) -> None:
+    """Stop using the replaced pair now (the daemon moves outbound to ``new``), and tell
+    the peer ``DELETE_GRACE`` seconds later, so our last packets on it still arrive."""
+    if old.spi_in in sa.children and new in sa.children:
         sa.remove_child(old, "rekeyed")
+        sa.schedule(now + DELETE_GRACE, lambda t: informational.send_delete_child(sa, old, t))
 
 
 __all__ = ["QuickExchange", "handle", "refused_by_peer", "start"]
