@@ -30,6 +30,7 @@ from kipsec_sidecar.core.ike.sk import (
     protect_fragments,
     unprotect,
 )
+from support.byte_mutations import mutated
 from support.ike_codec_strategies import messages, payload_chains
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -39,24 +40,6 @@ KEYS = [
     SkKeys(EncrId.CHACHA20_POLY1305, bytes(range(36)), None, b""),
     SkKeys(EncrId.AES_CBC, bytes(range(16)), IntegId.HMAC_SHA2_256_128, bytes(range(32))),
 ]
-
-
-@st.composite
-def mutated(draw: st.DrawFn, original: bytes) -> bytes:
-    """``original`` with a few bytes overwritten, inserted or removed, or truncated."""
-    data = bytearray(original)
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["set", "insert", "delete", "truncate"]))
-        pos = draw(st.integers(0, max(len(data) - 1, 0)))
-        if op == "set" and data:
-            data[pos] = draw(st.integers(0, 255))
-        elif op == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
-        elif op == "delete" and data:
-            del data[pos : pos + draw(st.integers(1, 8))]
-        else:
-            del data[pos:]
-    return bytes(data)
 
 
 def mutated_messages() -> st.SearchStrategy[bytes]:

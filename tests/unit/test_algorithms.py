@@ -42,3 +42,12 @@ def test_aead_keymat_includes_the_salt() -> None:
     assert integ is None and spec.keymat_len(32) == 36
     cbc, hmac_spec = algorithms.check_suite(EncrId.AES_CBC, IntegId.HMAC_SHA2_512_256)
     assert cbc.keymat_len(16) == 16 and hmac_spec is not None and hmac_spec.icv_len == 32
+
+
+def test_sha1_prf_only_for_an_explicit_legacy_peer() -> None:
+    with pytest.raises(RefusedAlgorithm, match="SHA2-256"):
+        algorithms.prf(PrfId.HMAC_SHA1)
+    assert algorithms.prf(PrfId.HMAC_SHA1, legacy_sha1=True).hash_name == "sha1"
+    # the flag opens SHA-1 only: MD5 stays refused
+    with pytest.raises(RefusedAlgorithm):
+        algorithms.prf(PrfId.HMAC_MD5, legacy_sha1=True)

@@ -94,3 +94,8 @@ def test_bad_key_or_iv_sizes_are_local_errors() -> None:
         encrypt_message(MM5, KEY[:15], bytes(16))
     with pytest.raises(LocalProtocolError):
         encrypt_message(MM5, KEY, bytes(8))
+
+
+def test_a_message_without_payloads_is_not_sealed() -> None:
+    with pytest.raises(LocalProtocolError):
+        encrypt_message(Message(CKY_I, CKY_R, ExchangeType.INFORMATIONAL, 1, ()), KEY, bytes(16))

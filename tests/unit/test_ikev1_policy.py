@@ -77,7 +77,14 @@ def test_unknown_cipher_and_missing_attributes() -> None:
     )
     with pytest.raises(UnsupportedAlgorithm):
         phase1_suite(t)
-    bare = Transform(1, 1, (Attribute(Phase1Attr.ENCRYPTION, Phase1Encryption.AES_CBC),))
+    bare = Transform(
+        1,
+        1,
+        (
+            Attribute(Phase1Attr.ENCRYPTION, Phase1Encryption.AES_CBC),
+            Attribute(Phase1Attr.KEY_LENGTH, 128),
+        ),
+    )
     with pytest.raises(ParseError) as info:
         phase1_suite(bare)
     assert info.value.field == "transform.hash"
@@ -100,8 +107,9 @@ def test_phase2_suites_round_trip_through_the_wire(suite: Phase2Suite) -> None:
 
 
 def test_phase2_keymat_sizes_come_from_the_registry() -> None:
-    assert (ESP_CBC.encr_keymat_len, ESP_CBC.integ_key_len) == (16, 32)
-    assert (ESP_GCM.encr_keymat_len, ESP_GCM.integ_key_len) == (36, 0)
+    assert ESP_CBC.keymat_lens == (16, 32)
+    assert ESP_GCM.keymat_lens == (36, 0)
+    assert AH.keymat_lens == (0, 64)
 
 
 def test_esp_without_integrity_and_3des_are_refused() -> None:
@@ -111,3 +119,13 @@ def test_esp_without_integrity_and_3des_are_refused() -> None:
     des3 = ESP_CBC.to_transform()
     with pytest.raises(RefusedAlgorithm, match="3DES"):
         phase2_suite(ProtocolId.ESP, Transform(1, EncrId.DES3, des3.attributes))
+
+
+def test_aes_without_a_key_length_is_malformed() -> None:
+    t = PSK_AES256_SHA256.to_transform()
+    bare = Transform(
+        t.number, t.transform_id, tuple(a for a in t.attributes if a.type != Phase1Attr.KEY_LENGTH)
+    )
+    with pytest.raises(ParseError) as info:
+        phase1_suite(bare)
+    assert info.value.field == "transform.key_length"

@@ -142,6 +142,17 @@ def prf(prf_id: int, *, legacy_sha1: bool = False) -> PrfSpec:
     raise UnsupportedAlgorithm(f"PRF transform {prf_id} is not implemented")
 
 
+def keymat_lens(encr_id: int | None, key_bits: int, integ_id: int | None) -> tuple[int, int]:
+    """(encryption keying material incl. an AEAD salt, integrity key) in bytes, per
+    direction, for an ESP/AH SA; 0 for a transform that is absent (AH, AEAD).
+
+    IKEv2 children and IKEv1 quick mode SAs cut their KEYMAT with these sizes.
+    """
+    encr = 0 if encr_id is None else encryption(encr_id).keymat_len(key_bits // 8)
+    integ = 0 if integ_id is None else integrity(integ_id).key_len
+    return encr, integ
+
+
 def check_suite(encr_id: int, integ_id: int | None) -> tuple[EncrSpec, IntegSpec | None]:
     """Validate an encryption + integrity pair for ESP or the IKE SK payload.
 

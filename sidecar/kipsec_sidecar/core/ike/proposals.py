@@ -65,16 +65,12 @@ class Selection:
     @property
     def encr_keymat_len(self) -> int:
         """Bytes of encryption keying material per direction (key plus salt)."""
-        if self.encr_id is None:
-            return 0
-        return algorithms.encryption(self.encr_id).keymat_len(self.encr_key_bits // 8)
+        return algorithms.keymat_lens(self.encr_id, self.encr_key_bits, None)[0]
 
     @property
     def integ_key_len(self) -> int:
         """Bytes of integrity key per direction (0 with an AEAD cipher)."""
-        if self.integ_id is None:
-            return 0
-        return algorithms.integrity(self.integ_id).key_len
+        return algorithms.keymat_lens(None, 0, self.integ_id)[1]
 
 
 def _encr_transform(encr_id: int, key_bits: int) -> Transform:

@@ -92,7 +92,13 @@ def phase2_iv(
 
 
 def encrypt_message(msg: wire.Message, key: bytes, iv: bytes) -> tuple[bytes, bytes]:
-    """(the datagram with the E flag set, the next IV: its last ciphertext block)."""
+    """(the datagram with the E flag set, the next IV: its last ciphertext block).
+
+    A message without payloads cannot be sealed (there would be no block to chain
+    from): LocalProtocolError.
+    """
+    if not msg.payloads:
+        raise LocalProtocolError("an encrypted message carries at least one payload")
     first, chain = wire.encode_payloads(msg.payloads)
     ciphertext = cbc_encrypt(key, iv, chain)
     flags = msg.flags | Flag.ENCRYPTION

@@ -120,7 +120,11 @@ def _life_attributes(
 
 
 def _key_bits(encr_id: int, given: int | None) -> int:
+    """The key size; a cipher with several sizes must carry the Key Length attribute
+    (RFC 3602 section 5.3 for AES-CBC, RFC 4106 section 8.4 for AES-GCM)."""
     spec = algorithms.encryption(encr_id)
+    if given is None and spec.key_length_attribute:
+        raise ParseError(f"{spec.name} needs a Key Length attribute", field="transform.key_length")
     bits = given if given is not None else spec.default_key_len * 8
     if bits % 8 or bits // 8 not in spec.key_lens:
         raise UnsupportedAlgorithm(f"{spec.name} has no {bits}-bit key")
@@ -202,15 +206,10 @@ class Phase2Suite:
     life_kilobytes: int | None = None
 
     @property
-    def encr_keymat_len(self) -> int:
-        """KEYMAT bytes for the cipher (key plus AEAD salt), per SA."""
-        if self.encr_id is None:
-            return 0
-        return algorithms.encryption(self.encr_id).keymat_len(self.key_bits // 8)
-
-    @property
-    def integ_key_len(self) -> int:
-        return 0 if self.integ_id is None else algorithms.integrity(self.integ_id).key_len
+    def keymat_lens(self) -> tuple[int, int]:
+        """(cipher keying material incl. AEAD salt, integrity key) bytes per SA: the
+        ``encr_keymat_len`` / ``integ_key_len`` of :func:`.keys.quick_mode_child_keys`."""
+        return algorithms.keymat_lens(self.encr_id, self.key_bits, self.integ_id)
 
     def to_transform(self, number: int = 1) -> Transform:
         """The ESP or AH transform for this suite."""

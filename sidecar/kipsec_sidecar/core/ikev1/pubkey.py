@@ -16,9 +16,11 @@ so these conventions are tested kipsec to kipsec (tests/unit/test_ikev1_pubkey.p
 
 The optional HASH(1) of both methods names the certificate whose key encrypted the
 nonce: :func:`certificate_hash`. A ciphertext that does not open raises
-:class:`~kipsec_sidecar.core.errors.AuthenticationFailed` without saying why (no
-padding oracle beyond what PKCS#1 v1.5 itself leaks; the engine answers every such
-failure the same way).
+:class:`~kipsec_sidecar.core.errors.AuthenticationFailed` without saying why; but a
+wrong key does not always show here: OpenSSL answers a bad PKCS#1 v1.5 ciphertext
+with random plaintext (implicit rejection, against Bleichenbacher-style oracles), and
+a wrong Ke may leave a plausible padding octet. Then a wrong nonce or ID comes out and
+the HASH_I / HASH_R check is what fails, so the engine must treat both the same way.
 """
 
 from __future__ import annotations
