@@ -20,13 +20,11 @@ report the failure and close.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .. import algorithms
 from ..errors import IntegrityError, RemoteProtocolError
 from ..ike import dh
 from ..ike.config import Address
@@ -36,6 +34,7 @@ from ..ike.payloads import VendorIdPayload
 from . import informational, keys, negotiation
 from .constants import ExchangeType, NotifyType
 from .message import Message
+from .natt import nat_d_hash
 from .payloads import (
     HashPayload,
     IdPayload,
@@ -417,16 +416,9 @@ def _nat_d(sa: IsakmpSa, remote: Address) -> list[Payload]:
         return []
     prf_id = sa.p1.prf_id
     return [
-        NatDPayload(nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, remote)),
-        NatDPayload(nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, sa.config.local_addr)),
+        NatDPayload(nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *remote)),
+        NatDPayload(nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *sa.config.local_addr)),
     ]
-
-
-def nat_d_hash(prf_id: int, cookie_i: bytes, cookie_r: bytes, addr: Address) -> bytes:
-    """HASH(CKY-I | CKY-R | IP | Port) with the negotiated hash (RFC 3947 section 3.2)."""
-    hash_name = algorithms.prf(prf_id).hash_name
-    ip = ipaddress.ip_address(addr[0]).packed
-    return hashlib.new(hash_name, cookie_i + cookie_r + ip + addr[1].to_bytes(2, "big")).digest()
 
 
 def _check_nat(sa: IsakmpSa, msg: Message, addr: Address) -> None:
@@ -435,8 +427,8 @@ def _check_nat(sa: IsakmpSa, msg: Message, addr: Address) -> None:
     if not hashes or not sa.peer_natt:
         return
     prf_id = sa.p1.prf_id
-    mine = nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, sa.config.local_addr)
-    theirs = nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, addr)
+    mine = nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *sa.config.local_addr)
+    theirs = nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *addr)
     sa.nat_local = not hmac.compare_digest(hashes[0], mine)
     sa.nat_remote = not any(hmac.compare_digest(h, theirs) for h in hashes[1:])
 

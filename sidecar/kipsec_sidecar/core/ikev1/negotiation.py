@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from ..errors import KipsecError, LocalProtocolError, RemoteProtocolError
 from ..ike.config import ChildProposal, IkeConfig, Lifetime, Mode
 from ..ike.proposals import Selection
-from ..traffic_selectors import TrafficSelector
 from .constants import AuthMethod, EncapsulationMode, IdType, ProtocolId
-from .payloads import IdPayload, Proposal, SaPayload, Transform
+from .natt import udp_mode
+from .payloads import Proposal, SaPayload, Transform
 from .policy import (
     PHASE1_ENCRYPTION,
     PRF_FOR_HASH,
@@ -35,11 +35,9 @@ from .policy import (
 )
 
 _HASH_FOR_PRF = {prf: hash_alg for hash_alg, prf in PRF_FOR_HASH.items()}
-_MODES: dict[tuple[str, bool], int] = {
-    ("tunnel", False): EncapsulationMode.TUNNEL,
-    ("transport", False): EncapsulationMode.TRANSPORT,
-    ("tunnel", True): EncapsulationMode.UDP_TUNNEL,
-    ("transport", True): EncapsulationMode.UDP_TRANSPORT,
+_MODES: dict[str, int] = {
+    "tunnel": EncapsulationMode.TUNNEL,
+    "transport": EncapsulationMode.TRANSPORT,
 }
 
 
@@ -197,7 +195,7 @@ def _phase2_suites(
     integ = proposal.integrity[0] if proposal.integrity else None
     group = proposal.dh[0] if proposal.dh else None
     life = int(lifetime.expire_after) or None
-    encapsulation = _MODES[(mode, udp)]
+    encapsulation = udp_mode(_MODES[mode]) if udp else _MODES[mode]
     if proposal.protocol == ProtocolId.AH:
         return [Phase2Suite(ProtocolId.AH, None, 0, integ, encapsulation, group, life)]
     return [
@@ -278,54 +276,6 @@ def address_identity(address: str) -> tuple[int, bytes]:
     return (IdType.IPV4_ADDR if ip.version == 4 else IdType.IPV6_ADDR), ip.packed
 
 
-def client_id(ts: TrafficSelector) -> IdPayload:
-    """The quick mode client ID for a selector: an address, a subnet or a range; the
-    protocol, and the port when the selector names exactly one."""
-    start, end = ts.start_addr, ts.end_addr
-    v4 = start.version == 4
-    port = ts.start_port if ts.start_port == ts.end_port else 0
-    if start == end:
-        kind = IdType.IPV4_ADDR if v4 else IdType.IPV6_ADDR
-        return IdPayload(kind, start.packed, ts.protocol, port)
-    size = int(end) - int(start) + 1
-    if size & (size - 1) == 0 and int(start) % size == 0:
-        bits = 32 if v4 else 128
-        prefix = bits - (size.bit_length() - 1)
-        net = ipaddress.ip_network(f"{start}/{prefix}")
-        kind = IdType.IPV4_ADDR_SUBNET if v4 else IdType.IPV6_ADDR_SUBNET
-        return IdPayload(kind, start.packed + net.netmask.packed, ts.protocol, port)
-    kind = IdType.IPV4_ADDR_RANGE if v4 else IdType.IPV6_ADDR_RANGE
-    return IdPayload(kind, start.packed + end.packed, ts.protocol, port)
-
-
-def selector_of(payload: IdPayload) -> TrafficSelector:
-    """The traffic selector a quick mode client ID stands for (RemoteProtocolError if
-    it is not an address, a subnet or a range)."""
-    data = payload.data
-    start_port, end_port = (payload.port, payload.port) if payload.port else (0, 0xFFFF)
-    try:
-        match payload.id_type:
-            case IdType.IPV4_ADDR | IdType.IPV6_ADDR:
-                ip = ipaddress.ip_address(data)
-                first, last = ip, ip
-            case IdType.IPV4_ADDR_SUBNET | IdType.IPV6_ADDR_SUBNET:
-                half = len(data) // 2
-                net = ipaddress.ip_network(
-                    f"{ipaddress.ip_address(data[:half])}/{ipaddress.ip_address(data[half:])}",
-                    strict=False,
-                )
-                first, last = net.network_address, net.broadcast_address
-            case IdType.IPV4_ADDR_RANGE | IdType.IPV6_ADDR_RANGE:
-                half = len(data) // 2
-                first = ipaddress.ip_address(data[:half])
-                last = ipaddress.ip_address(data[half:])
-            case _:
-                raise RemoteProtocolError(f"client ID type {payload.id_type} is not an address")
-        return TrafficSelector(first, last, payload.protocol, start_port, end_port)
-    except ValueError as exc:
-        raise RemoteProtocolError(f"client ID: {exc}") from None
-
-
 __all__ = [
     "Phase1Choice",
     "Phase2Choice",
@@ -333,10 +283,8 @@ __all__ = [
     "auth_method",
     "check_phase1_answer",
     "check_phase2_answer",
-    "client_id",
     "phase1_sa_payload",
     "phase2_sa_payload",
     "select_phase1",
     "select_phase2",
-    "selector_of",
 ]

@@ -41,6 +41,7 @@ from ..ike.message import Header
 from ..traffic_selectors import TrafficSelector
 from . import informational, keys, negotiation
 from .constants import ExchangeType, NotifyType
+from .identity import id_selector, selector_id
 from .message import Message, encode_payloads
 from .payloads import HashPayload, IdPayload, KePayload, NoncePayload, Payload, SaPayload
 
@@ -119,7 +120,7 @@ def start(sa: IsakmpSa, cfg: ChildConfig, now: float, *, rekey: ChildSa | None =
     if group is not None:
         ex.ke = dh.generate(group, sa.rng)
         tail.append(KePayload(ex.ke.public_bytes))
-    tail += [negotiation.client_id(ex.local_ts[0]), negotiation.client_id(ex.remote_ts[0])]
+    tail += [selector_id(ex.local_ts[0]), selector_id(ex.remote_ts[0])]
     k = _skeyid(sa)
     hash1 = keys.quick_mode_hash1(sa.p1.prf_id, k.skeyid_a, mid, _hash_tail(tail))
     if rekey is not None:
@@ -244,8 +245,8 @@ def _on_message_1(sa: IsakmpSa, msg: Message, data: bytes, now: float) -> None:
     if ids and len(ids) != 2:
         raise RemoteProtocolError("quick mode needs both client IDs or none")
     if ids:
-        remote_ts = (negotiation.selector_of(ids[0]),)
-        local_ts = (negotiation.selector_of(ids[1]),)
+        remote_ts = (id_selector(ids[0]),)
+        local_ts = (id_selector(ids[1]),)
     else:  # no client IDs: the ISAKMP SA's own addresses (RFC 2409 section 5.5)
         local_ts = (TrafficSelector.host(sa.config.local_addr[0]),)
         remote_ts = (TrafficSelector.host(sa.peer_addr[0]),)
