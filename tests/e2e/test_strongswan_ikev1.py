@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,9 +27,10 @@ from support.interop import (
     mirrored,
 )
 from support.netns import Topology, stop_process
+from support.pki import CertificateAuthority, KeyKind
 from support.sequenced import sequenced_stream
 from support.sidecars import Sidecar, established, fqdn, wait_until
-from support.strongswan import Charon, CharonFactory, IkeSa, Psk, gateway_pair
+from support.strongswan import CertAuth, Charon, CharonFactory, IkeSa, Psk, gateway_pair
 
 pytestmark = pytest.mark.netns
 
@@ -50,6 +52,7 @@ def interop_v1(
         kipsec_initiates: bool = True,
         *,
         charon_secret: str = PSK_TEXT,
+        auth: str = "psk",
     ) -> tuple[Sidecar, Charon]:
         sidecar = Sidecar(topo, "a", tmp_path)
         peer = gateway_peer(
@@ -57,16 +60,21 @@ def interop_v1(
             ikeVersion=1,
             start="onStart" if kipsec_initiates else "onDemand",
         )
-        sidecar.write(
-            [peer],
-            local={"auth": {"psk": {"value": PSK_TEXT}}},
-            proposals={"ike": [ike], "esp": [esp]},
-        )
+        charon_auth: Psk | CertAuth = Psk(charon_secret)
+        local: dict[str, Any] = {"auth": {"psk": {"value": PSK_TEXT}}}
+        if auth != "psk":
+            root = CertificateAuthority.root("kipsec ikev1 interop root")
+            kind: KeyKind = "rsa" if auth == "rsa" else "ec256"
+            ours = root.issue("a", dns=[fqdn("a")], key_kind=kind, key_slot=80)
+            theirs = root.issue("b", dns=[fqdn("b")], key_kind=kind, key_slot=81)
+            local = {"auth": sidecar.certificate_auth(ours, root)}
+            charon_auth = CertAuth(theirs, (root.cert,))
+        sidecar.write([peer], local=local, proposals={"ike": [ike], "esp": [esp]})
         _, conn_b = gateway_pair(
             topo,
             "a",
             "b",
-            auth=(Psk(charon_secret), Psk(charon_secret)),
+            auth=(charon_auth, charon_auth),
             ids=(fqdn("a"), fqdn("b")),
             version=1,
             encap=True,
@@ -133,6 +141,29 @@ def test_ikev1_psk_main_mode_and_quick_mode_carry_traffic_both_ways(
     assert child["encapsulation"] == "udp", child
     assert mirrored(sidecar, charon)
     assert child["packets_in"] >= 4 and child["packets_out"] >= 4, child
+
+
+@pytest.mark.parametrize(
+    ("auth", "kipsec_initiates"),
+    [("ecdsa", True), ("rsa", False), ("ecdsa", False), ("rsa", True)],
+    ids=["ecdsa-kipsec-initiates", "rsa-strongswan-initiates",
+         "ecdsa-strongswan-initiates", "rsa-kipsec-initiates"],
+)  # fmt: skip
+def test_ikev1_signature_main_mode_with_strongswan(
+    interop_v1: Setup,
+    gateway_topology: Topology,
+    tmp_path: Path,
+    auth: str,
+    kipsec_initiates: bool,
+) -> None:
+    """RSA (method 3) and ECDSA P-256 (method 9, RFC 4754) signatures, certificates
+    from one CA on both sides, each side initiating."""
+    sidecar, charon = interop_v1(kipsec_initiates=kipsec_initiates, auth=auth)
+    sa = wait_up(sidecar, charon)
+    assert sa.remote_id == fqdn("a")
+    assert sidecar.peer("b")["ike_sa"]["remote_id"] == fqdn("b")
+    assert_traffic_both_ways_only_encrypted(gateway_topology, tmp_path / "wire.pcap")
+    assert mirrored(sidecar, charon)
 
 
 def test_a_wrong_psk_establishes_nothing(interop_v1: Setup) -> None:

@@ -7,9 +7,18 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from kipsec_sidecar.core.ike.config import ChildProposal, Encryption, IkeConfig
+import pytest
+
+from kipsec_sidecar.core.ike.config import (
+    AuthConfig,
+    ChildProposal,
+    Encryption,
+    Identity,
+    IkeConfig,
+)
 from kipsec_sidecar.core.ike.constants import DhGroup, EncrId, IntegId
 from kipsec_sidecar.core.ike.events import (
+    AuthenticationFailedEvent,
     ChildSaDeleted,
     ChildSaEstablished,
     IkeSaDeleted,
@@ -18,6 +27,7 @@ from kipsec_sidecar.core.ike.events import (
 )
 from kipsec_sidecar.core.ikev1.engine import IsakmpSa
 from support.ike_pair import ESP_CBC, I2R, R2I, V1_IKE_PROPOSALS, IkePair, pair_configs
+from support.pki import NOW, CertificateAuthority, Issued, KeyKind
 
 V1_IKE = V1_IKE_PROPOSALS
 ESP_CBC_PFS = replace(ESP_CBC, dh=(DhGroup.ECP_256,))
@@ -191,3 +201,63 @@ def test_the_responder_installs_before_message_2_and_removes_the_pair_without_me
     (gone,) = p.r.of(ChildSaDeleted)
     assert gone.spi_in == cr.spi_in and gone.reason == "deleted"
     assert p.responder.established and p.responder.stats.retransmissions >= 1
+
+
+# --- signatures (RSA method 3, ECDSA methods 9/10, RFC 4754) ---------------------------
+
+ROOT = CertificateAuthority.root("kipsec ikev1 test root")
+EPOCH = NOW.timestamp()
+
+
+def signing(
+    config: IkeConfig, me: str, peer: str, leaf: Issued, anchor: CertificateAuthority = ROOT
+) -> IkeConfig:
+    auth = AuthConfig(
+        "signature",
+        local_id=Identity.fqdn(me),
+        remote_id=Identity.fqdn(peer),
+        private_key=leaf.key,
+        certificates=(leaf.der,),
+        trust_anchors=(anchor.der,),
+    )
+    return replace(config, auth=auth, wall_clock_epoch=EPOCH)
+
+
+def cert_pair(
+    key_kind: KeyKind = "ec256", *, r_leaf: Issued | None = None, **kwargs: Any
+) -> IkePair:
+    i, r = configs(**kwargs)
+    leaf_a = ROOT.issue("a", key_kind=key_kind, key_slot=70, dns=["a.example"])
+    leaf_b = r_leaf or ROOT.issue("b", key_kind=key_kind, key_slot=71, dns=["b.example"])
+    return IkePair(
+        signing(i, "a.example", "b.example", leaf_a),
+        signing(r, "b.example", "a.example", leaf_b),
+        version=1,
+    )
+
+
+@pytest.mark.parametrize(("key_kind", "method"), [("ec256", 9), ("ec384", 10), ("rsa", 3)])
+def test_signature_main_mode(key_kind: KeyKind, method: int) -> None:
+    p = cert_pair(key_kind)
+    p.run(10)
+    assert p.initiator.established and p.responder.established
+    assert p.initiator.p1.choice.suite.auth_method == method
+    (ci,) = p.i.of(ChildSaEstablished)
+    (cr,) = p.r.of(ChildSaEstablished)
+    assert ci.encr_key_out == cr.encr_key_in
+    assert p.i.of(IkeSaEstablished)[0].remote_id == "b.example"
+
+
+def test_a_certificate_from_an_untrusted_ca_is_rejected_and_the_initiator_told() -> None:
+    other = CertificateAuthority.root("someone else's root")
+    p = cert_pair(r_leaf=other.issue("b", key_slot=72, dns=["b.example"]))
+    p.run(30)
+    assert not p.initiator.established
+    assert any(e.reason == "untrusted" for e in p.i.of(AuthenticationFailedEvent))
+
+
+def test_a_certificate_for_another_identity_is_rejected() -> None:
+    p = cert_pair(r_leaf=ROOT.issue("c", key_slot=73, dns=["c.example"]))
+    p.run(30)
+    assert not p.initiator.established
+    assert any(e.reason == "identity-mismatch" for e in p.i.of(AuthenticationFailedEvent))

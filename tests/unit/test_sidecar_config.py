@@ -1165,18 +1165,6 @@ def test_eddsa_certificates_are_refused_for_ikev1() -> None:
     assert "EdDSA" in error.message and "auth.private_key" in error.message
 
 
-def test_certificates_are_refused_for_ikev1_until_its_signatures_exist(
-    files: ExampleFiles,
-) -> None:
-    document = _certificate_document()
-    for peer in document["peers"]:
-        peer["ikeVersion"] = 1
-        peer["proposals"] = {"ike": ["aes256-sha256-ecp256"]}
-    with pytest.raises(ConfigError) as info:
-        to_core(load_config_data(document), read_file=files.read)
-    assert all("auth.method" in e.message for e in info.value.errors)
-
-
 def test_the_core_config_refuses_version_0() -> None:
     base = v1_ike_of(v1_document())
     with pytest.raises(LocalProtocolError, match=r"ike\.version"):

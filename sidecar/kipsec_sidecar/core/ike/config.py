@@ -385,11 +385,6 @@ def _check_ikev1(config: IkeConfig) -> None:
             "EdDSA (Ed25519/Ed448) signatures exist only in IKEv2 (RFC 8420); IKEv1 signs "
             "with RSA or ECDSA keys",
         )
-    if config.auth.method != "psk":
-        raise _fail(
-            "auth.method",
-            "IKEv1 authenticates with a pre-shared key only so far (certificates: use IKEv2)",
-        )
 
 
 __all__ = [

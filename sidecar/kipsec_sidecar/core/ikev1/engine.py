@@ -27,6 +27,7 @@ import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import Enum
 
 from ..errors import KipsecError, LocalProtocolError, ParseError
@@ -350,6 +351,10 @@ class IsakmpSa:
     def lifetimes(self, lifetime: Lifetime, now: float) -> tuple[float | None, float | None]:
         """(soft, hard) engine times for an SA created at ``now``; soft has jitter."""
         return sa_lifetimes(lifetime, now, self.random_fraction())
+
+    def wall_clock(self, now: float) -> datetime:
+        """Wall time for certificate validity: the configured epoch plus ``now``."""
+        return datetime.fromtimestamp(self.config.wall_clock_epoch + now, tz=UTC)
 
     def schedule(self, at: float, action: Action) -> None:
         """Queue ``action`` once ``handle_timer`` runs at or after ``at``."""

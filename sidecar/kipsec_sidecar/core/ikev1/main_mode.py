@@ -21,17 +21,17 @@ report the failure and close.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..errors import IntegrityError, RemoteProtocolError
-from ..ike import dh
+from ..errors import AuthenticationFailed, IntegrityError, RemoteProtocolError
+from ..ike import dh, ike_auth
 from ..ike.config import Address
+from ..ike.constants import CertEncoding
 from ..ike.events import AuthenticationFailedEvent, IkeSaEstablished, NegotiationFailed
 from ..ike.message import Header
-from ..ike.payloads import VendorIdPayload
-from . import informational, keys, negotiation
+from ..ike.payloads import CertPayload, CertReqPayload, VendorIdPayload
+from . import informational, keys, negotiation, signature
 from .constants import ExchangeType, NotifyType
 from .message import Message
 from .natt import nat_d_hash
@@ -44,6 +44,7 @@ from .payloads import (
     NotificationPayload,
     Payload,
     SaPayload,
+    SigPayload,
 )
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ def _on_message_2(
     sa.p1.ke_i = sa.p1.ke.public_bytes
     sa.p1.nonce_i = sa.rng(NONCE_LENGTH)
     payloads: list[Payload] = [KePayload(sa.p1.ke_i), NoncePayload(sa.p1.nonce_i)]
-    payloads += _nat_d(sa, sa.peer_addr)
+    payloads += _certreq(sa) + _nat_d(sa, sa.peer_addr)
     sa.state = Phase1State.MM_SENT_KE
     sa.send(_message(sa, payloads), now, key=MAIN_MODE_KEY, encrypt=False, retransmit=True)
 
@@ -210,7 +211,7 @@ def _on_message_4(
         p1.local_id.body(),
     )
     sa.state = Phase1State.MM_SENT_ID
-    payloads: list[Payload] = [p1.local_id, HashPayload(hash_i)]
+    payloads: list[Payload] = [p1.local_id, *_auth_payloads(sa, hash_i)]
     sa.send(_message(sa, payloads), now, key=MAIN_MODE_KEY, encrypt=True, retransmit=True)
 
 
@@ -275,7 +276,7 @@ def _on_message_3(
     _check_nat(sa, msg, addr)
     _derive(sa)
     payloads: list[Payload] = [KePayload(p1.ke_r), NoncePayload(p1.nonce_r)]
-    payloads += _nat_d(sa, addr)
+    payloads += _certreq(sa) + _nat_d(sa, addr)
     sa.state = Phase1State.MM_ANSWERED_KE
     sa.send(_message(sa, payloads), now, key=MAIN_MODE_KEY, encrypt=False, retransmit=False)
 
@@ -304,7 +305,7 @@ def _on_message_5(
         p1.local_id.body(),
     )
     sa.send(
-        _message(sa, [p1.local_id, HashPayload(hash_r)]),
+        _message(sa, [p1.local_id, *_auth_payloads(sa, hash_r)]),
         now,
         key=MAIN_MODE_KEY,
         encrypt=True,
@@ -322,10 +323,10 @@ def _check_peer(sa: IsakmpSa, msg: Message, now: float, *, responder: bool) -> I
     Returns the peer's ID payload, or None when main mode failed (events sent)."""
     p1 = sa.p1
     assert p1.keys is not None
-    peer_id, peer_hash = msg.get(IdPayload), msg.get(HashPayload)
+    peer_id = msg.get(IdPayload)
     which = "HASH_R" if responder else "HASH_I"
-    if peer_id is None or peer_hash is None:
-        raise RemoteProtocolError(f"main mode message {6 if responder else 5} without ID and HASH")
+    if peer_id is None:
+        raise RemoteProtocolError(f"main mode message {6 if responder else 5} without ID")
     compute = keys.hash_r if responder else keys.hash_i
     expected = compute(
         p1.prf_id,
@@ -337,6 +338,11 @@ def _check_peer(sa: IsakmpSa, msg: Message, now: float, *, responder: bool) -> I
         p1.sa_i_b,
         msg.raw_body(msg.payloads.index(peer_id)),
     )
+    if sa.config.auth.method == "signature":
+        return peer_id if _check_signature(sa, msg, peer_id, expected, now) else None
+    peer_hash = msg.get(HashPayload)
+    if peer_hash is None:
+        raise RemoteProtocolError(f"main mode message {6 if responder else 5} without HASH")
     if not hmac.compare_digest(expected, peer_hash.data):
         _hash_mismatch(sa, peer_id, now, which, notify_peer=not sa.is_initiator)
         return None
@@ -345,6 +351,52 @@ def _check_peer(sa: IsakmpSa, msg: Message, now: float, *, responder: bool) -> I
         _fail(sa, now, "unexpected identity", NotifyType.INVALID_ID_INFORMATION, notify_peer=True)
         return None
     return peer_id
+
+
+def _check_signature(
+    sa: IsakmpSa, msg: Message, peer_id: IdPayload, expected: bytes, now: float
+) -> bool:
+    """The peer's certificate (chain, identity) and its SIG over HASH_I / HASH_R."""
+    sig = msg.get(SigPayload)
+    if sig is None:
+        raise RemoteProtocolError("a signature method and no SIG payload")
+    assert sa.p1.choice is not None
+    try:
+        cert = ike_auth.peer_certificate(
+            sa.config.auth,
+            msg.all(CertPayload),
+            peer_id.id_type,
+            peer_id.data,
+            sa.wall_clock(now),
+        )
+        signature.verify_hash(cert.public_key(), sa.p1.choice.suite.auth_method, expected, sig.data)
+    except AuthenticationFailed as exc:
+        reason = str(getattr(exc, "reason", "signature"))
+        sa.emit(AuthenticationFailedEvent(sa.peer_addr, reason, False, _printable(peer_id)))
+        _fail(sa, now, str(exc), NotifyType.AUTHENTICATION_FAILED, notify_peer=True)
+        return False
+    return True
+
+
+def _auth_payloads(sa: IsakmpSa, own_hash: bytes) -> list[Payload]:
+    """HASH_I / HASH_R itself (PSK), or our certificates and the SIG over it."""
+    cfg = sa.config.auth
+    if cfg.method == "psk":
+        return [HashPayload(own_hash)]
+    assert sa.p1.choice is not None
+    certificates: list[Payload] = [
+        CertPayload(CertEncoding.X509_SIGNATURE, der) for der in cfg.certificates
+    ]
+    method = sa.p1.choice.suite.auth_method
+    return [*certificates, SigPayload(signature.sign_hash(cfg.private_key, method, own_hash))]
+
+
+def _certreq(sa: IsakmpSa) -> list[Payload]:
+    """An empty CERTREQ (any CA) with signatures, so a peer that sends its certificate
+    only when asked (strongSwan's default) sends it."""
+    if sa.config.auth.method != "signature":
+        return []
+    return [CertReqPayload(CertEncoding.X509_SIGNATURE, b"")]
 
 
 #: HASH_I / HASH_R mismatches before main mode fails. Without a MAC, one mismatch may be
@@ -372,7 +424,10 @@ def _hash_mismatch(
 def _derive(sa: IsakmpSa) -> None:
     p1 = sa.p1
     assert p1.choice is not None
-    skeyid = keys.skeyid_psk(p1.prf_id, sa.config.auth.psk, p1.nonce_i, p1.nonce_r)
+    if sa.config.auth.method == "signature":
+        skeyid = keys.skeyid_signature(p1.prf_id, p1.nonce_i, p1.nonce_r, p1.shared)
+    else:
+        skeyid = keys.skeyid_psk(p1.prf_id, sa.config.auth.psk, p1.nonce_i, p1.nonce_r)
     p1.keys = keys.derive_phase1_keys(
         p1.prf_id, skeyid, p1.shared, sa.cookie_i, sa.cookie_r, p1.choice.encryption_key_len
     )
@@ -380,6 +435,9 @@ def _derive(sa: IsakmpSa) -> None:
 
 
 def _local_id(sa: IsakmpSa) -> IdPayload:
+    if sa.config.auth.method == "signature":
+        own = ike_auth.configured_identity(sa.config.auth)
+        return IdPayload(own.id_type, own.data)
     identity = sa.config.auth.local_id
     if identity is None:
         identity_type, data = negotiation.address_identity(sa.config.local_addr[0])
@@ -395,12 +453,7 @@ def _identity_allowed(sa: IsakmpSa, payload: IdPayload) -> bool:
 
 
 def _printable(payload: IdPayload) -> str:
-    if payload.id_type in (1, 5) and len(payload.data) in (4, 16):
-        return str(ipaddress.ip_address(payload.data))
-    try:
-        return payload.data.decode("utf-8")
-    except UnicodeDecodeError:
-        return payload.data.hex()
+    return ike_auth.printable_identity(payload.id_type, payload.data)
 
 
 def _error_notification(msg: Message) -> int | None:

@@ -19,6 +19,8 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+
 from ..errors import KipsecError, LocalProtocolError, RemoteProtocolError
 from ..ike.config import ChildProposal, IkeConfig, Lifetime, Mode
 from ..ike.proposals import Selection
@@ -75,11 +77,26 @@ class Phase1Choice:
         return self.suite.encryption_key_len
 
 
+_ECDSA_METHODS = {
+    "secp256r1": AuthMethod.ECDSA_SHA256_P256,
+    "secp384r1": AuthMethod.ECDSA_SHA384_P384,
+    "secp521r1": AuthMethod.ECDSA_SHA512_P521,
+}
+
+
 def auth_method(config: IkeConfig) -> int:
-    """The phase 1 authentication method of our configuration (PSK for now)."""
+    """The phase 1 authentication method of our configuration: PSK (1), or the
+    signature method our key makes (RSA 3, DSS 2, ECDSA 9/10/11 by curve, RFC 4754)."""
     if config.auth.method == "psk":
         return AuthMethod.PRE_SHARED_KEY
-    raise LocalProtocolError("auth.method: IKEv1 authenticates with pre-shared keys only so far")
+    key = config.auth.private_key
+    if isinstance(key, rsa.RSAPrivateKey):
+        return AuthMethod.RSA_SIGNATURE
+    if isinstance(key, dsa.DSAPrivateKey):
+        return AuthMethod.DSS_SIGNATURE
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in _ECDSA_METHODS:
+        return _ECDSA_METHODS[key.curve.name]
+    raise LocalProtocolError(f"auth.private_key: IKEv1 cannot sign with {type(key).__name__}")
 
 
 def _phase1_offers(config: IkeConfig) -> list[tuple[Phase1Suite, int]]:
