@@ -53,6 +53,8 @@ def interop_v1(
         *,
         charon_secret: str = PSK_TEXT,
         auth: str = "psk",
+        liveness: dict[str, Any] | None = None,
+        dpd_delay: int | None = None,
     ) -> tuple[Sidecar, Charon]:
         sidecar = Sidecar(topo, "a", tmp_path)
         peer = gateway_peer(
@@ -69,7 +71,8 @@ def interop_v1(
             theirs = root.issue("b", dns=[fqdn("b")], key_kind=kind, key_slot=81)
             local = {"auth": sidecar.certificate_auth(ours, root)}
             charon_auth = CertAuth(theirs, (root.cert,))
-        sidecar.write([peer], local=local, proposals={"ike": [ike], "esp": [esp]})
+        extra: dict[str, Any] = {"liveness": liveness} if liveness else {}
+        sidecar.write([peer], local=local, proposals={"ike": [ike], "esp": [esp]}, **extra)
         _, conn_b = gateway_pair(
             topo,
             "a",
@@ -81,6 +84,7 @@ def interop_v1(
             proposals=(ike,),
             child_options={"esp_proposals": (esp,)},
             extra={"aggressive": "no"},
+            dpd_delay=dpd_delay,
         )
         charon = strongswan_factory(topo, "b")
         charon.configure(conn_b)
@@ -233,3 +237,27 @@ def test_phase_2_rekeys_by_either_side_lose_no_packet_of_a_sequenced_stream(
     stop_process(echo)
     assert f"received {count} of {count}".encode() in stdout, stdout.decode()
     assert sidecar.sas()["rekeys"]["child"] >= 2
+
+
+def test_kipsec_dpd_declares_a_killed_strongswan_dead(interop_v1: Setup) -> None:
+    """R-U-THERE every 2 s of silence; charon killed (no Delete): the peer goes down."""
+    sidecar, charon = interop_v1(liveness={"interval": "2s", "timeout": "5s"})
+    wait_up(sidecar, charon)
+    time.sleep(5)  # several R-U-THERE answered by charon: still up
+    assert sidecar.peer("b")["ike_sa"] is not None
+    charon.kill()
+    wait_until(
+        "kipsec to declare charon dead", lambda: sidecar.peer("b")["ike_sa"] is None, timeout=20
+    )
+    assert not kipsec_installed_spis(sidecar)
+
+
+def test_kipsec_answers_strongswan_dpd(interop_v1: Setup, tmp_path: Path) -> None:
+    """charon with dpd_delay = 2 s probes kipsec; kipsec acknowledges, nothing goes down."""
+    sidecar, charon = interop_v1(dpd_delay=2)
+    wait_up(sidecar, charon)
+    log = tmp_path / "strongswan-b" / "charon.log"
+    wait_until("charon to get a DPD acknowledgement", lambda: "N(DPD_ACK)" in log.read_text(), 15)
+    assert "invalid HASH" not in log.read_text()  # the acknowledgement authenticated
+    assert charon.established(child="net") is not None
+    assert sidecar.peer("b")["ike_sa"] is not None
