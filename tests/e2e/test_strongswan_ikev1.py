@@ -55,6 +55,9 @@ def interop_v1(
         auth: str = "psk",
         liveness: dict[str, Any] | None = None,
         dpd_delay: int | None = None,
+        charon_ike: str | None = None,
+        charon_esp: str | None = None,
+        expect_failure: bool = False,
     ) -> tuple[Sidecar, Charon]:
         sidecar = Sidecar(topo, "a", tmp_path)
         peer = gateway_peer(
@@ -81,8 +84,8 @@ def interop_v1(
             ids=(fqdn("a"), fqdn("b")),
             version=1,
             encap=True,
-            proposals=(ike,),
-            child_options={"esp_proposals": (esp,)},
+            proposals=(charon_ike or ike,),
+            child_options={"esp_proposals": (charon_esp or esp,)},
             extra={"aggressive": "no"},
             dpd_delay=dpd_delay,
         )
@@ -91,7 +94,11 @@ def interop_v1(
         charon.load()
         sidecar.start()
         if not kipsec_initiates:
-            charon.initiate("net", timeout=15)
+            try:
+                charon.initiate("net", timeout=15)
+            except AssertionError:
+                if not expect_failure:
+                    raise
         return sidecar, charon
 
     return setup
@@ -261,3 +268,45 @@ def test_kipsec_answers_strongswan_dpd(interop_v1: Setup, tmp_path: Path) -> Non
     assert "invalid HASH" not in log.read_text()  # the acknowledgement authenticated
     assert charon.established(child="net") is not None
     assert sidecar.peer("b")["ike_sa"] is not None
+
+
+@pytest.mark.parametrize(
+    "kipsec_initiates", [True, False], ids=["kipsec-initiates", "strongswan-initiates"]
+)
+def test_no_phase_1_proposal_is_refused_and_the_initiator_told(
+    interop_v1: Setup, tmp_path: Path, kipsec_initiates: bool
+) -> None:
+    sidecar, charon = interop_v1(
+        kipsec_initiates=kipsec_initiates,
+        charon_ike="aes128-sha256-ecp256",
+        expect_failure=True,
+    )
+    log = tmp_path / "strongswan-b" / "charon.log"
+    if kipsec_initiates:  # charon refuses message 1 with NO-PROPOSAL-CHOSEN
+        wait_until(
+            "kipsec to hear NO_PROPOSAL_CHOSEN",
+            lambda: sidecar.peer("b")["last_failure"] == "no_proposal_chosen",
+            timeout=15,
+        )
+    else:  # kipsec refuses charon's message 1 and tells it
+        wait_until(
+            "charon to hear NO_PROPOSAL_CHOSEN",
+            lambda: "NO_PROPOSAL_CHOSEN" in log.read_text(),
+            timeout=15,
+        )
+    assert charon.established(child="net") is None
+    assert not kipsec_installed_spis(sidecar)
+
+
+def test_no_phase_2_proposal_is_refused_and_the_isakmp_sa_stays(
+    interop_v1: Setup, tmp_path: Path
+) -> None:
+    sidecar, charon = interop_v1(esp="aes128-sha256", charon_esp="aes256gcm16")
+    wait_until(
+        "kipsec to hear NO_PROPOSAL_CHOSEN for its quick mode",
+        lambda: sidecar.peer("b")["last_failure"] == "no_proposal_chosen",
+        timeout=15,
+    )
+    assert sidecar.peer("b")["ike_sa"]["state"] == "established"
+    assert not kipsec_installed_spis(sidecar)
+    assert charon.list_sas() and charon.established(child="net") is None
