@@ -40,7 +40,7 @@ from support.ike_pair import (
     mirrored,
     pair_configs,
 )
-from support.pki import NOW, CertificateAuthority, KeyKind
+from support.pki import NOW, CertificateAuthority, Issued, KeyKind
 
 Factory = Callable[[], tuple[IkeConfig, IkeConfig]]
 
@@ -66,6 +66,20 @@ def _psk(group: int) -> Factory:
     return make
 
 
+def _signer(
+    me: str, peer: str, leaf: Issued, root: CertificateAuthority, method: int | None = None
+) -> AuthConfig:
+    return AuthConfig(
+        "signature",
+        local_id=Identity.fqdn(me),
+        remote_id=Identity.fqdn(peer),
+        private_key=leaf.key,
+        certificates=(leaf.der,),
+        trust_anchors=(root.der,),
+        signature_method=method,
+    )
+
+
 def _ecdsa(group: int, method: int) -> Factory:
     root = CertificateAuthority.root("bench root")
     leaves = {
@@ -76,17 +90,8 @@ def _ecdsa(group: int, method: int) -> Factory:
     def make() -> tuple[IkeConfig, IkeConfig]:
         def side(me: str, peer: str, addr: tuple[str, int], mirror: bool) -> IkeConfig:
             child = mirrored(child_config()) if mirror else child_config()
-            auth = AuthConfig(
-                "signature",
-                local_id=Identity.fqdn(me),
-                remote_id=Identity.fqdn(peer),
-                private_key=leaves[me].key,
-                certificates=(leaves[me].der,),
-                trust_anchors=(root.der,),
-                signature_method=method,
-            )
             return IkeConfig(
-                auth=auth,
+                auth=_signer(me, peer, leaves[me], root, method),
                 children=(child,),
                 local_addr=addr,
                 proposals=proposals,
@@ -112,14 +117,7 @@ def _ikev1(group: int, auth: str) -> Factory:
     def signing(config: IkeConfig, me: str, peer: str) -> IkeConfig:
         if auth == "psk":
             return config
-        signer = AuthConfig(
-            "signature",
-            local_id=Identity.fqdn(me),
-            remote_id=Identity.fqdn(peer),
-            private_key=leaves[me].key,
-            certificates=(leaves[me].der,),
-            trust_anchors=(root.der,),
-        )
+        signer = _signer(me, peer, leaves[me], root)
         return replace(config, auth=signer, wall_clock_epoch=NOW.timestamp())
 
     def make() -> tuple[IkeConfig, IkeConfig]:
