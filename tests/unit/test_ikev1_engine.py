@@ -15,6 +15,7 @@ from kipsec_sidecar.core.ike.config import (
     Encryption,
     Identity,
     IkeConfig,
+    Lifetime,
 )
 from kipsec_sidecar.core.ike.constants import DhGroup, EncrId, IntegId
 from kipsec_sidecar.core.ike.events import (
@@ -261,3 +262,17 @@ def test_a_certificate_for_another_identity_is_rejected() -> None:
     p.run(30)
     assert not p.initiator.established
     assert any(e.reason == "identity-mismatch" for e in p.i.of(AuthenticationFailedEvent))
+
+
+def test_the_isakmp_sa_expires_at_its_hard_lifetime_and_the_peer_is_told() -> None:
+    short = Lifetime(rekey_after=0, expire_after=60)
+    p = pair(i_lifetime=short, r_lifetime=short)
+    p.run(10)
+    assert p.initiator.established
+    p.run(120)
+    assert p.initiator.closed and p.responder.closed
+    assert {e.reason for e in p.i.of(IkeSaDeleted)} | {e.reason for e in p.r.of(IkeSaDeleted)} <= {
+        "expired",
+        "deleted-by-peer",
+    }
+    assert p.i.of(ChildSaDeleted) and p.r.of(ChildSaDeleted)
