@@ -152,6 +152,9 @@ def test_ikev1_psk_main_mode_and_quick_mode_carry_traffic_both_ways(
     assert child["encapsulation"] == "udp", child
     assert mirrored(sidecar, charon)
     assert child["packets_in"] >= 4 and child["packets_out"] >= 4, child
+    if kipsec_initiates:  # message 5 carries INITIAL-CONTACT, and charon parses it
+        log = (tmp_path / "strongswan-b" / "charon.log").read_text()
+        assert "[ ID HASH N(INITIAL_CONTACT) ]" in log
 
 
 @pytest.mark.parametrize(

@@ -125,7 +125,8 @@ def test_every_datagram_duplicated_still_gives_one_child_each() -> None:
 def test_tampered_encrypted_messages_are_dropped() -> None:
     def tap(direction: str, index: int, data: bytes) -> list[bytes]:
         if direction == I2R and index == 2:  # message 5, encrypted: flip a ciphertext bit
-            return [data[:-5] + bytes([data[-5] ^ 1]) + data[-4:]]
+            at = 28 + 3  # the first ciphertext block: garbles the ID payload
+            return [data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]]
         return [data]
 
     p = pair(tap=tap)

@@ -32,7 +32,7 @@ from ..ike.events import AuthenticationFailedEvent, IkeSaEstablished, Negotiatio
 from ..ike.message import Header
 from ..ike.payloads import CertPayload, CertReqPayload, VendorIdPayload
 from . import informational, keys, negotiation, signature
-from .constants import ExchangeType, NotifyType
+from .constants import ExchangeType, NotifyType, ProtocolId
 from .message import Message
 from .natt import nat_d_hash
 from .payloads import (
@@ -211,7 +211,7 @@ def _on_message_4(
         p1.local_id.body(),
     )
     sa.state = Phase1State.MM_SENT_ID
-    payloads: list[Payload] = [p1.local_id, *_auth_payloads(sa, hash_i)]
+    payloads: list[Payload] = [p1.local_id, *_auth_payloads(sa, hash_i), _initial_contact(sa)]
     sa.send(_message(sa, payloads), now, key=MAIN_MODE_KEY, encrypt=True, retransmit=True)
 
 
@@ -389,6 +389,14 @@ def _auth_payloads(sa: IsakmpSa, own_hash: bytes) -> list[Payload]:
     ]
     method = sa.p1.choice.suite.auth_method
     return [*certificates, SigPayload(signature.sign_hash(cfg.private_key, method, own_hash))]
+
+
+def _initial_contact(sa: IsakmpSa) -> NotificationPayload:
+    """INITIAL-CONTACT in message 5 (RFC 2407 section 4.6.3.3): a peer that still holds
+    SAs from an earlier run of ours (a restarted sidecar) may drop them."""
+    return NotificationPayload(
+        NotifyType.INITIAL_CONTACT, protocol=ProtocolId.ISAKMP, spi=sa.cookie_i + sa.cookie_r
+    )
 
 
 def _certreq(sa: IsakmpSa) -> list[Payload]:
