@@ -255,7 +255,10 @@ def _when(at: float | None, now: float, future: str, past: str) -> str | None:
 def _ike_lines(ike: dict[str, Any], now: float) -> list[str]:
     role = "initiator" if ike["initiator"] else "responder"
     at = ike.get("established_at")
-    head = f"  IKE SA: {ike['state']}, {role}" + (f", up {_duration(now - at)}" if at else "")
+    version = ", IKEv1" if ike.get("ike_version") == 1 else ""
+    head = f"  IKE SA: {ike['state']}, {role}{version}" + (
+        f", up {_duration(now - at)}" if at else ""
+    )
     algorithms = f"{ike['encryption']}/{ike['prf']}/{ike['dh_group']}"
     star_i, star_r = ("*", "") if ike["initiator"] else ("", "*")
     return [

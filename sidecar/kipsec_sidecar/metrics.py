@@ -132,8 +132,9 @@ class SnapshotCollector:
     def _families(self, snap: SidecarSnapshot | None) -> Iterator[Metric]:
         ike = GaugeMetricFamily(
             "kipsec_ike_sas",
-            "IKE SAs currently held, by the engine's state (init-sent, established, ...).",
-            labels=["state"],
+            "IKE SAs currently held, by the engine's state (init-sent, established, ...) and "
+            "IKE version (2, or 1 for IKEv1 peers).",
+            labels=["state", "ike_version"],
         )
         child = GaugeMetricFamily(
             "kipsec_child_sas",
@@ -258,7 +259,7 @@ class SnapshotCollector:
         packets: CounterMetricFamily,
         octets: CounterMetricFamily,
     ) -> None:
-        ike_counts: dict[str, int] = {}
+        ike_counts: dict[tuple[str, str], int] = {(state, "2"): 0 for state in IKE_STATES}
         peer_counts: dict[str, int] = {}
         child_counts: dict[tuple[str, str, str], int] = {
             (s, m, p): 0 for s in CHILD_STATES for m in MODES for p in PROTOCOLS
@@ -266,11 +267,13 @@ class SnapshotCollector:
         for peer in snap.peers:
             peer_counts[peer.state] = peer_counts.get(peer.state, 0) + 1
             if peer.ike_sa is not None:
-                ike_counts[peer.ike_sa.state] = ike_counts.get(peer.ike_sa.state, 0) + 1
+                ike_key = (peer.ike_sa.state, str(peer.ike_sa.ike_version))
+                ike_counts[ike_key] = ike_counts.get(ike_key, 0) + 1
             for sa in peer.children:
                 key = (sa.state, sa.mode, sa.protocol)
                 child_counts[key] = child_counts.get(key, 0) + 1
-        _by_key(ike, ike_counts, IKE_STATES)
+        for (state, version), count in ike_counts.items():
+            ike.add_metric([state, version], count)
         _by_key(peers, peer_counts, PEER_STATES)
         for (state, mode, protocol), count in child_counts.items():
             child.add_metric([state, mode, protocol], count)

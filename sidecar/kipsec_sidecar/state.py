@@ -61,6 +61,7 @@ class IkeSaView:
     dh_group: str
     nat_detected: bool
     established_at: float | None = None  #: wall clock
+    ike_version: int = 2  #: 2 (IKEv2) or 1 (IKEv1, ISAKMP main mode)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import pytest
 from kipsec_sidecar.datapath.routing import DEFAULT_RULE_PRIORITY, DEFAULT_TABLE
 from support.capture import Capture
 from support.netns import WIRE, WIRE_BRIDGE, Topology, stop_process, udp_roundtrip, wait_for_output
+from support.sequenced import sequenced_stream
 from support.sidecars import (
     MARKER,
     Sidecar,
@@ -82,48 +83,6 @@ def test_pod_traffic_is_carried_encrypted_both_ways(
 
 # --- rekeys --------------------------------------------------------------------------------
 
-_SEQ_ECHO = r"""
-import socket, sys
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.bind((sys.argv[1], int(sys.argv[2])))
-sock.settimeout(float(sys.argv[3]))
-print("ready", flush=True)
-try:
-    while True:
-        data, peer = sock.recvfrom(2048)
-        sock.sendto(data, peer)
-except TimeoutError:
-    pass
-"""
-
-_SEQ_STREAM = r"""
-import select, socket, sys, time
-count, interval = int(sys.argv[3]), float(sys.argv[4])
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.connect((sys.argv[1], int(sys.argv[2])))
-sock.setblocking(False)
-got = set()
-start = time.monotonic()
-print("started", flush=True)
-def drain(wait):
-    ready, _, _ = select.select([sock], [], [], wait)
-    while ready:
-        try:
-            got.add(int.from_bytes(sock.recv(2048)[:4], "big"))
-        except BlockingIOError:
-            return
-for seq in range(count):
-    sock.send(seq.to_bytes(4, "big") + b"x" * 60)
-    due = start + (seq + 1) * interval
-    while (wait := due - time.monotonic()) > 0:
-        drain(wait)
-deadline = time.monotonic() + 2.0
-while len(got) < count and time.monotonic() < deadline:
-    drain(0.05)
-missing = sorted(set(range(count)) - got)
-print(f"received {len(got)} of {count}; missing {missing[:20]}", flush=True)
-"""
-
 
 @pytest.mark.parametrize("pair", [1, 2], indirect=True, ids=["workers1", "workers2"])
 def test_child_and_ike_rekeys_under_traffic_lose_no_packet(
@@ -131,20 +90,7 @@ def test_child_and_ike_rekeys_under_traffic_lose_no_packet(
 ) -> None:
     a, b = pair
     count = 2000
-    echo = pods.popen(
-        "pb",
-        [sys.executable, "-c", _SEQ_ECHO, pods.address("pb"), "7300", "15"],
-        stdout=subprocess.PIPE,
-    )
-    assert echo.stdout is not None
-    wait_for_output(echo.stdout, b"ready", 5)
-    stream = pods.popen(
-        "pa",
-        [sys.executable, "-c", _SEQ_STREAM, pods.address("pb"), "7300", str(count), "0.001"],
-        stdout=subprocess.PIPE,
-    )
-    assert stream.stdout is not None
-    wait_for_output(stream.stdout, b"started", 5)
+    echo, stream = sequenced_stream(pods, "pa", "pb", count)
     before = a.spis("pb")
     ike_before = a.peer("pb")["ike_sa"]["spi_i"]
     time.sleep(0.4)
@@ -236,21 +182,8 @@ def test_manual_keys_carry_traffic_and_rotate_to_new_spis_without_loss(
     b.start(rotation_grace=1.0)
     assert a.spis("pb") == {("00001001", "00002001")}
     pods.ping("pa", "pb")
-    echo = pods.popen(
-        "pb",
-        [sys.executable, "-c", _SEQ_ECHO, pods.address("pb"), "7300", "15"],
-        stdout=subprocess.PIPE,
-    )
-    assert echo.stdout is not None
-    wait_for_output(echo.stdout, b"ready", 5)
     count = 5000
-    stream = pods.popen(
-        "pa",
-        [sys.executable, "-c", _SEQ_STREAM, pods.address("pb"), "7300", str(count), "0.001"],
-        stdout=subprocess.PIPE,
-    )
-    assert stream.stdout is not None
-    wait_for_output(stream.stdout, b"started", 5)
+    echo, stream = sequenced_stream(pods, "pa", "pb", count)
     a.write([manual_entry(pods, "pb", 0x1002, 0x2002, k3, k4)])
     assert a.control("reload") == ["replaced peer pb (configuration changed)"]
     time.sleep(0.3)  # the two sides reload at different moments

@@ -24,17 +24,20 @@ from typing import Any, Literal
 
 import pytest
 
-from support.capture import Capture
-from support.netns import WIRE, WIRE_BRIDGE, Topology, udp_roundtrip
+from support.interop import (
+    add_gateway_nodes,
+    assert_traffic_both_ways_only_encrypted,
+    gateway_peer,
+    kipsec_installed_spis,
+    mirrored,
+)
+from support.netns import Topology
 from support.pki import CertificateAuthority
 from support.sidecars import (
-    MARKER,
     PSK,
     Sidecar,
     established,
     fqdn,
-    peer_entry,
-    ping_marked,
     wait_until,
 )
 from support.strongswan import CertAuth, Charon, CharonFactory, IkeSa, Psk, gateway_pair
@@ -55,9 +58,7 @@ Setup = Callable[..., tuple[Sidecar, Charon]]
 def interop(gateway_topology: Topology, strongswan_factory: CharonFactory, tmp_path: Path) -> Setup:
     """``setup(auth, esp, kipsec_initiates)`` → an established (kipsec on a, charon on b)."""
     topo = gateway_topology
-    for node, pod in (("a", "pa"), ("b", "pb")):
-        topo.add_node(node)
-        topo.add_pod(pod, node)
+    add_gateway_nodes(topo)
 
     def setup(
         auth: AuthKind = "psk",
@@ -80,14 +81,9 @@ def interop(gateway_topology: Topology, strongswan_factory: CharonFactory, tmp_p
             theirs = root.issue("b", dns=[fqdn("b")], key_kind="ec256", key_slot=61)
             local["auth"] = sidecar.certificate_auth(ours, root)
             charon_auth = CertAuth(theirs, (root.cert,))
-        peer = peer_entry(
+        peer = gateway_peer(
             topo,
-            "b",
             start="onStart" if kipsec_initiates else "onDemand",
-            trafficSelectors={
-                "local": [str(topo.node("a").pod_cidr)],
-                "remote": [str(topo.node("b").pod_cidr)],
-            },
         )
         sidecar.write(
             [peer],
@@ -114,40 +110,6 @@ def interop(gateway_topology: Topology, strongswan_factory: CharonFactory, tmp_p
         return sidecar, charon
 
     return setup
-
-
-def assert_traffic_both_ways_only_encrypted(topo: Topology, path: Path) -> None:
-    with Capture(topo, WIRE, WIRE_BRIDGE, path) as capture:
-        ping_marked(topo, "pa", "pb")
-        ping_marked(topo, "pb", "pa")
-        assert udp_roundtrip(topo, "pa", "pb", MARKER) == MARKER
-        assert udp_roundtrip(topo, "pb", "pa", MARKER, port=7778) == MARKER
-    summary = capture.summary
-    assert summary.kinds["esp-in-udp"] >= 8, summary.describe()
-    assert not summary.unexpected(), summary.describe()
-    assert not summary.contains(MARKER), summary.describe()
-    assert not summary.contains(MARKER[:16]), summary.describe()
-
-
-def charon_child_spis(charon: Charon) -> set[tuple[str, str]]:
-    """(spi_in, spi_out) of charon's INSTALLED CHILD_SAs."""
-    return {
-        (c.spi_in, c.spi_out)
-        for sa in charon.list_sas()
-        for c in sa.children
-        if c.state == "INSTALLED"
-    }
-
-
-def kipsec_installed_spis(sidecar: Sidecar) -> set[tuple[str, str]]:
-    return {(c["spi_in"], c["spi_out"]) for c in sidecar.installed("b")}
-
-
-def mirrored(sidecar: Sidecar, charon: Charon) -> bool:
-    """kipsec's installed child SAs are exactly charon's, seen from the other side."""
-    ours = kipsec_installed_spis(sidecar)
-    theirs = {(spi_out, spi_in) for spi_in, spi_out in charon_child_spis(charon)}
-    return bool(ours) and ours == theirs
 
 
 def ike_spis(charon: Charon) -> set[tuple[str, str]]:

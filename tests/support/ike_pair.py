@@ -1,4 +1,4 @@
-"""An in-memory IKEv2 initiator/responder pair with a fake clock, for tests and demos.
+"""An in-memory IKEv2 (IKEv1 with ``version=1``) initiator/responder pair with a fake clock.
 
 The initiator is an :class:`IkeSa`; the responder side is an :class:`Endpoint` (so
 cookies and SA creation are exercised too). :meth:`IkePair.run` passes datagrams both
@@ -26,16 +26,19 @@ from kipsec_sidecar.core.ike.config import (
     AuthConfig,
     ChildConfig,
     ChildProposal,
+    Encryption,
     Identity,
     IkeConfig,
     IkeProposal,
     Lifetime,
     Retransmission,
 )
-from kipsec_sidecar.core.ike.constants import NON_ESP_MARKER
+from kipsec_sidecar.core.ike.constants import NON_ESP_MARKER, DhGroup, EncrId, IntegId, PrfId
 from kipsec_sidecar.core.ike.endpoint import Endpoint
 from kipsec_sidecar.core.ike.engine import IkeSa
 from kipsec_sidecar.core.ike.events import Event
+from kipsec_sidecar.core.ikev1.endpoint import IsakmpEndpoint
+from kipsec_sidecar.core.ikev1.engine import IsakmpSa
 from kipsec_sidecar.core.traffic_selectors import TrafficSelector
 
 I2R = "i2r"
@@ -114,6 +117,52 @@ def psk_config(
     )
 
 
+#: What an IKEv1 pair negotiates: IKEv1 has no AEAD for phase 1 (AES-CBC + HMAC-SHA2).
+V1_IKE_PROPOSALS = (
+    IkeProposal(
+        encryption=(Encryption(EncrId.AES_CBC, 256),),
+        integrity=(IntegId.HMAC_SHA2_256_128,),
+        prf=(PrfId.HMAC_SHA2_256,),
+        dh=(DhGroup.MODP_2048,),
+    ),
+)
+ESP_CBC = ChildProposal(
+    encryption=(Encryption(EncrId.AES_CBC, 128),), integrity=(IntegId.HMAC_SHA2_256_128,)
+)
+
+
+def pair_configs(
+    *,
+    version: int = 2,
+    child: ChildProposal | None = None,
+    r_child: ChildProposal | None = None,
+    **overrides: Any,
+) -> tuple[IkeConfig, IkeConfig]:
+    """Initiator and responder PSK configurations that agree (a.example / b.example).
+
+    ``i_<field>`` / ``r_<field>`` override one side's IkeConfig field; ``version`` 1
+    uses :data:`V1_IKE_PROPOSALS` and :data:`ESP_CBC` unless told otherwise.
+    """
+    common: dict[str, Any] = {"version": version}
+    if version == 1:
+        common["proposals"] = V1_IKE_PROPOSALS
+        child = child or ESP_CBC
+    child = child or ChildProposal()
+    i_options = common | {k[2:]: v for k, v in overrides.items() if k.startswith("i_")}
+    r_options = common | {k[2:]: v for k, v in overrides.items() if k.startswith("r_")}
+    i = psk_config(
+        "a.example", "b.example", children=(child_config(proposals=(child,)),), **i_options
+    )
+    r = psk_config(
+        "b.example",
+        "a.example",
+        children=(mirrored(child_config(proposals=(r_child or child,))),),
+        local_addr=RESPONDER_ADDR,
+        **r_options,
+    )
+    return i, r
+
+
 def mirrored(child: ChildConfig) -> ChildConfig:
     """The peer's view of ``child``: local and remote selectors swapped."""
     return ChildConfig(
@@ -150,6 +199,7 @@ class IkePair:
         nat: Address | None = None,
         cookie_threshold: int = 32,
         start: bool = True,
+        version: int = 2,
     ) -> None:
         self.now = 0.0
         self.tap = tap
@@ -157,31 +207,38 @@ class IkePair:
         self.counts = {I2R: 0, R2I: 0}
         self.held: list[tuple[str, bytes]] = []
         self.initiator_rng = SeededRng(seed)
-        self.endpoint = Endpoint(
-            responder_config, rng=SeededRng(seed + 1000), cookie_threshold=cookie_threshold
-        )
+        self.version = version
+        self.endpoint: Endpoint | IsakmpEndpoint
+        if version == 1:
+            self.endpoint = IsakmpEndpoint(responder_config, rng=SeededRng(seed + 1000))
+        else:
+            self.endpoint = Endpoint(
+                responder_config, rng=SeededRng(seed + 1000), cookie_threshold=cookie_threshold
+            )
         self.i = Side()
         self.r = Side()
         self.wire: list[tuple[str, bytes]] = []
         self.initiator_config = initiator_config
-        self._initiator: IkeSa | None = None
+        self._initiator: Any = None
         if start:
             self.start()
 
-    def start(self) -> IkeSa:
-        self._initiator = IkeSa.initiator(
+    def start(self) -> Any:
+        """Start the initiator: an IkeSa, or an IKEv1 IsakmpSa when ``version`` is 1."""
+        kind = IsakmpSa if self.version == 1 else IkeSa
+        self._initiator = kind.initiator(
             self.initiator_config, RESPONDER_ADDR, rng=self.initiator_rng, now=self.now
         )
         self._collect()
         return self._initiator
 
     @property
-    def initiator(self) -> IkeSa:
+    def initiator(self) -> Any:
         assert self._initiator is not None
         return self._initiator
 
     @property
-    def responder(self) -> IkeSa:
+    def responder(self) -> Any:
         """The most recent responder IkeSa the endpoint holds (or held)."""
         sas = {id(sa): sa for sa in self.endpoint.sas.values()}
         if sas:
@@ -189,7 +246,7 @@ class IkePair:
         assert self._last_responder is not None, "no responder IKE SA exists"
         return self._last_responder
 
-    _last_responder: IkeSa | None = None
+    _last_responder: Any = None
 
     # ------------------------------------------------------------------ wire
 

@@ -141,6 +141,16 @@ def test_the_sas_table_marks_a_terminated_peer() -> None:
     assert "terminated" not in render_sas(snapshot.to_json(), now=NOW)
 
 
+def test_the_sas_table_names_an_ikev1_sa() -> None:
+    snapshot = example_snapshot()
+    peer = snapshot.peers[0]
+    assert peer.ike_sa is not None
+    v1 = replace(peer, ike_sa=replace(peer.ike_sa, ike_version=1))
+    table = render_sas(replace(snapshot, peers=(v1,)).to_json(), now=NOW)
+    assert table.splitlines()[2] == "  IKE SA: established, initiator, IKEv1, up 2m05s"
+    assert "IKEv1" not in render_sas(snapshot.to_json(), now=NOW)
+
+
 def test_a_failed_wait_exits_1_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
     failing = ControllerDouble(wait_failure="initiate of peer 'b' failed: NO_PROPOSAL_CHOSEN")
     with running(failing) as (server, _):

@@ -44,7 +44,12 @@ def _sa(spi: int, src: str, dst: str) -> IpsecSa:
 
 
 def child(
-    spi_in: int, spi_out: int, *, initiator: bool = True, replaces: int | None = None
+    spi_in: int,
+    spi_out: int,
+    *,
+    initiator: bool = True,
+    replaces: int | None = None,
+    defer_outbound: bool = False,
 ) -> InstalledChild:
     event = ChildSaEstablished(
         name="pb",
@@ -64,6 +69,7 @@ def child(
         remote_addr=(REMOTE, 500),
         nat_detected=False,
         replaces=None if replaces is None else replaces.to_bytes(4, "big"),
+        defer_outbound=defer_outbound,
         encr_key_in=b"k" * 36,
         encr_key_out=b"K" * 36,
     )
@@ -117,12 +123,20 @@ def test_the_rekey_initiator_switches_outbound_at_once_and_drops_the_old_inbound
     assert kinds(table.deleted(spi(0x100))) == [("remove_inbound", 0x100)]
 
 
-def test_the_rekey_responder_keeps_the_old_outbound_until_the_old_child_is_deleted() -> None:
+@pytest.mark.parametrize(
+    ("initiator", "defer"),
+    [(False, False), (True, True)],
+    ids=["rekey-responder", "ikev1-quick-mode-initiator"],
+)
+def test_the_old_outbound_is_kept_until_the_old_child_is_deleted(
+    initiator: bool, defer: bool
+) -> None:
+    """The responder of a rekey, and an IKEv1 initiator (no commit bit: it cannot know
+    when the peer installed the new pair), keep sending on the old child."""
     table = ChildTable()
     table.established(child(0x100, 0x200))
-    assert kinds(table.established(child(0x101, 0x201, initiator=False, replaces=0x100))) == [
-        ("install_inbound", 0x101)
-    ]
+    new = child(0x101, 0x201, initiator=initiator, replaces=0x100, defer_outbound=defer)
+    assert kinds(table.established(new)) == [("install_inbound", 0x101)]
     assert table.outbound == spi(0x100)
     assert kinds(table.deleted(spi(0x100))) == [
         ("set_outbound", 0x201),

@@ -173,7 +173,7 @@ def test_ike_rekey_moves_children_to_new_spis_and_keys() -> None:
         pair.initiator.spi_i,
         pair.initiator.spi_r,
     )
-    assert pair.initiator.current.keys.sk_d != old_keys.sk_d  # type: ignore[union-attr]
+    assert pair.initiator.current.keys.sk_d != old_keys.sk_d
     assert pair.initiator.children == children
     assert pair.r.of(IkeSaRekeyed)[0] == event
     assert pair.initiator.local_spis() == [pair.initiator.spi_i]

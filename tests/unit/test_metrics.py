@@ -106,7 +106,7 @@ def test_counters_are_counters_and_gauges_are_gauges() -> None:
 
 
 def test_ike_sas_are_counted_by_state_with_every_state_present(families: Families) -> None:
-    assert value(families, "kipsec_ike_sas", state="established") == 1
+    assert value(families, "kipsec_ike_sas", state="established", ike_version="2") == 1
     assert {s.labels["state"] for s in families["kipsec_ike_sas"]} == set(IKE_STATES)
     assert sum(s.value for s in families["kipsec_ike_sas"]) == 1  # c is manual: no IKE SA
 

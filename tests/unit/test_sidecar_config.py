@@ -12,6 +12,7 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from kipsec_sidecar.config import (
     MIGRATIONS,
@@ -23,10 +24,13 @@ from kipsec_sidecar.config import (
     to_core,
 )
 from kipsec_sidecar.config.errors import FieldError
+from kipsec_sidecar.config.model import DEFAULT_IKEV1_PROPOSALS
 from kipsec_sidecar.config.schema import REGENERATE, json_schema, render
 from kipsec_sidecar.config.to_core import retransmission_for
 from kipsec_sidecar.config.units import format_duration, parse_duration, parse_size
 from kipsec_sidecar.core import algorithms
+from kipsec_sidecar.core.errors import LocalProtocolError
+from kipsec_sidecar.core.ike.config import IkeConfig
 from kipsec_sidecar.core.ike.constants import (
     DhGroup,
     EncrId,
@@ -38,6 +42,7 @@ from kipsec_sidecar.core.ike.constants import (
 from kipsec_sidecar.core.ipsec_sa import IpsecSa
 from kipsec_sidecar.core.traffic_selectors import TrafficSelector
 from kipsec_sidecar.daemon.datapath_choice import userspace_workers
+from support.pki import CertificateAuthority
 from support.sidecar_config_files import EXAMPLES, PSK, SCHEMA_FILE, ExampleFiles
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
@@ -1100,3 +1105,87 @@ def test_two_datapath_workers_refuse_raw_esp_and_several_addresses_naming_the_fi
     two["local"]["addresses"] = ["10.0.0.1", "fd00::1"]
     assert only_error(two) == ("datapathWorkers", "2 needs exactly one local address")
     assert only_error({**minimal(), "datapathWorkers": 3})[0] == "datapathWorkers"
+
+
+# --- ikeVersion ----------------------------------------------------------------------
+
+
+def v1_document(**peer: Any) -> dict[str, Any]:
+    doc = minimal()
+    doc["peers"][0].update(peer)
+    return doc
+
+
+def v1_ike_of(doc: dict[str, Any], files: ExampleFiles | None = None) -> IkeConfig:
+    (plan,) = to_core(load_config_data(doc), read_file=(files or ExampleFiles()).read)
+    assert plan.ike is not None
+    return plan.ike
+
+
+def test_ike_version_defaults_to_2_and_1_is_carried_to_the_core() -> None:
+    assert v1_ike_of(v1_document()).version == 2
+    assert v1_ike_of(v1_document(ikeVersion=1)).version == 1
+
+
+def test_an_unknown_ike_version_is_refused_naming_the_field() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_data(v1_document(ikeVersion=3))
+    assert info.value.paths == ("peers[0].ikeVersion",)
+
+
+def test_an_ikev1_peer_without_written_ike_proposals_offers_cbc_suites() -> None:
+    ike = v1_ike_of(v1_document(ikeVersion=1))
+    assert len(ike.proposals) == len(DEFAULT_IKEV1_PROPOSALS)
+    assert all(not e.aead for p in ike.proposals for e in p.encryption)
+    assert [p.dh for p in ike.proposals] == [(DhGroup.MODP_2048,), (DhGroup.ECP_256,)]
+    # An IKEv2 peer of the same document keeps the IKEv2 default (AES-GCM).
+    assert v1_ike_of(v1_document()).proposals[0].encryption[0].encr_id == EncrId.AES_GCM_16
+
+
+def test_written_ike_proposals_are_used_for_ikev1() -> None:
+    doc = v1_document(ikeVersion=1, proposals={"ike": ["aes128-sha256-ecp256"]})
+    (proposal,) = v1_ike_of(doc).proposals
+    assert proposal.encryption[0].key_bits == 128 and proposal.dh == (DhGroup.ECP_256,)
+
+
+def test_an_aead_ike_proposal_is_refused_for_ikev1() -> None:
+    doc = v1_document(ikeVersion=1, proposals={"ike": ["aes256gcm16-prfsha256-ecp256"]})
+    with pytest.raises(ConfigError) as info:
+        v1_ike_of(doc)
+    (error,) = info.value.errors
+    assert error.path == "peers[0]"
+    assert "ike.proposals[0].encryption" in error.message and "AEAD" in error.message
+
+
+def test_eddsa_certificates_are_refused_for_ikev1() -> None:
+    files = ExampleFiles()
+    root = CertificateAuthority.root("ed CA")
+    leaf = root.issue("pod-a", key_kind="ed25519", ips=["10.0.0.1"])
+    files.files["/c/tls.crt"] = leaf.cert.public_bytes(Encoding.PEM)
+    files.files["/c/tls.key"] = leaf.key.private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+    )
+    files.files["/c/ca.crt"] = root.cert.public_bytes(Encoding.PEM)
+
+    def with_certificate(version: int) -> dict[str, Any]:
+        doc = v1_document(ikeVersion=version)
+        doc["local"]["auth"] = {
+            "certificate": {
+                "certFile": "/c/tls.crt",
+                "keyFile": "/c/tls.key",
+                "caFiles": ["/c/ca.crt"],
+            }
+        }
+        return doc
+
+    assert v1_ike_of(with_certificate(2), files).version == 2  # the same key serves IKEv2
+    with pytest.raises(ConfigError) as info:
+        v1_ike_of(with_certificate(1), files)
+    (error,) = info.value.errors
+    assert "EdDSA" in error.message and "auth.private_key" in error.message
+
+
+def test_the_core_config_refuses_version_0() -> None:
+    base = v1_ike_of(v1_document())
+    with pytest.raises(LocalProtocolError, match=r"ike\.version"):
+        IkeConfig(auth=base.auth, children=base.children, version=0)  # type: ignore[arg-type]

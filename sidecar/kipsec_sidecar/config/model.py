@@ -536,6 +536,9 @@ class Manual(_Model):
 # --- proposals, lifetimes, liveness --------------------------------------------------------
 
 DEFAULT_IKE_PROPOSALS = ("aes256gcm16-prfsha256-x25519",)
+#: What an `ikeVersion: 1` peer offers when no `proposals.ike` is written anywhere: IKEv1
+#: has no AEAD cipher for the ISAKMP SA (RFC 2409), so the IKEv2 default cannot serve.
+DEFAULT_IKEV1_PROPOSALS = ("aes256-sha256-modp2048", "aes256-sha256-ecp256")
 DEFAULT_ESP_PROPOSALS = ("aes256gcm16",)
 DEFAULT_AH_PROPOSALS = ("sha256",)
 
@@ -649,6 +652,7 @@ class Logging(_Model):
 Mode = Literal["tunnel", "transport"]
 Protocol = Literal["esp", "ah"]
 Keying = Literal["ike", "manual"]
+IkeVersion = Literal[1, 2]
 Start = Literal["auto", "onStart", "onDemand", "none"]
 Action = Literal["none", "onDemand", "restart"]
 """What to do when a peer's SAs are lost (deleted by the peer, or the peer found dead):
@@ -681,6 +685,9 @@ class Peer(_Model):
     mode: Mode = "tunnel"
     protocol: Protocol = "esp"
     keying: Keying = "ike"
+    ike_version: IkeVersion = 2
+    """2 (IKEv2) or 1 (IKEv1: ISAKMP main mode and quick mode, for legacy peers that speak
+    nothing else). IKEv1 is deprecated (RFC 9395): opt in per peer, see docs/ikev1.md."""
     manual: Manual | None = None
     """Keys and SPIs, required with `keying: manual`."""
     start: Start = "auto"
@@ -854,7 +861,16 @@ class SidecarConfig(_Model):
         return peer.auth if peer.auth is not None else self.local.auth
 
     def proposals_for(self, peer: Peer) -> Proposals:
-        return _merge(self.proposals, peer.proposals)
+        merged = _merge(self.proposals, peer.proposals)
+        if peer.ike_version == 1 and not self._ike_proposals_written(peer):
+            return merged.model_copy(update={"ike": list(DEFAULT_IKEV1_PROPOSALS)})
+        return merged
+
+    def _ike_proposals_written(self, peer: Peer) -> bool:
+        """Whether `proposals.ike` was written for `peer` (its own or the document's)."""
+        return any(
+            p is not None and "ike" in p.model_fields_set for p in (peer.proposals, self.proposals)
+        )
 
     def lifetimes_for(self, peer: Peer) -> Lifetimes:
         return _merge(self.lifetimes, peer.lifetimes)
@@ -913,6 +929,7 @@ __all__ = [
     "AUTO_START_MAX_PEERS",
     "DEFAULT_AH_PROPOSALS",
     "DEFAULT_ESP_PROPOSALS",
+    "DEFAULT_IKEV1_PROPOSALS",
     "DEFAULT_IKE_PROPOSALS",
     "KIND",
     "MIN_PSK_LENGTH",

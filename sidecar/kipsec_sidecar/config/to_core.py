@@ -435,6 +435,7 @@ class _Builder:
             max_datagram=_max_datagram(config.mtu),
             wall_clock_epoch=self.epoch,
             liveness_interval=liveness.interval,
+            version=peer.ike_version,
         )
 
     def local_identity(

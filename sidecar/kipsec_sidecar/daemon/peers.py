@@ -26,8 +26,8 @@ from typing import Literal
 
 from ..config.model import Action
 from ..config.to_core import PeerPlan
-from ..core.ike.engine import IkeSa
 from ..core.ike.events import ChildSaEstablished, IkeSaEstablished
+from ..core.ike_versions import AnySa
 from ..core.ipsec_sa import IpsecSa
 from ..state import PeerState
 
@@ -111,7 +111,8 @@ class ChildTable:
         old = self.children.get(event.replaces) if event.replaces is not None else None
         if old is not None:
             old.state = "rekeyed"
-        if old is not None and not event.initiator and self.outbound is not None:
+        deferred = not event.initiator or event.defer_outbound
+        if old is not None and deferred and self.outbound is not None:
             assert event.replaces is not None
             self._waiting[event.replaces] = event.spi_in
         else:
@@ -206,8 +207,8 @@ class Backoff:
 
 
 def redundant_ike_sa(
-    local_address: str, remote_address: str, first: IkeSa, second: IkeSa, newer: IkeSa
-) -> IkeSa:
+    local_address: str, remote_address: str, first: AnySa, second: AnySa, newer: AnySa
+) -> AnySa:
     """Of two established IKE SAs with one peer, the one to delete.
 
     If both sides initiated at once, the SA initiated by the lower address survives, so
@@ -229,7 +230,7 @@ def address_order(address: str) -> tuple[int, int]:
     return (parsed.version, int(parsed))
 
 
-def deletes_redundant(loser: IkeSa, first: IkeSa, second: IkeSa) -> bool:
+def deletes_redundant(loser: AnySa, first: AnySa, second: AnySa) -> bool:
     """Whether this side sends the DELETE for ``loser`` (see :func:`redundant_ike_sa`).
 
     Cross-initiated duplicates are deleted by their initiator only (no DELETE crossing);
@@ -273,9 +274,9 @@ class Peer:
     plan: PeerPlan
     fingerprint: str
     children: ChildTable = field(default_factory=ChildTable)
-    ike_sas: list[IkeSa] = field(default_factory=list)
-    established: dict[IkeSa, IkeSaEstablished] = field(default_factory=dict)
-    established_at: dict[IkeSa, float] = field(default_factory=dict)  #: wall clock
+    ike_sas: list[AnySa] = field(default_factory=list)
+    established: dict[AnySa, IkeSaEstablished] = field(default_factory=dict)
+    established_at: dict[AnySa, float] = field(default_factory=dict)  #: wall clock
     last_error: str | None = None
     last_failure: str | None = None
     """``last_error`` as one of :data:`~kipsec_sidecar.handshake_failures.REASONS`."""
@@ -285,17 +286,17 @@ class Peer:
     operator_stopped: bool = False
     reconnect: Action = "restart"
     declined: bool = False  #: a declined on-demand initiation was logged (once per stop)
-    planned_deletes: set[IkeSa] = field(default_factory=set)
+    planned_deletes: set[AnySa] = field(default_factory=set)
     rotation: ManualRotation | None = None
 
     @property
     def name(self) -> str:
         return self.plan.name
 
-    def live_sas(self) -> list[IkeSa]:
+    def live_sas(self) -> list[AnySa]:
         return [sa for sa in self.ike_sas if not sa.closed]
 
-    def preferred_sa(self) -> IkeSa | None:
+    def preferred_sa(self) -> AnySa | None:
         """The IKE SA to act on and to show: the newest established, else the newest live."""
         live = self.live_sas()
         established = [sa for sa in live if sa.established]

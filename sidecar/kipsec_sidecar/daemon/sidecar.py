@@ -53,8 +53,7 @@ from ..config.to_core import PeerPlan, to_core
 from ..core.errors import KipsecError
 from ..core.ike.config import Address, IkeConfig
 from ..core.ike.constants import NON_ESP_MARKER, ProtocolId
-from ..core.ike.endpoint import Endpoint
-from ..core.ike.engine import IkeSa, IkeState
+from ..core.ike.engine import IkeState
 from ..core.ike.events import (
     AuthenticationFailedEvent,
     ChildSaDeleted,
@@ -68,6 +67,7 @@ from ..core.ike.events import (
     PeerDead,
     ProtocolErrorEvent,
 )
+from ..core.ike_versions import AnySa, VersionedEndpoint
 from ..core.negotiated import sa_pair
 from ..core.udpencap import build_keepalive
 from ..datapath.base import Datapath, DatapathError, PeerPolicy
@@ -176,13 +176,13 @@ class Sidecar:
         self.peers: dict[str, Peer] = {}
         self.handshakes: dict[str, int] = {"success": 0, "failure": 0}
         self.handshake_failures: dict[str, int] = dict.fromkeys(FAILURE_REASONS, 0)
-        self._failure_causes: dict[IkeSa, str] = {}
+        self._failure_causes: dict[AnySa, str] = {}
         """Per IKE SA, the cause its latest failure event gave (see handshake_failures)."""
         self.rekeys: dict[str, int] = {"child": 0, "ike": 0}
         self.auth_failures = 0
         self.ike_malformed = 0
         self.datapath_errors: dict[str, int] = {}
-        self._owners: dict[IkeSa, Peer] = {}
+        self._owners: dict[AnySa, Peer] = {}
         self._retries: dict[Peer, asyncio.TimerHandle] = {}
         self._waiters: dict[str, list[tuple[WaitCommand, asyncio.Future[Outcome]]]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -193,7 +193,7 @@ class Sidecar:
         # ``loaded``: the files' digest taken before ``config`` was read (see ConfigWatch).
         self.watch = ConfigWatch(config_path)
         self.watch.applied(config, loaded or self.watch.begin())
-        self.endpoint = Endpoint(self._responder_config, now=self.loop.time())
+        self.endpoint = VersionedEndpoint(self._responder_config, now=self.loop.time())
         self.service_nat = service_nat.ServiceNat()
         self.sockets = IkeSockets(
             config.local.addresses,
@@ -556,7 +556,7 @@ class Sidecar:
 
     # ------------------------------------------------------------------ events
 
-    def _owner(self, sa: IkeSa) -> Peer | None:
+    def _owner(self, sa: AnySa) -> Peer | None:
         peer = self._owners.get(sa)
         if peer is None:
             peer = self._peer_by_address(sa.peer_addr[0])
@@ -565,7 +565,7 @@ class Sidecar:
                 self._owners[sa] = peer
         return peer
 
-    def _apply(self, sa: IkeSa, event: Event) -> None:
+    def _apply(self, sa: AnySa, event: Event) -> None:
         peer = self._owner(sa)
         fields: dict[str, object] = {"ike_event": _name(event), "peer": peer.name if peer else None}
         if peer is None or peer.retired:
@@ -647,7 +647,7 @@ class Sidecar:
             if outcome is not None and not future.done():
                 future.set_result(outcome)
 
-    def _resolve_duplicates(self, peer: Peer, sa: IkeSa, event: IkeSaEstablished) -> None:
+    def _resolve_duplicates(self, peer: Peer, sa: AnySa, event: IkeSaEstablished) -> None:
         """Both sides initiated, or the peer restarted: keep one IKE SA (see peers.py)."""
         now = self.loop.time()
         local, remote = peer.plan.local_address, peer.plan.address
@@ -728,7 +728,7 @@ class Sidecar:
         )
 
     def _child_deleted(
-        self, peer: Peer, sa: IkeSa, event: ChildSaDeleted, fields: dict[str, object]
+        self, peer: Peer, sa: AnySa, event: ChildSaDeleted, fields: dict[str, object]
     ) -> None:
         had = bool(peer.children.children)
         ops = peer.children.deleted(event.spi_in)
@@ -759,7 +759,7 @@ class Sidecar:
             self._apply_ops(peer, ops)
 
     def _ike_deleted(
-        self, peer: Peer, sa: IkeSa, event: IkeSaDeleted, fields: dict[str, object]
+        self, peer: Peer, sa: AnySa, event: IkeSaDeleted, fields: dict[str, object]
     ) -> None:
         planned = sa in peer.planned_deletes
         was_established = sa in peer.established
@@ -794,7 +794,7 @@ class Sidecar:
             )
         self._schedule_retry(peer)
 
-    def _forget(self, sa: IkeSa) -> None:
+    def _forget(self, sa: AnySa) -> None:
         self._failure_causes.pop(sa, None)
         peer = self._owners.pop(sa, None)
         if peer is None:

@@ -11,6 +11,7 @@ from ..core import algorithms
 from ..core.errors import KipsecError
 from ..core.ike.constants import DhGroup, ProtocolId
 from ..core.ike.engine import IkeSa
+from ..core.ike_versions import AnySa, ike_version
 from ..state import ChildSaView, IkeSaView, PeerView
 from .peers import InstalledChild, Peer
 
@@ -37,13 +38,13 @@ def peer_view(peer: Peer) -> PeerView:
     )
 
 
-def ike_view(peer: Peer, sa: IkeSa) -> IkeSaView:
+def ike_view(peer: Peer, sa: AnySa) -> IkeSaView:
     """One IKE SA as it exists now: role, SPIs and algorithms of its current context (an
     IKE SA rekey replaces all three: the rekey's initiator becomes the original
     initiator), identities and NAT from its IkeSaEstablished."""
     info = peer.established.get(sa)
     natt = bool(info and info.nat_detected) or sa.peer_addr[1] == 4500
-    selection = sa.current.selection
+    selection = sa.current.selection if isinstance(sa, IkeSa) else None
     if selection is not None and selection.encr_id is not None and info is not None:
         encryption = _encryption_name(selection.encr_id, selection.encr_key_bits) or ""
         prf = _prf_name(selection.prf_id) if selection.prf_id is not None else ""
@@ -66,6 +67,7 @@ def ike_view(peer: Peer, sa: IkeSa) -> IkeSaView:
         dh_group=dh_group,
         nat_detected=bool(info and info.nat_detected),
         established_at=peer.established_at.get(sa),
+        ike_version=ike_version(sa),
     )
 
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import RemoteProtocolError
 from ..traffic_selectors import TrafficSelector, narrow
 from . import dh
 from .child_sa import ChildSa
-from .config import ChildConfig, Mode
+from .config import Address, ChildConfig, Lifetime, Mode
 from .constants import NotifyType
-from .events import ChildSaEstablished, ChildSaRekeyed
+from .events import ChildSaEstablished, ChildSaRekeyed, Event
 from .keys import ChildKeys, derive_child_keys
 from .message import Message
 from .payloads import NotifyPayload, Payload, SaPayload, TsiPayload, TsrPayload
@@ -188,8 +188,23 @@ def child_keys(
     )
 
 
+class ChildHost(Protocol):
+    """What :func:`install` needs from the SA that negotiated the child: the IKEv2
+    :class:`~.engine.IkeSa` and the IKEv1 ``IsakmpSa`` both are one."""
+
+    children: dict[bytes, ChildSa]
+    peer_addr: Address
+
+    @property
+    def nat_detected(self) -> bool: ...
+
+    def emit(self, event: Event) -> None: ...
+
+    def lifetimes(self, lifetime: Lifetime, now: float) -> tuple[float | None, float | None]: ...
+
+
 def install(
-    sa: IkeSa,
+    sa: ChildHost,
     choice: ChildChoice,
     *,
     spi_in: bytes,
@@ -198,6 +213,7 @@ def install(
     initiator: bool,
     now: float,
     replaces: ChildSa | None = None,
+    defer_outbound: bool = False,
 ) -> ChildSa:
     """Record a new child SA and report it (ChildSaEstablished, then ChildSaRekeyed)."""
     rekey_at, expire_at = sa.lifetimes(choice.config.lifetime, now)
@@ -237,6 +253,7 @@ def install(
             remote_addr=sa.peer_addr,
             nat_detected=sa.nat_detected,
             replaces=child.replaces,
+            defer_outbound=defer_outbound,
             encr_key_in=child.encr_key_in,
             integ_key_in=child.integ_key_in,
             encr_key_out=child.encr_key_out,

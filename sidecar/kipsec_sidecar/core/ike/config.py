@@ -14,6 +14,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
+
 from .. import algorithms
 from ..errors import KipsecError, LocalProtocolError
 from ..traffic_selectors import TrafficSelector
@@ -324,8 +326,13 @@ class IkeConfig:
     temporary_failure_retry: float = 2.0
     nonce_length: int = NONCE_LENGTH
     hash_algorithms: tuple[int, ...] = field(default=(2, 3, 4, 5))
+    version: Literal[1, 2] = 2  #: 1 runs the IKEv1 engine (``core.ikev1``) for this peer
 
     def __post_init__(self) -> None:
+        if self.version not in (1, 2):
+            raise _fail("ike.version", f"must be 1 or 2, not {self.version!r}")
+        if self.version == 1:
+            _check_ikev1(self)
         if not self.proposals:
             raise _fail("ike.proposals", "at least one proposal is required")
         names = [c.name for c in self.children]
@@ -353,6 +360,31 @@ class IkeConfig:
             if c.name == name:
                 return c
         raise _fail("child", f"no child configuration named {name!r}")
+
+
+def _check_ikev1(config: IkeConfig) -> None:
+    """Refuse what IKEv1 cannot express, naming the field, at load time.
+
+    Phase 1 of IKEv1 (RFC 2409) has no AEAD cipher: the ISAKMP SA is encrypted with a
+    block cipher in CBC mode and authenticated by the negotiated hash. Its signature
+    methods are DSS, RSA and ECDSA (RFC 4754); EdDSA exists only in IKEv2 (RFC 8420).
+    """
+    for index, proposal in enumerate(config.proposals):
+        if any(e.aead for e in proposal.encryption):
+            raise _fail(
+                f"ike.proposals[{index}].encryption",
+                "IKEv1 has no AEAD cipher for the ISAKMP SA: use a CBC cipher with an "
+                "integrity algorithm (e.g. aes256-sha256-modp2048)",
+            )
+    key = config.auth.private_key
+    if config.auth.method == "signature" and isinstance(
+        key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+    ):
+        raise _fail(
+            "auth.private_key",
+            "EdDSA (Ed25519/Ed448) signatures exist only in IKEv2 (RFC 8420); IKEv1 signs "
+            "with RSA or ECDSA keys",
+        )
 
 
 __all__ = [

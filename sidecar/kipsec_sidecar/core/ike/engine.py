@@ -262,21 +262,7 @@ class IkeSa:
         if self.closed:
             self.stats.dropped_unexpected += 1
             return
-        self.stats.datagrams_received += 1
-        try:
-            self._receive(bytes(data), addr, now)
-        except IntegrityError as exc:
-            self.stats.dropped_integrity += 1
-            self._emit(ProtocolErrorEvent(f"integrity check failed: {exc}", addr))
-        except ParseError as exc:
-            self.stats.dropped_malformed += 1
-            self._emit(ProtocolErrorEvent(f"malformed: {exc}", addr))
-        except KipsecError as exc:
-            self.stats.dropped_invalid += 1
-            self._emit(ProtocolErrorEvent(f"invalid: {exc}", addr))
-        except Exception as exc:  # peer bytes must never crash the caller; counted as a bug
-            self.stats.internal_errors += 1
-            self._emit(ProtocolErrorEvent(f"internal error: {exc!r}", addr))
+        receive_guarded(self.stats, self._emit, addr, lambda: self._receive(bytes(data), addr, now))
         self._pump(now)
 
     def handle_timer(self, now: float) -> None:
@@ -413,11 +399,7 @@ class IkeSa:
 
     def lifetimes(self, lifetime: Lifetime, now: float) -> tuple[float | None, float | None]:
         """(soft, hard) engine times for an SA created at ``now``; soft has jitter."""
-        rekey = None
-        if lifetime.rekey_after:
-            rekey = now + lifetime.rekey_after * (1 - lifetime.jitter * self.random_fraction())
-        expire = now + lifetime.expire_after if lifetime.expire_after else None
-        return rekey, expire
+        return sa_lifetimes(lifetime, now, self.random_fraction())
 
     def set_ike_lifetimes(self, now: float) -> None:
         self._ike_rekey_at, self._ike_expire_at = self.lifetimes(self.config.lifetime, now)
@@ -784,6 +766,46 @@ class IkeSa:
         self._scheduled.clear()
         self._ctx.pending = None
         self._draining.clear()
+
+
+def receive_guarded(
+    stats: IkeStats, emit: Callable[[Event], None], addr: Address, receive: Callable[[], None]
+) -> None:
+    """Run ``receive`` on one datagram from ``addr``: what the peer's bytes break is
+    counted in ``stats`` and reported as a ProtocolErrorEvent, never raised (the IKEv1
+    engine shares this)."""
+    stats.datagrams_received += 1
+    try:
+        receive()
+    except IntegrityError as exc:
+        stats.dropped_integrity += 1
+        emit(ProtocolErrorEvent(f"integrity check failed: {exc}", addr))
+    except ParseError as exc:
+        stats.dropped_malformed += 1
+        emit(ProtocolErrorEvent(f"malformed: {exc}", addr))
+    except KipsecError as exc:
+        stats.dropped_invalid += 1
+        emit(ProtocolErrorEvent(f"invalid: {exc}", addr))
+    except Exception as exc:  # peer bytes must never crash the caller; counted as a bug
+        stats.internal_errors += 1
+        emit(ProtocolErrorEvent(f"internal error: {exc!r}", addr))
+
+
+def sa_lifetimes(
+    lifetime: Lifetime, now: float, fraction: float
+) -> tuple[float | None, float | None]:
+    """(soft, hard) engine times for an SA created at ``now``; soft lowered by up to
+    ``jitter`` times ``fraction`` (a number in [0, 1] from the injected rng)."""
+    rekey = None
+    if lifetime.rekey_after:
+        rekey = now + lifetime.rekey_after * (1 - lifetime.jitter * fraction)
+    expire = now + lifetime.expire_after if lifetime.expire_after else None
+    return rekey, expire
+
+
+def random_nonzero(rng: Rng, length: int) -> bytes:
+    """``length`` bytes from ``rng`` that are not all zero (SPIs, cookies)."""
+    return _random_spi(rng, length)
 
 
 def _random_spi(rng: Rng, length: int) -> bytes:

@@ -65,6 +65,9 @@ class ChildSaEstablished:
     remote_addr: Address  #: the peer address the IKE SA talks to
     nat_detected: bool  #: UDP-encapsulate ESP (RFC 3948)
     replaces: bytes | None = None  #: spi_in of the child SA this one rekeys
+    #: Keep sending on ``replaces`` until it is deleted, as the responder of a rekey
+    #: does: set by IKEv1, whose quick mode never says when the peer installed the SAs.
+    defer_outbound: bool = False
     encr_key_in: bytes = field(default=b"", repr=False)  #: decrypts inbound packets
     integ_key_in: bytes = field(default=b"", repr=False)  #: verifies inbound packets
     encr_key_out: bytes = field(default=b"", repr=False)  #: encrypts outbound packets

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Sequence
+from datetime import datetime
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 
@@ -20,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import AuthenticationFailed, CertificateError, KipsecError, RemoteProtocolError
 from . import auth, certs, child_negotiation, create_child
-from .config import Address, Identity
+from .config import Address, AuthConfig, Identity
 from .constants import AuthMethod, CertEncoding, ExchangeType, IdType, NotifyType
 from .events import AuthenticationFailedEvent, IkeSaEstablished, NegotiationFailed
 from .message import Message
@@ -48,7 +50,11 @@ def _certificate(der: bytes) -> x509.Certificate:
 
 def local_identity(sa: IkeSa) -> Identity:
     """Our identity: configured, or the subject of our certificate."""
-    cfg = sa.config.auth
+    return configured_identity(sa.config.auth)
+
+
+def configured_identity(cfg: AuthConfig) -> Identity:
+    """``cfg.local_id``, or the subject of our certificate (IKEv1 shares this)."""
     if cfg.local_id is not None:
         return cfg.local_id
     id_type, data = certs.identity_for_certificate(_certificate(cfg.certificates[0]))
@@ -126,20 +132,9 @@ def verify_peer(
         return name
     if cfg.method != "signature":
         raise _failure("method", "the peer used a signature, we require a pre-shared key")
-    cert_payloads = [c for c in msg.all(CertPayload) if c.encoding == CertEncoding.X509_SIGNATURE]
-    if not cert_payloads:
-        raise _failure("certificate", "no X.509 certificate from the peer")
-    try:
-        end_entity = certs.load_certificate(cert_payloads[0].data)
-        intermediates = [certs.load_certificate(c.data) for c in cert_payloads[1:]]
-        anchors = [_certificate(der) for der in cfg.trust_anchors]
-        certs.validate_chain(end_entity, intermediates, anchors, sa.wall_clock(now))
-    except CertificateError as exc:
-        raise _failure(exc.reason, str(exc)) from exc
-    if not certs.identity_matches(end_entity, peer_id.id_type, peer_id.data):
-        raise _failure("identity-mismatch", f"the certificate does not name {name}")
-    if remote is not None and not certs.identity_matches(end_entity, remote.id_type, remote.data):
-        raise _failure("identity-mismatch", f"the certificate does not name {remote}")
+    end_entity = peer_certificate(
+        cfg, msg.all(CertPayload), peer_id.id_type, peer_id.data, sa.wall_clock(now)
+    )
     try:
         auth.verify_signature(
             auth_payload.method, end_entity.public_key(), octets, auth_payload.data
@@ -147,6 +142,38 @@ def verify_peer(
     except AuthenticationFailed as exc:
         raise _failure("signature", str(exc)) from exc
     return name
+
+
+def peer_certificate(
+    cfg: AuthConfig,
+    cert_payloads: Sequence[CertPayload],
+    id_type: int,
+    id_data: bytes,
+    wall: datetime,
+) -> x509.Certificate:
+    """The peer's end-entity certificate, its chain validated against our trust anchors
+    at ``wall`` and naming the identity it claimed (and the one we require, if any).
+
+    AuthenticationFailed with ``reason`` set (``certificate``, a certificate reason,
+    ``identity-mismatch``) otherwise. IKEv1's main mode shares this.
+    """
+    x509_payloads = [c for c in cert_payloads if c.encoding == CertEncoding.X509_SIGNATURE]
+    if not x509_payloads:
+        raise _failure("certificate", "no X.509 certificate from the peer")
+    try:
+        end_entity = certs.load_certificate(x509_payloads[0].data)
+        intermediates = [certs.load_certificate(c.data) for c in x509_payloads[1:]]
+        anchors = [_certificate(der) for der in cfg.trust_anchors]
+        certs.validate_chain(end_entity, intermediates, anchors, wall)
+    except CertificateError as exc:
+        raise _failure(exc.reason, str(exc)) from exc
+    name = printable_identity(id_type, id_data)
+    if not certs.identity_matches(end_entity, id_type, id_data):
+        raise _failure("identity-mismatch", f"the certificate does not name {name}")
+    remote = cfg.remote_id
+    if remote is not None and not certs.identity_matches(end_entity, remote.id_type, remote.data):
+        raise _failure("identity-mismatch", f"the certificate does not name {remote}")
+    return end_entity
 
 
 def _failure(reason: str, detail: str) -> AuthenticationFailed:

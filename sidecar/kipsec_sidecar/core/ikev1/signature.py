@@ -8,9 +8,9 @@ IKEv1 signs the prf output HASH_I (HASH_R) itself, not the exchange octets as IK
   a fresh random factor (the time taken does not follow the message) and checked with
   the public exponent before it leaves (a faulty result never goes out). Verification
   uses cryptography's ``recover_data_from_signature`` and a constant-time comparison.
-* ECDSA (RFC 4754, methods 9/10/11): identical to IKEv2's classic ECDSA methods, which
-  carry the same numbers, so :class:`kipsec_sidecar.core.ike.auth.Signer` and
-  :func:`~kipsec_sidecar.core.ike.auth.verify_signature` do it over HASH_I.
+* ECDSA (RFC 4754, methods 9/10/11): HASH_I itself is the digest that is signed (no
+  second hash: strongSwan's SIGN_ECDSA_WITH_NULL, which is what it sends and checks in
+  IKEv1), encoded r | s at the width of the curve's order.
 * DSS (method 2): DSA over HASH_I taken as an already computed digest (its length
   names the hash: 20 bytes SHA-1, 32 SHA-256, ...), encoded r | s at the width of q.
   strongSwan has no DSA: tested kipsec to kipsec only.
@@ -97,7 +97,10 @@ def sign_hash(private_key: auth.PrivateKey, method: int, hash_value: bytes) -> b
         width = (private_key.parameters().parameter_numbers().q.bit_length() + 7) // 8
         return r.to_bytes(width, "big") + s.to_bytes(width, "big")
     if method in _ECDSA_METHODS and isinstance(private_key, ec.EllipticCurvePrivateKey):
-        return auth.Signer(private_key).sign(hash_value, method)
+        der = private_key.sign(hash_value, ec.ECDSA(utils.Prehashed(_digest(hash_value))))
+        r, s = utils.decode_dss_signature(der)
+        width = (private_key.curve.key_size + 7) // 8
+        return r.to_bytes(width, "big") + s.to_bytes(width, "big")
     raise LocalProtocolError(
         f"auth method {method} cannot sign with a {type(private_key).__name__}"
     )
@@ -107,10 +110,16 @@ def verify_hash(
     public_key: CertificatePublicKeyTypes, method: int, hash_value: bytes, signature: bytes
 ) -> None:
     """Check the peer's SIG payload over HASH_I / HASH_R; AuthenticationFailed if not."""
-    if method in _ECDSA_METHODS:
-        auth.verify_signature(method, public_key, hash_value, signature)
-        return
     try:
+        if method in _ECDSA_METHODS and isinstance(public_key, ec.EllipticCurvePublicKey):
+            width = (public_key.curve.key_size + 7) // 8
+            if len(signature) != 2 * width:
+                raise AuthenticationFailed("ECDSA signature of the wrong length")
+            der = utils.encode_dss_signature(
+                int.from_bytes(signature[:width], "big"), int.from_bytes(signature[width:], "big")
+            )
+            public_key.verify(der, hash_value, ec.ECDSA(utils.Prehashed(_digest(hash_value))))
+            return
         if method == AuthMethod.RSA_SIGNATURE and isinstance(public_key, rsa.RSAPublicKey):
             if len(signature) != (public_key.key_size + 7) // 8:
                 raise AuthenticationFailed("RSA signature of the wrong length")

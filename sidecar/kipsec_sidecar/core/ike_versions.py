@@ -1,0 +1,113 @@
+"""IKEv2 and IKEv1 behind one socket pair: dispatch by the ISAKMP version byte.
+
+Both protocols share UDP 500 and 4500 and the 28-byte header, whose 18th byte is the
+version: 0x20 for IKEv2 (RFC 7296), 0x10 for ISAKMP/IKEv1 (RFC 2408). A
+:class:`VersionedEndpoint` hands each datagram to the IKEv2
+:class:`~kipsec_sidecar.core.ike.endpoint.Endpoint` or to the IKEv1
+:class:`~kipsec_sidecar.core.ikev1.endpoint.IsakmpEndpoint` accordingly, initiates with
+the engine a peer's ``IkeConfig.version`` names, and answers a peer only in the version
+its configuration names (an IKEv1 main mode from an IKEv2 peer is refused as
+``unknown_peer``, and the other way round). Its methods are the Endpoint's, so the
+daemon drives one object.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from .ike.config import Address, IkeConfig
+from .ike.constants import NON_ESP_MARKER
+from .ike.endpoint import REFUSALS as V2_REFUSALS
+from .ike.endpoint import Endpoint
+from .ike.engine import IkeSa
+from .ike.events import Event
+from .ikev1.endpoint import REFUSALS as V1_REFUSALS
+from .ikev1.endpoint import IsakmpEndpoint
+from .ikev1.engine import IsakmpSa
+
+Rng = Callable[[int], bytes]
+ConfigLookup = Callable[[Address], IkeConfig | None]
+AnySa = IkeSa | IsakmpSa
+"""An IKE SA of either version: both have the calling convention the daemon uses."""
+VERSION_OFFSET = 17  #: the header byte holding major (high nibble) and minor version
+REFUSALS = tuple(dict.fromkeys((*V2_REFUSALS, *V1_REFUSALS)))
+
+
+def ike_version(sa: AnySa) -> int:
+    """1 or 2: which protocol ``sa`` speaks."""
+    return 1 if isinstance(sa, IsakmpSa) else 2
+
+
+def _only(version: int, lookup: ConfigLookup) -> ConfigLookup:
+    def found(addr: Address) -> IkeConfig | None:
+        config = lookup(addr)
+        return config if config is not None and config.version == version else None
+
+    return found
+
+
+class VersionedEndpoint:
+    """The IKEv2 and the IKEv1 endpoint of one node, one datagram stream in."""
+
+    def __init__(
+        self, config: IkeConfig | ConfigLookup, *, rng: Rng = os.urandom, now: float = 0.0
+    ) -> None:
+        lookup: ConfigLookup = config if callable(config) else (lambda _addr: config)
+        self.v2 = Endpoint(_only(2, lookup), rng=rng, now=now)
+        self.v1 = IsakmpEndpoint(_only(1, lookup), rng=rng, now=now)
+        self.unknown_version = 0
+        """Datagrams whose version byte is neither 1.x nor 2.x (dropped)."""
+
+    def initiate(self, config: IkeConfig, peer_addr: Address, now: float) -> AnySa:
+        if config.version == 1:
+            return self.v1.initiate(config, peer_addr, now)
+        return self.v2.initiate(config, peer_addr, now)
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        raw = data[4:] if data[:4] == NON_ESP_MARKER else data
+        major = raw[VERSION_OFFSET] >> 4 if len(raw) > VERSION_OFFSET else 0
+        if major == 1:
+            self.v1.receive_datagram(data, addr, now)
+        elif major == 2:
+            self.v2.receive_datagram(data, addr, now)
+        else:
+            self.unknown_version += 1
+
+    def handle_timer(self, now: float) -> None:
+        self.v2.handle_timer(now)
+        self.v1.handle_timer(now)
+
+    def get_timer(self) -> float | None:
+        times = [t for t in (self.v2.get_timer(), self.v1.get_timer()) if t is not None]
+        return min(times) if times else None
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return self.v2.datagrams_to_send(now) + self.v1.datagrams_to_send(now)
+
+    def next_event(self) -> tuple[AnySa, Event] | None:
+        found: tuple[AnySa, Event] | None = self.v2.next_event()
+        return found if found is not None else self.v1.next_event()
+
+    @property
+    def half_open_count(self) -> int:
+        return self.v2.half_open_count + self.v1.half_open_count
+
+    @property
+    def cookies_sent(self) -> int:
+        return self.v2.cookies_sent
+
+    @property
+    def dropped(self) -> int:
+        return self.v2.dropped + self.v1.dropped + self.unknown_version
+
+    @property
+    def refused(self) -> dict[str, int]:
+        out = dict.fromkeys(REFUSALS, 0)
+        for counts in (self.v2.refused, self.v1.refused):
+            for reason, n in counts.items():
+                out[reason] += n
+        return out
+
+
+__all__ = ["REFUSALS", "AnySa", "VersionedEndpoint", "ike_version"]

@@ -1,0 +1,582 @@
+"""The IKEv1 ISAKMP SA state machine (RFC 2408/2409), sans-IO like the IKEv2 engine.
+
+One :class:`IsakmpSa` per ISAKMP SA and the IPsec SAs its quick modes made. It has the
+same calling convention as :class:`~kipsec_sidecar.core.ike.engine.IkeSa` — fed
+datagrams and timer ticks with the caller's ``now``, answering with datagrams, one timer
+and the same events (:mod:`kipsec_sidecar.core.ike.events`) — so that the daemon and the
+datapaths treat an IKEv1 peer like an IKEv2 one. Randomness comes from the injected
+``rng`` only.
+
+This module holds what the exchanges share: routing a datagram by exchange type and
+message ID, the IV chains, retransmission with back-off, answering a retransmitted
+message from the answer it got (RFC 2408 practice: a duplicate is recognised by its
+bytes), the timers and closing. The exchanges live in :mod:`.main_mode`,
+:mod:`.quick_mode` and :mod:`.informational`.
+
+Anything the peer sends that is malformed, tampered or unexpected is dropped and counted
+in :attr:`IsakmpSa.stats` with a :class:`~kipsec_sidecar.core.ike.events.ProtocolErrorEvent`;
+nothing the peer sends makes these methods raise. IKEv1 has no MAC on its messages: a
+tampered encrypted message shows up as a payload chain that does not parse, or as a HASH
+payload that does not match, both counted as ``dropped_integrity``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+
+from ..errors import KipsecError, LocalProtocolError, ParseError
+from ..ike.child_sa import ChildSa, ChildState
+from ..ike.config import Address, IkeConfig, Lifetime
+from ..ike.constants import IKE_NATT_PORT, NON_ESP_MARKER
+from ..ike.engine import IkeStats, random_nonzero, receive_guarded, sa_lifetimes
+from ..ike.events import ChildSaDeleted, Event, IkeSaDeleted, PeerDead, ProtocolErrorEvent
+from ..ike.message import Header
+from . import informational, main_mode, quick_mode
+from .constants import COOKIE_LEN, ExchangeType, Flag
+from .encryption import decrypt_message, encrypt_message
+from .message import Message, decode_header, decode_message, encode_message
+
+Rng = Callable[[int], bytes]
+ZERO_COOKIE = bytes(COOKIE_LEN)
+Action = Callable[[float], None]
+#: Seconds an ISAKMP SA whose main mode never completes is kept (a half-open responder).
+MAIN_MODE_KEY = -1
+
+
+class Phase1State(Enum):
+    """Where main mode is (quick modes have their own records)."""
+
+    MM_SENT_SA = "mm-sent-sa"  #: initiator: message 1 sent
+    MM_SENT_KE = "mm-sent-ke"  #: initiator: message 3 sent
+    MM_SENT_ID = "mm-sent-id"  #: initiator: message 5 sent
+    RESPONDER_NEW = "responder-new"  #: responder: waiting for message 1
+    MM_ANSWERED_SA = "mm-answered-sa"  #: responder: message 2 sent
+    MM_ANSWERED_KE = "mm-answered-ke"  #: responder: message 4 sent
+    ESTABLISHED = "established"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class Retransmit:
+    """A message of ours resent unchanged until the peer's next message arrives."""
+
+    datagrams: list[bytes]
+    next_at: float
+    tries: int = 1
+    on_timeout: Callable[[float], None] | None = None
+
+
+@dataclass(slots=True)
+class Answered:
+    """The last message received in one exchange and what we answered (for duplicates)."""
+
+    digest: bytes
+    answer: list[bytes] = field(default_factory=list)
+
+
+class IsakmpSa:
+    """One ISAKMP SA and its IPsec SAs. Build it with :meth:`initiator` or :meth:`responder`.
+
+    Thread of use: as :class:`~kipsec_sidecar.core.ike.engine.IkeSa`. Actions
+    (:meth:`initiate_child`, :meth:`rekey_child`, :meth:`delete_child`, :meth:`delete`)
+    are queued until main mode is done; a misuse raises LocalProtocolError.
+    """
+
+    version = 1
+
+    def __init__(
+        self,
+        config: IkeConfig,
+        peer_addr: Address,
+        *,
+        initiator: bool,
+        rng: Rng,
+        now: float,
+        cookie_i: bytes,
+        cookie_r: bytes,
+    ) -> None:
+        self.config = config
+        self.peer_addr: Address = peer_addr
+        self.is_initiator = initiator
+        self.rng = rng
+        self.stats = IkeStats()
+        self.state = Phase1State.MM_SENT_SA if initiator else Phase1State.RESPONDER_NEW
+        self.children: dict[bytes, ChildSa] = {}
+        self.cookie_i = cookie_i
+        self.cookie_r = cookie_r
+        self.nat_local = False
+        self.nat_remote = False
+        self.remote_identity: str | None = None
+        self.peer_dpd = False  #: the peer announced RFC 3706 DPD support
+        self.peer_natt = False  #: the peer announced RFC 3947 NAT-T support
+        self.p1 = main_mode.Phase1()
+        self.quick: dict[int, quick_mode.QuickExchange] = {}
+        self._events: deque[Event] = deque()
+        self._outgoing: list[tuple[bytes, Address]] = []
+        self._actions: deque[Action] = deque()
+        self._scheduled: list[tuple[float, Action]] = []
+        self._candidate_iv: tuple[int, bytes] = (MAIN_MODE_KEY, b"")
+        self._retransmit: dict[int, Retransmit] = {}
+        self._answered: dict[int, Answered] = {}
+        self._natt = False
+        self._last_inbound = now
+        self._half_open_deadline: float | None = now + self.give_up_after()
+        self._expire_at: float | None = None
+        self.dpd_seq = int.from_bytes(rng(4), "big") & 0x7FFFFFFF
+        self.dpd_outstanding: int | None = None
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def initiator(
+        cls, config: IkeConfig, peer_addr: Address, *, rng: Rng = os.urandom, now: float = 0.0
+    ) -> IsakmpSa:
+        """Start main mode towards ``peer_addr``: message 1 is ready to send."""
+        sa = cls(
+            config,
+            peer_addr,
+            initiator=True,
+            rng=rng,
+            now=now,
+            cookie_i=random_nonzero(rng, COOKIE_LEN),
+            cookie_r=ZERO_COOKIE,
+        )
+        main_mode.start(sa, now)
+        return sa
+
+    @classmethod
+    def responder(
+        cls,
+        config: IkeConfig,
+        peer_addr: Address,
+        cookie_i: bytes,
+        *,
+        rng: Rng = os.urandom,
+        now: float = 0.0,
+    ) -> IsakmpSa:
+        """A responder for the main mode message 1 from ``peer_addr`` with ``cookie_i``."""
+        return cls(
+            config,
+            peer_addr,
+            initiator=False,
+            rng=rng,
+            now=now,
+            cookie_i=cookie_i,
+            cookie_r=random_nonzero(rng, COOKIE_LEN),
+        )
+
+    # ------------------------------------------------------------------ public state
+
+    @property
+    def spi_i(self) -> bytes:
+        return self.cookie_i
+
+    @property
+    def spi_r(self) -> bytes:
+        return self.cookie_r
+
+    @property
+    def original_initiator(self) -> bool:
+        return self.is_initiator
+
+    @property
+    def established(self) -> bool:
+        return self.state is Phase1State.ESTABLISHED
+
+    @property
+    def closed(self) -> bool:
+        return self.state is Phase1State.CLOSED
+
+    @property
+    def half_open(self) -> bool:
+        return self.state in (
+            Phase1State.RESPONDER_NEW,
+            Phase1State.MM_ANSWERED_SA,
+            Phase1State.MM_ANSWERED_KE,
+        )
+
+    @property
+    def nat_detected(self) -> bool:
+        return self.nat_local or self.nat_remote
+
+    @property
+    def natt(self) -> bool:
+        """IKE runs on port 4500 with the non-ESP marker (RFC 3947 section 4)."""
+        return self._natt
+
+    def local_spis(self) -> list[bytes]:
+        return [self.cookie_i if self.is_initiator else self.cookie_r]
+
+    def child_by_spi(self, spi_in: bytes) -> ChildSa | None:
+        return self.children.get(spi_in)
+
+    def pending_kind(self) -> str | None:
+        return "quick" if any(k != MAIN_MODE_KEY for k in self._retransmit) else None
+
+    # ------------------------------------------------------------------ sans-IO API
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Process one UDP payload from ``addr`` (a leading non-ESP marker is stripped)."""
+        if self.closed:
+            self.stats.dropped_unexpected += 1
+            return
+        # Without a MAC, a wrong key or a tampered ciphertext decrypts to garbage: a
+        # ParseError, counted as malformed.
+        receive_guarded(self.stats, self.emit, addr, lambda: self._receive(bytes(data), addr, now))
+        self._pump(now)
+
+    def handle_timer(self, now: float) -> None:
+        """Retransmissions, lifetimes, liveness: everything due at ``now``."""
+        if self.closed:
+            return
+        for key, pending in list(self._retransmit.items()):
+            if now < pending.next_at or self._retransmit.get(key) is not pending:
+                continue
+            r = self.config.retransmission
+            if pending.tries > r.max_tries:
+                del self._retransmit[key]
+                if pending.on_timeout is not None:
+                    pending.on_timeout(now)
+                else:
+                    self.emit(PeerDead(self.peer_addr, ExchangeType.MAIN, pending.tries))
+                    self.close("peer-dead", now)
+                if self.closed:
+                    return
+                continue
+            self.stats.retransmissions += 1
+            pending.next_at = now + r.timeout(pending.tries)
+            pending.tries += 1
+            self._output(pending.datagrams)
+        if self._half_open_deadline is not None and now >= self._half_open_deadline:
+            self.close("negotiation-failed", now)
+            return
+        due = [a for t, a in self._scheduled if t <= now]
+        self._scheduled = [(t, a) for t, a in self._scheduled if t > now]
+        self._actions.extend(due)
+        if self.established:
+            self._lifetime_timers(now)
+        self._pump(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def get_timer(self) -> float | None:
+        if self.closed:
+            return None
+        times = [p.next_at for p in self._retransmit.values()]
+        times += [t for t, _ in self._scheduled]
+        if self._half_open_deadline is not None:
+            times.append(self._half_open_deadline)
+        if self.established:
+            if self._expire_at is not None:
+                times.append(self._expire_at)
+            for child in self.children.values():
+                if child.expire_at is not None:
+                    times.append(child.expire_at)
+                if child.rekey_at is not None and child.state is ChildState.INSTALLED:
+                    times.append(child.rekey_at)
+            if self.config.liveness_interval and self.dpd_outstanding is None:
+                times.append(self._last_inbound + self.config.liveness_interval)
+        return min(times) if times else None
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ actions
+
+    def initiate_child(self, child_config_name: str, now: float) -> None:
+        """Negotiate one more pair of IPsec SAs from the named ChildConfig (quick mode)."""
+        cfg = self.config.child(child_config_name)
+        self._require_established()
+        self._actions.append(lambda t: quick_mode.start(self, cfg, t))
+        self._pump(now)
+
+    def rekey_child(self, child_spi: bytes, now: float) -> None:
+        """A new quick mode for the child ``child_spi``; the old one is deleted after it."""
+        child = self._child_or_raise(child_spi)
+        self._require_established()
+        if child.state is ChildState.INSTALLED:
+            child.rekey_at = None
+            self._actions.append(lambda t: quick_mode.start(self, child.config, t, rekey=child))
+        self._pump(now)
+
+    def rekey_ike(self, now: float) -> None:
+        """IKEv1 has no rekey of the ISAKMP SA: a new main mode replaces it (not yet)."""
+        raise LocalProtocolError("rekeying an IKEv1 ISAKMP SA (re-authentication) is not supported")
+
+    def delete_child(self, spi: bytes, now: float) -> None:
+        """Delete the child ``spi``: Delete notification for its SPI, then remove it."""
+        child = self._child_or_raise(spi)
+        self._require_established()
+        informational.send_delete_child(self, child, now)
+        self.remove_child(child, "deleted")
+        self._pump(now)
+
+    def delete(self, now: float) -> None:
+        """Delete the IPsec SAs and the ISAKMP SA (Delete notifications; no answer waited)."""
+        if self.closed:
+            return
+        if self.established:
+            for child in list(self.children.values()):
+                informational.send_delete_child(self, child, now)
+            informational.send_delete_isakmp(self, now)
+        self.close("deleted", now)
+
+    def send_liveness(self, now: float) -> None:
+        """A DPD R-U-THERE (RFC 3706); PeerDead if the peer never acknowledges."""
+        self._require_established()
+        informational.send_dpd(self, now)
+
+    # ------------------------------------------------------------------ for exchanges
+
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def random_spi(self, length: int) -> bytes:
+        while True:
+            spi = random_nonzero(self.rng, length)
+            if spi not in self.children and int.from_bytes(spi, "big") > 255:
+                return spi  # SPIs 1-255 are reserved (RFC 4303 section 2.1)
+
+    def random_fraction(self) -> float:
+        return int.from_bytes(self.rng(2), "big") / 0xFFFF
+
+    def lifetimes(self, lifetime: Lifetime, now: float) -> tuple[float | None, float | None]:
+        """(soft, hard) engine times for an SA created at ``now``; soft has jitter."""
+        return sa_lifetimes(lifetime, now, self.random_fraction())
+
+    def wall_clock(self, now: float) -> datetime:
+        """Wall time for certificate validity: the configured epoch plus ``now``."""
+        return datetime.fromtimestamp(self.config.wall_clock_epoch + now, tz=UTC)
+
+    def schedule(self, at: float, action: Action) -> None:
+        """Queue ``action`` once ``handle_timer`` runs at or after ``at``."""
+        self._scheduled.append((at, action))
+
+    def peer_dead_in_quick_mode(self, now: float) -> None:
+        """Our quick mode went unanswered through the whole retransmission schedule."""
+        self.emit(
+            PeerDead(self.peer_addr, ExchangeType.QUICK, self.config.retransmission.max_tries + 1)
+        )
+        self.close("peer-dead", now)
+
+    def give_up_after(self) -> float:
+        r = self.config.retransmission
+        return sum(r.timeout(n) for n in range(r.max_tries + 1))
+
+    def set_established(self, now: float) -> None:
+        self.state = Phase1State.ESTABLISHED
+        self._half_open_deadline = None
+        lifetime = self.config.lifetime
+        self._expire_at = now + lifetime.expire_after if lifetime.expire_after else None
+
+    def send(
+        self,
+        msg: Message,
+        now: float,
+        *,
+        key: int,
+        encrypt: bool,
+        retransmit: bool,
+        on_timeout: Callable[[float], None] | None = None,
+    ) -> list[bytes]:
+        """Send ``msg`` (sealed with the exchange's IV chain when ``encrypt``).
+
+        ``key`` names the exchange (:data:`MAIN_MODE_KEY` or the message ID):
+        ``retransmit`` resends it until :meth:`received` runs for that exchange.
+        """
+        data = self.seal(msg, key) if encrypt else encode_message(msg)
+        datagrams = [data]
+        answered = self._answered.get(key)
+        if answered is not None:
+            answered.answer = datagrams
+        if retransmit:
+            self._retransmit[key] = Retransmit(
+                datagrams,
+                now + self.config.retransmission.timeout(0),
+                on_timeout=on_timeout,
+            )
+        else:
+            self._retransmit.pop(key, None)
+        self._output(datagrams)
+        return datagrams
+
+    def seal(self, msg: Message, key: int) -> bytes:
+        iv = self.iv_for(key, msg.message_id)
+        data, next_iv = encrypt_message(msg, self.p1.enc_key, iv)
+        self.p1.ivs[key] = next_iv
+        if key == MAIN_MODE_KEY:
+            self.p1.last_phase1_iv = next_iv
+        return data
+
+    def iv_for(self, key: int, message_id: int) -> bytes:
+        """The current IV of exchange ``key`` (RFC 2409 Appendix B)."""
+        found = self.p1.ivs.get(key)
+        if found is not None:
+            return found
+        return main_mode.phase2_iv_for(self, message_id)
+
+    def open(self, data: bytes, header: Header, key: int) -> Message:
+        """Decrypt (or decode) ``data``; the IV chain moves only with :meth:`accept_iv`."""
+        if not header.flags & Flag.ENCRYPTION:
+            return decode_message(data)
+        if not self.p1.enc_key:
+            raise ParseError("an encrypted message before keys exist", field="header.flags")
+        msg, next_iv = decrypt_message(data, self.p1.enc_key, self.iv_for(key, header.message_id))
+        self._candidate_iv = (key, next_iv)
+        return msg
+
+    def accept_iv(self) -> None:
+        """The last opened message was authentic: its last block is the next IV."""
+        key, iv = self._candidate_iv
+        self.p1.ivs[key] = iv
+        if key == MAIN_MODE_KEY:
+            self.p1.last_phase1_iv = iv
+
+    def forget_exchange(self, key: int) -> None:
+        """A phase 2 exchange is over: drop its IV and retransmission (keep its answer)."""
+        self.p1.ivs.pop(key, None)
+        self._retransmit.pop(key, None)
+
+    def received(self, key: int, data: bytes) -> None:
+        """``data`` is the peer's newest message of exchange ``key``: stop resending ours
+        and remember it, so that a copy of it is answered with what we send next."""
+        self._retransmit.pop(key, None)
+        self._answered[key] = Answered(_digest(data))
+
+    def close(self, reason: str, now: float, child_reason: str = "ike-deleted") -> None:
+        if self.closed:
+            return
+        for child in list(self.children.values()):
+            self.remove_child(child, child_reason)
+        self.emit(IkeSaDeleted(self.cookie_i, self.cookie_r, reason))
+        self.state = Phase1State.CLOSED
+        self._actions.clear()
+        self._retransmit.clear()
+        self._scheduled.clear()
+
+    def discard(self) -> None:
+        """Close without events (a refused message 1 that created no state worth a report)."""
+        self.state = Phase1State.CLOSED
+
+    def remove_child(self, child: ChildSa, reason: str) -> None:
+        if self.children.pop(child.spi_in, None) is not None:
+            self.emit(
+                ChildSaDeleted(child.name, child.protocol, child.spi_in, child.spi_out, reason)
+            )
+
+    def enable_natt(self) -> None:
+        """NAT traversal: IKE moves to port 4500 with the non-ESP marker (RFC 3947 s. 4)."""
+        self._natt = True
+        if self.is_initiator and self.peer_addr[1] != IKE_NATT_PORT:
+            self.peer_addr = (self.peer_addr[0], IKE_NATT_PORT)
+
+    def touch(self, now: float) -> None:
+        """An authentic message arrived: the peer is alive (an R-U-THERE stops)."""
+        self._last_inbound = now
+        if self.dpd_outstanding is not None:
+            self.forget_exchange(self.dpd_outstanding)
+            self.dpd_outstanding = None
+
+    # ------------------------------------------------------------------ internals
+
+    def _require_established(self) -> None:
+        if not self.established:
+            raise LocalProtocolError(f"the ISAKMP SA is {self.state.value}, not established")
+
+    def _child_or_raise(self, spi: bytes) -> ChildSa:
+        child = self.children.get(spi)
+        if child is None:
+            raise LocalProtocolError(f"no child SA with inbound SPI {spi.hex()}")
+        return child
+
+    def _output(self, datagrams: list[bytes]) -> None:
+        prefix = NON_ESP_MARKER if self._natt else b""
+        for d in datagrams:
+            self._outgoing.append((prefix + d, self.peer_addr))
+
+    def _receive(self, data: bytes, addr: Address, now: float) -> None:
+        if data[:4] == NON_ESP_MARKER:
+            data = data[4:]
+            self._natt = True  # the peer floated to port 4500 (RFC 3947 section 4)
+            self.peer_addr = addr
+        header = decode_header(data)
+        if header.spi_i != self.cookie_i:
+            self.stats.dropped_unexpected += 1
+            return
+        if header.spi_r != self.cookie_r and not self._first_exchange(header):
+            self.stats.dropped_unexpected += 1
+            return
+        key = MAIN_MODE_KEY if header.exchange == ExchangeType.MAIN else header.message_id
+        answered = self._answered.get(key)
+        if answered is not None and answered.digest == _digest(data):
+            if answered.answer:
+                self.stats.answered_from_cache += 1
+                self._output(answered.answer)
+            return
+        if self._natt and self.established:
+            self.peer_addr = addr
+        match header.exchange:
+            case ExchangeType.MAIN:
+                main_mode.handle(self, header, data, addr, now)
+            case ExchangeType.QUICK:
+                quick_mode.handle(self, header, data, now)
+            case ExchangeType.INFORMATIONAL:
+                informational.handle(self, header, data, now)
+            case ExchangeType.AGGRESSIVE:
+                self.stats.dropped_invalid += 1
+                self.emit(ProtocolErrorEvent("aggressive mode is refused", addr))
+            case _:
+                self.stats.dropped_unexpected += 1
+
+    def _first_exchange(self, header: Header) -> bool:
+        """Main mode message 2 (or a refusal of message 1) while we do not know CKY-R
+        yet, or message 1 and its copies."""
+        if self.is_initiator:
+            return self.state is Phase1State.MM_SENT_SA and header.exchange in (
+                ExchangeType.MAIN,
+                ExchangeType.INFORMATIONAL,
+            )
+        return header.exchange == ExchangeType.MAIN and header.spi_r == ZERO_COOKIE
+
+    def _lifetime_timers(self, now: float) -> None:
+        if self._expire_at is not None and now >= self._expire_at:
+            self._expire_at = None
+            informational.send_delete_isakmp(self, now)
+            self.close("expired", now, child_reason="expired")
+            return
+        for child in list(self.children.values()):
+            if child.expire_at is not None and now >= child.expire_at:
+                informational.send_delete_child(self, child, now)
+                self.remove_child(child, "expired")
+            elif (
+                child.rekey_at is not None
+                and now >= child.rekey_at
+                and child.state is ChildState.INSTALLED
+            ):
+                self.rekey_child(child.spi_in, now)
+        if (
+            self.config.liveness_interval
+            and self.dpd_outstanding is None
+            and now >= self._last_inbound + self.config.liveness_interval
+        ):
+            informational.send_dpd(self, now)
+
+    def _pump(self, now: float) -> None:
+        while self._actions and self.established and self.pending_kind() is None:
+            action = self._actions.popleft()
+            try:
+                action(now)
+            except KipsecError as exc:
+                self.emit(ProtocolErrorEvent(f"not started: {exc}", self.peer_addr))
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

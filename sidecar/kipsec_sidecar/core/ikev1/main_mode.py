@@ -1,0 +1,526 @@
+"""Main mode (RFC 2409 section 5): six messages that make the ISAKMP SA.
+
+    1  I -> R  HDR, SA                  (+ Vendor IDs: RFC 3947 NAT-T, RFC 3706 DPD)
+    2  R -> I  HDR, SA                  (+ Vendor IDs)
+    3  I -> R  HDR, KE, Ni              (+ NAT-D, NAT-D)
+    4  R -> I  HDR, KE, Nr              (+ NAT-D, NAT-D)
+    5  I -> R  HDR*, IDii, HASH_I       (encrypted; on port 4500 if a NAT was seen)
+    6  R -> I  HDR*, IDir, HASH_R
+
+Authentication here is by pre-shared key (method 1): SKEYID = prf(PSK, Ni_b | Nr_b).
+The key derivations, HASH_I / HASH_R and the IVs are the wire layer's
+(:mod:`.keys`, :mod:`.encryption`); this module only orders the messages, checks what
+arrives and decides. Aggressive mode is never offered nor answered.
+
+A message that does not fit (a wrong proposal, a bad KE, a HASH_I that does not match)
+ends main mode: the responder answers NO-PROPOSAL-CHOSEN / AUTHENTICATION-FAILED in an
+informational exchange (in clear before keys exist, as strongSwan does), both sides
+report the failure and close.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import AuthenticationFailed, IntegrityError, RemoteProtocolError
+from ..ike import dh, ike_auth
+from ..ike.config import Address
+from ..ike.constants import CertEncoding
+from ..ike.events import AuthenticationFailedEvent, IkeSaEstablished, NegotiationFailed
+from ..ike.message import Header
+from ..ike.payloads import CertPayload, CertReqPayload, VendorIdPayload
+from . import informational, keys, negotiation, signature
+from .constants import ExchangeType, NotifyType, ProtocolId
+from .message import Message
+from .natt import nat_d_hash
+from .payloads import (
+    HashPayload,
+    IdPayload,
+    KePayload,
+    NatDPayload,
+    NoncePayload,
+    NotificationPayload,
+    Payload,
+    SaPayload,
+    SigPayload,
+)
+
+if TYPE_CHECKING:
+    from .engine import IsakmpSa
+
+#: RFC 3947 section 3.1: MD5("RFC 3947"); RFC 3706 section 7: the DPD vendor ID.
+NATT_VENDOR_ID = bytes.fromhex("4a131c81070358455c5728f20e95452f")
+DPD_VENDOR_ID = bytes.fromhex("afcad71368a1f1c96b8696fc77570100")
+NONCE_LENGTH = 32
+
+
+@dataclass(slots=True, repr=False)
+class Phase1:
+    """What main mode negotiates and derives; the repr shows nothing (keys)."""
+
+    sent_sa: SaPayload | None = None
+    sa_i_b: bytes = b""  #: the initiator's SA payload body, as sent (HASH_I / HASH_R)
+    choice: negotiation.Phase1Choice | None = None
+    ke: dh.KeyExchange | None = None
+    ke_i: bytes = b""
+    ke_r: bytes = b""
+    nonce_i: bytes = b""
+    nonce_r: bytes = b""
+    shared: bytes = b""
+    keys: keys.Phase1Keys | None = None
+    enc_key: bytes = b""
+    ivs: dict[int, bytes] = field(default_factory=dict)
+    last_phase1_iv: bytes = b""
+    local_id: IdPayload | None = None
+    hash_mismatches: int = 0
+
+    @property
+    def prf_id(self) -> int:
+        assert self.choice is not None
+        return self.choice.prf_id
+
+
+def phase2_iv_for(sa: IsakmpSa, message_id: int) -> bytes:
+    """The first IV of a quick mode or informational exchange (RFC 2409 Appendix B);
+    in main mode, before any encrypted message, hash(g^xi | g^xr)."""
+    from .encryption import phase1_iv, phase2_iv
+
+    p1 = sa.p1
+    if not p1.last_phase1_iv:
+        return phase1_iv(p1.prf_id, p1.ke_i, p1.ke_r, legacy_sha1=_legacy(sa))
+    return phase2_iv(p1.prf_id, p1.last_phase1_iv, message_id, legacy_sha1=_legacy(sa))
+
+
+def _legacy(sa: IsakmpSa) -> bool:
+    return bool(sa.p1.choice and sa.p1.choice.legacy_sha1)
+
+
+def _vendor_ids() -> list[Payload]:
+    return [VendorIdPayload(NATT_VENDOR_ID), VendorIdPayload(DPD_VENDOR_ID)]
+
+
+def _note_vendor_ids(sa: IsakmpSa, msg: Message) -> None:
+    for vid in msg.all(VendorIdPayload):
+        if vid.data == NATT_VENDOR_ID:
+            sa.peer_natt = True
+        elif vid.data == DPD_VENDOR_ID:
+            sa.peer_dpd = True
+
+
+def _message(sa: IsakmpSa, payloads: list[Payload]) -> Message:
+    return Message(sa.cookie_i, sa.cookie_r, ExchangeType.MAIN, 0, tuple(payloads))
+
+
+# ---------------------------------------------------------------------- initiator
+
+
+def start(sa: IsakmpSa, now: float) -> None:
+    """Message 1: our phase 1 proposals and vendor IDs."""
+    from .engine import MAIN_MODE_KEY
+
+    sent = negotiation.phase1_sa_payload(sa.config)
+    sa.p1.sent_sa = sent
+    msg = _message(sa, [sent, *_vendor_ids()])
+    sa.p1.sa_i_b = msg.raw_body(0)
+    sa.send(msg, now, key=MAIN_MODE_KEY, encrypt=False, retransmit=True)
+
+
+def handle(sa: IsakmpSa, header: Header, data: bytes, addr: Address, now: float) -> None:
+    """Route a main mode message by our state; anything out of turn is dropped."""
+    from .engine import MAIN_MODE_KEY, Phase1State
+
+    state = sa.state
+    if state is Phase1State.ESTABLISHED or state is Phase1State.CLOSED:
+        sa.stats.dropped_unexpected += 1
+        return
+    msg = sa.open(data, header, MAIN_MODE_KEY)
+    handler = {
+        Phase1State.MM_SENT_SA: _on_message_2,
+        Phase1State.MM_SENT_KE: _on_message_4,
+        Phase1State.MM_SENT_ID: _on_message_6,
+        Phase1State.RESPONDER_NEW: _on_message_1,
+        Phase1State.MM_ANSWERED_SA: _on_message_3,
+        Phase1State.MM_ANSWERED_KE: _on_message_5,
+    }[state]
+    handler(sa, header, msg, data, addr, now)
+
+
+def _fail(sa: IsakmpSa, now: float, reason: str, notify: int, *, notify_peer: bool) -> None:
+    if notify_peer:
+        informational.send_notification(sa, notify, now)
+    sa.emit(NegotiationFailed(ExchangeType.MAIN, reason, notify))
+    sa.close("negotiation-failed", now)
+
+
+def _on_message_2(
+    sa: IsakmpSa, header: Header, msg: Message, data: bytes, addr: Address, now: float
+) -> None:
+    from .engine import MAIN_MODE_KEY, Phase1State
+
+    error = _error_notification(msg)
+    if error is not None:
+        sa.emit(NegotiationFailed(ExchangeType.MAIN, "refused by the peer", error, by_peer=True))
+        sa.close("negotiation-failed", now)
+        return
+    answer = msg.get(SaPayload)
+    if answer is None:
+        raise RemoteProtocolError("main mode message 2 without an SA payload")
+    choice = negotiation.check_phase1_answer(sa.config, answer)  # RemoteProtocolError if not ours
+    sa.cookie_r = header.spi_r
+    sa.received(MAIN_MODE_KEY, data)
+    _note_vendor_ids(sa, msg)
+    sa.p1.choice = choice
+    sa.p1.ke = dh.generate(choice.dh_group, sa.rng)
+    sa.p1.ke_i = sa.p1.ke.public_bytes
+    sa.p1.nonce_i = sa.rng(NONCE_LENGTH)
+    payloads: list[Payload] = [KePayload(sa.p1.ke_i), NoncePayload(sa.p1.nonce_i)]
+    payloads += _certreq(sa) + _nat_d(sa, sa.peer_addr)
+    sa.state = Phase1State.MM_SENT_KE
+    sa.send(_message(sa, payloads), now, key=MAIN_MODE_KEY, encrypt=False, retransmit=True)
+
+
+def _on_message_4(
+    sa: IsakmpSa, header: Header, msg: Message, data: bytes, addr: Address, now: float
+) -> None:
+    from .engine import MAIN_MODE_KEY, Phase1State
+
+    ke, nonce = msg.get(KePayload), msg.get(NoncePayload)
+    if ke is None or nonce is None:
+        raise RemoteProtocolError("main mode message 4 without KE and Nonce")
+    p1 = sa.p1
+    assert p1.ke is not None and p1.choice is not None
+    shared = p1.ke.shared_secret(ke.data)  # InvalidKeyExchange: dropped, we retransmit
+    sa.received(MAIN_MODE_KEY, data)
+    p1.ke_r, p1.nonce_r, p1.shared = ke.data, nonce.data, shared
+    _check_nat(sa, msg, addr)
+    _derive(sa)
+    if sa.nat_detected and sa.peer_natt:
+        sa.enable_natt()
+    p1.local_id = _local_id(sa)
+    assert p1.keys is not None
+    hash_i = keys.hash_i(
+        p1.prf_id,
+        p1.keys.skeyid,
+        p1.ke_i,
+        p1.ke_r,
+        sa.cookie_i,
+        sa.cookie_r,
+        p1.sa_i_b,
+        p1.local_id.body(),
+    )
+    sa.state = Phase1State.MM_SENT_ID
+    payloads: list[Payload] = [p1.local_id, *_auth_payloads(sa, hash_i), _initial_contact(sa)]
+    sa.send(_message(sa, payloads), now, key=MAIN_MODE_KEY, encrypt=True, retransmit=True)
+
+
+def _on_message_6(
+    sa: IsakmpSa, header: Header, msg: Message, data: bytes, addr: Address, now: float
+) -> None:
+    from .engine import MAIN_MODE_KEY
+
+    id_r = _check_peer(sa, msg, now, responder=True)
+    if id_r is None:
+        return
+    sa.accept_iv()
+    sa.received(MAIN_MODE_KEY, data)
+    _established(sa, id_r, addr, now)
+
+
+# ---------------------------------------------------------------------- responder
+
+
+def _on_message_1(
+    sa: IsakmpSa, header: Header, msg: Message, data: bytes, addr: Address, now: float
+) -> None:
+    from .engine import MAIN_MODE_KEY, Phase1State
+
+    offer = msg.get(SaPayload)
+    if offer is None:
+        raise RemoteProtocolError("main mode message 1 without an SA payload")
+    sa.received(MAIN_MODE_KEY, data)
+    _note_vendor_ids(sa, msg)
+    choice = negotiation.select_phase1(offer, sa.config)
+    if choice is None:
+        _fail(
+            sa,
+            now,
+            "no acceptable phase 1 proposal",
+            NotifyType.NO_PROPOSAL_CHOSEN,
+            notify_peer=True,
+        )
+        return
+    sa.p1.choice = choice
+    sa.p1.sa_i_b = msg.raw_body(msg.payloads.index(offer))
+    sa.state = Phase1State.MM_ANSWERED_SA
+    payloads: list[Payload] = [choice.answer, *_vendor_ids()]
+    sa.send(_message(sa, payloads), now, key=MAIN_MODE_KEY, encrypt=False, retransmit=False)
+
+
+def _on_message_3(
+    sa: IsakmpSa, header: Header, msg: Message, data: bytes, addr: Address, now: float
+) -> None:
+    from .engine import MAIN_MODE_KEY, Phase1State
+
+    ke, nonce = msg.get(KePayload), msg.get(NoncePayload)
+    if ke is None or nonce is None:
+        raise RemoteProtocolError("main mode message 3 without KE and Nonce")
+    p1 = sa.p1
+    assert p1.choice is not None
+    p1.ke = dh.generate(p1.choice.dh_group, sa.rng)
+    p1.shared = p1.ke.shared_secret(ke.data)
+    sa.received(MAIN_MODE_KEY, data)
+    p1.ke_i, p1.ke_r = ke.data, p1.ke.public_bytes
+    p1.nonce_i, p1.nonce_r = nonce.data, sa.rng(NONCE_LENGTH)
+    _check_nat(sa, msg, addr)
+    _derive(sa)
+    payloads: list[Payload] = [KePayload(p1.ke_r), NoncePayload(p1.nonce_r)]
+    payloads += _certreq(sa) + _nat_d(sa, addr)
+    sa.state = Phase1State.MM_ANSWERED_KE
+    sa.send(_message(sa, payloads), now, key=MAIN_MODE_KEY, encrypt=False, retransmit=False)
+
+
+def _on_message_5(
+    sa: IsakmpSa, header: Header, msg: Message, data: bytes, addr: Address, now: float
+) -> None:
+    from .engine import MAIN_MODE_KEY
+
+    id_i = _check_peer(sa, msg, now, responder=False)
+    if id_i is None:
+        return
+    p1 = sa.p1
+    assert p1.keys is not None
+    sa.accept_iv()
+    sa.received(MAIN_MODE_KEY, data)
+    p1.local_id = _local_id(sa)
+    hash_r = keys.hash_r(
+        p1.prf_id,
+        p1.keys.skeyid,
+        p1.ke_i,
+        p1.ke_r,
+        sa.cookie_i,
+        sa.cookie_r,
+        p1.sa_i_b,
+        p1.local_id.body(),
+    )
+    sa.send(
+        _message(sa, [p1.local_id, *_auth_payloads(sa, hash_r)]),
+        now,
+        key=MAIN_MODE_KEY,
+        encrypt=True,
+        retransmit=False,
+    )
+    _established(sa, id_i, addr, now)
+
+
+# ---------------------------------------------------------------------- shared
+
+
+def _check_peer(sa: IsakmpSa, msg: Message, now: float, *, responder: bool) -> IdPayload | None:
+    """Message 5 (``responder`` False: the initiator's) or 6: its ID and HASH checked.
+
+    Returns the peer's ID payload, or None when main mode failed (events sent)."""
+    p1 = sa.p1
+    assert p1.keys is not None
+    peer_id = msg.get(IdPayload)
+    which = "HASH_R" if responder else "HASH_I"
+    if peer_id is None:
+        raise RemoteProtocolError(f"main mode message {6 if responder else 5} without ID")
+    compute = keys.hash_r if responder else keys.hash_i
+    expected = compute(
+        p1.prf_id,
+        p1.keys.skeyid,
+        p1.ke_i,
+        p1.ke_r,
+        sa.cookie_i,
+        sa.cookie_r,
+        p1.sa_i_b,
+        msg.raw_body(msg.payloads.index(peer_id)),
+    )
+    if sa.config.auth.method == "signature":
+        return peer_id if _check_signature(sa, msg, peer_id, expected, now) else None
+    peer_hash = msg.get(HashPayload)
+    if peer_hash is None:
+        raise RemoteProtocolError(f"main mode message {6 if responder else 5} without HASH")
+    if not hmac.compare_digest(expected, peer_hash.data):
+        _hash_mismatch(sa, peer_id, now, which, notify_peer=not sa.is_initiator)
+        return None
+    if not _identity_allowed(sa, peer_id):
+        sa.emit(AuthenticationFailedEvent(sa.peer_addr, "identity", False, _printable(peer_id)))
+        _fail(sa, now, "unexpected identity", NotifyType.INVALID_ID_INFORMATION, notify_peer=True)
+        return None
+    return peer_id
+
+
+def _check_signature(
+    sa: IsakmpSa, msg: Message, peer_id: IdPayload, expected: bytes, now: float
+) -> bool:
+    """The peer's certificate (chain, identity) and its SIG over HASH_I / HASH_R."""
+    sig = msg.get(SigPayload)
+    if sig is None:
+        raise RemoteProtocolError("a signature method and no SIG payload")
+    assert sa.p1.choice is not None
+    try:
+        cert = ike_auth.peer_certificate(
+            sa.config.auth,
+            msg.all(CertPayload),
+            peer_id.id_type,
+            peer_id.data,
+            sa.wall_clock(now),
+        )
+        signature.verify_hash(cert.public_key(), sa.p1.choice.suite.auth_method, expected, sig.data)
+    except AuthenticationFailed as exc:
+        reason = str(getattr(exc, "reason", "signature"))
+        sa.emit(AuthenticationFailedEvent(sa.peer_addr, reason, False, _printable(peer_id)))
+        _fail(sa, now, str(exc), NotifyType.AUTHENTICATION_FAILED, notify_peer=True)
+        return False
+    return True
+
+
+def _auth_payloads(sa: IsakmpSa, own_hash: bytes) -> list[Payload]:
+    """HASH_I / HASH_R itself (PSK), or our certificates and the SIG over it."""
+    cfg = sa.config.auth
+    if cfg.method == "psk":
+        return [HashPayload(own_hash)]
+    assert sa.p1.choice is not None
+    certificates: list[Payload] = [
+        CertPayload(CertEncoding.X509_SIGNATURE, der) for der in cfg.certificates
+    ]
+    method = sa.p1.choice.suite.auth_method
+    return [*certificates, SigPayload(signature.sign_hash(cfg.private_key, method, own_hash))]
+
+
+def _initial_contact(sa: IsakmpSa) -> NotificationPayload:
+    """INITIAL-CONTACT in message 5 (RFC 2407 section 4.6.3.3): a peer that still holds
+    SAs from an earlier run of ours (a restarted sidecar) may drop them."""
+    return NotificationPayload(
+        NotifyType.INITIAL_CONTACT, protocol=ProtocolId.ISAKMP, spi=sa.cookie_i + sa.cookie_r
+    )
+
+
+def _certreq(sa: IsakmpSa) -> list[Payload]:
+    """An empty CERTREQ (any CA) with signatures, so a peer that sends its certificate
+    only when asked (strongSwan's default) sends it."""
+    if sa.config.auth.method != "signature":
+        return []
+    return [CertReqPayload(CertEncoding.X509_SIGNATURE, b"")]
+
+
+#: HASH_I / HASH_R mismatches before main mode fails. Without a MAC, one mismatch may be
+#: a datagram damaged or forged on the way (the peer's retransmission then succeeds);
+#: the same mismatch again is a wrong pre-shared key.
+HASH_MISMATCHES_ALLOWED = 1
+
+
+def _hash_mismatch(
+    sa: IsakmpSa, payload: IdPayload, now: float, which: str, *, notify_peer: bool
+) -> None:
+    sa.p1.hash_mismatches += 1
+    if sa.p1.hash_mismatches <= HASH_MISMATCHES_ALLOWED:
+        raise IntegrityError(f"{which} does not match (dropped; waiting for a retransmission)")
+    sa.emit(AuthenticationFailedEvent(sa.peer_addr, "psk", False, _printable(payload)))
+    _fail(
+        sa,
+        now,
+        f"{which} does not match",
+        NotifyType.AUTHENTICATION_FAILED,
+        notify_peer=notify_peer,
+    )
+
+
+def _derive(sa: IsakmpSa) -> None:
+    p1 = sa.p1
+    assert p1.choice is not None
+    if sa.config.auth.method == "signature":
+        skeyid = keys.skeyid_signature(p1.prf_id, p1.nonce_i, p1.nonce_r, p1.shared)
+    else:
+        skeyid = keys.skeyid_psk(p1.prf_id, sa.config.auth.psk, p1.nonce_i, p1.nonce_r)
+    p1.keys = keys.derive_phase1_keys(
+        p1.prf_id, skeyid, p1.shared, sa.cookie_i, sa.cookie_r, p1.choice.encryption_key_len
+    )
+    p1.enc_key = p1.keys.encryption_key
+
+
+def _local_id(sa: IsakmpSa) -> IdPayload:
+    if sa.config.auth.method == "signature":
+        own = ike_auth.configured_identity(sa.config.auth)
+        return IdPayload(own.id_type, own.data)
+    identity = sa.config.auth.local_id
+    if identity is None:
+        identity_type, data = negotiation.address_identity(sa.config.local_addr[0])
+        return IdPayload(identity_type, data)
+    return IdPayload(identity.id_type, identity.data)  # IKEv1 and IKEv2 share the numbers
+
+
+def _identity_allowed(sa: IsakmpSa, payload: IdPayload) -> bool:
+    wanted = sa.config.auth.remote_id
+    if wanted is None:
+        return True
+    return wanted.id_type == payload.id_type and wanted.data == payload.data
+
+
+def _printable(payload: IdPayload) -> str:
+    return ike_auth.printable_identity(payload.id_type, payload.data)
+
+
+def _error_notification(msg: Message) -> int | None:
+    for n in msg.all(NotificationPayload):
+        if n.notify_type < 8192:
+            return n.notify_type
+    return None
+
+
+def _nat_d(sa: IsakmpSa, remote: Address) -> list[Payload]:
+    """NAT-D of the peer's address, then ours (RFC 3947 section 3.2), if it speaks NAT-T."""
+    if not sa.peer_natt:
+        return []
+    prf_id = sa.p1.prf_id
+    return [
+        NatDPayload(nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *remote)),
+        NatDPayload(nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *sa.config.local_addr)),
+    ]
+
+
+def _check_nat(sa: IsakmpSa, msg: Message, addr: Address) -> None:
+    """RFC 3947 section 3.2: the first NAT-D is of the receiver, the others of the sender."""
+    hashes = [p.data for p in msg.all(NatDPayload)]
+    if not hashes or not sa.peer_natt:
+        return
+    prf_id = sa.p1.prf_id
+    mine = nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *sa.config.local_addr)
+    theirs = nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *addr)
+    sa.nat_local = not hmac.compare_digest(hashes[0], mine)
+    sa.nat_remote = not any(hmac.compare_digest(h, theirs) for h in hashes[1:])
+
+
+def _established(sa: IsakmpSa, remote: IdPayload, addr: Address, now: float) -> None:
+    p1 = sa.p1
+    assert p1.choice is not None and p1.local_id is not None
+    sa.remote_identity = _printable(remote)
+    sa.set_established(now)
+    sa.touch(now)
+    sa.emit(
+        IkeSaEstablished(
+            spi_i=sa.cookie_i,
+            spi_r=sa.cookie_r,
+            initiator=sa.is_initiator,
+            remote_addr=sa.peer_addr,
+            local_id=_printable(p1.local_id),
+            remote_id=sa.remote_identity,
+            encr_id=p1.choice.encr_id,
+            encr_key_bits=p1.choice.encr_key_bits,
+            integ_id=p1.choice.integ_id,
+            prf_id=p1.choice.prf_id,
+            dh_group=p1.choice.dh_group,
+            nat_local=sa.nat_local,
+            nat_remote=sa.nat_remote,
+            fragmentation=False,
+        )
+    )
+    if sa.is_initiator:
+        for child in sa.config.started_children:
+            sa.initiate_child(child.name, now)
+
+
+__all__ = ["DPD_VENDOR_ID", "NATT_VENDOR_ID", "Phase1", "handle", "start"]

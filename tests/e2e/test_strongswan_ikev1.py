@@ -1,0 +1,315 @@
+"""IKEv1 interoperability with strongSwan 5.9.8 (charon with ``version = 1``): main mode
+with a pre-shared key, quick mode with and without PFS, traffic both ways through the
+userspace datapath, Delete from each side.
+
+Topology and roles as in ``test_strongswan_interop``: charon (kernel-libipsec) is the
+gateway of pod CIDR 10.10.2.0/24 on node b, the kipsec sidecar the gateway of
+10.10.1.0/24 on node a. With kernel-libipsec charon keeps ``encap = yes``: it fakes the
+NAT-D hashes of main mode messages 3/4, so both sides float to UDP 4500 from message 5
+and quick mode asks for UDP-encapsulated tunnel mode (RFC 3947) — kipsec's IKEv1 NAT-T
+path is exercised by every test here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.interop import (
+    add_gateway_nodes,
+    assert_traffic_both_ways_only_encrypted,
+    gateway_peer,
+    kipsec_installed_spis,
+    mirrored,
+)
+from support.netns import Topology, stop_process
+from support.pki import CertificateAuthority, KeyKind
+from support.sequenced import sequenced_stream
+from support.sidecars import Sidecar, established, fqdn, wait_until
+from support.strongswan import CertAuth, Charon, CharonFactory, IkeSa, Psk, gateway_pair
+
+pytestmark = pytest.mark.netns
+
+PSK_TEXT = "ikev1 interop pre-shared key"
+Setup = Callable[..., tuple[Sidecar, Charon]]
+
+
+@pytest.fixture
+def interop_v1(
+    gateway_topology: Topology, strongswan_factory: CharonFactory, tmp_path: Path
+) -> Setup:
+    """``setup(ike, esp, kipsec_initiates)`` → kipsec on a and charon on b, established."""
+    topo = gateway_topology
+    add_gateway_nodes(topo)
+
+    def setup(
+        ike: str = "aes256-sha256-modp2048",
+        esp: str = "aes128-sha256",
+        kipsec_initiates: bool = True,
+        *,
+        charon_secret: str = PSK_TEXT,
+        auth: str = "psk",
+        liveness: dict[str, Any] | None = None,
+        dpd_delay: int | None = None,
+        charon_ike: str | None = None,
+        charon_esp: str | None = None,
+        expect_failure: bool = False,
+    ) -> tuple[Sidecar, Charon]:
+        sidecar = Sidecar(topo, "a", tmp_path)
+        peer = gateway_peer(
+            topo,
+            ikeVersion=1,
+            start="onStart" if kipsec_initiates else "onDemand",
+        )
+        charon_auth: Psk | CertAuth = Psk(charon_secret)
+        local: dict[str, Any] = {"auth": {"psk": {"value": PSK_TEXT}}}
+        if auth != "psk":
+            root = CertificateAuthority.root("kipsec ikev1 interop root")
+            kind: KeyKind = "rsa" if auth == "rsa" else "ec256"
+            ours = root.issue("a", dns=[fqdn("a")], key_kind=kind, key_slot=80)
+            theirs = root.issue("b", dns=[fqdn("b")], key_kind=kind, key_slot=81)
+            local = {"auth": sidecar.certificate_auth(ours, root)}
+            charon_auth = CertAuth(theirs, (root.cert,))
+        extra: dict[str, Any] = {"liveness": liveness} if liveness else {}
+        sidecar.write([peer], local=local, proposals={"ike": [ike], "esp": [esp]}, **extra)
+        _, conn_b = gateway_pair(
+            topo,
+            "a",
+            "b",
+            auth=(charon_auth, charon_auth),
+            ids=(fqdn("a"), fqdn("b")),
+            version=1,
+            encap=True,
+            proposals=(charon_ike or ike,),
+            child_options={"esp_proposals": (charon_esp or esp,)},
+            extra={"aggressive": "no"},
+            dpd_delay=dpd_delay,
+        )
+        charon = strongswan_factory(topo, "b")
+        charon.configure(conn_b)
+        charon.load()
+        sidecar.start()
+        if not kipsec_initiates:
+            try:
+                charon.initiate("net", timeout=15)
+            except AssertionError:
+                if not expect_failure:
+                    raise
+        return sidecar, charon
+
+    return setup
+
+
+def wait_up(sidecar: Sidecar, charon: Charon) -> IkeSa:
+    sa = charon.wait_established(child="net", timeout=15)
+    wait_until("kipsec established with charon", established(sidecar, "b"), timeout=15)
+    return sa
+
+
+@pytest.mark.parametrize(
+    ("kipsec_initiates", "ike", "esp", "charon_esp"),
+    [
+        (True, "aes256-sha256-modp2048", "aes128-sha256", ("AES_CBC", 128, "")),
+        (True, "aes128-sha256-ecp256", "aes256-sha256-ecp256", ("AES_CBC", 256, "ECP_256")),
+        (False, "aes256-sha256-modp2048", "aes256gcm16", ("AES_GCM_16", 256, "")),
+        (False, "aes128-sha256-ecp256", "aes128-sha256-modp2048", ("AES_CBC", 128, "MODP_2048")),
+    ],
+    ids=["kipsec-initiates-modp2048", "kipsec-initiates-ecp256-pfs",
+         "strongswan-initiates-modp2048-gcm", "strongswan-initiates-ecp256-pfs"],
+)  # fmt: skip
+def test_ikev1_psk_main_mode_and_quick_mode_carry_traffic_both_ways(
+    interop_v1: Setup,
+    gateway_topology: Topology,
+    tmp_path: Path,
+    kipsec_initiates: bool,
+    ike: str,
+    esp: str,
+    charon_esp: tuple[str, int, str],
+) -> None:
+    sidecar, charon = interop_v1(ike, esp, kipsec_initiates)
+    sa = wait_up(sidecar, charon)
+    charon_child = sa.child("net")
+    assert charon_child is not None
+    # What charon negotiated: the cipher, its key size and the quick mode PFS group.
+    encr, bits, pfs = charon_esp
+    assert (charon_child.encr_alg, charon_child.encr_keysize, charon_child.dh_group) == (
+        encr,
+        bits,
+        pfs,
+    ), charon_child
+    assert sa.initiator is not kipsec_initiates
+    assert sa.remote_id == fqdn("a")
+    view = sidecar.peer("b")
+    assert view["ike_sa"]["ike_version"] == 1
+    assert view["ike_sa"]["initiator"] is kipsec_initiates
+    assert view["ike_sa"]["nat_detected"], "libipsec fakes a NAT: kipsec must see one"
+    assert_traffic_both_ways_only_encrypted(gateway_topology, tmp_path / "wire.pcap")
+    (child,) = sidecar.installed("b")
+    assert child["encapsulation"] == "udp", child
+    assert mirrored(sidecar, charon)
+    assert child["packets_in"] >= 4 and child["packets_out"] >= 4, child
+    if kipsec_initiates:  # message 5 carries INITIAL-CONTACT, and charon parses it
+        log = (tmp_path / "strongswan-b" / "charon.log").read_text()
+        assert "[ ID HASH N(INITIAL_CONTACT) ]" in log
+
+
+@pytest.mark.parametrize(
+    ("auth", "kipsec_initiates"),
+    [("ecdsa", True), ("rsa", False), ("ecdsa", False), ("rsa", True)],
+    ids=["ecdsa-kipsec-initiates", "rsa-strongswan-initiates",
+         "ecdsa-strongswan-initiates", "rsa-kipsec-initiates"],
+)  # fmt: skip
+def test_ikev1_signature_main_mode_with_strongswan(
+    interop_v1: Setup,
+    gateway_topology: Topology,
+    tmp_path: Path,
+    auth: str,
+    kipsec_initiates: bool,
+) -> None:
+    """RSA (method 3) and ECDSA P-256 (method 9, RFC 4754) signatures, certificates
+    from one CA on both sides, each side initiating."""
+    sidecar, charon = interop_v1(kipsec_initiates=kipsec_initiates, auth=auth)
+    sa = wait_up(sidecar, charon)
+    assert sa.remote_id == fqdn("a")
+    assert sidecar.peer("b")["ike_sa"]["remote_id"] == fqdn("b")
+    assert_traffic_both_ways_only_encrypted(gateway_topology, tmp_path / "wire.pcap")
+    assert mirrored(sidecar, charon)
+
+
+def test_a_wrong_psk_establishes_nothing(interop_v1: Setup) -> None:
+    sidecar, charon = interop_v1(charon_secret="not the same key at all")
+    with pytest.raises(AssertionError):
+        charon.wait_established(child="net", timeout=8)
+    assert not kipsec_installed_spis(sidecar)
+    assert sidecar.peer("b")["state"] != "established"
+
+
+def test_delete_from_kipsec_is_noticed_by_strongswan(interop_v1: Setup) -> None:
+    sidecar, charon = interop_v1()
+    wait_up(sidecar, charon)
+    sidecar.cli("terminate", "b")
+    charon.wait_for(lambda sas: not sas, timeout=10, what="charon to drop the IKEv1 SA")
+    view = sidecar.peer("b")
+    assert view["ike_sa"] is None and view["children"] == [], view
+
+
+def test_delete_from_strongswan_is_noticed_by_kipsec(interop_v1: Setup) -> None:
+    sidecar, charon = interop_v1()
+    wait_up(sidecar, charon)
+    old_children = kipsec_installed_spis(sidecar)
+    charon.terminate(ike="gw")
+    wait_until(
+        "kipsec to drop the SAs charon deleted",
+        lambda: not kipsec_installed_spis(sidecar) & old_children,
+        timeout=10,
+    )
+
+
+def test_phase_2_rekeys_by_either_side_lose_no_packet_of_a_sequenced_stream(
+    interop_v1: Setup, gateway_topology: Topology
+) -> None:
+    """A new quick mode replaces the child SA while a numbered UDP stream crosses the
+    tunnel: first kipsec rekeys, then charon; the old pairs are deleted 5 s later (when
+    kipsec's outbound moves over); every datagram must come back."""
+    sidecar, charon = interop_v1()
+    wait_up(sidecar, charon)
+    first = kipsec_installed_spis(sidecar)
+    count = 12000  # 12 s: both old pairs are deleted (outbound moves) while it runs
+    echo, stream = sequenced_stream(gateway_topology, "pa", "pb", count)
+    time.sleep(0.5)
+    sidecar.cli("rekey", "--child", "b")
+    wait_until(
+        "charon to hold kipsec's new child",
+        lambda: mirrored(sidecar, charon) and kipsec_installed_spis(sidecar).isdisjoint(first),
+        timeout=5,
+    )
+    second = kipsec_installed_spis(sidecar)
+    assert charon.rekey(child="net") >= 1
+    wait_until(
+        "kipsec to hold charon's new child",
+        lambda: (
+            kipsec_installed_spis(sidecar).isdisjoint(first | second)
+            and bool(kipsec_installed_spis(sidecar))
+        ),
+        timeout=5,
+    )
+    wait_until(
+        "both replaced pairs deleted, outbound on the newest",
+        lambda: sidecar.spis("b").isdisjoint(first | second),
+        timeout=8,
+    )
+    assert stream.poll() is None, "the stream ended before the old pairs went: make it longer"
+    stdout, _ = stream.communicate(timeout=30)
+    stop_process(echo)
+    assert f"received {count} of {count}".encode() in stdout, stdout.decode()
+    assert sidecar.sas()["rekeys"]["child"] >= 2
+
+
+def test_kipsec_dpd_declares_a_killed_strongswan_dead(interop_v1: Setup) -> None:
+    """R-U-THERE every 2 s of silence; charon killed (no Delete): the peer goes down."""
+    sidecar, charon = interop_v1(liveness={"interval": "2s", "timeout": "5s"})
+    wait_up(sidecar, charon)
+    time.sleep(5)  # several R-U-THERE answered by charon: still up
+    assert sidecar.peer("b")["ike_sa"] is not None
+    charon.kill()
+    wait_until(
+        "kipsec to declare charon dead", lambda: sidecar.peer("b")["ike_sa"] is None, timeout=20
+    )
+    assert not kipsec_installed_spis(sidecar)
+
+
+def test_kipsec_answers_strongswan_dpd(interop_v1: Setup, tmp_path: Path) -> None:
+    """charon with dpd_delay = 2 s probes kipsec; kipsec acknowledges, nothing goes down."""
+    sidecar, charon = interop_v1(dpd_delay=2)
+    wait_up(sidecar, charon)
+    log = tmp_path / "strongswan-b" / "charon.log"
+    wait_until("charon to get a DPD acknowledgement", lambda: "N(DPD_ACK)" in log.read_text(), 15)
+    assert "invalid HASH" not in log.read_text()  # the acknowledgement authenticated
+    assert charon.established(child="net") is not None
+    assert sidecar.peer("b")["ike_sa"] is not None
+
+
+@pytest.mark.parametrize(
+    "kipsec_initiates", [True, False], ids=["kipsec-initiates", "strongswan-initiates"]
+)
+def test_no_phase_1_proposal_is_refused_and_the_initiator_told(
+    interop_v1: Setup, tmp_path: Path, kipsec_initiates: bool
+) -> None:
+    sidecar, charon = interop_v1(
+        kipsec_initiates=kipsec_initiates,
+        charon_ike="aes128-sha256-ecp256",
+        expect_failure=True,
+    )
+    log = tmp_path / "strongswan-b" / "charon.log"
+    if kipsec_initiates:  # charon refuses message 1 with NO-PROPOSAL-CHOSEN
+        wait_until(
+            "kipsec to hear NO_PROPOSAL_CHOSEN",
+            lambda: sidecar.peer("b")["last_failure"] == "no_proposal_chosen",
+            timeout=15,
+        )
+    else:  # kipsec refuses charon's message 1 and tells it
+        wait_until(
+            "charon to hear NO_PROPOSAL_CHOSEN",
+            lambda: "NO_PROPOSAL_CHOSEN" in log.read_text(),
+            timeout=15,
+        )
+    assert charon.established(child="net") is None
+    assert not kipsec_installed_spis(sidecar)
+
+
+def test_no_phase_2_proposal_is_refused_and_the_isakmp_sa_stays(
+    interop_v1: Setup, tmp_path: Path
+) -> None:
+    sidecar, charon = interop_v1(esp="aes128-sha256", charon_esp="aes256gcm16")
+    wait_until(
+        "kipsec to hear NO_PROPOSAL_CHOSEN for its quick mode",
+        lambda: sidecar.peer("b")["last_failure"] == "no_proposal_chosen",
+        timeout=15,
+    )
+    assert sidecar.peer("b")["ike_sa"]["state"] == "established"
+    assert not kipsec_installed_spis(sidecar)
+    assert charon.list_sas() and charon.established(child="net") is None

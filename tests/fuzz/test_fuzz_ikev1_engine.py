@@ -1,0 +1,100 @@
+"""Peer garbage against the IKEv1 engine: random bytes, mutated real datagrams and
+authenticated nonsense (encrypted under the ISAKMP SA's keys with a correct HASH(1)).
+
+No exception reaches the caller, and none is swallowed as an internal error: the
+``internal_errors`` counter, where a bug would hide, stays at zero on both sides.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kipsec_sidecar.core.ikev1 import keys
+from kipsec_sidecar.core.ikev1.constants import ExchangeType
+from kipsec_sidecar.core.ikev1.engine import IsakmpSa
+from kipsec_sidecar.core.ikev1.message import Message, encode_payloads
+from kipsec_sidecar.core.ikev1.payloads import HashPayload, Payload
+from support.ike_pair import I2R, INITIATOR_ADDR, IkePair, pair_configs
+from support.ikev1_strategies import payloads
+
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def established_pair() -> IkePair:
+    pair = IkePair(*pair_configs(version=1), version=1)
+    pair.run(10)
+    assert pair.initiator.established and pair.responder.established
+    return pair
+
+
+def captured() -> list[bytes]:
+    """Every datagram the initiator sends in a whole life: main mode, quick mode, Delete."""
+    seen: list[bytes] = []
+
+    def tap(direction: str, index: int, data: bytes) -> list[bytes]:
+        if direction == I2R:
+            seen.append(data)
+        return [data]
+
+    pair = IkePair(*pair_configs(version=1), version=1, tap=tap)
+    pair.run(10)
+    pair.initiator.delete(pair.now)
+    pair.settle()
+    return seen
+
+
+CAPTURED = captured()
+
+
+def assert_no_internal_error(pair: IkePair) -> None:
+    for sa in (pair.initiator, pair.responder):
+        assert isinstance(sa, IsakmpSa)
+        assert sa.stats.internal_errors == 0
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_random_bytes(data: bytes) -> None:
+    pair = established_pair()
+    pair.endpoint.receive_datagram(data, INITIATOR_ADDR, pair.now)
+    pair.initiator.receive_datagram(data, INITIATOR_ADDR, pair.now)
+    assert_no_internal_error(pair)
+
+
+@FUZZ
+@given(st.sampled_from(CAPTURED), st.integers(0, 2000), st.integers(1, 255), st.booleans())
+def test_mutated_real_datagrams(data: bytes, position: int, xor: int, truncate: bool) -> None:
+    pair = established_pair()
+    position %= len(data)
+    mutated = (
+        data[:position]
+        if truncate
+        else (data[:position] + bytes([data[position] ^ xor]) + data[position + 1 :])
+    )
+    pair.endpoint.receive_datagram(mutated, INITIATOR_ADDR, pair.now)
+    pair.run(5)
+    assert_no_internal_error(pair)
+
+
+@FUZZ
+@given(
+    st.sampled_from([ExchangeType.QUICK, ExchangeType.INFORMATIONAL]),
+    st.integers(1, 0xFFFFFFFF),
+    st.lists(payloads, max_size=5),
+)
+def test_authenticated_nonsense(exchange: int, message_id: int, body: list[Payload]) -> None:
+    """Correctly encrypted and hashed under the ISAKMP SA, but anything inside."""
+    pair = established_pair()
+    sender: IsakmpSa = pair.initiator
+    assert sender.p1.keys is not None
+    tail = encode_payloads(body)[1]
+    hash1 = keys.quick_mode_hash1(sender.p1.prf_id, sender.p1.keys.skeyid_a, message_id, tail)
+    msg = Message(
+        sender.cookie_i, sender.cookie_r, exchange, message_id, (HashPayload(hash1), *body)
+    )
+    data = sender.seal(msg, message_id)
+    sender.forget_exchange(message_id)
+    pair.endpoint.receive_datagram(data, INITIATOR_ADDR, pair.now)
+    pair.run(30)
+    assert_no_internal_error(pair)

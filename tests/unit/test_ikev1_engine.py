@@ -1,0 +1,279 @@
+"""IKEv1 main mode (PSK) and quick mode through the engine, in memory with a fake clock:
+the handshake, the keys both sides agree on, loss, duplication, tampering, a wrong PSK,
+no proposal in phase 1 and phase 2, Delete, DPD and a phase 2 rekey."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from kipsec_sidecar.core.ike.config import (
+    AuthConfig,
+    ChildProposal,
+    Encryption,
+    Identity,
+    IkeConfig,
+    Lifetime,
+)
+from kipsec_sidecar.core.ike.constants import DhGroup, EncrId, IntegId
+from kipsec_sidecar.core.ike.events import (
+    AuthenticationFailedEvent,
+    ChildSaDeleted,
+    ChildSaEstablished,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    NegotiationFailed,
+)
+from kipsec_sidecar.core.ikev1.engine import IsakmpSa
+from support.ike_pair import ESP_CBC, I2R, R2I, V1_IKE_PROPOSALS, IkePair, pair_configs
+from support.pki import NOW, CertificateAuthority, Issued, KeyKind
+
+V1_IKE = V1_IKE_PROPOSALS
+ESP_CBC_PFS = replace(ESP_CBC, dh=(DhGroup.ECP_256,))
+
+
+def configs(**kwargs: Any) -> tuple[IkeConfig, IkeConfig]:
+    return pair_configs(version=1, **kwargs)
+
+
+def pair(**kwargs: Any) -> IkePair:
+    tap = kwargs.pop("tap", None)
+    return IkePair(*configs(**kwargs), version=1, tap=tap)
+
+
+def test_main_mode_and_quick_mode_establish_mirrored_esp_sas() -> None:
+    p = pair()
+    p.run(10)
+    assert isinstance(p.initiator, IsakmpSa)
+    assert p.initiator.established and p.responder.established
+    (ei,) = p.i.of(IkeSaEstablished)
+    assert (ei.local_id, ei.remote_id) == ("a.example", "b.example")
+    (ci,) = p.i.of(ChildSaEstablished)
+    (cr,) = p.r.of(ChildSaEstablished)
+    assert (ci.spi_in, ci.spi_out) == (cr.spi_out, cr.spi_in)
+    assert ci.encr_key_out == cr.encr_key_in and ci.encr_key_in == cr.encr_key_out
+    assert ci.integ_key_out == cr.integ_key_in and ci.integ_key_in == cr.integ_key_out
+    assert len(ci.encr_key_out) == 16 and len(ci.integ_key_out) == 32
+    assert ci.encr_key_out != ci.encr_key_in
+    assert (ci.encr_id, ci.integ_id) == (EncrId.AES_CBC, IntegId.HMAC_SHA2_256_128)
+    assert ci.local_ts == cr.remote_ts and ci.remote_ts == cr.local_ts
+    # Main mode is 3 round trips, quick mode 1.5: 3 + 2 from the initiator, 3 + 1 back.
+    assert p.counts == {I2R: 5, R2I: 4}
+    assert p.initiator.stats.internal_errors == 0 and p.responder.stats.internal_errors == 0
+
+
+def test_quick_mode_with_pfs() -> None:
+    p = pair(child=ESP_CBC_PFS)
+    p.run(10)
+    (ci,) = p.i.of(ChildSaEstablished)
+    (cr,) = p.r.of(ChildSaEstablished)
+    assert ci.encr_key_out == cr.encr_key_in
+    no_pfs = pair()
+    no_pfs.run(10)
+    assert no_pfs.i.of(ChildSaEstablished)[0].encr_key_out != ci.encr_key_out
+
+
+def test_a_wrong_psk_fails_on_both_sides_and_nothing_is_installed() -> None:
+    p = pair(r_psk=b"another secret entirely")
+    p.run(60)
+    assert not p.initiator.established
+    assert not p.i.of(ChildSaEstablished) and not p.r.of(ChildSaEstablished)
+    assert p.initiator.closed
+    assert p.responder.closed or not p.responder.established
+
+
+def test_no_phase_1_proposal_is_refused_with_a_notification() -> None:
+    other = (replace(V1_IKE[0], dh=(DhGroup.ECP_256,)),)
+    p = pair(r_proposals=other)
+    p.run(30)
+    assert p.initiator.closed
+    (failed,) = p.i.of(NegotiationFailed)
+    assert failed.by_peer and failed.notify == 14  # NO-PROPOSAL-CHOSEN
+
+
+def test_no_phase_2_proposal_leaves_the_isakmp_sa_up() -> None:
+    gcm = ChildProposal(encryption=(Encryption(EncrId.AES_GCM_16, 256),))
+    p = pair(r_child=gcm)
+    p.run(10)
+    assert p.initiator.established and p.responder.established
+    assert not p.i.of(ChildSaEstablished)
+    assert any(e.notify == 14 for e in p.r.of(NegotiationFailed))
+
+
+def test_lost_messages_are_retransmitted_and_duplicates_answered_from_cache() -> None:
+    dropped: set[tuple[str, int]] = {(I2R, 0), (R2I, 1), (I2R, 3), (R2I, 4)}
+
+    def tap(direction: str, index: int, data: bytes) -> list[bytes]:
+        return [] if (direction, index) in dropped else [data]
+
+    p = pair(tap=tap)
+    p.run(30)
+    assert p.initiator.established and p.responder.established
+    assert p.i.of(ChildSaEstablished) and p.r.of(ChildSaEstablished)
+    assert p.initiator.stats.retransmissions >= 2
+
+
+def test_every_datagram_duplicated_still_gives_one_child_each() -> None:
+    p = pair(tap=lambda direction, index, data: [data, data])
+    p.run(10)
+    assert len(p.i.of(ChildSaEstablished)) == 1 and len(p.r.of(ChildSaEstablished)) == 1
+    assert p.responder.stats.answered_from_cache >= 1
+
+
+def test_tampered_encrypted_messages_are_dropped() -> None:
+    def tap(direction: str, index: int, data: bytes) -> list[bytes]:
+        if direction == I2R and index == 2:  # message 5, encrypted: flip a ciphertext bit
+            at = 28 + 3  # the first ciphertext block: garbles the ID payload
+            return [data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]]
+        return [data]
+
+    p = pair(tap=tap)
+    p.run(30)
+    assert p.responder.stats.dropped_malformed + p.responder.stats.dropped_integrity >= 1
+    assert p.initiator.established  # the retransmitted original got through
+
+
+def test_aggressive_mode_is_refused() -> None:
+    p = pair()
+    msg = bytearray(p.wire[0][1])
+    msg[18] = 4  # exchange type: aggressive
+    p.wire.clear()
+    p.endpoint.receive_datagram(bytes(msg), ("10.0.0.1", 500), 0.0)
+    assert p.endpoint.refused["aggressive_mode"] == 1 and not p.endpoint.sas
+
+
+def test_delete_from_the_initiator_removes_everything_on_both_sides() -> None:
+    p = pair()
+    p.run(10)
+    p.initiator.delete(p.now)
+    p.settle()
+    assert p.initiator.closed and p.responder.closed
+    assert p.r.of(ChildSaDeleted)[0].reason == "deleted-by-peer"  # its Delete came first
+    assert p.r.of(IkeSaDeleted)[0].reason == "deleted-by-peer"
+
+
+def test_delete_of_a_child_from_the_responder() -> None:
+    p = pair()
+    p.run(10)
+    (cr,) = p.r.of(ChildSaEstablished)
+    p.responder.delete_child(cr.spi_in, p.now)
+    p.settle()
+    (deleted,) = p.i.of(ChildSaDeleted)
+    assert deleted.reason == "deleted-by-peer" and deleted.spi_out == cr.spi_in
+    assert p.initiator.established
+
+
+def test_dpd_detects_a_dead_peer_and_keeps_a_live_one() -> None:
+    p = pair(i_liveness_interval=5.0, r_liveness_interval=5.0)
+    p.run(30)
+    assert p.initiator.established and p.responder.established
+    assert not p.i.of(IkeSaDeleted)
+    p.tap = lambda direction, index, data: [] if direction == R2I else [data]
+    p.run(60)
+    assert p.initiator.closed
+    assert p.i.of(IkeSaDeleted)[-1].reason == "peer-dead"
+
+
+def test_phase_2_rekey_is_make_before_break() -> None:
+    p = pair()
+    p.run(10)
+    (old,) = p.i.of(ChildSaEstablished)
+    p.initiator.rekey_child(old.spi_in, p.now)
+    p.run(20)
+    new = p.i.of(ChildSaEstablished)[-1]
+    assert new.replaces == old.spi_in
+    assert new.defer_outbound  # no commit bit: outbound moves when the old pair is deleted
+    (gone,) = p.i.of(ChildSaDeleted)
+    assert gone.spi_in == old.spi_in and gone.reason == "rekeyed"
+    assert p.r.of(ChildSaDeleted)[0].spi_out == old.spi_in
+    assert p.i.events.index(new) < p.i.events.index(gone)
+
+
+def test_the_responder_installs_before_message_2_and_removes_the_pair_without_message_3() -> None:
+    def tap(direction: str, index: int, data: bytes) -> list[bytes]:
+        quick_mode_3 = direction == I2R and index >= 4  # every copy of message 3
+        return [] if quick_mode_3 else [data]
+
+    p = pair(tap=tap)
+    p.run(2)
+    (cr,) = p.r.of(ChildSaEstablished)  # before any message 3 arrived
+    p.run(60)
+    (gone,) = p.r.of(ChildSaDeleted)
+    assert gone.spi_in == cr.spi_in and gone.reason == "deleted"
+    assert p.responder.established and p.responder.stats.retransmissions >= 1
+
+
+# --- signatures (RSA method 3, ECDSA methods 9/10, RFC 4754) ---------------------------
+
+ROOT = CertificateAuthority.root("kipsec ikev1 test root")
+EPOCH = NOW.timestamp()
+
+
+def signing(
+    config: IkeConfig, me: str, peer: str, leaf: Issued, anchor: CertificateAuthority = ROOT
+) -> IkeConfig:
+    auth = AuthConfig(
+        "signature",
+        local_id=Identity.fqdn(me),
+        remote_id=Identity.fqdn(peer),
+        private_key=leaf.key,
+        certificates=(leaf.der,),
+        trust_anchors=(anchor.der,),
+    )
+    return replace(config, auth=auth, wall_clock_epoch=EPOCH)
+
+
+def cert_pair(
+    key_kind: KeyKind = "ec256", *, r_leaf: Issued | None = None, **kwargs: Any
+) -> IkePair:
+    i, r = configs(**kwargs)
+    leaf_a = ROOT.issue("a", key_kind=key_kind, key_slot=70, dns=["a.example"])
+    leaf_b = r_leaf or ROOT.issue("b", key_kind=key_kind, key_slot=71, dns=["b.example"])
+    return IkePair(
+        signing(i, "a.example", "b.example", leaf_a),
+        signing(r, "b.example", "a.example", leaf_b),
+        version=1,
+    )
+
+
+@pytest.mark.parametrize(("key_kind", "method"), [("ec256", 9), ("ec384", 10), ("rsa", 3)])
+def test_signature_main_mode(key_kind: KeyKind, method: int) -> None:
+    p = cert_pair(key_kind)
+    p.run(10)
+    assert p.initiator.established and p.responder.established
+    assert p.initiator.p1.choice.suite.auth_method == method
+    (ci,) = p.i.of(ChildSaEstablished)
+    (cr,) = p.r.of(ChildSaEstablished)
+    assert ci.encr_key_out == cr.encr_key_in
+    assert p.i.of(IkeSaEstablished)[0].remote_id == "b.example"
+
+
+def test_a_certificate_from_an_untrusted_ca_is_rejected_and_the_initiator_told() -> None:
+    other = CertificateAuthority.root("someone else's root")
+    p = cert_pair(r_leaf=other.issue("b", key_slot=72, dns=["b.example"]))
+    p.run(30)
+    assert not p.initiator.established
+    assert any(e.reason == "untrusted" for e in p.i.of(AuthenticationFailedEvent))
+
+
+def test_a_certificate_for_another_identity_is_rejected() -> None:
+    p = cert_pair(r_leaf=ROOT.issue("c", key_slot=73, dns=["c.example"]))
+    p.run(30)
+    assert not p.initiator.established
+    assert any(e.reason == "identity-mismatch" for e in p.i.of(AuthenticationFailedEvent))
+
+
+def test_the_isakmp_sa_expires_at_its_hard_lifetime_and_the_peer_is_told() -> None:
+    short = Lifetime(rekey_after=0, expire_after=60)
+    p = pair(i_lifetime=short, r_lifetime=short)
+    p.run(10)
+    assert p.initiator.established
+    p.run(120)
+    assert p.initiator.closed and p.responder.closed
+    assert {e.reason for e in p.i.of(IkeSaDeleted)} | {e.reason for e in p.r.of(IkeSaDeleted)} <= {
+        "expired",
+        "deleted-by-peer",
+    }
+    assert p.i.of(ChildSaDeleted) and p.r.of(ChildSaDeleted)
