@@ -13,8 +13,10 @@ A pass renders the pods the batch can touch (all pods on the first pass) with
 even after a restart. A pod that keeps its sidecar but is no longer selected gets a
 document without peers (its sidecar then removes its SAs); deleting the Secret would
 leave the kubelet's last copy in the pod. Tunnel status is recomputed for every
-Tunnel and written only when it differs; a Tunnel's validation problems and pods
-running without the sidecar become Warning Events once per distinct message.
+Tunnel (with only pod changes: for the Tunnels they touch, whose validation, selection
+and links are also the only ones derived again) and written only when it differs; a
+Tunnel's validation problems and pods running without the sidecar become Warning
+Events once per distinct message.
 
 Everything the pass writes goes through :class:`Writer`, so tests drive it with a fake
 and the kopf handlers give it the real API.
