@@ -174,6 +174,8 @@ class Reconciler:
         """The pod and Service ranges external subnets must not overlap (settings)."""
         self.actual: dict[ObjectKey, Mapping[str, str]] = {}
         """Per pod, the data of its configuration Secret as the API holds it."""
+        self._relevance: dict[tuple[str, ObjectKey], Any] = {}
+        """Per indexed object, what :func:`_relevant` found in it (not computed twice)."""
         self._changes: list[Change] = []
         self._full = True
         self._reports_changed = False
@@ -216,7 +218,11 @@ class Reconciler:
             self._missing.discard(key)
         if kind == "TunnelCertificate" and deleted:
             self.trust_bundles.pop(key, None)
-        if _relevant(kind, old) != _relevant(kind, None if deleted else obj):
+        before = self._relevance.pop((kind, key), None) if old is not None else None
+        after = None if deleted else _relevant(kind, obj)
+        if not deleted:
+            self._relevance[(kind, key)] = after
+        if before != after:
             change_kind = _CHANGE_KINDS.get(kind)
             if change_kind is not None:
                 name = "" if kind == "Namespace" else key[1]

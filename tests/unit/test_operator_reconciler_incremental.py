@@ -9,6 +9,9 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
+from kipsec_operator import reconciler as reconciler_module
 from kipsec_operator.reconcile.cluster import K8sObject, ObjectKey, key_of
 from kipsec_operator.reconciler import Reconciler
 from support.operator_objects import namespace, pod, psk_mesh_spec, psk_secret, tunnel
@@ -95,3 +98,30 @@ def test_pod_changes_reuse_untouched_tunnels_and_write_what_a_fresh_pass_writes(
         assert dict(live.statuses) == dict(fresh.statuses)
 
     asyncio.run(scenario())
+
+
+def test_a_watch_event_reads_the_new_object_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the rendering reads of an object is kept from its last event (a pod's was
+    parsed twice per event, addresses included), and changes are still seen."""
+    live, _ = reconciler(copy.deepcopy(OBJECTS))
+    calls: list[str] = []
+    real = reconciler_module.pod_ref
+
+    def counted(obj: Mapping[str, Any], **kwargs: Any) -> Any:
+        calls.append(obj["metadata"]["name"])
+        return real(obj, **kwargs)
+
+    monkeypatch.setattr(reconciler_module, "pod_ref", counted)
+    live._changes.clear()
+    r1 = copy.deepcopy(named(OBJECTS, "r1"))
+    r1["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    live.observe("Pod", "MODIFIED", r1)
+    assert calls == ["r1"]
+    assert live._changes == []
+    r1 = copy.deepcopy(r1)
+    r1["status"]["podIP"] = r1["status"]["podIPs"][0]["ip"] = "10.0.1.9"
+    live.observe("Pod", "MODIFIED", r1)
+    assert calls == ["r1", "r1"]
+    assert [c.key for c in live._changes] == [("default", "r1")]
+    live.observe("Pod", "DELETED", r1)
+    assert [c.key for c in live._changes] == [("default", "r1")] * 2

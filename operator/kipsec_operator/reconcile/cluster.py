@@ -44,6 +44,13 @@ def ip_version(address: str) -> int:
     return ipaddress.ip_address(address).version
 
 
+@lru_cache(maxsize=65536)
+def normalized_ip(address: str) -> str:
+    """The canonical text of an IP address (raises ValueError for anything else);
+    memoized: every watch event of a pod asks about its addresses."""
+    return str(ipaddress.ip_address(address))
+
+
 def key_of(obj: K8sObject) -> ObjectKey:
     """(namespace, name) of an object dict."""
     metadata = obj.get("metadata") or {}
@@ -234,7 +241,7 @@ def pod_ref(pod: K8sObject, *, require_ip: bool = True) -> PodRef | None:
     if not ips and require_ip:
         return None
     try:
-        normalized = tuple(str(ipaddress.ip_address(ip)) for ip in ips)
+        normalized = tuple(normalized_ip(ip) for ip in ips)
     except ValueError:
         return None
     return PodRef(
@@ -256,5 +263,6 @@ __all__ = [
     "PodRef",
     "ip_version",
     "key_of",
+    "normalized_ip",
     "pod_ref",
 ]
