@@ -105,7 +105,7 @@ def test_a_watch_event_reads_the_new_object_only(monkeypatch: pytest.MonkeyPatch
     parsed twice per event, addresses included), and changes are still seen."""
     live, _ = reconciler(copy.deepcopy(OBJECTS))
     calls: list[str] = []
-    real = reconciler_module.pod_ref
+    real = reconciler_module.pod_ref  # type: ignore[attr-defined]
 
     def counted(obj: Mapping[str, Any], **kwargs: Any) -> Any:
         calls.append(obj["metadata"]["name"])
