@@ -11,10 +11,8 @@ import pytest
 
 from kipsec_sidecar.core.errors import KipsecError
 from kipsec_sidecar.core.ike.config import (
-    AuthConfig,
     ChildProposal,
     Encryption,
-    Identity,
     IkeConfig,
     Lifetime,
 )
@@ -29,6 +27,9 @@ from kipsec_sidecar.core.ike.events import (
 )
 from kipsec_sidecar.core.ikev1.engine import IsakmpSa
 from support.ike_pair import ESP_CBC, I2R, R2I, V1_IKE_PROPOSALS, IkePair, pair_configs
+from support.ikev1_public_key import ROOT as PK_ROOT
+from support.ikev1_public_key import RSA_A, RSA_B, encrypting, public_key_pair
+from support.ikev1_public_key import signing as support_signing
 from support.pki import NOW, CertificateAuthority, Issued, KeyKind
 
 V1_IKE = V1_IKE_PROPOSALS
@@ -212,18 +213,8 @@ ROOT = CertificateAuthority.root("kipsec ikev1 test root")
 EPOCH = NOW.timestamp()
 
 
-def signing(
-    config: IkeConfig, me: str, peer: str, leaf: Issued, anchor: CertificateAuthority = ROOT
-) -> IkeConfig:
-    auth = AuthConfig(
-        "signature",
-        local_id=Identity.fqdn(me),
-        remote_id=Identity.fqdn(peer),
-        private_key=leaf.key,
-        certificates=(leaf.der,),
-        trust_anchors=(anchor.der,),
-    )
-    return replace(config, auth=auth, wall_clock_epoch=EPOCH)
+def signing(config: IkeConfig, me: str, peer: str, leaf: Issued) -> IkeConfig:
+    return support_signing(config, me, peer, leaf, ROOT)
 
 
 def cert_pair(
@@ -283,30 +274,6 @@ def test_the_isakmp_sa_expires_at_its_hard_lifetime_and_the_peer_is_told() -> No
 # --- public-key encryption (RFC 2409 sections 5.2 / 5.3, methods 4 and 5) -------------
 
 
-def encrypting(
-    config: IkeConfig, me: str, peer: str, leaf: Issued, peer_der: bytes, method: int
-) -> IkeConfig:
-    signed = signing(config, me, peer, leaf)
-    auth = replace(signed.auth, public_key_encryption=method, peer_certificate=peer_der)
-    return replace(signed, auth=auth)
-
-
-RSA_A = ROOT.issue("a", key_kind="rsa", key_slot=80, dns=["a.example"])
-RSA_B = ROOT.issue("b", key_kind="rsa", key_slot=81, dns=["b.example"])
-
-
-def pubkey_pair(
-    method: int, *, i_peer: bytes | None = None, tap: Any = None, **kwargs: Any
-) -> IkePair:
-    i, r = configs(**kwargs)
-    return IkePair(
-        encrypting(i, "a.example", "b.example", RSA_A, i_peer or RSA_B.der, method),
-        encrypting(r, "b.example", "a.example", RSA_B, RSA_A.der, method),
-        version=1,
-        tap=tap,
-    )
-
-
 @pytest.mark.parametrize("method", [4, 5])
 def test_public_key_encryption_main_mode(method: int) -> None:
     seen: list[bytes] = []
@@ -315,7 +282,7 @@ def test_public_key_encryption_main_mode(method: int) -> None:
         seen.append(data)
         return [data]
 
-    p = pubkey_pair(method, tap=record)
+    p = public_key_pair(method, tap=record)
     p.run(10)
     assert p.initiator.established and p.responder.established
     assert p.initiator.p1.choice.suite.auth_method == method
@@ -335,8 +302,8 @@ def test_public_key_encryption_main_mode(method: int) -> None:
 
 @pytest.mark.parametrize("method", [4, 5])
 def test_public_key_encryption_to_the_wrong_peer_key_fails_on_both_sides(method: int) -> None:
-    stranger = ROOT.issue("b", key_kind="rsa", key_slot=82, dns=["b.example"])
-    p = pubkey_pair(method, i_peer=stranger.der)
+    stranger = PK_ROOT.issue("b", key_kind="rsa", key_slot=82, dns=["b.example"])
+    p = public_key_pair(method, i_peer=stranger.der)
     p.run(120)
     assert not p.initiator.established and not p.responder.established
     assert not p.i.of(ChildSaEstablished) and not p.r.of(ChildSaEstablished)
@@ -353,7 +320,7 @@ def test_public_key_encryption_survives_loss_duplication_and_a_tampered_message_
     def lossy(direction: str, index: int, data: bytes) -> list[bytes]:
         return [] if (direction, index) in dropped else [data, data]
 
-    p = pubkey_pair(method, tap=lossy)
+    p = public_key_pair(method, tap=lossy)
     p.run(30)
     assert p.initiator.established and p.responder.established
     assert len(p.i.of(ChildSaEstablished)) == 1 and len(p.r.of(ChildSaEstablished)) == 1
@@ -364,14 +331,16 @@ def test_public_key_encryption_survives_loss_duplication_and_a_tampered_message_
             return [data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]]
         return [data]
 
-    t = pubkey_pair(method, tap=tamper)
+    t = public_key_pair(method, tap=tamper)
     t.run(30)
     assert t.responder.stats.dropped_malformed + t.responder.stats.dropped_integrity >= 1
     assert t.initiator.established and t.responder.established
 
 
 def test_a_peer_certificate_for_another_identity_is_refused() -> None:
-    p = pubkey_pair(4, i_peer=ROOT.issue("c", key_kind="rsa", key_slot=83, dns=["c.example"]).der)
+    p = public_key_pair(
+        4, i_peer=PK_ROOT.issue("c", key_kind="rsa", key_slot=83, dns=["c.example"]).der
+    )
     p.run(60)
     assert not p.initiator.established
 
@@ -383,7 +352,7 @@ def test_public_key_encryption_configuration_errors_name_the_field() -> None:
             i,
             "a.example",
             "b.example",
-            ROOT.issue("e", key_slot=84, dns=["a.example"]),
+            PK_ROOT.issue("e", key_slot=84, dns=["a.example"]),
             RSA_B.der,
             4,
         )
