@@ -165,7 +165,9 @@ class UserspaceOptions:
     the TUN MTU leaves room for the largest overhead among them (empty: the worst
     supported ESP suite). ``queues`` > 1 opens a multi-queue TUN device. ``offload``
     opens the device with TCP segmentation/checksum offload (:mod:`.offload`); when the
-    kernel refuses, the datapath runs without it.
+    kernel refuses, the datapath runs without it. ``tso=False`` (with ``offload``) lets
+    the kernel cut outbound TCP into segments while inbound segments are still merged
+    (measured by ``bench/datapath_throughput.py``, variant ``gro-only-offload``).
     """
 
     device: str = DEFAULT_DEVICE
@@ -177,6 +179,7 @@ class UserspaceOptions:
     batch: int = 64
     queues: int = 1
     offload: bool = True
+    tso: bool = True
     nft_table: str = DEFAULT_NFT_TABLE
     inbound_table: str = inbound_filter.TABLE
     ike_ports: tuple[int, ...] = inbound_filter.IKE_PORTS
@@ -403,7 +406,7 @@ class UserspaceDatapath:
         opts = self.options
         if opts.offload:
             try:
-                device = open_tun(opts.device, queues=opts.queues, offload=True)
+                device = open_tun(opts.device, queues=opts.queues, offload=True, tso=opts.tso)
             except DatapathError as exc:
                 log.warning(
                     "TUN offload refused; running without it",
