@@ -55,9 +55,13 @@ the profile of the per-packet path said the limit is kernel work per packet — 
   (:meth:`UserspaceDatapath.flush_received`, called by the daemon's 4500 reader and by
   this datapath's raw-socket readers in the same callback),
   consecutive TCP segments of a flow merged into one GSO super-segment
-  (:func:`.offload.coalesce`) that the kernel splits again. A merge whose TCP checksums
-  do not add up is written packet by packet so
-  the kernel verifies (and drops) the bad one — ESP integrity is unchanged either way.
+  (:func:`.offload.coalesce`) that the kernel splits again. The merge does not re-sum
+  each segment's TCP checksum: ESP's ICV already authenticated every byte (a tampered
+  packet never gets this far; ``test_tampered_and_replayed_esp_is_dropped...`` in
+  tests/e2e/test_userspace_datapath.py), so the super-segment goes with ``NEEDS_CSUM``
+  and a lone packet as it came, for the kernel to verify. ``UserspaceOptions.tso=False``
+  keeps the merged writes but reads segments the kernel cut itself (off by default: no
+  clear difference measured, see ``bench/README.md``).
 - **UDP GSO** (``udp_batch_sender`` or a ``UdpSender`` with ``many``): the ESP datagrams
   sealed during one pass over the device go to each peer in one ``sendmsg`` per run of
   equal-sized datagrams (:class:`.sockets.GsoSender`); the kernel cuts them apart.
