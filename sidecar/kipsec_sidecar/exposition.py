@@ -56,7 +56,8 @@ class Family:
             name = name.removesuffix(self.suffix)
         self.name = name
         self.documentation = documentation
-        self._labels = tuple(labels)
+        self.labelnames = tuple(labels)
+        """The label names every sample carries (the dashboard's catalog reads them)."""
         self._sample_name = name + self.suffix
         self.samples: list[Sample] = []
         if value is not None:
@@ -64,9 +65,9 @@ class Family:
 
     def add_metric(self, labels: Sequence[str], value: float) -> None:
         """One sample with these label values (in the order of the family's labels)."""
-        if len(labels) != len(self._labels):
-            raise ValueError(f"{self.name}: {len(labels)} label values for {self._labels}")
-        named = dict(zip(self._labels, labels, strict=True))
+        if len(labels) != len(self.labelnames):
+            raise ValueError(f"{self.name}: {len(labels)} label values for {self.labelnames}")
+        named = dict(zip(self.labelnames, labels, strict=True))
         self.samples.append(Sample(self._sample_name, named, value))
 
 
