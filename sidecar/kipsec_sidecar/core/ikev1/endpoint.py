@@ -20,14 +20,13 @@ from ..errors import KipsecError
 from ..ike.config import Address, IkeConfig
 from ..ike.constants import NON_ESP_MARKER
 from ..ike.events import Event
-from .constants import ExchangeType
+from .constants import REFUSALS, ExchangeType
 from .engine import ZERO_COOKIE, IsakmpSa
 from .message import decode_header
 
 Rng = Callable[[int], bytes]
 ConfigLookup = Callable[[Address], IkeConfig | None]
 MAX_HALF_OPEN = 64
-REFUSALS = ("unknown_peer", "malformed", "half_open_limit", "aggressive_mode")
 
 
 class IsakmpEndpoint:

@@ -41,7 +41,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..errors import AuthenticationFailed, IntegrityError, RemoteProtocolError
@@ -69,6 +68,8 @@ from .payloads import (
 )
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
     from .engine import IsakmpSa
 
 #: RFC 3947 section 3.1: MD5("RFC 3947"); RFC 3706 section 7: the DPD vendor ID.
@@ -429,6 +430,8 @@ def _sealed_types(sa: IsakmpSa) -> tuple[int, ...]:
 
 
 def _peer_public_key(sa: IsakmpSa) -> rsa.RSAPublicKey:
+    from cryptography import x509  # only public-key encryption peers: see ike_auth
+
     key = x509.load_der_x509_certificate(sa.config.auth.peer_certificate).public_key()
     assert isinstance(key, rsa.RSAPublicKey)  # AuthConfig checked it
     return key
