@@ -154,7 +154,7 @@ def _timed_out(sa: IsakmpSa, ex: QuickExchange, now: float) -> None:
 
 def handle(sa: IsakmpSa, header: Header, data: bytes, now: float) -> None:
     """A quick mode message: message 1 (new ID), 2 (ours) or 3 (answered by us)."""
-    if not sa.established:
+    if not sa.keyed:
         sa.stats.dropped_unexpected += 1
         return
     mid = header.message_id
@@ -285,7 +285,7 @@ def _on_message_1(sa: IsakmpSa, msg: Message, data: bytes, now: float) -> None:
     sa.quick[mid] = ex
     # Installed now, before message 2 leaves: a strongSwan initiator sends on the new
     # pair as soon as it has message 2, before its message 3 (no commit bit).
-    live = [c for c in sa.children.values() if c.state is ChildState.INSTALLED]
+    live = [c for c in sa.current().children.values() if c.state is ChildState.INSTALLED]
     ex.rekey = next((c for c in live if c.name == found.name), None)
     _install(sa, ex, spi_out=choice.spi, now=now)
     sa.send(
@@ -381,10 +381,16 @@ def _install(sa: IsakmpSa, ex: QuickExchange, *, spi_out: bytes, now: float) -> 
 
 def _delete_rekeyed(sa: IsakmpSa, old: ChildSa, new: bytes, now: float) -> None:
     """Stop using the replaced pair now (the daemon moves outbound to ``new``), and tell
-    the peer ``DELETE_GRACE`` seconds later, so our last packets on it still arrive."""
-    if old.spi_in in sa.children and new in sa.children:
-        sa.remove_child(old, "rekeyed")
-        sa.schedule(now + DELETE_GRACE, lambda t: informational.send_delete_child(sa, old, t))
+    the peer ``DELETE_GRACE`` seconds later, so our last packets on it still arrive.
+    Both go through the ISAKMP SA that holds the pair then (a re-authentication may
+    have moved it)."""
+    holder = sa.current()
+    if old.spi_in in holder.children and new in holder.children:
+        holder.remove_child(old, "rekeyed")
+        holder.schedule(
+            now + DELETE_GRACE,
+            lambda t: informational.send_delete_child(holder.current(), old, t),
+        )
 
 
 __all__ = ["QuickExchange", "handle", "refused_by_peer", "start"]
