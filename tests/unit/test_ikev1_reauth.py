@@ -21,11 +21,13 @@ from kipsec_sidecar.core.ike.events import (
     IkeSaEstablished,
     IkeSaRekeyed,
 )
+from kipsec_sidecar.core.ikev1.constants import ExchangeType
 from kipsec_sidecar.core.ikev1.endpoint import IsakmpEndpoint
-from kipsec_sidecar.core.ikev1.engine import IsakmpSa
+from kipsec_sidecar.core.ikev1.engine import PEER_REAUTH_GRACE, IsakmpSa, Phase1State
 from support.ike_pair import INITIATOR_ADDR, RESPONDER_ADDR, SeededRng, pair_configs
 
 Tap = Callable[[str, bytes], list[bytes]]
+INFORMATIONAL = ExchangeType.INFORMATIONAL
 
 
 @dataclass
@@ -194,6 +196,25 @@ def test_reauthentication_survives_lost_messages() -> None:
     old_a.rekey_ike(link.now)
     link.run(60)
     assert_the_pair_moved_over(link, spis)
+
+
+def test_a_peer_that_keeps_the_old_isakmp_sa_after_its_reauthentication_gets_a_delete() -> None:
+    """strongSwan, re-authenticating as initiator, leaves the old ISAKMP SA to us: if
+    its Delete does not come, we delete the old one ourselves ``PEER_REAUTH_GRACE``
+    seconds later."""
+    link = Link()
+    old_a = link.up()
+    (old_b,) = link.b.live()
+    link.tap = lambda src, data: [] if src == "a" and data[18] == INFORMATIONAL else [data]
+    old_a.rekey_ike(link.now)
+    start = link.now
+    link.run(PEER_REAUTH_GRACE - 1)
+    assert old_b.state is Phase1State.REPLACED and not old_b.children
+    link.run(2)
+    assert old_b.closed
+    assert [e.reason for e in link.b.of(IkeSaDeleted)] == ["reauthenticated"]
+    assert link.now - start <= PEER_REAUTH_GRACE + 1
+    assert_the_pair_moved_over(link, link.a.child_spis())
 
 
 def test_rekey_ike_before_main_mode_is_done_is_refused() -> None:

@@ -66,6 +66,10 @@ Action = Callable[[float], None]
 Siblings = Callable[[], Iterable["IsakmpSa"]]
 #: Seconds an ISAKMP SA whose main mode never completes is kept (a half-open responder).
 MAIN_MODE_KEY = -1
+#: Seconds an ISAKMP SA the peer re-authenticated waits for the peer's Delete before we
+#: delete it: strongSwan as responder deletes the old one about 10 s after, but as the
+#: initiator of a re-authentication it keeps it (REKEYING) and leaves that to the peer.
+PEER_REAUTH_GRACE = 10.0
 
 
 class Phase1State(Enum):
@@ -501,7 +505,7 @@ class IsakmpSa:
         successor.emit(
             IkeSaRekeyed(self.cookie_i, self.cookie_r, successor.cookie_i, successor.cookie_r)
         )
-        self._retire_at = now if delete_now else now + self.give_up_after()
+        self._retire_at = now if delete_now else now + PEER_REAUTH_GRACE
 
     def adopt(self, other: IsakmpSa) -> None:
         """Take ``other``'s IPsec SAs and their pending timed actions (a rekeyed pair's
