@@ -58,6 +58,7 @@ def interop_v1(
         charon_ike: str | None = None,
         charon_esp: str | None = None,
         expect_failure: bool = False,
+        lifetimes: dict[str, Any] | None = None,
     ) -> tuple[Sidecar, Charon]:
         sidecar = Sidecar(topo, "a", tmp_path)
         peer = gateway_peer(
@@ -75,6 +76,8 @@ def interop_v1(
             local = {"auth": sidecar.certificate_auth(ours, root)}
             charon_auth = CertAuth(theirs, (root.cert,))
         extra: dict[str, Any] = {"liveness": liveness} if liveness else {}
+        if lifetimes:
+            extra["lifetimes"] = lifetimes
         sidecar.write([peer], local=local, proposals={"ike": [ike], "esp": [esp]}, **extra)
         _, conn_b = gateway_pair(
             topo,
@@ -416,3 +419,24 @@ def test_a_restarted_strongswan_initial_contact_leaves_one_sa_and_one_pair(
     )
     assert mirrored(sidecar, charon)
     assert "initial-contact" in sidecar.log.read_text()
+
+
+def test_kipsec_as_responder_sends_its_shorter_phase_2_lifetime(
+    interop_v1: Setup, tmp_path: Path
+) -> None:
+    """charon proposes its default 3960 s; kipsec's child SAs live 600 s: quick mode
+    message 2 carries RESPONDER-LIFETIME (24576). strongSwan 5.9.8 does not know the
+    notification (it logs its number) and does not shorten its own lifetime, but the
+    message's HASH(2), which covers it, verifies and the pair is installed on both
+    sides; kipsec keeps its 600 s (it rekeys first)."""
+    sidecar, charon = interop_v1(
+        kipsec_initiates=False, lifetimes={"childSa": "600s", "rekeyMargin": "60s"}
+    )
+    wait_up(sidecar, charon)
+    log = (tmp_path / "strongswan-b" / "charon.log").read_text()
+    (line,) = [x for x in log.splitlines() if "parsed QUICK_MODE response" in x]
+    assert "[ HASH SA No ID ID N((24576)) ]" in line, line
+    assert "invalid HASH" not in log
+    assert mirrored(sidecar, charon)
+    (child,) = sidecar.installed("b")
+    assert 0 < child["expire_at"] - child["installed_at"] <= 600 + 1, child

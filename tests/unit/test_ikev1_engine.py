@@ -237,7 +237,9 @@ def cert_pair(
     )
 
 
-@pytest.mark.parametrize(("key_kind", "method"), [("ec256", 9), ("ec384", 10), ("rsa", 3)])
+@pytest.mark.parametrize(
+    ("key_kind", "method"), [("ec256", 9), ("ec384", 10), ("rsa", 3), ("dsa", 2), ("dsa1024", 2)]
+)
 def test_signature_main_mode(key_kind: KeyKind, method: int) -> None:
     p = cert_pair(key_kind)
     p.run(10)
