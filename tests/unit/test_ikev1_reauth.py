@@ -21,6 +21,7 @@ from kipsec_sidecar.core.ike.events import (
     IkeSaEstablished,
     IkeSaRekeyed,
 )
+from kipsec_sidecar.core.ikev1 import informational
 from kipsec_sidecar.core.ikev1.constants import ExchangeType
 from kipsec_sidecar.core.ikev1.endpoint import IsakmpEndpoint
 from kipsec_sidecar.core.ikev1.engine import PEER_REAUTH_GRACE, IsakmpSa, Phase1State
@@ -256,3 +257,20 @@ def test_initial_contact_spares_an_sa_established_during_its_main_mode() -> None
     assert not [e for e in link.a.of(IkeSaDeleted) if e.reason == "initial-contact"]
     assert not [e for e in link.b.of(IkeSaDeleted) if e.reason == "initial-contact"]
     assert len(link.a.of(IkeSaEstablished)) == 2 and len(link.b.of(IkeSaEstablished)) == 2
+
+
+def test_a_deleted_isakmp_sa_hands_its_ipsec_sas_to_another_with_the_peer() -> None:
+    """IPsec SAs outlive the ISAKMP SA that made them: B deletes only one of two ISAKMP
+    SAs (as a peer finishing a re-authentication does); A's pair under it moves to the
+    other instead of being deleted."""
+    link = Link()
+    link.a.endpoint.initiate(link.a.config, RESPONDER_ADDR, 0.0)
+    sa_b = link.b.endpoint.initiate(link.b.config, INITIATOR_ADDR, 0.0)
+    link.run(20)
+    assert len(link.a.established()) == 2
+    spis = link.a.child_spis()
+    informational.send_delete_isakmp(sa_b, link.now)  # the ISAKMP SA alone
+    sa_b.discard()
+    link.run(5)
+    (kept,) = link.a.established()
+    assert set(kept.children) == spis and not link.a.of(ChildSaDeleted)
