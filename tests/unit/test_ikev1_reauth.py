@@ -218,6 +218,30 @@ def test_a_peer_that_keeps_the_old_isakmp_sa_after_its_reauthentication_gets_a_d
     assert_the_pair_moved_over(link, link.a.child_spis())
 
 
+def test_a_child_rekey_queued_on_the_replaced_isakmp_sa_runs_on_its_successor() -> None:
+    """A rekey asked for while another exchange of the old ISAKMP SA was pending (an
+    unanswered R-U-THERE) had not started when the re-authentication took over: the new
+    ISAKMP SA runs it."""
+    link = Link()
+    old_a = link.up()
+    (spi,) = old_a.children
+    acks_lost = {"on": True}
+    link.tap = lambda src, data: (
+        [] if acks_lost["on"] and src == "b" and data[18] == INFORMATIONAL else [data]
+    )
+    old_a.send_liveness(link.now)
+    link.run(0.1)  # the R-U-THERE went out; its acknowledgement is lost
+    old_a.rekey_child(spi, link.now)  # queued behind the R-U-THERE
+    assert spi in old_a.children and old_a.pending_kind() is not None
+    old_a.rekey_ike(link.now)
+    link.run(1)
+    acks_lost["on"] = False
+    link.run(20)
+    new = [e for e in link.a.of(ChildSaEstablished) if e.replaces == spi]
+    assert new, "the queued rekey never ran"
+    assert_one_matching_sa_and_pair(link)
+
+
 def test_rekey_ike_before_main_mode_is_done_is_refused() -> None:
     link = Link()
     sa = link.a.endpoint.initiate(link.a.config, RESPONDER_ADDR, 0.0)

@@ -501,6 +501,17 @@ class IsakmpSa:
         if self.dpd_outstanding is not None:
             self.forget_exchange(self.dpd_outstanding)
             self.dpd_outstanding = None
+        # A rekey queued here and not started yet dies with our queue: the successor
+        # runs it instead (its quick mode starts at the successor's next timer).
+        started = {id(ex.rekey) for ex in self.quick.values() if ex.rekey is not None}
+        for child in self.children.values():
+            if (
+                child.state is ChildState.INSTALLED
+                and child.rekey_at is None
+                and child.config.lifetime.rekey_after
+                and id(child) not in started
+            ):
+                child.rekey_at = now
         successor.adopt(self)
         successor.emit(
             IkeSaRekeyed(self.cookie_i, self.cookie_r, successor.cookie_i, successor.cookie_r)
