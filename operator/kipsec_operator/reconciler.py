@@ -359,6 +359,8 @@ class Reconciler:
                 await self._warn(tunnel, "InvalidSpec", _condition_message(status))
             elif refused.get("reason") == "NamespaceNotConsenting":
                 await self._warn(tunnel, "NamespaceNotConsenting", str(refused.get("message")))
+            elif status.get("warnings"):
+                await self._warn(tunnel, "Deprecated", "; ".join(status["warnings"]))
             else:
                 self._warned.pop(("Tunnel", key), None)
             if status != previous:
@@ -391,6 +393,8 @@ class Reconciler:
             degraded = _condition_of(status, "Degraded")
             if degraded.get("status") == "True":
                 await self._warn(peer, str(degraded.get("reason")), str(degraded.get("message")))
+            elif status.get("warnings"):
+                await self._warn(peer, "Deprecated", "; ".join(status["warnings"]))
             else:
                 self._warned.pop(("ExternalPeer", key), None)
             if status != previous:

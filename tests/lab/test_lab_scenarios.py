@@ -61,6 +61,12 @@ def test_certificate_tunnel_protects_its_tcp_port(lab: Lab) -> None:
     check_scenario(lab, "certificate-tunnel.yaml", "shop/frontend-to-backend", {"ESP in UDP 4500"})
 
 
+def test_ikev1_certificates_carry_esp_in_udp(lab: Lab) -> None:
+    # ISAKMP main mode with ECDSA signatures and quick mode between two pods; the
+    # capture may hold IKE (UDP 500/4500) and ESP in UDP, nothing in clear.
+    check_scenario(lab, "ikev1-certificates.yaml", "branch/legacy-ikev1", {"ESP in UDP 4500"})
+
+
 def test_prometheus_scrapes_the_operator_and_every_sidecar(lab: Lab, tmp_path: Path) -> None:
     path = EXAMPLES / "psk-mesh.yaml"
     lab.apply(path)

@@ -32,3 +32,15 @@ def test_example_renders_a_valid_document_with_peers_for_every_pod(
     for config in rendering.pods.values():
         assert config.document["peers"], f"{config.pod.peer_name} has no peer"
         load_config_data(config.document)
+
+
+def test_the_ikev1_example_renders_ikev1_peers_with_the_sidecars_ikev1_proposals() -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "operator" / "ikev1-certificates.yaml"
+    objects = example_objects(path)
+    rendering = plan(Cluster.of(objects, example_trust_bundles(objects)))
+    assert rendering.problems == {}
+    peers = [p for config in rendering.pods.values() for p in config.document["peers"]]
+    assert len(peers) == 2
+    for peer in peers:
+        assert peer["ikeVersion"] == 1 and "ike" not in peer["proposals"]
+        assert "certificate" in peer["auth"]

@@ -37,7 +37,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 from kipsec_operator.crds.models import (
     ExternalPeerSpec,
@@ -58,7 +58,7 @@ from .manual import manual_link
 from .peers import Link, Links, all_links, selected, selectors, traffic_selectors
 from .services import ServiceIndex
 from .shapes import validate_document
-from .validation import manual_algorithms, parse_spec, validate_tunnel
+from .validation import ike_proposals, manual_algorithms, parse_spec, validate_tunnel
 
 MOUNT_PATH = "/etc/kipsec"
 CONFIG_KEY = "config.yaml"
@@ -323,18 +323,32 @@ def _peer(link: Link, spec: TunnelSpec, cluster: Cluster, files: dict[str, str])
     auth = spec.authentication
     if auth is None or auth.certificate is None or auth.certificate.secret_ref is None:
         peer["identity"] = {"address": link.remote.primary_ip}
-    peer.update(_ike_settings(spec.proposals, spec.lifetimes, spec.liveness, spec.protocol))
+    peer.update(
+        _ike_settings(
+            spec.ike_version, spec.proposals, spec.lifetimes, spec.liveness, spec.protocol
+        )
+    )
     peer.update(_control(spec.start, spec.close_action, spec.dpd_action))
     return peer
 
 
 def _ike_settings(
-    proposals: Proposals, lifetimes: Lifetimes, liveness: Liveness, protocol: str
+    ike_version: int,
+    proposals: Proposals,
+    lifetimes: Lifetimes,
+    liveness: Liveness,
+    protocol: Literal["esp", "ah"],
 ) -> dict[str, Any]:
-    """A peer's `proposals`, `lifetimes` and `liveness` in the document."""
-    offered: dict[str, Any] = {"ike": list(proposals.ike)}
+    """A peer's `ikeVersion` (written only for 1, so IKEv2 documents are unchanged),
+    `proposals`, `lifetimes` and `liveness` in the document."""
+    version: dict[str, Any] = {"ikeVersion": 1} if ike_version == 1 else {}
+    offered: dict[str, Any] = {}
+    ike = ike_proposals(proposals, ike_version)
+    if ike is not None:
+        offered["ike"] = ike
     offered[protocol] = list(getattr(proposals, protocol))
     return {
+        **version,
         "proposals": offered,
         "lifetimes": {
             "ikeSa": lifetimes.ike_sa,
@@ -384,7 +398,9 @@ def _external_peer(
     if identity is not None:
         peer["identity"] = identity
     peer["auth"] = _external_auth(link, spec, cluster, files)
-    peer.update(_ike_settings(spec.proposals, spec.lifetimes, spec.liveness, "esp"))
+    peer.update(
+        _ike_settings(spec.ike_version, spec.proposals, spec.lifetimes, spec.liveness, "esp")
+    )
     start: StartAction = "none" if spec.initiator == "external" else spec.start
     peer.update(_control(start, spec.close_action, spec.dpd_action))
     return peer
