@@ -37,6 +37,8 @@ class SidecarView:
     child_installed: int = 0
     peers: int = 0
     error: str = ""
+    ike_versions: tuple[int, ...] = ()
+    """The IKE versions of its established IKE SAs (1: IKEv1), each once, ascending."""
 
 
 def sidecar_view(paths: Paths, pod: PodState, container: str = "kipsec") -> SidecarView:
@@ -70,6 +72,15 @@ def sidecar_view(paths: Paths, pod: PodState, container: str = "kipsec") -> Side
             1 for p in peers for c in p.get("children") or [] if c.get("state") == "installed"
         ),
         peers=len(peers),
+        ike_versions=tuple(
+            sorted(
+                {
+                    int(ike.get("ike_version", 2))
+                    for p in peers
+                    if (ike := p.get("ike_sa") or {}).get("state") == "established"
+                }
+            )
+        ),
     )
 
 
