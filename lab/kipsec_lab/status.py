@@ -39,6 +39,9 @@ class SidecarView:
     error: str = ""
     ike_versions: tuple[int, ...] = ()
     """The IKE versions of its established IKE SAs (1: IKEv1), each once, ascending."""
+    auth_methods: tuple[int, ...] = ()
+    """The IKEv1 authentication methods of its established IKE SAs (4: RSA public-key
+    encryption), each once, ascending."""
 
 
 def sidecar_view(paths: Paths, pod: PodState, container: str = "kipsec") -> SidecarView:
@@ -63,6 +66,8 @@ def sidecar_view(paths: Paths, pod: PodState, container: str = "kipsec") -> Side
     finally:
         os.close(directory)
     peers = data.get("peers") or []
+    sas = [p.get("ike_sa") or {} for p in peers]
+    established = [ike for ike in sas if ike.get("state") == "established"]
     return SidecarView(
         datapath=str(data.get("datapath", "")),
         ike_established=sum(
@@ -72,14 +77,9 @@ def sidecar_view(paths: Paths, pod: PodState, container: str = "kipsec") -> Side
             1 for p in peers for c in p.get("children") or [] if c.get("state") == "installed"
         ),
         peers=len(peers),
-        ike_versions=tuple(
-            sorted(
-                {
-                    int(ike.get("ike_version", 2))
-                    for p in peers
-                    if (ike := p.get("ike_sa") or {}).get("state") == "established"
-                }
-            )
+        ike_versions=tuple(sorted({int(ike.get("ike_version", 2)) for ike in established})),
+        auth_methods=tuple(
+            sorted({int(m) for ike in established if (m := ike.get("auth_method")) is not None})
         ),
     )
 

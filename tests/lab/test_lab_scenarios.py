@@ -29,10 +29,12 @@ def check_scenario(
     protocols: set[str],
     verdict: str = "encrypted",
     ike_version: int | None = None,
+    auth_method: int | None = None,
 ) -> None:
     """Apply `example`, wait for `tunnel` to be Ready, send traffic and check the
-    capture; with `ike_version`, every pod of the Tunnel's namespace has established
-    IKE SAs of that version only (what its sidecar's control socket says)."""
+    capture; with `ike_version` (and `auth_method`, IKEv1's), every pod of the Tunnel's
+    namespace has established IKE SAs of that version (and method) only, as its
+    sidecar's control socket says."""
     path = EXAMPLES / example
     namespace, name = tunnel.split("/")
     lab.apply(path)
@@ -42,6 +44,8 @@ def check_scenario(
             pods = [p for p in lab.paths.read_state().pods if p.namespace == namespace]
             views = {p.name: sidecar_view(lab.paths, p) for p in pods}
             assert pods and all(v.ike_versions == (ike_version,) for v in views.values()), views
+            if auth_method is not None:
+                assert all(v.auth_methods == (auth_method,) for v in views.values()), views
         report = cli.traffic(lab.paths, None, None)
         described = report.summary.describe()
         assert report.tcp_echoed, described
@@ -78,6 +82,19 @@ def test_ikev1_certificates_carry_esp_in_udp(lab: Lab) -> None:
     # capture may hold IKE (UDP 500/4500) and ESP in UDP, nothing in clear.
     check_scenario(
         lab, "ikev1-certificates.yaml", "branch/legacy-ikev1", {"ESP in UDP 4500"}, ike_version=1
+    )
+
+
+def test_ikev1_public_key_encryption_with_certificates_the_operator_delivers(lab: Lab) -> None:
+    # RSA public-key encryption (method 4): each pod knows its peer's certificate only
+    # because the operator put it into the pod's Secret after signing the peer's CSR.
+    check_scenario(
+        lab,
+        "ikev1-public-key-encryption.yaml",
+        "vault/sealed-ikev1",
+        {"ESP in UDP 4500"},
+        ike_version=1,
+        auth_method=4,
     )
 
 

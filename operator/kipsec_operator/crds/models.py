@@ -202,6 +202,12 @@ class CertificateAuthentication(_Model):
                 "TunnelCertificate brings its issuer's CA)",
                 ".caSecretRef",
             ),
+            rule(
+                "!has(self.publicKeyEncryption) || has(self.tunnelCertificateRef)",
+                "spec.authentication.certificate.publicKeyEncryption: only with "
+                "tunnelCertificateRef (the operator delivers each pod its peers' certificates)",
+                ".publicKeyEncryption",
+            ),
         )
     )
 
@@ -212,6 +218,15 @@ class CertificateAuthentication(_Model):
     ca.crt) shared by every pod of the Tunnel."""
     ca_secret_ref: CaSecretRef | None = None
     """The CAs to trust, with `secretRef`; default: `ca.crt` of that Secret."""
+    public_key_encryption: Literal["rsa", "revised"] | None = None
+    """IKEv1 only (`ikeVersion: 1`), with `tunnelCertificateRef` issuing RSA keys:
+    authenticate by public-key encryption instead of signatures, `rsa` (RFC 2409 5.2,
+    method 4) or `revised` (5.3, method 5). Each side encrypts its nonce and identity to
+    the other's RSA key, so it must know the peer's certificate before the exchange: the
+    operator puts every peer pod's current certificate into each pod's configuration
+    Secret (certificates only; private keys never leave their pod). A peer whose
+    certificate the operator has not seen yet is left out of the pod's document until it
+    has one. Unset: signatures."""
 
 
 _ONE_AUTHENTICATION = ConfigDict(

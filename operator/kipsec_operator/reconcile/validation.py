@@ -131,6 +131,8 @@ def _check(spec: TunnelSpec, namespace: str, cluster: Cluster) -> Iterator[Field
             "AH cannot be UDP-encapsulated: it authenticates the IP addresses a NAT "
             "rewrites; use encapsulation: raw (or protocol: esp)",
         )
+    if spec.keying != "ike" and public_key_encryption(spec) is not None:
+        yield FieldError(PUBLIC_KEY_ENCRYPTION, "only with keying: ike (manual keying has no IKE)")
     if spec.keying != "ike" and spec.ike_version != 2:
         yield FieldError("spec.ikeVersion", "only with keying: ike (manual keying has no IKE)")
     if spec.keying == "ike":
@@ -141,6 +143,7 @@ def _check(spec: TunnelSpec, namespace: str, cluster: Cluster) -> Iterator[Field
                 yield from check_ikev1_key(
                     spec.ike_version, namespace, certificate.tunnel_certificate_ref.name, cluster
                 )
+            yield from _check_public_key_encryption(spec, namespace, cluster)
         yield from check_proposals(spec.proposals, spec.protocol, ike_version=spec.ike_version)
     if spec.keying == "manual" and spec.manual is not None:
         yield from _check_manual(spec, namespace, cluster)
@@ -161,6 +164,45 @@ def check_ikev1_key(
         yield FieldError(
             "spec.ikeVersion",
             f'TunnelCertificate "{name}" issues Ed25519 keys: {IKEV1_EDDSA_MESSAGE}',
+        )
+
+
+PUBLIC_KEY_ENCRYPTION = "spec.authentication.certificate.publicKeyEncryption"
+
+
+def public_key_encryption(spec: TunnelSpec) -> Literal["rsa", "revised"] | None:
+    """The Tunnel's `publicKeyEncryption` (None: not asked for)."""
+    auth = spec.authentication
+    certificate = auth.certificate if auth is not None else None
+    return certificate.public_key_encryption if certificate is not None else None
+
+
+def _check_public_key_encryption(
+    spec: TunnelSpec, namespace: str, cluster: Cluster
+) -> Iterator[FieldError]:
+    """Public-key encryption needs what the operator can deliver: IKEv1, and a
+    TunnelCertificate issuing RSA keys (it knows each pod's certificate from the CSRs it
+    signs; a shared Secret's or an outside peer's it does not distribute)."""
+    if public_key_encryption(spec) is None:
+        return
+    if spec.ike_version != 1:
+        yield FieldError(
+            PUBLIC_KEY_ENCRYPTION,
+            "only with spec.ikeVersion: 1 (IKEv2 authenticates by signatures)",
+        )
+    auth = spec.authentication
+    assert auth is not None and auth.certificate is not None
+    ref = auth.certificate.tunnel_certificate_ref
+    if ref is None:
+        yield FieldError(PUBLIC_KEY_ENCRYPTION, "only with tunnelCertificateRef")
+        return
+    found = cluster.tunnel_certificates.get((namespace, ref.name)) or {}
+    algorithm = ((found.get("spec") or {}).get("privateKey") or {}).get("algorithm", "ECDSA")
+    if found and algorithm != "RSA":
+        yield FieldError(
+            PUBLIC_KEY_ENCRYPTION,
+            f'TunnelCertificate "{ref.name}" issues {algorithm} keys: public-key encryption '
+            "needs RSA keys (set its spec.privateKey.algorithm: RSA)",
         )
 
 
@@ -191,7 +233,13 @@ def _check_external(spec: TunnelSpec, namespace: str, cluster: Cluster) -> Itera
             "spec.ikeVersion",
             "not used with spec.selector.to.externalPeers: set the ExternalPeer's spec.ikeVersion",
         )
-    if spec.authentication is not None:
+    if spec.authentication is not None and public_key_encryption(spec) is not None:
+        yield FieldError(
+            PUBLIC_KEY_ENCRYPTION,
+            "not with spec.selector.to.externalPeers: the operator does not know an "
+            "ExternalPeer's certificate in advance",
+        )
+    elif spec.authentication is not None:
         yield FieldError(
             "spec.authentication",
             "not used with spec.selector.to.externalPeers: each ExternalPeer's "
@@ -460,6 +508,7 @@ __all__ = [
     "MANUAL_KEY",
     "MANUAL_PREVIOUS_KEY",
     "MIN_MANUAL_KEY_BYTES",
+    "PUBLIC_KEY_ENCRYPTION",
     "TLS_SECRET_TYPE",
     "check_ikev1_key",
     "check_lifetimes",
@@ -473,6 +522,7 @@ __all__ = [
     "parse_model",
     "parse_spec",
     "psk_problems",
+    "public_key_encryption",
     "secret_problem",
     "validate_tunnel",
 ]
