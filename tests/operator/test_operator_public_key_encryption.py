@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from kipsec_operator.handlers import Operator
 from kipsec_operator.reconcile.render import POD_CERTIFICATE_KEY
 from kipsec_sidecar.config import load_config_data
 from kipsec_sidecar.identity import IdentityRequest, build_csr, generate_key
@@ -144,3 +145,31 @@ async def test_an_ecdsa_tunnel_certificate_is_refused_naming_the_field(
     )
     assert FIELD in degraded["message"] and "ECDSA" in degraded["message"]
     assert "x" not in cluster.config_secrets()
+
+
+async def test_a_pass_never_overwrites_or_removes_the_pods_certificate(cluster: Cluster) -> None:
+    await _setup(cluster)
+    certificate = _b64(await _enroll(cluster, "keeper-0"))
+    secret = await eventually(
+        lambda: (
+            (found := cluster.config_secrets().get("keeper-0"))
+            and found["data"].get(POD_CERTIFICATE_KEY) == certificate
+            and found
+        )
+    )
+    data = secret["data"]
+    stale = _b64("an older certificate")
+    # Passes that started before the signing replica wrote: one without the key, one
+    # with an older value; neither may touch what the Secret holds now.
+    without = {k: v for k, v in data.items() if k != POD_CERTIFICATE_KEY}
+    for manifest_data, previous in (
+        (without, without),
+        ({**data, POD_CERTIFICATE_KEY: stale}, data),
+    ):
+        manifest = {"metadata": secret["metadata"], "data": manifest_data}
+        # The Writer the reconciler uses, on this test's loop (kopf runs in a thread).
+        writer = Operator(cluster.operator.connection)
+        async with writer.kube:
+            await writer.apply_secret(manifest, previous)
+        stored = cluster.config_secrets()["keeper-0"]["data"]
+        assert stored[POD_CERTIFICATE_KEY] == certificate
