@@ -169,6 +169,19 @@ def external_peer_table(peers: list[dict[str, Any]]) -> Table:
     return table
 
 
+def ike_cell(view: SidecarView) -> str:
+    """The pod table's IKE SAs cell: established/peers, and for IKEv1 the version and
+    the authentication methods (`1/1 IKEv1 method 4`)."""
+    if not view.peers:
+        return "-"
+    cell = f"{view.ike_established}/{view.peers}"
+    if 1 in view.ike_versions:
+        cell += " IKEv1" if view.ike_versions == (1,) else " IKEv1+IKEv2"
+    if view.auth_methods:
+        cell += " method " + ",".join(str(m) for m in view.auth_methods)
+    return cell
+
+
 def pod_table(paths: Paths, pods: list[PodState]) -> Table:
     table = Table(title="Pods")
     columns = (
@@ -196,7 +209,7 @@ def pod_table(paths: Paths, pods: list[PodState]) -> Table:
             pod.image or "-",
             str(pod.restarts),
             view.datapath,
-            f"{view.ike_established}/{view.peers}" if view.peers else "-",
+            ike_cell(view),
             str(view.child_installed) if view.peers else "-",
         )
     return table
@@ -238,6 +251,7 @@ __all__ = [
     "SidecarView",
     "certificate_table",
     "condition",
+    "ike_cell",
     "pod_table",
     "sidecar_view",
     "site_table",
