@@ -43,10 +43,12 @@ from .reconcile.render import (
     CONFIG_KEY,
     MANAGED_BY,
     POD_ANNOTATION,
+    POD_CERTIFICATE_KEY,
     Rendering,
     plan,
     render_pod,
     with_operator_ca,
+    with_pod_certificate,
 )
 from .reconcile.services import service_of_slice
 from .reconcile.status import SidecarReport, tunnel_status
@@ -325,6 +327,11 @@ class Reconciler:
             external_peers=dict(self.objects["ExternalPeer"]),
             resolved=dict(self.resolved),
             cluster_networks=self.cluster_networks,
+            pod_certificates={
+                pod: data[POD_CERTIFICATE_KEY]
+                for pod, data in self.actual.items()
+                if POD_CERTIFICATE_KEY in data
+            },
         )
 
     # --- the pass --------------------------------------------------------------------
@@ -370,6 +377,7 @@ class Reconciler:
             manifest = desired.get(key) or self._idle(key, after)
             if manifest is not None:
                 manifest = with_operator_ca(manifest, self.operator_ca)
+                manifest = with_pod_certificate(manifest, self.actual.get(key))
             if manifest is None or self.actual.get(key) == (manifest.get("data") or {}):
                 continue
             writes.append((key, manifest))
@@ -387,6 +395,8 @@ class Reconciler:
                 await self._warn(tunnel, "InvalidSpec", _condition_message(status))
             elif refused.get("reason") == "NamespaceNotConsenting":
                 await self._warn(tunnel, "NamespaceNotConsenting", str(refused.get("message")))
+            elif status.get("warnings"):
+                await self._warn(tunnel, "Deprecated", "; ".join(status["warnings"]))
             else:
                 self._warned.pop(("Tunnel", key), None)
             if status != previous:
@@ -419,6 +429,8 @@ class Reconciler:
             degraded = _condition_of(status, "Degraded")
             if degraded.get("status") == "True":
                 await self._warn(peer, str(degraded.get("reason")), str(degraded.get("message")))
+            elif status.get("warnings"):
+                await self._warn(peer, "Deprecated", "; ".join(status["warnings"]))
             else:
                 self._warned.pop(("ExternalPeer", key), None)
             if status != previous:

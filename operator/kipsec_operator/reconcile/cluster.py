@@ -72,7 +72,8 @@ class Cluster:
     `resolved` maps the DNS names of ExternalPeers' `spec.address` to the addresses the
     operator resolved (absent or empty: unresolvable); `cluster_networks` are the pod
     and Service ranges an external peer's subnets must not overlap (chart values). Both
-    come from the operator, not from Kubernetes objects.
+    come from the operator, not from Kubernetes objects. `pod_certificates` come from
+    the operator's own configuration Secrets, which are not in `secrets`.
     """
 
     pods: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
@@ -87,6 +88,9 @@ class Cluster:
     external_peers: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
     resolved: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     cluster_networks: tuple[str, ...] = ()
+    pod_certificates: Mapping[ObjectKey, str] = field(default_factory=dict)
+    """Per pod, its current operator-issued certificate (base64 PEM) as its own
+    configuration Secret holds it (:mod:`.pod_certificates`)."""
 
     @classmethod
     def of(
@@ -96,6 +100,7 @@ class Cluster:
         *,
         resolved: Mapping[str, tuple[str, ...]] | None = None,
         cluster_networks: Iterable[str] = (),
+        pod_certificates: Mapping[ObjectKey, str] | None = None,
     ) -> Cluster:
         """A snapshot of `objects` (any mix of the kinds above; others are ignored)."""
         buckets: dict[str, dict[Any, K8sObject]] = {name: {} for name in _KINDS.values()}
@@ -110,6 +115,7 @@ class Cluster:
             trust_bundles=dict(trust_bundles or {}),
             resolved=dict(resolved or {}),
             cluster_networks=tuple(cluster_networks),
+            pod_certificates=dict(pod_certificates or {}),
         )
 
     @cached_property
