@@ -189,6 +189,8 @@ class Reconciler:
         self._full = True
         self._reports_changed = False
         self._before = Cluster()
+        self._before_selected: Mapping[ObjectKey, frozenset[ObjectKey]] = {}
+        """The pods each valid Tunnel of `_before` selects (the pass that made it found them)."""
         self._statuses: dict[ObjectKey, dict[str, Any]] = {}
         self._warned: dict[tuple[str, ObjectKey], str] = {}
         """Per (kind, key), the last Warning Event's message (posted once per message)."""
@@ -357,7 +359,9 @@ class Reconciler:
             if all(c.kind == "Pod" for c in changes) and not external_check_changes(
                 self._before, after
             ):
-                keys, touched = pod_batch(self._before, after, {c.key for c in changes})
+                keys, touched = pod_batch(
+                    self._before, after, {c.key for c in changes}, self._before_selected
+                )
             else:
                 keys = batch_candidates(self._before, after, changes)
         self._full = False
@@ -403,7 +407,7 @@ class Reconciler:
         for gone in set(self._external_statuses) - set(after.external_peers):
             del self._external_statuses[gone]
         await self._report_missing_sidecars(after, changes, rendering)
-        self._before = after
+        self._before, self._before_selected = after, rendering.selected
         result.configured = sum(1 for data in self.actual.values() if CONFIG_KEY in data)
         result.seconds = time.perf_counter() - started
         if self.on_pass is not None:
@@ -586,19 +590,27 @@ def _status_due(key: ObjectKey, tunnel: K8sObject, touched: set[ObjectKey]) -> b
 
 
 def pod_batch(
-    before: Cluster, after: Cluster, pods: set[ObjectKey]
+    before: Cluster,
+    after: Cluster,
+    pods: set[ObjectKey],
+    selected_before: Mapping[ObjectKey, frozenset[ObjectKey]] | None = None,
 ) -> tuple[set[ObjectKey], set[ObjectKey]]:
     """(the pods a batch of pod changes may touch, the Tunnels that select one of the
     changed `pods` in `before` or `after`): the changed pods and every pod of those
-    Tunnels, with the Tunnels' memberships computed once per batch."""
+    Tunnels, with the Tunnels' memberships computed once per batch.
+
+    `selected_before` is what the pass that rendered `before` found each valid Tunnel
+    to select (:attr:`~.render.Rendering.selected`), not selected again; a Tunnel it
+    does not hold is asked."""
     keys = set(pods)
     tunnels: set[ObjectKey] = set()
     if not pods:
         return keys, tunnels
-    for cluster in (before, after):
+    for cluster, known in ((before, selected_before or {}), (after, {})):
         for key, tunnel in cluster.tunnels.items():
-            members = _members(tunnel, cluster)
-            if members & pods:
+            found = known.get(key)
+            members = _members(tunnel, cluster) if found is None else found
+            if not members.isdisjoint(pods):
                 keys |= members
                 tunnels.add(key)
     return keys, tunnels
@@ -623,7 +635,7 @@ def batch_candidates(before: Cluster, after: Cluster, changes: Iterable[Change])
     return keys
 
 
-def _members(tunnel: K8sObject, cluster: Cluster) -> set[ObjectKey]:
+def _members(tunnel: K8sObject, cluster: Cluster) -> set[ObjectKey] | frozenset[ObjectKey]:
     """The pods either side of `tunnel` selects in `cluster` (none when its spec is invalid)."""
     parsed = parse_spec(tunnel)
     if isinstance(parsed, list):

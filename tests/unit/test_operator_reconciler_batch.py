@@ -6,7 +6,8 @@ import copy
 
 from kipsec_operator.reconcile.affected import Change, candidates
 from kipsec_operator.reconcile.cluster import Cluster
-from kipsec_operator.reconciler import batch_candidates
+from kipsec_operator.reconcile.render import plan
+from kipsec_operator.reconciler import batch_candidates, pod_batch
 from support.operator_objects import namespace, pod, psk_mesh_spec, psk_secret, tunnel
 
 BEFORE = [
@@ -39,3 +40,13 @@ def test_a_deleted_tunnel_still_touches_its_former_pods() -> None:
     after = Cluster.of([o for o in BEFORE if o["metadata"]["name"] != "blue"])
     keys = batch_candidates(Cluster.of(BEFORE), after, [Change("Tunnel", "default", "blue")])
     assert keys == {("default", "b1"), ("default", "b2")}
+
+
+def test_a_pod_batch_may_take_the_memberships_the_last_pass_found() -> None:
+    after_objects = copy.deepcopy(BEFORE)
+    b1 = next(o for o in after_objects if o["metadata"]["name"] == "b1")
+    b1["metadata"]["labels"] = {"app": "green"}  # moves from blue to green
+    before, after = Cluster.of(BEFORE), Cluster.of(after_objects)
+    found = pod_batch(before, after, {("default", "b1")}, plan(before).selected)
+    assert found == pod_batch(before, after, {("default", "b1")})
+    assert found[1] == {("default", "blue"), ("default", "green")}
