@@ -562,10 +562,13 @@ def _by_selecting_tunnels(
     (the label index found them) and every invalid Tunnel (not rendered, so not
     indexed). Asking every Tunnel about every pod cost Tunnels × pods per pass.
     """
+    keys = list(keys)
+    asked = frozenset(keys)
     selecting: dict[ObjectKey, list[ObjectKey]] = {}
-    for tunnel, members in sorted(rendering.selected.items()):
-        for member in members:
-            selecting.setdefault(member, []).append(tunnel)
+    if asked:
+        for tunnel, members in sorted(rendering.selected.items()):
+            for member in members & asked:  # not every member: a pass asks about a few
+                selecting.setdefault(member, []).append(tunnel)
     invalid = sorted(rendering.problems)
     groups: dict[tuple[ObjectKey, ...], list[ObjectKey]] = {}
     for key in keys:
