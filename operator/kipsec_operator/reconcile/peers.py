@@ -42,6 +42,12 @@ class Link:
     remote: PodRef
     role: Role
     """Which side `local` is on (`mesh` when the pair is linked both ways)."""
+    pair: tuple[ObjectKey, ObjectKey] = field(init=False, repr=False, compare=False)
+    """(local, remote) pod keys, built once: every pass merges every Tunnel's links by
+    this pair (:func:`all_links`)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pair", (self.local.key, self.remote.key))
 
     @property
     def remote_address(self) -> str:
@@ -186,7 +192,7 @@ def all_links(
             found = tunnel_links(cluster.tunnels[key], specs[key], cluster, known)
         kept = []
         for link in found:
-            pair = (link.local.key, link.remote.key)
+            pair = link.pair
             if pair in seen:
                 conflicts.append(link)
                 continue
