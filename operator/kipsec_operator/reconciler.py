@@ -39,7 +39,7 @@ from .reconcile.cluster import Cluster, K8sObject, ObjectKey, PodRef, key_of, po
 from .reconcile.consent import ALLOW_TUNNELS_FROM
 from .reconcile.external_status import external_peer_status
 from .reconcile.failure_events import failure_events
-from .reconcile.peers import Links, selected
+from .reconcile.peers import Links, selected, selects_any
 from .reconcile.render import (
     CONFIG_KEY,
     MANAGED_BY,
@@ -72,6 +72,10 @@ log = logging.getLogger(__name__)
 
 WRITE_CONCURRENCY = 16
 """Secret writes in flight at once during a pass."""
+
+FEW_PODS = 16
+"""Changed pods up to which :func:`pod_batch` checks them against each Tunnel's selector
+rather than selecting each Tunnel's pods (about the cost of selecting one Tunnel's)."""
 
 _CHANGE_KINDS: dict[str, Kind] = {
     "Pod": "Pod",
@@ -604,7 +608,9 @@ def pod_batch(
 
     `selected_before` is what the pass that rendered `before` found each valid Tunnel
     to select (:attr:`~.render.Rendering.selected`), not selected again; a Tunnel it
-    does not hold is asked."""
+    does not hold is asked. In `after`, a batch of at most :data:`FEW_PODS` pods is
+    checked against each Tunnel's selector (:func:`~.peers.selects_any`) and only the
+    Tunnels selecting one select their pods."""
     keys = set(pods)
     tunnels: set[ObjectKey] = set()
     if not pods:
@@ -612,6 +618,10 @@ def pod_batch(
     for cluster, known in ((before, selected_before or {}), (after, {})):
         for key, tunnel in cluster.tunnels.items():
             found = known.get(key)
+            if found is None and cluster is after and len(pods) <= FEW_PODS:
+                parsed = parse_spec(tunnel)
+                if isinstance(parsed, list) or not selects_any(tunnel, parsed, after, pods):
+                    continue
             members = _members(tunnel, cluster) if found is None else found
             if not members.isdisjoint(pods):
                 keys |= members

@@ -155,6 +155,11 @@ class Cluster:
             key: (pod.get("metadata") or {}).get("labels") or {} for key, pod in self.pods.items()
         }
 
+    @property
+    def pod_labels(self) -> Mapping[ObjectKey, Mapping[str, str]]:
+        """Per pod, its labels (built once per snapshot)."""
+        return self._labels
+
     def ref(self, key: ObjectKey, *, require_ip: bool = True) -> PodRef | None:
         """:func:`pod_ref` of the pod `key` (None when unknown), computed once per snapshot."""
         if key not in self._refs:
