@@ -41,7 +41,7 @@ from .metrics import OperatorMetrics
 from .reconcile.cluster import K8sObject, ObjectKey, key_of, pod_ref
 from .reconcile.external import is_ip
 from .reconcile.render import POD_CERTIFICATE_KEY, secret_name
-from .reconciler import PassResult, Reconciler
+from .reconciler import PassResult, Reconciler, data_digests
 from .server import serve, serving_ca
 from .sidecar_reports import Fetcher, HttpFetcher, poll
 from .webhook.injection import InjectionSettings
@@ -145,9 +145,11 @@ class Operator:
                 if exc.status != 409:
                     raise
                 current = await self.kube.get(path) or {}
-                previous = current.get("data") or {}
-        # Only the keys that differ from `previous`, and never the pod's certificate,
-        # which the signing replica writes (it may have done so since `previous`).
+                previous = data_digests(current.get("data"))
+        # Only the keys that differ from `previous` (digests, as the reconciler keeps
+        # them), and never the pod's certificate, which the signing replica writes (it
+        # may have done so since `previous`).
+        wanted = data_digests(manifest["data"])
         data: dict[str, Any] = {
             key: None
             for key in previous
@@ -156,7 +158,7 @@ class Operator:
         data.update(
             (k, v)
             for k, v in manifest["data"].items()
-            if previous.get(k) != v and k != POD_CERTIFICATE_KEY
+            if previous.get(k) != wanted[k] and k != POD_CERTIFICATE_KEY
         )
         patch = {
             "metadata": {

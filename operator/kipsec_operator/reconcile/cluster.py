@@ -161,6 +161,11 @@ class Cluster:
             key: (pod.get("metadata") or {}).get("labels") or {} for key, pod in self.pods.items()
         }
 
+    @property
+    def pod_labels(self) -> Mapping[ObjectKey, Mapping[str, str]]:
+        """Per pod, its labels (built once per snapshot)."""
+        return self._labels
+
     def ref(self, key: ObjectKey, *, require_ip: bool = True) -> PodRef | None:
         """:func:`pod_ref` of the pod `key` (None when unknown), computed once per snapshot."""
         if key not in self._refs:
@@ -224,10 +229,12 @@ class PodRef:
     node: str = ""
     config_secret: str | None = None
     """The configuration Secret's name the webhook chose (annotation), if any."""
+    key: ObjectKey = field(init=False, repr=False, compare=False)
+    """(namespace, name), built once: a pass merging every Tunnel's links asks each
+    link's two pods for it (a property built a tuple per call, 4 % of the operator)."""
 
-    @property
-    def key(self) -> ObjectKey:
-        return (self.namespace, self.name)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.namespace, self.name))
 
     @property
     def peer_name(self) -> str:
