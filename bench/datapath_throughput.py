@@ -20,6 +20,9 @@ Variants (what each row turns on; see :mod:`kipsec_sidecar.datapath.offload`):
 - ``gso+gro-no-tso``: UDP GSO and GRO without the TUN offload: the kernel cuts TCP
   into segments (in C) and the datapath reads and writes them one by one, instead of
   cutting and merging in Python;
+- ``gro-only-offload``: the full fast path with the TUN offered without TSO
+  (``UserspaceOptions.tso=False``): reads are segments the kernel cut and checksummed,
+  writes are still merged into super-segments (:func:`.offload.coalesce`);
 - ``workers2``: the same with its outbound half in a worker process
   (:mod:`kipsec_sidecar.datapath.split`, ``datapath: {workers: 2}``): two processes
   per pod, so the CPU columns add the worker's.
@@ -66,6 +69,7 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "+gso": {"offload": True, "gso": True, "gro": False},
     "+gro": {"offload": True, "gso": True, "gro": True},
     "gso+gro-no-tso": {"offload": False, "gso": True, "gro": True},
+    "gro-only-offload": {"offload": True, "tso": False, "gso": True, "gro": True},
     "workers2": {"offload": True, "gso": True, "gro": True, "workers": True},
 }
 SPI_A_TO_B = 0xA001
@@ -85,6 +89,7 @@ class _BenchChild(_Child):
             path_mtu=self.datapath.options.path_mtu,
             suites=self.datapath.options.suites,
             offload=switches["offload"],
+            tso=switches.get("tso", True),
         )
         self.datapath: UserspaceDatapath
         if switches.get("workers"):

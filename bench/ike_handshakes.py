@@ -9,7 +9,8 @@ the first child SA, through :mod:`support.ike_pair` (no sockets, fake clock) —
 Suites: IKEv2 with PSK and ECDSA P-256 certificates (RFC 7427 method 14 and RFC 4754
 method 9), each with X25519 and with ECP-256 key exchange; IKEv1 (``version=1``) main
 mode and quick mode with PSK (MODP-2048 and ECP-256), ECDSA P-256 (method 9) and RSA-2048
-(method 3) signatures. Total run time stays bounded.
+(method 3) signatures, and RSA-2048 public-key encryption (methods 4 and 5). Total run
+time stays bounded.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def _ecdsa(group: int, method: int) -> Factory:
 
 def _ikev1(group: int, auth: str) -> Factory:
     root = CertificateAuthority.root("bench v1 root")
-    kind: KeyKind = "rsa" if auth == "rsa" else "ec256"
+    kind: KeyKind = "ec256" if auth in ("psk", "ecdsa") else "rsa"
     leaves = {
         n: root.issue(n, dns=[n], key_kind=kind, key_slot=40 + i)
         for i, n in enumerate(("a.example", "b.example"))
@@ -118,6 +119,11 @@ def _ikev1(group: int, auth: str) -> Factory:
         if auth == "psk":
             return config
         signer = _signer(me, peer, leaves[me], root)
+        if auth in ("rsa-encryption", "rsa-revised"):
+            method = 4 if auth == "rsa-encryption" else 5
+            signer = replace(
+                signer, public_key_encryption=method, peer_certificate=leaves[peer].der
+            )
         return replace(config, auth=signer, wall_clock_epoch=NOW.timestamp())
 
     def make() -> tuple[IkeConfig, IkeConfig]:
@@ -136,6 +142,8 @@ SUITES: dict[str, Factory] = {
     "IKEv1 PSK, ECP-256": _ikev1(DhGroup.ECP_256, "psk"),
     "IKEv1 ECDSA P-256 (method 9), ECP-256": _ikev1(DhGroup.ECP_256, "ecdsa"),
     "IKEv1 RSA-2048 (method 3), ECP-256": _ikev1(DhGroup.ECP_256, "rsa"),
+    "IKEv1 RSA-2048 encryption (4), ECP-256": _ikev1(DhGroup.ECP_256, "rsa-encryption"),
+    "IKEv1 RSA-2048 revised (5), ECP-256": _ikev1(DhGroup.ECP_256, "rsa-revised"),
 }
 
 

@@ -223,6 +223,8 @@ async def one_size(
         )
     )
     row["plan_s"] = time.perf_counter() - started
+    if profile:
+        profile.mkdir(parents=True, exist_ok=True)
     async with serve() as (emulator, url):
         env = dict(os.environ, PYTHONPATH=f"{ROOT / 'operator'}:{ROOT / 'sidecar'}")
         profiler = (

@@ -14,6 +14,15 @@ do what real clusters need. Where the credentials come from is a :data:`Credenti
   OIDC and GCP auth providers, client certificates, ``tokenFile``;
 * :class:`Connection` -- an explicit URL and static token (the lab, the emulator).
 
+Each call goes out on the library's connection pool (its TLS settings, its proxy) with
+the library's auth settings (so a refreshed token is used), but by a thin path: the body
+is serialized once with the C JSON encoder, and the session does not look up proxies and
+``~/.netrc`` in a thread per request, as the library's ``trust_env`` session does (two
+thread hand-offs per call, most of a call's cost at thousands of Secret writes). The
+proxy is the kubeconfig's ``proxy-url``, else the environment's (``HTTPS_PROXY``,
+``NO_PROXY``…) for the API server, read once per client. ``~/.netrc`` is not read
+(kubectl does not read it either).
+
 A 401 answer means the credentials went stale before the periodic refresh saw it (a
 replaced token file, an exec token revoked early): the client loads them again from
 their source and retries the request once, as client-go does. kopf's login handler
@@ -35,9 +44,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config import ConfigException, kube_config
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
+from yarl import URL
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 USER_AGENT = "kipsec (kubernetes_asyncio)"
@@ -175,6 +186,8 @@ class Kube:
     def __init__(self, connection: Credentials) -> None:
         self.connection = connection
         self._client: ApiClient | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._proxy: dict[str, Any] = {}
         self._generation = 0
         self._reloading = asyncio.Lock()
 
@@ -182,9 +195,22 @@ class Kube:
         client = ApiClient(await self.connection.configuration())
         client.user_agent = USER_AGENT
         self._client = client
+        rest = client.rest_client
+        self._session = aiohttp.ClientSession(
+            connector=rest.pool_manager.connector,
+            connector_owner=False,
+            trust_env=False,
+            read_bufsize=2**21,  # as the library's: one watch event may be a large object
+        )
+        self._proxy = _proxy_arguments(client.configuration, rest.proxy_headers)
+        if rest.server_hostname:
+            self._proxy["server_hostname"] = rest.server_hostname
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -214,18 +240,27 @@ class Kube:
     ) -> aiohttp.ClientResponse:
         """The response (the caller reads and releases it); a 401 reloads the
         credentials and retries once; other non-2xx answers raise ApiError."""
-        assert self._client is not None, "use Kube as an async context manager"
+        client, session = self._client, self._session
+        assert client is not None and session is not None, "use Kube as an async context manager"
+        data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+        if isinstance(timeout, (int, float)):
+            timeout = aiohttp.ClientTimeout(total=timeout)
         for attempt in (1, 2):
             generation = self._generation
-            response: aiohttp.ClientResponse = await self._client.call_api(
-                path,
+            headers = {
+                **client.default_headers,
+                "Accept": "application/json",
+                "Content-Type": content_type,
+            }
+            await client.update_params_for_auth(headers, [], ["BearerToken"])
+            response = await session.request(
                 method,
-                query_params=dict(params) if params else None,
-                header_params={"Accept": "application/json", "Content-Type": content_type},
-                body=dict(body) if body is not None else None,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=timeout,
+                f"{client.configuration.host}{path}",
+                params=dict(params) if params else None,
+                data=data,
+                headers=headers,
+                timeout=timeout,
+                **self._proxy,
             )
             if response.status < 400:
                 return response
@@ -306,6 +341,23 @@ async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
         text = await response.text()
     result: dict[str, Any] = json.loads(text) if text else {}
     return result
+
+
+def _proxy_arguments(
+    configuration: Configuration, headers: Mapping[str, str] | None
+) -> dict[str, Any]:
+    """The proxy of requests to the API server: the configuration's (a kubeconfig's
+    ``proxy-url``), else the environment's for its URL (none when ``NO_PROXY`` names it)."""
+    if configuration.proxy:
+        found: dict[str, Any] = {"proxy": configuration.proxy}
+        if headers:
+            found["proxy_headers"] = headers
+        return found
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(str(configuration.host)))
+    except LookupError:
+        return {}
+    return {"proxy": proxy, "proxy_auth": auth}
 
 
 def object_path(api_version: str, plural: str, namespace: str | None, name: str = "") -> str:

@@ -13,8 +13,10 @@ A pass renders the pods the batch can touch (all pods on the first pass) with
 even after a restart. A pod that keeps its sidecar but is no longer selected gets a
 document without peers (its sidecar then removes its SAs); deleting the Secret would
 leave the kubelet's last copy in the pod. Tunnel status is recomputed for every
-Tunnel and written only when it differs; a Tunnel's validation problems and pods
-running without the sidecar become Warning Events once per distinct message.
+Tunnel (with only pod changes: for the Tunnels they touch, whose validation, selection
+and links are also the only ones derived again) and written only when it differs; a
+Tunnel's validation problems and pods running without the sidecar become Warning
+Events once per distinct message.
 
 Everything the pass writes goes through :class:`Writer`, so tests drive it with a fake
 and the kopf handlers give it the real API.
@@ -176,8 +178,11 @@ class Reconciler:
         """The pod and Service ranges external subnets must not overlap (settings)."""
         self.actual: dict[ObjectKey, Mapping[str, str]] = {}
         """Per pod, the data of its configuration Secret as the API holds it."""
+        self._relevance: dict[tuple[str, ObjectKey], Any] = {}
+        """Per indexed object, what :func:`_relevant` found in it (not computed twice)."""
         self._changes: list[Change] = []
         self._full = True
+        self._reports_changed = False
         self._before = Cluster()
         self._statuses: dict[ObjectKey, dict[str, Any]] = {}
         self._warned: dict[tuple[str, ObjectKey], str] = {}
@@ -217,7 +222,11 @@ class Reconciler:
             self._missing.discard(key)
         if kind == "TunnelCertificate" and deleted:
             self.trust_bundles.pop(key, None)
-        if _relevant(kind, old) != _relevant(kind, None if deleted else obj):
+        before = self._relevance.pop((kind, key), None) if old is not None else None
+        after = None if deleted else _relevant(kind, obj)
+        if not deleted:
+            self._relevance[(kind, key)] = after
+        if before != after:
             change_kind = _CHANGE_KINDS.get(kind)
             if change_kind is not None:
                 name = "" if kind == "Namespace" else key[1]
@@ -263,6 +272,7 @@ class Reconciler:
                 self.reports[key] = report
                 changed = True
         if changed:
+            self._reports_changed = True
             self._wake.set()
         await _bounded(posts)
         return changed
@@ -331,9 +341,25 @@ class Reconciler:
         started = time.perf_counter()
         after = self.snapshot()
         changes, self._changes = self._changes, []
-        keys = None if self._full else batch_candidates(self._before, after, changes)
+        reports_changed, self._reports_changed = self._reports_changed, False
+        keys: set[ObjectKey] | None = None
+        # With only pod changes: the Tunnels whose pods (before or after) changed; the
+        # others' parts, and their status, are what the last pass found.
+        touched: set[ObjectKey] | None = None
+        if not self._full:
+            # A pod can flip an ExternalPeer's validity (an address inside its subnets),
+            # which changes Tunnels whose own pods did not change: no reuse then.
+            if all(c.kind == "Pod" for c in changes) and not external_check_changes(
+                self._before, after
+            ):
+                keys, touched = pod_batch(self._before, after, {c.key for c in changes})
+            else:
+                keys = batch_candidates(self._before, after, changes)
         self._full = False
-        rendering = plan(after, only=keys)
+        reuse = None
+        if touched is not None:
+            reuse = {k: p for k, p in self.rendering.parts.items() if k not in touched}
+        rendering = plan(after, only=keys, reuse=reuse)
         desired = rendering.secrets()
         self.links = rendering.links
         self.rendering = rendering
@@ -350,6 +376,8 @@ class Reconciler:
         await self._write_secrets(writes, result)
         patches: list[tuple[ObjectKey, Callable[[], Awaitable[None]]]] = []
         for key, tunnel in sorted(after.tunnels.items()):
+            if not (reports_changed or touched is None or _status_due(key, tunnel, touched)):
+                continue  # nothing its status reads changed (see `touched`)
             previous = self._statuses.get(key) or tunnel.get("status")
             status = tunnel_status(
                 tunnel, rendering, after, self.reports, now=self.clock(), previous=previous
@@ -529,6 +557,38 @@ def _by_selecting_tunnels(
     ]
 
 
+def _status_due(key: ObjectKey, tunnel: K8sObject, touched: set[ObjectKey]) -> bool:
+    """Whether a pass with only pod changes (`touched`: the Tunnels whose pods changed)
+    must recompute `tunnel`'s status: it is touched; or a side has a
+    `namespaceSelector` (its refusals name pods outside its selection)."""
+    if key in touched:
+        return True
+    selector = (tunnel.get("spec") or {}).get("selector") or {}
+    return any(
+        isinstance(side, Mapping) and side.get("namespaceSelector") is not None
+        for side in selector.values()
+    )
+
+
+def pod_batch(
+    before: Cluster, after: Cluster, pods: set[ObjectKey]
+) -> tuple[set[ObjectKey], set[ObjectKey]]:
+    """(the pods a batch of pod changes may touch, the Tunnels that select one of the
+    changed `pods` in `before` or `after`): the changed pods and every pod of those
+    Tunnels, with the Tunnels' memberships computed once per batch."""
+    keys = set(pods)
+    tunnels: set[ObjectKey] = set()
+    if not pods:
+        return keys, tunnels
+    for cluster in (before, after):
+        for key, tunnel in cluster.tunnels.items():
+            members = _members(tunnel, cluster)
+            if members & pods:
+                keys |= members
+                tunnels.add(key)
+    return keys, tunnels
+
+
 def batch_candidates(before: Cluster, after: Cluster, changes: Iterable[Change]) -> set[ObjectKey]:
     """The pods a batch of changes may touch (:func:`~.reconcile.affected.candidates`,
     with the Tunnels' memberships computed once per batch for the many pod changes, and
@@ -538,13 +598,7 @@ def batch_candidates(before: Cluster, after: Cluster, changes: Iterable[Change])
     pods = {c.key for c in changes if c.kind == "Pod"}
     tunnels = {c.key for c in changes if c.kind == "Tunnel"}
     others = {c for c in changes if c.kind not in ("Pod", "Tunnel")}
-    if pods:
-        keys |= pods
-        for cluster in (before, after):
-            for tunnel in cluster.tunnels.values():
-                members = _members(tunnel, cluster)
-                if members & pods:
-                    keys |= members
+    keys |= pod_batch(before, after, pods)[0]
     for cluster in (before, after):
         for key in tunnels & cluster.tunnels.keys():
             keys |= _members(cluster.tunnels[key], cluster)
@@ -563,4 +617,12 @@ def _members(tunnel: K8sObject, cluster: Cluster) -> set[ObjectKey]:
     return {*from_keys, *to_keys}
 
 
-__all__ = ["WATCHED_KINDS", "PassResult", "Reconciler", "Writer", "batch_candidates", "now_rfc3339"]
+__all__ = [
+    "WATCHED_KINDS",
+    "PassResult",
+    "Reconciler",
+    "Writer",
+    "batch_candidates",
+    "now_rfc3339",
+    "pod_batch",
+]

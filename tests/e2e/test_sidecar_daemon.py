@@ -164,8 +164,13 @@ def test_a_killed_outbound_worker_leaks_nothing_and_the_daemon_starts_another(
     assert not summary.contains(MARKER), summary.describe()
     assert not summary.unexpected(), summary.describe()
     assert a.sas()["ready"]
-    # The new worker counts on from the SA's lifetime counters, not from zero.
-    assert a.peer("pb")["children"][0]["packets_out"] > counted
+    # The new worker counts on from the SA's lifetime counters, not from zero; its counts
+    # reach the daemon with its next periodic report, not with the packet.
+    wait_until(
+        "the new worker's counts reach the daemon, above the dead worker's",
+        lambda: a.peer("pb")["children"][0]["packets_out"] > counted,
+        5,
+    )
 
 
 # --- manual keying -------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Peer garbage against the IKEv1 engine: random bytes, mutated real datagrams and
 authenticated nonsense (encrypted under the ISAKMP SA's keys with a correct HASH(1)).
+Public-key encryption (methods 4 and 5): any handshake datagram mutated on the way, and
+message 3 with sealed Nonce / ID bodies that are correctly encrypted to the responder's
+key but hold anything.
 
 No exception reaches the caller, and none is swallowed as an internal error: the
 ``internal_errors`` counter, where a bug would hide, stays at zero on both sides.
@@ -7,15 +10,23 @@ No exception reaches the caller, and none is swallowed as an internal error: the
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kipsec_sidecar.core.ike.events import ChildSaEstablished
 from kipsec_sidecar.core.ikev1 import keys
-from kipsec_sidecar.core.ikev1.constants import ExchangeType
+from kipsec_sidecar.core.ikev1.constants import ExchangeType, PayloadType
 from kipsec_sidecar.core.ikev1.engine import IsakmpSa
-from kipsec_sidecar.core.ikev1.message import Message, encode_payloads
-from kipsec_sidecar.core.ikev1.payloads import HashPayload, Payload
-from support.ike_pair import I2R, INITIATOR_ADDR, IkePair, pair_configs
+from kipsec_sidecar.core.ikev1.message import (
+    Message,
+    decode_message,
+    encode_message,
+    encode_payloads,
+)
+from kipsec_sidecar.core.ikev1.payloads import HashPayload, Payload, SealedPayload
+from support.ike_pair import I2R, INITIATOR_ADDR, R2I, IkePair, pair_configs
+from support.ikev1_public_key import RSA_B, public_key_pair
 from support.ikev1_strategies import payloads
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -98,3 +109,63 @@ def test_authenticated_nonsense(exchange: int, message_id: int, body: list[Paylo
     pair.endpoint.receive_datagram(data, INITIATOR_ADDR, pair.now)
     pair.run(30)
     assert_no_internal_error(pair)
+
+
+@FUZZ
+@given(
+    st.sampled_from([4, 5]),
+    st.sampled_from([I2R, R2I]),
+    st.integers(0, 3),
+    st.integers(0, 2000),
+    st.integers(1, 255),
+    st.booleans(),
+)
+def test_public_key_encryption_with_a_mutated_handshake_datagram(
+    method: int, direction: str, index: int, position: int, xor: int, truncate: bool
+) -> None:
+    def tap(way: str, at: int, data: bytes) -> list[bytes]:
+        if (way, at) != (direction, index):
+            return [data]
+        where = position % len(data)
+        if truncate:
+            return [data[:where]]
+        return [data[:where] + bytes([data[where] ^ xor]) + data[where + 1 :]]
+
+    pair = public_key_pair(method, tap=tap)
+    pair.run(60)
+    assert_no_internal_error(pair)
+
+
+@FUZZ
+@given(
+    st.sampled_from([4, 5]),
+    st.sampled_from([PayloadType.NONCE, PayloadType.ID, PayloadType.KE]),
+    st.binary(max_size=245),
+)
+def test_public_key_encryption_with_sealed_nonsense(method: int, kind: int, body: bytes) -> None:
+    """Message 3 with one sealed body replaced by ``body`` encrypted to the responder's
+    RSA key: it opens, and whatever it holds must fail cleanly (or be dropped, the
+    initiator's retransmission then getting through)."""
+    sealed_types = (PayloadType.ID, PayloadType.NONCE, PayloadType.KE, PayloadType.CERT)
+
+    def tap(way: str, at: int, data: bytes) -> list[bytes]:
+        if (way, at) != (I2R, 1):
+            return [data]
+        msg = decode_message(data, sealed=sealed_types)
+        responder_key = RSA_B.key.public_key()
+        assert isinstance(responder_key, rsa.RSAPublicKey)
+        forged = SealedPayload(kind, responder_key.encrypt(body, padding.PKCS1v15()))
+        replaced = tuple(
+            forged if isinstance(p, SealedPayload) and p.payload_type == kind else p
+            for p in msg.payloads
+        )
+        out = Message(msg.cookie_i, msg.cookie_r, msg.exchange, msg.message_id, replaced)
+        return [encode_message(out)]
+
+    pair = public_key_pair(method, tap=tap)
+    pair.run(60)
+    assert_no_internal_error(pair)
+    # a forged body that happens to decode must not end in SAs whose keys disagree
+    both = zip(pair.i.of(ChildSaEstablished), pair.r.of(ChildSaEstablished), strict=True)
+    for mine, theirs in both:
+        assert mine.encr_key_out == theirs.encr_key_in

@@ -52,17 +52,18 @@ def pods_of(lab: Lab, namespace: str) -> list[PodState]:
     return [p for p in lab.paths.read_state().pods if p.namespace == namespace]
 
 
-def one_ike_sa_per_pod(lab: Lab, namespace: str, connection: str) -> list[site.SiteSa] | None:
+def one_ike_sa_per_pod(
+    lab: Lab, namespace: str, connection: str, *, besides: tuple[str, str] | None = None
+) -> list[site.SiteSa] | None:
     """charon's SAs when it holds exactly one established IKE SA (with its child SA) per
-    pod of ``namespace`` on ``connection`` and nothing else; else None."""
+    pod of ``namespace`` on ``connection`` (and per pod of ``besides``, a namespace and
+    its connection) and nothing else; else None."""
     sas = site.list_sas(lab.paths.site)
-    addresses = sorted(p.ip for p in pods_of(lab, namespace))
-    good = [
-        sa
-        for sa in sas
-        if sa.connection == connection and sa.state == "ESTABLISHED" and sa.children_installed
-    ]
-    if sorted(sa.remote_host for sa in sas) == addresses == sorted(sa.remote_host for sa in good):
+    expected = [(namespace, connection)] + ([besides] if besides else [])
+    pods = sorted((p.ip, c) for n, c in expected for p in pods_of(lab, n))
+    good = [(sa.remote_host, sa.connection) for sa in sas if sa.state == "ESTABLISHED"]
+    held = [(sa.remote_host, sa.connection) for sa in sas]
+    if sorted(held) == pods == sorted(good) and all(sa.children_installed for sa in sas):
         return sas
     return None
 
@@ -202,6 +203,7 @@ def test_certificates_from_a_foreign_ca_carry_pod_traffic_to_the_site(
         # The pods prove their address with the operator-issued certificate.
         assert {sa.remote_id for sa in sas} == {p.ip for p in pods_of(lab, "onprem-certs")}
         assert_encrypted_to_site(lab, "onprem-certs/reports-0")
+        expect_another_identity_then_the_right_one(lab, path, tmp_path)
 
         # Deleting the ExternalPeer removes the SAs on both sides and the routes.
         peer = tmp_path / "peer.yaml"
@@ -218,6 +220,59 @@ def test_certificates_from_a_foreign_ca_carry_pod_traffic_to_the_site(
     finally:
         lab.delete(path)
         lab.delete(config_map)
+
+
+def expect_another_identity_then_the_right_one(lab: Lab, path: Path, tmp_path: Path) -> None:
+    """With the certificate example's SAs up: expecting an identity the gateway does not
+    prove (it proves gw.onprem.example) takes every SA of that peer down on both sides,
+    the ExternalPeer names the pods' authentication_failed and points at spec.identity,
+    nothing leaves in clear, and a PSK Tunnel to the same gateway keeps its SAs; the right
+    identity brings the SAs back."""
+    good = variant(EXAMPLES / "external-peer-psk.yaml", tmp_path / "good.yaml", "billing-good")
+
+    def both_up() -> list[site.SiteSa] | None:
+        return one_ike_sa_per_pod(
+            lab, "onprem-certs", "certificates", besides=("billing-good", "psk")
+        )
+
+    lab.apply(good)
+    try:
+        lab.ready_external_peer("billing-good", "onprem")
+        eventually(both_up, 30, lab.logs)
+        wrong = variant(path, tmp_path / "wrong.yaml", identity={"fqdn": "other.onprem.example"})
+        lab.apply(wrong)
+
+        def refused() -> dict[str, Any] | None:
+            status = lab.external_peer("onprem-certs", "onprem-gw").get("status") or {}
+            errors = {(e["pod"], e["reason"]) for e in status.get("podErrors") or []}
+            pods = pods_of(lab, "onprem-certs")
+            expected = {(f"onprem-certs/{p.name}", "authentication_failed") for p in pods}
+            if status.get("podsEstablished") == 0 and errors == expected:
+                return status
+            return None
+
+        status = eventually(
+            refused, 60, lambda: str(lab.external_peer("onprem-certs", "onprem-gw"))
+        )
+        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+        assert degraded["status"] == "True" and degraded["reason"] == "SidecarError", degraded
+        assert "authentication_failed" in degraded["message"], degraded
+        assert "spec.identity" in degraded["message"], degraded
+        # Neither side holds an SA of the refused peer; the good Tunnel's stay, alone.
+        eventually(lambda: no_child_sa(lab, "onprem-certs"), 20, lab.logs)
+        assert one_ike_sa_per_pod(lab, "billing-good", "psk"), site.list_sas(lab.paths.site)
+        assert_nothing_in_clear(lab, "onprem-certs/reports-1")
+        assert one_ike_sa_per_pod(lab, "billing-good", "psk"), site.list_sas(lab.paths.site)
+        assert lab.external_peer("billing-good", "onprem")["status"]["podsEstablished"] == 2
+        assert_encrypted_to_site(lab, "billing-good/billing-0")
+
+        lab.apply(path)  # the identity the gateway proves
+        lab.ready_external_peer("onprem-certs", "onprem-gw", timeout=90)
+        eventually(both_up, 30, lab.logs)
+        assert_encrypted_to_site(lab, "onprem-certs/reports-1")
+    finally:
+        lab.delete(good)
+    eventually(lambda: one_ike_sa_per_pod(lab, "onprem-certs", "certificates"), 30, lab.logs)
 
 
 def test_the_gateway_initiates_to_a_pod_that_only_answers(lab: Lab, tmp_path: Path) -> None:

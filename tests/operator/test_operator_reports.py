@@ -59,6 +59,7 @@ def test_the_parser_reads_what_the_sidecar_writes() -> None:
     class Snapshot:
         def __init__(self) -> None:
             self.peers = [Peer("shop/a")]
+            self.datapath_failed = False
 
     body = not_ready_reason(Snapshot())  # type: ignore[arg-type]
     assert parse_readyz(503, body, PEERS).established == {"shop/b", "shop/c"}

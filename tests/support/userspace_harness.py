@@ -104,6 +104,7 @@ class _Child:
             ids=RoutingIds(mark=spec.get("mark", 0x6B70)),
             path_mtu=spec.get("path_mtu"),
             suites=(_suite(spec),),
+            tso=spec.get("tso", True),
         )
         self.datapath: UserspaceDatapath
         if spec.get("workers", 1) == 2:

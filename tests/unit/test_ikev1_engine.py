@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 
+from kipsec_sidecar.core.errors import KipsecError
 from kipsec_sidecar.core.ike.config import (
-    AuthConfig,
     ChildProposal,
     Encryption,
-    Identity,
     IkeConfig,
     Lifetime,
 )
@@ -28,6 +27,9 @@ from kipsec_sidecar.core.ike.events import (
 )
 from kipsec_sidecar.core.ikev1.engine import IsakmpSa
 from support.ike_pair import ESP_CBC, I2R, R2I, V1_IKE_PROPOSALS, IkePair, pair_configs
+from support.ikev1_public_key import ROOT as PK_ROOT
+from support.ikev1_public_key import RSA_A, RSA_B, encrypting, public_key_pair
+from support.ikev1_public_key import signing as support_signing
 from support.pki import NOW, CertificateAuthority, Issued, KeyKind
 
 V1_IKE = V1_IKE_PROPOSALS
@@ -211,18 +213,8 @@ ROOT = CertificateAuthority.root("kipsec ikev1 test root")
 EPOCH = NOW.timestamp()
 
 
-def signing(
-    config: IkeConfig, me: str, peer: str, leaf: Issued, anchor: CertificateAuthority = ROOT
-) -> IkeConfig:
-    auth = AuthConfig(
-        "signature",
-        local_id=Identity.fqdn(me),
-        remote_id=Identity.fqdn(peer),
-        private_key=leaf.key,
-        certificates=(leaf.der,),
-        trust_anchors=(anchor.der,),
-    )
-    return replace(config, auth=auth, wall_clock_epoch=EPOCH)
+def signing(config: IkeConfig, me: str, peer: str, leaf: Issued) -> IkeConfig:
+    return support_signing(config, me, peer, leaf, ROOT)
 
 
 def cert_pair(
@@ -277,3 +269,94 @@ def test_the_isakmp_sa_expires_at_its_hard_lifetime_and_the_peer_is_told() -> No
         "deleted-by-peer",
     }
     assert p.i.of(ChildSaDeleted) and p.r.of(ChildSaDeleted)
+
+
+# --- public-key encryption (RFC 2409 sections 5.2 / 5.3, methods 4 and 5) -------------
+
+
+@pytest.mark.parametrize("method", [4, 5])
+def test_public_key_encryption_main_mode(method: int) -> None:
+    seen: list[bytes] = []
+
+    def record(direction: str, index: int, data: bytes) -> list[bytes]:
+        seen.append(data)
+        return [data]
+
+    p = public_key_pair(method, tap=record)
+    p.run(10)
+    assert p.initiator.established and p.responder.established
+    assert p.initiator.p1.choice.suite.auth_method == method
+    assert p.responder.p1.choice.suite.auth_method == method
+    assert p.i.of(IkeSaEstablished)[0].remote_id == "b.example"
+    assert p.r.of(IkeSaEstablished)[0].remote_id == "a.example"
+    (ci,) = p.i.of(ChildSaEstablished)
+    (cr,) = p.r.of(ChildSaEstablished)
+    assert ci.encr_key_out == cr.encr_key_in and ci.encr_key_in == cr.encr_key_out
+    assert p.counts == {I2R: 5, R2I: 4}
+    # the nonces and identities never cross in clear
+    for data in seen:
+        assert b"a.example" not in data and b"b.example" not in data
+        assert p.initiator.p1.nonce_i not in data and p.initiator.p1.nonce_r not in data
+    assert p.initiator.stats.internal_errors == 0 and p.responder.stats.internal_errors == 0
+
+
+@pytest.mark.parametrize("method", [4, 5])
+def test_public_key_encryption_to_the_wrong_peer_key_fails_on_both_sides(method: int) -> None:
+    stranger = PK_ROOT.issue("b", key_kind="rsa", key_slot=82, dns=["b.example"])
+    p = public_key_pair(method, i_peer=stranger.der)
+    p.run(120)
+    assert not p.initiator.established and not p.responder.established
+    assert not p.i.of(ChildSaEstablished) and not p.r.of(ChildSaEstablished)
+    assert p.initiator.closed
+    assert p.initiator.stats.internal_errors == 0 and p.responder.stats.internal_errors == 0
+
+
+@pytest.mark.parametrize("method", [4, 5])
+def test_public_key_encryption_survives_loss_duplication_and_a_tampered_message_5(
+    method: int,
+) -> None:
+    dropped = {(I2R, 0), (R2I, 1), (I2R, 3)}
+
+    def lossy(direction: str, index: int, data: bytes) -> list[bytes]:
+        return [] if (direction, index) in dropped else [data, data]
+
+    p = public_key_pair(method, tap=lossy)
+    p.run(30)
+    assert p.initiator.established and p.responder.established
+    assert len(p.i.of(ChildSaEstablished)) == 1 and len(p.r.of(ChildSaEstablished)) == 1
+
+    def tamper(direction: str, index: int, data: bytes) -> list[bytes]:
+        if direction == I2R and index == 2:  # message 5: HASH_I only, encrypted
+            at = 28 + 3
+            return [data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]]
+        return [data]
+
+    t = public_key_pair(method, tap=tamper)
+    t.run(30)
+    assert t.responder.stats.dropped_malformed + t.responder.stats.dropped_integrity >= 1
+    assert t.initiator.established and t.responder.established
+
+
+def test_a_peer_certificate_for_another_identity_is_refused() -> None:
+    p = public_key_pair(
+        4, i_peer=PK_ROOT.issue("c", key_kind="rsa", key_slot=83, dns=["c.example"]).der
+    )
+    p.run(60)
+    assert not p.initiator.established
+
+
+def test_public_key_encryption_configuration_errors_name_the_field() -> None:
+    i, _ = configs()
+    with pytest.raises(KipsecError, match=r"auth\.private_key"):
+        encrypting(
+            i,
+            "a.example",
+            "b.example",
+            PK_ROOT.issue("e", key_slot=84, dns=["a.example"]),
+            RSA_B.der,
+            4,
+        )
+    with pytest.raises(KipsecError, match=r"auth\.public_key_encryption"):
+        encrypting(i, "a.example", "b.example", RSA_A, RSA_B.der, 3)
+    with pytest.raises(KipsecError, match=r"auth\.public_key_encryption"):
+        replace(encrypting(i, "a.example", "b.example", RSA_A, RSA_B.der, 4), version=2)

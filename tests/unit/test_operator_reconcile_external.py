@@ -386,6 +386,7 @@ def test_a_tunnel_counts_its_external_links_and_the_peer_its_established_pods() 
     ready, degraded = peer_status["conditions"]
     assert (ready["reason"], degraded["reason"]) == ("SasPending", "SidecarError")
     assert "default/c2: AUTHENTICATION_FAILED" in degraded["message"]
+    assert "spec.identity" in degraded["message"]  # a gateway proving another identity
     status = tunnel_status(cluster.tunnels[("default", "t")], rendering, cluster, reports, now="T")
     assert (status["peersExpected"], status["childSasEstablished"]) == (2, 1)
 

@@ -174,7 +174,10 @@ CONDITIONS: dict[str, tuple[ConditionReason, ...]] = {
             "True",
             "SidecarError",
             "pods report a failure towards it (`status.podErrors`: per pod a fixed reason "
-            "such as `authentication_failed`, `peer_dead`)",
+            "such as `authentication_failed`, `peer_dead`); the message names the first pod, "
+            "its reason and the spec fields to check (`authentication_failed`: "
+            "`spec.identity`, the identity the gateway must prove, and "
+            "`spec.authentication`)",
         ),
     ),
     "TunnelCertificate": (

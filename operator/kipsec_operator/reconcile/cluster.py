@@ -48,6 +48,13 @@ def ip_version(address: str) -> int:
     return ipaddress.ip_address(address).version
 
 
+@lru_cache(maxsize=65536)
+def normalized_ip(address: str) -> str:
+    """The canonical text of an IP address (raises ValueError for anything else);
+    memoized: every watch event of a pod asks about its addresses."""
+    return str(ipaddress.ip_address(address))
+
+
 def key_of(obj: K8sObject) -> ObjectKey:
     """(namespace, name) of an object dict."""
     metadata = obj.get("metadata") or {}
@@ -106,23 +113,23 @@ class Cluster:
         )
 
     @cached_property
-    def pods_by_namespace(self) -> dict[str, list[tuple[ObjectKey, dict[str, str]]]]:
+    def pods_by_namespace(self) -> dict[str, list[tuple[ObjectKey, Mapping[str, str]]]]:
         """Per namespace, its pods' keys and labels, sorted (built once per snapshot)."""
-        index: dict[str, list[tuple[ObjectKey, dict[str, str]]]] = {}
-        for key, pod in sorted(self.pods.items()):
-            labels = dict((pod.get("metadata") or {}).get("labels") or {})
+        index: dict[str, list[tuple[ObjectKey, Mapping[str, str]]]] = {}
+        for key, labels in sorted(self._labels.items()):
             index.setdefault(key[0], []).append((key, labels))
         return index
 
     @cached_property
     def _label_index(self) -> dict[str, dict[tuple[str, str], set[ObjectKey]]]:
-        """Per namespace, (label, value) → the keys of the pods carrying it."""
+        """Per namespace, (label, value) → the keys of the pods carrying it (unsorted:
+        a pass builds it for every snapshot, and sorting every pod cost more than the
+        few selections it serves)."""
         index: dict[str, dict[tuple[str, str], set[ObjectKey]]] = {}
-        for namespace, pods in self.pods_by_namespace.items():
-            by_label = index.setdefault(namespace, {})
-            for key, labels in pods:
-                for pair in labels.items():
-                    by_label.setdefault(pair, set()).add(key)
+        for key, labels in self._labels.items():
+            by_label = index.setdefault(key[0], {})
+            for pair in labels.items():
+                by_label.setdefault(pair, set()).add(key)
         return index
 
     def pods_matching(self, namespace: str, selector: Mapping[str, Any]) -> list[ObjectKey]:
@@ -131,7 +138,6 @@ class Cluster:
         `matchLabels` narrows through a label index first, so a selector costs the pods
         it names, not every pod of the namespace (a pass evaluates every Tunnel's).
         """
-        pods = self.pods_by_namespace.get(namespace, [])
         wanted = list((selector.get("matchLabels") or {}).items())
         if wanted:
             by_label = self._label_index.get(namespace, {})
@@ -139,11 +145,15 @@ class Cluster:
             keys = set.intersection(*sets) if sets[0] else set()
             labels = self._labels
             return sorted(key for key in keys if matches(selector, labels[key]))
+        pods = self.pods_by_namespace.get(namespace, [])
         return [key for key, labels in pods if matches(selector, labels)]
 
     @cached_property
-    def _labels(self) -> dict[ObjectKey, dict[str, str]]:
-        return {key: labels for pods in self.pods_by_namespace.values() for key, labels in pods}
+    def _labels(self) -> dict[ObjectKey, Mapping[str, str]]:
+        """Per pod, its labels (the object's own mapping: nothing here modifies it)."""
+        return {
+            key: (pod.get("metadata") or {}).get("labels") or {} for key, pod in self.pods.items()
+        }
 
     def ref(self, key: ObjectKey, *, require_ip: bool = True) -> PodRef | None:
         """:func:`pod_ref` of the pod `key` (None when unknown), computed once per snapshot."""
@@ -251,7 +261,7 @@ def pod_ref(pod: K8sObject, *, require_ip: bool = True) -> PodRef | None:
     if not ips and require_ip:
         return None
     try:
-        normalized = tuple(str(ipaddress.ip_address(ip)) for ip in ips)
+        normalized = tuple(normalized_ip(ip) for ip in ips)
     except ValueError:
         return None
     return PodRef(
@@ -273,5 +283,6 @@ __all__ = [
     "PodRef",
     "ip_version",
     "key_of",
+    "normalized_ip",
     "pod_ref",
 ]

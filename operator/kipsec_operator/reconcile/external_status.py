@@ -13,7 +13,7 @@ Reasons: Ready `AllSasEstablished`, `SasPending`, `NotUsed`, `InvalidSpec`; Degr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from .cluster import Cluster, K8sObject, ObjectKey, key_of
 from .external import addresses_of, external_peer_name
@@ -23,6 +23,18 @@ from .validation import external_peer_names
 
 MAX_POD_ERRORS = 32
 """Pods listed in `status.podErrors` (the count of the rest is in the message)."""
+
+_SPEC_HINTS: Final[Mapping[str, str]] = {
+    "authentication_failed": (
+        "check spec.identity (the identity the gateway must prove) and spec.authentication"
+    ),
+    "no_proposal_chosen": "check spec.proposals",
+    "ts_unacceptable": "check spec.subnets",
+    "peer_dead": "check spec.address and that the peer answers IKE",
+}
+"""The spec fields to look at per failure reason, appended to the Degraded message: a
+gateway proving another identity than the one expected fails as authentication_failed
+in the pods, so the condition points at `spec.identity`. Fixed text, never a secret."""
 
 
 def external_peer_status(
@@ -85,10 +97,11 @@ def external_peer_status(
             "Ready", False, "SasPending", f"{len(established)} of {len(links)} pods established"
         )
     if errors:
+        pod, reason = errors[0]
         more = f" (and {len(errors) - 1} more pods)" if len(errors) > 1 else ""
-        degraded = condition(
-            "Degraded", True, "SidecarError", f"{errors[0][0]}: {errors[0][1]}{more}"
-        )
+        hint = _SPEC_HINTS.get(reason.lower())
+        message = f"{pod}: {reason}{more}" + (f"; {hint}" if hint else "")
+        degraded = condition("Degraded", True, "SidecarError", message)
     else:
         degraded = condition("Degraded", False, "AsExpected", "")
     return _status(

@@ -17,7 +17,7 @@ narrows by protocol only: it protects more traffic than the ports, never less.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -161,17 +161,22 @@ def all_links(
     cluster: Cluster,
     specs: Mapping[ObjectKey, TunnelSpec],
     sides: Mapping[ObjectKey, tuple[list[ObjectKey], list[ObjectKey]]] | None = None,
+    per_tunnel: Mapping[ObjectKey, Sequence[Link]] | None = None,
 ) -> Links:
     """The links of every Tunnel in `specs` (the valid ones), conflicts resolved.
 
-    `sides` maps Tunnels to :func:`selected`'s result where the caller has it already.
+    `sides` maps Tunnels to :func:`selected`'s result where the caller has it already;
+    `per_tunnel` maps Tunnels to their :func:`tunnel_links` where the caller has those.
     """
     by_pod: dict[ObjectKey, list[Link]] = {}
     seen: set[tuple[ObjectKey, ObjectKey]] = set()
     conflicts: list[Link] = []
     for key in sorted(specs):
         known = sides.get(key) if sides is not None else None
-        for link in tunnel_links(cluster.tunnels[key], specs[key], cluster, known):
+        found = per_tunnel.get(key) if per_tunnel is not None else None
+        if found is None:
+            found = tunnel_links(cluster.tunnels[key], specs[key], cluster, known)
+        for link in found:
             pair = (link.local.key, link.remote.key)
             if pair in seen:
                 conflicts.append(link)

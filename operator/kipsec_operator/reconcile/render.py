@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -52,10 +51,19 @@ from kipsec_sidecar.config import API_VERSION, KIND
 from kipsec_sidecar.config.errors import FieldError
 from kipsec_sidecar.config.model import Start
 
-from .cluster import Cluster, ObjectKey, PodRef, ip_version
+from .cluster import Cluster, K8sObject, ObjectKey, PodRef, ip_version
+from .document_text import document_text
 from .external import ExternalLink, ca_bundle, external_links, sidecar_identity
 from .manual import manual_link
-from .peers import Link, Links, all_links, selected, selectors, traffic_selectors
+from .peers import (
+    Link,
+    Links,
+    all_links,
+    selected,
+    selectors,
+    traffic_selectors,
+    tunnel_links,
+)
 from .services import ServiceIndex
 from .shapes import validate_document
 from .validation import manual_algorithms, parse_spec, validate_tunnel
@@ -153,6 +161,24 @@ def with_operator_ca(manifest: dict[str, Any], pem: str | None) -> dict[str, Any
 
 
 @dataclass(frozen=True)
+class TunnelPart:
+    """What a pass derived from one Tunnel alone: its spec (or its problems), the pods
+    its sides select, and its links before conflicts with other Tunnels are resolved.
+
+    A later pass may reuse it (:func:`plan`'s `reuse`) when the caller knows that
+    nothing it was derived from changed: the same Tunnel object (checked here), the
+    same Secrets, TunnelCertificates, trust bundles, ExternalPeers and Namespaces, and
+    none of the pods it selected or would now select changed.
+    """
+
+    tunnel: K8sObject
+    spec: TunnelSpec | None
+    problems: list[FieldError]
+    sides: tuple[list[ObjectKey], list[ObjectKey]] = ([], [])
+    links: tuple[Link, ...] = ()
+
+
+@dataclass(frozen=True)
 class Rendering:
     """The whole desired state: valid Tunnels, their problems, links, per-pod configs."""
 
@@ -172,6 +198,8 @@ class Rendering:
     uncertified: tuple[ExternalLink, ...] = ()
     """Links to ExternalPeers not made because the peer's TunnelCertificate does not
     select the pod (:attr:`.external.ExternalLinks.uncertified`)."""
+    parts: Mapping[ObjectKey, TunnelPart] = field(default_factory=dict)
+    """Per Tunnel, what it alone gave (for a later pass to reuse)."""
 
     @cached_property
     def _external_by_peer(self) -> dict[ObjectKey, list[ExternalLink]]:
@@ -198,27 +226,39 @@ class Rendering:
         return dict(sorted(found.items()))
 
 
-def plan(cluster: Cluster, only: Iterable[ObjectKey] | None = None) -> Rendering:
+def plan(
+    cluster: Cluster,
+    only: Iterable[ObjectKey] | None = None,
+    *,
+    reuse: Mapping[ObjectKey, TunnelPart] | None = None,
+) -> Rendering:
     """Validate every Tunnel, link the pods and render the pods in `only` (default all).
 
     A pod gets a configuration when a valid Tunnel selects it and it has an IP; a
     selected pod without an IP gets an empty bootstrap Secret (:attr:`Rendering.pending`)
-    and is rendered once it has one.
+    and is rendered once it has one. `reuse` holds :class:`TunnelPart` s of an earlier
+    pass that are still true (the caller's judgement, see there); a part is taken only
+    for the very Tunnel object it was derived from. Validating, selecting and linking
+    every Tunnel on every pass cost most of a pass at thousands of pods.
     """
     specs: dict[ObjectKey, TunnelSpec] = {}
     problems: dict[ObjectKey, list[FieldError]] = {}
     chosen: dict[ObjectKey, frozenset[ObjectKey]] = {}
     sides: dict[ObjectKey, tuple[list[ObjectKey], list[ObjectKey]]] = {}
+    parts: dict[ObjectKey, TunnelPart] = {}
     for key, tunnel in sorted(cluster.tunnels.items()):
-        found = validate_tunnel(tunnel, cluster)
-        parsed = parse_spec(tunnel)
-        if found or isinstance(parsed, list):
-            problems[key] = found
+        part = (reuse or {}).get(key)
+        if part is None or part.tunnel is not tunnel:
+            part = _tunnel_part(tunnel, cluster)
+        parts[key] = part
+        if part.spec is None:
+            problems[key] = part.problems
             continue
-        specs[key] = parsed
-        sides[key] = selected(tunnel, parsed, cluster)
-        chosen[key] = frozenset([*sides[key][0], *sides[key][1]])
-    links = all_links(cluster, specs, sides)
+        specs[key] = part.spec
+        sides[key] = part.sides
+        chosen[key] = frozenset([*part.sides[0], *part.sides[1]])
+    per_tunnel = {key: part.links for key, part in parts.items() if part.spec is not None}
+    links = all_links(cluster, specs, sides, per_tunnel)
     external = external_links(cluster, specs, sides)
     in_scope = set().union(*chosen.values()) if chosen else set()
     wanted = sorted(in_scope if only is None else in_scope & set(only))
@@ -250,6 +290,18 @@ def plan(cluster: Cluster, only: Iterable[ObjectKey] | None = None) -> Rendering
         external.by_pod,
         external.conflicts,
         external.uncertified,
+        parts,
+    )
+
+
+def _tunnel_part(tunnel: K8sObject, cluster: Cluster) -> TunnelPart:
+    found = validate_tunnel(tunnel, cluster)
+    parsed = parse_spec(tunnel)
+    if found or isinstance(parsed, list):
+        return TunnelPart(tunnel, None, found)
+    sides = selected(tunnel, parsed, cluster)
+    return TunnelPart(
+        tunnel, parsed, [], sides, tuple(tunnel_links(tunnel, parsed, cluster, sides))
     )
 
 
@@ -300,7 +352,7 @@ def render_pod(
         if translated:
             document["services"] = translated
     validate_document(document, source=f"pod {pod.peer_name}")
-    text = json.dumps(document, sort_keys=True, indent=2) + "\n"
+    text = document_text(document) + "\n"
     files[CONFIG_KEY] = _b64(text)
     return PodConfig(pod=pod, document=document, files=files)
 
@@ -501,6 +553,7 @@ __all__ = [
     "SECRET_PREFIX",
     "PodConfig",
     "Rendering",
+    "TunnelPart",
     "plan",
     "render_pod",
     "sa_actions",

@@ -116,6 +116,18 @@ def _check_peer(config: SidecarConfig, peer: Peer, base: str) -> Iterator[FieldE
             "local.auth",
             f"required: {base} ({peer.name}) uses IKE and has no auth of its own",
         )
+    auth = config.auth_for(peer)
+    if (
+        peer.ike_version == 2
+        and auth is not None
+        and auth.certificate is not None
+        and auth.certificate.public_key_encryption is not None
+    ):
+        where = join_path(base, "auth") if peer.auth is not None else "local.auth"
+        yield FieldError(
+            join_path(where, "certificate", "publicKeyEncryption"),
+            f"IKEv1 only: {base} ({peer.name}) uses IKEv2 (set ikeVersion: 1, or remove it)",
+        )
     if peer.keying == "manual" and peer.manual is None:
         yield FieldError(join_path(base, "manual"), "required with keying: manual")
     if peer.keying == "ike" and peer.manual is not None:

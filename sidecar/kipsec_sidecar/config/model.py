@@ -305,6 +305,22 @@ class Certificate(_Model):
     only once it chains to `caFiles`, as the peer will check it. own: the peer has its
     own trust store (an external gateway that trusts the operator's CA while `caFiles`
     holds the gateway's CA), so `caFiles` says nothing about our certificate."""
+    public_key_encryption: Literal["rsa", "revised"] | None = None
+    """IKEv1 only: authenticate by public-key encryption instead of signatures (RFC 2409
+    5.2 `rsa`, method 4; 5.3 `revised`, method 5): each side encrypts its nonce and
+    identity to the other's RSA key, so `peerCertFile` must be given and both keys must
+    be RSA. No strongSwan speaks it; see docs/ikev1.md."""
+    peer_cert_file: Path | None = None
+    """PEM file with the peer's certificate (RSA), known in advance: required with
+    `publicKeyEncryption`, and it must still chain to `caFiles`."""
+
+    @model_validator(mode="after")
+    def _peer_certificate(self) -> Certificate:
+        if self.public_key_encryption is not None and self.peer_cert_file is None:
+            raise ValueError("peerCertFile: required with publicKeyEncryption")
+        if self.peer_cert_file is not None and self.public_key_encryption is None:
+            raise ValueError("peerCertFile: only used with publicKeyEncryption")
+        return self
 
     @model_validator(mode="after")
     def _operator_files(self) -> Certificate:

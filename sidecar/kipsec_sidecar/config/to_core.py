@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 
 from ..core import ipsec_sa
@@ -405,6 +406,7 @@ class _Builder:
                 private_key=material.private_key,
                 certificates=material.certificates,
                 trust_anchors=material.trust_anchors,
+                **self.public_key_encryption(auth, auth_where),
             )
         proposals = config.proposals_for(peer)
         lifetimes = config.lifetimes_for(peer)
@@ -437,6 +439,24 @@ class _Builder:
             liveness_interval=liveness.interval,
             version=peer.ike_version,
         )
+
+    def public_key_encryption(self, auth: Auth, where: str) -> dict[str, Any]:
+        """AuthConfig's public_key_encryption / peer_certificate (RSA keys on both
+        sides, else an error naming the field)."""
+        spec = auth.certificate
+        if spec is None or spec.public_key_encryption is None or spec.peer_cert_file is None:
+            return {}
+        base = join_path(where, "certificate")
+        if not isinstance(self.material(auth, where).private_key, rsa.RSAPrivateKey):
+            raise ConfigError(
+                [FieldError(join_path(base, "keyFile"), "public-key encryption needs an RSA key")]
+            )
+        path = join_path(base, "peerCertFile")
+        peer_cert = self._pem_certificates(spec.peer_cert_file, path)[0]
+        if not isinstance(peer_cert.public_key(), rsa.RSAPublicKey):
+            raise ConfigError([FieldError(path, "public-key encryption needs the peer's RSA key")])
+        method = 4 if spec.public_key_encryption == "rsa" else 5
+        return {"public_key_encryption": method, "peer_certificate": _der(peer_cert)}
 
     def local_identity(
         self, auth: Auth, material: _Material, local_address: str

@@ -18,8 +18,12 @@ The merge rules follow the kernel's GRO (and wireguard-go's ``tun/offload_linux.
 design): only pure data segments (flags ACK, and PSH which ends a merge) of the same
 addresses, ports, IP header fields, acknowledgement number, window and TCP options;
 sequence numbers contiguous; every segment but the last exactly ``gso_size`` long; at
-most 64 KiB. A segment whose checksum is wrong is never merged (the kernel would not
-verify it inside a super-segment) — it is written alone so the kernel drops it.
+most 64 KiB. Segment checksums are not verified before a merge: every packet given to
+:func:`coalesce` came out of ESP, whose ICV already authenticated it byte for byte, so
+(as WireGuard marks its decrypted packets ``CHECKSUM_UNNECESSARY``) summing each
+segment again in Python would buy nothing. A super-segment goes to the kernel with
+``NEEDS_CSUM`` (the field holds the pseudo-header sum); a lone packet goes as it came,
+and the kernel verifies its checksum as usual.
 
 Checksums use the identity "a big-endian number mod 0xFFFF is the one's-complement sum
 of its 16-bit words" (65536 ≡ 1 mod 65535): one C-speed ``int.from_bytes`` per packet,
@@ -260,7 +264,6 @@ class _Group:
     """Consecutive segments of one flow being merged into one super-segment."""
 
     __slots__ = (
-        "check",
         "closed",
         "gso_size",
         "head_len",
@@ -271,9 +274,7 @@ class _Group:
         "version",
     )
 
-    def __init__(
-        self, packet: bytes, head_len: int, version: int, seq: int, psh: bool, check: int
-    ) -> None:
+    def __init__(self, packet: bytes, head_len: int, version: int, seq: int, psh: bool) -> None:
         self.packets = [packet]
         self.head_len = head_len
         self.version = version
@@ -282,9 +283,8 @@ class _Group:
         self.size = len(packet)
         self.psh = psh
         self.closed = psh
-        self.check = check
 
-    def add(self, packet: bytes, seq: int, psh: bool, check: int) -> bool:
+    def add(self, packet: bytes, seq: int, psh: bool) -> bool:
         length = len(packet) - self.head_len
         if (
             self.closed
@@ -297,7 +297,6 @@ class _Group:
         self.packets.append(packet)
         self.next_seq = (seq + length) & 0xFFFFFFFF
         self.size += length
-        self.check += check
         if psh:
             self.psh = True
             self.closed = True
@@ -306,11 +305,11 @@ class _Group:
         return True
 
     def build(self) -> list[bytes]:
-        """The TUN writes: a super-segment with a GSO header, or — for a lone packet, or
-        when the checksums do not add up — each packet as it came (the kernel checks it)."""
+        """The TUN writes: a super-segment with a GSO header, or a lone packet as it came
+        (the kernel checks its checksum)."""
         packets = self.packets
-        if len(packets) == 1 or self.check % 0xFFFF:
-            return [PLAIN_HDR + p for p in packets]
+        if len(packets) == 1:
+            return [PLAIN_HDR + packets[0]]
         version = self.version
         head_len = self.head_len
         first = packets[0]
@@ -337,15 +336,13 @@ class _Group:
         return [b"".join((hdr, seg, *[p[head_len:] for p in packets]))]
 
 
-def _tcp_candidate(packet: bytes) -> tuple[bytes, bytes, int, int, bool, int, int] | None:
-    """(flow key, merge key, header length, sequence, PSH, version, checksum sum) of a
+def _tcp_candidate(packet: bytes) -> tuple[bytes, bytes, int, int, bool, int] | None:
+    """(flow key, merge key, header length, sequence, PSH, version) of a
     TCP data segment that may be merged, or None when it must be written on its own.
 
     The flow key is addresses and ports; the merge key holds every other header field
     that must be equal for a merge (IP: version/IHL, TOS, DF, TTL, options; IPv6: traffic
     class, flow label, hop limit; TCP: ack, data offset, window, urgent pointer, options).
-    The checksum sum (pseudo-header plus segment, not yet reduced) is ≡ 0 mod 0xFFFF
-    exactly when the segment's checksum verifies; a merge adds them up and reduces once.
     """
     size = len(packet)
     if size < 40:
@@ -365,7 +362,6 @@ def _tcp_candidate(packet: bytes) -> tuple[bytes, bytes, int, int, bool, int, in
         flow_key = packet[12 : ip_len + 4]  # addresses, options, ports
         ip_key = packet[0:2] + packet[6:9]
         version = 4
-        addresses = packet[12:20]
     elif first >> 4 == 6:
         ip_len = 40
         if packet[6] != TCP or (packet[4] << 8 | packet[5]) != size - 40 or size < 60:
@@ -373,7 +369,6 @@ def _tcp_candidate(packet: bytes) -> tuple[bytes, bytes, int, int, bool, int, in
         flow_key = packet[8:44]  # addresses, ports
         ip_key = packet[0:4] + packet[7:8]
         version = 6
-        addresses = packet[8:40]
     else:
         return None
     offset_flags = packet[ip_len + 12 : ip_len + 14]
@@ -382,11 +377,6 @@ def _tcp_candidate(packet: bytes) -> tuple[bytes, bytes, int, int, bool, int, in
     flags = offset_flags[1]
     if th_len < 20 or size <= head_len or flags & ~(_ACK | _PSH) or not flags & _ACK:
         return None
-    tcp_len = size - ip_len
-    check = int.from_bytes(packet[ip_len:], "big")
-    if tcp_len & 1:
-        check <<= 8
-    check += int.from_bytes(addresses, "big") + TCP + tcp_len
     merge_key = b"".join(
         (
             ip_key,
@@ -396,7 +386,7 @@ def _tcp_candidate(packet: bytes) -> tuple[bytes, bytes, int, int, bool, int, in
         )
     )
     seq = int.from_bytes(packet[ip_len + 4 : ip_len + 8], "big")
-    return flow_key, merge_key, head_len, seq, bool(flags & _PSH), version, check
+    return flow_key, merge_key, head_len, seq, bool(flags & _PSH), version
 
 
 def coalesce(packets: Sequence[bytes]) -> list[bytes]:
@@ -405,8 +395,8 @@ def coalesce(packets: Sequence[bytes]) -> list[bytes]:
 
     Order within a flow is kept: a packet of a flow that cannot join the flow's open
     merge closes it and goes after it. Packets of different flows may be reordered
-    relative to each other (as GRO does). A merge whose checksums do not add up is
-    written as the packets it held, so the kernel verifies (and drops) them one by one.
+    relative to each other (as GRO does). Checksums are not verified: the packets were
+    authenticated by ESP (see the module docstring).
     """
     writes: list[_Group | bytes] = []
     open_groups: dict[bytes, tuple[bytes, _Group]] = {}
@@ -418,15 +408,11 @@ def coalesce(packets: Sequence[bytes]) -> list[bytes]:
                 open_groups.pop(flow, None)
             writes.append(PLAIN_HDR + packet)
             continue
-        flow_key, merge_key, head_len, seq, psh, version, check = candidate
+        flow_key, merge_key, head_len, seq, psh, version = candidate
         current = open_groups.get(flow_key)
-        if (
-            current is not None
-            and current[0] == merge_key
-            and current[1].add(packet, seq, psh, check)
-        ):
+        if current is not None and current[0] == merge_key and current[1].add(packet, seq, psh):
             continue
-        group = _Group(packet, head_len, version, seq, psh, check)
+        group = _Group(packet, head_len, version, seq, psh)
         open_groups[flow_key] = (merge_key, group)
         writes.append(group)
     out: list[bytes] = []

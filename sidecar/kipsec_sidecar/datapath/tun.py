@@ -79,13 +79,16 @@ def _attach_queue(name: str, flags: int, offloads: int) -> int:
     return fd
 
 
-def open_tun(name: str, *, queues: int = 1, offload: bool = False) -> TunDevice:
+def open_tun(name: str, *, queues: int = 1, offload: bool = False, tso: bool = True) -> TunDevice:
     """Create TUN device ``name`` in the current network namespace with ``queues`` queues.
 
     ``queues > 1`` sets ``IFF_MULTI_QUEUE``. ``offload`` sets ``IFF_VNET_HDR`` and the
     :data:`TCP_OFFLOADS`: the caller must then read and write through :mod:`.offload`
     (every packet has a virtio_net_hdr in front; reads may be 64 KiB TCP super-segments
-    or carry partial checksums). Raises :class:`DatapathError` naming the
+    or carry partial checksums). ``tso=False`` keeps the header but asks for no offloads:
+    reads are then whole, checksummed packets the kernel cut (in C), while writes may
+    still be GSO super-segments (the kernel takes those whatever the offload flags say).
+    Raises :class:`DatapathError` naming the
     device when ``/dev/net/tun`` is missing (mount it into the container), when the
     process lacks CAP_NET_ADMIN, or when a device of that name exists and is not a TUN
     device this process may attach to.
@@ -100,7 +103,8 @@ def open_tun(name: str, *, queues: int = 1, offload: bool = False) -> TunDevice:
     device = TunDevice(name, vnet_hdr=offload)
     try:
         for _ in range(queues):
-            device.fds.append(_attach_queue(name, flags, TCP_OFFLOADS if offload else 0))
+            offloads = TCP_OFFLOADS if offload and tso else 0
+            device.fds.append(_attach_queue(name, flags, offloads))
     except FileNotFoundError:
         device.close()
         raise DatapathError(

@@ -55,9 +55,13 @@ the profile of the per-packet path said the limit is kernel work per packet — 
   (:meth:`UserspaceDatapath.flush_received`, called by the daemon's 4500 reader and by
   this datapath's raw-socket readers in the same callback),
   consecutive TCP segments of a flow merged into one GSO super-segment
-  (:func:`.offload.coalesce`) that the kernel splits again. A merge whose TCP checksums
-  do not add up is written packet by packet so
-  the kernel verifies (and drops) the bad one — ESP integrity is unchanged either way.
+  (:func:`.offload.coalesce`) that the kernel splits again. The merge does not re-sum
+  each segment's TCP checksum: ESP's ICV already authenticated every byte (a tampered
+  packet never gets this far; ``test_tampered_and_replayed_esp_is_dropped...`` in
+  tests/e2e/test_userspace_datapath.py), so the super-segment goes with ``NEEDS_CSUM``
+  and a lone packet as it came, for the kernel to verify. ``UserspaceOptions.tso=False``
+  keeps the merged writes but reads segments the kernel cut itself (off by default: no
+  clear difference measured, see ``bench/README.md``).
 - **UDP GSO** (``udp_batch_sender`` or a ``UdpSender`` with ``many``): the ESP datagrams
   sealed during one pass over the device go to each peer in one ``sendmsg`` per run of
   equal-sized datagrams (:class:`.sockets.GsoSender`); the kernel cuts them apart.
@@ -165,7 +169,9 @@ class UserspaceOptions:
     the TUN MTU leaves room for the largest overhead among them (empty: the worst
     supported ESP suite). ``queues`` > 1 opens a multi-queue TUN device. ``offload``
     opens the device with TCP segmentation/checksum offload (:mod:`.offload`); when the
-    kernel refuses, the datapath runs without it.
+    kernel refuses, the datapath runs without it. ``tso=False`` (with ``offload``) lets
+    the kernel cut outbound TCP into segments while inbound segments are still merged
+    (measured by ``bench/datapath_throughput.py``, variant ``gro-only-offload``).
     """
 
     device: str = DEFAULT_DEVICE
@@ -177,6 +183,7 @@ class UserspaceOptions:
     batch: int = 64
     queues: int = 1
     offload: bool = True
+    tso: bool = True
     nft_table: str = DEFAULT_NFT_TABLE
     inbound_table: str = inbound_filter.TABLE
     ike_ports: tuple[int, ...] = inbound_filter.IKE_PORTS
@@ -403,7 +410,7 @@ class UserspaceDatapath:
         opts = self.options
         if opts.offload:
             try:
-                device = open_tun(opts.device, queues=opts.queues, offload=True)
+                device = open_tun(opts.device, queues=opts.queues, offload=True, tso=opts.tso)
             except DatapathError as exc:
                 log.warning(
                     "TUN offload refused; running without it",

@@ -227,6 +227,10 @@ class AuthConfig:
     is our chain as DER (end entity first), ``trust_anchors`` (DER) validate the peer's
     chain, ``signature_method`` optionally forces an AUTH method (e.g. 1 or 14) and
     ``rsa_pss`` makes an RSA key sign with RSASSA-PSS under method 14.
+    ``public_key_encryption`` (IKEv1 only, with ``signature``'s key and certificates):
+    4 (RSA encryption) or 5 (revised) authenticates by encrypting to
+    ``peer_certificate`` (DER, RSA), the peer's certificate known in advance (RFC 2409
+    sections 5.2 / 5.3); both sides need RSA keys.
     ``local_id`` defaults to the certificate subject (signatures) and must be given for
     PSK. ``remote_id`` None accepts any identity that authenticates (certificates must
     still name it). The repr never shows the PSK or the key.
@@ -242,8 +246,12 @@ class AuthConfig:
     signature_method: int | None = None
     rsa_pss: bool = False
     send_certreq: bool = True
+    public_key_encryption: int | None = None
+    peer_certificate: bytes = b""
 
     def __post_init__(self) -> None:
+        if self.public_key_encryption is not None:
+            _check_public_key_encryption(self)
         if self.method == "psk":
             if len(self.psk) < 8:
                 raise _fail("auth.psk", "a pre-shared key needs at least 8 bytes")
@@ -266,6 +274,24 @@ class AuthConfig:
             f"AuthConfig(method={self.method!r}, local_id={self.local_id}, "
             f"remote_id={self.remote_id})"
         )
+
+
+def _check_public_key_encryption(auth: AuthConfig) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if auth.public_key_encryption not in (4, 5):
+        raise _fail("auth.public_key_encryption", "must be 4 (RSA encryption) or 5 (revised)")
+    if auth.method != "signature":
+        raise _fail("auth.method", "public-key encryption uses a private key and certificates")
+    if not isinstance(auth.private_key, rsa.RSAPrivateKey):
+        raise _fail("auth.private_key", "public-key encryption needs an RSA private key")
+    try:
+        peer_key = x509.load_der_x509_certificate(auth.peer_certificate).public_key()
+    except ValueError as exc:
+        raise _fail("auth.peer_certificate", "not a DER X.509 certificate") from exc
+    if not isinstance(peer_key, rsa.RSAPublicKey):
+        raise _fail("auth.peer_certificate", "public-key encryption needs the peer's RSA key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +359,8 @@ class IkeConfig:
             raise _fail("ike.version", f"must be 1 or 2, not {self.version!r}")
         if self.version == 1:
             _check_ikev1(self)
+        elif self.auth.public_key_encryption is not None:
+            raise _fail("auth.public_key_encryption", "public-key encryption is IKEv1 only")
         if not self.proposals:
             raise _fail("ike.proposals", "at least one proposal is required")
         names = [c.name for c in self.children]

@@ -67,7 +67,8 @@ API summary (stable; all functions pure, errors are the project's typed ones)
 
 ``pubkey`` (methods 4 and 5)
     seal_rsa(payload, public_key) / open_rsa(sealed, private_key);
-    revised_keys(prf_id, ni, nr, cky_i, cky_r, key_len) -> (Ke_i, Ke_r);
+    revised_key(prf_id, nonce, cookie, key_len) (one Ke), revised_keys(prf_id, ni,
+    nr, cky_i, cky_r, key_len) -> (Ke_i, Ke_r);
     seal_symmetric(payload, key) / open_symmetric(sealed, key);
     certificate_hash(prf_id, der) (HASH(1)).
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -423,10 +423,13 @@ class IsakmpSa:
             return found
         return main_mode.phase2_iv_for(self, message_id)
 
-    def open(self, data: bytes, header: Header, key: int) -> Message:
-        """Decrypt (or decode) ``data``; the IV chain moves only with :meth:`accept_iv`."""
+    def open(self, data: bytes, header: Header, key: int, sealed: Collection[int] = ()) -> Message:
+        """Decrypt (or decode) ``data``; the IV chain moves only with :meth:`accept_iv`.
+
+        ``sealed``: payload types of a clear message whose bodies are ciphertext
+        (public-key encryption, main mode messages 3 and 4)."""
         if not header.flags & Flag.ENCRYPTION:
-            return decode_message(data)
+            return decode_message(data, sealed=sealed)
         if not self.p1.enc_key:
             raise ParseError("an encrypted message before keys exist", field="header.flags")
         msg, next_iv = decrypt_message(data, self.p1.enc_key, self.iv_for(key, header.message_id))

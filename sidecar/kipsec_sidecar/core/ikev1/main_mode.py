@@ -7,7 +7,23 @@
     5  I -> R  HDR*, IDii, HASH_I       (encrypted; on port 4500 if a NAT was seen)
     6  R -> I  HDR*, IDir, HASH_R
 
-Authentication here is by pre-shared key (method 1): SKEYID = prf(PSK, Ni_b | Nr_b).
+Authentication is by pre-shared key (method 1: SKEYID = prf(PSK, Ni_b | Nr_b)), by
+signatures (2, 3, 9-11: CERT and SIG join messages 5 and 6) or by public-key encryption
+(RFC 2409 sections 5.2 / 5.3), where each side knows the other's RSA certificate in
+advance and messages 3-6 become:
+
+    3  I -> R  HDR, KE, <IDii_b>PubKey_r, <Ni_b>PubKey_r                (method 4)
+               HDR, <Ni_b>PubKey_r, <KE_b>Ke_i, <IDii_b>Ke_i            (method 5)
+    4  R -> I  HDR, KE, <IDir_b>PubKey_i, <Nr_b>PubKey_i                (method 4)
+               HDR, <Nr_b>PubKey_i, <KE_b>Ke_r, <IDir_b>Ke_r            (method 5)
+    5  I -> R  HDR*, HASH_I
+    6  R -> I  HDR*, HASH_R
+
+with SKEYID = prf(hash(Ni_b | Nr_b), CKY-I | CKY-R). The optional HASH(1) is not sent
+(each side has one key). A sealed payload that does not open counts as a HASH_I /
+HASH_R mismatch: with OpenSSL's implicit rejection a wrong key often opens to garbage
+and only the HASH check (or the decryption of message 5 / 6) shows it, so both paths
+end the same way.
 The key derivations, HASH_I / HASH_R and the IVs are the wire layer's
 (:mod:`.keys`, :mod:`.encryption`); this module only orders the messages, checks what
 arrives and decides. Aggressive mode is never offered nor answered.
@@ -21,8 +37,12 @@ report the failure and close.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..errors import AuthenticationFailed, IntegrityError, RemoteProtocolError
 from ..ike import dh, ike_auth
@@ -31,8 +51,8 @@ from ..ike.constants import CertEncoding
 from ..ike.events import AuthenticationFailedEvent, IkeSaEstablished, NegotiationFailed
 from ..ike.message import Header
 from ..ike.payloads import CertPayload, CertReqPayload, VendorIdPayload
-from . import informational, keys, negotiation, signature
-from .constants import ExchangeType, NotifyType, ProtocolId
+from . import informational, keys, negotiation, pubkey, signature
+from .constants import AuthMethod, ExchangeType, NotifyType, PayloadType, ProtocolId
 from .message import Message
 from .natt import nat_d_hash
 from .payloads import (
@@ -44,6 +64,7 @@ from .payloads import (
     NotificationPayload,
     Payload,
     SaPayload,
+    SealedPayload,
     SigPayload,
 )
 
@@ -74,6 +95,7 @@ class Phase1:
     ivs: dict[int, bytes] = field(default_factory=dict)
     last_phase1_iv: bytes = b""
     local_id: IdPayload | None = None
+    peer_id: IdPayload | None = None  #: public-key encryption: the ID of message 3 / 4
     hash_mismatches: int = 0
 
     @property
@@ -135,7 +157,11 @@ def handle(sa: IsakmpSa, header: Header, data: bytes, addr: Address, now: float)
     if state is Phase1State.ESTABLISHED or state is Phase1State.CLOSED:
         sa.stats.dropped_unexpected += 1
         return
-    msg = sa.open(data, header, MAIN_MODE_KEY)
+    # messages 3 and 4 carry sealed bodies under public-key encryption
+    sealed = (
+        _sealed_types(sa) if state in (Phase1State.MM_ANSWERED_SA, Phase1State.MM_SENT_KE) else ()
+    )
+    msg = sa.open(data, header, MAIN_MODE_KEY, sealed)
     handler = {
         Phase1State.MM_SENT_SA: _on_message_2,
         Phase1State.MM_SENT_KE: _on_message_4,
@@ -176,6 +202,9 @@ def _on_message_2(
     sa.p1.ke_i = sa.p1.ke.public_bytes
     sa.p1.nonce_i = sa.rng(NONCE_LENGTH)
     payloads: list[Payload] = [KePayload(sa.p1.ke_i), NoncePayload(sa.p1.nonce_i)]
+    if _public_key_method(sa):
+        sa.p1.local_id = _local_id(sa)
+        payloads = _sealed_exchange(sa, sa.p1.ke_i, sa.p1.nonce_i, sa.cookie_i)
     payloads += _certreq(sa) + _nat_d(sa, sa.peer_addr)
     sa.state = Phase1State.MM_SENT_KE
     sa.send(_message(sa, payloads), now, key=MAIN_MODE_KEY, encrypt=False, retransmit=True)
@@ -186,19 +215,23 @@ def _on_message_4(
 ) -> None:
     from .engine import MAIN_MODE_KEY, Phase1State
 
-    ke, nonce = msg.get(KePayload), msg.get(NoncePayload)
-    if ke is None or nonce is None:
-        raise RemoteProtocolError("main mode message 4 without KE and Nonce")
+    opened = _open_exchange(sa, msg, sa.cookie_r, now, message=4)
+    if opened is None:
+        return
+    ke, nonce, peer_id = opened
     p1 = sa.p1
     assert p1.ke is not None and p1.choice is not None
     shared = p1.ke.shared_secret(ke.data)  # InvalidKeyExchange: dropped, we retransmit
+    if peer_id is not None and not _peer_id_accepted(sa, peer_id, now):
+        return
     sa.received(MAIN_MODE_KEY, data)
-    p1.ke_r, p1.nonce_r, p1.shared = ke.data, nonce.data, shared
+    p1.ke_r, p1.nonce_r, p1.shared, p1.peer_id = ke.data, nonce.data, shared, peer_id
     _check_nat(sa, msg, addr)
     _derive(sa)
     if sa.nat_detected and sa.peer_natt:
         sa.enable_natt()
-    p1.local_id = _local_id(sa)
+    if p1.local_id is None:
+        p1.local_id = _local_id(sa)
     assert p1.keys is not None
     hash_i = keys.hash_i(
         p1.prf_id,
@@ -211,7 +244,8 @@ def _on_message_4(
         p1.local_id.body(),
     )
     sa.state = Phase1State.MM_SENT_ID
-    payloads: list[Payload] = [p1.local_id, *_auth_payloads(sa, hash_i), _initial_contact(sa)]
+    payloads: list[Payload] = [*_id_payload(sa), *_auth_payloads(sa, hash_i)]
+    payloads.append(_initial_contact(sa))
     sa.send(_message(sa, payloads), now, key=MAIN_MODE_KEY, encrypt=True, retransmit=True)
 
 
@@ -263,19 +297,25 @@ def _on_message_3(
 ) -> None:
     from .engine import MAIN_MODE_KEY, Phase1State
 
-    ke, nonce = msg.get(KePayload), msg.get(NoncePayload)
-    if ke is None or nonce is None:
-        raise RemoteProtocolError("main mode message 3 without KE and Nonce")
+    opened = _open_exchange(sa, msg, sa.cookie_i, now, message=3)
+    if opened is None:
+        return
+    ke, nonce, peer_id = opened
     p1 = sa.p1
     assert p1.choice is not None
     p1.ke = dh.generate(p1.choice.dh_group, sa.rng)
     p1.shared = p1.ke.shared_secret(ke.data)
+    if peer_id is not None and not _peer_id_accepted(sa, peer_id, now):
+        return
     sa.received(MAIN_MODE_KEY, data)
-    p1.ke_i, p1.ke_r = ke.data, p1.ke.public_bytes
+    p1.ke_i, p1.ke_r, p1.peer_id = ke.data, p1.ke.public_bytes, peer_id
     p1.nonce_i, p1.nonce_r = nonce.data, sa.rng(NONCE_LENGTH)
     _check_nat(sa, msg, addr)
     _derive(sa)
     payloads: list[Payload] = [KePayload(p1.ke_r), NoncePayload(p1.nonce_r)]
+    if _public_key_method(sa):
+        p1.local_id = _local_id(sa)
+        payloads = _sealed_exchange(sa, p1.ke_r, p1.nonce_r, sa.cookie_r)
     payloads += _certreq(sa) + _nat_d(sa, addr)
     sa.state = Phase1State.MM_ANSWERED_KE
     sa.send(_message(sa, payloads), now, key=MAIN_MODE_KEY, encrypt=False, retransmit=False)
@@ -293,7 +333,8 @@ def _on_message_5(
     assert p1.keys is not None
     sa.accept_iv()
     sa.received(MAIN_MODE_KEY, data)
-    p1.local_id = _local_id(sa)
+    if p1.local_id is None:
+        p1.local_id = _local_id(sa)
     hash_r = keys.hash_r(
         p1.prf_id,
         p1.keys.skeyid,
@@ -305,7 +346,7 @@ def _on_message_5(
         p1.local_id.body(),
     )
     sa.send(
-        _message(sa, [p1.local_id, *_auth_payloads(sa, hash_r)]),
+        _message(sa, [*_id_payload(sa), *_auth_payloads(sa, hash_r)]),
         now,
         key=MAIN_MODE_KEY,
         encrypt=True,
@@ -323,7 +364,7 @@ def _check_peer(sa: IsakmpSa, msg: Message, now: float, *, responder: bool) -> I
     Returns the peer's ID payload, or None when main mode failed (events sent)."""
     p1 = sa.p1
     assert p1.keys is not None
-    peer_id = msg.get(IdPayload)
+    peer_id = p1.peer_id if _public_key_method(sa) else msg.get(IdPayload)
     which = "HASH_R" if responder else "HASH_I"
     if peer_id is None:
         raise RemoteProtocolError(f"main mode message {6 if responder else 5} without ID")
@@ -336,21 +377,163 @@ def _check_peer(sa: IsakmpSa, msg: Message, now: float, *, responder: bool) -> I
         sa.cookie_i,
         sa.cookie_r,
         p1.sa_i_b,
-        msg.raw_body(msg.payloads.index(peer_id)),
+        peer_id.body() if p1.peer_id is not None else msg.raw_body(msg.payloads.index(peer_id)),
     )
+    if p1.peer_id is not None:  # public-key encryption: checked when it arrived
+        return _check_hash(sa, msg, peer_id, expected, now, which)
     if sa.config.auth.method == "signature":
         return peer_id if _check_signature(sa, msg, peer_id, expected, now) else None
-    peer_hash = msg.get(HashPayload)
-    if peer_hash is None:
-        raise RemoteProtocolError(f"main mode message {6 if responder else 5} without HASH")
-    if not hmac.compare_digest(expected, peer_hash.data):
-        _hash_mismatch(sa, peer_id, now, which, notify_peer=not sa.is_initiator)
+    if _check_hash(sa, msg, peer_id, expected, now, which) is None:
         return None
     if not _identity_allowed(sa, peer_id):
         sa.emit(AuthenticationFailedEvent(sa.peer_addr, "identity", False, _printable(peer_id)))
         _fail(sa, now, "unexpected identity", NotifyType.INVALID_ID_INFORMATION, notify_peer=True)
         return None
     return peer_id
+
+
+def _check_hash(
+    sa: IsakmpSa, msg: Message, peer_id: IdPayload, expected: bytes, now: float, which: str
+) -> IdPayload | None:
+    """The peer's HASH_I / HASH_R against ``expected`` (PSK, public-key encryption)."""
+    peer_hash = msg.get(HashPayload)
+    if peer_hash is None:
+        raise RemoteProtocolError(f"main mode message without {which}")
+    if not hmac.compare_digest(expected, peer_hash.data):
+        _hash_mismatch(sa, peer_id, now, which, notify_peer=not sa.is_initiator)
+        return None
+    return peer_id
+
+
+# ------------------------------------------------------------ public-key encryption
+
+
+def _public_key_method(sa: IsakmpSa) -> int | None:
+    """4 or 5 when main mode authenticates by public-key encryption, else None."""
+    choice = sa.p1.choice
+    if choice is None or choice.suite.auth_method not in _PUBLIC_KEY_METHODS:
+        return None
+    return choice.suite.auth_method
+
+
+_PUBLIC_KEY_METHODS = (AuthMethod.RSA_ENCRYPTION, AuthMethod.RSA_REVISED_ENCRYPTION)
+
+
+def _sealed_types(sa: IsakmpSa) -> tuple[int, ...]:
+    method = _public_key_method(sa)
+    if method == AuthMethod.RSA_ENCRYPTION:
+        return (PayloadType.ID, PayloadType.NONCE)
+    if method == AuthMethod.RSA_REVISED_ENCRYPTION:
+        return (PayloadType.NONCE, PayloadType.KE, PayloadType.ID, PayloadType.CERT)
+    return ()
+
+
+def _peer_public_key(sa: IsakmpSa) -> rsa.RSAPublicKey:
+    key = x509.load_der_x509_certificate(sa.config.auth.peer_certificate).public_key()
+    assert isinstance(key, rsa.RSAPublicKey)  # AuthConfig checked it
+    return key
+
+
+def _revised_key(sa: IsakmpSa, nonce: bytes, cookie: bytes) -> bytes:
+    assert sa.p1.choice is not None
+    return pubkey.revised_key(
+        sa.p1.prf_id, nonce, cookie, sa.p1.choice.encryption_key_len, legacy_sha1=_legacy(sa)
+    )
+
+
+def _sealed_exchange(sa: IsakmpSa, ke: bytes, nonce: bytes, cookie: bytes) -> list[Payload]:
+    """Message 3 or 4 under public-key encryption: our KE, ID and nonce, sealed."""
+    assert sa.p1.local_id is not None
+    peer_key = _peer_public_key(sa)
+    sealed_nonce = pubkey.seal_rsa(NoncePayload(nonce), peer_key)
+    if _public_key_method(sa) == AuthMethod.RSA_ENCRYPTION:
+        return [KePayload(ke), pubkey.seal_rsa(sa.p1.local_id, peer_key), sealed_nonce]
+    ke_key = _revised_key(sa, nonce, cookie)
+    return [
+        sealed_nonce,
+        pubkey.seal_symmetric(KePayload(ke), ke_key),
+        pubkey.seal_symmetric(sa.p1.local_id, ke_key),
+    ]
+
+
+def _open_exchange(
+    sa: IsakmpSa, msg: Message, cookie: bytes, now: float, *, message: int
+) -> tuple[KePayload, NoncePayload, IdPayload | None] | None:
+    """KE, nonce (and, under public-key encryption, the peer's ID) of message 3 / 4.
+
+    A sealed payload that does not open is a mismatch (see the module docstring);
+    None when that ended main mode."""
+    method = _public_key_method(sa)
+    if method is None:
+        ke, nonce = msg.get(KePayload), msg.get(NoncePayload)
+        if ke is None or nonce is None:
+            raise RemoteProtocolError(f"main mode message {message} without KE and Nonce")
+        return ke, nonce, None
+    sealed = {p.payload_type: p for p in msg.all(SealedPayload)}
+    if PayloadType.NONCE not in sealed or PayloadType.ID not in sealed:
+        raise RemoteProtocolError(f"main mode message {message} without sealed Nonce and ID")
+    own_key = sa.config.auth.private_key
+    opened: list[Payload | None]
+    try:
+        opened_nonce = pubkey.open_rsa(sealed[PayloadType.NONCE], own_key)
+        if method == AuthMethod.RSA_ENCRYPTION:
+            opened = [
+                msg.get(KePayload),
+                opened_nonce,
+                pubkey.open_rsa(sealed[PayloadType.ID], own_key),
+            ]
+        else:
+            if PayloadType.KE not in sealed or not isinstance(opened_nonce, NoncePayload):
+                raise RemoteProtocolError(f"main mode message {message} without sealed KE")
+            ke_key = _revised_key(sa, opened_nonce.data, cookie)
+            opened = [
+                pubkey.open_symmetric(sealed[PayloadType.KE], ke_key),
+                opened_nonce,
+                pubkey.open_symmetric(sealed[PayloadType.ID], ke_key),
+            ]
+    except AuthenticationFailed:
+        opened = []
+    match opened:
+        case [KePayload() as ke, NoncePayload() as nonce, IdPayload() as peer_id]:
+            return ke, nonce, peer_id
+    _hash_mismatch(sa, None, now, "a sealed payload", notify_peer=not sa.is_initiator)
+    return None
+
+
+def _peer_id_accepted(sa: IsakmpSa, peer_id: IdPayload, now: float) -> bool:
+    """Public-key encryption: the ID must name the peer's configured certificate (whose
+    chain the trust anchors still validate) and the identity we expect, if any."""
+    configured = CertPayload(CertEncoding.X509_SIGNATURE, sa.config.auth.peer_certificate)
+    return _certificate_accepted(sa, [configured], peer_id, now)
+
+
+def _certificate_accepted(
+    sa: IsakmpSa,
+    certificates: list[CertPayload],
+    peer_id: IdPayload,
+    now: float,
+    check: Callable[[x509.Certificate], None] | None = None,
+) -> bool:
+    """The peer's chain and identity (and ``check`` on its certificate, a signature);
+    False, the peer told and main mode failed, when any of them is wrong."""
+    try:
+        cert = ike_auth.peer_certificate(
+            sa.config.auth, certificates, peer_id.id_type, peer_id.data, sa.wall_clock(now)
+        )
+        if check is not None:
+            check(cert)
+    except AuthenticationFailed as exc:
+        reason = str(getattr(exc, "reason", "signature"))
+        sa.emit(AuthenticationFailedEvent(sa.peer_addr, reason, False, _printable(peer_id)))
+        _fail(sa, now, str(exc), NotifyType.AUTHENTICATION_FAILED, notify_peer=True)
+        return False
+    return True
+
+
+def _id_payload(sa: IsakmpSa) -> list[Payload]:
+    """Our ID in message 5 / 6, unless public-key encryption sent it in 3 / 4."""
+    assert sa.p1.local_id is not None
+    return [] if _public_key_method(sa) else [sa.p1.local_id]
 
 
 def _check_signature(
@@ -361,27 +544,18 @@ def _check_signature(
     if sig is None:
         raise RemoteProtocolError("a signature method and no SIG payload")
     assert sa.p1.choice is not None
-    try:
-        cert = ike_auth.peer_certificate(
-            sa.config.auth,
-            msg.all(CertPayload),
-            peer_id.id_type,
-            peer_id.data,
-            sa.wall_clock(now),
-        )
-        signature.verify_hash(cert.public_key(), sa.p1.choice.suite.auth_method, expected, sig.data)
-    except AuthenticationFailed as exc:
-        reason = str(getattr(exc, "reason", "signature"))
-        sa.emit(AuthenticationFailedEvent(sa.peer_addr, reason, False, _printable(peer_id)))
-        _fail(sa, now, str(exc), NotifyType.AUTHENTICATION_FAILED, notify_peer=True)
-        return False
-    return True
+    method = sa.p1.choice.suite.auth_method
+
+    def verify(cert: x509.Certificate) -> None:
+        signature.verify_hash(cert.public_key(), method, expected, sig.data)
+
+    return _certificate_accepted(sa, msg.all(CertPayload), peer_id, now, verify)
 
 
 def _auth_payloads(sa: IsakmpSa, own_hash: bytes) -> list[Payload]:
     """HASH_I / HASH_R itself (PSK), or our certificates and the SIG over it."""
     cfg = sa.config.auth
-    if cfg.method == "psk":
+    if cfg.method == "psk" or _public_key_method(sa):
         return [HashPayload(own_hash)]
     assert sa.p1.choice is not None
     certificates: list[Payload] = [
@@ -402,7 +576,7 @@ def _initial_contact(sa: IsakmpSa) -> NotificationPayload:
 def _certreq(sa: IsakmpSa) -> list[Payload]:
     """An empty CERTREQ (any CA) with signatures, so a peer that sends its certificate
     only when asked (strongSwan's default) sends it."""
-    if sa.config.auth.method != "signature":
+    if sa.config.auth.method != "signature" or _public_key_method(sa):
         return []
     return [CertReqPayload(CertEncoding.X509_SIGNATURE, b"")]
 
@@ -414,12 +588,14 @@ HASH_MISMATCHES_ALLOWED = 1
 
 
 def _hash_mismatch(
-    sa: IsakmpSa, payload: IdPayload, now: float, which: str, *, notify_peer: bool
+    sa: IsakmpSa, payload: IdPayload | None, now: float, which: str, *, notify_peer: bool
 ) -> None:
     sa.p1.hash_mismatches += 1
     if sa.p1.hash_mismatches <= HASH_MISMATCHES_ALLOWED:
         raise IntegrityError(f"{which} does not match (dropped; waiting for a retransmission)")
-    sa.emit(AuthenticationFailedEvent(sa.peer_addr, "psk", False, _printable(payload)))
+    printable = "" if payload is None else _printable(payload)
+    reason = "public-key" if _public_key_method(sa) else "psk"
+    sa.emit(AuthenticationFailedEvent(sa.peer_addr, reason, False, printable))
     _fail(
         sa,
         now,
@@ -432,7 +608,11 @@ def _hash_mismatch(
 def _derive(sa: IsakmpSa) -> None:
     p1 = sa.p1
     assert p1.choice is not None
-    if sa.config.auth.method == "signature":
+    if _public_key_method(sa):
+        skeyid = keys.skeyid_public_key(
+            p1.prf_id, p1.nonce_i, p1.nonce_r, sa.cookie_i, sa.cookie_r, legacy_sha1=_legacy(sa)
+        )
+    elif sa.config.auth.method == "signature":
         skeyid = keys.skeyid_signature(p1.prf_id, p1.nonce_i, p1.nonce_r, p1.shared)
     else:
         skeyid = keys.skeyid_psk(p1.prf_id, sa.config.auth.psk, p1.nonce_i, p1.nonce_r)

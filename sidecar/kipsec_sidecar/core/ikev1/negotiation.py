@@ -85,10 +85,13 @@ _ECDSA_METHODS = {
 
 
 def auth_method(config: IkeConfig) -> int:
-    """The phase 1 authentication method of our configuration: PSK (1), or the
-    signature method our key makes (RSA 3, DSS 2, ECDSA 9/10/11 by curve, RFC 4754)."""
+    """The phase 1 authentication method of our configuration: PSK (1), public-key
+    encryption when configured (4, 5), or the signature method our key makes (RSA 3,
+    DSS 2, ECDSA 9/10/11 by curve, RFC 4754)."""
     if config.auth.method == "psk":
         return AuthMethod.PRE_SHARED_KEY
+    if config.auth.public_key_encryption is not None:
+        return config.auth.public_key_encryption  # an RSA key, checked by AuthConfig
     key = config.auth.private_key
     if isinstance(key, rsa.RSAPrivateKey):
         return AuthMethod.RSA_SIGNATURE

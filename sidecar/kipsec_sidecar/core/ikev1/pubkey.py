@@ -74,6 +74,19 @@ def open_rsa(sealed: SealedPayload, private_key: rsa.RSAPrivateKey) -> Payload:
         raise AuthenticationFailed("a payload encrypted to our public key does not open") from exc
 
 
+def revised_key(
+    prf_id: int, nonce: bytes, cookie: bytes, key_len: int, *, legacy_sha1: bool = False
+) -> bytes:
+    """Ke_i (``nonce`` Ni_b, ``cookie`` CKY-I) or Ke_r (Nr_b, CKY-R) of RFC 2409 section
+    5.3: the first ``key_len`` bytes of Ne = prf(nonce, cookie), or of its Appendix B
+    expansion (K1 = prf(Ne, 0), ...) when Ne is shorter. The initiator needs Ke_i before
+    it knows Nr, hence one key at a time."""
+    ne = prf(prf_id, nonce, cookie, legacy_sha1=legacy_sha1)
+    if key_len <= len(ne):
+        return ne[:key_len]
+    return expand(prf_id, ne, key_len, legacy_sha1=legacy_sha1)
+
+
 def revised_keys(
     prf_id: int,
     ni: bytes,
@@ -84,18 +97,11 @@ def revised_keys(
     *,
     legacy_sha1: bool = False,
 ) -> tuple[bytes, bytes]:
-    """(Ke_i, Ke_r) of RFC 2409 section 5.3: Ne_i = prf(Ni_b, CKY-I), Ne_r = prf(Nr_b,
-    CKY-R); each key is the first ``key_len`` bytes of Ne, or of its Appendix B
-    expansion (K1 = prf(Ne, 0), ...) when Ne is shorter."""
-    out: list[bytes] = []
-    for nonce, cookie in ((ni, cky_i), (nr, cky_r)):
-        ne = prf(prf_id, nonce, cookie, legacy_sha1=legacy_sha1)
-        out.append(
-            ne[:key_len]
-            if key_len <= len(ne)
-            else expand(prf_id, ne, key_len, legacy_sha1=legacy_sha1)
-        )
-    return out[0], out[1]
+    """(Ke_i, Ke_r) of RFC 2409 section 5.3 (:func:`revised_key` of each side)."""
+    return (
+        revised_key(prf_id, ni, cky_i, key_len, legacy_sha1=legacy_sha1),
+        revised_key(prf_id, nr, cky_r, key_len, legacy_sha1=legacy_sha1),
+    )
 
 
 def seal_symmetric(payload: Payload, key: bytes) -> SealedPayload:

@@ -4,9 +4,11 @@ IKEv1 signs the prf output HASH_I (HASH_R) itself, not the exchange octets as IK
 
 * RSA signatures (method 3): PKCS#1 v1.5 type 1 padding of the bare hash, *without*
   a DigestInfo (what strongSwan calls SIGN_RSA_EMSA_PKCS1_NULL). cryptography cannot
-  sign without a DigestInfo, so the padded block is exponentiated here, blinded with
-  a fresh random factor (the time taken does not follow the message) and checked with
-  the public exponent before it leaves (a faulty result never goes out). Verification
+  sign without a DigestInfo, so the padded block is exponentiated here, with the
+  Chinese remainder theorem (p, q, dP, dQ, qInv: two half-size exponentiations,
+  several times faster than one with d), blinded with a fresh random factor (the time
+  taken does not follow the message) and checked with the public exponent before it
+  leaves (a faulty result, as a CRT fault would give, never goes out). Verification
   uses cryptography's ``recover_data_from_signature`` and a constant-time comparison.
 * ECDSA (RFC 4754, methods 9/10/11): HASH_I itself is the digest that is signed (no
   second hash: strongSwan's SIGN_ECDSA_WITH_NULL, which is what it sends and checks in
@@ -61,7 +63,7 @@ def _rsa_block(hash_value: bytes, size: int) -> int:
 
 def _rsa_sign(key: rsa.RSAPrivateKey, hash_value: bytes) -> bytes:
     numbers = key.private_numbers()
-    n, e, d = numbers.public_numbers.n, numbers.public_numbers.e, numbers.d
+    n, e = numbers.public_numbers.n, numbers.public_numbers.e
     size = (n.bit_length() + 7) // 8
     m = _rsa_block(hash_value, size)
     while True:
@@ -71,7 +73,12 @@ def _rsa_sign(key: rsa.RSAPrivateKey, hash_value: bytes) -> bytes:
             break
         except ValueError:  # r shares a factor with n: astronomically unlikely
             continue
-    s = pow(m * pow(r, e, n) % n, d, n) * r_inv % n
+    blinded = m * pow(r, e, n) % n
+    # CRT: two half-size exponentiations instead of one full one (about 3x faster)
+    s1 = pow(blinded % numbers.p, numbers.dmp1, numbers.p)
+    s2 = pow(blinded % numbers.q, numbers.dmq1, numbers.q)
+    h = numbers.iqmp * (s1 - s2) % numbers.p
+    s = (s2 + h * numbers.q) * r_inv % n
     if pow(s, e, n) != m:
         raise LocalProtocolError("the RSA signature did not check out")
     return s.to_bytes(size, "big")

@@ -1,0 +1,169 @@
+"""A pass with only pod changes reuses what the last pass derived from the Tunnels those
+pods do not touch (their validation, selection and links: :class:`TunnelPart`), and
+recomputes no status of theirs, yet writes exactly what a fresh operator would."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from kipsec_operator import reconciler as reconciler_module
+from kipsec_operator.reconcile.cluster import K8sObject, ObjectKey, key_of
+from kipsec_operator.reconciler import Reconciler
+from support.operator_objects import (
+    external_peer,
+    external_spec,
+    namespace,
+    pod,
+    psk_mesh_spec,
+    psk_secret,
+    tunnel,
+)
+
+OBJECTS = [
+    namespace("default"),
+    psk_secret(),
+    *(tunnel(name, psk_mesh_spec(app=name)) for name in ("red", "blue", "green")),
+    *(pod(f"r{i}", f"10.0.1.{i}", labels={"app": "red"}) for i in (1, 2, 3)),
+    *(pod(f"b{i}", f"10.0.2.{i}", labels={"app": "blue"}) for i in (1, 2, 3)),
+    *(pod(f"g{i}", f"10.0.3.{i}", labels={"app": "green"}) for i in (1, 2, 3)),
+]
+
+
+class Recorder:
+    """A Writer that keeps the last Secret data and status written per object."""
+
+    def __init__(self) -> None:
+        self.statuses: dict[ObjectKey, Mapping[str, Any]] = {}
+
+    async def apply_secret(
+        self, manifest: Mapping[str, Any], previous: Mapping[str, str] | None
+    ) -> None:
+        pass
+
+    async def patch_status(self, tunnel: K8sObject, status: Mapping[str, Any]) -> None:
+        self.statuses[key_of(tunnel)] = status
+
+    async def event(self, obj: K8sObject, type_: str, reason: str, message: str) -> None:
+        pass
+
+
+def reconciler(objects: list[dict[str, Any]]) -> tuple[Reconciler, Recorder]:
+    writer = Recorder()
+    found = Reconciler(writer, clock=lambda: "2026-12-07T00:00:00Z")
+    for obj in objects:
+        found.observe(str(obj["kind"]), "ADDED", obj)
+    return found, writer
+
+
+def named(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(o for o in objects if o["metadata"]["name"] == name)
+
+
+def test_pod_changes_reuse_untouched_tunnels_and_write_what_a_fresh_pass_writes() -> None:
+    async def scenario() -> None:
+        objects = copy.deepcopy(OBJECTS)
+        live, written = reconciler(objects)
+        await live.reconcile()
+        first = dict(live.rendering.parts)
+
+        r1 = copy.deepcopy(named(objects, "r1"))
+        r1["status"]["podIP"] = r1["status"]["podIPs"][0]["ip"] = "10.0.1.9"
+        b3 = copy.deepcopy(named(objects, "b3"))
+        b3["metadata"]["labels"] = {"app": "green"}  # moves from blue to green
+        objects = [o for o in objects if o["metadata"]["name"] not in ("r1", "b3")]
+        objects += [r1, b3]
+        statuses_before = dict(written.statuses)
+        live.observe("Pod", "MODIFIED", r1)
+        live.observe("Pod", "MODIFIED", b3)
+        await live.reconcile()
+
+        parts = live.rendering.parts
+        assert parts[("default", "red")] is not first[("default", "red")]
+        assert parts[("default", "blue")] is not first[("default", "blue")]
+        assert parts[("default", "green")] is not first[("default", "green")]
+
+        g1 = copy.deepcopy(named(objects, "g1"))
+        g1["status"]["podIP"] = g1["status"]["podIPs"][0]["ip"] = "10.0.3.9"
+        objects = [o for o in objects if o["metadata"]["name"] != "g1"] + [g1]
+        touched = live.rendering.parts
+        live.observe("Pod", "MODIFIED", g1)
+        await live.reconcile()
+        assert live.rendering.parts[("default", "red")] is touched[("default", "red")]
+        assert live.rendering.parts[("default", "blue")] is touched[("default", "blue")]
+        assert live.rendering.parts[("default", "green")] is not touched[("default", "green")]
+        assert written.statuses[("default", "blue")]["pods"] == 2
+        assert written.statuses[("default", "green")]["pods"] == 4
+        assert statuses_before[("default", "blue")]["pods"] == 3
+
+        fresh, _ = reconciler(objects)
+        await fresh.reconcile()
+        assert live.actual == fresh.actual
+        assert dict(live.statuses) == dict(fresh.statuses)
+
+    asyncio.run(scenario())
+
+
+def test_a_pod_that_invalidates_an_external_peer_rerenders_that_peers_pods() -> None:
+    """A new pod whose address lies in an ExternalPeer's subnets makes the peer invalid,
+    though no Tunnel selects that pod: the pods linked to the peer lose their entry in
+    the same pass, as a fresh operator would write (reusing the Tunnels' parts missed it)."""
+
+    async def scenario() -> None:
+        objects = [
+            *copy.deepcopy(OBJECTS),
+            psk_secret("site-psk"),
+            external_peer(),
+            tunnel("to-site", external_spec("red")),
+        ]
+        live, written = reconciler(objects)
+        await live.reconcile()
+        assert all(
+            len(live.rendering.external.get(("default", f"r{i}"), ())) == 1 for i in (1, 2, 3)
+        )
+        stray = pod("x1", "172.20.0.5", labels={"app": "elsewhere"})
+        objects.append(stray)
+        live.observe("Pod", "ADDED", stray)
+        await live.reconcile()
+        assert not any(live.rendering.external.get(("default", f"r{i}")) for i in (1, 2, 3))
+        fresh, fresh_written = reconciler(objects)
+        await fresh.reconcile()
+        assert live.actual == fresh.actual
+        assert dict(live.statuses) == dict(fresh.statuses)
+        assert (
+            written.statuses[("default", "to-site")]
+            == fresh_written.statuses[("default", "to-site")]
+        )
+
+    asyncio.run(scenario())
+
+
+def test_a_watch_event_reads_the_new_object_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the rendering reads of an object is kept from its last event (a pod's was
+    parsed twice per event, addresses included), and changes are still seen."""
+    live, _ = reconciler(copy.deepcopy(OBJECTS))
+    calls: list[str] = []
+    real = reconciler_module.pod_ref  # type: ignore[attr-defined]
+
+    def counted(obj: Mapping[str, Any], **kwargs: Any) -> Any:
+        calls.append(obj["metadata"]["name"])
+        return real(obj, **kwargs)
+
+    monkeypatch.setattr(reconciler_module, "pod_ref", counted)
+    live._changes.clear()
+    r1 = copy.deepcopy(named(OBJECTS, "r1"))
+    r1["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    live.observe("Pod", "MODIFIED", r1)
+    assert calls == ["r1"]
+    assert live._changes == []
+    r1 = copy.deepcopy(r1)
+    r1["status"]["podIP"] = r1["status"]["podIPs"][0]["ip"] = "10.0.1.9"
+    live.observe("Pod", "MODIFIED", r1)
+    assert calls == ["r1", "r1"]
+    assert [c.key for c in live._changes] == [("default", "r1")]
+    live.observe("Pod", "DELETED", r1)
+    assert [c.key for c in live._changes] == [("default", "r1")] * 2
