@@ -27,6 +27,9 @@ section 3.3.3.2.1: the ICV padded to 32 bits over IPv4, 64 over IPv6: 28 and 32 
 with HMAC-SHA2-256-128) and, against charon, that pa's states carry ``flag align4``
 exactly where charon's do (IPv4 AH). Before kipsec set ``XFRM_STATE_ALIGN4`` its
 kernel sent 32-byte AH over IPv4 and dropped the peers' 28-byte AH (issue 12).
+
+The result's ``timings`` hold each phase's and each link's seconds (``KIPSEC_VM_RESULT``
+in ``conftest.py``): what a link costs the VM tier, before adding or dropping one.
 """
 
 from __future__ import annotations
@@ -226,7 +229,7 @@ def against_userspace(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> Non
     )
     for link in USERSPACE_LINKS:
         prefix = f"userspace/{link.name}"
-        with checking(prefix):
+        with timed(prefix), checking(prefix):
             if link is not first:
                 reconfigure(a, b, link, topo)
             up((a, "pb"), (b, "pa"), check_view=wanted(link))
@@ -277,7 +280,7 @@ def against_charon(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> None:
     try:
         for link in CHARON_LINKS:
             prefix = f"charon/{link.name}"
-            with checking(prefix):
+            with timed(prefix), checking(prefix):
 
                 def charon_for(link: Link = link) -> None:
                     wait_until("charon has no SA left", lambda: not peer.list_sas(), 30)
