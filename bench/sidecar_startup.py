@@ -10,7 +10,9 @@ interleaved (round r starts every peer count and variant once before round r+1),
 change of the machine's load falls on all of them alike:
 
 - import: the wall time of ``python -c "import M"`` for the bare interpreter, the
-  third-party floor (asyncio, cryptography with x509, pydantic: what any sidecar imports),
+  third-party floor (asyncio, cryptography's AEAD, EC and X25519 primitives, pydantic:
+  what any sidecar imports) and that floor without pydantic (what validating the
+  document with it costs),
   the CLI entry point (``kipsec_sidecar.cli``, what ``kipsec-sidecar`` imports before it
   parses its arguments), the daemon (``kipsec_sidecar.daemon``, what ``run`` imports)
   and the daemon with the userspace datapath (all a start imports), with how many
@@ -164,13 +166,20 @@ def median(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
+#: The cryptography a PSK sidecar loads (cryptography.x509 only with certificates).
+_CRYPTO = (
+    "cryptography.hazmat.primitives.ciphers.aead, cryptography.hazmat.primitives.asymmetric.ec,"
+    " cryptography.hazmat.primitives.asymmetric.x25519"
+)
 #: (label, modules) of the import rows: the bare interpreter, the third-party floor every
 #: sidecar pays (its event loop, crypto and config validation; PyYAML loads only for a
-#: document that is not plain JSON), the CLI entry point,
-#: the daemon, and the daemon with the userspace datapath (everything a start imports).
+#: document that is not plain JSON) and that floor without the validation, the CLI entry
+#: point, the daemon, and the daemon with the userspace datapath (everything a start
+#: imports).
 IMPORTS = (
     ("(interpreter)", ""),
-    ("floor: asyncio+crypto+pydantic", "asyncio, cryptography.x509, pydantic"),
+    ("floor: asyncio + crypto", f"asyncio, {_CRYPTO}"),
+    ("floor + pydantic (no model)", f"asyncio, {_CRYPTO}, pydantic, pydantic.main"),
     ("kipsec_sidecar.cli", "kipsec_sidecar.cli"),
     ("kipsec_sidecar.daemon", "kipsec_sidecar.daemon"),
     ("daemon + userspace datapath", "kipsec_sidecar.daemon, kipsec_sidecar.datapath.userspace"),

@@ -132,7 +132,7 @@ def sidecar_families() -> list[Family]:
         EnrollmentCollector(cast(Enrollment, None)),
     )
     return [
-        Family(m.name, m.type, tuple(getattr(m, "_labelnames", ())), "sidecar")
+        Family(m.name, m.type, m.labelnames, "sidecar")
         for collector in collectors
         for m in collector.describe()
     ]

@@ -48,8 +48,7 @@ import logging
 from collections.abc import Callable
 from http import HTTPStatus
 
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
-
+from .exposition import CONTENT_TYPE, Registry, render
 from .logs import LIMITER
 from .state import Controller, SidecarSnapshot
 
@@ -165,7 +164,7 @@ class HealthServer:
     def __init__(
         self,
         controller: Controller | None,
-        registry: CollectorRegistry,
+        registry: Registry,
         listen: str = DEFAULT_LISTEN,
         *,
         read_timeout: float = READ_TIMEOUT,
@@ -350,7 +349,7 @@ class HealthServer:
 
     def _metrics(self) -> tuple[HTTPStatus, str, bytes]:
         try:
-            return HTTPStatus.OK, CONTENT_TYPE_PLAIN_0_0_4, generate_latest(self._registry)
+            return HTTPStatus.OK, CONTENT_TYPE, render(self._registry)
         except Exception as error:
             _failed("metrics collection failed", error)
             return HTTPStatus.INTERNAL_SERVER_ERROR, _TEXT, b"metrics collection failed\n"

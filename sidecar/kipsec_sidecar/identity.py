@@ -23,20 +23,20 @@ from __future__ import annotations
 import ipaddress
 import json
 import ssl
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from .atomic_files import publish_files
 from .regular_files import read_regular_file, why_unreadable
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 KeyAlgorithm = Literal["ECDSA", "RSA", "Ed25519"]
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -158,6 +158,10 @@ def build_csr(key: PrivateKey, request: IdentityRequest) -> bytes:
 
 
 def _csr(key: PrivateKey, uri: str, ips: Sequence[IpAddress]) -> bytes:
+    # cryptography.x509 (~2 MiB) is imported where used: a sidecar that enrolls no
+    # certificate (and does not verify any) never loads it.
+    from cryptography import x509
+
     names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
     names += [x509.IPAddress(ip) for ip in ips]
     algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
@@ -181,6 +185,8 @@ class IssuedIdentity:
 
     @property
     def certificate(self) -> x509.Certificate:
+        from cryptography import x509
+
         return x509.load_pem_x509_certificate(self.certificate_pem)
 
 
@@ -211,6 +217,8 @@ def parse_response(body: bytes, key: PrivateKey) -> IssuedIdentity:
     cert_pem, bundle_pem = doc.get("certificate"), doc.get("caBundle")
     if not isinstance(cert_pem, str) or not isinstance(bundle_pem, str):
         raise IdentityRequestError("bad-response", "certificate or caBundle missing")
+    from cryptography import x509
+
     try:
         cert = x509.load_pem_x509_certificate(cert_pem.encode())
         x509.load_pem_x509_certificates(bundle_pem.encode())
@@ -263,6 +271,11 @@ def tls_context(ca_file: str | Path | None) -> ssl.SSLContext:
 
 
 def _call(url: str, token: str, ca_file: Path | None, timeout: float, body: bytes | None) -> bytes:
+    # Here, not at the top: urllib.request brings http.client and email (~2 MiB, 25
+    # modules) into every sidecar, and only one that enrolls a certificate calls this.
+    import urllib.error
+    import urllib.request
+
     try:
         context = tls_context(ca_file)
     except (OSError, ValueError) as exc:

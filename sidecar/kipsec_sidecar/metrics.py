@@ -2,8 +2,9 @@
 
 Nothing in the daemon increments a metric: the collector asks ``controller.snapshot()``
 on every scrape and turns it into metric families, so ``/metrics``, ``sas --json`` and
-``/readyz`` always agree. The registry is our own :class:`CollectorRegistry`, never the
-process-global one, so two sidecars in one test process do not collide.
+``/readyz`` always agree. The registry is our own :class:`~.exposition.Registry`, never
+process-global, so two sidecars in one test process do not collide; the text exposition
+is :mod:`kipsec_sidecar.exposition`'s (not prometheus-client's: see why there).
 
 Label sets are bounded by configuration: states, modes, protocols, directions, reasons
 (closed sets, e.g. :data:`~.handshake_failures.REASONS`) and peer names. An SPI, a pod
@@ -23,12 +24,10 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-
 from . import __version__
 from .core.ike.endpoint import REFUSALS
 from .core.ike.engine import IkeState
+from .exposition import CounterFamily, Family, GaugeFamily, ProcessCollector, Registry
 from .handshake_failures import REASONS as FAILURE_REASONS
 from .state import ChildSaView, Controller, SidecarSnapshot
 
@@ -101,10 +100,10 @@ class TrafficTotals:
 
 
 def _by_key(
-    family: CounterMetricFamily | GaugeMetricFamily,
+    family: CounterFamily | GaugeFamily,
     values: dict[str, int],
     known: Iterable[str],
-) -> CounterMetricFamily | GaugeMetricFamily:
+) -> CounterFamily | GaugeFamily:
     """One sample per known key (0 when absent) plus any key the daemon reported."""
     for key in dict.fromkeys([*known, *values]):
         family.add_metric([key], values.get(key, 0))
@@ -112,75 +111,75 @@ def _by_key(
 
 
 class SnapshotCollector:
-    """A prometheus-client custom collector over a :class:`Controller`.
+    """A collector of metric families over a :class:`Controller`.
 
     ``collect`` calls ``controller.snapshot()`` once per scrape; whatever it raises
-    reaches the caller of ``generate_latest`` (the HTTP server answers 500).
+    reaches the caller of :func:`~.exposition.render` (the HTTP server answers 500).
     """
 
     def __init__(self, controller: Controller) -> None:
         self._controller = controller
         self._traffic = TrafficTotals()
 
-    def describe(self) -> list[Metric]:
+    def describe(self) -> list[Family]:
         """The families without samples, so the registry can refuse duplicate names."""
         return list(self._families(None))
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         yield from self._families(self._controller.snapshot())
 
-    def _families(self, snap: SidecarSnapshot | None) -> Iterator[Metric]:
-        ike = GaugeMetricFamily(
+    def _families(self, snap: SidecarSnapshot | None) -> Iterator[Family]:
+        ike = GaugeFamily(
             "kipsec_ike_sas",
             "IKE SAs currently held, by the engine's state (init-sent, established, ...) and "
             "IKE version (2, or 1 for IKEv1 peers).",
             labels=["state", "ike_version"],
         )
-        child = GaugeMetricFamily(
+        child = GaugeFamily(
             "kipsec_child_sas",
             "Child SAs (ESP/AH SA pairs) currently in the datapath, by state, mode and "
             "protocol; 'rekeyed' ones are kept briefly for in-flight packets.",
             labels=["state", "mode", "protocol"],
         )
-        peers = GaugeMetricFamily(
+        peers = GaugeFamily(
             "kipsec_peers",
             "Configured peers by state (idle, connecting, established, down).",
             labels=["state"],
         )
-        packets = CounterMetricFamily(
+        packets = CounterFamily(
             "kipsec_packets",
             "IPsec packets carried per peer: 'in' decapsulated and accepted, 'out' "
             "encapsulated and sent.",
             labels=["direction", "peer"],
         )
-        octets = CounterMetricFamily(
+        octets = CounterFamily(
             "kipsec_bytes",
             "Bytes of the protected (inner) packets carried per peer and direction.",
             labels=["direction", "peer"],
         )
-        handshakes = CounterMetricFamily(
+        handshakes = CounterFamily(
             "kipsec_handshakes",
             "IKE SA establishments attempted, by result (success, failure).",
             labels=["result"],
         )
-        failures = CounterMetricFamily(
+        failures = CounterFamily(
             "kipsec_handshake_failures",
             "IKE SAs that failed before they were established, by reason: "
             "no_proposal_chosen, authentication_failed, ts_unacceptable, invalid_ke, "
             "peer_dead (no answer), other.",
             labels=["reason"],
         )
-        rekeys = CounterMetricFamily(
+        rekeys = CounterFamily(
             "kipsec_rekeys",
             "Completed rekeys, by kind: child SA or IKE SA.",
             labels=["kind"],
         )
-        auth = CounterMetricFamily(
+        auth = CounterFamily(
             "kipsec_auth_failures",
             "IKE authentications that failed (wrong PSK, untrusted or invalid certificate, "
             "bad signature), either side.",
         )
-        drops = CounterMetricFamily(
+        drops = CounterFamily(
             "kipsec_dropped_packets",
             "Packets dropped by the datapath, by reason: replay (outside or seen in the "
             "replay window), integrity (ICV check failed), no_sa (unknown SPI or no "
@@ -188,45 +187,45 @@ class SnapshotCollector:
             "IKE datagram for no IKE SA).",
             labels=["reason"],
         )
-        errors = CounterMetricFamily(
+        errors = CounterFamily(
             "kipsec_datapath_errors",
             "Errors of the datapath itself (device, socket, install failures), by kind.",
             labels=["kind"],
         )
-        half_open = GaugeMetricFamily(
+        half_open = GaugeFamily(
             "kipsec_ike_half_open_sas",
             "Responder IKE SAs that answered IKE_SA_INIT and wait for IKE_AUTH; from 10 on, "
             "new requests must echo a COOKIE.",
         )
-        cookies = CounterMetricFamily(
+        cookies = CounterFamily(
             "kipsec_ike_cookies_sent",
             "IKE_SA_INIT requests answered statelessly with a COOKIE (too many half-open SAs).",
         )
-        refused = CounterMetricFamily(
+        refused = CounterFamily(
             "kipsec_ike_requests_refused",
             "IKE_SA_INIT requests refused before any state was made, by reason: unknown_peer "
             "(no peer has the source address), malformed, unsupported_critical.",
             labels=["reason"],
         )
-        suppressed = CounterMetricFamily(
+        suppressed = CounterFamily(
             "kipsec_log_lines_suppressed",
             "Log lines held back by the rate limiter (per event, the first 10 per 10 s are "
             "written, then one summary).",
         )
-        info = GaugeMetricFamily(
+        info = GaugeFamily(
             "kipsec_datapath_info",
             "The datapath in use (userspace or kernel) and why it was chosen; always 1.",
             labels=["datapath", "reason"],
         )
-        ready = GaugeMetricFamily(
+        ready = GaugeFamily(
             "kipsec_ready",
             "1 when every configured peer has an installed child SA (the /readyz rule), else 0.",
         )
-        started = GaugeMetricFamily(
+        started = GaugeFamily(
             "kipsec_sidecar_start_time_seconds",
             "When the sidecar started, in seconds since 1970 (Unix time).",
         )
-        build = GaugeMetricFamily(
+        build = GaugeFamily(
             "kipsec_build_info",
             "The kipsec version and Python version of this sidecar; always 1.",
             labels=["version", "python"],
@@ -253,11 +252,11 @@ class SnapshotCollector:
     def _fill(
         self,
         snap: SidecarSnapshot,
-        ike: GaugeMetricFamily,
-        child: GaugeMetricFamily,
-        peers: GaugeMetricFamily,
-        packets: CounterMetricFamily,
-        octets: CounterMetricFamily,
+        ike: GaugeFamily,
+        child: GaugeFamily,
+        peers: GaugeFamily,
+        packets: CounterFamily,
+        octets: CounterFamily,
     ) -> None:
         ike_counts: dict[tuple[str, str], int] = {(state, "2"): 0 for state in IKE_STATES}
         peer_counts: dict[str, int] = {}
@@ -284,14 +283,14 @@ class SnapshotCollector:
             octets.add_metric(["out", name], traffic.bytes_out)
 
 
-def build_registry(controller: Controller, *, process_metrics: bool = True) -> CollectorRegistry:
+def build_registry(controller: Controller, *, process_metrics: bool = True) -> Registry:
     """A fresh registry with the sidecar's collector.
 
-    ``process_metrics`` adds prometheus-client's standard ``process_*`` families (resident
-    memory, CPU seconds, open file descriptors), read from /proc of this process.
+    ``process_metrics`` adds the standard ``process_*`` families (resident memory, CPU
+    seconds, open file descriptors), read from /proc of this process.
     """
-    registry = CollectorRegistry()
+    registry = Registry()
     registry.register(SnapshotCollector(controller))
     if process_metrics:
-        ProcessCollector(registry=registry)
+        registry.register(ProcessCollector())
     return registry

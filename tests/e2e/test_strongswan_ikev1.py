@@ -58,6 +58,7 @@ def interop_v1(
         charon_ike: str | None = None,
         charon_esp: str | None = None,
         expect_failure: bool = False,
+        lifetimes: dict[str, Any] | None = None,
     ) -> tuple[Sidecar, Charon]:
         sidecar = Sidecar(topo, "a", tmp_path)
         peer = gateway_peer(
@@ -75,6 +76,8 @@ def interop_v1(
             local = {"auth": sidecar.certificate_auth(ours, root)}
             charon_auth = CertAuth(theirs, (root.cert,))
         extra: dict[str, Any] = {"liveness": liveness} if liveness else {}
+        if lifetimes:
+            extra["lifetimes"] = lifetimes
         sidecar.write([peer], local=local, proposals={"ike": [ike], "esp": [esp]}, **extra)
         _, conn_b = gateway_pair(
             topo,
@@ -313,3 +316,134 @@ def test_no_phase_2_proposal_is_refused_and_the_isakmp_sa_stays(
     assert sidecar.peer("b")["ike_sa"]["state"] == "established"
     assert not kipsec_installed_spis(sidecar)
     assert charon.list_sas() and charon.established(child="net") is None
+
+
+def one_isakmp_sa(sidecar: Sidecar, charon: Charon, *, not_in: set[str]) -> str | None:
+    """The cookie CKY-I of the only ISAKMP SA both sides hold, if it is one, established
+    on both sides and not in ``not_in``; else None."""
+    view = sidecar.peer("b")
+    sas = charon.list_sas()
+    if view["ike_sas"] != 1 or len(sas) != 1 or view["ike_sa"] is None:
+        return None
+    ours, theirs = view["ike_sa"], sas[0]
+    if ours["state"] != "established" or theirs.state != "ESTABLISHED":
+        return None
+    same = (ours["spi_i"], ours["spi_r"]) == (theirs.initiator_spi, theirs.responder_spi)
+    return ours["spi_i"] if same and ours["spi_i"] not in not_in else None
+
+
+def wait_new_isakmp_sa(sidecar: Sidecar, charon: Charon, seen: set[str], after: str) -> str:
+    """Wait for :func:`one_isakmp_sa` to name an ISAKMP SA not in ``seen``; return it."""
+    found: list[str] = []
+
+    def check() -> bool:
+        cookie = one_isakmp_sa(sidecar, charon, not_in=seen)
+        if cookie is not None:
+            found.append(cookie)
+        return cookie is not None
+
+    wait_until(f"one new ISAKMP SA on both sides after {after}", check, timeout=20)
+    return found[-1]
+
+
+def test_phase_1_reauthentication_by_either_side_keeps_the_pair_and_loses_no_packet(
+    interop_v1: Setup, gateway_topology: Topology, tmp_path: Path
+) -> None:
+    """Under a numbered UDP stream: kipsec re-authenticates (control ``rekey`` of kind
+    ``ike``, waiting for it), then charon does (vici ``rekey ike``, IKEv1's only way);
+    each time a new main mode replaces the ISAKMP SA, the IPsec pair moves over
+    unchanged on both sides and the old ISAKMP SA is deleted. Every datagram comes back.
+    After the stream, ``kipsec-sidecar rekey --ike --wait`` re-authenticates once more,
+    and a quick mode rekey works under the newest ISAKMP SA (a phase 2 rekey under a
+    stream has its own test). The CLI runs outside the stream: starting a Python process
+    is a CPU burst this loaded machine's stream does not need."""
+    sidecar, charon = interop_v1()
+    wait_up(sidecar, charon)
+    pair = kipsec_installed_spis(sidecar)
+    seen = {sidecar.peer("b")["ike_sa"]["spi_i"]}
+    # 16 s: two re-authentications, and charon leaves its old ISAKMP SA to kipsec, which
+    # deletes it 10 s after charon's re-authentication
+    count = 16000
+    echo, stream = sequenced_stream(gateway_topology, "pa", "pb", count)
+    time.sleep(0.5)
+    for who in ("kipsec", "charon"):
+        if who == "kipsec":
+            sidecar.control("rekey", peer="b", kind="ike", wait=15)
+        else:
+            assert charon.rekey(ike="gw") == 1
+        newest = wait_new_isakmp_sa(sidecar, charon, seen, f"{who}'s re-authentication")
+        seen.add(newest)
+        assert kipsec_installed_spis(sidecar) == pair, f"{who}: the pair changed"
+        assert mirrored(sidecar, charon)
+        assert sidecar.peer("b")["ike_sa"]["initiator"] is (who == "kipsec")
+    assert stream.poll() is None, "the stream ended before the old SA went: make it longer"
+    stdout, _ = stream.communicate(timeout=40)
+    stop_process(echo)
+    assert f"received {count} of {count}".encode() in stdout, stdout.decode()
+    log = (tmp_path / "strongswan-b" / "charon.log").read_text()
+    # kipsec's re-authentication: message 5 without INITIAL-CONTACT, the pair adopted
+    assert "[ ID HASH ]" in log and "adopting 1 children" in log
+    assert sidecar.sas()["rekeys"]["ike"] >= 2
+    sidecar.cli("rekey", "--ike", "b", "--wait", "15")
+    newest = wait_new_isakmp_sa(sidecar, charon, seen, "the CLI's re-authentication")
+    assert kipsec_installed_spis(sidecar) == pair and mirrored(sidecar, charon)
+    sidecar.cli("rekey", "--child", "b")
+    wait_until(
+        "the rekeyed pair alone, under the newest ISAKMP SA",
+        lambda: (
+            mirrored(sidecar, charon)
+            and kipsec_installed_spis(sidecar).isdisjoint(pair)
+            and sidecar.spis("b").isdisjoint(pair)
+        ),
+        timeout=12,
+    )
+    assert one_isakmp_sa(sidecar, charon, not_in=set()) == newest
+    assert_traffic_both_ways_only_encrypted(gateway_topology, tmp_path / "wire.pcap")
+
+
+def test_a_restarted_strongswan_initial_contact_leaves_one_sa_and_one_pair(
+    interop_v1: Setup, tmp_path: Path
+) -> None:
+    """charon is killed (no Delete) and started again; its new main mode carries
+    INITIAL-CONTACT: kipsec deletes the ISAKMP SA and pair charon forgot."""
+    sidecar, charon = interop_v1(kipsec_initiates=False)
+    wait_up(sidecar, charon)
+    old_pair = kipsec_installed_spis(sidecar)
+    old_sa = sidecar.peer("b")["ike_sa"]["spi_i"]
+    charon.kill()
+    charon.start()
+    charon.load()
+    charon.initiate("net", timeout=15)
+    assert "N(INITIAL_CONTACT)" in (tmp_path / "strongswan-b" / "charon.log").read_text()
+    wait_until(
+        "one ISAKMP SA and one pair at kipsec, both new",
+        lambda: (
+            one_isakmp_sa(sidecar, charon, not_in={old_sa}) is not None
+            and len(kipsec_installed_spis(sidecar)) == 1
+            and kipsec_installed_spis(sidecar).isdisjoint(old_pair)
+        ),
+        timeout=15,
+    )
+    assert mirrored(sidecar, charon)
+    assert "initial-contact" in sidecar.log.read_text()
+
+
+def test_kipsec_as_responder_sends_its_shorter_phase_2_lifetime(
+    interop_v1: Setup, tmp_path: Path
+) -> None:
+    """charon proposes its default 3960 s; kipsec's child SAs live 600 s: quick mode
+    message 2 carries RESPONDER-LIFETIME (24576). strongSwan 5.9.8 does not know the
+    notification (it logs its number) and does not shorten its own lifetime, but the
+    message's HASH(2), which covers it, verifies and the pair is installed on both
+    sides; kipsec keeps its 600 s (it rekeys first)."""
+    sidecar, charon = interop_v1(
+        kipsec_initiates=False, lifetimes={"childSa": "600s", "rekeyMargin": "60s"}
+    )
+    wait_up(sidecar, charon)
+    log = (tmp_path / "strongswan-b" / "charon.log").read_text()
+    (line,) = [x for x in log.splitlines() if "parsed QUICK_MODE response" in x]
+    assert "[ HASH SA No ID ID N((24576)) ]" in line, line
+    assert "invalid HASH" not in log
+    assert mirrored(sidecar, charon)
+    (child,) = sidecar.installed("b")
+    assert 0 < child["expire_at"] - child["installed_at"] <= 600 + 1, child

@@ -482,8 +482,11 @@ class Charon:
         }
 
     def start(self) -> Charon:
-        """Write the config and start charon; return once its vici socket answers."""
-        if self._proc is not None:
+        """Write the config and start charon; return once its vici socket answers.
+
+        Once charon has exited (:meth:`kill`), this starts it again: a restarted peer
+        that remembers nothing (call :meth:`load` for its connections)."""
+        if self.running:
             raise RuntimeError("charon already started")
         for sub in ("x509", "x509ca", "private"):
             (self.swanctl_dir / sub).mkdir(parents=True, exist_ok=True)

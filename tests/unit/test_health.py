@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import pytest
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from kipsec_sidecar.exposition import Registry
 from kipsec_sidecar.health import MAX_REQUEST_HEAD, HealthServer, parse_listen
 from kipsec_sidecar.metrics import build_registry
 from support.controller_double import ControllerDouble, not_ready_snapshot
@@ -121,7 +121,7 @@ def test_status_is_the_snapshot_json_with_the_running_phase() -> None:
 
 def test_without_a_controller_every_probe_says_why_it_waits() -> None:
     async def main() -> None:
-        server = HealthServer(None, CollectorRegistry(), "127.0.0.1:0", waiting="waiting for X")
+        server = HealthServer(None, Registry(), "127.0.0.1:0", waiting="waiting for X")
         async with server:
             for path in ("/healthz", "/readyz"):
                 assert (await get(server.port, path))[::2] == (503, b"waiting for X\n")

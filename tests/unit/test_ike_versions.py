@@ -76,3 +76,24 @@ def test_a_datagram_of_another_version_is_dropped_and_counted() -> None:
     datagram[17] = 0x30
     endpoint.receive_datagram(bytes(datagram), INITIATOR_ADDR, 0.0)
     assert endpoint.unknown_version == 1 and endpoint.dropped == 1
+
+
+def test_the_ikev1_endpoint_is_made_at_the_first_ikev1_datagram() -> None:
+    # An IKEv2-only sidecar never loads the IKEv1 engine; its counters read as zeros
+    # until then, every IKEv1 refusal reason included (the metric's label set).
+    i_cfg, _ = v1_configs()
+    _, v2_responder = v2_configs()
+    a = VersionedEndpoint(i_cfg, rng=SeededRng(1))
+    b = VersionedEndpoint(v2_responder, rng=SeededRng(2))
+    assert b._v1 is None
+    assert b.refused == dict.fromkeys(b.refused, 0)
+    assert {"aggressive_mode", "half_open_limit", "unsupported_critical"} <= set(b.refused)
+    b.handle_timer(1.0)
+    assert b.get_timer() == b.v2.get_timer()
+    assert (b.datagrams_to_send(1.0), b.next_event()) == ([], None)
+    assert b._v1 is None and b.dropped == 0 and b.half_open_count == 0
+
+    a.initiate(i_cfg, RESPONDER_ADDR, 0.0)  # the initiator needs its IKEv1 endpoint now
+    assert a._v1 is not None
+    run(a, b, INITIATOR_ADDR, RESPONDER_ADDR)
+    assert b._v1 is not None and b.refused["unknown_peer"] >= 1

@@ -1,6 +1,7 @@
 """IKEv1 main mode (PSK) and quick mode through the engine, in memory with a fake clock:
 the handshake, the keys both sides agree on, loss, duplication, tampering, a wrong PSK,
-no proposal in phase 1 and phase 2, Delete, DPD and a phase 2 rekey."""
+no proposal in phase 1 and phase 2, Delete, DPD, a phase 2 rekey and the lifetime a
+responder imposes with RESPONDER-LIFETIME."""
 
 from __future__ import annotations
 
@@ -25,7 +26,13 @@ from kipsec_sidecar.core.ike.events import (
     IkeSaEstablished,
     NegotiationFailed,
 )
+from kipsec_sidecar.core.ikev1 import main_mode, policy
+from kipsec_sidecar.core.ikev1.constants import ExchangeType, NotifyType
+from kipsec_sidecar.core.ikev1.encryption import decrypt_message
 from kipsec_sidecar.core.ikev1.engine import IsakmpSa
+from kipsec_sidecar.core.ikev1.message import decode_header
+from kipsec_sidecar.core.ikev1.payloads import NotificationPayload
+from kipsec_sidecar.core.ikev1.quick_mode import negotiated_lifetime
 from support.ike_pair import ESP_CBC, I2R, R2I, V1_IKE_PROPOSALS, IkePair, pair_configs
 from support.ikev1_public_key import ROOT as PK_ROOT
 from support.ikev1_public_key import RSA_A, RSA_B, encrypting, public_key_pair
@@ -230,7 +237,9 @@ def cert_pair(
     )
 
 
-@pytest.mark.parametrize(("key_kind", "method"), [("ec256", 9), ("ec384", 10), ("rsa", 3)])
+@pytest.mark.parametrize(
+    ("key_kind", "method"), [("ec256", 9), ("ec384", 10), ("rsa", 3), ("dsa", 2), ("dsa1024", 2)]
+)
 def test_signature_main_mode(key_kind: KeyKind, method: int) -> None:
     p = cert_pair(key_kind)
     p.run(10)
@@ -360,3 +369,99 @@ def test_public_key_encryption_configuration_errors_name_the_field() -> None:
         encrypting(i, "a.example", "b.example", RSA_A, RSA_B.der, 3)
     with pytest.raises(KipsecError, match=r"auth\.public_key_encryption"):
         replace(encrypting(i, "a.example", "b.example", RSA_A, RSA_B.der, 4), version=2)
+
+
+# --- RESPONDER-LIFETIME (RFC 2407 section 4.6.3.1) --------------------------------------
+
+
+def child_lifetimes(i_life: Lifetime | None, r_life: Lifetime | None) -> IkePair:
+    """A pair whose ChildConfigs have the given lifetimes (None: the default)."""
+    i, r = configs()
+    if i_life is not None:
+        i = replace(i, children=(replace(i.children[0], lifetime=i_life),))
+    if r_life is not None:
+        r = replace(r, children=(replace(r.children[0], lifetime=r_life),))
+    return IkePair(i, r, version=1)
+
+
+Wire = list[tuple[str, bytes]]
+
+
+def sent_responder_lifetime(p: IkePair, wire: Wire) -> list[NotificationPayload]:
+    """The RESPONDER-LIFETIME notifications in quick mode message 2, decrypted with the
+    responder's keys along each quick mode's IV chain (RFC 2409 Appendix B)."""
+    found: list[NotificationPayload] = []
+    responder = p.responder
+    ivs: dict[int, bytes] = {}
+    for direction, data in wire:
+        header = decode_header(data)
+        if header.exchange != ExchangeType.QUICK:
+            continue
+        mid = header.message_id
+        iv = ivs.get(mid) or main_mode.phase2_iv_for(responder, mid)
+        msg, ivs[mid] = decrypt_message(data, responder.p1.enc_key, iv)
+        if direction == R2I:
+            notes = msg.all(NotificationPayload)
+            found += [n for n in notes if n.notify_type == NotifyType.RESPONDER_LIFETIME]
+    return found
+
+
+def logged(p: IkePair) -> Wire:
+    """Every datagram of ``p`` from now on, in order."""
+    wire: Wire = []
+
+    def tap(direction: str, index: int, data: bytes) -> list[bytes]:
+        wire.append((direction, data))
+        return [data]
+
+    p.tap = tap
+    return wire
+
+
+def test_a_shorter_responder_lifetime_is_sent_and_honoured() -> None:
+    p = child_lifetimes(None, Lifetime(rekey_after=500, expire_after=600))
+    wire = logged(p)
+    p.run(10)
+    (ci,) = p.i.of(ChildSaEstablished)
+    (cr,) = p.r.of(ChildSaEstablished)
+    (note,) = sent_responder_lifetime(p, wire)
+    assert note.protocol == ci.protocol and note.spi == cr.spi_in
+    assert policy.responder_lifetime_seconds(note.data) == 600
+    # The initiator proposed 3960 s and uses the responder's 600 s, with its own soft
+    # limit in proportion (3600 / 3960 of it, less the jitter).
+    assert ci.expire_at is not None and ci.expire_at <= 600 + 1
+    assert ci.rekey_at is not None and ci.rekey_at <= 600 * 3600 / 3960 + 1
+    assert cr.expire_at is not None and cr.expire_at <= 600 + 1
+    p.run(700)  # rekeyed before it expired, on both sides
+    assert not [e for e in p.i.of(ChildSaDeleted) if e.reason == "expired"]
+    assert len(p.i.of(ChildSaEstablished)) >= 2
+
+
+def test_a_shorter_proposed_lifetime_binds_the_responder_and_needs_no_notification() -> None:
+    p = child_lifetimes(Lifetime(rekey_after=500, expire_after=600), None)
+    wire = logged(p)
+    p.run(10)
+    (cr,) = p.r.of(ChildSaEstablished)
+    assert cr.expire_at is not None and cr.expire_at <= 600 + 1
+    assert cr.rekey_at is not None and cr.rekey_at < 600
+    assert not sent_responder_lifetime(p, wire)
+
+
+def test_equal_lifetimes_change_nothing() -> None:
+    p = child_lifetimes(None, None)
+    wire = logged(p)
+    p.run(10)
+    assert not sent_responder_lifetime(p, wire)
+    (ci,) = p.i.of(ChildSaEstablished)
+    assert ci.expire_at is not None and ci.expire_at >= Lifetime().expire_after
+
+
+def test_negotiated_lifetime_keeps_the_soft_limit_in_proportion() -> None:
+    ours = Lifetime(rekey_after=3600, expire_after=3960)
+    assert negotiated_lifetime(ours, None) is ours
+    assert negotiated_lifetime(ours, 7200) is ours
+    cut = negotiated_lifetime(ours, 396)
+    assert (cut.rekey_after, cut.expire_after) == pytest.approx((360, 396))
+    assert negotiated_lifetime(Lifetime(0, 0), 100) == Lifetime(0, 100, ours.jitter)
+    unlimited = negotiated_lifetime(Lifetime(rekey_after=1000, expire_after=0), 100)
+    assert unlimited.expire_after == 100 and unlimited.rekey_after == pytest.approx(90)

@@ -6,10 +6,10 @@ import re
 from dataclasses import replace
 
 import pytest
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from kipsec_sidecar.exposition import render
 from kipsec_sidecar.handshake_failures import REASONS as FAILURE_REASONS
 from kipsec_sidecar.metrics import DROP_REASONS, IKE_STATES, build_registry
 from kipsec_sidecar.state import SidecarSnapshot
@@ -35,7 +35,7 @@ Families = dict[str, list[Sample]]
 
 def scrape(controller: ControllerDouble, *, process_metrics: bool = False) -> Families:
     registry = build_registry(controller, process_metrics=process_metrics)
-    text = generate_latest(registry).decode()
+    text = render(registry).decode()
     return {family.name: family.samples for family in text_string_to_metric_families(text)}
 
 
@@ -56,7 +56,7 @@ def families() -> Families:
 
 
 def test_every_family_is_prefixed_and_described(families: Families) -> None:
-    text = generate_latest(build_registry(ControllerDouble(), process_metrics=False)).decode()
+    text = render(build_registry(ControllerDouble(), process_metrics=False)).decode()
     helps = {f.name: f.documentation for f in text_string_to_metric_families(text)}
     assert set(families) == {
         "kipsec_ike_sas",
@@ -84,7 +84,7 @@ def test_every_family_is_prefixed_and_described(families: Families) -> None:
 
 
 def test_counters_are_counters_and_gauges_are_gauges() -> None:
-    text = generate_latest(build_registry(ControllerDouble(), process_metrics=False)).decode()
+    text = render(build_registry(ControllerDouble(), process_metrics=False)).decode()
     types = {f.name: f.type for f in text_string_to_metric_families(text)}
     counters = {n for n, t in types.items() if t == "counter"}
     assert counters == {
@@ -142,7 +142,7 @@ def test_traffic_counters_never_go_backwards_when_a_child_is_replaced() -> None:
     registry = build_registry(controller, process_metrics=False)
 
     def out_bytes_b() -> float:
-        text = generate_latest(registry).decode()
+        text = render(registry).decode()
         families = {f.name: f.samples for f in text_string_to_metric_families(text)}
         return value(families, "kipsec_bytes", "kipsec_bytes_total", direction="out", peer="b")
 
@@ -158,9 +158,9 @@ def test_traffic_counters_never_go_backwards_when_a_child_is_replaced() -> None:
 def test_a_removed_peer_loses_its_series() -> None:
     controller = ControllerDouble()
     registry = build_registry(controller, process_metrics=False)
-    generate_latest(registry)
+    render(registry)
     controller.current = replace(controller.current, peers=controller.current.peers[:1])
-    text = generate_latest(registry).decode()
+    text = render(registry).decode()
     assert 'peer="b"' in text
     assert 'peer="c"' not in text
 
@@ -235,12 +235,12 @@ def test_no_label_holds_an_spi_an_address_or_an_identity(families: Families) -> 
 def test_series_count_does_not_grow_with_rekeys() -> None:
     controller = ControllerDouble()
     registry = build_registry(controller, process_metrics=False)
-    before = generate_latest(registry).decode().count("\n")
+    before = render(registry).decode().count("\n")
     for n in range(50):
         child = child_b(spi_in=f"{n:08x}", spi_out=f"{n + 1000:08x}")
         b = replace(controller.current.peers[0], children=(child,))
         controller.current = replace(controller.current, peers=(b, controller.current.peers[1]))
-        after = generate_latest(registry).decode().count("\n")
+        after = render(registry).decode().count("\n")
     assert after == before
 
 

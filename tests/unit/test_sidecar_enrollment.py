@@ -25,7 +25,6 @@ import pytest_asyncio
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from prometheus_client import CollectorRegistry, generate_latest
 
 from kipsec_operator.certificates.ca import CertificateAuthority, generate_ca
 from kipsec_sidecar.config.errors import ConfigError
@@ -41,6 +40,7 @@ from kipsec_sidecar.daemon.enrollment import (
     settings_from,
 )
 from kipsec_sidecar.daemon.peers import Backoff
+from kipsec_sidecar.exposition import Registry, render
 from kipsec_sidecar.identity import generate_key
 from support.local_issuer import LocalBackend, issuer_app, pod, token_review, tunnel_certificate
 
@@ -218,9 +218,9 @@ async def test_a_refusal_is_counted_by_its_code_in_the_metrics(
     keeper = enrollment(tmp_path, issuer, clock)
     await keeper.step()
 
-    registry = CollectorRegistry()
+    registry = Registry()
     registry.register(keeper.collector())
-    text = generate_latest(registry).decode()
+    text = render(registry).decode()
 
     assert 'kipsec_identity_requests_total{result="not-selected"} 1.0' in text
     assert "kipsec_identity_waiting 1.0" in text

@@ -37,6 +37,14 @@ PYROUTE2 = ("pyroute2",)
 SCHEMA = ("kipsec_sidecar.config.schema",)
 #: PyYAML: only for a document that is not the operator's plain JSON.
 YAML = ("yaml", "kipsec_sidecar.config.strict_yaml")
+#: prometheus-client (the sidecar writes its exposition itself) and the HTTP stack
+#: (http.server, http.client, urllib.request: ~4 MiB with it): only the operator's config
+#: delivery and certificate enrollment make HTTP requests, and import urllib when they do.
+HTTP = ("prometheus_client", "http.server", "http.client", "urllib.request")
+#: Certificate parsing and path validation (~40 modules): only for certificates.
+X509 = ("cryptography.x509", "kipsec_sidecar.core.ike.certs")
+#: The IKEv1 engine: made at the first IKEv1 datagram or initiation (core.ike_versions).
+IKEV1 = ("kipsec_sidecar.core.ikev1.endpoint", "kipsec_sidecar.core.ikev1.engine")
 
 
 def loaded(code: str, *args: str) -> set[str]:
@@ -56,7 +64,10 @@ def present(modules: set[str], names: tuple[str, ...]) -> list[str]:
 
 def test_importing_the_daemon_loads_no_datapath() -> None:
     modules = loaded("import kipsec_sidecar.daemon")
-    assert present(modules, NEVER + KERNEL + DATAPATH + PYROUTE2 + SCHEMA + YAML) == []
+    assert (
+        present(modules, NEVER + KERNEL + DATAPATH + PYROUTE2 + SCHEMA + YAML + HTTP + X509 + IKEV1)
+        == []
+    )
 
 
 def test_the_cli_loads_neither_the_daemon_nor_the_config_model() -> None:
@@ -72,9 +83,10 @@ def test_the_userspace_path_never_loads_the_kernel_datapath() -> None:
         "from kipsec_sidecar.daemon.datapath_choice import choose_datapath\n"
         "import kipsec_sidecar.daemon.sidecar\n"
         "assert choose_datapath('userspace').name == 'userspace'\n"
-        "import kipsec_sidecar.datapath.userspace"
+        "import kipsec_sidecar.datapath.userspace\n"
+        "import kipsec_sidecar.health, kipsec_sidecar.metrics"
     )
-    assert present(modules, NEVER + KERNEL + PYROUTE2 + SCHEMA + YAML) == []
+    assert present(modules, NEVER + KERNEL + PYROUTE2 + SCHEMA + YAML + HTTP + X509 + IKEV1) == []
     assert present(modules, DATAPATH) == list(DATAPATH)
 
 
@@ -111,3 +123,30 @@ def test_a_json_document_is_read_without_pyyaml_and_a_yaml_one_with_it() -> None
     assert present(loaded(code, as_json), YAML) == []
     as_yaml = "apiVersion: kipsec.io/v1alpha1\nkind: SidecarConfig\npeers: []\n"
     assert present(loaded(code, as_yaml), ("yaml",)) == ["yaml"]
+
+
+def test_a_psk_document_is_planned_without_x509_and_a_dn_identity_loads_it() -> None:
+    # What the daemon does with a document: validate it and build the core's configs.
+    # PSK peers named by FQDN or address never parse a certificate or a DN.
+    code = (
+        "import json, sys\n"
+        "from kipsec_sidecar.config.load import load_config_data\n"
+        "from kipsec_sidecar.config.to_core import to_core\n"
+        "config = load_config_data(json.loads(sys.argv[1]))\n"
+        "assert len(to_core(config, read_file=lambda path: b'a-long-enough-secret')) == 2"
+    )
+    peers: list[dict[str, object]] = [
+        {"name": "b", "address": "10.0.0.2", "identity": {"fqdn": "b.example"}},
+        {"name": "c", "address": "10.0.0.3"},
+    ]
+    document = {
+        "apiVersion": "kipsec.io/v1alpha1",
+        "kind": "SidecarConfig",
+        "local": {"addresses": ["10.0.0.1"], "auth": {"psk": {"secretFile": "/psk"}}},
+        "peers": peers,
+    }
+    assert present(loaded(code, json.dumps(document)), X509) == []
+    peers[1]["identity"] = {"dn": "CN=c,O=kipsec"}
+    assert present(loaded(code, json.dumps(document)), ("cryptography.x509",)) == [
+        "cryptography.x509"
+    ]

@@ -26,7 +26,6 @@ import ipaddress
 import os
 from typing import Annotated, Any, Literal, TypeVar
 
-from cryptography import x509
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -221,6 +220,9 @@ _EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,253}$"
 
 
 def _dn(value: str) -> str:
+    # Here, not at the top: cryptography.x509 (~2 MiB) loads only for a DN identity.
+    from cryptography import x509
+
     try:
         x509.Name.from_rfc4514_string(value).public_bytes()
     except Exception:  # cryptography raises several types for bad DNs

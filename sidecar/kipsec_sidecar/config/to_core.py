@@ -18,16 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 
 from ..core import ipsec_sa
 from ..core.errors import KipsecError
-from ..core.ike import certs
 from ..core.ike.config import (
     AuthConfig,
     ChildConfig,
@@ -60,6 +58,9 @@ from .model import (
 )
 from .proposals import parse_child_proposal, parse_ike_proposal, parse_manual_algorithms
 from .psk import psk_bytes, strip_line_ending
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 ReadFile = Callable[[str], bytes]
 
@@ -217,6 +218,8 @@ def core_identity(identity: Identity) -> CoreIdentity:
     if identity.email is not None:
         return CoreIdentity(IdType.ID_RFC822_ADDR, identity.email.encode("utf-8"))
     if identity.dn is not None:
+        from cryptography import x509  # not at the top: see ike_auth's _certificate
+
         der = x509.Name.from_rfc4514_string(identity.dn).public_bytes()
         return CoreIdentity(IdType.ID_DER_ASN1_DN, der)
     assert identity.key_id is not None
@@ -316,6 +319,8 @@ class _Builder:
         )
 
     def _pem_certificates(self, path: str, where: str) -> list[x509.Certificate]:
+        from cryptography import x509
+
         data = self.read(path, where)
         try:
             found = x509.load_pem_x509_certificates(data)
@@ -466,6 +471,8 @@ class _Builder:
             return CoreIdentity.address(local_address) if auth.psk is not None else None
         core = core_identity(identity)
         cert = material.certificate
+        from ..core.ike import certs
+
         if cert is not None and not certs.identity_matches(cert, core.id_type, core.data):
             raise ConfigError(
                 [

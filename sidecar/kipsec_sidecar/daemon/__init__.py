@@ -43,14 +43,13 @@ import signal
 import sys
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
 from .. import capabilities
 from ..capabilities import MissingCapability
 from ..config.errors import ConfigError
 from ..config.load import load_config
 from ..config.model import SidecarConfig
 from ..datapath.base import DatapathError
+from ..exposition import Registry
 from ..logs import setup_logging
 from ..state import ControlError
 from .config_watch import Digest, digest, wait_for_document
@@ -315,7 +314,7 @@ async def _wait_for_config(
     reason = f"waiting for configuration: {paths[0]} does not exist yet"
     health = HealthServer(
         None,
-        CollectorRegistry(),
+        Registry(),
         health_listen or DEFAULT_LISTEN,
         waiting=reason,
         probe_listen=probe_listen,
@@ -342,7 +341,7 @@ async def _wait_for_certificate(
 
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
-    registry = CollectorRegistry()
+    registry = Registry()
     registry.register(enrollment.collector())
     health = None
     if listen is not None:

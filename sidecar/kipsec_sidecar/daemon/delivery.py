@@ -37,8 +37,6 @@ import json
 import logging
 import os
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +162,11 @@ def fetch(
 ) -> Answer | None:
     """``GET /v1/config`` once; None when the answer is 304 (unchanged). Blocking: run
     it in a thread. Raises DeliveryError (with the operator's code when it sent one)."""
+    # Here, not at the top: urllib.request brings http.client and email (~2 MiB) into
+    # the process, and a sidecar without operator delivery never polls.
+    import urllib.error
+    import urllib.request
+
     ca_file = settings.ca_file()
     try:
         context = tls_context(ca_file)

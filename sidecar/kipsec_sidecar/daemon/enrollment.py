@@ -37,15 +37,12 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-from cryptography import x509
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING
 
 from ..config.errors import ConfigError, FieldError, join_path
 from ..config.model import Certificate, SidecarConfig
 from ..core.errors import CertificateError
-from ..core.ike.certs import validate_chain
+from ..exposition import CounterFamily, Family, GaugeFamily
 from ..identity import (
     IdentityRequestError,
     IssuedIdentity,
@@ -57,6 +54,9 @@ from ..identity import (
 )
 from ..regular_files import read_regular_file, why_unreadable
 from .peers import Backoff
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,8 @@ def _read_token(path: str) -> str:
 
 
 def _anchors(where: str, files: tuple[str, ...]) -> list[x509.Certificate]:
+    from cryptography import x509  # only a sidecar that enrolls: see identity._csr
+
     anchors: list[x509.Certificate] = []
     for path in files:
         try:
@@ -210,6 +212,10 @@ def verify_issued(
     IdentityRequestError('untrusted-certificate', …), retryable: during a CA rotation
     the pod's Secret may carry the new CA a moment after the operator signs with it.
     """
+    from cryptography import x509
+
+    from ..core.ike.certs import validate_chain
+
     intermediates = x509.load_pem_x509_certificates(issued.ca_bundle_pem)
     for where, files in trust_bundles:
         try:
@@ -380,11 +386,11 @@ class Enrollment:
                 extra=fields | {"not_after": self.identity.not_after.isoformat()},
             )
 
-    def collector(self) -> Collector:
+    def collector(self) -> EnrollmentCollector:
         return EnrollmentCollector(self)
 
 
-class EnrollmentCollector(Collector):
+class EnrollmentCollector:
     """``kipsec_identity_*``: requests by result, the certificate's notAfter and renewal
     time, and whether the sidecar still waits for its first certificate. The pod's own
     certificate, so an alert on it holds whichever operator replica signed it."""
@@ -392,31 +398,31 @@ class EnrollmentCollector(Collector):
     def __init__(self, enrollment: Enrollment) -> None:
         self.enrollment = enrollment
 
-    def describe(self) -> list[Metric]:
+    def describe(self) -> list[Family]:
         """The families without samples (the registry's duplicate check, the catalog
         the dashboard and alerts are checked against)."""
         return list(self._families(None))
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         yield from self._families(self.enrollment)
 
     @staticmethod
-    def _families(enrollment: Enrollment | None) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
+    def _families(enrollment: Enrollment | None) -> Iterator[Family]:
+        requests = CounterFamily(
             "kipsec_identity_requests",
             "Certificate requests to the operator by result (issued, or the refusal code)",
             labels=["result"],
         )
         identity = enrollment.identity if enrollment is not None else None
-        waiting = GaugeMetricFamily(
+        waiting = GaugeFamily(
             "kipsec_identity_waiting",
             "1 while the sidecar waits for its first certificate (IKE not started)",
         )
-        not_after = GaugeMetricFamily(
+        not_after = GaugeFamily(
             "kipsec_identity_certificate_not_after_seconds",
             "When the pod's certificate expires (Unix time)",
         )
-        renewal = GaugeMetricFamily(
+        renewal = GaugeFamily(
             "kipsec_identity_certificate_renewal_seconds",
             "When the pod's certificate is renewed (Unix time)",
         )

@@ -29,7 +29,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel
 
@@ -157,6 +156,8 @@ def _link_digest(plan: PeerPlan) -> str:
 
 def _names(der: bytes) -> tuple[bytes, bytes]:
     """The identity a certificate carries: its subject and its subjectAltName (DER)."""
+    from cryptography import x509  # only certificate peers: see core.ike.ike_auth
+
     cert = x509.load_der_x509_certificate(der)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)

@@ -214,9 +214,13 @@ def install(
     now: float,
     replaces: ChildSa | None = None,
     defer_outbound: bool = False,
+    lifetime: Lifetime | None = None,
 ) -> ChildSa:
-    """Record a new child SA and report it (ChildSaEstablished, then ChildSaRekeyed)."""
-    rekey_at, expire_at = sa.lifetimes(choice.config.lifetime, now)
+    """Record a new child SA and report it (ChildSaEstablished, then ChildSaRekeyed).
+
+    ``lifetime``: the one negotiated when it differs from the ChildConfig's (IKEv1
+    carries lifetimes in quick mode and RESPONDER-LIFETIME)."""
+    rekey_at, expire_at = sa.lifetimes(lifetime or choice.config.lifetime, now)
     child = ChildSa(
         config=choice.config,
         protocol=choice.selection.protocol,

@@ -17,11 +17,10 @@ from datetime import datetime
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import AuthenticationFailed, CertificateError, KipsecError, RemoteProtocolError
-from . import auth, certs, child_negotiation, create_child
+from . import auth, child_negotiation, create_child
 from .config import Address, AuthConfig, Identity
 from .constants import AuthMethod, CertEncoding, ExchangeType, IdType, NotifyType
 from .events import AuthenticationFailedEvent, IkeSaEstablished, NegotiationFailed
@@ -39,12 +38,18 @@ from .payloads import (
 from .sa_context import SaContext
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
     from .engine import IkeSa
 
 
 @lru_cache(maxsize=256)
 def _certificate(der: bytes) -> x509.Certificate:
     """Parsed certificate, cached: configured certificates are parsed once, not per SA."""
+    # certs (and with it cryptography.x509, ~2 MiB) loads on the first certificate:
+    # a PSK-only sidecar never needs it.
+    from . import certs
+
     return certs.load_certificate(der)
 
 
@@ -57,6 +62,8 @@ def configured_identity(cfg: AuthConfig) -> Identity:
     """``cfg.local_id``, or the subject of our certificate (IKEv1 shares this)."""
     if cfg.local_id is not None:
         return cfg.local_id
+    from . import certs
+
     id_type, data = certs.identity_for_certificate(_certificate(cfg.certificates[0]))
     return Identity(id_type, data)
 
@@ -157,6 +164,8 @@ def peer_certificate(
     AuthenticationFailed with ``reason`` set (``certificate``, a certificate reason,
     ``identity-mismatch``) otherwise. IKEv1's main mode shares this.
     """
+    from . import certs
+
     x509_payloads = [c for c in cert_payloads if c.encoding == CertEncoding.X509_SIGNATURE]
     if not x509_payloads:
         raise _failure("certificate", "no X.509 certificate from the peer")

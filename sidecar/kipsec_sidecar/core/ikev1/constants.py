@@ -20,6 +20,8 @@ KEY_IKE = 1  # the only phase 1 transform ID (RFC 2407 section 4.4.1)
 COOKIE_LEN = 8
 IPSEC_SPI_LEN = 4
 ISAKMP_DELETE_SPI_LEN = 16  # CKY-I | CKY-R (RFC 2408 section 3.15)
+#: Why the endpoint refused a datagram before any state (its ``refused`` counters).
+REFUSALS = ("unknown_peer", "malformed", "half_open_limit", "aggressive_mode")
 
 
 class ExchangeType(IntEnum):

@@ -20,14 +20,13 @@ from ..errors import KipsecError
 from ..ike.config import Address, IkeConfig
 from ..ike.constants import NON_ESP_MARKER
 from ..ike.events import Event
-from .constants import ExchangeType
+from .constants import REFUSALS, ExchangeType
 from .engine import ZERO_COOKIE, IsakmpSa
 from .message import decode_header
 
 Rng = Callable[[int], bytes]
 ConfigLookup = Callable[[Address], IkeConfig | None]
 MAX_HALF_OPEN = 64
-REFUSALS = ("unknown_peer", "malformed", "half_open_limit", "aggressive_mode")
 
 
 class IsakmpEndpoint:
@@ -54,8 +53,14 @@ class IsakmpEndpoint:
 
     def initiate(self, config: IkeConfig, peer_addr: Address, now: float) -> IsakmpSa:
         sa = IsakmpSa.initiator(config, peer_addr, rng=self.rng, now=now)
-        self.sas[sa.cookie_i] = sa
+        self._register(sa.cookie_i, sa)
         return sa
+
+    def _register(self, cookie: bytes, sa: IsakmpSa) -> None:
+        """Route ``cookie`` to ``sa`` and let it see the others (re-authentication,
+        INITIAL-CONTACT)."""
+        self.sas[cookie] = sa
+        sa.siblings = self.sas.values
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Route one datagram; never raises for anything the peer sends."""
@@ -123,10 +128,13 @@ class IsakmpEndpoint:
             return None
         sa = IsakmpSa.responder(config, addr, cookie_i, rng=self.rng, now=now)
         self._half_open[(cookie_i, addr)] = sa
-        self.sas[sa.cookie_r] = sa
+        self._register(sa.cookie_r, sa)
         return sa
 
     def _collect(self, sa: IsakmpSa) -> None:
+        for new in sa.take_spawned():  # a re-authentication's main mode
+            self._register(new.cookie_i, new)
+            self._collect(new)
         self._outgoing += sa.datagrams_to_send(0.0)
         while (event := sa.next_event()) is not None:
             self._events.append((sa, event))

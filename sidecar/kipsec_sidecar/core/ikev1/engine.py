@@ -13,6 +13,17 @@ message from the answer it got (RFC 2408 practice: a duplicate is recognised by 
 bytes), the timers and closing. The exchanges live in :mod:`.main_mode`,
 :mod:`.quick_mode` and :mod:`.informational`.
 
+Re-authentication: IKEv1 cannot rekey an ISAKMP SA, and its IPsec SAs are not bound to
+the ISAKMP SA that made them. Before the soft lifetime ends (or on :meth:`rekey_ike`) a
+new main mode runs beside the old ISAKMP SA, without INITIAL-CONTACT; once it is
+established it takes the IPsec SAs over (:meth:`IsakmpSa.take_over`) and the old one,
+now ``replaced``, is deleted. When the peer re-authenticates, its new main mode (again
+without INITIAL-CONTACT) is a new responder SA that takes the children over the same
+way; the old one waits for the peer's Delete. A new main mode *with* INITIAL-CONTACT
+says the peer kept no state (RFC 2407 section 4.6.3.3): the SAs established before it
+with the same peer identity are deleted. The SAs of one node see each other through
+the ``siblings`` lookup their endpoint gives them.
+
 Anything the peer sends that is malformed, tampered or unexpected is dropped and counted
 in :attr:`IsakmpSa.stats` with a :class:`~kipsec_sidecar.core.ike.events.ProtocolErrorEvent`;
 nothing the peer sends makes these methods raise. IKEv1 has no MAC on its messages: a
@@ -25,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -33,9 +44,16 @@ from enum import Enum
 from ..errors import KipsecError, LocalProtocolError, ParseError
 from ..ike.child_sa import ChildSa, ChildState
 from ..ike.config import Address, IkeConfig, Lifetime
-from ..ike.constants import IKE_NATT_PORT, NON_ESP_MARKER
+from ..ike.constants import IKE_NATT_PORT, IKE_PORT, NON_ESP_MARKER
 from ..ike.engine import IkeStats, random_nonzero, receive_guarded, sa_lifetimes
-from ..ike.events import ChildSaDeleted, Event, IkeSaDeleted, PeerDead, ProtocolErrorEvent
+from ..ike.events import (
+    ChildSaDeleted,
+    Event,
+    IkeSaDeleted,
+    IkeSaRekeyed,
+    PeerDead,
+    ProtocolErrorEvent,
+)
 from ..ike.message import Header
 from . import informational, main_mode, quick_mode
 from .constants import COOKIE_LEN, ExchangeType, Flag
@@ -45,8 +63,13 @@ from .message import Message, decode_header, decode_message, encode_message
 Rng = Callable[[int], bytes]
 ZERO_COOKIE = bytes(COOKIE_LEN)
 Action = Callable[[float], None]
+Siblings = Callable[[], Iterable["IsakmpSa"]]
 #: Seconds an ISAKMP SA whose main mode never completes is kept (a half-open responder).
 MAIN_MODE_KEY = -1
+#: Seconds an ISAKMP SA the peer re-authenticated waits for the peer's Delete before we
+#: delete it: strongSwan as responder deletes the old one about 10 s after, but as the
+#: initiator of a re-authentication it keeps it (REKEYING) and leaves that to the peer.
+PEER_REAUTH_GRACE = 10.0
 
 
 class Phase1State(Enum):
@@ -59,6 +82,9 @@ class Phase1State(Enum):
     MM_ANSWERED_SA = "mm-answered-sa"  #: responder: message 2 sent
     MM_ANSWERED_KE = "mm-answered-ke"  #: responder: message 4 sent
     ESTABLISHED = "established"
+    #: A newer ISAKMP SA with the same peer took the IPsec SAs over (re-authentication):
+    #: keyed still, for exchanges in flight and the Delete, until it is deleted.
+    REPLACED = "replaced"
     CLOSED = "closed"
 
 
@@ -100,6 +126,7 @@ class IsakmpSa:
         now: float,
         cookie_i: bytes,
         cookie_r: bytes,
+        reauth_of: IsakmpSa | None = None,
     ) -> None:
         self.config = config
         self.peer_addr: Address = peer_addr
@@ -130,14 +157,33 @@ class IsakmpSa:
         self._expire_at: float | None = None
         self.dpd_seq = int.from_bytes(rng(4), "big") & 0x7FFFFFFF
         self.dpd_outstanding: int | None = None
+        self.started_at = now
+        self.established_at: float | None = None
+        self.reauth_of = reauth_of  #: the ISAKMP SA this main mode re-authenticates
+        self.successor: IsakmpSa | None = None  #: who took our IPsec SAs over
+        self.initial_contact = False  #: the peer's main mode carried INITIAL-CONTACT
+        self.siblings: Siblings = lambda: ()  #: the other ISAKMP SAs of our endpoint
+        self._spawned: list[IsakmpSa] = []
+        self._reauth: IsakmpSa | None = None
+        self._reauth_at: float | None = None
+        self._retire_at: float | None = None
 
     # ------------------------------------------------------------------ constructors
 
     @classmethod
     def initiator(
-        cls, config: IkeConfig, peer_addr: Address, *, rng: Rng = os.urandom, now: float = 0.0
+        cls,
+        config: IkeConfig,
+        peer_addr: Address,
+        *,
+        rng: Rng = os.urandom,
+        now: float = 0.0,
+        reauth_of: IsakmpSa | None = None,
     ) -> IsakmpSa:
-        """Start main mode towards ``peer_addr``: message 1 is ready to send."""
+        """Start main mode towards ``peer_addr``: message 1 is ready to send.
+
+        ``reauth_of``: the established ISAKMP SA this one re-authenticates (no
+        INITIAL-CONTACT; its IPsec SAs move over once this one is established)."""
         sa = cls(
             config,
             peer_addr,
@@ -146,6 +192,7 @@ class IsakmpSa:
             now=now,
             cookie_i=random_nonzero(rng, COOKIE_LEN),
             cookie_r=ZERO_COOKIE,
+            reauth_of=reauth_of,
         )
         main_mode.start(sa, now)
         return sa
@@ -192,6 +239,12 @@ class IsakmpSa:
     @property
     def closed(self) -> bool:
         return self.state is Phase1State.CLOSED
+
+    @property
+    def keyed(self) -> bool:
+        """Main mode is done and the keys are usable (established, or replaced and
+        finishing its exchanges)."""
+        return self.state in (Phase1State.ESTABLISHED, Phase1State.REPLACED)
 
     @property
     def half_open(self) -> bool:
@@ -261,6 +314,10 @@ class IsakmpSa:
         self._actions.extend(due)
         if self.established:
             self._lifetime_timers(now)
+        elif self._retire_at is not None and now >= self._retire_at and not self.quick:
+            informational.send_delete_isakmp(self, now)
+            self.close("reauthenticated", now)
+            return
         self._pump(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
@@ -274,9 +331,13 @@ class IsakmpSa:
         times += [t for t, _ in self._scheduled]
         if self._half_open_deadline is not None:
             times.append(self._half_open_deadline)
+        if self._retire_at is not None:
+            times.append(self._retire_at)
         if self.established:
             if self._expire_at is not None:
                 times.append(self._expire_at)
+            if self._reauth_at is not None:
+                times.append(self._reauth_at)
             for child in self.children.values():
                 if child.expire_at is not None:
                     times.append(child.expire_at)
@@ -308,8 +369,26 @@ class IsakmpSa:
         self._pump(now)
 
     def rekey_ike(self, now: float) -> None:
-        """IKEv1 has no rekey of the ISAKMP SA: a new main mode replaces it (not yet)."""
-        raise LocalProtocolError("rekeying an IKEv1 ISAKMP SA (re-authentication) is not supported")
+        """Re-authenticate: IKEv1 has no rekey of the ISAKMP SA, so a new main mode runs
+        beside this one and takes its IPsec SAs over once established (traffic keeps
+        flowing on them); this one is deleted then. A second call while that main mode
+        runs does nothing."""
+        self._require_established()
+        self._reauth_at = None
+        if self._reauth is not None and not self._reauth.closed:
+            return
+        # A new main mode starts on port 500 and floats to 4500 itself (RFC 3947).
+        target = (self.peer_addr[0], IKE_PORT) if self._natt else self.peer_addr
+        self._reauth = IsakmpSa.initiator(
+            self.config, target, rng=self.rng, now=now, reauth_of=self
+        )
+        self._reauth.siblings = self.siblings
+        self._spawned.append(self._reauth)
+
+    def take_spawned(self) -> list[IsakmpSa]:
+        """ISAKMP SAs this one started (re-authentication) for the endpoint to route."""
+        out, self._spawned = self._spawned, []
+        return out
 
     def delete_child(self, spi: bytes, now: float) -> None:
         """Delete the child ``spi``: Delete notification for its SPI, then remove it."""
@@ -319,15 +398,15 @@ class IsakmpSa:
         self.remove_child(child, "deleted")
         self._pump(now)
 
-    def delete(self, now: float) -> None:
+    def delete(self, now: float, reason: str = "deleted") -> None:
         """Delete the IPsec SAs and the ISAKMP SA (Delete notifications; no answer waited)."""
         if self.closed:
             return
-        if self.established:
+        if self.keyed:
             for child in list(self.children.values()):
                 informational.send_delete_child(self, child, now)
             informational.send_delete_isakmp(self, now)
-        self.close("deleted", now)
+        self.close(reason, now)
 
     def send_liveness(self, now: float) -> None:
         """A DPD R-U-THERE (RFC 3706); PeerDead if the peer never acknowledges."""
@@ -373,9 +452,91 @@ class IsakmpSa:
 
     def set_established(self, now: float) -> None:
         self.state = Phase1State.ESTABLISHED
+        self.established_at = now
         self._half_open_deadline = None
-        lifetime = self.config.lifetime
-        self._expire_at = now + lifetime.expire_after if lifetime.expire_after else None
+        self._reauth_at, self._expire_at = self.lifetimes(self.config.lifetime, now)
+
+    def take_over(self, now: float) -> None:
+        """Just established: settle the other ISAKMP SAs with the same peer.
+
+        With INITIAL-CONTACT the peer holds nothing from before (it restarted): the SAs
+        established before this main mode began are deleted (RFC 2407 section
+        4.6.3.3; a Delete still goes out, in case the peer does hold them after all).
+        Without it, a re-authentication (ours, or the peer's as responder) takes their
+        IPsec SAs over. Two re-authentications that crossed (each side started one)
+        keep the one with the lower cookie pair, which both sides compute alike; its
+        loser is deleted by its initiator. A fresh initiation of ours leaves
+        duplicates to the daemon."""
+        older = self._older_siblings()
+        if self.initial_contact:
+            for other in older:
+                other.delete(now, "initial-contact")
+            return
+        if not self.reauthenticates:
+            return
+        for other in older:
+            other.replaced_by(self, now, delete_now=self.is_initiator)
+        crossing = [
+            s for s in self._same_peer() if s.established and s.reauthenticates and s not in older
+        ]
+        for other in crossing:
+            keep, lose = sorted((self, other), key=lambda sa: sa.cookie_i + sa.cookie_r)
+            lose.replaced_by(keep, now, delete_now=lose.is_initiator)
+            if lose is self:
+                return
+
+    @property
+    def reauthenticates(self) -> bool:
+        """This main mode replaces an ISAKMP SA with the same peer: ours, or the peer's
+        without INITIAL-CONTACT (RFC 2407: a peer with no SAs left sends it)."""
+        return self.reauth_of is not None or not (self.is_initiator or self.initial_contact)
+
+    def replaced_by(self, successor: IsakmpSa, now: float, *, delete_now: bool) -> None:
+        """``successor`` takes our IPsec SAs over. We are deleted when our exchanges in
+        flight are done: at once if ``delete_now`` (our re-authentication), else after
+        waiting for the peer's own Delete."""
+        self.state = Phase1State.REPLACED
+        self.successor = successor
+        self._reauth_at = self._expire_at = None
+        if self.dpd_outstanding is not None:
+            self.forget_exchange(self.dpd_outstanding)
+            self.dpd_outstanding = None
+        # A rekey queued here and not started yet dies with our queue: the successor
+        # runs it instead (its quick mode starts at the successor's next timer).
+        started = {id(ex.rekey) for ex in self.quick.values() if ex.rekey is not None}
+        for child in self.children.values():
+            if (
+                child.state is ChildState.INSTALLED
+                and child.rekey_at is None
+                and child.config.lifetime.rekey_after
+                and id(child) not in started
+            ):
+                child.rekey_at = now
+        successor.adopt(self)
+        successor.emit(
+            IkeSaRekeyed(self.cookie_i, self.cookie_r, successor.cookie_i, successor.cookie_r)
+        )
+        self._retire_at = now if delete_now else now + PEER_REAUTH_GRACE
+
+    def adopt(self, other: IsakmpSa) -> None:
+        """Take ``other``'s IPsec SAs and their pending timed actions (a rekeyed pair's
+        Delete): they do not depend on the ISAKMP SA that made them (RFC 2409 s. 5.5)."""
+        self.children.update(other.children)
+        other.children.clear()
+        self._scheduled += other._scheduled
+        other._scheduled = []
+
+    def current(self) -> IsakmpSa:
+        """The ISAKMP SA that holds what this one held (itself unless replaced)."""
+        sa = self
+        while sa.successor is not None:
+            sa = sa.successor
+        return sa
+
+    def heir(self) -> IsakmpSa | None:
+        """Another established ISAKMP SA with the same peer identity (for our IPsec SAs
+        when the peer deletes this one without deleting them)."""
+        return next((s for s in self._same_peer() if s.established), None)
 
     def send(
         self,
@@ -490,6 +651,24 @@ class IsakmpSa:
 
     # ------------------------------------------------------------------ internals
 
+    def _same_peer(self) -> list[IsakmpSa]:
+        found = [*self.siblings(), *([self.reauth_of] if self.reauth_of else [])]
+        return [
+            s
+            for s in dict.fromkeys(found)
+            if s is not self
+            and not s.closed
+            and s.peer_addr[0] == self.peer_addr[0]
+            and s.remote_identity == self.remote_identity
+        ]
+
+    def _older_siblings(self) -> list[IsakmpSa]:
+        return [
+            s
+            for s in self._same_peer()
+            if s.established and s.established_at is not None and s.established_at < self.started_at
+        ]
+
     def _require_established(self) -> None:
         if not self.established:
             raise LocalProtocolError(f"the ISAKMP SA is {self.state.value}, not established")
@@ -538,6 +717,8 @@ class IsakmpSa:
                 self.emit(ProtocolErrorEvent("aggressive mode is refused", addr))
             case _:
                 self.stats.dropped_unexpected += 1
+        if self.successor is not None and self.children:
+            self.current().adopt(self)  # a quick mode that ended here after the switch
 
     def _first_exchange(self, header: Header) -> bool:
         """Main mode message 2 (or a refusal of message 1) while we do not know CKY-R
@@ -555,6 +736,8 @@ class IsakmpSa:
             informational.send_delete_isakmp(self, now)
             self.close("expired", now, child_reason="expired")
             return
+        if self._reauth_at is not None and now >= self._reauth_at:
+            self.rekey_ike(now)
         for child in list(self.children.values()):
             if child.expire_at is not None and now >= child.expire_at:
                 informational.send_delete_child(self, child, now)

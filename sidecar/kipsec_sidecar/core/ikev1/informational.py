@@ -39,7 +39,7 @@ def _new_message_id(sa: IsakmpSa) -> int:
 
 def _send(sa: IsakmpSa, payloads: list[Payload], now: float, *, retransmit: bool = False) -> int:
     """One informational message; encrypted with HASH(1) once keys exist."""
-    if sa.p1.keys is None or not sa.established:  # main mode refused: in clear
+    if sa.p1.keys is None or not sa.keyed:  # main mode refused: in clear
         mid = 0
         msg = Message(sa.cookie_i, sa.cookie_r, ExchangeType.INFORMATIONAL, 0, tuple(payloads))
         sa.send(msg, now, key=mid, encrypt=False, retransmit=False)
@@ -121,7 +121,7 @@ def handle(sa: IsakmpSa, header: Header, data: bytes, now: float) -> None:
         raise IntegrityError("informational HASH(1) does not match")
     sa.received(mid, data)
     sa.forget_exchange(mid)
-    if sa.established:
+    if sa.keyed:
         sa.touch(now)
     for payload in msg.payloads[1:]:
         if isinstance(payload, DeletePayload):
@@ -135,12 +135,18 @@ def handle(sa: IsakmpSa, header: Header, data: bytes, now: float) -> None:
 def _on_delete(sa: IsakmpSa, payload: DeletePayload, now: float) -> None:
     if payload.protocol == ProtocolId.ISAKMP:
         if sa.cookie_i + sa.cookie_r in payload.spis:
+            # IPsec SAs outlive the ISAKMP SA that made them: another one with the same
+            # peer keeps them (a re-authentication crossing ours); else they go with it.
+            heir = sa.heir() if sa.children else None
+            if heir is not None:
+                heir.adopt(sa)
             sa.close("deleted-by-peer", now, child_reason="ike-deleted")
         return
+    owner = sa.current()  # after a re-authentication the successor holds them
     for spi in payload.spis:
-        for child in list(sa.children.values()):
+        for child in list(owner.children.values()):
             if child.spi_out == spi and child.protocol == payload.protocol:
-                sa.remove_child(child, "deleted-by-peer")
+                owner.remove_child(child, "deleted-by-peer")
 
 
 def _on_notification(sa: IsakmpSa, payload: NotificationPayload, now: float) -> None:
@@ -153,7 +159,7 @@ def _on_notification(sa: IsakmpSa, payload: NotificationPayload, now: float) -> 
         if outstanding is not None and payload.data == sa.dpd_seq.to_bytes(4, "big"):
             sa.forget_exchange(outstanding)
             sa.dpd_outstanding = None
-    elif kind < 8192 and not sa.established:
+    elif kind < 8192 and not sa.keyed:
         _main_mode_refused(sa, kind, now)
     elif kind < 8192:
         quick_mode.refused_by_peer(sa, payload.spi, kind, now)
@@ -164,7 +170,7 @@ def _clear_notification(sa: IsakmpSa, data: bytes, now: float) -> None:
     from .message import decode_message
 
     msg = decode_message(data)
-    if sa.established:
+    if sa.keyed:
         sa.stats.dropped_unexpected += 1
         return
     for payload in msg.all(NotificationPayload):

@@ -41,7 +41,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..errors import AuthenticationFailed, IntegrityError, RemoteProtocolError
@@ -69,6 +68,8 @@ from .payloads import (
 )
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
     from .engine import IsakmpSa
 
 #: RFC 3947 section 3.1: MD5("RFC 3947"); RFC 3706 section 7: the DPD vendor ID.
@@ -154,7 +155,7 @@ def handle(sa: IsakmpSa, header: Header, data: bytes, addr: Address, now: float)
     from .engine import MAIN_MODE_KEY, Phase1State
 
     state = sa.state
-    if state is Phase1State.ESTABLISHED or state is Phase1State.CLOSED:
+    if state in (Phase1State.ESTABLISHED, Phase1State.REPLACED, Phase1State.CLOSED):
         sa.stats.dropped_unexpected += 1
         return
     # messages 3 and 4 carry sealed bodies under public-key encryption
@@ -245,7 +246,8 @@ def _on_message_4(
     )
     sa.state = Phase1State.MM_SENT_ID
     payloads: list[Payload] = [*_id_payload(sa), *_auth_payloads(sa, hash_i)]
-    payloads.append(_initial_contact(sa))
+    if sa.reauth_of is None:  # a re-authentication keeps the peer's SAs: none
+        payloads.append(_initial_contact(sa))
     sa.send(_message(sa, payloads), now, key=MAIN_MODE_KEY, encrypt=True, retransmit=True)
 
 
@@ -259,7 +261,7 @@ def _on_message_6(
         return
     sa.accept_iv()
     sa.received(MAIN_MODE_KEY, data)
-    _established(sa, id_r, addr, now)
+    _established(sa, id_r, msg, addr, now)
 
 
 # ---------------------------------------------------------------------- responder
@@ -352,7 +354,7 @@ def _on_message_5(
         encrypt=True,
         retransmit=False,
     )
-    _established(sa, id_i, addr, now)
+    _established(sa, id_i, msg, addr, now)
 
 
 # ---------------------------------------------------------------------- shared
@@ -429,6 +431,8 @@ def _sealed_types(sa: IsakmpSa) -> tuple[int, ...]:
 
 
 def _peer_public_key(sa: IsakmpSa) -> rsa.RSAPublicKey:
+    from cryptography import x509  # only public-key encryption peers: see ike_auth
+
     key = x509.load_der_x509_certificate(sa.config.auth.peer_certificate).public_key()
     assert isinstance(key, rsa.RSAPublicKey)  # AuthConfig checked it
     return key
@@ -674,10 +678,13 @@ def _check_nat(sa: IsakmpSa, msg: Message, addr: Address) -> None:
     sa.nat_remote = not any(hmac.compare_digest(h, theirs) for h in hashes[1:])
 
 
-def _established(sa: IsakmpSa, remote: IdPayload, addr: Address, now: float) -> None:
+def _established(sa: IsakmpSa, remote: IdPayload, msg: Message, addr: Address, now: float) -> None:
     p1 = sa.p1
     assert p1.choice is not None and p1.local_id is not None
     sa.remote_identity = _printable(remote)
+    sa.initial_contact = any(
+        n.notify_type == NotifyType.INITIAL_CONTACT for n in msg.all(NotificationPayload)
+    )
     sa.set_established(now)
     sa.touch(now)
     sa.emit(
@@ -698,9 +705,12 @@ def _established(sa: IsakmpSa, remote: IdPayload, addr: Address, now: float) -> 
             fragmentation=False,
         )
     )
-    if sa.is_initiator:
+    sa.take_over(now)
+    if sa.is_initiator and sa.established:  # not when a crossing one won (take_over)
+        adopted = {child.name for child in sa.children.values()}
         for child in sa.config.started_children:
-            sa.initiate_child(child.name, now)
+            if child.name not in adopted:
+                sa.initiate_child(child.name, now)
 
 
 __all__ = ["DPD_VENDOR_ID", "NATT_VENDOR_ID", "Phase1", "handle", "start"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import algorithms
+from ..buffer import Reader
 from ..errors import ParseError, UnsupportedAlgorithm
 from ..ike import dh
 from ..ike.constants import EncrId, IntegId, PrfId
@@ -36,7 +37,7 @@ from .constants import (
     Phase2Attr,
     ProtocolId,
 )
-from .payloads import Attribute, Transform
+from .payloads import Attribute, Transform, decode_attributes, encode_attributes
 
 PRF_FOR_HASH: dict[int, int] = {
     HashAlgorithm.MD5: PrfId.HMAC_MD5,
@@ -117,6 +118,23 @@ def _life_attributes(
             encoded: int | bytes = value if value <= 0xFFFF else value.to_bytes(4, "big")
             out += [Attribute(type_attr, kind), Attribute(duration_attr, encoded)]
     return out
+
+
+def responder_lifetime_data(seconds: int) -> bytes:
+    """The Notification Data of RESPONDER-LIFETIME (RFC 2407 section 4.6.3.1): an
+    attribute list with the responder's IPsec SA lifetime, as in a transform."""
+    life = _life_attributes(Phase2Attr.SA_LIFE_TYPE, Phase2Attr.SA_LIFE_DURATION, seconds, None)
+    return encode_attributes(tuple(life))
+
+
+def responder_lifetime_seconds(data: bytes) -> int | None:
+    """The lifetime in seconds a RESPONDER-LIFETIME notification carries (None if it
+    names only kilobytes); ParseError if its attribute list does not parse."""
+    attributes = decode_attributes(Reader(data), "notification.responder_lifetime")
+    seconds, _kilobytes = _lifetimes(
+        Transform(0, 0, attributes), Phase2Attr.SA_LIFE_TYPE, Phase2Attr.SA_LIFE_DURATION
+    )
+    return seconds
 
 
 def _key_bits(encr_id: int, given: int | None) -> int:

@@ -8,7 +8,9 @@ Every quick mode has its own message ID and IV chain. The client IDs are the tra
 selectors (one each way: IKEv1 cannot carry a list), built from and checked against the
 ChildConfig with :mod:`kipsec_sidecar.core.traffic_selectors`; a responder accepts a
 proposal only if our configuration covers it (IKEv1 has no narrowing). A KE payload
-(PFS) is sent when the first proposal names a Diffie-Hellman group.
+(PFS) is sent when the first proposal names a Diffie-Hellman group. The lifetime is the
+initiator's proposed one, or the responder's when that is shorter: the responder then
+sends RESPONDER-LIFETIME in message 2 and both use it (RFC 2407 section 4.6.3.1).
 
 The SAs are reported with the IKEv2 engine's own
 :func:`~kipsec_sidecar.core.ike.child_negotiation.install` (ChildSaEstablished,
@@ -31,19 +33,27 @@ import hmac
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import IntegrityError, RemoteProtocolError
+from ..errors import IntegrityError, ParseError, RemoteProtocolError
 from ..ike import dh
 from ..ike.child_negotiation import ChildChoice, install
 from ..ike.child_sa import ChildSa, ChildState
-from ..ike.config import ChildConfig
+from ..ike.config import ChildConfig, Lifetime
 from ..ike.events import NegotiationFailed
 from ..ike.message import Header
 from ..traffic_selectors import TrafficSelector
-from . import informational, keys, negotiation
+from . import informational, keys, negotiation, policy
 from .constants import ExchangeType, NotifyType
 from .identity import id_selector, selector_id
 from .message import Message, encode_payloads
-from .payloads import HashPayload, IdPayload, KePayload, NoncePayload, Payload, SaPayload
+from .payloads import (
+    HashPayload,
+    IdPayload,
+    KePayload,
+    NoncePayload,
+    NotificationPayload,
+    Payload,
+    SaPayload,
+)
 
 if TYPE_CHECKING:
     from .engine import IsakmpSa
@@ -72,6 +82,27 @@ class QuickExchange:
     local_ts: tuple[TrafficSelector, ...] = ()
     remote_ts: tuple[TrafficSelector, ...] = ()
     rekey: ChildSa | None = None
+    lifetime: Lifetime | None = None  #: as negotiated, when shorter than the config's
+
+
+def negotiated_lifetime(lifetime: Lifetime, seconds: int | None) -> Lifetime:
+    """``lifetime`` (a ChildConfig's) cut to a shorter hard limit the peer named (in its
+    proposal, or in RESPONDER-LIFETIME); the soft limit keeps its proportion."""
+    if not seconds or (lifetime.expire_after and seconds >= lifetime.expire_after):
+        return lifetime
+    ratio = lifetime.rekey_after / lifetime.expire_after if lifetime.expire_after else 0.9
+    rekey = min(lifetime.rekey_after, seconds * ratio) if lifetime.rekey_after else 0.0
+    return Lifetime(rekey, float(seconds), lifetime.jitter)
+
+
+def _responder_lifetime(protocol: int, spi: bytes, seconds: int) -> NotificationPayload:
+    """RESPONDER-LIFETIME (RFC 2407 section 4.6.3.1) for our inbound ``spi``."""
+    return NotificationPayload(
+        NotifyType.RESPONDER_LIFETIME,
+        protocol=protocol,
+        spi=spi,
+        data=policy.responder_lifetime_data(seconds),
+    )
 
 
 def _hash_tail(payloads: list[Payload]) -> bytes:
@@ -154,7 +185,7 @@ def _timed_out(sa: IsakmpSa, ex: QuickExchange, now: float) -> None:
 
 def handle(sa: IsakmpSa, header: Header, data: bytes, now: float) -> None:
     """A quick mode message: message 1 (new ID), 2 (ours) or 3 (answered by us)."""
-    if not sa.established:
+    if not sa.keyed:
         sa.stats.dropped_unexpected += 1
         return
     mid = header.message_id
@@ -190,6 +221,17 @@ def _on_message_2(sa: IsakmpSa, ex: QuickExchange, msg: Message, data: bytes, no
         _give_up(sa, ex, now, f"unusable answer: {exc}")
         return
     ex.choice, ex.nonce_r = choice, nonce.data
+    try:  # a shorter lifetime the responder chose: honoured (RFC 2407 4.6.3.1)
+        told = [
+            policy.responder_lifetime_seconds(n.data)
+            for n in msg.all(NotificationPayload)
+            if n.notify_type == NotifyType.RESPONDER_LIFETIME
+        ]
+    except ParseError as exc:
+        _give_up(sa, ex, now, f"unusable RESPONDER-LIFETIME: {exc}")
+        return
+    limits = [s for s in (*told, choice.suite.life_seconds) if s]
+    ex.lifetime = negotiated_lifetime(ex.config.lifetime, min(limits, default=None))
     if ex.ke is not None:
         ke = msg.get(KePayload)
         if ke is None:
@@ -281,11 +323,17 @@ def _on_message_1(sa: IsakmpSa, msg: Message, data: bytes, now: float) -> None:
         ex.shared = ex.ke.shared_secret(ke.data)
         tail.append(KePayload(ex.ke.public_bytes))
     tail += ids
+    # The initiator's proposed lifetime binds both sides unless ours is shorter: then we
+    # say so (RFC 2407 section 4.6.3.1) and both use ours.
+    offered, ours = choice.suite.life_seconds, int(found.lifetime.expire_after)
+    ex.lifetime = negotiated_lifetime(found.lifetime, offered)
+    if ours and (offered is None or offered > ours):
+        tail.append(_responder_lifetime(choice.proposal.protocol, ex.spi_in, ours))
     hash2 = keys.quick_mode_hash2(sa.p1.prf_id, k.skeyid_a, mid, ex.nonce_i, _hash_tail(tail))
     sa.quick[mid] = ex
     # Installed now, before message 2 leaves: a strongSwan initiator sends on the new
     # pair as soon as it has message 2, before its message 3 (no commit bit).
-    live = [c for c in sa.children.values() if c.state is ChildState.INSTALLED]
+    live = [c for c in sa.current().children.values() if c.state is ChildState.INSTALLED]
     ex.rekey = next((c for c in live if c.name == found.name), None)
     _install(sa, ex, spi_out=choice.spi, now=now)
     sa.send(
@@ -370,6 +418,7 @@ def _install(sa: IsakmpSa, ex: QuickExchange, *, spi_out: bytes, now: float) -> 
         now=now,
         replaces=ex.rekey,
         defer_outbound=True,
+        lifetime=ex.lifetime,
     )
     old = ex.rekey
     if old is not None:
@@ -381,10 +430,16 @@ def _install(sa: IsakmpSa, ex: QuickExchange, *, spi_out: bytes, now: float) -> 
 
 def _delete_rekeyed(sa: IsakmpSa, old: ChildSa, new: bytes, now: float) -> None:
     """Stop using the replaced pair now (the daemon moves outbound to ``new``), and tell
-    the peer ``DELETE_GRACE`` seconds later, so our last packets on it still arrive."""
-    if old.spi_in in sa.children and new in sa.children:
-        sa.remove_child(old, "rekeyed")
-        sa.schedule(now + DELETE_GRACE, lambda t: informational.send_delete_child(sa, old, t))
+    the peer ``DELETE_GRACE`` seconds later, so our last packets on it still arrive.
+    Both go through the ISAKMP SA that holds the pair then (a re-authentication may
+    have moved it)."""
+    holder = sa.current()
+    if old.spi_in in holder.children and new in holder.children:
+        holder.remove_child(old, "rekeyed")
+        holder.schedule(
+            now + DELETE_GRACE,
+            lambda t: informational.send_delete_child(holder.current(), old, t),
+        )
 
 
 __all__ = ["QuickExchange", "handle", "refused_by_peer", "start"]

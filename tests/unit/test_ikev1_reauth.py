@@ -1,0 +1,300 @@
+"""IKEv1 phase 1 re-authentication and INITIAL-CONTACT, two endpoints in memory with a
+fake clock: a new main mode replaces the ISAKMP SA and takes its IPsec SAs over (no
+pair is deleted or re-made), the old ISAKMP SA is deleted, a quick mode rekey then runs
+under the new one; a peer that restarted (INITIAL-CONTACT) leaves one ISAKMP SA and one
+pair."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from kipsec_sidecar.core.errors import LocalProtocolError
+from kipsec_sidecar.core.ike.config import Address, IkeConfig, Lifetime
+from kipsec_sidecar.core.ike.events import (
+    ChildSaDeleted,
+    ChildSaEstablished,
+    Event,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    IkeSaRekeyed,
+)
+from kipsec_sidecar.core.ikev1 import informational
+from kipsec_sidecar.core.ikev1.constants import ExchangeType
+from kipsec_sidecar.core.ikev1.endpoint import IsakmpEndpoint
+from kipsec_sidecar.core.ikev1.engine import PEER_REAUTH_GRACE, IsakmpSa, Phase1State
+from support.ike_pair import INITIATOR_ADDR, RESPONDER_ADDR, SeededRng, pair_configs
+
+Tap = Callable[[str, bytes], list[bytes]]
+INFORMATIONAL = ExchangeType.INFORMATIONAL
+
+
+@dataclass
+class Node:
+    """One side: its endpoint, its address and the events it reported."""
+
+    name: str
+    addr: Address
+    config: IkeConfig
+    endpoint: IsakmpEndpoint
+    events: list[tuple[IsakmpSa, Event]] = field(default_factory=list)
+
+    def of(self, cls: type) -> list:  # type: ignore[type-arg]
+        return [e for _sa, e in self.events if isinstance(e, cls)]
+
+    def established(self) -> list[IsakmpSa]:
+        return [sa for sa in dict.fromkeys(self.endpoint.sas.values()) if sa.established]
+
+    def live(self) -> list[IsakmpSa]:
+        return [sa for sa in dict.fromkeys(self.endpoint.sas.values()) if not sa.closed]
+
+    def child_spis(self) -> set[bytes]:
+        return {spi for sa in self.live() for spi in sa.children}
+
+
+class Link:
+    """Two IKEv1 endpoints joined by an in-memory wire; ``tap`` sees each datagram."""
+
+    def __init__(self, *, seed: int = 1, **overrides: object) -> None:
+        a_cfg, self.b_config = pair_configs(version=1, **overrides)  # type: ignore[arg-type]
+        self.now = 0.0
+        self.tap: Tap | None = None
+        self.a = Node("a", INITIATOR_ADDR, a_cfg, IsakmpEndpoint(a_cfg, rng=SeededRng(seed)))
+        self.b = self.fresh_b(seed + 1000)
+
+    def fresh_b(self, seed: int) -> Node:
+        """B with no state at all (a restarted peer)."""
+        cfg = self.b_config
+        return Node("b", RESPONDER_ADDR, cfg, IsakmpEndpoint(cfg, rng=SeededRng(seed)))
+
+    def _pump(self) -> bool:
+        moved = False
+        for src, dst in ((self.a, self.b), (self.b, self.a)):
+            for data, _to in src.endpoint.datagrams_to_send(self.now):
+                for d in self.tap(src.name, data) if self.tap else [data]:
+                    moved = True
+                    port = 4500 if d[:4] == bytes(4) else 500
+                    dst.endpoint.receive_datagram(d, (src.addr[0], port), self.now)
+            while (item := src.endpoint.next_event()) is not None:
+                src.events.append(item)
+        return moved
+
+    def run(self, duration: float) -> None:
+        """Deliver everything and follow timers for ``duration`` seconds of fake time."""
+        end = self.now + duration
+        while True:
+            while self._pump():
+                pass
+            timers = [t for n in (self.a, self.b) if (t := n.endpoint.get_timer()) is not None]
+            nxt = min(timers, default=None)
+            if nxt is None or nxt > end:
+                self.now = end
+                return
+            self.now = max(self.now, nxt)
+            self.a.endpoint.handle_timer(self.now)
+            self.b.endpoint.handle_timer(self.now)
+
+    def up(self) -> IsakmpSa:
+        """A initiates; returns A's ISAKMP SA once it and one pair each side are up."""
+        sa = self.a.endpoint.initiate(self.a.config, RESPONDER_ADDR, self.now)
+        self.run(10)
+        assert sa.established and len(self.a.child_spis()) == 1 and len(self.b.child_spis()) == 1
+        return sa
+
+
+def assert_one_matching_sa_and_pair(link: Link) -> tuple[IsakmpSa, IsakmpSa]:
+    (sa_a,) = link.a.live()
+    (sa_b,) = link.b.live()
+    assert sa_a.established and sa_b.established
+    assert (sa_a.cookie_i, sa_a.cookie_r) == (sa_b.cookie_i, sa_b.cookie_r)
+    (ca,) = sa_a.children.values()
+    (cb,) = sa_b.children.values()
+    assert (ca.spi_in, ca.spi_out) == (cb.spi_out, cb.spi_in)
+    return sa_a, sa_b
+
+
+def assert_the_pair_moved_over(link: Link, spis: set[bytes]) -> None:
+    """One ISAKMP SA each side, holding the very pair A had (inbound ``spis``): none
+    was deleted."""
+    assert_one_matching_sa_and_pair(link)
+    assert link.a.child_spis() == spis
+    assert not link.a.of(ChildSaDeleted) and not link.b.of(ChildSaDeleted)
+
+
+@pytest.mark.parametrize("who", ["initiator", "responder"])
+def test_reauthentication_keeps_the_ipsec_sas_and_deletes_the_old_isakmp_sa(who: str) -> None:
+    link = Link()
+    old_a = link.up()
+    (old_b,) = link.b.live()
+    pair_a, pair_b = link.a.child_spis(), link.b.child_spis()
+    installed = len(link.a.of(ChildSaEstablished)), len(link.b.of(ChildSaEstablished))
+    (old_a if who == "initiator" else old_b).rekey_ike(link.now)
+    link.run(20)
+    new_a, new_b = assert_one_matching_sa_and_pair(link)
+    assert new_a is not old_a and new_b is not old_b
+    assert (new_a.cookie_i, new_a.cookie_r) != (old_a.cookie_i, old_a.cookie_r)
+    assert new_a.is_initiator == (who == "initiator")
+    # The pair was neither deleted nor negotiated again: it moved to the new ISAKMP SA.
+    assert link.a.child_spis() == pair_a and link.b.child_spis() == pair_b
+    assert not link.a.of(ChildSaDeleted) and not link.b.of(ChildSaDeleted)
+    assert (len(link.a.of(ChildSaEstablished)), len(link.b.of(ChildSaEstablished))) == installed
+    assert not new_a.initial_contact and not new_b.initial_contact
+    assert old_a.closed and old_b.closed
+    reasons = {e.reason for e in link.a.of(IkeSaDeleted)} | {
+        e.reason for e in link.b.of(IkeSaDeleted)
+    }
+    assert reasons == {"reauthenticated", "deleted-by-peer"}
+    (rekeyed,) = link.a.of(IkeSaRekeyed)
+    assert (rekeyed.old_spi_i, rekeyed.new_spi_i) == (old_a.cookie_i, new_a.cookie_i)
+    assert len(link.b.of(IkeSaRekeyed)) == 1
+    # A quick mode rekey afterwards runs under the new ISAKMP SA, from each side.
+    for node, sa in ((link.a, new_a), (link.b, new_b)):
+        (spi,) = sa.children
+        sa.rekey_child(spi, link.now)
+        link.run(20)
+        assert_one_matching_sa_and_pair(link)
+        assert node.of(ChildSaEstablished)[-1].replaces == spi
+        assert spi not in node.child_spis()
+        assert node.of(ChildSaDeleted)[-1].reason == "rekeyed"
+
+
+def test_the_soft_lifetime_reauthenticates_before_the_hard_one_and_no_pair_is_lost() -> None:
+    lifetime = Lifetime(rekey_after=100, expire_after=150)
+    link = Link(i_lifetime=lifetime, r_lifetime=lifetime)
+    link.up()
+    spis = link.a.child_spis()
+    link.run(1000)  # several lifetimes
+    assert_the_pair_moved_over(link, spis)
+    assert len(link.a.of(IkeSaRekeyed)) >= 6
+    assert not {e.reason for e in link.a.of(IkeSaDeleted)} & {"expired", "peer-dead"}
+
+
+def test_both_sides_reauthenticating_at_once_keep_the_pair() -> None:
+    link = Link()
+    old_a = link.up()
+    (old_b,) = link.b.live()
+    spis = link.a.child_spis()
+    old_a.rekey_ike(link.now)
+    old_b.rekey_ike(link.now)
+    link.run(60)
+    assert_the_pair_moved_over(link, spis)
+
+
+def test_reauthentication_survives_lost_messages() -> None:
+    link = Link()
+    old_a = link.up()
+    spis = link.a.child_spis()
+    dropped = {0, 3, 5}
+    seen = {"a": 0, "b": 0}
+
+    def lossy(src: str, data: bytes) -> list[bytes]:
+        seen[src] += 1
+        return [] if seen[src] - 1 in dropped else [data]
+
+    link.tap = lossy
+    old_a.rekey_ike(link.now)
+    link.run(60)
+    assert_the_pair_moved_over(link, spis)
+
+
+def test_a_peer_that_keeps_the_old_isakmp_sa_after_its_reauthentication_gets_a_delete() -> None:
+    """strongSwan, re-authenticating as initiator, leaves the old ISAKMP SA to us: if
+    its Delete does not come, we delete the old one ourselves ``PEER_REAUTH_GRACE``
+    seconds later."""
+    link = Link()
+    old_a = link.up()
+    (old_b,) = link.b.live()
+    link.tap = lambda src, data: [] if src == "a" and data[18] == INFORMATIONAL else [data]
+    old_a.rekey_ike(link.now)
+    start = link.now
+    link.run(PEER_REAUTH_GRACE - 1)
+    assert old_b.state is Phase1State.REPLACED and not old_b.children
+    link.run(2)
+    assert old_b.closed
+    assert [e.reason for e in link.b.of(IkeSaDeleted)] == ["reauthenticated"]
+    assert link.now - start <= PEER_REAUTH_GRACE + 1
+    assert_the_pair_moved_over(link, link.a.child_spis())
+
+
+def test_a_child_rekey_queued_on_the_replaced_isakmp_sa_runs_on_its_successor() -> None:
+    """A rekey asked for while another exchange of the old ISAKMP SA was pending (an
+    unanswered R-U-THERE) had not started when the re-authentication took over: the new
+    ISAKMP SA runs it."""
+    link = Link()
+    old_a = link.up()
+    (spi,) = old_a.children
+    acks_lost = {"on": True}
+    link.tap = lambda src, data: (
+        [] if acks_lost["on"] and src == "b" and data[18] == INFORMATIONAL else [data]
+    )
+    old_a.send_liveness(link.now)
+    link.run(0.1)  # the R-U-THERE went out; its acknowledgement is lost
+    old_a.rekey_child(spi, link.now)  # queued behind the R-U-THERE
+    assert spi in old_a.children and old_a.pending_kind() is not None
+    old_a.rekey_ike(link.now)
+    link.run(1)
+    acks_lost["on"] = False
+    link.run(20)
+    new = [e for e in link.a.of(ChildSaEstablished) if e.replaces == spi]
+    assert new, "the queued rekey never ran"
+    assert_one_matching_sa_and_pair(link)
+
+
+def test_rekey_ike_before_main_mode_is_done_is_refused() -> None:
+    link = Link()
+    sa = link.a.endpoint.initiate(link.a.config, RESPONDER_ADDR, 0.0)
+    with pytest.raises(LocalProtocolError):
+        sa.rekey_ike(0.0)
+
+
+# --- INITIAL-CONTACT (RFC 2407 section 4.6.3.3) -----------------------------------------
+
+
+def test_initial_contact_from_a_restarted_peer_deletes_what_it_forgot() -> None:
+    link = Link()
+    old_a = link.up()
+    old_spis = link.a.child_spis()
+    link.run(50)
+    link.b = link.fresh_b(seed=77)  # B restarts: it remembers nothing
+    sa_b = link.b.endpoint.initiate(link.b.config, INITIATOR_ADDR, link.now)
+    link.run(20)
+    assert sa_b.established
+    new_a, _ = assert_one_matching_sa_and_pair(link)
+    assert new_a.initial_contact and not new_a.is_initiator
+    assert old_a.closed
+    assert [e.reason for e in link.a.of(IkeSaDeleted)] == ["initial-contact"]
+    assert {e.spi_in for e in link.a.of(ChildSaDeleted)} == old_spis
+    assert not link.a.child_spis() & old_spis
+
+
+def test_initial_contact_spares_an_sa_established_during_its_main_mode() -> None:
+    """Both sides initiating at once both send INITIAL-CONTACT: neither main mode
+    deletes the other's SA (each was established after the other began)."""
+    link = Link()
+    a_cfg, b_cfg = link.a.config, link.b.config
+    sa_a = link.a.endpoint.initiate(a_cfg, RESPONDER_ADDR, 0.0)
+    sa_b = link.b.endpoint.initiate(b_cfg, INITIATOR_ADDR, 0.0)
+    link.run(20)
+    assert sa_a.established and sa_b.established
+    assert not [e for e in link.a.of(IkeSaDeleted) if e.reason == "initial-contact"]
+    assert not [e for e in link.b.of(IkeSaDeleted) if e.reason == "initial-contact"]
+    assert len(link.a.of(IkeSaEstablished)) == 2 and len(link.b.of(IkeSaEstablished)) == 2
+
+
+def test_a_deleted_isakmp_sa_hands_its_ipsec_sas_to_another_with_the_peer() -> None:
+    """IPsec SAs outlive the ISAKMP SA that made them: B deletes only one of two ISAKMP
+    SAs (as a peer finishing a re-authentication does); A's pair under it moves to the
+    other instead of being deleted."""
+    link = Link()
+    link.a.endpoint.initiate(link.a.config, RESPONDER_ADDR, 0.0)
+    sa_b = link.b.endpoint.initiate(link.b.config, INITIATOR_ADDR, 0.0)
+    link.run(20)
+    assert len(link.a.established()) == 2
+    spis = link.a.child_spis()
+    informational.send_delete_isakmp(sa_b, link.now)  # the ISAKMP SA alone
+    sa_b.discard()
+    link.run(5)
+    (kept,) = link.a.established()
+    assert set(kept.children) == spis and not link.a.of(ChildSaDeleted)
