@@ -179,11 +179,17 @@ def _security_associations(c: Catalog) -> Iterator[PanelSpec]:
     child = c.series("kipsec_child_sas", state="installed")
     yield PanelSpec(
         row,
-        "IKE SAs established by node",
-        "IKE SAs in state established, summed over the sidecars of each node.",
+        "IKE SAs established by node and IKE version",
+        "IKE SAs in state established, summed over the sidecars of each node, per IKE "
+        "version (IKEv1 is deprecated, RFC 9395: a v1 line is a legacy peer).",
         "timeseries",
         "none",
-        (Query(f"sum {c.by('kipsec_ike_sas', 'node')} ({ike})", "{{node}}"),),
+        (
+            Query(
+                f"sum {c.by('kipsec_ike_sas', 'node', 'ike_version')} ({ike})",
+                "{{node}} IKEv{{ike_version}}",
+            ),
+        ),
     )
     yield PanelSpec(
         row,

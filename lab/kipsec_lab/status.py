@@ -37,6 +37,11 @@ class SidecarView:
     child_installed: int = 0
     peers: int = 0
     error: str = ""
+    ike_versions: tuple[int, ...] = ()
+    """The IKE versions of its established IKE SAs (1: IKEv1), each once, ascending."""
+    auth_methods: tuple[int, ...] = ()
+    """The IKEv1 authentication methods of its established IKE SAs (4: RSA public-key
+    encryption), each once, ascending."""
 
 
 def sidecar_view(paths: Paths, pod: PodState, container: str = "kipsec") -> SidecarView:
@@ -61,6 +66,8 @@ def sidecar_view(paths: Paths, pod: PodState, container: str = "kipsec") -> Side
     finally:
         os.close(directory)
     peers = data.get("peers") or []
+    sas = [p.get("ike_sa") or {} for p in peers]
+    established = [ike for ike in sas if ike.get("state") == "established"]
     return SidecarView(
         datapath=str(data.get("datapath", "")),
         ike_established=sum(
@@ -70,6 +77,10 @@ def sidecar_view(paths: Paths, pod: PodState, container: str = "kipsec") -> Side
             1 for p in peers for c in p.get("children") or [] if c.get("state") == "installed"
         ),
         peers=len(peers),
+        ike_versions=tuple(sorted({int(ike.get("ike_version", 2)) for ike in established})),
+        auth_methods=tuple(
+            sorted({int(m) for ike in established if (m := ike.get("auth_method")) is not None})
+        ),
     )
 
 
@@ -158,6 +169,19 @@ def external_peer_table(peers: list[dict[str, Any]]) -> Table:
     return table
 
 
+def ike_cell(view: SidecarView) -> str:
+    """The pod table's IKE SAs cell: established/peers, and for IKEv1 the version and
+    the authentication methods (`1/1 IKEv1 method 4`)."""
+    if not view.peers:
+        return "-"
+    cell = f"{view.ike_established}/{view.peers}"
+    if 1 in view.ike_versions:
+        cell += " IKEv1" if view.ike_versions == (1,) else " IKEv1+IKEv2"
+    if view.auth_methods:
+        cell += " method " + ",".join(str(m) for m in view.auth_methods)
+    return cell
+
+
 def pod_table(paths: Paths, pods: list[PodState]) -> Table:
     table = Table(title="Pods")
     columns = (
@@ -185,7 +209,7 @@ def pod_table(paths: Paths, pods: list[PodState]) -> Table:
             pod.image or "-",
             str(pod.restarts),
             view.datapath,
-            f"{view.ike_established}/{view.peers}" if view.peers else "-",
+            ike_cell(view),
             str(view.child_installed) if view.peers else "-",
         )
     return table
@@ -227,6 +251,7 @@ __all__ = [
     "SidecarView",
     "certificate_table",
     "condition",
+    "ike_cell",
     "pod_table",
     "sidecar_view",
     "site_table",

@@ -108,7 +108,7 @@ class ConfigAnswer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _configuration(secret: Mapping[str, Any] | None, pod: Mapping[str, Any]) -> dict[str, str]:
+def configuration_data(secret: Mapping[str, Any] | None, pod: Mapping[str, Any]) -> dict[str, str]:
     """The data of `secret` when the operator wrote it for `pod`, else empty."""
     if secret is None:
         return {}
@@ -171,9 +171,9 @@ async def handle_config_get(
     deadline = asyncio.get_running_loop().time() + max(0.0, min(wait, MAX_WAIT_SECONDS))
     while True:
         if mirror is not None and mirror.synced:
-            data = _configuration(mirror.get(ref.namespace, name), pod)
+            data = configuration_data(mirror.get(ref.namespace, name), pod)
         else:
-            data = _configuration(await backend.get_secret(ref.namespace, name), pod)
+            data = configuration_data(await backend.get_secret(ref.namespace, name), pod)
         tag = etag(data) if data else None
         current = tag is not None and if_none_match is not None and tag in _tags(if_none_match)
         left = deadline - asyncio.get_running_loop().time()
@@ -209,6 +209,7 @@ __all__ = [
     "ConfigAnswer",
     "ConfigBackend",
     "TokenCache",
+    "configuration_data",
     "etag",
     "handle_config_get",
 ]

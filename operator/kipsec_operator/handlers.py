@@ -16,6 +16,7 @@ Handlers are registered on a registry passed in, so tests run an operator per te
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import socket
 from collections.abc import Mapping
@@ -27,18 +28,20 @@ from aiohttp import web
 from cryptography import x509
 
 from .ca_store import CaStore, user_ca
-from .certificates.csr import Refused
+from .certificates.csr import Approved, Refused
 from .certificates.expiry import ca_expiring, ca_unusable
 from .certificates.issuer_trust import issuer_trust
 from .certificates.readiness import readiness
 from .certificates.terms import TermsError, certificate_terms, issuer_secret_field
+from .config_delivery import configuration_data
 from .crds.models import GROUP, VERSION
 from .kube import ApiError, Credentials, Kube, object_path
 from .login import connection_info
 from .metrics import OperatorMetrics
 from .reconcile.cluster import K8sObject, ObjectKey, key_of, pod_ref
 from .reconcile.external import is_ip
-from .reconciler import PassResult, Reconciler
+from .reconcile.render import POD_CERTIFICATE_KEY, secret_name
+from .reconciler import PassResult, Reconciler, data_digests
 from .server import serve, serving_ca
 from .sidecar_reports import Fetcher, HttpFetcher, poll
 from .webhook.injection import InjectionSettings
@@ -142,9 +145,21 @@ class Operator:
                 if exc.status != 409:
                     raise
                 current = await self.kube.get(path) or {}
-                previous = current.get("data") or {}
-        data: dict[str, Any] = {key: None for key in previous if key not in manifest["data"]}
-        data.update(manifest["data"])
+                previous = data_digests(current.get("data"))
+        # Only the keys that differ from `previous` (digests, as the reconciler keeps
+        # them), and never the pod's certificate, which the signing replica writes (it
+        # may have done so since `previous`).
+        wanted = data_digests(manifest["data"])
+        data: dict[str, Any] = {
+            key: None
+            for key in previous
+            if key not in manifest["data"] and key != POD_CERTIFICATE_KEY
+        }
+        data.update(
+            (k, v)
+            for k, v in manifest["data"].items()
+            if previous.get(k) != wanted[k] and k != POD_CERTIFICATE_KEY
+        )
         patch = {
             "metadata": {
                 "labels": metadata["labels"],
@@ -195,6 +210,34 @@ class Operator:
             await self.kube.create(object_path("v1", "events", namespace or "default"), body)
         except (ApiError, OSError) as exc:
             log.warning("event not posted", extra={"reason": reason, "error": str(exc)})
+
+    async def store_certificate(self, decision: Approved, certificate_pem: str) -> None:
+        """Write a certificate this replica signed into its pod's configuration Secret
+        (:data:`~.reconcile.render.POD_CERTIFICATE_KEY`; public, the key stays in the
+        pod), whence the leader gives it to the pod's peers for IKEv1 public-key
+        encryption. Only a Secret the operator wrote for that very pod (uid) is patched;
+        a pod without one yet, or an API error, is logged and skipped: the sidecar has
+        its certificate either way, and renews it."""
+        path = object_path("v1", "pods", decision.pod_namespace, decision.pod_name)
+        try:
+            pod = await self.kube.get(path)
+            ref = pod_ref(pod, require_ip=False) if pod is not None else None
+            if pod is None or ref is None or ref.uid != decision.pod_uid:
+                return
+            secret_path = object_path("v1", "secrets", ref.namespace, secret_name(ref))
+            data = configuration_data(await self.kube.get(secret_path), pod)
+            value = base64.b64encode(certificate_pem.encode()).decode()
+            if not data or data.get(POD_CERTIFICATE_KEY) == value:
+                return
+            await self.kube.merge_patch(secret_path, {"data": {POD_CERTIFICATE_KEY: value}})
+        except ApiError as exc:
+            log.warning(
+                "pod certificate not stored in its Secret",
+                extra={
+                    "pod": f"{decision.pod_namespace}/{decision.pod_name}",
+                    "status": exc.status,
+                },
+            )
 
     async def record_issued(
         self, certificate_pem: str, not_after: datetime, renewal: datetime

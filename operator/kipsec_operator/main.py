@@ -163,6 +163,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        # kopf logs a line per watch event at INFO ("Handler 'observe-pods' succeeded."):
+        # four per pod, 4 % of the operator's CPU at thousands of pods. Its warnings and
+        # errors stay; the operator's own log ("kipsec.operator") is unchanged.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(_main(args, injection, networks))
 
 

@@ -25,6 +25,7 @@ and the kopf handlers give it the real API.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -38,15 +39,17 @@ from .reconcile.cluster import Cluster, K8sObject, ObjectKey, PodRef, key_of, po
 from .reconcile.consent import ALLOW_TUNNELS_FROM
 from .reconcile.external_status import external_peer_status
 from .reconcile.failure_events import failure_events
-from .reconcile.peers import Links, selected
+from .reconcile.peers import Links, selected, selects_any
 from .reconcile.render import (
     CONFIG_KEY,
     MANAGED_BY,
     POD_ANNOTATION,
+    POD_CERTIFICATE_KEY,
     Rendering,
     plan,
     render_pod,
     with_operator_ca,
+    with_pod_certificate,
 )
 from .reconcile.services import service_of_slice
 from .reconcile.status import SidecarReport, tunnel_status
@@ -72,6 +75,10 @@ log = logging.getLogger(__name__)
 WRITE_CONCURRENCY = 16
 """Secret writes in flight at once during a pass."""
 
+FEW_PODS = 16
+"""Changed pods up to which :func:`pod_batch` checks them against each Tunnel's selector
+rather than selecting each Tunnel's pods (about the cost of selecting one Tunnel's)."""
+
 _CHANGE_KINDS: dict[str, Kind] = {
     "Pod": "Pod",
     "Namespace": "Namespace",
@@ -91,7 +98,9 @@ class Writer(Protocol):
     async def apply_secret(
         self, manifest: Mapping[str, Any], previous: Mapping[str, str] | None
     ) -> None:
-        """Create the Secret (`previous` None) or merge-patch it from `previous` data."""
+        """Create the Secret (`previous` None) or merge-patch it; `previous` holds the
+        keys of its data as the API holds them (their values are digests,
+        :func:`data_digests`: a key absent from `manifest` is removed)."""
         ...
 
     async def patch_status(self, tunnel: K8sObject, status: Mapping[str, Any]) -> None: ...
@@ -177,13 +186,21 @@ class Reconciler:
         self.cluster_networks = tuple(cluster_networks)
         """The pod and Service ranges external subnets must not overlap (settings)."""
         self.actual: dict[ObjectKey, Mapping[str, str]] = {}
-        """Per pod, the data of its configuration Secret as the API holds it."""
+        """Per pod, the data of its configuration Secret as the API holds it, each value
+        as its digest (:func:`data_digests`): the documents' text is the API's (and the
+        Secret mirror's) to keep, about 10 KiB per pod at 5,000 pods."""
+        self.pod_certificates: dict[ObjectKey, str] = {}
+        """Per pod, the :data:`POD_CERTIFICATE_KEY` value its configuration Secret holds
+        (the certificate the signing replica recorded; public, never a key): kept as
+        text, because peers' documents deliver it (IKEv1 public-key encryption)."""
         self._relevance: dict[tuple[str, ObjectKey], Any] = {}
         """Per indexed object, what :func:`_relevant` found in it (not computed twice)."""
         self._changes: list[Change] = []
         self._full = True
         self._reports_changed = False
         self._before = Cluster()
+        self._before_selected: Mapping[ObjectKey, frozenset[ObjectKey]] = {}
+        """The pods each valid Tunnel of `_before` selects (the pass that made it found them)."""
         self._statuses: dict[ObjectKey, dict[str, Any]] = {}
         self._warned: dict[tuple[str, ObjectKey], str] = {}
         """Per (kind, key), the last Warning Event's message (posted once per message)."""
@@ -238,7 +255,13 @@ class Reconciler:
         pod = _managed_pod(obj)
         if pod is None:
             return
-        data = dict(obj.get("data") or {})
+        raw = obj.get("data") or {}
+        certificate = None if deleted else raw.get(POD_CERTIFICATE_KEY)
+        if certificate is None:
+            self.pod_certificates.pop(pod, None)
+        else:
+            self.pod_certificates[pod] = certificate
+        data = data_digests(raw)
         if deleted:
             self.actual.pop(pod, None)
         elif self.actual.get(pod) == data:
@@ -325,6 +348,7 @@ class Reconciler:
             external_peers=dict(self.objects["ExternalPeer"]),
             resolved=dict(self.resolved),
             cluster_networks=self.cluster_networks,
+            pod_certificates=dict(self.pod_certificates),
         )
 
     # --- the pass --------------------------------------------------------------------
@@ -352,7 +376,9 @@ class Reconciler:
             if all(c.kind == "Pod" for c in changes) and not external_check_changes(
                 self._before, after
             ):
-                keys, touched = pod_batch(self._before, after, {c.key for c in changes})
+                keys, touched = pod_batch(
+                    self._before, after, {c.key for c in changes}, self._before_selected
+                )
             else:
                 keys = batch_candidates(self._before, after, changes)
         self._full = False
@@ -370,7 +396,11 @@ class Reconciler:
             manifest = desired.get(key) or self._idle(key, after)
             if manifest is not None:
                 manifest = with_operator_ca(manifest, self.operator_ca)
-            if manifest is None or self.actual.get(key) == (manifest.get("data") or {}):
+                certificate = self.pod_certificates.get(key)
+                manifest = with_pod_certificate(
+                    manifest, None if certificate is None else {POD_CERTIFICATE_KEY: certificate}
+                )
+            if manifest is None or self.actual.get(key) == data_digests(manifest.get("data")):
                 continue
             writes.append((key, manifest))
         await self._write_secrets(writes, result)
@@ -387,6 +417,8 @@ class Reconciler:
                 await self._warn(tunnel, "InvalidSpec", _condition_message(status))
             elif refused.get("reason") == "NamespaceNotConsenting":
                 await self._warn(tunnel, "NamespaceNotConsenting", str(refused.get("message")))
+            elif status.get("warnings"):
+                await self._warn(tunnel, "Deprecated", "; ".join(status["warnings"]))
             else:
                 self._warned.pop(("Tunnel", key), None)
             if status != previous:
@@ -398,7 +430,7 @@ class Reconciler:
         for gone in set(self._external_statuses) - set(after.external_peers):
             del self._external_statuses[gone]
         await self._report_missing_sidecars(after, changes, rendering)
-        self._before = after
+        self._before, self._before_selected = after, rendering.selected
         result.configured = sum(1 for data in self.actual.values() if CONFIG_KEY in data)
         result.seconds = time.perf_counter() - started
         if self.on_pass is not None:
@@ -419,6 +451,8 @@ class Reconciler:
             degraded = _condition_of(status, "Degraded")
             if degraded.get("status") == "True":
                 await self._warn(peer, str(degraded.get("reason")), str(degraded.get("message")))
+            elif status.get("warnings"):
+                await self._warn(peer, "Deprecated", "; ".join(status["warnings"]))
             else:
                 self._warned.pop(("ExternalPeer", key), None)
             if status != previous:
@@ -434,7 +468,7 @@ class Reconciler:
 
     async def _write_secret(self, key: ObjectKey, manifest: dict[str, Any]) -> None:
         await self.writer.apply_secret(manifest, self.actual.get(key))
-        self.actual[key] = dict(manifest.get("data") or {})
+        self.actual[key] = data_digests(manifest.get("data"))
 
     async def _patch_status(
         self, key: ObjectKey, tunnel: K8sObject, status: dict[str, Any]
@@ -501,6 +535,16 @@ class Reconciler:
         return len(self._missing)
 
 
+def data_digests(data: Mapping[str, Any] | None) -> dict[str, str]:
+    """A Secret's data with each value replaced by its BLAKE2b-128 digest: enough to
+    tell whether a rendered document differs from what the API holds (only a digest
+    collision could hide a change) without keeping every pod's document in memory."""
+    return {
+        key: hashlib.blake2b(str(value).encode(), digest_size=16).hexdigest()
+        for key, value in (data or {}).items()
+    }
+
+
 def _condition_of(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     """The condition of type `kind` in `status` (empty when absent)."""
     for condition in status.get("conditions") or []:
@@ -543,10 +587,13 @@ def _by_selecting_tunnels(
     (the label index found them) and every invalid Tunnel (not rendered, so not
     indexed). Asking every Tunnel about every pod cost Tunnels × pods per pass.
     """
+    keys = list(keys)
+    asked = frozenset(keys)
     selecting: dict[ObjectKey, list[ObjectKey]] = {}
-    for tunnel, members in sorted(rendering.selected.items()):
-        for member in members:
-            selecting.setdefault(member, []).append(tunnel)
+    if asked:
+        for tunnel, members in sorted(rendering.selected.items()):
+            for member in members & asked:  # not every member: a pass asks about a few
+                selecting.setdefault(member, []).append(tunnel)
     invalid = sorted(rendering.problems)
     groups: dict[tuple[ObjectKey, ...], list[ObjectKey]] = {}
     for key in keys:
@@ -571,19 +618,33 @@ def _status_due(key: ObjectKey, tunnel: K8sObject, touched: set[ObjectKey]) -> b
 
 
 def pod_batch(
-    before: Cluster, after: Cluster, pods: set[ObjectKey]
+    before: Cluster,
+    after: Cluster,
+    pods: set[ObjectKey],
+    selected_before: Mapping[ObjectKey, frozenset[ObjectKey]] | None = None,
 ) -> tuple[set[ObjectKey], set[ObjectKey]]:
     """(the pods a batch of pod changes may touch, the Tunnels that select one of the
     changed `pods` in `before` or `after`): the changed pods and every pod of those
-    Tunnels, with the Tunnels' memberships computed once per batch."""
+    Tunnels, with the Tunnels' memberships computed once per batch.
+
+    `selected_before` is what the pass that rendered `before` found each valid Tunnel
+    to select (:attr:`~.render.Rendering.selected`), not selected again; a Tunnel it
+    does not hold is asked. In `after`, a batch of at most :data:`FEW_PODS` pods is
+    checked against each Tunnel's selector (:func:`~.peers.selects_any`) and only the
+    Tunnels selecting one select their pods."""
     keys = set(pods)
     tunnels: set[ObjectKey] = set()
     if not pods:
         return keys, tunnels
-    for cluster in (before, after):
+    for cluster, known in ((before, selected_before or {}), (after, {})):
         for key, tunnel in cluster.tunnels.items():
-            members = _members(tunnel, cluster)
-            if members & pods:
+            found = known.get(key)
+            if found is None and cluster is after and len(pods) <= FEW_PODS:
+                parsed = parse_spec(tunnel)
+                if isinstance(parsed, list) or not selects_any(tunnel, parsed, after, pods):
+                    continue
+            members = _members(tunnel, cluster) if found is None else found
+            if not members.isdisjoint(pods):
                 keys |= members
                 tunnels.add(key)
     return keys, tunnels
@@ -608,7 +669,7 @@ def batch_candidates(before: Cluster, after: Cluster, changes: Iterable[Change])
     return keys
 
 
-def _members(tunnel: K8sObject, cluster: Cluster) -> set[ObjectKey]:
+def _members(tunnel: K8sObject, cluster: Cluster) -> set[ObjectKey] | frozenset[ObjectKey]:
     """The pods either side of `tunnel` selects in `cluster` (none when its spec is invalid)."""
     parsed = parse_spec(tunnel)
     if isinstance(parsed, list):
@@ -623,6 +684,7 @@ __all__ = [
     "Reconciler",
     "Writer",
     "batch_candidates",
+    "data_digests",
     "now_rfc3339",
     "pod_batch",
 ]

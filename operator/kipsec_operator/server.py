@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .ca_store import user_ca
 from .certificates.ca import CertificateAuthority
-from .certificates.csr import Refused
+from .certificates.csr import Approved, Refused
 from .certificates.endpoint import api_unavailable, handle_csr_post, handle_identity_get
 from .config_delivery import TokenCache, handle_config_get
 from .crds.models import GROUP, VERSION
@@ -174,6 +174,7 @@ def application(operator: Operator) -> web.Application:
 
     async def csr(request: web.Request) -> web.Response:
         refusals: list[Refused] = []
+        signed: list[tuple[Approved, str]] = []
         try:
             status, body = await handle_csr_post(
                 await request.read(),
@@ -182,6 +183,7 @@ def application(operator: Operator) -> web.Application:
                 datetime.now(UTC),
                 os.urandom,
                 refusals.append,
+                lambda decision, pem: signed.append((decision, pem)),
             )
         except API_ERRORS as exc:
             status, body = api_unavailable(exc)
@@ -194,6 +196,8 @@ def application(operator: Operator) -> web.Application:
                 datetime.fromisoformat(str(body["notAfter"])),
                 datetime.fromisoformat(str(body["renewalTime"])),
             )
+            for decision, pem in signed:
+                await operator.store_certificate(decision, pem)
         else:
             operator.metrics.csr_refused.labels(code=str(body.get("code"))).inc()
         return _json(status, body)

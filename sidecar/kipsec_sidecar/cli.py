@@ -27,6 +27,7 @@ from typing import Any
 
 from . import __version__
 from .control import DEFAULT_SOCKET, SOCKET_ENV, ControlClient, ControlConnectionError
+from .core.ikev1.constants import AuthMethod
 from .state import ControlError, ControlTimeout
 
 EXIT_OK = 0
@@ -252,10 +253,21 @@ def _when(at: float | None, now: float, future: str, past: str) -> str | None:
     return f"{future} {_duration(at - now)}" if at >= now else f"{past} {_duration(now - at)} ago"
 
 
+def _auth_method_name(number: int) -> str:
+    """`method 4 (rsa-encryption)`: an IKEv1 authentication method as the table shows it."""
+    try:
+        name = AuthMethod(number).name.lower().replace("_", "-")
+    except ValueError:
+        return f"method {number}"
+    return f"method {number} ({name})"
+
+
 def _ike_lines(ike: dict[str, Any], now: float) -> list[str]:
     role = "initiator" if ike["initiator"] else "responder"
     at = ike.get("established_at")
     version = ", IKEv1" if ike.get("ike_version") == 1 else ""
+    if ike.get("auth_method") is not None:
+        version += f" {_auth_method_name(int(ike['auth_method']))}"
     head = f"  IKE SA: {ike['state']}, {role}{version}" + (
         f", up {_duration(now - at)}" if at else ""
     )

@@ -62,6 +62,9 @@ class IkeSaView:
     nat_detected: bool
     established_at: float | None = None  #: wall clock
     ike_version: int = 2  #: 2 (IKEv2) or 1 (IKEv1, ISAKMP main mode)
+    auth_method: int | None = None
+    """IKEv1: the phase 1 authentication method negotiated (RFC 2409 appendix A: 1 PSK,
+    3 RSA signatures, 4 and 5 RSA public-key encryption, 9-11 ECDSA); None for IKEv2."""
 
 
 @dataclass(frozen=True, slots=True)

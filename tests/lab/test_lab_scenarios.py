@@ -23,13 +23,29 @@ pytestmark = pytest.mark.netns
 
 
 def check_scenario(
-    lab: Lab, example: str, tunnel: str, protocols: set[str], verdict: str = "encrypted"
+    lab: Lab,
+    example: str,
+    tunnel: str,
+    protocols: set[str],
+    verdict: str = "encrypted",
+    ike_version: int | None = None,
+    auth_method: int | None = None,
 ) -> None:
+    """Apply `example`, wait for `tunnel` to be Ready, send traffic and check the
+    capture; with `ike_version` (and `auth_method`, IKEv1's), every pod of the Tunnel's
+    namespace has established IKE SAs of that version (and method) only, as its
+    sidecar's control socket says."""
     path = EXAMPLES / example
     namespace, name = tunnel.split("/")
     lab.apply(path)
     try:
         lab.ready_tunnel(namespace, name)
+        if ike_version is not None:
+            pods = [p for p in lab.paths.read_state().pods if p.namespace == namespace]
+            views = {p.name: sidecar_view(lab.paths, p) for p in pods}
+            assert pods and all(v.ike_versions == (ike_version,) for v in views.values()), views
+            if auth_method is not None:
+                assert all(v.auth_methods == (auth_method,) for v in views.values()), views
         report = cli.traffic(lab.paths, None, None)
         described = report.summary.describe()
         assert report.tcp_echoed, described
@@ -59,6 +75,27 @@ def test_manual_keys_carry_raw_esp(lab: Lab) -> None:
 
 def test_certificate_tunnel_protects_its_tcp_port(lab: Lab) -> None:
     check_scenario(lab, "certificate-tunnel.yaml", "shop/frontend-to-backend", {"ESP in UDP 4500"})
+
+
+def test_ikev1_certificates_carry_esp_in_udp(lab: Lab) -> None:
+    # ISAKMP main mode with ECDSA signatures and quick mode between two pods; the
+    # capture may hold IKE (UDP 500/4500) and ESP in UDP, nothing in clear.
+    check_scenario(
+        lab, "ikev1-certificates.yaml", "branch/legacy-ikev1", {"ESP in UDP 4500"}, ike_version=1
+    )
+
+
+def test_ikev1_public_key_encryption_with_certificates_the_operator_delivers(lab: Lab) -> None:
+    # RSA public-key encryption (method 4): each pod knows its peer's certificate only
+    # because the operator put it into the pod's Secret after signing the peer's CSR.
+    check_scenario(
+        lab,
+        "ikev1-public-key-encryption.yaml",
+        "vault/sealed-ikev1",
+        {"ESP in UDP 4500"},
+        ike_version=1,
+        auth_method=4,
+    )
 
 
 def test_prometheus_scrapes_the_operator_and_every_sidecar(lab: Lab, tmp_path: Path) -> None:

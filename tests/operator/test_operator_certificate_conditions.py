@@ -10,12 +10,11 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import pytest
 
 from kipsec_operator.certificates.ca import generate_ca
 from kipsec_sidecar.identity import IdentityRequest, build_csr, generate_key
-from support.operator_cluster import Cluster, bound_token, condition, eventually
+from support.operator_cluster import Cluster, bound_token, call, condition, eventually
 from support.operator_objects import ca_secret, ca_secret_certificate, namespace, pod
 
 pytestmark = [pytest.mark.operator, pytest.mark.asyncio]
@@ -47,22 +46,6 @@ async def cart_pod(cluster: Cluster) -> None:
     await cluster.apply(namespace("kipsec-system"))
     created = await cluster.apply(pod("cart-0", "10.0.0.7", labels={"app": "cart"}))
     bound_token(cluster, "cart-token", "cart-0", created["metadata"]["uid"])
-
-
-async def call(
-    cluster: Cluster, method: str, path: str, body: object = None
-) -> tuple[int, dict[str, Any]]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(
-            method,
-            f"{cluster.endpoint}{path}",
-            json=body,
-            headers={"Authorization": "Bearer cart-token"},
-            ssl=cluster.client_ssl,
-        ) as response,
-    ):
-        return response.status, await response.json()
 
 
 async def casecret_issuer(cluster: Cluster, age: timedelta, validity: timedelta) -> None:

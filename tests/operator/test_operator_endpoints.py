@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 
 from kipsec_sidecar.identity import IdentityRequest, build_csr, generate_key
-from support.operator_cluster import Cluster, document, eventually, psk_mesh
+from support.operator_cluster import Cluster, call, document, eventually, psk_mesh
 from support.operator_objects import (
     admission_review,
     namespace,
@@ -159,17 +159,8 @@ async def test_a_pod_gets_its_certificate_signed_and_another_pods_token_is_refus
     request = IdentityRequest.from_strings("cluster.local", "default", "cart", ["10.0.0.7"])
     csr = build_csr(generate_key(), request).decode()
 
-    async def submit(token: str) -> tuple[int, dict[str, Any]]:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(
-                f"{cluster.endpoint}/v1/csr",
-                json={"csr": csr},
-                headers={"Authorization": f"Bearer {token}"},
-                ssl=cluster.client_ssl,
-            ) as response,
-        ):
-            return response.status, await response.json()
+    def submit(token: str) -> Any:
+        return call(cluster, "POST", "/v1/csr", {"csr": csr}, token)
 
     status, answer = await submit("cart-token")
     assert status == 200, answer

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -150,6 +151,24 @@ def bound_token(cluster: Cluster, token: str, name: str, uid: str) -> None:
             },
         },
     }
+
+
+async def call(
+    cluster: Cluster, method: str, path: str, body: object = None, token: str = "cart-token"
+) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, JSON answer) of the operator's endpoint `path` asked as a pod with
+    bearer `token` (the CSR and identity endpoints)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method,
+            f"{cluster.endpoint}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            ssl=cluster.client_ssl,
+        ) as response,
+    ):
+        return response.status, await response.json()
 
 
 async def eventually(probe: Callable[[], Any], timeout: float = 8.0) -> Any:

@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from kipsec_operator.reconcile.cluster import key_of
+from support.pki import CertificateAuthority
 
 PSK = "correct horse battery staple, 32b"
 MASTER_KEY_HEX = "11" * 32
@@ -240,6 +244,21 @@ def example_trust_bundles(objects: list[dict[str, Any]]) -> dict[tuple[str, str]
         for o in objects
         if o["kind"] == "TunnelCertificate"
     }
+
+
+def pod_certificates(
+    objects: list[dict[str, Any]], ca: CertificateAuthority, slot: int = 20
+) -> dict[tuple[str, str], str]:
+    """For every pod with an IP: an RSA certificate naming it, signed by `ca`, as the
+    operator records it in the pod's Secret (base64 PEM) after signing its CSR."""
+    found: dict[tuple[str, str], str] = {}
+    for obj in objects:
+        ip = (obj.get("status") or {}).get("podIP") if obj["kind"] == "Pod" else None
+        if ip:
+            issued = ca.issue(ip, key_kind="rsa", key_slot=slot + len(found), ips=[ip])
+            pem = issued.cert.public_bytes(Encoding.PEM)
+            found[key_of(obj)] = base64.b64encode(pem).decode()
+    return found
 
 
 def admission_review(

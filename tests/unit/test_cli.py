@@ -149,6 +149,11 @@ def test_the_sas_table_names_an_ikev1_sa() -> None:
     table = render_sas(replace(snapshot, peers=(v1,)).to_json(), now=NOW)
     assert table.splitlines()[2] == "  IKE SA: established, initiator, IKEv1, up 2m05s"
     assert "IKEv1" not in render_sas(snapshot.to_json(), now=NOW)
+    pke = replace(peer, ike_sa=replace(peer.ike_sa, ike_version=1, auth_method=4))
+    table = render_sas(replace(snapshot, peers=(pke,)).to_json(), now=NOW)
+    assert table.splitlines()[2].startswith(
+        "  IKE SA: established, initiator, IKEv1 method 4 (rsa-encryption), up"
+    )
 
 
 def test_a_failed_wait_exits_1_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kipsec_lab.status import certificate_table, external_peer_table, tunnel_table
+from kipsec_lab.status import (
+    SidecarView,
+    certificate_table,
+    external_peer_table,
+    ike_cell,
+    tunnel_table,
+)
 
 
 def text(table: Table) -> str:
@@ -112,3 +118,12 @@ def test_an_external_peer_shows_its_address_connected_pods_and_each_pods_reason(
     assert "ExternalPeers" in shown and "203.0.113.10" in shown
     assert " 1/2 " in shown
     assert "demo/b: PEER_DEAD" in shown
+
+
+def test_the_pod_table_names_ikev1_and_its_authentication_method() -> None:
+    assert ike_cell(SidecarView(peers=2, ike_established=2, ike_versions=(2,))) == "2/2"
+    v1 = SidecarView(peers=1, ike_established=1, ike_versions=(1,), auth_methods=(4,))
+    assert ike_cell(v1) == "1/1 IKEv1 method 4"
+    mixed = SidecarView(peers=2, ike_established=2, ike_versions=(1, 2), auth_methods=(9,))
+    assert ike_cell(mixed) == "2/2 IKEv1+IKEv2 method 9"
+    assert ike_cell(SidecarView()) == "-"

@@ -15,6 +15,7 @@ from kipsec_operator.reconcile.render import plan
 from kipsec_operator.reconcile.status import SidecarReport, tunnel_status
 from kipsec_operator.webhook.selection import tunnel_selects
 from kipsec_sidecar.config import load_config_string
+from kipsec_sidecar.config.model import DEFAULT_IKEV1_PROPOSALS
 from support.operator_objects import (
     PSK,
     config_map,
@@ -280,7 +281,11 @@ def test_a_dns_name_uses_what_the_operator_resolved_and_is_refused_until_it_reso
             "spec.identity.keyId",
             "only works with PSK",
         ),
-        ({"ikeVersion": 1}, "spec.ikeVersion", "IKEv1 is not yet supported"),
+        (
+            {"ikeVersion": 1, "proposals": {"ike": ["aes256gcm16-prfsha256-ecp256"]}},
+            "spec.proposals.ike[0]",
+            "with spec.ikeVersion 1: IKEv1 has no AEAD cipher for the ISAKMP SA",
+        ),
         ({"proposals": {"ike": ["rot13-md4-modp768"]}}, "spec.proposals.ike[0]", ""),
     ],
 )
@@ -427,3 +432,36 @@ def test_the_webhook_selects_only_the_from_pods_of_a_tunnel_to_external_peers() 
     default = namespace("default")
     assert tunnel_selects(to_site, pod("c9", "10.0.0.9", labels={"app": "client"}), default)
     assert not tunnel_selects(to_site, pod("x", "10.0.0.8", labels={"app": "other"}), default)
+
+
+def test_an_ikev1_peer_gets_v1_entries_the_v1_default_proposals_and_a_warning() -> None:
+    cluster = _cluster(
+        external_peer(ikeVersion=1),
+        tunnel("t", external_spec()),
+        tunnel("mesh", psk_mesh_spec()),
+    )
+    rendering = plan(cluster)
+    assert rendering.problems == {}
+    entry = _peer(rendering, "c1")
+    assert entry["ikeVersion"] == 1
+    assert "ike" not in entry["proposals"]  # the sidecar's IKEv1 default applies
+    text = base64.b64decode(rendering.pods[("default", "c1")].files["config.yaml"]).decode()
+    loaded = load_config_string(text)
+    assert loaded.proposals_for(loaded.peers[0]).ike == list(DEFAULT_IKEV1_PROPOSALS)
+    mesh = rendering.pods[("default", "m1")].document["peers"]
+    assert all("ikeVersion" not in p for p in mesh)
+    status = external_peer_status(
+        cluster.external_peers[("default", "site")], rendering, cluster, {}, now="T"
+    )
+    assert [w.split(":")[0] for w in status["warnings"]] == ["spec.ikeVersion"]
+    tunnel_warnings = tunnel_status(
+        cluster.tunnels[("default", "t")], rendering, cluster, {}, now="T"
+    )
+    assert tunnel_warnings["warnings"] == []  # the ExternalPeer warns, not each Tunnel
+
+
+def test_a_tunnel_to_external_peers_keeps_ike_version_2_and_says_where_to_set_it() -> None:
+    spec = {**external_spec(), "ikeVersion": 1}
+    rendering = plan(_cluster(external_peer(), tunnel("t", spec)))
+    assert [p.path for p in rendering.problems[("default", "t")]] == ["spec.ikeVersion"]
+    assert "ExternalPeer's spec.ikeVersion" in str(rendering.problems[("default", "t")][0])

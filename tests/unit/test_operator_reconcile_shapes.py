@@ -65,3 +65,32 @@ def test_an_invalid_document_is_refused_after_a_valid_one_of_another_shape() -> 
     broken["peers"][0]["encapsulation"] = "udp"
     with pytest.raises(ConfigError, match="AH cannot be UDP-encapsulated"):
         validate_document(broken, source="test")
+
+
+def tunnel_documents(name: str) -> list[dict[str, Any]]:
+    objects = [namespace("default"), psk_secret(), tunnel(name, psk_mesh_spec())]
+    objects += [pod(f"p{i}", f"10.0.0.{i + 1}", labels={"app": "mesh"}) for i in range(3)]
+    return [dict(config.document) for config in plan(Cluster.of(objects)).pods.values()]
+
+
+def test_tunnels_with_one_spec_share_a_shape_whatever_their_file_tags() -> None:
+    first, second = tunnel_documents("mesh")[0], tunnel_documents("other")[0]
+    assert first["peers"][0]["auth"] != second["peers"][0]["auth"]  # psk-<tag of the Tunnel>
+    assert shape(first) == shape(second)
+
+
+def test_which_peers_share_a_file_stays_in_the_shape() -> None:
+    document, *_ = mesh_documents("10.0.0.1", "10.0.0.2", "10.0.0.3")
+    shared = document["peers"][0]["auth"]["psk"]["secretFile"]
+    apart = copy.deepcopy(document)
+    apart["peers"][1]["auth"]["psk"]["secretFile"] = "psk-0123456789ab"
+    assert document["peers"][1]["auth"]["psk"]["secretFile"] == shared
+    assert shape(apart) != shape(document)
+
+
+def test_a_file_name_without_a_tag_is_kept_literally() -> None:
+    document, *_ = mesh_documents("10.0.0.1", "10.0.0.2")
+    one, other = copy.deepcopy(document), copy.deepcopy(document)
+    one["peers"][0]["auth"]["psk"]["secretFile"] = "psk-file"
+    other["peers"][0]["auth"]["psk"]["secretFile"] = "../psk-0123456789ab"
+    assert shape(one) != shape(document) != shape(other)

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
+from kipsec_operator import reconciler as reconciler_module
 from kipsec_operator.reconcile.affected import Change, candidates
 from kipsec_operator.reconcile.cluster import Cluster
-from kipsec_operator.reconciler import batch_candidates
-from support.operator_objects import namespace, pod, psk_mesh_spec, psk_secret, tunnel
+from kipsec_operator.reconcile.peers import selected, selects_any
+from kipsec_operator.reconcile.render import plan
+from kipsec_operator.reconcile.validation import parse_spec
+from kipsec_operator.reconciler import batch_candidates, pod_batch
+from support.operator_objects import (
+    namespace,
+    pod,
+    psk_mesh_spec,
+    psk_secret,
+    tunnel,
+    two_sided_spec,
+)
 
 BEFORE = [
     namespace("default"),
@@ -39,3 +52,57 @@ def test_a_deleted_tunnel_still_touches_its_former_pods() -> None:
     after = Cluster.of([o for o in BEFORE if o["metadata"]["name"] != "blue"])
     keys = batch_candidates(Cluster.of(BEFORE), after, [Change("Tunnel", "default", "blue")])
     assert keys == {("default", "b1"), ("default", "b2")}
+
+
+def test_a_pod_batch_may_take_the_memberships_the_last_pass_found() -> None:
+    after_objects = copy.deepcopy(BEFORE)
+    b1 = next(o for o in after_objects if o["metadata"]["name"] == "b1")
+    b1["metadata"]["labels"] = {"app": "green"}  # moves from blue to green
+    before, after = Cluster.of(BEFORE), Cluster.of(after_objects)
+    found = pod_batch(before, after, {("default", "b1")}, plan(before).selected)
+    assert found == pod_batch(before, after, {("default", "b1")})
+    assert found[1] == {("default", "blue"), ("default", "green")}
+
+
+def test_selects_any_agrees_with_selected_pod_by_pod() -> None:
+    across = two_sided_spec("client", "server")
+    across["selector"]["to"]["namespaceSelector"] = {"matchLabels": {"team": "b"}}
+    objects = [
+        namespace("default"),
+        namespace("open", allow_tunnels_from="default", team="b"),
+        namespace("closed", team="b"),
+        psk_secret(),
+        tunnel("mesh", psk_mesh_spec(app="mesh")),
+        tunnel("across", across),
+        pod("m1", "10.0.0.1", labels={"app": "mesh"}),
+        pod("c1", "10.0.0.2", labels={"app": "client"}),
+        pod("s1", "10.0.1.1", namespace="open", labels={"app": "server"}),
+        pod("s2", "10.0.2.1", namespace="closed", labels={"app": "server"}),
+        pod("s3", "10.0.0.3", labels={"app": "server"}),
+        pod("x1", "10.0.0.4", labels={"app": "other"}),
+    ]
+    cluster = Cluster.of(objects)
+    for tunnel_key, obj in cluster.tunnels.items():
+        spec = parse_spec(obj)
+        assert not isinstance(spec, list)
+        members = set().union(*selected(obj, spec, cluster))
+        for key in cluster.pods:
+            assert selects_any(obj, spec, cluster, [key]) == (key in members), (tunnel_key, key)
+    assert members == {("default", "c1"), ("open", "s1")}  # "across": no consent, no label
+
+
+def test_a_small_pod_batch_finds_what_selecting_every_tunnel_finds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    after_objects = copy.deepcopy(BEFORE)
+    b1 = next(o for o in after_objects if o["metadata"]["name"] == "b1")
+    b1["metadata"]["labels"] = {"app": "green"}
+    g2 = next(o for o in after_objects if o["metadata"]["name"] == "g2")
+    g2["status"]["podIP"] = g2["status"]["podIPs"][0]["ip"] = "10.0.3.9"
+    after_objects.append(pod("r3", "10.0.1.3", labels={"app": "red"}))
+    before, after = Cluster.of(BEFORE), Cluster.of(after_objects)
+    changed = {("default", "b1"), ("default", "g2"), ("default", "r3"), ("default", "r1")}
+    few = pod_batch(before, after, changed)
+    monkeypatch.setattr(reconciler_module, "FEW_PODS", 0)
+    assert few == pod_batch(before, after, changed)
+    assert few[1] == {("default", "red"), ("default", "blue"), ("default", "green")}

@@ -5,6 +5,7 @@ recomputes no status of theirs, yet writes exactly what a fresh operator would."
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 from collections.abc import Mapping
 from typing import Any
@@ -13,7 +14,8 @@ import pytest
 
 from kipsec_operator import reconciler as reconciler_module
 from kipsec_operator.reconcile.cluster import K8sObject, ObjectKey, key_of
-from kipsec_operator.reconciler import Reconciler
+from kipsec_operator.reconcile.render import CONFIG_KEY, POD_ANNOTATION
+from kipsec_operator.reconciler import Reconciler, data_digests
 from support.operator_objects import (
     external_peer,
     external_spec,
@@ -167,3 +169,42 @@ def test_a_watch_event_reads_the_new_object_only(monkeypatch: pytest.MonkeyPatch
     assert [c.key for c in live._changes] == [("default", "r1")]
     live.observe("Pod", "DELETED", r1)
     assert [c.key for c in live._changes] == [("default", "r1")] * 2
+
+
+class Writes(Recorder):
+    """A Recorder that also counts the Secret writes per pod."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+
+    async def apply_secret(
+        self, manifest: Mapping[str, Any], previous: Mapping[str, str] | None
+    ) -> None:
+        self.secrets.append(manifest["metadata"]["annotations"][POD_ANNOTATION])
+
+
+def test_the_index_keeps_digests_of_the_secrets_not_their_documents() -> None:
+    async def scenario() -> None:
+        writes = Writes()
+        live = Reconciler(writes, clock=lambda: "2026-12-07T00:00:00Z")
+        for obj in copy.deepcopy(OBJECTS):
+            live.observe(str(obj["kind"]), "ADDED", obj)
+        await live.reconcile()
+        assert len(writes.secrets) == 9
+        manifest = live.rendering.secrets()[("default", "r1")]
+        document = manifest["data"][CONFIG_KEY]
+        assert live.actual[("default", "r1")] == data_digests(manifest["data"])
+        assert document not in live.actual[("default", "r1")].values()
+
+        live.observe("Secret", "ADDED", copy.deepcopy(manifest))  # the watch sees the write
+        assert not live._changes
+        edited = copy.deepcopy(manifest)
+        edited["data"][CONFIG_KEY] = base64.b64encode(b"{}").decode()
+        live.observe("Secret", "MODIFIED", edited)  # someone else edited it: restore it
+        writes.secrets.clear()
+        await live.reconcile()
+        assert writes.secrets == ["r1"]
+        assert live.actual[("default", "r1")] == data_digests(manifest["data"])
+
+    asyncio.run(scenario())

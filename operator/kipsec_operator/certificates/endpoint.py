@@ -155,22 +155,27 @@ async def handle_csr_post(
     now: datetime,
     rng: Rng,
     report: Callable[[Refused], None] | None = None,
+    issued: Callable[[Approved, str], None] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """The whole ``POST /v1/csr``: returns (HTTP status, JSON body). Never raises for
     bad input; backend errors other than LookupError propagate (a 500 from the server).
     ``report`` is given every refusal (with :attr:`.csr.Refused.about` when it is about
-    a selected pod), for the TunnelCertificate's status."""
+    a selected pod), for the TunnelCertificate's status; ``issued`` every certificate
+    signed (PEM) with the decision naming its pod, so it can be given to the pod's peers."""
     answer = await _csr_post(body, authorization, backend, now, rng)
     if isinstance(answer, Refused):
         if report is not None:
             report(answer)
         return refusal_response(answer)
-    return answer
+    decision, response = answer
+    if issued is not None:
+        issued(decision, str(response[1]["certificate"]))
+    return response
 
 
 async def _csr_post(
     body: bytes, authorization: str | None, backend: CsrBackend, now: datetime, rng: Rng
-) -> tuple[int, dict[str, Any]] | Refused:
+) -> tuple[Approved, tuple[int, dict[str, Any]]] | Refused:
     csr_pem = parse_csr_body(body)
     if isinstance(csr_pem, Refused):
         return csr_pem
@@ -194,7 +199,7 @@ async def _csr_post(
         terms = (decision.terms.namespace, decision.terms.name)
         pod_key = (decision.pod_namespace, decision.pod_name)
         return Refused("ca-unavailable", problem, retryable=True, about=(terms, pod_key))
-    return issued_response(sign_approved(decision, ca, now, rng), bundle)
+    return decision, issued_response(sign_approved(decision, ca, now, rng), bundle)
 
 
 def _issuer_name(decision: Approved) -> str:

@@ -202,6 +202,12 @@ class CertificateAuthentication(_Model):
                 "TunnelCertificate brings its issuer's CA)",
                 ".caSecretRef",
             ),
+            rule(
+                "!has(self.publicKeyEncryption) || has(self.tunnelCertificateRef)",
+                "spec.authentication.certificate.publicKeyEncryption: only with "
+                "tunnelCertificateRef (the operator delivers each pod its peers' certificates)",
+                ".publicKeyEncryption",
+            ),
         )
     )
 
@@ -212,6 +218,15 @@ class CertificateAuthentication(_Model):
     ca.crt) shared by every pod of the Tunnel."""
     ca_secret_ref: CaSecretRef | None = None
     """The CAs to trust, with `secretRef`; default: `ca.crt` of that Secret."""
+    public_key_encryption: Literal["rsa", "revised"] | None = None
+    """IKEv1 only (`ikeVersion: 1`), with `tunnelCertificateRef` issuing RSA keys:
+    authenticate by public-key encryption instead of signatures, `rsa` (RFC 2409 5.2,
+    method 4) or `revised` (5.3, method 5). Each side encrypts its nonce and identity to
+    the other's RSA key, so it must know the peer's certificate before the exchange: the
+    operator puts every peer pod's current certificate into each pod's configuration
+    Secret (certificates only; private keys never leave their pod). A peer whose
+    certificate the operator has not seen yet is left out of the pod's document until it
+    has one. Unset: signatures."""
 
 
 _ONE_AUTHENTICATION = ConfigDict(
@@ -378,7 +393,14 @@ class TunnelSpec(_Model):
     protocol: Literal["esp", "ah"] = "esp"
     """esp encrypts and authenticates; ah only authenticates (and cannot cross NAT)."""
     keying: Literal["ike", "manual"] = "ike"
-    """ike negotiates and rekeys SAs (IKEv2); manual takes keys from a Secret."""
+    """ike negotiates and rekeys SAs (IKEv2, or IKEv1 with ikeVersion 1); manual takes
+    keys from a Secret."""
+    ike_version: Literal[1, 2] = 2
+    """IKE version: 2, or 1 (IKEv1 main mode and quick mode, deprecated by RFC 9395: only
+    for a legacy peer that speaks nothing else; the status warns). With 1, `proposals.ike`
+    left at the IKEv2 default offers the sidecar's IKEv1 default
+    (aes256-sha256-modp2048, aes256-sha256-ecp256); AEAD ciphers and Ed25519 keys are
+    refused (IKEv1 has neither)."""
     authentication: Authentication | None = None
     """IKE authentication; required with keying ike."""
     manual: ManualKeying | None = None
@@ -439,6 +461,8 @@ class TunnelStatus(_Model):
     """Links whose sidecar reports an established child SA."""
     last_error: Annotated[str, Field(max_length=1024)] | None = None
     """The latest error a sidecar reported, with its pod (never secret material)."""
+    warnings: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=8)] = []
+    """Deprecated choices the spec opts in to (IKEv1), each naming its field."""
 
 
 # --- ExternalPeer --------------------------------------------------------------------------
@@ -526,11 +550,6 @@ class ExternalPeerSpec(_Model):
     model_config = ConfigDict(
         json_schema_extra=_rules(
             rule(
-                "self.ikeVersion == 2",
-                "spec.ikeVersion: IKEv1 is not yet supported; use 2",
-                ".ikeVersion",
-            ),
-            rule(
                 "self.initiator != 'external' || self.start == 'auto' || self.start == 'none'",
                 "spec.start: the pods never initiate with initiator: external; leave start "
                 "unset or none",
@@ -557,7 +576,11 @@ class ExternalPeerSpec(_Model):
     liveness: Liveness = Liveness()
     """Dead peer detection, as in a Tunnel."""
     ike_version: Literal[1, 2] = 2
-    """IKE version: 2 (IKEv1 is not yet supported)."""
+    """IKE version: 2, or 1 (IKEv1 main mode and quick mode, deprecated by RFC 9395: only
+    for a legacy peer that speaks nothing else; the status warns). With 1, `proposals.ike`
+    left at the IKEv2 default offers the sidecar's IKEv1 default
+    (aes256-sha256-modp2048, aes256-sha256-ecp256); AEAD ciphers and Ed25519 keys are
+    refused (IKEv1 has neither)."""
     initiator: Literal["pods", "external", "either"] = "either"
     """Who starts the SAs: the pods, the external side (the pods only answer), either."""
     start: StartAction = "auto"
@@ -599,6 +622,8 @@ class ExternalPeerStatus(_Model):
     """Pods whose sidecar reports an established child SA with it."""
     pod_errors: Annotated[list[PodError], Field(max_length=32)] = []
     """The latest failure per pod that is not established (at most 32 pods)."""
+    warnings: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=8)] = []
+    """Deprecated choices the spec opts in to (IKEv1), each naming its field."""
 
 
 # --- TunnelCertificate -------------------------------------------------------------------------

@@ -111,6 +111,7 @@ def tunnel_crd() -> JsonObject:
         [
             {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
             {"name": "Protocol", "type": "string", "jsonPath": ".spec.protocol"},
+            {"name": "IKE", "type": "integer", "jsonPath": ".spec.ikeVersion"},
             {"name": "Pods", "type": "integer", "jsonPath": ".status.pods"},
             {"name": "SAs", "type": "integer", "jsonPath": ".status.childSasEstablished"},
             {"name": "Ready", "type": "string", "jsonPath": _READY},
@@ -149,6 +150,7 @@ def external_peer_crd() -> JsonObject:
         [
             {"name": "Address", "type": "string", "jsonPath": ".spec.address"},
             {"name": "Initiator", "type": "string", "jsonPath": ".spec.initiator"},
+            {"name": "IKE", "type": "integer", "jsonPath": ".spec.ikeVersion"},
             {"name": "Pods", "type": "integer", "jsonPath": ".status.pods"},
             {"name": "Established", "type": "integer", "jsonPath": ".status.podsEstablished"},
             {"name": "Ready", "type": "string", "jsonPath": _READY},

@@ -72,7 +72,8 @@ class Cluster:
     `resolved` maps the DNS names of ExternalPeers' `spec.address` to the addresses the
     operator resolved (absent or empty: unresolvable); `cluster_networks` are the pod
     and Service ranges an external peer's subnets must not overlap (chart values). Both
-    come from the operator, not from Kubernetes objects.
+    come from the operator, not from Kubernetes objects. `pod_certificates` come from
+    the operator's own configuration Secrets, which are not in `secrets`.
     """
 
     pods: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
@@ -87,6 +88,9 @@ class Cluster:
     external_peers: Mapping[ObjectKey, K8sObject] = field(default_factory=dict)
     resolved: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     cluster_networks: tuple[str, ...] = ()
+    pod_certificates: Mapping[ObjectKey, str] = field(default_factory=dict)
+    """Per pod, its current operator-issued certificate (base64 PEM) as its own
+    configuration Secret holds it (:mod:`.pod_certificates`)."""
 
     @classmethod
     def of(
@@ -96,6 +100,7 @@ class Cluster:
         *,
         resolved: Mapping[str, tuple[str, ...]] | None = None,
         cluster_networks: Iterable[str] = (),
+        pod_certificates: Mapping[ObjectKey, str] | None = None,
     ) -> Cluster:
         """A snapshot of `objects` (any mix of the kinds above; others are ignored)."""
         buckets: dict[str, dict[Any, K8sObject]] = {name: {} for name in _KINDS.values()}
@@ -110,6 +115,7 @@ class Cluster:
             trust_bundles=dict(trust_bundles or {}),
             resolved=dict(resolved or {}),
             cluster_networks=tuple(cluster_networks),
+            pod_certificates=dict(pod_certificates or {}),
         )
 
     @cached_property
@@ -154,6 +160,11 @@ class Cluster:
         return {
             key: (pod.get("metadata") or {}).get("labels") or {} for key, pod in self.pods.items()
         }
+
+    @property
+    def pod_labels(self) -> Mapping[ObjectKey, Mapping[str, str]]:
+        """Per pod, its labels (built once per snapshot)."""
+        return self._labels
 
     def ref(self, key: ObjectKey, *, require_ip: bool = True) -> PodRef | None:
         """:func:`pod_ref` of the pod `key` (None when unknown), computed once per snapshot."""
@@ -218,10 +229,12 @@ class PodRef:
     node: str = ""
     config_secret: str | None = None
     """The configuration Secret's name the webhook chose (annotation), if any."""
+    key: ObjectKey = field(init=False, repr=False, compare=False)
+    """(namespace, name), built once: a pass merging every Tunnel's links asks each
+    link's two pods for it (a property built a tuple per call, 4 % of the operator)."""
 
-    @property
-    def key(self) -> ObjectKey:
-        return (self.namespace, self.name)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.namespace, self.name))
 
     @property
     def peer_name(self) -> str:

@@ -36,6 +36,7 @@ from kipsec_sidecar.config.model import Identity as SidecarIdentity
 
 from .cluster import Cluster, K8sObject, ObjectKey, PodRef, ip_version
 from .validation import (
+    check_ikev1_key,
     check_lifetimes,
     check_proposals,
     decoded_secret,
@@ -106,8 +107,6 @@ def _check(
     spec: ExternalPeerSpec, key: ObjectKey, cluster: Cluster, taken: list[tuple[str, Network]]
 ) -> Iterator[FieldError]:
     namespace = key[0]
-    if spec.ike_version != 2:
-        yield FieldError("spec.ikeVersion", "IKEv1 is not yet supported; use 2")
     if spec.initiator == "external" and spec.start not in ("auto", "none"):
         yield FieldError(
             "spec.start", "the pods never initiate with initiator: external; leave it unset"
@@ -137,7 +136,8 @@ def _check(
                 f"{base}.certificate.tunnelCertificateRef.name",
                 f'TunnelCertificate "{name}" not found in namespace {namespace}',
             )
-    yield from check_proposals(spec.proposals, "esp")
+        yield from check_ikev1_key(spec.ike_version, namespace, name, cluster)
+    yield from check_proposals(spec.proposals, "esp", ike_version=spec.ike_version)
     yield from check_lifetimes(spec.lifetimes, spec.liveness, ike=True)
 
 

@@ -19,7 +19,7 @@ from .cluster import Cluster, K8sObject, ObjectKey, key_of
 from .external import addresses_of, external_peer_name
 from .render import Rendering
 from .status import SidecarReport, build_condition, problems_message, sanitize
-from .validation import external_peer_names
+from .validation import deprecation_warnings, external_peer_names
 
 MAX_POD_ERRORS = 32
 """Pods listed in `status.podErrors` (the count of the rest is in the message)."""
@@ -104,7 +104,7 @@ def external_peer_status(
         degraded = condition("Degraded", True, "SidecarError", message)
     else:
         degraded = condition("Degraded", False, "AsExpected", "")
-    return _status(
+    status = _status(
         generation,
         [ready, degraded],
         addresses=list(addresses_of(checked, cluster)),
@@ -113,6 +113,8 @@ def external_peer_status(
         established=len(established),
         pod_errors=[{"pod": pod, "reason": reason} for pod, reason in errors[:MAX_POD_ERRORS]],
     )
+    status["warnings"] = deprecation_warnings(checked.ike_version)
+    return status
 
 
 def _status(

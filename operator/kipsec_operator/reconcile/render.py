@@ -15,7 +15,11 @@ sidecar resolves them against the directory holding `config.yaml`), so the same 
 work from the mounted Secret and from the copy the sidecar writes when it gets its
 configuration from the operator's `/v1/config`. A certificate issued through a
 TunnelCertificate is not in the Secret: the sidecar generates its key in the pod and
-keeps key and certificate under :data:`IDENTITY_DIR`. With TLS, every Secret also holds
+keeps key and certificate under :data:`IDENTITY_DIR`; the replica that signs it writes
+the certificate (never a key) into the pod's Secret as :data:`POD_CERTIFICATE_KEY`, which
+a pass keeps as it is (:func:`with_pod_certificate`), and with IKEv1 public-key
+encryption each pod's Secret also holds its peers' certificates (`peer-<digest>.crt`,
+named by `peerCertFile`; :mod:`.pod_certificates`). With TLS, every Secret also holds
 :data:`OPERATOR_CA_KEY` (:func:`with_operator_ca`, added by the reconciler).
 
 A selected pod without an IP yet gets its Secret without a document (a bootstrap
@@ -36,7 +40,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 from kipsec_operator.crds.models import (
     ExternalPeerSpec,
@@ -64,9 +68,16 @@ from .peers import (
     traffic_selectors,
     tunnel_links,
 )
+from .pod_certificates import peer_certificate
 from .services import ServiceIndex
 from .shapes import validate_document
-from .validation import manual_algorithms, parse_spec, validate_tunnel
+from .validation import (
+    ike_proposals,
+    manual_algorithms,
+    parse_spec,
+    public_key_encryption,
+    validate_tunnel,
+)
 
 MOUNT_PATH = "/etc/kipsec"
 CONFIG_KEY = "config.yaml"
@@ -74,6 +85,9 @@ OPERATOR_CA_KEY = "operator-ca.crt"
 """The CA of the operator's serving certificate, in every pod's Secret (the bootstrap
 one too), so the sidecar verifies the operator's TLS (CSR exchange, ``/v1/config``)."""
 IDENTITY_DIR = "/var/run/kipsec/identity"
+POD_CERTIFICATE_KEY = "pod.crt"
+"""The pod's own operator-issued certificate in its Secret, written by the replica that
+signed it and by nothing else: where its peers' copies come from."""
 SECRET_PREFIX = "kipsec-sidecar-"  # noqa: S105 - a name prefix
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kipsec-operator"}
 POD_ANNOTATION = "kipsec.io/pod"
@@ -149,6 +163,18 @@ def secret_manifest(pod: PodRef, files: Mapping[str, str]) -> dict[str, Any]:
         },
         "data": dict(sorted(files.items())),
     }
+
+
+def with_pod_certificate(
+    manifest: dict[str, Any], current: Mapping[str, str] | None
+) -> dict[str, Any]:
+    """`manifest` (a configuration Secret) with the :data:`POD_CERTIFICATE_KEY` that the
+    Secret holds now (`current` data) kept: a pass never writes or removes it."""
+    value = (current or {}).get(POD_CERTIFICATE_KEY)
+    if value is None:
+        return manifest
+    data = {**(manifest.get("data") or {}), POD_CERTIFICATE_KEY: value}
+    return {**manifest, "data": dict(sorted(data.items()))}
 
 
 def with_operator_ca(manifest: dict[str, Any], pem: str | None) -> dict[str, Any]:
@@ -327,17 +353,26 @@ def render_pod(
     files: dict[str, str] = {}
     peers = []
     shared_certificate = False
+    local_auth: dict[str, Any] | None = None
     for link in sorted(links, key=lambda item: item.remote.peer_name):
         spec = specs[link.tunnel]
         auth = spec.authentication
         if auth is not None and auth.certificate is not None and auth.certificate.secret_ref:
             shared_certificate = True
-        peers.append(_peer(link, spec, cluster, files))
+        if public_key_encryption(spec) is not None and local_auth is None:
+            # The pod needs its certificate before any peer can have it: `local.auth`
+            # makes the sidecar enroll even while every peer is left out.
+            local_auth = _auth(link, spec, cluster, files, _digest(*link.tunnel))
+        peer = _peer(link, spec, cluster, files)
+        if peer is not None:
+            peers.append(peer)
     for external_link in external:
         peers.append(_external_peer(external_link, specs[external_link.tunnel], cluster, files))
     local: dict[str, Any] = {"addresses": list(pod.ips)}
     if not shared_certificate:
         local["identity"] = {"address": pod.primary_ip}
+    if local_auth is not None:
+        local["auth"] = local_auth
     document: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -357,7 +392,10 @@ def render_pod(
     return PodConfig(pod=pod, document=document, files=files)
 
 
-def _peer(link: Link, spec: TunnelSpec, cluster: Cluster, files: dict[str, str]) -> dict[str, Any]:
+def _peer(
+    link: Link, spec: TunnelSpec, cluster: Cluster, files: dict[str, str]
+) -> dict[str, Any] | None:
+    """The entry of a linked pod; None while public-key encryption lacks its certificate."""
     peer: dict[str, Any] = {
         "name": link.remote.peer_name,
         "address": link.remote_address,
@@ -372,21 +410,41 @@ def _peer(link: Link, spec: TunnelSpec, cluster: Cluster, files: dict[str, str])
         return peer
     tag = _digest(*link.tunnel)
     peer["auth"] = _auth(link, spec, cluster, files, tag)
+    method = public_key_encryption(spec)
+    if method is not None:
+        peer_cert = _peer_certificate_file(link, spec, cluster, tag, files)
+        if peer_cert is None:
+            return None
+        peer["auth"]["certificate"] |= {"publicKeyEncryption": method, "peerCertFile": peer_cert}
     auth = spec.authentication
     if auth is None or auth.certificate is None or auth.certificate.secret_ref is None:
         peer["identity"] = {"address": link.remote.primary_ip}
-    peer.update(_ike_settings(spec.proposals, spec.lifetimes, spec.liveness, spec.protocol))
+    peer.update(
+        _ike_settings(
+            spec.ike_version, spec.proposals, spec.lifetimes, spec.liveness, spec.protocol
+        )
+    )
     peer.update(_control(spec.start, spec.close_action, spec.dpd_action))
     return peer
 
 
 def _ike_settings(
-    proposals: Proposals, lifetimes: Lifetimes, liveness: Liveness, protocol: str
+    ike_version: int,
+    proposals: Proposals,
+    lifetimes: Lifetimes,
+    liveness: Liveness,
+    protocol: Literal["esp", "ah"],
 ) -> dict[str, Any]:
-    """A peer's `proposals`, `lifetimes` and `liveness` in the document."""
-    offered: dict[str, Any] = {"ike": list(proposals.ike)}
+    """A peer's `ikeVersion` (written only for 1, so IKEv2 documents are unchanged),
+    `proposals`, `lifetimes` and `liveness` in the document."""
+    version: dict[str, Any] = {"ikeVersion": 1} if ike_version == 1 else {}
+    offered: dict[str, Any] = {}
+    ike = ike_proposals(proposals, ike_version)
+    if ike is not None:
+        offered["ike"] = ike
     offered[protocol] = list(getattr(proposals, protocol))
     return {
+        **version,
         "proposals": offered,
         "lifetimes": {
             "ikeSa": lifetimes.ike_sa,
@@ -436,7 +494,9 @@ def _external_peer(
     if identity is not None:
         peer["identity"] = identity
     peer["auth"] = _external_auth(link, spec, cluster, files)
-    peer.update(_ike_settings(spec.proposals, spec.lifetimes, spec.liveness, "esp"))
+    peer.update(
+        _ike_settings(spec.ike_version, spec.proposals, spec.lifetimes, spec.liveness, "esp")
+    )
     start: StartAction = "none" if spec.initiator == "external" else spec.start
     peer.update(_control(start, spec.close_action, spec.dpd_action))
     return peer
@@ -521,6 +581,24 @@ def _auth(
     }
 
 
+def _peer_certificate_file(
+    link: Link, spec: TunnelSpec, cluster: Cluster, tag: str, files: dict[str, str]
+) -> str | None:
+    """The file holding the remote pod's certificate (added to `files`), or None when
+    the operator has no usable one for it yet (:func:`.pod_certificates.peer_certificate`).
+    Named after its content, so the document changes when the peer's certificate does."""
+    auth = spec.authentication
+    ref = auth.certificate.tunnel_certificate_ref if auth and auth.certificate else None
+    assert ref is not None, "validate_tunnel refuses publicKeyEncryption without it"
+    value = cluster.pod_certificates.get(link.remote.key)
+    bundle = cluster.trust_bundles.get((link.tunnel[0], ref.name), "")
+    if value is None or not peer_certificate(value, link.remote.primary_ip, bundle):
+        return None
+    name = f"peer-{_digest(tag, value)}.crt"
+    files[name] = value
+    return name
+
+
 def _manual(
     link: Link, spec: TunnelSpec, cluster: Cluster, files: dict[str, str]
 ) -> dict[str, Any]:
@@ -550,6 +628,7 @@ __all__ = [
     "MOUNT_PATH",
     "OPERATOR_CA_KEY",
     "POD_ANNOTATION",
+    "POD_CERTIFICATE_KEY",
     "SECRET_PREFIX",
     "PodConfig",
     "Rendering",
@@ -561,4 +640,5 @@ __all__ = [
     "secret_name",
     "sidecar_start",
     "with_operator_ca",
+    "with_pod_certificate",
 ]

@@ -11,17 +11,22 @@ document is reduced to its shape — every pod IP and peer name renamed to a pla
 by order of first appearance, keeping the IP version — and a shape the loader accepted
 once is not validated again.
 
-Only what the renderer derives from pods is renamed: `local.addresses`, identities of
-type `address`, peer `name` and `address`, and host-length traffic-selector CIDRs
-(`/32`, `/128`; a wider prefix keeps its literal value, since containment is not
-preserved by renaming). Everything else (proposals, files, manual SPIs, fields other
-renderers add) is part of the shape as it is, so an unknown field can only make two
-documents differ, never make an invalid one pass.
+Only what the renderer derives from pods and Tunnels is renamed: `local.addresses`,
+identities of type `address`, peer `name` and `address`, host-length traffic-selector
+CIDRs (`/32`, `/128`; a wider prefix keeps its literal value, since containment is not
+preserved by renaming), and the Tunnel's tag in the file names under a peer's `auth`
+(`psk-<tag>`, `ca-<tag>.crt`: 12 hex digits from the Tunnel's key, renamed to 12 hex
+digits, so the name keeps its form; without this every Tunnel had shapes of its own and
+the loader ran about ten times per Tunnel, seconds at 5,000 pods). Everything else
+(proposals, other file names, manual SPIs, fields other renderers add) is part of the
+shape as it is, so an unknown field can only make two documents differ, never make an
+invalid one pass.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -35,12 +40,16 @@ MAX_SHAPES = 8192
 
 _HOST_BITS = {4: 32, 6: 128}
 
+_TAGGED_FILE = re.compile(r"(?P<head>[a-z]+-)(?P<tag>[0-9a-f]{12})(?P<tail>\.[a-z]+)?")
+"""A file name the renderer tags with its Tunnel (`render._digest`)."""
+
 
 class _Renamer:
     """Placeholders by order of first appearance: equal inputs, equal placeholders."""
 
     def __init__(self) -> None:
         self._names: dict[str, str] = {}
+        self._tags: dict[str, str] = {}
 
     def name(self, value: Any) -> Any:
         if not isinstance(value, str):
@@ -65,6 +74,20 @@ class _Renamer:
         except ValueError:
             return value
         return f"{self.address(address)}/{bits}" if host else value
+
+    def files(self, value: Any) -> Any:
+        """`value` (a peer's `auth`) with each Tunnel tag in a file name renamed."""
+        if isinstance(value, Mapping):
+            return {key: self.files(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.files(item) for item in value]
+        if not isinstance(value, str):
+            return value
+        found = _TAGGED_FILE.fullmatch(value)
+        if found is None:
+            return value
+        tag = self._tags.setdefault(found["tag"], f"{len(self._tags):012x}")
+        return f"{found['head']}{tag}{found['tail'] or ''}"
 
 
 def _identity(identity: Any, rename: _Renamer) -> Any:
@@ -120,6 +143,7 @@ def _peer(peer: Any, rename: _Renamer) -> Any:
         ("address", rename.address),
         ("identity", lambda v: _identity(v, rename)),
         ("trafficSelectors", lambda v: _selectors(v, rename)),
+        ("auth", rename.files),
     ):
         if key in peer:
             shaped[key] = how(peer[key])

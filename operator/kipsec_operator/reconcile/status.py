@@ -51,7 +51,7 @@ from .cluster import Cluster, K8sObject, ObjectKey, key_of
 from .external import ExternalLink
 from .peers import refusals, selected
 from .render import Rendering
-from .validation import parse_spec
+from .validation import deprecation_warnings, external_peer_names, parse_spec
 
 MAX_ERROR_LENGTH = 1024
 REDACTED = "[redacted]"
@@ -294,7 +294,8 @@ def tunnel_status(
         degraded = condition("Degraded", True, "SidecarError", last_error)
     else:
         degraded = condition("Degraded", False, "AsExpected", "")
-    return _status(
+    spec = rendering.specs[key]
+    status = _status(
         generation,
         [ready, degraded],
         pods=len(with_ip),
@@ -302,6 +303,9 @@ def tunnel_status(
         established=established,
         last_error=last_error,
     )
+    # A Tunnel to ExternalPeers uses their algorithms: each ExternalPeer warns itself.
+    status["warnings"] = [] if external_peer_names(spec) else deprecation_warnings(spec.ike_version)
+    return status
 
 
 def _certificate_name(link: ExternalLink, cluster: Cluster) -> str:

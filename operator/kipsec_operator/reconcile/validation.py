@@ -22,7 +22,14 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from kipsec_operator.crds.models import Lifetimes, Liveness, Proposals, SecretKeyRef, TunnelSpec
+from kipsec_operator.crds.models import (
+    DEFAULT_IKE_PROPOSALS,
+    Lifetimes,
+    Liveness,
+    Proposals,
+    SecretKeyRef,
+    TunnelSpec,
+)
 from kipsec_sidecar.config.errors import FieldError, join_path
 from kipsec_sidecar.config.messages import pydantic_errors
 from kipsec_sidecar.config.proposals import (
@@ -33,6 +40,7 @@ from kipsec_sidecar.config.proposals import (
 )
 from kipsec_sidecar.config.psk import psk_bytes, strip_line_ending
 from kipsec_sidecar.config.units import parse_duration
+from kipsec_sidecar.core.ike.config import IKEV1_EDDSA_MESSAGE, ikev1_proposal_problem
 
 from .cluster import Cluster, K8sObject, key_of
 
@@ -123,14 +131,79 @@ def _check(spec: TunnelSpec, namespace: str, cluster: Cluster) -> Iterator[Field
             "AH cannot be UDP-encapsulated: it authenticates the IP addresses a NAT "
             "rewrites; use encapsulation: raw (or protocol: esp)",
         )
+    if spec.keying != "ike" and public_key_encryption(spec) is not None:
+        yield FieldError(PUBLIC_KEY_ENCRYPTION, "only with keying: ike (manual keying has no IKE)")
+    if spec.keying != "ike" and spec.ike_version != 2:
+        yield FieldError("spec.ikeVersion", "only with keying: ike (manual keying has no IKE)")
     if spec.keying == "ike":
         if spec.authentication is not None:
             yield from _check_authentication(spec, namespace, cluster)
-        yield from check_proposals(spec.proposals, spec.protocol)
+            certificate = spec.authentication.certificate
+            if certificate is not None and certificate.tunnel_certificate_ref is not None:
+                yield from check_ikev1_key(
+                    spec.ike_version, namespace, certificate.tunnel_certificate_ref.name, cluster
+                )
+            yield from _check_public_key_encryption(spec, namespace, cluster)
+        yield from check_proposals(spec.proposals, spec.protocol, ike_version=spec.ike_version)
     if spec.keying == "manual" and spec.manual is not None:
         yield from _check_manual(spec, namespace, cluster)
     yield from check_lifetimes(spec.lifetimes, spec.liveness, ike=spec.keying == "ike")
     yield from _check_traffic(spec)
+
+
+def check_ikev1_key(
+    ike_version: int, namespace: str, name: str, cluster: Cluster
+) -> Iterator[FieldError]:
+    """With IKEv1, the TunnelCertificate `name` must issue keys IKEv1 can sign with (the
+    sidecar's refusal of EdDSA, told before any pod gets a key it cannot use)."""
+    if ike_version != 1:
+        return
+    found = cluster.tunnel_certificates.get((namespace, name)) or {}
+    key = (found.get("spec") or {}).get("privateKey") or {}
+    if key.get("algorithm") == "Ed25519":
+        yield FieldError(
+            "spec.ikeVersion",
+            f'TunnelCertificate "{name}" issues Ed25519 keys: {IKEV1_EDDSA_MESSAGE}',
+        )
+
+
+PUBLIC_KEY_ENCRYPTION = "spec.authentication.certificate.publicKeyEncryption"
+
+
+def public_key_encryption(spec: TunnelSpec) -> Literal["rsa", "revised"] | None:
+    """The Tunnel's `publicKeyEncryption` (None: not asked for)."""
+    auth = spec.authentication
+    certificate = auth.certificate if auth is not None else None
+    return certificate.public_key_encryption if certificate is not None else None
+
+
+def _check_public_key_encryption(
+    spec: TunnelSpec, namespace: str, cluster: Cluster
+) -> Iterator[FieldError]:
+    """Public-key encryption needs what the operator can deliver: IKEv1, and a
+    TunnelCertificate issuing RSA keys (it knows each pod's certificate from the CSRs it
+    signs; a shared Secret's or an outside peer's it does not distribute)."""
+    if public_key_encryption(spec) is None:
+        return
+    if spec.ike_version != 1:
+        yield FieldError(
+            PUBLIC_KEY_ENCRYPTION,
+            "only with spec.ikeVersion: 1 (IKEv2 authenticates by signatures)",
+        )
+    auth = spec.authentication
+    assert auth is not None and auth.certificate is not None
+    ref = auth.certificate.tunnel_certificate_ref
+    if ref is None:
+        yield FieldError(PUBLIC_KEY_ENCRYPTION, "only with tunnelCertificateRef")
+        return
+    found = cluster.tunnel_certificates.get((namespace, ref.name)) or {}
+    algorithm = ((found.get("spec") or {}).get("privateKey") or {}).get("algorithm", "ECDSA")
+    if found and algorithm != "RSA":
+        yield FieldError(
+            PUBLIC_KEY_ENCRYPTION,
+            f'TunnelCertificate "{ref.name}" issues {algorithm} keys: public-key encryption '
+            "needs RSA keys (set its spec.privateKey.algorithm: RSA)",
+        )
 
 
 def external_peer_names(spec: TunnelSpec) -> list[str]:
@@ -155,7 +228,18 @@ def _check_external(spec: TunnelSpec, namespace: str, cluster: Cluster) -> Itera
         yield FieldError("spec.keying", "must be ike with spec.selector.to.externalPeers")
     if spec.protocol != "esp":
         yield FieldError("spec.protocol", "must be esp with spec.selector.to.externalPeers")
-    if spec.authentication is not None:
+    if spec.ike_version != 2:
+        yield FieldError(
+            "spec.ikeVersion",
+            "not used with spec.selector.to.externalPeers: set the ExternalPeer's spec.ikeVersion",
+        )
+    if spec.authentication is not None and public_key_encryption(spec) is not None:
+        yield FieldError(
+            PUBLIC_KEY_ENCRYPTION,
+            "not with spec.selector.to.externalPeers: the operator does not know an "
+            "ExternalPeer's certificate in advance",
+        )
+    elif spec.authentication is not None:
         yield FieldError(
             "spec.authentication",
             "not used with spec.selector.to.externalPeers: each ExternalPeer's "
@@ -294,18 +378,50 @@ def _check_authentication(
         )
 
 
-def check_proposals(proposals: Proposals, protocol: Literal["esp", "ah"]) -> Iterator[FieldError]:
-    """Proposal strings (`spec.proposals`) the sidecar cannot use, with its messages."""
-    for index, text in enumerate(proposals.ike):
+def ike_proposals(proposals: Proposals, ike_version: int) -> list[str] | None:
+    """The IKE proposals a peer's document offers; None leaves them to the sidecar.
+
+    With IKEv1, `proposals.ike` at the IKEv2 default (which the API server fills in
+    when the field is unset) means "not chosen": the sidecar then offers its IKEv1
+    default (:data:`~kipsec_sidecar.config.model.DEFAULT_IKEV1_PROPOSALS`), since the
+    IKEv2 default is an AEAD cipher IKEv1 cannot use.
+    """
+    if ike_version == 1 and list(proposals.ike) == DEFAULT_IKE_PROPOSALS:
+        return None
+    return list(proposals.ike)
+
+
+def check_proposals(
+    proposals: Proposals, protocol: Literal["esp", "ah"], *, ike_version: int = 2
+) -> Iterator[FieldError]:
+    """Proposal strings (`spec.proposals`) the sidecar cannot use, with its messages
+    (the IKEv1 refusals too: the sidecar's own check, :func:`ikev1_proposal_problem`)."""
+    for index, text in enumerate(ike_proposals(proposals, ike_version) or ()):
         try:
-            parse_ike_proposal(text)
+            parsed = parse_ike_proposal(text)
         except ProposalError as exc:
             yield FieldError(f"spec.proposals.ike[{index}]", str(exc))
+            continue
+        problem = ikev1_proposal_problem(parsed) if ike_version == 1 else None
+        if problem is not None:
+            yield FieldError(f"spec.proposals.ike[{index}]", f"with spec.ikeVersion 1: {problem}")
     for index, text in enumerate(getattr(proposals, protocol)):
         try:
             parse_child_proposal(text, protocol)
         except ProposalError as exc:
             yield FieldError(f"spec.proposals.{protocol}[{index}]", str(exc))
+
+
+def deprecation_warnings(ike_version: int) -> list[str]:
+    """What a valid spec opts in to that is deprecated, each naming its field, for the
+    status and a Warning Event: IKEv1 (RFC 9395). (SHA-1 needs no warning here: the
+    sidecar's proposal parser refuses it outright, so naming it is an InvalidSpec.)"""
+    if ike_version != 1:
+        return []
+    return [
+        "spec.ikeVersion: IKEv1 is deprecated (RFC 9395); use it only for a legacy peer "
+        "that speaks nothing else"
+    ]
 
 
 def _check_manual(spec: TunnelSpec, namespace: str, cluster: Cluster) -> Iterator[FieldError]:
@@ -392,16 +508,21 @@ __all__ = [
     "MANUAL_KEY",
     "MANUAL_PREVIOUS_KEY",
     "MIN_MANUAL_KEY_BYTES",
+    "PUBLIC_KEY_ENCRYPTION",
     "TLS_SECRET_TYPE",
+    "check_ikev1_key",
     "check_lifetimes",
     "check_proposals",
     "decoded_secret",
+    "deprecation_warnings",
     "external_peer_names",
+    "ike_proposals",
     "manual_algorithms",
     "master_key",
     "parse_model",
     "parse_spec",
     "psk_problems",
+    "public_key_encryption",
     "secret_problem",
     "validate_tunnel",
 ]

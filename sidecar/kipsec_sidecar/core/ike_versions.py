@@ -26,7 +26,7 @@ from .ike.config import Address, IkeConfig
 from .ike.constants import NON_ESP_MARKER
 from .ike.endpoint import REFUSALS as V2_REFUSALS
 from .ike.endpoint import Endpoint
-from .ike.engine import IkeSa
+from .ike.engine import IkeSa, IkeState
 from .ike.events import Event
 from .ikev1.constants import REFUSALS as V1_REFUSALS
 
@@ -40,6 +40,18 @@ AnySa: TypeAlias = "IkeSa | IsakmpSa"
 """An IKE SA of either version: both have the calling convention the daemon uses."""
 VERSION_OFFSET = 17  #: the header byte holding major (high nibble) and minor version
 REFUSALS = tuple(dict.fromkeys((*V2_REFUSALS, *V1_REFUSALS)))
+
+
+def awaiting_first_answer(sa: AnySa) -> bool:
+    """Whether ``sa`` is our initiation still waiting for the peer's first answer
+    (IKE_SA_INIT sent; IKEv1 main mode message 1 sent): the peer holds at most a
+    half-open responder state that times out, so abandoning it is always safe."""
+    if isinstance(sa, IkeSa):
+        return sa.state is IkeState.INIT_SENT
+    # An IKEv1 SA exists, so its engine is loaded already (it is imported lazily).
+    from .ikev1.engine import Phase1State
+
+    return sa.state is Phase1State.MM_SENT_SA
 
 
 def ike_version(sa: AnySa) -> int:
@@ -140,4 +152,4 @@ class VersionedEndpoint:
         return out
 
 
-__all__ = ["REFUSALS", "AnySa", "VersionedEndpoint", "ike_version"]
+__all__ = ["REFUSALS", "AnySa", "VersionedEndpoint", "awaiting_first_answer", "ike_version"]

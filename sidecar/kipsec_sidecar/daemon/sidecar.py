@@ -53,7 +53,6 @@ from ..config.to_core import PeerPlan, to_core
 from ..core.errors import KipsecError
 from ..core.ike.config import Address, IkeConfig
 from ..core.ike.constants import NON_ESP_MARKER, ProtocolId
-from ..core.ike.engine import IkeState
 from ..core.ike.events import (
     AuthenticationFailedEvent,
     ChildSaDeleted,
@@ -67,7 +66,7 @@ from ..core.ike.events import (
     PeerDead,
     ProtocolErrorEvent,
 )
-from ..core.ike_versions import AnySa, VersionedEndpoint
+from ..core.ike_versions import AnySa, VersionedEndpoint, awaiting_first_answer
 from ..core.negotiated import sa_pair
 from ..core.udpencap import build_keepalive
 from ..datapath.base import Datapath, DatapathError, PeerPolicy
@@ -663,9 +662,10 @@ class Sidecar:
                         "duplicate IKE SA deleted",
                         extra={"peer": peer.name, "spi_i": loser.spi_i.hex()},
                     )
-            elif other.is_initiator and not event.initiator and other.state is IkeState.INIT_SENT:
-                # Still in IKE_SA_INIT, the peer holds at most a half-open responder
-                # that times out: abandoning ours is always safe. Past that (IKE_AUTH
+            elif other.is_initiator and not event.initiator and awaiting_first_answer(other):
+                # Still at its first message (IKE_SA_INIT; IKEv1 main mode message 1),
+                # the peer holds at most a half-open responder that times out:
+                # abandoning ours is always safe. Past that (IKE_AUTH
                 # sent), the peer may already have established it as responder; closing
                 # it here without a DELETE would leave the peer an orphan IKE SA and
                 # child SA. Let it complete: the rule for two established SAs above

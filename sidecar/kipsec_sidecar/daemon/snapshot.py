@@ -68,7 +68,16 @@ def ike_view(peer: Peer, sa: AnySa) -> IkeSaView:
         nat_detected=bool(info and info.nat_detected),
         established_at=peer.established_at.get(sa),
         ike_version=ike_version(sa),
+        auth_method=_auth_method(sa),
     )
+
+
+def _auth_method(sa: AnySa) -> int | None:
+    """The phase 1 authentication method of an IKEv1 SA once negotiated (None: IKEv2)."""
+    if isinstance(sa, IkeSa):
+        return None
+    choice = sa.p1.choice
+    return int(choice.suite.auth_method) if choice is not None else None
 
 
 def _encryption_name(encr_id: int | None, bits: int) -> str | None:

@@ -390,6 +390,24 @@ class IkeConfig:
         raise _fail("child", f"no child configuration named {name!r}")
 
 
+IKEV1_AEAD_MESSAGE = (
+    "IKEv1 has no AEAD cipher for the ISAKMP SA: use a CBC cipher with an "
+    "integrity algorithm (e.g. aes256-sha256-modp2048)"
+)
+IKEV1_EDDSA_MESSAGE = (
+    "EdDSA (Ed25519/Ed448) signatures exist only in IKEv2 (RFC 8420); IKEv1 signs "
+    "with RSA or ECDSA keys"
+)
+
+
+def ikev1_proposal_problem(proposal: IkeProposal) -> str | None:
+    """Why `proposal` cannot protect an IKEv1 ISAKMP SA, or None: the one check the
+    sidecar's load and the operator's Tunnel validation share."""
+    if any(e.aead for e in proposal.encryption):
+        return IKEV1_AEAD_MESSAGE
+    return None
+
+
 def _check_ikev1(config: IkeConfig) -> None:
     """Refuse what IKEv1 cannot express, naming the field, at load time.
 
@@ -398,24 +416,19 @@ def _check_ikev1(config: IkeConfig) -> None:
     methods are DSS, RSA and ECDSA (RFC 4754); EdDSA exists only in IKEv2 (RFC 8420).
     """
     for index, proposal in enumerate(config.proposals):
-        if any(e.aead for e in proposal.encryption):
-            raise _fail(
-                f"ike.proposals[{index}].encryption",
-                "IKEv1 has no AEAD cipher for the ISAKMP SA: use a CBC cipher with an "
-                "integrity algorithm (e.g. aes256-sha256-modp2048)",
-            )
+        problem = ikev1_proposal_problem(proposal)
+        if problem is not None:
+            raise _fail(f"ike.proposals[{index}].encryption", problem)
     key = config.auth.private_key
     if config.auth.method == "signature" and isinstance(
         key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
     ):
-        raise _fail(
-            "auth.private_key",
-            "EdDSA (Ed25519/Ed448) signatures exist only in IKEv2 (RFC 8420); IKEv1 signs "
-            "with RSA or ECDSA keys",
-        )
+        raise _fail("auth.private_key", IKEV1_EDDSA_MESSAGE)
 
 
 __all__ = [
+    "IKEV1_AEAD_MESSAGE",
+    "IKEV1_EDDSA_MESSAGE",
     "NONCE_LENGTH",
     "Address",
     "AuthConfig",
@@ -428,4 +441,5 @@ __all__ = [
     "Lifetime",
     "Mode",
     "Retransmission",
+    "ikev1_proposal_problem",
 ]
