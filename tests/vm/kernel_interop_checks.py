@@ -9,8 +9,9 @@ throughout, reconfigured by reload for each link. Its peer in pb is:
 - ``userspace/…``: a ``kipsec-sidecar`` on the userspace datapath (the AH of
   :mod:`kipsec_sidecar.core.ah`): AH tunnel mode over IPv4 and AH transport mode over
   IPv6 (each AH length and each mode once; the other two combinations are the charon
-  links below, and userspace AH in both modes is the netns tier's
-  ``tests/e2e/test_userspace_datapath.py``); pa initiates.
+  links below for the kernel's AH, and for the userspace AH the netns tier's
+  ``tests/e2e/test_userspace_datapath.py`` over IPv4 and scapy's AH in every layout in
+  ``tests/conformance/test_scapy_crosscheck.py``); pa initiates.
 - ``charon/…``: strongSwan's charon with ``kernel-netlink`` (no libipsec: the VM
   kernel's own ESP and AH, which is how strongSwan normally runs): ESP tunnel in UDP,
   raw ESP in transport mode, and AH over IPv4 and IPv6, tunnel and transport mode. pa
