@@ -7,12 +7,19 @@ scripts; the helpers are ``kernel_sidecar_checks``'s). One dual-stack topology
 throughout, reconfigured by reload for each link. Its peer in pb is:
 
 - ``userspace/…``: a ``kipsec-sidecar`` on the userspace datapath (the AH of
-  :mod:`kipsec_sidecar.core.ah`): AH over IPv4 and IPv6, tunnel and transport mode;
-  pa initiates.
+  :mod:`kipsec_sidecar.core.ah`): AH tunnel mode over IPv4 and AH transport mode over
+  IPv6 (each AH length and each mode once; the other two combinations are the charon
+  links below for the kernel's AH, and for the userspace AH the netns tier's
+  ``tests/e2e/test_userspace_datapath.py`` over IPv4 and scapy's AH in every layout in
+  ``tests/conformance/test_scapy_crosscheck.py``); pa initiates.
 - ``charon/…``: strongSwan's charon with ``kernel-netlink`` (no libipsec: the VM
   kernel's own ESP and AH, which is how strongSwan normally runs): ESP tunnel in UDP,
   raw ESP in transport mode, and AH over IPv4 and IPv6, tunnel and transport mode. pa
-  initiates the tunnels, charon the transport-mode links.
+  initiates the tunnels, charon the transport-mode links. Then an IKEv1 link (charon
+  with ``version = 1``, kipsec's peer with ``ikeVersion: 1``, PSK main mode and quick
+  mode): raw ESP tunnel that pa initiates, the same checks, both sides reporting IKE
+  version 1, and a phase-2 rekey charon starts under a 20 ms ping: no ping lost, and
+  pa's kernel then holds only the new quick mode's states.
 
 Each link: pings both ways, the wire carries that protocol (and never the ping's
 pattern in clear, unless AH), pa's ``ip xfrm`` holds exactly its two states and two
@@ -21,6 +28,9 @@ section 3.3.3.2.1: the ICV padded to 32 bits over IPv4, 64 over IPv6: 28 and 32 
 with HMAC-SHA2-256-128) and, against charon, that pa's states carry ``flag align4``
 exactly where charon's do (IPv4 AH). Before kipsec set ``XFRM_STATE_ALIGN4`` its
 kernel sent 32-byte AH over IPv4 and dropped the peers' 28-byte AH (issue 12).
+
+The result's ``timings`` hold each phase's and each link's seconds (``KIPSEC_VM_RESULT``
+in ``conftest.py``): what a link costs the VM tier, before adding or dropping one.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ from vm.kernel_sidecar_checks import (  # noqa: E402
     checking,
     describe,
     expect_kernel_entries,
+    rekey_under_ping,
     settled,
     start,
     stop_clean,
@@ -75,11 +86,13 @@ class Link:
     mode: str
     udp: bool = False
     charon_initiates: bool = False  #: else pa (kipsec) initiates
+    ike_version: int = 2  #: 1: main mode and quick mode (charon ``version = 1``)
 
     @property
     def name(self) -> str:
         how = "udp" if self.udp else "raw"
-        return f"{self.protocol}-ipv{self.version}-{self.mode}-{how}"
+        v1 = "-ikev1" if self.ike_version == 1 else ""
+        return f"{self.protocol}-ipv{self.version}-{self.mode}-{how}{v1}"
 
     @property
     def kind(self) -> str:
@@ -88,11 +101,14 @@ class Link:
 
     def options(self) -> dict[str, Any]:
         """The kipsec peer entry's keys for this link."""
-        return {
+        options: dict[str, Any] = {
             "protocol": self.protocol,
             "mode": self.mode,
             "encapsulation": "udp" if self.udp else "raw",
         }
+        if self.ike_version == 1:
+            options["ikeVersion"] = 1
+        return options
 
     def addresses(self, topo: Topology) -> dict[str, str]:
         return V6 if self.version == 6 else v4_addresses(topo)
@@ -104,8 +120,6 @@ class Link:
 
 USERSPACE_LINKS = (
     Link(4, "ah", "tunnel"),
-    Link(4, "ah", "transport"),
-    Link(6, "ah", "tunnel"),
     Link(6, "ah", "transport"),
 )
 CHARON_LINKS = (
@@ -115,7 +129,11 @@ CHARON_LINKS = (
     Link(4, "ah", "transport", charon_initiates=True),
     Link(6, "ah", "tunnel"),
     Link(6, "ah", "transport", charon_initiates=True),
+    Link(4, "esp", "tunnel", ike_version=1),
 )
+#: charon's IKEv1 (ISAKMP SA) proposal: kipsec's default for an ``ikeVersion: 1`` peer
+#: (IKEv1 has no AEAD for phase 1, so the IKEv2 default cannot serve).
+CHARON_IKEV1_PROPOSALS = ("aes256-sha256-modp2048",)
 
 
 def ah_lengths(capture: Capture) -> dict[str, list[int]]:
@@ -212,7 +230,7 @@ def against_userspace(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> Non
     )
     for link in USERSPACE_LINKS:
         prefix = f"userspace/{link.name}"
-        with checking(prefix):
+        with timed(prefix), checking(prefix):
             if link is not first:
                 reconfigure(a, b, link, topo)
             up((a, "pb"), (b, "pa"), check_view=wanted(link))
@@ -222,7 +240,7 @@ def against_userspace(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> Non
 
 def charon_connection(topo: Topology, link: Link) -> Any:
     """charon's side of ``link`` in pb (host-to-host selectors, its AH or ESP proposal)."""
-    from support.strongswan import Child, Connection, Psk
+    from support.strongswan import DEFAULT_IKE_PROPOSALS, Child, Connection, Psk
 
     addresses = link.addresses(topo)
     me, other = addresses["pa"], addresses["pb"]
@@ -235,6 +253,9 @@ def charon_connection(topo: Topology, link: Link) -> Any:
         local_id=fqdn("pb"),
         remote_id=fqdn("pa"),
         encap=link.udp,
+        version=1 if link.ike_version == 1 else 2,
+        proposals=CHARON_IKEV1_PROPOSALS if link.ike_version == 1 else DEFAULT_IKE_PROPOSALS,
+        extra={"aggressive": "no"} if link.ike_version == 1 else {},
         children=(
             Child(
                 "pods",
@@ -260,7 +281,7 @@ def against_charon(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> None:
     try:
         for link in CHARON_LINKS:
             prefix = f"charon/{link.name}"
-            with checking(prefix):
+            with timed(prefix), checking(prefix):
 
                 def charon_for(link: Link = link) -> None:
                     wait_until("charon has no SA left", lambda: not peer.list_sas(), 30)
@@ -294,8 +315,24 @@ def against_charon(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> None:
                         f"align4 per state {flags}, want {expected} on both\n"
                         f"{describe(topo.namespace('pa'))}\n{describe(topo.namespace('pb'))}",
                     )
+                if link.ike_version == 1:
+                    ikev1_link(prefix, topo, a, peer, ike)
     finally:
         peer.stop()
+
+
+def ikev1_link(prefix: str, topo: Topology, a: Sidecar, peer: Any, ike: Any) -> None:
+    """The IKEv1 link's own checks: both sides say version 1 (``ike``: charon's IKE SA,
+    whose vici ``version`` is the IKE major version); charon's quick mode rekey replaces
+    pa's kernel states under traffic without loss."""
+    theirs = None if ike is None else str(ike.raw.get("version"))
+    versions = (a.peer("pb")["ike_sa"]["ike_version"], theirs)
+    check(f"{prefix}/ike-version-1", versions == (1, "1"), f"kipsec, charon: {versions}")
+
+    def charon_rekeys() -> str:
+        return f"charon rekey matched {peer.rekey(child='pods')} child SA(s)"
+
+    rekey_under_ping(prefix, topo, a, charon_rekeys)
 
 
 def scenario(topo: Topology, work: Path) -> None:

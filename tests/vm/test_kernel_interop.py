@@ -1,11 +1,12 @@
 """kipsec's kernel datapath against other IPsec implementations, inside the test VM.
 
 The session's VM boot (``conftest.py``) runs ``kernel_interop_checks.py`` (see its
-docstring): a kernel-datapath sidecar against a userspace-datapath one (AH over IPv4 and
-IPv6, tunnel and transport) and against strongSwan's charon with ``kernel-netlink`` (ESP
-tunnel in UDP, raw ESP transport, AH over IPv4 and IPv6, tunnel and transport). Each
-test here asserts one of its checks. The AH ones failed before kipsec's IPv4 AH states
-carried ``XFRM_STATE_ALIGN4`` (issue 12).
+docstring): a kernel-datapath sidecar against a userspace-datapath one (AH tunnel over
+IPv4, transport over IPv6) and against strongSwan's charon with ``kernel-netlink`` (ESP
+tunnel in UDP, raw ESP transport, AH over IPv4 and IPv6, tunnel and transport; and an
+IKEv1 link: main mode and quick mode with PSK, raw ESP tunnel, a charon-initiated
+phase-2 rekey under traffic). Each test here asserts one of its checks. The AH ones
+failed before kipsec's IPv4 AH states carried ``XFRM_STATE_ALIGN4`` (issue 12).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ pytestmark = pytest.mark.vm
 _LINK = ("traffic-both-ways", "ip-xfrm-state", "ip-xfrm-policy")
 _AH = (*_LINK, "wire-is-ah", "ah-length")
 _AH_LINKS = ("ipv4-tunnel-raw", "ipv4-transport-raw", "ipv6-tunnel-raw", "ipv6-transport-raw")
+_USERSPACE_LINKS = ("ipv4-tunnel-raw", "ipv6-transport-raw")
 CHECKS = (
     "userspace/datapaths",
-    *(f"userspace/ah-{link}/{name}" for link in _AH_LINKS for name in _AH),
+    *(f"userspace/ah-{link}/{name}" for link in _USERSPACE_LINKS for name in _AH),
     "userspace-pb/sigterm-leaves-nothing",
     *(
         f"charon/esp-ipv4-tunnel-udp/{name}"
@@ -38,6 +40,17 @@ CHECKS = (
         f"charon/ah-{link}/{name}"
         for link in _AH_LINKS
         for name in (*_AH, "charon-has-the-child", "align4-as-charon")
+    ),
+    *(
+        f"charon/esp-ipv4-tunnel-raw-ikev1/{name}"
+        for name in (
+            *_LINK,
+            "wire-is-esp",
+            "charon-has-the-child",
+            "ike-version-1",
+            "rekey-no-loss",
+            "rekey-new-states-only",
+        )
     ),
     "interop-pa/sigterm-leaves-nothing",
 )
