@@ -326,6 +326,7 @@ def render_sas(data: dict[str, Any], *, now: float) -> str:
         )
         if peer.get("last_error"):
             lines.append(f"  last error: {peer['last_error']}")
+        lines += [f"  warning: {w}" for w in peer.get("warnings", ())]
         if peer.get("ike_sa"):
             lines += _ike_lines(peer["ike_sa"], now)
         elif peer["keying"] == "ike":

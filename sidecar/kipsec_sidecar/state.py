@@ -88,6 +88,9 @@ class PeerView:
     """What the peer does while it has no SA now: restart, onDemand or none (see
     ``daemon.actions``)."""
     terminated: bool = False  #: held down by ``terminate`` until ``initiate`` or a reload
+    warnings: tuple[str, ...] = ()
+    """What the operator should know about a working link (SHA-1 named for an IKEv1
+    peer), from the configuration: the same lines the daemon logged at load."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,6 +161,27 @@ def test_ikev1_psk_main_mode_and_quick_mode_carry_traffic_both_ways(
 
 
 @pytest.mark.parametrize(
+    "kipsec_initiates", [True, False], ids=["kipsec-initiates", "strongswan-initiates"]
+)
+def test_sha1_named_for_a_legacy_peer_establishes_with_a_warning(
+    interop_v1: Setup, gateway_topology: Topology, tmp_path: Path, kipsec_initiates: bool
+) -> None:
+    """issue 11: SHA-1 only when named (``aes128-sha1-modp2048``), then a warning in the
+    log (once, at load) and in the peer's status."""
+    sidecar, charon = interop_v1("aes128-sha1-modp2048", kipsec_initiates=kipsec_initiates)
+    sa = wait_up(sidecar, charon)
+    assert (sa.encr_alg, sa.prf_alg) == ("AES_CBC", "PRF_HMAC_SHA1"), sa
+    view = sidecar.peer("b")
+    assert view["ike_sa"]["prf"] == "prf-hmac-sha1" and view["ike_sa"]["ike_version"] == 1
+    (warning,) = view["warnings"]
+    assert "peer b" in warning and "RFC 9395" in warning and "SHA-1" in warning
+    assert f"warning: {warning}" in sidecar.cli("sas").stdout
+    assert_traffic_both_ways_only_encrypted(gateway_topology, tmp_path / "wire.pcap")
+    assert mirrored(sidecar, charon)
+    assert sidecar.log.read_text().count(warning) == 1
+
+
+@pytest.mark.parametrize(
     ("auth", "kipsec_initiates"),
     [("ecdsa", True), ("rsa", False), ("ecdsa", False), ("rsa", True)],
     ids=["ecdsa-kipsec-initiates", "rsa-strongswan-initiates",
@@ -279,12 +300,18 @@ def test_kipsec_answers_strongswan_dpd(interop_v1: Setup, tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     "kipsec_initiates", [True, False], ids=["kipsec-initiates", "strongswan-initiates"]
 )
+@pytest.mark.parametrize(
+    "charon_ike",
+    # The second: SHA-1 that kipsec's proposals do not name is never offered nor accepted.
+    ["aes128-sha256-ecp256", "aes128-sha1-modp2048"],
+    ids=["other-group", "sha1-not-named"],
+)
 def test_no_phase_1_proposal_is_refused_and_the_initiator_told(
-    interop_v1: Setup, tmp_path: Path, kipsec_initiates: bool
+    interop_v1: Setup, tmp_path: Path, kipsec_initiates: bool, charon_ike: str
 ) -> None:
     sidecar, charon = interop_v1(
         kipsec_initiates=kipsec_initiates,
-        charon_ike="aes128-sha256-ecp256",
+        charon_ike=charon_ike,
         expect_failure=True,
     )
     log = tmp_path / "strongswan-b" / "charon.log"
@@ -302,6 +329,7 @@ def test_no_phase_1_proposal_is_refused_and_the_initiator_told(
         )
     assert charon.established(child="net") is None
     assert not kipsec_installed_spis(sidecar)
+    assert sidecar.peer("b")["warnings"] == []
 
 
 def test_no_phase_2_proposal_is_refused_and_the_isakmp_sa_stays(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
@@ -20,6 +21,19 @@ EXAMPLES = REPO / "examples" / "sidecar"
 SCHEMA_FILE = REPO / "docs" / "sidecar-config.schema.json"
 
 PSK = b"kipsec example pre-shared key, 32B"
+
+
+def minimal_document() -> dict[str, Any]:
+    """The smallest useful document: one PSK peer, everything else default."""
+    return {
+        "apiVersion": "kipsec.io/v1alpha1",
+        "kind": "SidecarConfig",
+        "local": {
+            "addresses": ["10.0.0.1"],
+            "auth": {"psk": {"secretFile": "/etc/kipsec/psk/key"}},
+        },
+        "peers": [{"name": "b", "address": "10.0.0.2"}],
+    }
 
 
 def _hex(byte: int, length: int) -> str:

@@ -43,23 +43,19 @@ from kipsec_sidecar.core.ipsec_sa import IpsecSa
 from kipsec_sidecar.core.traffic_selectors import TrafficSelector
 from kipsec_sidecar.daemon.datapath_choice import userspace_workers
 from support.pki import CertificateAuthority
-from support.sidecar_config_files import EXAMPLES, PSK, SCHEMA_FILE, ExampleFiles
+from support.sidecar_config_files import (
+    EXAMPLES,
+    PSK,
+    SCHEMA_FILE,
+    ExampleFiles,
+    minimal_document,
+)
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
 SECRET = "correct horse battery staple"
 
 
-def minimal() -> dict[str, Any]:
-    """The smallest useful document: one PSK peer, everything else default."""
-    return {
-        "apiVersion": "kipsec.io/v1alpha1",
-        "kind": "SidecarConfig",
-        "local": {
-            "addresses": ["10.0.0.1"],
-            "auth": {"psk": {"secretFile": "/etc/kipsec/psk/key"}},
-        },
-        "peers": [{"name": "b", "address": "10.0.0.2"}],
-    }
+minimal = minimal_document
 
 
 def errors_of(document: object) -> list[tuple[str, str]]:

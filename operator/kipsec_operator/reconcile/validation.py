@@ -414,8 +414,9 @@ def check_proposals(
 
 def deprecation_warnings(ike_version: int) -> list[str]:
     """What a valid spec opts in to that is deprecated, each naming its field, for the
-    status and a Warning Event: IKEv1 (RFC 9395). (SHA-1 needs no warning here: the
-    sidecar's proposal parser refuses it outright, so naming it is an InvalidSpec.)"""
+    status and a Warning Event: IKEv1 (RFC 9395). (SHA-1 needs no warning here:
+    :func:`check_proposals` parses without the sidecar's IKEv1 legacy opt-in, so naming
+    it in a Tunnel is an InvalidSpec.)"""
     if ike_version != 1:
         return []
     return [

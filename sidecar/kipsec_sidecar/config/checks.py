@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from .errors import FieldError, join_path
 from .model import Identity, Lifetimes, Manual, Peer, Service, SidecarConfig, TrafficSelector
-from .proposals import ManualAlgorithms, ProposalError, parse_manual_algorithms
+from .proposals import ManualAlgorithms, ProposalError, parse_ike_proposal, parse_manual_algorithms
 
 IPV6_MIN_MTU = 1280
 
@@ -103,6 +103,18 @@ def _check_services(services: list[Service]) -> Iterator[FieldError]:
                 seen.add(endpoint.address)
 
 
+def _check_ikev2_proposals(config: SidecarConfig, peer: Peer, base: str) -> Iterator[FieldError]:
+    """SHA-1 in an IKE proposal is an IKEv1 peer's explicit opt-in (the model admits it
+    per string); an IKEv2 peer gets the refusal it always got, at the field it comes from."""
+    own = peer.proposals is not None and "ike" in peer.proposals.model_fields_set
+    where = join_path(base, "proposals", "ike") if own else join_path("proposals", "ike")
+    for index, text in enumerate(config.proposals_for(peer).ike):
+        try:
+            parse_ike_proposal(text)
+        except ProposalError as exc:
+            yield FieldError(join_path(where, index), f"{exc} ({base} {peer.name} uses IKEv2)")
+
+
 def _check_peer(config: SidecarConfig, peer: Peer, base: str) -> Iterator[FieldError]:
     local_address = config.local_address_for(peer)
     if local_address is None:
@@ -128,6 +140,8 @@ def _check_peer(config: SidecarConfig, peer: Peer, base: str) -> Iterator[FieldE
             join_path(where, "certificate", "publicKeyEncryption"),
             f"IKEv1 only: {base} ({peer.name}) uses IKEv2 (set ikeVersion: 1, or remove it)",
         )
+    if peer.keying == "ike" and peer.ike_version == 2:
+        yield from _check_ikev2_proposals(config, peer, base)
     if peer.keying == "manual" and peer.manual is None:
         yield FieldError(join_path(base, "manual"), "required with keying: manual")
     if peer.keying == "ike" and peer.manual is not None:

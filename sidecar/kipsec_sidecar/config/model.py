@@ -185,7 +185,8 @@ Spi = Annotated[
 
 
 def _ike_proposal(value: str) -> str:
-    parse_ike_proposal(value)
+    # SHA-1 passes here and is refused for IKEv2 peers by checks (it needs the peer).
+    parse_ike_proposal(value, legacy_sha1=True)
     return value
 
 
@@ -705,7 +706,9 @@ class Peer(_Model):
     keying: Keying = "ike"
     ike_version: IkeVersion = 2
     """2 (IKEv2) or 1 (IKEv1: ISAKMP main mode and quick mode, for legacy peers that speak
-    nothing else). IKEv1 is deprecated (RFC 9395): opt in per peer, see docs/ikev1.md."""
+    nothing else). IKEv1 is deprecated (RFC 9395): opt in per peer, see docs/ikev1.md.
+    With 1, a `proposals.ike` naming sha1 (e.g. aes128-sha1-modp2048) is accepted, with a
+    warning in the log and the peer status; refused for IKEv2."""
     manual: Manual | None = None
     """Keys and SPIs, required with `keying: manual`."""
     start: Start = "auto"

@@ -109,6 +109,7 @@ ESN_NAMES: dict[str, int] = {"esn": EsnId.ESN, "noesn": EsnId.NO_ESN}
 
 #: When an IKE proposal names no PRF, the PRF of its integrity algorithm (or SHA2-256).
 _PRF_FOR_INTEGRITY: dict[int, int] = {
+    IntegId.HMAC_SHA1_96: PrfId.HMAC_SHA1,  # only reached with legacy_sha1
     IntegId.HMAC_SHA2_256_128: PrfId.HMAC_SHA2_256,
     IntegId.HMAC_SHA2_384_192: PrfId.HMAC_SHA2_384,
     IntegId.HMAC_SHA2_512_256: PrfId.HMAC_SHA2_512,
@@ -190,7 +191,13 @@ def _lookup(name: str) -> tuple[Kind, int, int]:
     )
 
 
-def _parse(text: str) -> _Parsed:
+#: The SHA-1 names an IKEv1 peer's IKE proposal may write to opt in (issue 11).
+_LEGACY_SHA1: frozenset[tuple[Kind, int]] = frozenset(
+    {(Kind.INTEGRITY, IntegId.HMAC_SHA1_96), (Kind.PRF, PrfId.HMAC_SHA1)}
+)
+
+
+def _parse(text: str, *, legacy_sha1: bool = False) -> _Parsed:
     if not isinstance(text, str) or not text.strip():
         raise ProposalError("must be a non-empty proposal string such as 'aes256gcm16'")
     found: dict[Kind, list[tuple[str, int, int]]] = {kind: [] for kind in Kind}
@@ -199,7 +206,8 @@ def _parse(text: str) -> _Parsed:
             raise ProposalError("empty algorithm name: two '-' in a row, or a '-' at an end")
         kind, ident, bits = _lookup(raw)
         try:
-            _CHECKS[kind](ident)
+            if not (legacy_sha1 and (kind, ident) in _LEGACY_SHA1):
+                _CHECKS[kind](ident)
         except RefusedAlgorithm as exc:
             raise ProposalError(f"{raw}: {exc}") from exc
         except UnsupportedAlgorithm as exc:
@@ -248,13 +256,16 @@ def _strip_field(message: str) -> str:
     return tail if sep and " " not in head else message
 
 
-def parse_ike_proposal(text: str) -> IkeProposal:
+def parse_ike_proposal(text: str, *, legacy_sha1: bool = False) -> IkeProposal:
     """An IKE SA proposal: ciphers, integrity (non-AEAD only), PRFs and DH groups.
 
     Without a PRF, the PRF matching the integrity algorithm is used (PRF-HMAC-SHA2-256
-    for AEAD ciphers). A DH group is required.
+    for AEAD ciphers). A DH group is required. ``legacy_sha1`` (an IKEv1 peer's
+    proposals) admits ``sha1`` / ``prfsha1``; the proposal then carries
+    ``legacy_sha1=True`` only if it names one, and without the flag they are refused
+    as they always were.
     """
-    parsed = _parse(text)
+    parsed = _parse(text, legacy_sha1=legacy_sha1)
     if parsed.esn:
         raise ProposalError(f"{parsed.esn[0][0]} applies to ESP and AH proposals, not to IKE")
     if not parsed.encryption:
@@ -271,9 +282,27 @@ def parse_ike_proposal(text: str) -> IkeProposal:
             integrity=tuple(i for _, i in parsed.integrity),
             prf=prfs or (PrfId.HMAC_SHA2_256,),
             dh=tuple(i for _, i in parsed.dh),
+            legacy_sha1=_names_sha1(parsed),
         )
     except KipsecError as exc:
         raise ProposalError(_strip_field(str(exc))) from exc
+
+
+def _names_sha1(parsed: _Parsed) -> bool:
+    """Whether a parsed IKE proposal names SHA-1 (integrity or PRF)."""
+    named = {(Kind.INTEGRITY, i) for _, i in parsed.integrity}
+    named |= {(Kind.PRF, i) for _, i in parsed.prf}
+    return bool(named & _LEGACY_SHA1)
+
+
+def legacy_sha1_warning(peer: str) -> str:
+    """The one line logged at load and shown in the peer's status when an IKEv1 peer's
+    proposals name SHA-1."""
+    return (
+        f"peer {peer}: IKEv1 phase 1 with SHA-1 because its proposals.ike name it; "
+        "SHA-1 is deprecated (RFC 9395 deprecates IKEv1, RFC 8247 SHA-1 in IKE): "
+        "move the peer to SHA-256 or IKEv2"
+    )
 
 
 def parse_child_proposal(text: str, protocol: ChildProtocol) -> ChildProposal:
@@ -401,6 +430,7 @@ __all__ = [
     "Kind",
     "ManualAlgorithms",
     "ProposalError",
+    "legacy_sha1_warning",
     "parse_child_proposal",
     "parse_ike_proposal",
     "parse_manual_algorithms",

@@ -56,7 +56,12 @@ from .model import (
     SidecarConfig,
     TrafficSelector,
 )
-from .proposals import parse_child_proposal, parse_ike_proposal, parse_manual_algorithms
+from .proposals import (
+    legacy_sha1_warning,
+    parse_child_proposal,
+    parse_ike_proposal,
+    parse_manual_algorithms,
+)
 from .psk import psk_bytes, strip_line_ending
 
 if TYPE_CHECKING:
@@ -128,6 +133,8 @@ class PeerPlan:
     `start` is resolved (`auto` is never left). `local_ts`/`remote_ts` are the
     selectors for the policy database (the same ones the child configuration
     proposes). `sa_lifetime` holds the byte/packet limits of every child SA.
+    `warnings` are what the operator should know about a link that works (SHA-1 named
+    for an IKEv1 peer): logged once when the peer is added, shown in its status.
     """
 
     name: str
@@ -147,6 +154,13 @@ class PeerPlan:
     sa_lifetime: ipsec_sa.Lifetime
     ike: IkeConfig | None = None
     manual: ManualSas | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def _warnings(name: str, ike: IkeConfig | None) -> tuple[str, ...]:
+    if ike is not None and any(p.legacy_sha1 for p in ike.proposals):
+        return (legacy_sha1_warning(name),)
+    return ()
 
 
 def to_core(
@@ -371,6 +385,7 @@ class _Builder:
             sa_lifetime=sa_lifetime,
             ike=ike,
             manual=manual,
+            warnings=_warnings(peer.name, ike),
         )
 
     def selectors(
@@ -430,7 +445,7 @@ class _Builder:
             start=True,
         )
         ike_proposals: tuple[IkeProposal, ...] = tuple(
-            parse_ike_proposal(text) for text in proposals.ike
+            parse_ike_proposal(text, legacy_sha1=peer.ike_version == 1) for text in proposals.ike
         )
         return IkeConfig(
             auth=auth_config,

@@ -418,6 +418,8 @@ class Sidecar:
             "peer added",
             extra={"peer": plan.name, "address": plan.address, "keying": plan.keying},
         )
+        for warning in plan.warnings:
+            log.warning(warning, extra={"peer": plan.name})
         if plan.keying == "manual":
             self._apply_ops(peer, peer.children.established(manual_child(plan)))
         elif plan.start == "onStart":

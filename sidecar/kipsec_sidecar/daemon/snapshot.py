@@ -35,6 +35,7 @@ def peer_view(peer: Peer) -> PeerView:
         dpd_action=plan.dpd_action,
         reconnect=peer.reconnect if plan.keying == "ike" else "none",
         terminated=peer.operator_stopped,
+        warnings=plan.warnings,
     )
 
 
@@ -99,8 +100,8 @@ def _integrity_name(integ_id: int | None) -> str | None:
 
 
 def _prf_name(prf_id: int) -> str:
-    try:
-        return algorithms.prf(prf_id).name
+    try:  # a name only: SHA-1 is negotiated only when a legacy peer named it
+        return algorithms.prf(prf_id, legacy_sha1=True).name
     except KipsecError:
         return f"prf-{prf_id}"
 

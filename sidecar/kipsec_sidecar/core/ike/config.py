@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 from .. import algorithms
 from ..errors import KipsecError, LocalProtocolError
 from ..traffic_selectors import TrafficSelector
-from .constants import AuthMethod, DhGroup, EncrId, EsnId, IdType, PrfId, ProtocolId
+from .constants import AuthMethod, DhGroup, EncrId, EsnId, IdType, IntegId, PrfId, ProtocolId
 
 Mode = Literal["tunnel", "transport"]
 Address = tuple[str, int]
@@ -65,12 +65,15 @@ class IkeProposal:
 
     AEAD ciphers and non-AEAD ciphers may not be mixed in one proposal: put them in two.
     ``integrity`` must be empty when the ciphers are AEAD.
+    ``legacy_sha1`` admits HMAC-SHA1 (integrity and PRF): the opt-in of an IKEv1 peer
+    that named SHA-1 explicitly (RFC 9395 deprecates it); IkeConfig refuses it for IKEv2.
     """
 
     encryption: tuple[Encryption, ...] = (Encryption(EncrId.AES_GCM_16, 256),)
     integrity: tuple[int, ...] = ()
     prf: tuple[int, ...] = (PrfId.HMAC_SHA2_256,)
     dh: tuple[int, ...] = (DhGroup.CURVE25519, DhGroup.ECP_256)
+    legacy_sha1: bool = False
 
     def __post_init__(self) -> None:
         if not self.encryption:
@@ -83,11 +86,16 @@ class IkeProposal:
         if aead == {False} and not self.integrity:
             raise _fail("ike_proposal.integrity", "a non-AEAD cipher needs an integrity algorithm")
         for integ in self.integrity:
+            if self.legacy_sha1 and integ == IntegId.HMAC_SHA1_96:
+                continue  # IKEv1 only: the phase 1 hash, never an ESP/AH integrity
             _check_algorithms("ike_proposal.integrity", lambda i=integ: algorithms.integrity(i))
         if not self.prf:
             raise _fail("ike_proposal.prf", "at least one PRF is required")
         for p in self.prf:
-            _check_algorithms("ike_proposal.prf", lambda p=p: algorithms.prf(p))
+            _check_algorithms(
+                "ike_proposal.prf",
+                lambda p=p, legacy=self.legacy_sha1: algorithms.prf(p, legacy_sha1=legacy),
+            )
         if not self.dh:
             raise _fail("ike_proposal.dh", "at least one Diffie-Hellman group is required")
         _check_groups("ike_proposal.dh", self.dh)
@@ -359,6 +367,8 @@ class IkeConfig:
             raise _fail("ike.version", f"must be 1 or 2, not {self.version!r}")
         if self.version == 1:
             _check_ikev1(self)
+        elif any(p.legacy_sha1 for p in self.proposals):
+            raise _fail("ike.proposals", "SHA-1 is admitted for IKEv1 legacy peers only")
         elif self.auth.public_key_encryption is not None:
             raise _fail("auth.public_key_encryption", "public-key encryption is IKEv1 only")
         if not self.proposals:

@@ -46,7 +46,9 @@ def _send(sa: IsakmpSa, payloads: list[Payload], now: float, *, retransmit: bool
         return mid
     mid = _new_message_id(sa)
     tail = encode_payloads(payloads)[1]
-    hash1 = keys.informational_hash(sa.p1.prf_id, sa.p1.keys.skeyid_a, mid, tail)
+    hash1 = keys.informational_hash(
+        sa.p1.prf_id, sa.p1.keys.skeyid_a, mid, tail, legacy_sha1=sa.p1.legacy_sha1
+    )
     msg = Message(
         sa.cookie_i,
         sa.cookie_r,
@@ -115,7 +117,9 @@ def handle(sa: IsakmpSa, header: Header, data: bytes, now: float) -> None:
         sa.forget_exchange(mid)
         raise IntegrityError("an encrypted informational message without HASH(1)")
     assert sa.p1.keys is not None
-    expected = keys.informational_hash(sa.p1.prf_id, sa.p1.keys.skeyid_a, mid, msg.raw_after(0))
+    expected = keys.informational_hash(
+        sa.p1.prf_id, sa.p1.keys.skeyid_a, mid, msg.raw_after(0), legacy_sha1=sa.p1.legacy_sha1
+    )
     sa.forget_exchange(mid)
     if not hmac.compare_digest(expected, first.data):
         raise IntegrityError("informational HASH(1) does not match")

@@ -104,6 +104,12 @@ class Phase1:
         assert self.choice is not None
         return self.choice.prf_id
 
+    @property
+    def legacy_sha1(self) -> bool:
+        """Whether the agreed phase 1 hash is SHA-1 (admitted only for a peer whose
+        proposals name it): every prf of this SA passes it to the registry."""
+        return self.choice is not None and self.choice.legacy_sha1
+
 
 def phase2_iv_for(sa: IsakmpSa, message_id: int) -> bytes:
     """The first IV of a quick mode or informational exchange (RFC 2409 Appendix B);
@@ -112,12 +118,8 @@ def phase2_iv_for(sa: IsakmpSa, message_id: int) -> bytes:
 
     p1 = sa.p1
     if not p1.last_phase1_iv:
-        return phase1_iv(p1.prf_id, p1.ke_i, p1.ke_r, legacy_sha1=_legacy(sa))
-    return phase2_iv(p1.prf_id, p1.last_phase1_iv, message_id, legacy_sha1=_legacy(sa))
-
-
-def _legacy(sa: IsakmpSa) -> bool:
-    return bool(sa.p1.choice and sa.p1.choice.legacy_sha1)
+        return phase1_iv(p1.prf_id, p1.ke_i, p1.ke_r, legacy_sha1=sa.p1.legacy_sha1)
+    return phase2_iv(p1.prf_id, p1.last_phase1_iv, message_id, legacy_sha1=sa.p1.legacy_sha1)
 
 
 def _vendor_ids() -> list[Payload]:
@@ -243,6 +245,7 @@ def _on_message_4(
         sa.cookie_r,
         p1.sa_i_b,
         p1.local_id.body(),
+        legacy_sha1=sa.p1.legacy_sha1,
     )
     sa.state = Phase1State.MM_SENT_ID
     payloads: list[Payload] = [*_id_payload(sa), *_auth_payloads(sa, hash_i)]
@@ -346,6 +349,7 @@ def _on_message_5(
         sa.cookie_r,
         p1.sa_i_b,
         p1.local_id.body(),
+        legacy_sha1=sa.p1.legacy_sha1,
     )
     sa.send(
         _message(sa, [*_id_payload(sa), *_auth_payloads(sa, hash_r)]),
@@ -380,6 +384,7 @@ def _check_peer(sa: IsakmpSa, msg: Message, now: float, *, responder: bool) -> I
         sa.cookie_r,
         p1.sa_i_b,
         peer_id.body() if p1.peer_id is not None else msg.raw_body(msg.payloads.index(peer_id)),
+        legacy_sha1=p1.legacy_sha1,
     )
     if p1.peer_id is not None:  # public-key encryption: checked when it arrived
         return _check_hash(sa, msg, peer_id, expected, now, which)
@@ -441,7 +446,7 @@ def _peer_public_key(sa: IsakmpSa) -> rsa.RSAPublicKey:
 def _revised_key(sa: IsakmpSa, nonce: bytes, cookie: bytes) -> bytes:
     assert sa.p1.choice is not None
     return pubkey.revised_key(
-        sa.p1.prf_id, nonce, cookie, sa.p1.choice.encryption_key_len, legacy_sha1=_legacy(sa)
+        sa.p1.prf_id, nonce, cookie, sa.p1.choice.encryption_key_len, legacy_sha1=sa.p1.legacy_sha1
     )
 
 
@@ -614,14 +619,29 @@ def _derive(sa: IsakmpSa) -> None:
     assert p1.choice is not None
     if _public_key_method(sa):
         skeyid = keys.skeyid_public_key(
-            p1.prf_id, p1.nonce_i, p1.nonce_r, sa.cookie_i, sa.cookie_r, legacy_sha1=_legacy(sa)
+            p1.prf_id,
+            p1.nonce_i,
+            p1.nonce_r,
+            sa.cookie_i,
+            sa.cookie_r,
+            legacy_sha1=sa.p1.legacy_sha1,
         )
     elif sa.config.auth.method == "signature":
-        skeyid = keys.skeyid_signature(p1.prf_id, p1.nonce_i, p1.nonce_r, p1.shared)
+        skeyid = keys.skeyid_signature(
+            p1.prf_id, p1.nonce_i, p1.nonce_r, p1.shared, legacy_sha1=sa.p1.legacy_sha1
+        )
     else:
-        skeyid = keys.skeyid_psk(p1.prf_id, sa.config.auth.psk, p1.nonce_i, p1.nonce_r)
+        skeyid = keys.skeyid_psk(
+            p1.prf_id, sa.config.auth.psk, p1.nonce_i, p1.nonce_r, legacy_sha1=sa.p1.legacy_sha1
+        )
     p1.keys = keys.derive_phase1_keys(
-        p1.prf_id, skeyid, p1.shared, sa.cookie_i, sa.cookie_r, p1.choice.encryption_key_len
+        p1.prf_id,
+        skeyid,
+        p1.shared,
+        sa.cookie_i,
+        sa.cookie_r,
+        p1.choice.encryption_key_len,
+        legacy_sha1=sa.p1.legacy_sha1,
     )
     p1.enc_key = p1.keys.encryption_key
 
@@ -661,8 +681,18 @@ def _nat_d(sa: IsakmpSa, remote: Address) -> list[Payload]:
         return []
     prf_id = sa.p1.prf_id
     return [
-        NatDPayload(nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *remote)),
-        NatDPayload(nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *sa.config.local_addr)),
+        NatDPayload(
+            nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *remote, legacy_sha1=sa.p1.legacy_sha1)
+        ),
+        NatDPayload(
+            nat_d_hash(
+                prf_id,
+                sa.cookie_i,
+                sa.cookie_r,
+                *sa.config.local_addr,
+                legacy_sha1=sa.p1.legacy_sha1,
+            )
+        ),
     ]
 
 
@@ -672,8 +702,10 @@ def _check_nat(sa: IsakmpSa, msg: Message, addr: Address) -> None:
     if not hashes or not sa.peer_natt:
         return
     prf_id = sa.p1.prf_id
-    mine = nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *sa.config.local_addr)
-    theirs = nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *addr)
+    mine = nat_d_hash(
+        prf_id, sa.cookie_i, sa.cookie_r, *sa.config.local_addr, legacy_sha1=sa.p1.legacy_sha1
+    )
+    theirs = nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *addr, legacy_sha1=sa.p1.legacy_sha1)
     sa.nat_local = not hmac.compare_digest(hashes[0], mine)
     sa.nat_remote = not any(hmac.compare_digest(h, theirs) for h in hashes[1:])
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
+from .. import algorithms
 from ..errors import KipsecError, LocalProtocolError, RemoteProtocolError
 from ..ike.config import ChildProposal, IkeConfig, Lifetime, Mode
 from ..ike.proposals import Selection
@@ -139,11 +140,23 @@ def phase1_sa_payload(config: IkeConfig) -> SaPayload:
     return SaPayload((Proposal(1, ProtocolId.ISAKMP, b"", transforms),))
 
 
-def _read_phase1(t: Transform) -> Phase1Suite | None:
+def _legacy_sha1(config: IkeConfig) -> bool:
+    """Whether a proposal of ours names SHA-1 (the explicit opt-in of a legacy peer)."""
+    return any(p.legacy_sha1 for p in config.proposals)
+
+
+def _read_phase1(t: Transform, config: IkeConfig) -> Phase1Suite | None:
+    """The suite of a received transform; SHA-1 is read only when we opted in (and is
+    then matched against our offers like any other hash)."""
     try:
-        return phase1_suite(t)
+        return phase1_suite(t, legacy_sha1=_legacy_sha1(config))
     except KipsecError:  # refused, unsupported or malformed: not a candidate
         return None
+
+
+def _choice(suite: Phase1Suite, integ_id: int, answer: SaPayload) -> Phase1Choice:
+    legacy = suite.prf_id in algorithms.LEGACY_PRF
+    return Phase1Choice(suite, integ_id, answer, legacy_sha1=legacy)
 
 
 def select_phase1(offer: SaPayload, config: IkeConfig) -> Phase1Choice | None:
@@ -153,10 +166,10 @@ def select_phase1(offer: SaPayload, config: IkeConfig) -> Phase1Choice | None:
         if proposal.protocol != ProtocolId.ISAKMP:
             continue
         for t in proposal.transforms:
-            suite = _read_phase1(t)
+            suite = _read_phase1(t, config)
             if suite is not None and _phase1_key(suite) in ours:
                 answer = SaPayload((Proposal(proposal.number, ProtocolId.ISAKMP, b"", (t,)),))
-                return Phase1Choice(suite, ours[_phase1_key(suite)], answer)
+                return _choice(suite, ours[_phase1_key(suite)], answer)
     return None
 
 
@@ -164,11 +177,11 @@ def check_phase1_answer(config: IkeConfig, answer: SaPayload) -> Phase1Choice:
     """The initiator's check: one transform, and one we offered."""
     if len(answer.proposals) != 1 or len(answer.proposals[0].transforms) != 1:
         raise RemoteProtocolError("the phase 1 answer must hold one transform")
-    suite = _read_phase1(answer.proposals[0].transforms[0])
+    suite = _read_phase1(answer.proposals[0].transforms[0], config)
     ours = {_phase1_key(s): integ for s, integ in _phase1_offers(config)}
     if suite is None or _phase1_key(suite) not in ours:
         raise RemoteProtocolError("the peer chose a phase 1 transform we did not offer")
-    return Phase1Choice(suite, ours[_phase1_key(suite)], answer)
+    return _choice(suite, ours[_phase1_key(suite)], answer)
 
 
 # ---------------------------------------------------------------------- phase 2

@@ -6,7 +6,9 @@ the IPsec DOI's AH transform IDs and Authentication Algorithm values, RFC 2407 s
 (:mod:`kipsec_sidecar.core.algorithms`, and :func:`~kipsec_sidecar.core.ike.dh.public_length`
 for groups), so DES, 3DES, MD5 and MODP groups below 2048 are refused with the
 registry's own :class:`~kipsec_sidecar.core.errors.RefusedAlgorithm` messages. SHA-1 as
-the phase 1 hash passes only with ``legacy_sha1`` (the engine logs the warning). A
+the phase 1 hash passes only with ``legacy_sha1``: the negotiation sets it when one of
+our proposals names SHA-1 (an ``IkeProposal.legacy_sha1``, which the sidecar document
+admits for IKEv1 peers only and warns about when it loads the peer). A
 phase 2 HMAC-SHA1 is not implemented by the datapaths and stays unsupported.
 
 :func:`phase1_suite` / :func:`phase2_suite` read one transform of a received SA

@@ -153,7 +153,9 @@ def start(sa: IsakmpSa, cfg: ChildConfig, now: float, *, rekey: ChildSa | None =
         tail.append(KePayload(ex.ke.public_bytes))
     tail += [selector_id(ex.local_ts[0]), selector_id(ex.remote_ts[0])]
     k = _skeyid(sa)
-    hash1 = keys.quick_mode_hash1(sa.p1.prf_id, k.skeyid_a, mid, _hash_tail(tail))
+    hash1 = keys.quick_mode_hash1(
+        sa.p1.prf_id, k.skeyid_a, mid, _hash_tail(tail), legacy_sha1=sa.p1.legacy_sha1
+    )
     if rekey is not None:
         rekey.state = ChildState.REKEYING
     sa.quick[mid] = ex
@@ -204,7 +206,12 @@ def handle(sa: IsakmpSa, header: Header, data: bytes, now: float) -> None:
 def _on_message_2(sa: IsakmpSa, ex: QuickExchange, msg: Message, data: bytes, now: float) -> None:
     k = _skeyid(sa)
     expected = keys.quick_mode_hash2(
-        sa.p1.prf_id, k.skeyid_a, ex.message_id, ex.nonce_i, msg.raw_after(0)
+        sa.p1.prf_id,
+        k.skeyid_a,
+        ex.message_id,
+        ex.nonce_i,
+        msg.raw_after(0),
+        legacy_sha1=sa.p1.legacy_sha1,
     )
     _verify(expected, msg, "HASH(2)")
     sa.accept_iv()
@@ -238,7 +245,7 @@ def _on_message_2(sa: IsakmpSa, ex: QuickExchange, msg: Message, data: bytes, no
             _give_up(sa, ex, now, "PFS asked and no KE in message 2")
             return
         ex.shared = ex.ke.shared_secret(ke.data)
-    hash3 = keys.quick_mode_hash3(sa.p1.prf_id, k.skeyid_a, ex.message_id, ex.nonce_i, ex.nonce_r)
+    hash3 = _hash3(sa, k.skeyid_a, ex)
     _install(sa, ex, spi_out=choice.spi, now=now)
     sa.send(
         _message(sa, ex.message_id, [HashPayload(hash3)]),
@@ -275,7 +282,9 @@ def _give_up(
 def _on_message_1(sa: IsakmpSa, msg: Message, data: bytes, now: float) -> None:
     mid = msg.message_id
     k = _skeyid(sa)
-    expected = keys.quick_mode_hash1(sa.p1.prf_id, k.skeyid_a, mid, msg.raw_after(0))
+    expected = keys.quick_mode_hash1(
+        sa.p1.prf_id, k.skeyid_a, mid, msg.raw_after(0), legacy_sha1=sa.p1.legacy_sha1
+    )
     _verify(expected, msg, "HASH(1)")
     sa.accept_iv()
     sa.received(mid, data)
@@ -329,7 +338,9 @@ def _on_message_1(sa: IsakmpSa, msg: Message, data: bytes, now: float) -> None:
     ex.lifetime = negotiated_lifetime(found.lifetime, offered)
     if ours and (offered is None or offered > ours):
         tail.append(_responder_lifetime(choice.proposal.protocol, ex.spi_in, ours))
-    hash2 = keys.quick_mode_hash2(sa.p1.prf_id, k.skeyid_a, mid, ex.nonce_i, _hash_tail(tail))
+    hash2 = keys.quick_mode_hash2(
+        sa.p1.prf_id, k.skeyid_a, mid, ex.nonce_i, _hash_tail(tail), legacy_sha1=sa.p1.legacy_sha1
+    )
     sa.quick[mid] = ex
     # Installed now, before message 2 leaves: a strongSwan initiator sends on the new
     # pair as soon as it has message 2, before its message 3 (no commit bit).
@@ -346,11 +357,21 @@ def _on_message_1(sa: IsakmpSa, msg: Message, data: bytes, now: float) -> None:
     )
 
 
+def _hash3(sa: IsakmpSa, skeyid_a: bytes, ex: QuickExchange) -> bytes:
+    """HASH(3), sent by the initiator and checked by the responder."""
+    return keys.quick_mode_hash3(
+        sa.p1.prf_id,
+        skeyid_a,
+        ex.message_id,
+        ex.nonce_i,
+        ex.nonce_r,
+        legacy_sha1=sa.p1.legacy_sha1,
+    )
+
+
 def _on_message_3(sa: IsakmpSa, ex: QuickExchange, msg: Message, data: bytes, now: float) -> None:
     k = _skeyid(sa)
-    expected = keys.quick_mode_hash3(
-        sa.p1.prf_id, k.skeyid_a, ex.message_id, ex.nonce_i, ex.nonce_r
-    )
+    expected = _hash3(sa, k.skeyid_a, ex)
     _verify(expected, msg, "HASH(3)")
     sa.received(ex.message_id, data)
     sa.touch(now)
@@ -406,6 +427,7 @@ def _install(sa: IsakmpSa, ex: QuickExchange, *, spi_out: bytes, now: float) -> 
         selection.encr_keymat_len,
         selection.integ_key_len,
         ex.shared,
+        legacy_sha1=sa.p1.legacy_sha1,
     )
     child_choice = ChildChoice(ex.config, selection, ex.local_ts, ex.remote_ts, ex.config.mode)
     install(
