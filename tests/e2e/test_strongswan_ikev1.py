@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from support.interop import (
     mirrored,
 )
 from support.netns import Topology, stop_process
-from support.pki import CertificateAuthority, KeyKind
+from support.pki import DEFAULT_NOT_AFTER, CertificateAuthority, KeyKind
 from support.sequenced import sequenced_stream
 from support.sidecars import Sidecar, established, fqdn, wait_until
 from support.strongswan import CertAuth, Charon, CharonFactory, IkeSa, Psk, gateway_pair
@@ -59,20 +60,32 @@ def interop_v1(
         charon_esp: str | None = None,
         expect_failure: bool = False,
         lifetimes: dict[str, Any] | None = None,
+        charon_issuer: CertificateAuthority | None = None,
+        kipsec_issuer: CertificateAuthority | None = None,
+        charon_not_after: datetime = DEFAULT_NOT_AFTER,
+        kipsec_expects: str | None = None,
+        initiate_timeout: float = 15,
     ) -> tuple[Sidecar, Charon]:
+        """With certificates (``auth`` rsa / ecdsa) one root issues both and is the only
+        trust anchor of both, unless ``charon_issuer`` / ``kipsec_issuer`` issues that
+        side's certificate instead; ``charon_not_after`` ends charon's certificate and
+        ``kipsec_expects`` replaces the identity kipsec expects of charon."""
         sidecar = Sidecar(topo, "a", tmp_path)
         peer = gateway_peer(
             topo,
             ikeVersion=1,
             start="onStart" if kipsec_initiates else "onDemand",
+            identity={"fqdn": kipsec_expects or fqdn("b")},
         )
         charon_auth: Psk | CertAuth = Psk(charon_secret)
         local: dict[str, Any] = {"auth": {"psk": {"value": PSK_TEXT}}}
         if auth != "psk":
             root = CertificateAuthority.root("kipsec ikev1 interop root")
             kind: KeyKind = "rsa" if auth == "rsa" else "ec256"
-            ours = root.issue("a", dns=[fqdn("a")], key_kind=kind, key_slot=80)
-            theirs = root.issue("b", dns=[fqdn("b")], key_kind=kind, key_slot=81)
+            ours = (kipsec_issuer or root).issue("a", dns=[fqdn("a")], key_kind=kind, key_slot=80)
+            theirs = (charon_issuer or root).issue(
+                "b", dns=[fqdn("b")], key_kind=kind, key_slot=81, not_after=charon_not_after
+            )
             local = {"auth": sidecar.certificate_auth(ours, root)}
             charon_auth = CertAuth(theirs, (root.cert,))
         extra: dict[str, Any] = {"liveness": liveness} if liveness else {}
@@ -98,7 +111,7 @@ def interop_v1(
         sidecar.start()
         if not kipsec_initiates:
             try:
-                charon.initiate("net", timeout=15)
+                charon.initiate("net", timeout=initiate_timeout)
             except AssertionError:
                 if not expect_failure:
                     raise
@@ -204,12 +217,125 @@ def test_ikev1_signature_main_mode_with_strongswan(
     assert mirrored(sidecar, charon)
 
 
-def test_a_wrong_psk_establishes_nothing(interop_v1: Setup) -> None:
-    sidecar, charon = interop_v1(charon_secret="not the same key at all")
-    with pytest.raises(AssertionError):
-        charon.wait_established(child="net", timeout=8)
+INITIATORS = pytest.mark.parametrize(
+    "kipsec_initiates", [True, False], ids=["kipsec-initiates", "strongswan-initiates"]
+)
+
+
+def refused_by_both(sidecar: Sidecar, charon: Charon, failure: str, timeout: float = 10) -> str:
+    """Wait for kipsec to report ``failure`` as the peer's last failure; then no pair on
+    either side: no child SA at charon, no established ISAKMP SA nor installed SPI at
+    kipsec. Return kipsec's ``last_error`` (what an operator reads)."""
+    wait_until(
+        f"kipsec to report {failure}",
+        lambda: sidecar.peer("b")["last_failure"] == failure,
+        timeout=timeout,
+    )
+    view = sidecar.peer("b")
+    assert view["state"] != "established" and view["children"] == [], view
     assert not kipsec_installed_spis(sidecar)
-    assert sidecar.peer("b")["state"] != "established"
+    assert charon.established(child="net") is None
+    return str(view["last_error"])
+
+
+def charon_holds_no_established_sa(charon: Charon) -> bool:
+    return all(sa.state != "ESTABLISHED" for sa in charon.list_sas())
+
+
+@INITIATORS
+def test_a_wrong_psk_establishes_nothing(
+    interop_v1: Setup, tmp_path: Path, kipsec_initiates: bool
+) -> None:
+    """With different keys neither side can open the other's message 5 / 6 nor its
+    encrypted notification (charon's PAYLOAD-MALFORMED): each gives up on its own.
+    kipsec reports a failed negotiation (not ``authentication_failed``: what it receives
+    does not decrypt, and it cannot tell a wrong key from garbage)."""
+    sidecar, charon = interop_v1(
+        kipsec_initiates=kipsec_initiates,
+        charon_secret="not the same key at all",
+        liveness={"timeout": "6s"},
+        expect_failure=True,
+        initiate_timeout=10,
+    )
+    assert refused_by_both(sidecar, charon, "other", timeout=15) == "NEGOTIATION_FAILED"
+    log = (tmp_path / "strongswan-b" / "charon.log").read_text()
+    if kipsec_initiates:  # charon, responder, could not open kipsec's message 5
+        assert "could not decrypt payloads" in log
+    else:
+        assert "establishing IKE_SA failed, peer not responding" in log
+    assert charon_holds_no_established_sa(charon)
+
+
+def refused_setup(
+    interop_v1: Setup, kipsec_initiates: bool, **options: Any
+) -> tuple[Sidecar, Charon]:
+    """ECDSA certificates on both sides, one of them wrong by ``options``; main mode is
+    expected to fail, and charon as initiator to give up within 10 s."""
+    return interop_v1(
+        kipsec_initiates=kipsec_initiates,
+        auth="ecdsa",
+        expect_failure=True,
+        initiate_timeout=10,
+        **options,
+    )
+
+
+STRANGER = CertificateAuthority.root("kipsec ikev1 stranger root", key_slot=90)
+"""A CA neither side trusts: another key and another name than the interop root's."""
+
+
+@INITIATORS
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [
+        ("untrusted-ca", "untrusted"),
+        ("other-identity", "identity-mismatch"),
+        ("expired", "expired"),
+    ],
+)
+def test_kipsec_refuses_charons_certificate(
+    interop_v1: Setup, tmp_path: Path, kipsec_initiates: bool, case: str, error: str
+) -> None:
+    """charon's certificate from a CA kipsec does not trust, valid but for another
+    identity than the one kipsec expects, or expired yesterday. kipsec names the cause
+    and tells charon in an encrypted informational (strongSwan drops a clear one once
+    main mode has keys), which charon reads. As initiator charon then drops its main
+    mode; as responder it took main mode as done on sending message 6 and keeps that
+    ISAKMP SA, without children, in spite of the notification."""
+    cases: dict[str, dict[str, Any]] = {
+        "untrusted-ca": {"charon_issuer": STRANGER},
+        "other-identity": {"kipsec_expects": fqdn("c")},
+        "expired": {"charon_not_after": datetime.now(UTC) - timedelta(days=1)},
+    }
+    sidecar, charon = refused_setup(interop_v1, kipsec_initiates, **cases[case])
+    last_error = refused_by_both(sidecar, charon, "authentication_failed")
+    assert last_error.startswith(f"NEGOTIATION_FAILED ({error}: "), last_error
+    log = tmp_path / "strongswan-b" / "charon.log"
+    wait_until(
+        "charon to read kipsec's AUTHENTICATION-FAILED",
+        lambda: "received AUTHENTICATION_FAILED error notify" in log.read_text(),
+        timeout=5,
+    )
+    if not kipsec_initiates:
+        charon.wait_for(lambda sas: not sas, timeout=5, what="charon to drop its main mode")
+
+
+@INITIATORS
+def test_charon_refuses_a_kipsec_certificate_from_an_untrusted_ca(
+    interop_v1: Setup, tmp_path: Path, kipsec_initiates: bool
+) -> None:
+    """charon, responder, answers AUTHENTICATION-FAILED, which kipsec reads; charon,
+    initiator, refuses message 6 after kipsec (responder) took main mode as done, and
+    deletes the ISAKMP SA: kipsec drops it on that Delete."""
+    sidecar, charon = refused_setup(interop_v1, kipsec_initiates, kipsec_issuer=STRANGER)
+    log = tmp_path / "strongswan-b" / "charon.log"
+    if kipsec_initiates:
+        last_error = refused_by_both(sidecar, charon, "authentication_failed")
+        assert last_error.startswith("AUTHENTICATION_FAILED"), last_error
+    else:
+        assert refused_by_both(sidecar, charon, "other") == "DELETED_BY_PEER"
+    assert f"no trusted ECDSA public key found for '{fqdn('a')}'" in log.read_text()
+    assert charon_holds_no_established_sa(charon)
 
 
 def test_delete_from_kipsec_is_noticed_by_strongswan(interop_v1: Setup) -> None:

@@ -27,7 +27,7 @@ from kipsec_sidecar.core.ike.events import (
     NegotiationFailed,
 )
 from kipsec_sidecar.core.ikev1 import main_mode, policy
-from kipsec_sidecar.core.ikev1.constants import ExchangeType, NotifyType
+from kipsec_sidecar.core.ikev1.constants import ExchangeType, Flag, NotifyType
 from kipsec_sidecar.core.ikev1.encryption import decrypt_message
 from kipsec_sidecar.core.ikev1.engine import IsakmpSa
 from kipsec_sidecar.core.ikev1.message import decode_header
@@ -257,6 +257,28 @@ def test_a_certificate_from_an_untrusted_ca_is_rejected_and_the_initiator_told()
     p.run(30)
     assert not p.initiator.established
     assert any(e.reason == "untrusted" for e in p.i.of(AuthenticationFailedEvent))
+
+
+def test_the_refusal_of_message_6_is_encrypted_under_the_last_phase_1_iv() -> None:
+    """The initiator refuses the responder's certificate in message 6 and tells it in an
+    encrypted informational whose IV derives from message 6's last block, as the
+    responder's does (strongSwan drops a clear one once main mode has keys)."""
+    other = CertificateAuthority.root("someone else's root")
+    p = cert_pair(r_leaf=other.issue("b", key_slot=72, dns=["b.example"]))
+    wire = logged(p)
+    p.run(30)
+    (refusal,) = [
+        data
+        for direction, data in wire
+        if direction == I2R and decode_header(data).exchange == ExchangeType.INFORMATIONAL
+    ]
+    header = decode_header(refusal)
+    assert header.flags & Flag.ENCRYPTION
+    responder = p.responder
+    iv = main_mode.phase2_iv_for(responder, header.message_id)
+    msg, _ = decrypt_message(refusal, responder.p1.enc_key, iv)
+    (note,) = msg.all(NotificationPayload)
+    assert note.notify_type == NotifyType.AUTHENTICATION_FAILED
 
 
 def test_a_certificate_for_another_identity_is_rejected() -> None:

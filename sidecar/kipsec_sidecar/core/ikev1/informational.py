@@ -38,8 +38,9 @@ def _new_message_id(sa: IsakmpSa) -> int:
 
 
 def _send(sa: IsakmpSa, payloads: list[Payload], now: float, *, retransmit: bool = False) -> int:
-    """One informational message; encrypted with HASH(1) once keys exist."""
-    if sa.p1.keys is None or not sa.keyed:  # main mode refused: in clear
+    """One informational message; encrypted with HASH(1) once keys exist (from main
+    mode message 3 / 4 on: strongSwan drops a clear one then)."""
+    if sa.p1.keys is None or not sa.p1.enc_key:  # main mode refused early: in clear
         mid = 0
         msg = Message(sa.cookie_i, sa.cookie_r, ExchangeType.INFORMATIONAL, 0, tuple(payloads))
         sa.send(msg, now, key=mid, encrypt=False, retransmit=False)

@@ -178,6 +178,11 @@ def handle(sa: IsakmpSa, header: Header, data: bytes, addr: Address, now: float)
 
 def _fail(sa: IsakmpSa, now: float, reason: str, notify: int, *, notify_peer: bool) -> None:
     if notify_peer:
+        if sa.p1.enc_key:
+            # The peer's message 5 / 6 opened (its HASH or certificate is what we refuse):
+            # its last block is the last phase 1 IV for the peer too, and the
+            # notification's IV derives from it (RFC 2409 Appendix B).
+            sa.accept_iv()
         informational.send_notification(sa, notify, now)
     sa.emit(NegotiationFailed(ExchangeType.MAIN, reason, notify))
     sa.close("negotiation-failed", now)
