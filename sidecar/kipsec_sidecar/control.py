@@ -195,7 +195,10 @@ class ControlServer:
         peer = request.get("peer")
         if (peer is not None or command in PEER_COMMANDS) and not (isinstance(peer, str) and peer):
             return _request_error(f"{command}: field 'peer' must be a peer name")
-        LIMITER.log(log, logging.INFO, "control request", {"command": command, "peer": peer})
+        # A `sas` query changes nothing and monitoring asks it every few seconds: at INFO
+        # it would bury the lines that matter.
+        level = logging.DEBUG if command == "sas" else logging.INFO
+        LIMITER.log(log, level, "control request", {"command": command, "peer": peer}, key=command)
         try:
             wait = _wait_field(command, request.get("wait"))
         except ControlError as error:

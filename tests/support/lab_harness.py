@@ -164,7 +164,8 @@ class Lab:
     def logs(self) -> str:
         parts = []
         for log in sorted(self.paths.pods.glob("*/*.log")):
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            lines = log.read_text(errors="replace").splitlines()
+            tail = "\n".join([line for line in lines if "control request" not in line][-40:])
             parts.append(f"--- {log.parent.name}/{log.name}\n{tail}")
         return "\n".join(parts)
 
