@@ -46,11 +46,11 @@ images: venv
 
 # Everything but the VM tier: the fast loop while developing.
 unit: venv
-	$(BIN)/pytest -m "not vm"
+	$(BIN)/pytest -m "not vm" --durations=25
 
 # Kernel datapath (XFRM) tests: each module boots a VM under software emulation.
 vm: venv
-	$(BIN)/pytest -m vm
+	$(BIN)/pytest -m vm --durations=15
 
 test: lint typecheck layers unit vm
 
