@@ -239,3 +239,36 @@ def test_a_ca_rotation_under_running_sas_keeps_them(pair: Pair, topology: Topolo
     assert not signed_by(a, old)
     still_up(pair, topology, ike, children)
     reauthenticate(pair, ike)
+
+
+def test_a_document_naming_source_operator_only_after_start_gets_its_certificate(
+    topology: Topology, tmp_path: Path
+) -> None:
+    # The operator's first document for a pod whose peers have no address yet has no
+    # peer and no certificate; the next one names `source: operator`. The running
+    # sidecar enrolls then and applies it once the certificate exists (before, it
+    # refused that document for good: the certificate file it names did not exist, and
+    # nothing would ever write it).
+    topology.add_node("a")
+    topology.add_node("b")
+    topology.add_pod("pa", "a")
+    topology.add_pod("pb", "b")
+    state = CaState(signing=new_ca(5))
+    a, b = Sidecar(topology, "pa", tmp_path), Sidecar(topology, "pb", tmp_path)
+    enrol(a, topology, state, "pb")
+    enrol(b, topology, state, "pa")
+    later = a.config.read_bytes()
+    a.write([], local={"identity": {"address": topology.address("pa")}})
+    try:
+        a.start()
+        b.start()
+        assert not (identity_dir(a) / "tls.crt").exists()
+        scratch = a.config.with_suffix(".later")
+        scratch.write_bytes(later)
+        os.replace(scratch, a.config)
+        wait_until("pa and pb established", both_established(a, b), timeout=30)
+        assert "certificate issued" in a.log.read_text()
+        topology.ping("pa", "pb")
+    finally:
+        for sidecar in (a, b):
+            sidecar.stop()

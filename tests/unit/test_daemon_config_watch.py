@@ -131,6 +131,25 @@ def test_a_refused_document_is_not_reported_again_until_it_changes(tmp_path: Pat
     assert watch.changed() is not None
 
 
+def test_a_refused_document_is_tried_again_when_a_file_it_names_appears(tmp_path: Path) -> None:
+    # The document loads but names a file that does not exist yet (a certificate the
+    # enrollment has still to write): the running document does not name it, so only
+    # watching the refused document's own files shows its arrival.
+    path = volume_with(tmp_path, document())
+    watch = watching(path)
+    doc = json.loads(document())
+    doc["peers"][0]["auth"] = {"psk": {"secretFile": str(tmp_path / "later.psk")}}
+    volume_with(tmp_path, json.dumps(doc).encode())
+    before = watch.changed()
+    assert before is not None
+
+    watch.refused(before, load_config(path))
+
+    assert watch.changed() is None
+    (tmp_path / "later.psk").write_bytes(PSK)
+    assert watch.changed() is not None
+
+
 def test_a_document_that_disappears_is_no_change(tmp_path: Path) -> None:
     path = volume_with(tmp_path, document())
     watch = watching(path)

@@ -230,13 +230,34 @@ async def _daemon(
     loop.add_signal_handler(signal.SIGHUP, on_hup)
 
     servers: list[Any] = []
+    registry: Registry | None = None
     code = EXIT_OK
     renewal: asyncio.Task[None] | None = None
+
+    def identity_pending(new: SidecarConfig) -> str | None:
+        # A document that names `source: operator` only after start (the pod's first one
+        # had no peer yet, or a Tunnel moved from PSK to certificates): enroll now, and
+        # apply it once the certificate it names exists.
+        nonlocal enrollment, renewal
+        if enrollment is not None:
+            return None
+        late = Enrollment.from_environment(new, sidecar.config_path)
+        if late is None:
+            return None
+        enrollment = late
+        if registry is not None:
+            registry.register(late.collector())
+        renewal = asyncio.create_task(_enroll_late(late, sidecar, stop), name="kipsec-renew")
+        return "waiting for the pod's first certificate from the operator"
+
+    sidecar.identity_pending = identity_pending
     try:
         try:
             await sidecar.start()
-            servers = await _start_servers(sidecar, health_listen, enrollment, probe_listen)
-            if enrollment is not None:
+            servers, registry = await _start_servers(sidecar, health_listen, probe_listen)
+            if registry is not None and enrollment is not None:
+                registry.register(enrollment.collector())
+            if enrollment is not None and renewal is None:
                 renewal = asyncio.create_task(enrollment.run(sidecar.reload), name="kipsec-renew")
         except (DatapathError, ConfigError, ControlError, OSError) as exc:
             log.error("cannot start", extra={"error": str(exc)})
@@ -366,10 +387,10 @@ async def _wait_for_certificate(
 async def _start_servers(
     sidecar: Sidecar,
     health_listen: str | None = None,
-    enrollment: Enrollment | None = None,
     probe_listen: str | None = None,
-) -> list[Any]:
-    """The control socket, then (if enabled) the metrics/health endpoint and its probes."""
+) -> tuple[list[Any], Registry | None]:
+    """The control socket, then (if enabled) the metrics/health endpoint and its probes;
+    the servers and the metrics registry (None when metrics are off)."""
     from ..control import ControlServer
     from ..health import HealthServer
     from ..metrics import build_registry
@@ -381,8 +402,6 @@ async def _start_servers(
     if sidecar.config.metrics.enabled:
         listen = health_listen or sidecar.config.metrics.listen
         registry = build_registry(sidecar)
-        if enrollment is not None:
-            registry.register(enrollment.collector())
         health = HealthServer(sidecar, registry, listen, probe_listen=probe_listen)
         try:
             await health.start()
@@ -390,7 +409,16 @@ async def _start_servers(
             await control.close()
             raise
         servers.append(health)
-    return servers
+        return servers, registry
+    return servers, None
+
+
+async def _enroll_late(enrollment: Enrollment, sidecar: Sidecar, stopped: asyncio.Event) -> None:
+    """The first certificate of a document that named ``source: operator`` only after
+    start, then that document (held back until now), then the renewals."""
+    if await enrollment.first(stopped):
+        await _reload(sidecar)
+        await enrollment.run(sidecar.reload)
 
 
 async def _reload(sidecar: Sidecar) -> None:

@@ -123,7 +123,8 @@ class ConfigWatch:
         self.current: Digest | None = None
         """The digest of the applied configuration (None before the first)."""
         self.generation = 0
-        self._refused: str | None = None
+        self._refused: tuple[str, tuple[str, ...]] | None = None
+        """The refused contents' digest and the files it covers."""
 
     def changed(self) -> Digest | None:
         """The files' digest when it differs from the applied and the last refused one."""
@@ -132,8 +133,11 @@ class ConfigWatch:
             return None  # the file went away: keep running what we have
         if self.current is not None and now.sources == self.current.sources:
             return None
-        if now.sources == self._refused:
-            return None
+        if self._refused is not None:
+            sources, files = self._refused
+            again = now if files == self.files else digest(self.path, files)
+            if again.sources == sources:
+                return None
         return now
 
     def begin(self) -> Digest:
@@ -154,9 +158,21 @@ class ConfigWatch:
         self.generation += 1
         self._refused = None
 
-    def refused(self, before: Digest) -> None:
-        """The contents digested as ``before`` did not load: skip them until they change."""
-        self._refused = before.sources
+    def refused(self, before: Digest, config: SidecarConfig | None = None) -> None:
+        """The contents digested as ``before`` did not load: skip them until they change.
+
+        ``config`` is the refused document when it parsed and only a file it names failed
+        (missing, unreadable, not yet written by the enrollment): the files *it* names are
+        watched from then on, so the document is tried again when one of them appears —
+        the running document's files would never show that change.
+        """
+        if config is not None:
+            files = referenced_files(config)
+            now = digest(self.path, files)
+            if now.document == before.document:  # the document read is the one refused
+                self._refused = (now.sources, files)
+                return
+        self._refused = (before.sources, self.files)
 
 
 async def wait_for_document(

@@ -192,6 +192,11 @@ class Sidecar:
         # ``loaded``: the files' digest taken before ``config`` was read (see ConfigWatch).
         self.watch = ConfigWatch(config_path)
         self.watch.applied(config, loaded or self.watch.begin())
+        self.identity_pending: Callable[[SidecarConfig], str | None] | None = None
+        """Set by the daemon: asked with each new document before it is applied; a reason
+        (the pod's operator-issued certificate does not exist yet, and an enrollment now
+        runs for it) holds the document back until the enrollment reloads. Without it a
+        document that first names ``source: operator`` after start could never load."""
         self.endpoint = VersionedEndpoint(self._responder_config, now=self.loop.time())
         self.service_nat = service_nat.ServiceNat()
         self.sockets = IkeSockets(
@@ -992,13 +997,20 @@ class Sidecar:
 
     async def reload(self) -> list[str]:
         before = self.watch.begin()
+        config: SidecarConfig | None = None
         try:
             config = load_config(self.config_path)
-            plans = to_core(config, wall_clock_epoch=self.epoch)
+            pending = self.identity_pending(config) if self.identity_pending else None
+            if pending is None:
+                plans = to_core(config, wall_clock_epoch=self.epoch)
         except ConfigError as exc:
-            self.watch.refused(before)
+            self.watch.refused(before, config)
             log.error("configuration not reloaded", extra={"error": str(exc)})
             raise ControlError(f"configuration not reloaded: {exc}") from None
+        if pending is not None:
+            self.watch.refused(before, config)
+            log.info("configuration held back", extra={"reason": pending})
+            raise ControlError(f"configuration not applied yet: {pending}")
         self.watch.applied(config, before)
         by_name = {plan.name: plan for plan in plans}
         new_fps = {plan.name: fingerprint(plan) for plan in plans}
