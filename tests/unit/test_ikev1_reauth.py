@@ -505,19 +505,25 @@ def test_detached_ipsec_sas_expire_at_their_own_hard_lifetime() -> None:
 
 def test_a_delete_of_the_isakmp_sa_alone_leaves_the_pair_and_liveness_re_establishes() -> None:
     """B deletes its ISAKMP SA alone, keeping its pair (as its own expiry does): A keeps
-    the pair too. With liveness checks configured A does not wait for the pair's
-    rekey: its new main mode starts at once, and both sides end with one new ISAKMP SA
-    holding the same pair."""
+    the pair too (no ChildSaDeleted). With liveness checks configured A does not wait
+    for the pair's rekey: its new main mode starts at once, takes the pair over and
+    rekeys it right away (make-before-break: the old one goes as ``rekeyed``)."""
     link = Link(i_liveness_interval=30.0)
     old_a = link.up()
     (old_b,) = link.b.live()
     spis = link.a.child_spis()
     informational.send_delete_isakmp(old_b, link.now)
     old_b.detach(link.now)
-    link.run(5)
+    link.tap = lambda src, data: [] if header_of(data)[2] == MAIN else [data]
+    link.run(0.1)
+    assert old_a.detached and link.a.child_spis() == spis and not link.a.of(ChildSaDeleted)
+    link.tap = None
+    link.run(10)
     assert old_a.closed and old_b.closed
-    assert_the_pair_moved_over(link, spis)
     assert {e.reason for e in link.a.of(IkeSaDeleted)} == {"reauthenticated"}
+    assert_one_matching_sa_and_pair(link)
+    assert [e.replaces for e in link.a.of(ChildSaEstablished)][-1] in spis
+    assert {e.reason for e in link.a.of(ChildSaDeleted)} == {"rekeyed"}
 
 
 def test_with_liveness_checks_an_unanswered_main_mode_makes_a_detached_sa_dead() -> None:
@@ -543,3 +549,22 @@ def test_with_liveness_checks_an_unanswered_main_mode_makes_a_detached_sa_dead()
     assert old_a.closed and link.a.of(PeerDead)
     assert [e.reason for e in link.a.of(IkeSaDeleted)][-1] == "peer-dead"
     assert [e.reason for e in link.a.of(ChildSaDeleted)] == ["ike-deleted"]
+
+
+def test_a_peer_that_dropped_the_pair_with_the_isakmp_sa_gets_a_new_one() -> None:
+    """strongSwan drops its IPsec SAs when told its ISAKMP SA is deleted. B does so
+    here (it forgets everything just before A's ISAKMP SA expires): A keeps its half,
+    detached; re-established at once (liveness checks), A rekeys the pair right away,
+    which B answers with a fresh pair, so both ends hold one matching pair again."""
+    link = Link(i_lifetime=SHORT_ISAKMP, i_liveness_interval=30.0)
+    old_a = link.up()
+    (old_b,) = link.b.live()
+    spis = link.a.child_spis()
+    link.run(49)  # t=59: A's R-U-THERE at 40 was answered
+    old_b.close("deleted-by-peer", link.now)  # the peer's view after a bare Delete
+    assert old_a.established
+    link.run(10)
+    assert old_a.closed
+    assert_one_matching_sa_and_pair(link)
+    assert not link.a.child_spis() & spis
+    assert [e.reason for e in link.a.of(ChildSaDeleted)] == ["rekeyed"]

@@ -33,6 +33,9 @@ can take them, it becomes ``detached`` — keyless, sending and accepting nothin
 holds them until their own lifetime. A new main mode (a re-authentication of the
 detached SA) takes them over: at once when liveness checks are configured (and its
 going unanswered makes the peer dead), else when the first of them is due for a rekey.
+The side that started it then rekeys them all at once: a peer may have dropped its
+half (strongSwan does when told its ISAKMP SA is deleted), and a quick mode gives
+both ends the same new pair either way.
 
 Anything the peer sends that is malformed, tampered or unexpected is dropped and counted
 in :attr:`IsakmpSa.stats` with a :class:`~kipsec_sidecar.core.ike.events.ProtocolErrorEvent`;
@@ -544,12 +547,16 @@ class IsakmpSa:
             self.dpd_outstanding = None
         # A rekey queued here and not started yet dies with our queue: the successor
         # runs it instead (its quick mode starts at the successor's next timer).
+        # Pairs a detached SA held may be gone at the peer (strongSwan drops its IPsec
+        # SAs with an ISAKMP SA we deleted): the side that re-established rekeys them at
+        # once, so both ends surely hold the new pair (make-before-break if the peer
+        # still had the old one, a fresh pair if not).
+        renew = was_detached and successor.is_initiator
         started = {id(ex.rekey) for ex in self.quick.values() if ex.rekey is not None}
         for child in self.children.values():
             if (
                 child.state is ChildState.INSTALLED
-                and child.rekey_at is None
-                and child.config.lifetime.rekey_after
+                and (renew or (child.rekey_at is None and child.config.lifetime.rekey_after))
                 and id(child) not in started
             ):
                 child.rekey_at = now
