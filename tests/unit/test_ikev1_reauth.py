@@ -568,3 +568,19 @@ def test_a_peer_that_dropped_the_pair_with_the_isakmp_sa_gets_a_new_one() -> Non
     assert_one_matching_sa_and_pair(link)
     assert not link.a.child_spis() & spis
     assert [e.reason for e in link.a.of(ChildSaDeleted)] == ["rekeyed"]
+
+
+def test_a_pair_rekeyed_just_before_the_isakmp_sa_expires_is_dropped_while_detached() -> None:
+    """A rekeys its pair 3 s before its ISAKMP SA expires: the replaced pair's drop,
+    due 5 s after the rekey, still happens once the SA is detached (only its Delete
+    cannot go out), so A is left with the new pair alone."""
+    link = Link(i_lifetime=SHORT_ISAKMP, r_lifetime=SHORT_ISAKMP)
+    old_a = link.up()
+    (old_spi,) = old_a.children
+    link.run(47)  # t=57
+    old_a.rekey_child(old_spi, link.now)
+    link.run(13)  # t=70
+    assert old_a.detached
+    (new,) = link.a.of(ChildSaEstablished)[1:]
+    assert set(old_a.children) == {new.spi_in}
+    assert [(e.spi_in, e.reason) for e in link.a.of(ChildSaDeleted)] == [(old_spi, "rekeyed")]

@@ -682,6 +682,19 @@ class IsakmpSa:
         if self._expire_at is None or at < self._expire_at:
             self._reauth_at = at
 
+    def end_isakmp_sa(self, reason: str, now: float, child_reason: str = "ike-deleted") -> None:
+        """The ISAKMP SA ends (``expired``, or ``deleted-by-peer`` alone) but not its
+        IPsec SAs (RFC 2409 section 5.5): another established ISAKMP SA with the peer
+        takes them (a re-authentication crossing ours), else we keep them detached;
+        with none, this SA closes."""
+        heir = self.heir() if self.children else None
+        if heir is not None:
+            heir.adopt(self)
+        elif self.children and self.established:
+            self.detach(now)
+            return
+        self.close(reason, now, child_reason)
+
     def detach(self, now: float) -> None:
         """The ISAKMP SA is gone (expired, or deleted alone by the peer) and no other
         one with the peer can take our IPsec SAs: keep them, keyless, until their own
@@ -826,13 +839,7 @@ class IsakmpSa:
         if self._expire_at is not None and now >= self._expire_at:
             self._expire_at = None
             informational.send_delete_isakmp(self, now)  # the ISAKMP SA alone
-            if self.children and self.heir() is None:
-                self.detach(now)
-                return
-            heir = self.heir()
-            if heir is not None:
-                heir.adopt(self)
-            self.close("expired", now, child_reason="expired")
+            self.end_isakmp_sa("expired", now, child_reason="expired")
             return
         if self._reauth_at is not None and now >= self._reauth_at:
             self.rekey_ike(now)
@@ -856,7 +863,10 @@ class IsakmpSa:
     def _detached_timers(self, now: float) -> None:
         """Lifetimes of the IPsec SAs a detached SA holds: expired ones go (there is
         no ISAKMP SA to send their Delete with), one due for a rekey starts the new
-        main mode whose SA will run it; with none left the SA closes."""
+        main mode whose SA will run it; with none left the SA closes. Timed actions
+        due (a rekeyed pair's drop) run here: no exchange waits for them."""
+        while self._actions:
+            self._actions.popleft()(now)
         for child in list(self.children.values()):
             if child.expire_at is not None and now >= child.expire_at:
                 self.remove_child(child, "expired")

@@ -140,17 +140,8 @@ def handle(sa: IsakmpSa, header: Header, data: bytes, now: float) -> None:
 def _on_delete(sa: IsakmpSa, payload: DeletePayload, now: float) -> None:
     if payload.protocol == ProtocolId.ISAKMP:
         if sa.cookie_i + sa.cookie_r in payload.spis:
-            # IPsec SAs outlive the ISAKMP SA that made them (RFC 2409 section 5.5): a
-            # peer that wants them gone deletes them too. Another ISAKMP SA with the
-            # peer keeps them (a re-authentication crossing ours), else we hold them
-            # detached until their own lifetime or a new main mode.
-            heir = sa.heir() if sa.children else None
-            if heir is not None:
-                heir.adopt(sa)
-            elif sa.children and sa.established:
-                sa.detach(now)
-                return
-            sa.close("deleted-by-peer", now, child_reason="ike-deleted")
+            # A peer that wants the IPsec SAs gone deletes them too (as we do).
+            sa.end_isakmp_sa("deleted-by-peer", now)
         return
     owner = sa.current()  # after a re-authentication the successor holds them
     for spi in payload.spis:
