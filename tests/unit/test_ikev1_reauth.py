@@ -584,3 +584,18 @@ def test_a_pair_rekeyed_just_before_the_isakmp_sa_expires_is_dropped_while_detac
     (new,) = link.a.of(ChildSaEstablished)[1:]
     assert set(old_a.children) == {new.spi_in}
     assert [(e.spi_in, e.reason) for e in link.a.of(ChildSaDeleted)] == [(old_spi, "rekeyed")]
+
+
+def test_a_rekey_asked_of_a_detached_sa_re_establishes_first() -> None:
+    """``kipsec-sidecar rekey`` (or a byte limit) on a detached SA: a new main mode
+    comes first, then the quick mode rekey under it."""
+    link = Link(i_lifetime=SHORT_ISAKMP, r_lifetime=SHORT_ISAKMP)
+    old_a = link.up()
+    link.run(60)
+    assert old_a.detached
+    (spi,) = old_a.children
+    old_a.rekey_child(spi, link.now)
+    link.run(5)
+    assert old_a.closed
+    assert_one_matching_sa_and_pair(link)
+    assert link.a.of(ChildSaEstablished)[-1].replaces == spi and spi not in link.a.child_spis()
