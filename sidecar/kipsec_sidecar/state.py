@@ -81,7 +81,9 @@ class PeerView:
     last_error: str | None = None  #: the latest failure (no secrets), e.g. "AUTHENTICATION_FAILED"
     last_failure: str | None = None
     """``last_error`` as a closed reason (:data:`~.handshake_failures.REASONS`), for machines."""
-    ike_sas: int = 0  #: live IKE SAs (more than one briefly during a rekey or a collision)
+    #: live IKE SAs (more than one briefly during a rekey or a collision); a detached
+    #: IKEv1 SA (ISAKMP SA gone, IPsec SAs living on) is not one
+    ike_sas: int = 0
     close_action: str = "none"  #: the effective closeAction (unset: what start implies)
     dpd_action: str = "none"  #: the effective dpdAction
     reconnect: str = "none"

@@ -12,6 +12,7 @@ path is exercised by every test here.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -500,6 +501,21 @@ def wait_new_isakmp_sa(sidecar: Sidecar, charon: Charon, seen: set[str], after: 
     return found[-1]
 
 
+def main_mode_ports(log: str) -> list[int]:
+    """The source port of each main mode message 1 charon received (``[ SA V V ]``
+    from kipsec), matched with its ``received packet`` line by charon's thread."""
+    last_received: dict[str, int] = {}
+    ports: list[int] = []
+    for line in log.splitlines():
+        got = re.search(r" (\d+)\[NET\] received packet: from \S+\[(\d+)\]", line)
+        if got:
+            last_received[got[1]] = int(got[2])
+        parsed = re.search(r" (\d+)\[ENC\] parsed ID_PROT request 0 \[ SA V V \]", line)
+        if parsed and parsed[1] in last_received:
+            ports.append(last_received[parsed[1]])
+    return ports
+
+
 def test_phase_1_reauthentication_by_either_side_keeps_the_pair_and_loses_no_packet(
     interop_v1: Setup, gateway_topology: Topology, tmp_path: Path
 ) -> None:
@@ -507,6 +523,8 @@ def test_phase_1_reauthentication_by_either_side_keeps_the_pair_and_loses_no_pac
     ``ike``, waiting for it), then charon does (vici ``rekey ike``, IKEv1's only way);
     each time a new main mode replaces the ISAKMP SA, the IPsec pair moves over
     unchanged on both sides and the old ISAKMP SA is deleted. Every datagram comes back.
+    NAT-T moved the first ISAKMP SA to port 4500 (``encap = yes``): kipsec's
+    re-authentications start there, with the non-ESP marker, and charon takes them.
     After the stream, ``kipsec-sidecar rekey --ike --wait`` re-authenticates once more,
     and a quick mode rekey works under the newest ISAKMP SA (a phase 2 rekey under a
     stream has its own test). The CLI runs outside the stream: starting a Python process
@@ -537,6 +555,7 @@ def test_phase_1_reauthentication_by_either_side_keeps_the_pair_and_loses_no_pac
     log = (tmp_path / "strongswan-b" / "charon.log").read_text()
     # kipsec's re-authentication: message 5 without INITIAL-CONTACT, the pair adopted
     assert "[ ID HASH ]" in log and "adopting 1 children" in log
+    assert main_mode_ports(log)[:2] == [500, 4500]  # the first contact, then kipsec's
     assert sidecar.sas()["rekeys"]["ike"] >= 2
     sidecar.cli("rekey", "--ike", "b", "--wait", "15")
     newest = wait_new_isakmp_sa(sidecar, charon, seen, "the CLI's re-authentication")

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 
 import pytest
 
+from kipsec_sidecar.core.backoff import Backoff
 from kipsec_sidecar.core.ike.constants import EncrId, ProtocolId
 from kipsec_sidecar.core.ike.engine import IkeSa
 from kipsec_sidecar.core.ike.events import ChildSaEstablished
 from kipsec_sidecar.core.ipsec_sa import IpsecSa, Mode
 from kipsec_sidecar.core.traffic_selectors import TrafficSelector
 from kipsec_sidecar.daemon.peers import (
-    Backoff,
     ChildTable,
     ClearOutbound,
     InstalledChild,

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from kipsec_operator.certificates.ca import CertificateAuthority, generate_ca
 from kipsec_sidecar.config.errors import ConfigError
 from kipsec_sidecar.config.load import load_config_data
+from kipsec_sidecar.core.backoff import Backoff
 from kipsec_sidecar.core.ike.certs import validate_chain
 from kipsec_sidecar.daemon import _wait_for_certificate
 from kipsec_sidecar.daemon.enrollment import (
@@ -39,7 +40,6 @@ from kipsec_sidecar.daemon.enrollment import (
     Enrollment,
     settings_from,
 )
-from kipsec_sidecar.daemon.peers import Backoff
 from kipsec_sidecar.exposition import Registry, render
 from kipsec_sidecar.identity import generate_key
 from support.local_issuer import LocalBackend, issuer_app, pod, token_review, tunnel_certificate

@@ -54,6 +54,16 @@ def awaiting_first_answer(sa: AnySa) -> bool:
     return sa.state is Phase1State.MM_SENT_SA
 
 
+def detached(sa: AnySa) -> bool:
+    """Whether ``sa`` is an IKEv1 SA whose ISAKMP SA is gone (expired, or deleted alone
+    by the peer) while the IPsec SAs it holds live on until their own lifetime or a new
+    main mode (:meth:`~kipsec_sidecar.core.ikev1.engine.IsakmpSa.detach`). IKEv2 has no
+    such state: its child SAs go with the IKE SA."""
+    if isinstance(sa, IkeSa):
+        return False
+    return sa.detached
+
+
 def ike_version(sa: AnySa) -> int:
     """1 or 2: which protocol ``sa`` speaks."""
     return 2 if isinstance(sa, IkeSa) else 1

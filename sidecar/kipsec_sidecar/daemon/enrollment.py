@@ -13,7 +13,7 @@ swap). The key is never sent anywhere.
 :class:`Enrollment` owns the schedule: until the first certificate exists the daemon
 does not start IKE and ``/healthz`` answers 503 "waiting for certificate: <the
 operator's reason>"; a refused or failed attempt is retried with bounded, jittered
-back-off (:class:`~.peers.Backoff`, 1 s doubling to a minute), logged with the
+back-off (:class:`~kipsec_sidecar.core.backoff.Backoff`, 1 s doubling to a minute), logged with the
 operator's code and reason, and counted in ``kipsec_identity_requests_total{result}``.
 From the operator's ``renewalTime`` on, a new key and certificate are requested; the
 daemon then reloads, and :func:`~.reload.credentials_only` keeps every SA while new
@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from ..config.errors import ConfigError, FieldError, join_path
 from ..config.model import Certificate, SidecarConfig
+from ..core.backoff import Backoff
 from ..core.errors import CertificateError
 from ..exposition import CounterFamily, Family, GaugeFamily
 from ..identity import (
@@ -53,7 +54,6 @@ from ..identity import (
     submit_csr,
 )
 from ..regular_files import read_regular_file, why_unreadable
-from .peers import Backoff
 
 if TYPE_CHECKING:
     from cryptography import x509

@@ -9,8 +9,9 @@ tests can walk every ordering of events without sockets:
   so it has the new inbound SA) or when it is not a rekey; the rekey *responder* keeps
   sending on the old SA until the initiator deletes it — the initiator may not have the
   new SA installed before our response reaches it. The old inbound SA is removed last.
-* :class:`Backoff` spaces re-initiations to a peer that keeps failing (1 s doubling to
-  30 s, jittered so a fleet of sidecars does not retry in lockstep).
+* :class:`~kipsec_sidecar.core.backoff.Backoff` (in the core, shared with the IKEv1
+  engine) spaces re-initiations to a peer that keeps failing (1 s doubling to 30 s,
+  jittered so a fleet of sidecars does not retry in lockstep).
 * :func:`redundant_ike_sa` picks which of two IKE SAs with the same peer goes away when
   both sides initiated at the same time, so that both sides agree without talking.
 """
@@ -19,15 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config.model import Action
 from ..config.to_core import PeerPlan
+from ..core.backoff import Backoff
 from ..core.ike.events import ChildSaEstablished, IkeSaEstablished
-from ..core.ike_versions import AnySa
+from ..core.ike_versions import AnySa, detached
 from ..core.ipsec_sa import IpsecSa
 from ..state import PeerState
 
@@ -172,37 +172,6 @@ class ChildTable:
 # --- re-initiation ---------------------------------------------------------------------------
 
 
-class Backoff:
-    """Delays between re-initiations: ``initial`` doubling up to ``maximum`` seconds.
-
-    Each delay is multiplied by a random factor in [1 - jitter, 1 + jitter] (then capped
-    at ``maximum``). :meth:`reset` after a success starts again from ``initial``.
-    """
-
-    def __init__(
-        self,
-        initial: float = 1.0,
-        maximum: float = 30.0,
-        jitter: float = 0.2,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.jitter = jitter
-        self.rng = rng
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        """The wait before the next attempt; each call counts one more failure."""
-        base = min(self.maximum, self.initial * 2.0**self.failures)
-        self.failures += 1
-        factor = 1.0 + self.jitter * (2.0 * self.rng() - 1.0)
-        return min(self.maximum, base * factor)
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
 # --- duplicate IKE SAs -----------------------------------------------------------------------
 
 
@@ -296,6 +265,10 @@ class Peer:
     def live_sas(self) -> list[AnySa]:
         return [sa for sa in self.ike_sas if not sa.closed]
 
+    def ike_sa_count(self) -> int:
+        """IKE SAs that exist with the peer (a detached IKEv1 SA's is gone)."""
+        return sum(1 for sa in self.live_sas() if not detached(sa))
+
     def preferred_sa(self) -> AnySa | None:
         """The IKE SA to act on and to show: the newest established, else the newest live."""
         live = self.live_sas()
@@ -305,8 +278,8 @@ class Peer:
 
     @property
     def state(self) -> PeerState:
-        if self.children.children and any(sa.established for sa in self.live_sas()):
-            return "established"
+        if self.children.children and any(sa.established or detached(sa) for sa in self.live_sas()):
+            return "established"  # a detached IKEv1 SA's IPsec SAs still carry traffic
         if self.last_error is not None:
             return "down"  # failing: retries (if any) are in progress
         if self.live_sas() or self.retry_at is not None:
@@ -315,7 +288,6 @@ class Peer:
 
 
 __all__ = [
-    "Backoff",
     "ChildTable",
     "ClearOutbound",
     "DatapathOp",

@@ -66,7 +66,7 @@ from ..core.ike.events import (
     PeerDead,
     ProtocolErrorEvent,
 )
-from ..core.ike_versions import AnySa, VersionedEndpoint, awaiting_first_answer
+from ..core.ike_versions import AnySa, VersionedEndpoint, awaiting_first_answer, detached
 from ..core.negotiated import sa_pair
 from ..core.udpencap import build_keepalive
 from ..datapath.base import Datapath, DatapathError, PeerPolicy
@@ -953,7 +953,7 @@ class Sidecar:
     async def rekey(self, peer: str, kind: RekeyKind, wait: float | None = None) -> None:
         target = self._peer(peer)
         sa = target.preferred_sa()
-        if sa is None or not sa.established:
+        if sa is None or not (sa.established or detached(sa)):  # detached: a new main mode
             raise ControlError(f"peer {peer!r} has no established IKE SA to rekey")
         now = self.loop.time()
         try:

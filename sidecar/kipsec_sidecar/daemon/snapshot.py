@@ -30,7 +30,7 @@ def peer_view(peer: Peer) -> PeerView:
         children=tuple(child_view(c) for c in peer.children.children.values()),
         last_error=peer.last_error,
         last_failure=peer.last_failure,
-        ike_sas=len(peer.live_sas()),
+        ike_sas=peer.ike_sa_count(),
         close_action=plan.close_action,
         dpd_action=plan.dpd_action,
         reconnect=peer.reconnect if plan.keying == "ike" else "none",

@@ -22,7 +22,20 @@ without INITIAL-CONTACT) is a new responder SA that takes the children over the 
 way; the old one waits for the peer's Delete. A new main mode *with* INITIAL-CONTACT
 says the peer kept no state (RFC 2407 section 4.6.3.3): the SAs established before it
 with the same peer identity are deleted. The SAs of one node see each other through
-the ``siblings`` lookup their endpoint gives them.
+the ``siblings`` lookup their endpoint gives them. A re-authentication starts on the
+port the ISAKMP SA uses (4500 with the non-ESP marker once NAT-T moved it there, RFC
+3947 section 4). One that fails is retried with back-off
+(:class:`~kipsec_sidecar.core.backoff.Backoff`) until the hard lifetime.
+
+IPsec SAs outlive their ISAKMP SA: when it expires, or the peer deletes it alone (a
+Delete for its cookies, none for the IPsec SAs), and no other ISAKMP SA with the peer
+can take them, it becomes ``detached`` — keyless, sending and accepting nothing — and
+holds them until their own lifetime. A new main mode (a re-authentication of the
+detached SA) takes them over: at once when liveness checks are configured (and its
+going unanswered makes the peer dead), else when the first of them is due for a rekey.
+The side that started it then rekeys them all at once: a peer may have dropped its
+half (strongSwan does when told its ISAKMP SA is deleted), and a quick mode gives
+both ends the same new pair either way.
 
 Anything the peer sends that is malformed, tampered or unexpected is dropped and counted
 in :attr:`IsakmpSa.stats` with a :class:`~kipsec_sidecar.core.ike.events.ProtocolErrorEvent`;
@@ -41,10 +54,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 
+from ..backoff import Backoff
 from ..errors import KipsecError, LocalProtocolError, ParseError
 from ..ike.child_sa import ChildSa, ChildState
 from ..ike.config import Address, IkeConfig, Lifetime
-from ..ike.constants import IKE_NATT_PORT, IKE_PORT, NON_ESP_MARKER
+from ..ike.constants import IKE_NATT_PORT, NON_ESP_MARKER
 from ..ike.engine import IkeStats, random_nonzero, receive_guarded, sa_lifetimes
 from ..ike.events import (
     ChildSaDeleted,
@@ -85,6 +99,10 @@ class Phase1State(Enum):
     #: A newer ISAKMP SA with the same peer took the IPsec SAs over (re-authentication):
     #: keyed still, for exchanges in flight and the Delete, until it is deleted.
     REPLACED = "replaced"
+    #: The ISAKMP SA expired or the peer deleted it alone, and no other one with the
+    #: peer could take its IPsec SAs: keyless (nothing sent or accepted), it holds them
+    #: until their own lifetime or until a new main mode takes them over.
+    DETACHED = "detached"
     CLOSED = "closed"
 
 
@@ -151,7 +169,9 @@ class IsakmpSa:
         self._candidate_iv: tuple[int, bytes] = (MAIN_MODE_KEY, b"")
         self._retransmit: dict[int, Retransmit] = {}
         self._answered: dict[int, Answered] = {}
-        self._natt = False
+        # A re-authentication starts where the ISAKMP SA it replaces runs: on port 4500
+        # with the non-ESP marker once NAT-T moved it there (RFC 3947 section 4).
+        self._natt = reauth_of is not None and reauth_of.natt
         self._last_inbound = now
         self._half_open_deadline: float | None = now + self.give_up_after()
         self._expire_at: float | None = None
@@ -166,6 +186,7 @@ class IsakmpSa:
         self._spawned: list[IsakmpSa] = []
         self._reauth: IsakmpSa | None = None
         self._reauth_at: float | None = None
+        self._reauth_backoff = Backoff(rng=self.random_fraction)
         self._retire_at: float | None = None
 
     # ------------------------------------------------------------------ constructors
@@ -241,6 +262,11 @@ class IsakmpSa:
         return self.state is Phase1State.CLOSED
 
     @property
+    def detached(self) -> bool:
+        """The ISAKMP SA is gone; only its IPsec SAs live on (see :meth:`detach`)."""
+        return self.state is Phase1State.DETACHED
+
+    @property
     def keyed(self) -> bool:
         """Main mode is done and the keys are usable (established, or replaced and
         finishing its exchanges)."""
@@ -257,6 +283,13 @@ class IsakmpSa:
     @property
     def nat_detected(self) -> bool:
         return self.nat_local or self.nat_remote
+
+    @property
+    def local_addr(self) -> Address:
+        """Our address and the port we send from: 4500 once on NAT-T (a
+        re-authentication's main mode starts there), for the NAT-D hashes."""
+        host, port = self.config.local_addr
+        return (host, IKE_NATT_PORT if self._natt else port)
 
     @property
     def natt(self) -> bool:
@@ -276,7 +309,7 @@ class IsakmpSa:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Process one UDP payload from ``addr`` (a leading non-ESP marker is stripped)."""
-        if self.closed:
+        if self.closed or self.detached:
             self.stats.dropped_unexpected += 1
             return
         # Without a MAC, a wrong key or a tampered ciphertext decrypts to garbage: a
@@ -314,6 +347,10 @@ class IsakmpSa:
         self._actions.extend(due)
         if self.established:
             self._lifetime_timers(now)
+        elif self.detached:
+            self._detached_timers(now)
+            if self.closed:
+                return
         elif self._retire_at is not None and now >= self._retire_at and not self.quick:
             informational.send_delete_isakmp(self, now)
             self.close("reauthenticated", now)
@@ -333,7 +370,7 @@ class IsakmpSa:
             times.append(self._half_open_deadline)
         if self._retire_at is not None:
             times.append(self._retire_at)
-        if self.established:
+        if self.established or self.detached:
             if self._expire_at is not None:
                 times.append(self._expire_at)
             if self._reauth_at is not None:
@@ -343,8 +380,8 @@ class IsakmpSa:
                     times.append(child.expire_at)
                 if child.rekey_at is not None and child.state is ChildState.INSTALLED:
                     times.append(child.rekey_at)
-            if self.config.liveness_interval and self.dpd_outstanding is None:
-                times.append(self._last_inbound + self.config.liveness_interval)
+        if self.established and self.config.liveness_interval and self.dpd_outstanding is None:
+            times.append(self._last_inbound + self.config.liveness_interval)
         return min(times) if times else None
 
     def next_event(self) -> Event | None:
@@ -362,6 +399,10 @@ class IsakmpSa:
     def rekey_child(self, child_spi: bytes, now: float) -> None:
         """A new quick mode for the child ``child_spi``; the old one is deleted after it."""
         child = self._child_or_raise(child_spi)
+        if self.detached and child.state is ChildState.INSTALLED:
+            child.rekey_at = None  # the new main mode's SA runs it (replaced_by)
+            self.rekey_ike(now)
+            return
         self._require_established()
         if child.state is ChildState.INSTALLED:
             child.rekey_at = None
@@ -372,15 +413,17 @@ class IsakmpSa:
         """Re-authenticate: IKEv1 has no rekey of the ISAKMP SA, so a new main mode runs
         beside this one and takes its IPsec SAs over once established (traffic keeps
         flowing on them); this one is deleted then. A second call while that main mode
-        runs does nothing."""
-        self._require_established()
+        runs does nothing. A detached SA (its ISAKMP SA gone) re-establishes this way.
+
+        The new main mode goes to the peer's current address and port (4500 if NAT-T
+        moved us there, with the non-ESP marker: a NAT keeps no mapping for port 500)."""
+        if not self.detached:
+            self._require_established()
         self._reauth_at = None
         if self._reauth is not None and not self._reauth.closed:
             return
-        # A new main mode starts on port 500 and floats to 4500 itself (RFC 3947).
-        target = (self.peer_addr[0], IKE_PORT) if self._natt else self.peer_addr
         self._reauth = IsakmpSa.initiator(
-            self.config, target, rng=self.rng, now=now, reauth_of=self
+            self.config, self.peer_addr, rng=self.rng, now=now, reauth_of=self
         )
         self._reauth.siblings = self.siblings
         self._spawned.append(self._reauth)
@@ -495,6 +538,7 @@ class IsakmpSa:
         """``successor`` takes our IPsec SAs over. We are deleted when our exchanges in
         flight are done: at once if ``delete_now`` (our re-authentication), else after
         waiting for the peer's own Delete."""
+        was_detached = self.detached
         self.state = Phase1State.REPLACED
         self.successor = successor
         self._reauth_at = self._expire_at = None
@@ -503,12 +547,16 @@ class IsakmpSa:
             self.dpd_outstanding = None
         # A rekey queued here and not started yet dies with our queue: the successor
         # runs it instead (its quick mode starts at the successor's next timer).
+        # Pairs a detached SA held may be gone at the peer (strongSwan drops its IPsec
+        # SAs with an ISAKMP SA we deleted): the side that re-established rekeys them at
+        # once, so both ends surely hold the new pair (make-before-break if the peer
+        # still had the old one, a fresh pair if not).
+        renew = was_detached and successor.is_initiator
         started = {id(ex.rekey) for ex in self.quick.values() if ex.rekey is not None}
         for child in self.children.values():
             if (
                 child.state is ChildState.INSTALLED
-                and child.rekey_at is None
-                and child.config.lifetime.rekey_after
+                and (renew or (child.rekey_at is None and child.config.lifetime.rekey_after))
                 and id(child) not in started
             ):
                 child.rekey_at = now
@@ -516,6 +564,9 @@ class IsakmpSa:
         successor.emit(
             IkeSaRekeyed(self.cookie_i, self.cookie_r, successor.cookie_i, successor.cookie_r)
         )
+        if was_detached:  # its Delete went out when it detached, or came from the peer
+            self.close("reauthenticated", now)
+            return
         self._retire_at = now if delete_now else now + PEER_REAUTH_GRACE
 
     def adopt(self, other: IsakmpSa) -> None:
@@ -553,6 +604,8 @@ class IsakmpSa:
         ``key`` names the exchange (:data:`MAIN_MODE_KEY` or the message ID):
         ``retransmit`` resends it until :meth:`received` runs for that exchange.
         """
+        if self.detached:
+            return []  # no ISAKMP SA to send with (a rekeyed pair's Delete, say)
         data = self.seal(msg, key) if encrypt else encode_message(msg)
         datagrams = [data]
         answered = self._answered.get(key)
@@ -615,9 +668,57 @@ class IsakmpSa:
         self._retransmit.pop(key, None)
         self._answered[key] = Answered(_digest(data))
 
+    def reauth_failed(self, now: float, reason: str) -> None:
+        """Our re-authentication's main mode ended without an ISAKMP SA (refused,
+        failed, unanswered): try again with back-off while this SA lasts (the IKEv1
+        counterpart of a retried IKEv2 rekey). A detached SA with liveness checks
+        configured takes an unanswered one as the dead peer detection it stands for."""
+        if self.detached and reason == "peer-dead" and self.config.liveness_interval:
+            self.close("peer-dead", now)
+            return
+        if not (self.established or self.detached):
+            return
+        at = now + self._reauth_backoff.next_delay()
+        if self._expire_at is None or at < self._expire_at:
+            self._reauth_at = at
+
+    def end_isakmp_sa(self, reason: str, now: float, child_reason: str = "ike-deleted") -> None:
+        """The ISAKMP SA ends (``expired``, or ``deleted-by-peer`` alone) but not its
+        IPsec SAs (RFC 2409 section 5.5): another established ISAKMP SA with the peer
+        takes them (a re-authentication crossing ours), else we keep them detached;
+        with none, this SA closes."""
+        heir = self.heir() if self.children else None
+        if heir is not None:
+            heir.adopt(self)
+        elif self.children and self.established:
+            self.detach(now)
+            return
+        self.close(reason, now, child_reason)
+
+    def detach(self, now: float) -> None:
+        """The ISAKMP SA is gone (expired, or deleted alone by the peer) and no other
+        one with the peer can take our IPsec SAs: keep them, keyless, until their own
+        lifetime (RFC 2409 section 5.5: they are not bound to the ISAKMP SA) or until
+        a new main mode takes them over — at once with liveness checks configured."""
+        self.state = Phase1State.DETACHED
+        self._expire_at = None
+        self._reauth_at = now if self.config.liveness_interval else None
+        self._actions.clear()
+        self._retransmit.clear()
+        self.dpd_outstanding = None
+        for ex in self.quick.values():  # exchanges in flight die with the keys
+            if ex.rekey is not None and ex.rekey.state is ChildState.REKEYING:
+                ex.rekey.state = ChildState.INSTALLED
+        self.quick.clear()
+        for child in self.children.values():
+            if child.state is ChildState.INSTALLED and child.rekey_at is None:
+                child.rekey_at = now if child.config.lifetime.rekey_after else None
+
     def close(self, reason: str, now: float, child_reason: str = "ike-deleted") -> None:
         if self.closed:
             return
+        if self.reauth_of is not None and self.established_at is None:
+            self.reauth_of.reauth_failed(now, reason)
         for child in list(self.children.values()):
             self.remove_child(child, child_reason)
         self.emit(IkeSaDeleted(self.cookie_i, self.cookie_r, reason))
@@ -638,6 +739,8 @@ class IsakmpSa:
 
     def enable_natt(self) -> None:
         """NAT traversal: IKE moves to port 4500 with the non-ESP marker (RFC 3947 s. 4)."""
+        if self._natt:
+            return  # a re-authentication started there: the peer's port is the right one
         self._natt = True
         if self.is_initiator and self.peer_addr[1] != IKE_NATT_PORT:
             self.peer_addr = (self.peer_addr[0], IKE_NATT_PORT)
@@ -666,7 +769,9 @@ class IsakmpSa:
         return [
             s
             for s in self._same_peer()
-            if s.established and s.established_at is not None and s.established_at < self.started_at
+            if (s.established or s.detached)
+            and s.established_at is not None
+            and s.established_at < self.started_at
         ]
 
     def _require_established(self) -> None:
@@ -733,8 +838,8 @@ class IsakmpSa:
     def _lifetime_timers(self, now: float) -> None:
         if self._expire_at is not None and now >= self._expire_at:
             self._expire_at = None
-            informational.send_delete_isakmp(self, now)
-            self.close("expired", now, child_reason="expired")
+            informational.send_delete_isakmp(self, now)  # the ISAKMP SA alone
+            self.end_isakmp_sa("expired", now, child_reason="expired")
             return
         if self._reauth_at is not None and now >= self._reauth_at:
             self.rekey_ike(now)
@@ -754,6 +859,28 @@ class IsakmpSa:
             and now >= self._last_inbound + self.config.liveness_interval
         ):
             informational.send_dpd(self, now)
+
+    def _detached_timers(self, now: float) -> None:
+        """Lifetimes of the IPsec SAs a detached SA holds: expired ones go (there is
+        no ISAKMP SA to send their Delete with), one due for a rekey starts the new
+        main mode whose SA will run it; with none left the SA closes. Timed actions
+        due (a rekeyed pair's drop) run here: no exchange waits for them."""
+        while self._actions:
+            self._actions.popleft()(now)
+        for child in list(self.children.values()):
+            if child.expire_at is not None and now >= child.expire_at:
+                self.remove_child(child, "expired")
+            elif (
+                child.rekey_at is not None
+                and now >= child.rekey_at
+                and child.state is ChildState.INSTALLED
+            ):
+                child.rekey_at = None  # the successor rekeys it (replaced_by)
+                self._reauth_at = now
+        if not self.children:
+            self.close("expired", now, child_reason="expired")
+        elif self._reauth_at is not None and now >= self._reauth_at:
+            self.rekey_ike(now)
 
     def _pump(self, now: float) -> None:
         while self._actions and self.established and self.pending_kind() is None:

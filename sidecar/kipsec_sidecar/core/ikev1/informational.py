@@ -140,12 +140,8 @@ def handle(sa: IsakmpSa, header: Header, data: bytes, now: float) -> None:
 def _on_delete(sa: IsakmpSa, payload: DeletePayload, now: float) -> None:
     if payload.protocol == ProtocolId.ISAKMP:
         if sa.cookie_i + sa.cookie_r in payload.spis:
-            # IPsec SAs outlive the ISAKMP SA that made them: another one with the same
-            # peer keeps them (a re-authentication crossing ours); else they go with it.
-            heir = sa.heir() if sa.children else None
-            if heir is not None:
-                heir.adopt(sa)
-            sa.close("deleted-by-peer", now, child_reason="ike-deleted")
+            # A peer that wants the IPsec SAs gone deletes them too (as we do).
+            sa.end_isakmp_sa("deleted-by-peer", now)
         return
     owner = sa.current()  # after a re-authentication the successor holds them
     for spi in payload.spis:

@@ -694,7 +694,7 @@ def _nat_d(sa: IsakmpSa, remote: Address) -> list[Payload]:
                 prf_id,
                 sa.cookie_i,
                 sa.cookie_r,
-                *sa.config.local_addr,
+                *sa.local_addr,
                 legacy_sha1=sa.p1.legacy_sha1,
             )
         ),
@@ -708,7 +708,7 @@ def _check_nat(sa: IsakmpSa, msg: Message, addr: Address) -> None:
         return
     prf_id = sa.p1.prf_id
     mine = nat_d_hash(
-        prf_id, sa.cookie_i, sa.cookie_r, *sa.config.local_addr, legacy_sha1=sa.p1.legacy_sha1
+        prf_id, sa.cookie_i, sa.cookie_r, *sa.local_addr, legacy_sha1=sa.p1.legacy_sha1
     )
     theirs = nat_d_hash(prf_id, sa.cookie_i, sa.cookie_r, *addr, legacy_sha1=sa.p1.legacy_sha1)
     sa.nat_local = not hmac.compare_digest(hashes[0], mine)
