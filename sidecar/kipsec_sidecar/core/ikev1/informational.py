@@ -133,12 +133,10 @@ def handle(sa: IsakmpSa, header: Header, data: bytes, now: float) -> None:
 
 def _open(sa: IsakmpSa, header: Header, data: bytes) -> Message:
     """Decrypt an informational and check its HASH(1); ParseError / IntegrityError if
-    it does not open. Its exchange is over either way (one message)."""
+    it does not open. Once decrypted its exchange is over (one message)."""
     mid = header.message_id
-    try:
-        msg = sa.open(data, header, mid)
-    finally:
-        sa.forget_exchange(mid)
+    msg = sa.open(data, header, mid)
+    sa.forget_exchange(mid)
     first = msg.payloads[0] if msg.payloads else None
     if not isinstance(first, HashPayload):
         raise IntegrityError("an encrypted informational message without HASH(1)")
