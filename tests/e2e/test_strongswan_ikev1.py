@@ -247,18 +247,24 @@ def charon_holds_no_established_sa(charon: Charon) -> bool:
 def test_a_wrong_psk_establishes_nothing(
     interop_v1: Setup, tmp_path: Path, kipsec_initiates: bool
 ) -> None:
-    """With different keys neither side can open the other's message 5 / 6 nor its
-    encrypted notification (charon's PAYLOAD-MALFORMED): each gives up on its own.
-    kipsec reports a failed negotiation (not ``authentication_failed``: what it receives
-    does not decrypt, and it cannot tell a wrong key from garbage)."""
+    """With different keys neither side can open the other's message 5 nor the
+    encrypted notification that answers it (charon's PAYLOAD-MALFORMED, kipsec's
+    AUTHENTICATION-FAILED). Under PSK that is what a wrong key looks like: kipsec reports
+    ``authentication_failed`` when the retransmitted message 5 (or charon's answer to
+    it) does not open either, with a reason that names the likely cause and no key."""
+    charon_secret = "not the same key at all"
     sidecar, charon = interop_v1(
         kipsec_initiates=kipsec_initiates,
-        charon_secret="not the same key at all",
+        charon_secret=charon_secret,
         liveness={"timeout": "6s"},
         expect_failure=True,
         initiate_timeout=10,
     )
-    assert refused_by_both(sidecar, charon, "other", timeout=15) == "NEGOTIATION_FAILED"
+    which = "HASH_R" if kipsec_initiates else "HASH_I"
+    last_error = refused_by_both(sidecar, charon, "authentication_failed", timeout=15)
+    assert last_error.startswith(f"NEGOTIATION_FAILED ({which} mismatch or undecryptable ")
+    assert last_error.endswith(": probably a wrong pre-shared key)"), last_error
+    assert PSK_TEXT not in last_error and charon_secret not in last_error
     log = (tmp_path / "strongswan-b" / "charon.log").read_text()
     if kipsec_initiates:  # charon, responder, could not open kipsec's message 5
         assert "could not decrypt payloads" in log
@@ -301,8 +307,9 @@ def test_kipsec_refuses_charons_certificate(
     identity than the one kipsec expects, or expired yesterday. kipsec names the cause
     and tells charon in an encrypted informational (strongSwan drops a clear one once
     main mode has keys), which charon reads. As initiator charon then drops its main
-    mode; as responder it took main mode as done on sending message 6 and keeps that
-    ISAKMP SA, without children, in spite of the notification."""
+    mode; as responder it took main mode as done on sending message 6 and ignores the
+    notification then, so kipsec also deletes that ISAKMP SA in a second informational:
+    charon drops it on the Delete and ends with no ISAKMP SA either way."""
     cases: dict[str, dict[str, Any]] = {
         "untrusted-ca": {"charon_issuer": STRANGER},
         "other-identity": {"kipsec_expects": fqdn("c")},
@@ -317,8 +324,10 @@ def test_kipsec_refuses_charons_certificate(
         lambda: "received AUTHENTICATION_FAILED error notify" in log.read_text(),
         timeout=5,
     )
-    if not kipsec_initiates:
-        charon.wait_for(lambda sas: not sas, timeout=5, what="charon to drop its main mode")
+    # kipsec initiating retries (1 s, 2 s, ... apart): each attempt's SA goes the same way
+    charon.wait_for(lambda sas: not sas, timeout=5, what="charon to hold no ISAKMP SA")
+    if kipsec_initiates:
+        assert "received DELETE for IKE_SA" in log.read_text()
 
 
 @INITIATORS

@@ -14,6 +14,7 @@ from kipsec_sidecar.core.errors import KipsecError
 from kipsec_sidecar.core.ike.config import (
     ChildProposal,
     Encryption,
+    Identity,
     IkeConfig,
     Lifetime,
 )
@@ -25,14 +26,16 @@ from kipsec_sidecar.core.ike.events import (
     IkeSaDeleted,
     IkeSaEstablished,
     NegotiationFailed,
+    PeerDead,
 )
 from kipsec_sidecar.core.ikev1 import main_mode, policy
-from kipsec_sidecar.core.ikev1.constants import ExchangeType, Flag, NotifyType
+from kipsec_sidecar.core.ikev1.constants import ExchangeType, Flag, NotifyType, ProtocolId
 from kipsec_sidecar.core.ikev1.encryption import decrypt_message
 from kipsec_sidecar.core.ikev1.engine import IsakmpSa
 from kipsec_sidecar.core.ikev1.message import decode_header
-from kipsec_sidecar.core.ikev1.payloads import NotificationPayload
+from kipsec_sidecar.core.ikev1.payloads import DeletePayload, NotificationPayload, Payload
 from kipsec_sidecar.core.ikev1.quick_mode import negotiated_lifetime
+from kipsec_sidecar.handshake_failures import failure_reason
 from support.ike_pair import ESP_CBC, I2R, R2I, V1_IKE_PROPOSALS, IkePair, pair_configs
 from support.ikev1_public_key import ROOT as PK_ROOT
 from support.ikev1_public_key import RSA_A, RSA_B, encrypting, public_key_pair
@@ -84,13 +87,40 @@ def test_quick_mode_with_pfs() -> None:
     assert no_pfs.i.of(ChildSaEstablished)[0].encr_key_out != ci.encr_key_out
 
 
-def test_a_wrong_psk_fails_on_both_sides_and_nothing_is_installed() -> None:
-    p = pair(r_psk=b"another secret entirely")
+WRONG_PSK_FAILURE = {"authentication_failed"}
+
+
+@pytest.mark.parametrize(
+    ("r_psk", "tap"),
+    [
+        (b"another secret entirely", None),
+        # every datagram twice: the initiator sees the undecryptable notification twice
+        (b"another secret entirely", lambda direction, index, data: [data, data]),
+    ],
+    ids=["other-key", "duplicated"],
+)
+def test_a_wrong_psk_is_an_authentication_failure_on_both_sides(r_psk: bytes, tap: Any) -> None:
+    """Neither side can open the other's message 5 nor the notification that answers it
+    (no MAC in IKEv1: a wrong key decrypts to garbage or to a HASH that does not match).
+    Under PSK that is what a wrong key looks like: each side reports
+    ``authentication_failed`` (the responder at the peer's retransmission of message 5,
+    the initiator when it gives up), with a reason that says so and names no key."""
+    p = pair(r_psk=r_psk, tap=tap)
     p.run(60)
-    assert not p.initiator.established
+    assert not p.initiator.established and p.initiator.closed and p.responder.closed
     assert not p.i.of(ChildSaEstablished) and not p.r.of(ChildSaEstablished)
-    assert p.initiator.closed
-    assert p.responder.closed or not p.responder.established
+    for side, which in ((p.i, "HASH_R"), (p.r, "HASH_I")):
+        (auth,) = side.of(AuthenticationFailedEvent)
+        assert auth.reason == "psk" and not auth.by_peer
+        (failed,) = side.of(NegotiationFailed)
+        assert failed.notify == NotifyType.AUTHENTICATION_FAILED
+        assert failed.reason.startswith(f"{which} mismatch or undecryptable ")
+        assert failed.reason.endswith(": probably a wrong pre-shared key")
+        assert {failure_reason(e) for e in side.events} - {None} == WRONG_PSK_FAILURE
+        for secret in (r_psk, p.initiator.config.auth.psk):
+            assert secret.decode() not in failed.reason + auth.reason
+    assert not p.i.of(PeerDead)
+    assert p.initiator.stats.internal_errors == 0 and p.responder.stats.internal_errors == 0
 
 
 def test_no_phase_1_proposal_is_refused_with_a_notification() -> None:
@@ -259,26 +289,81 @@ def test_a_certificate_from_an_untrusted_ca_is_rejected_and_the_initiator_told()
     assert any(e.reason == "untrusted" for e in p.i.of(AuthenticationFailedEvent))
 
 
-def test_the_refusal_of_message_6_is_encrypted_under_the_last_phase_1_iv() -> None:
-    """The initiator refuses the responder's certificate in message 6 and tells it in an
-    encrypted informational whose IV derives from message 6's last block, as the
-    responder's does (strongSwan drops a clear one once main mode has keys)."""
-    other = CertificateAuthority.root("someone else's root")
-    p = cert_pair(r_leaf=other.issue("b", key_slot=72, dns=["b.example"]))
+def refusals_of_message_6(p: IkePair, wire: Wire) -> list[Payload]:
+    """The payloads of the initiator's informationals, each decrypted as the responder
+    does: its IV derives from message 6's last block and its own message ID."""
+    found: list[Payload] = []
+    for direction, data in wire:
+        header = decode_header(data)
+        if direction != I2R or header.exchange != ExchangeType.INFORMATIONAL:
+            continue
+        assert header.flags & Flag.ENCRYPTION
+        iv = main_mode.phase2_iv_for(p.responder, header.message_id)
+        msg, _ = decrypt_message(data, p.responder.p1.enc_key, iv)
+        found += msg.payloads[1:]  # after HASH(1)
+    return found
+
+
+STRANGER = CertificateAuthority.root("someone else's root")
+
+
+@pytest.mark.parametrize(
+    "r_leaf",
+    [
+        STRANGER.issue("b", key_slot=72, dns=["b.example"]),
+        ROOT.issue("c", key_slot=73, dns=["c.example"]),
+    ],
+    ids=["untrusted-ca", "other-identity"],
+)
+def test_the_refusal_of_message_6_is_told_and_the_isakmp_sa_deleted(r_leaf: Issued) -> None:
+    """The initiator refuses the responder's certificate in message 6. The responder
+    took main mode as done on sending it, so the initiator tells it AUTHENTICATION-FAILED
+    and then deletes that ISAKMP SA, each in its own encrypted informational (strongSwan
+    reads only the first of a notification and a Delete in one message, and keeps an
+    established SA on a notification alone): the responder drops it on the Delete."""
+    p = cert_pair(r_leaf=r_leaf)
     wire = logged(p)
     p.run(30)
-    (refusal,) = [
-        data
-        for direction, data in wire
-        if direction == I2R and decode_header(data).exchange == ExchangeType.INFORMATIONAL
-    ]
-    header = decode_header(refusal)
-    assert header.flags & Flag.ENCRYPTION
-    responder = p.responder
-    iv = main_mode.phase2_iv_for(responder, header.message_id)
-    msg, _ = decrypt_message(refusal, responder.p1.enc_key, iv)
-    (note,) = msg.all(NotificationPayload)
+    assert p.initiator.closed and not p.i.of(ChildSaEstablished)
+    note, delete = refusals_of_message_6(p, wire)
+    assert isinstance(note, NotificationPayload)
     assert note.notify_type == NotifyType.AUTHENTICATION_FAILED
+    assert isinstance(delete, DeletePayload) and delete.protocol == ProtocolId.ISAKMP
+    assert delete.spis == (p.responder.cookie_i + p.responder.cookie_r,)
+    assert p.r.of(IkeSaEstablished) and p.responder.closed
+    assert p.r.of(IkeSaDeleted)[-1].reason == "deleted-by-peer"
+    assert p.initiator.stats.internal_errors == 0 and p.responder.stats.internal_errors == 0
+
+
+def test_a_psk_identity_refused_in_message_6_is_told_and_the_isakmp_sa_deleted() -> None:
+    i, r = configs()
+    i = replace(i, auth=replace(i.auth, remote_id=Identity.fqdn("c.example")))
+    p = IkePair(i, r, version=1)
+    wire = logged(p)
+    p.run(30)
+    note, delete = refusals_of_message_6(p, wire)
+    assert isinstance(note, NotificationPayload)
+    assert note.notify_type == NotifyType.INVALID_ID_INFORMATION
+    assert isinstance(delete, DeletePayload)
+    assert p.responder.closed and p.r.of(IkeSaDeleted)[-1].reason == "deleted-by-peer"
+
+
+def test_a_refusal_by_the_peer_names_the_authentication_method_configured() -> None:
+    """The peer's AUTHENTICATION-FAILED is reported with the method we authenticated
+    with (the reason of the daemon's "authentication failed" line), not always ``psk``."""
+    i, r = configs()
+    untrusted_a = STRANGER.issue("a", key_slot=74, dns=["a.example"])
+    signed = IkePair(
+        signing(i, "a.example", "b.example", untrusted_a),
+        signing(r, "b.example", "a.example", ROOT.issue("b", key_slot=71, dns=["b.example"])),
+        version=1,
+    )
+    stranger = PK_ROOT.issue("b", key_kind="rsa", key_slot=82, dns=["b.example"])
+    sealed = public_key_pair(4, i_peer=stranger.der)  # the responder cannot open message 3
+    for p, method in ((signed, "signature"), (sealed, "public-key")):
+        p.run(60)
+        (refused,) = p.i.of(AuthenticationFailedEvent)
+        assert refused.by_peer and refused.reason == method
 
 
 def test_a_certificate_for_another_identity_is_rejected() -> None:

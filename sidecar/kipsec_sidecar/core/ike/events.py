@@ -139,8 +139,10 @@ class PeerDead:
 class AuthenticationFailedEvent:
     """Authentication failed; ``by_peer`` True means the peer rejected us.
 
-    ``reason`` names the check: ``psk``, ``signature``, ``identity``, ``method`` or a
-    certificate reason (``expired``, ``untrusted``, ``identity-mismatch`` …).
+    ``reason`` names the check: ``psk``, ``signature``, ``public-key`` (IKEv1
+    public-key encryption), ``identity``, ``method`` or a certificate reason
+    (``expired``, ``untrusted``, ``identity-mismatch`` …); when ``by_peer``, IKEv1 names
+    the method we authenticated with, IKEv2 ``rejected by peer``.
     """
 
     remote_addr: Address  #: the peer

@@ -106,6 +106,12 @@ def encrypt_message(msg: wire.Message, key: bytes, iv: bytes) -> tuple[bytes, by
     return header + ciphertext, ciphertext[-_BLOCK:]
 
 
+def last_block(data: bytes) -> bytes:
+    """The IV that follows the encrypted datagram ``data`` in its chain (RFC 2409
+    Appendix B): its last ciphertext block, whether or not it decrypts to anything."""
+    return data[-_BLOCK:]
+
+
 def decrypt_message(
     data: bytes, key: bytes, iv: bytes, *, sealed: Collection[int] = ()
 ) -> tuple[wire.Message, bytes]:
@@ -122,4 +128,4 @@ def decrypt_message(
     ciphertext = data[wire.HEADER_LEN :]
     plaintext = cbc_decrypt(key, iv, ciphertext, "encrypted.length")
     payloads, raw = wire.decode_payloads(header.next_payload, plaintext, padded=True, sealed=sealed)
-    return wire.message_from_header(header, payloads, raw), ciphertext[-_BLOCK:]
+    return wire.message_from_header(header, payloads, raw), last_block(ciphertext)

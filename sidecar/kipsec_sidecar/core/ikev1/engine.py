@@ -40,8 +40,10 @@ both ends the same new pair either way.
 Anything the peer sends that is malformed, tampered or unexpected is dropped and counted
 in :attr:`IsakmpSa.stats` with a :class:`~kipsec_sidecar.core.ike.events.ProtocolErrorEvent`;
 nothing the peer sends makes these methods raise. IKEv1 has no MAC on its messages: a
-tampered encrypted message shows up as a payload chain that does not parse, or as a HASH
-payload that does not match, both counted as ``dropped_integrity``.
+tampered encrypted message shows up as a payload chain that does not parse (counted as
+``dropped_malformed``) or as a HASH payload that does not match (``dropped_integrity``).
+A wrong pre-shared key looks the same, so in main mode under PSK an encrypted message
+that does not open counts as a HASH mismatch (:func:`.main_mode.unreadable`).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ from ..ike.events import (
 from ..ike.message import Header
 from . import informational, main_mode, quick_mode
 from .constants import COOKIE_LEN, ExchangeType, Flag
-from .encryption import decrypt_message, encrypt_message
+from .encryption import decrypt_message, encrypt_message, last_block
 from .message import Message, decode_header, decode_message, encode_message
 
 Rng = Callable[[int], bytes]
@@ -313,7 +315,7 @@ class IsakmpSa:
             self.stats.dropped_unexpected += 1
             return
         # Without a MAC, a wrong key or a tampered ciphertext decrypts to garbage: a
-        # ParseError, counted as malformed.
+        # ParseError, counted as malformed (in main mode under PSK, as a HASH mismatch).
         receive_guarded(self.stats, self.emit, addr, lambda: self._receive(bytes(data), addr, now))
         self._pump(now)
 
@@ -329,7 +331,7 @@ class IsakmpSa:
                 del self._retransmit[key]
                 if pending.on_timeout is not None:
                     pending.on_timeout(now)
-                else:
+                elif not main_mode.timed_out(self, now):  # main mode: nothing came back
                     self.emit(PeerDead(self.peer_addr, ExchangeType.MAIN, pending.tries))
                     self.close("peer-dead", now)
                 if self.closed:
@@ -340,7 +342,8 @@ class IsakmpSa:
             pending.tries += 1
             self._output(pending.datagrams)
         if self._half_open_deadline is not None and now >= self._half_open_deadline:
-            self.close("negotiation-failed", now)
+            if not main_mode.timed_out(self, now):
+                self.close("negotiation-failed", now)
             return
         due = [a for t, a in self._scheduled if t <= now]
         self._scheduled = [(t, a) for t, a in self._scheduled if t > now]
@@ -646,8 +649,10 @@ class IsakmpSa:
             return decode_message(data, sealed=sealed)
         if not self.p1.enc_key:
             raise ParseError("an encrypted message before keys exist", field="header.flags")
-        msg, next_iv = decrypt_message(data, self.p1.enc_key, self.iv_for(key, header.message_id))
-        self._candidate_iv = (key, next_iv)
+        # CBC chains over the ciphertext: the last block is the next IV even when the
+        # message does not open (a refusal of it is sealed under that IV, _fail).
+        self._candidate_iv = (key, last_block(data))
+        msg, _ = decrypt_message(data, self.p1.enc_key, self.iv_for(key, header.message_id))
         return msg
 
     def accept_iv(self) -> None:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, ParseError
 from ..ike.child_sa import ChildSa
 from ..ike.events import AuthenticationFailedEvent, NegotiationFailed, PeerDead
 from ..ike.message import Header
-from . import keys, quick_mode
+from . import keys, main_mode, quick_mode
 from .constants import ExchangeType, Flag, NotifyType, ProtocolId
 from .message import Message, encode_payloads
 from .payloads import DeletePayload, HashPayload, NotificationPayload, Payload
@@ -112,18 +112,12 @@ def handle(sa: IsakmpSa, header: Header, data: bytes, now: float) -> None:
         _clear_notification(sa, data, now)
         return
     mid = header.message_id
-    msg = sa.open(data, header, mid)
-    first = msg.payloads[0] if msg.payloads else None
-    if not isinstance(first, HashPayload):
-        sa.forget_exchange(mid)
-        raise IntegrityError("an encrypted informational message without HASH(1)")
-    assert sa.p1.keys is not None
-    expected = keys.informational_hash(
-        sa.p1.prf_id, sa.p1.keys.skeyid_a, mid, msg.raw_after(0), legacy_sha1=sa.p1.legacy_sha1
-    )
-    sa.forget_exchange(mid)
-    if not hmac.compare_digest(expected, first.data):
-        raise IntegrityError("informational HASH(1) does not match")
+    try:
+        msg = _open(sa, header, data)
+    except (ParseError, IntegrityError) as exc:
+        # during main mode, under PSK, what a wrong key looks like (else raised again)
+        main_mode.unreadable(sa, exc, now)
+        return
     sa.received(mid, data)
     sa.forget_exchange(mid)
     if sa.keyed:
@@ -135,6 +129,24 @@ def handle(sa: IsakmpSa, header: Header, data: bytes, now: float) -> None:
             _on_notification(sa, payload, now)
         if sa.closed:
             return
+
+
+def _open(sa: IsakmpSa, header: Header, data: bytes) -> Message:
+    """Decrypt an informational and check its HASH(1); ParseError / IntegrityError if
+    it does not open. Once decrypted its exchange is over (one message)."""
+    mid = header.message_id
+    msg = sa.open(data, header, mid)
+    sa.forget_exchange(mid)
+    first = msg.payloads[0] if msg.payloads else None
+    if not isinstance(first, HashPayload):
+        raise IntegrityError("an encrypted informational message without HASH(1)")
+    assert sa.p1.keys is not None
+    expected = keys.informational_hash(
+        sa.p1.prf_id, sa.p1.keys.skeyid_a, mid, msg.raw_after(0), legacy_sha1=sa.p1.legacy_sha1
+    )
+    if not hmac.compare_digest(expected, first.data):
+        raise IntegrityError("informational HASH(1) does not match")
+    return msg
 
 
 def _on_delete(sa: IsakmpSa, payload: DeletePayload, now: float) -> None:
@@ -182,7 +194,8 @@ def _clear_notification(sa: IsakmpSa, data: bytes, now: float) -> None:
 
 def _main_mode_refused(sa: IsakmpSa, kind: int, now: float) -> None:
     if kind == NotifyType.AUTHENTICATION_FAILED:
-        sa.emit(AuthenticationFailedEvent(sa.peer_addr, "psk", True))
+        # the peer refused what we authenticated with
+        sa.emit(AuthenticationFailedEvent(sa.peer_addr, main_mode.auth_check(sa), True))
         sa.close("authentication-failed", now)
         return
     sa.emit(NegotiationFailed(ExchangeType.MAIN, "refused by the peer", kind, by_peer=True))

@@ -31,7 +31,15 @@ arrives and decides. Aggressive mode is never offered nor answered.
 A message that does not fit (a wrong proposal, a bad KE, a HASH_I that does not match)
 ends main mode: the responder answers NO-PROPOSAL-CHOSEN / AUTHENTICATION-FAILED in an
 informational exchange (in clear before keys exist, as strongSwan does), both sides
-report the failure and close.
+report the failure and close. An initiator refusing message 6 (a certificate, an
+identity, HASH_R) tells the responder, which already took main mode as done, and then
+deletes that ISAKMP SA (:func:`_fail`).
+
+A wrong pre-shared key shows as a message 5 / 6 that does not decrypt (or decrypts to a
+HASH that does not match), and as a notification answering it that does not decrypt
+either: IKEv1 has no MAC to tell it from a damaged datagram. Seen twice, or once before
+main mode times out, it is reported as an authentication failure (``psk``) whose reason
+names the HASH and the likely cause, never the key (:func:`unreadable`, :func:`timed_out`).
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..errors import AuthenticationFailed, IntegrityError, RemoteProtocolError
+from ..errors import AuthenticationFailed, IntegrityError, ParseError, RemoteProtocolError
 from ..ike import dh, ike_auth
 from ..ike.config import Address
 from ..ike.constants import CertEncoding
@@ -51,7 +59,7 @@ from ..ike.events import AuthenticationFailedEvent, IkeSaEstablished, Negotiatio
 from ..ike.message import Header
 from ..ike.payloads import CertPayload, CertReqPayload, VendorIdPayload
 from . import informational, keys, negotiation, pubkey, signature
-from .constants import AuthMethod, ExchangeType, NotifyType, PayloadType, ProtocolId
+from .constants import AuthMethod, ExchangeType, Flag, NotifyType, PayloadType, ProtocolId
 from .message import Message
 from .natt import nat_d_hash
 from .payloads import (
@@ -98,6 +106,7 @@ class Phase1:
     local_id: IdPayload | None = None
     peer_id: IdPayload | None = None  #: public-key encryption: the ID of message 3 / 4
     hash_mismatches: int = 0
+    mismatch: str = ""  #: what did not match last: HASH_I, HASH_R or a sealed payload
 
     @property
     def prf_id(self) -> int:
@@ -164,7 +173,13 @@ def handle(sa: IsakmpSa, header: Header, data: bytes, addr: Address, now: float)
     sealed = (
         _sealed_types(sa) if state in (Phase1State.MM_ANSWERED_SA, Phase1State.MM_SENT_KE) else ()
     )
-    msg = sa.open(data, header, MAIN_MODE_KEY, sealed)
+    try:
+        msg = sa.open(data, header, MAIN_MODE_KEY, sealed)
+    except ParseError as exc:
+        if not header.flags & Flag.ENCRYPTION:
+            raise
+        unreadable(sa, exc, now)
+        return
     handler = {
         Phase1State.MM_SENT_SA: _on_message_2,
         Phase1State.MM_SENT_KE: _on_message_4,
@@ -177,13 +192,27 @@ def handle(sa: IsakmpSa, header: Header, data: bytes, addr: Address, now: float)
 
 
 def _fail(sa: IsakmpSa, now: float, reason: str, notify: int, *, notify_peer: bool) -> None:
+    """End main mode: ``notify`` told to the peer if ``notify_peer``, the failure reported.
+
+    An initiator refusing message 6 also deletes the ISAKMP SA: the responder took main
+    mode as done when it sent message 6, and an error notification does not undo that
+    (RFC 2408 section 5.14 leaves the action to the receiver; strongSwan acts on one only
+    during main mode). A Delete of the ISAKMP SA (RFC 2408 sections 3.15 and 5.15, the
+    cookie pair as SPI) does; strongSwan, initiating, sends exactly that when it refuses
+    message 6. It goes in an informational of its own after the notification, as RFC
+    2408 section 4.8 has one N or D per message (strongSwan reads only the first)."""
+    from .engine import Phase1State
+
     if notify_peer:
         if sa.p1.enc_key:
-            # The peer's message 5 / 6 opened (its HASH or certificate is what we refuse):
-            # its last block is the last phase 1 IV for the peer too, and the
-            # notification's IV derives from it (RFC 2409 Appendix B).
+            # The peer's message 5 / 6 reached us (its HASH or certificate is what we
+            # refuse, or it did not decrypt): its last ciphertext block is the last
+            # phase 1 IV for the peer too, and the notification's IV derives from it
+            # (RFC 2409 Appendix B).
             sa.accept_iv()
         informational.send_notification(sa, notify, now)
+        if sa.is_initiator and sa.state is Phase1State.MM_SENT_ID:
+            informational.send_delete_isakmp(sa, now)
     sa.emit(NegotiationFailed(ExchangeType.MAIN, reason, notify))
     sa.close("negotiation-failed", now)
 
@@ -412,7 +441,8 @@ def _check_hash(
     if peer_hash is None:
         raise RemoteProtocolError(f"main mode message without {which}")
     if not hmac.compare_digest(expected, peer_hash.data):
-        _hash_mismatch(sa, peer_id, now, which, notify_peer=not sa.is_initiator)
+        # message 5 / 6 opened: the peer holds keys it can read our refusal with
+        _hash_mismatch(sa, peer_id, now, which, notify_peer=True)
         return None
     return peer_id
 
@@ -597,26 +627,88 @@ def _certreq(sa: IsakmpSa) -> list[Payload]:
 
 #: HASH_I / HASH_R mismatches before main mode fails. Without a MAC, one mismatch may be
 #: a datagram damaged or forged on the way (the peer's retransmission then succeeds);
-#: the same mismatch again is a wrong pre-shared key.
+#: the same mismatch again is a wrong pre-shared key. Under PSK a message 5 / 6 (or the
+#: peer's notification answering ours) that does not decrypt counts the same.
 HASH_MISMATCHES_ALLOWED = 1
 
 
+def unreadable(sa: IsakmpSa, exc: RemoteProtocolError, now: float) -> None:
+    """An encrypted message from the peer did not open (``exc``: it decrypted to no
+    payload chain, or its HASH(1) did not match).
+
+    While main mode waits for message 5 / 6 under PSK, that is how a wrong pre-shared
+    key shows: both sides derive their keys from it and IKEv1 has no MAC to tell a
+    wrong key from a damaged datagram. It counts as a HASH_I / HASH_R mismatch (the
+    first dropped, the second ends main mode as an authentication failure). The
+    responder tells the initiator (as strongSwan does), though only a peer with our key
+    could read it; the initiator does not. Otherwise ``exc`` is raised: the message is
+    dropped as malformed."""
+    from .engine import Phase1State
+
+    waiting = sa.state in (Phase1State.MM_ANSWERED_KE, Phase1State.MM_SENT_ID)
+    if not waiting or auth_check(sa) != "psk":
+        raise exc
+    _hash_mismatch(
+        sa, None, now, _peer_hash_name(sa), notify_peer=not sa.is_initiator, seen=str(exc)
+    )
+
+
+def timed_out(sa: IsakmpSa, now: float) -> bool:
+    """Main mode ran out of time (retransmissions, or the half-open limit). If it saw a
+    HASH mismatch (or, under PSK, a message it could not open) the peer is not silent
+    and the key is the likely cause: authentication failed is reported and the SA
+    closed (True). False: nothing of the kind was seen, the caller reports the time-out."""
+    if not sa.p1.hash_mismatches:
+        return False
+    _authentication_failed(sa, None, now, sa.p1.mismatch, notify_peer=False)
+    return True
+
+
+def _peer_hash_name(sa: IsakmpSa) -> str:
+    return "HASH_R" if sa.is_initiator else "HASH_I"
+
+
 def _hash_mismatch(
-    sa: IsakmpSa, payload: IdPayload | None, now: float, which: str, *, notify_peer: bool
+    sa: IsakmpSa,
+    payload: IdPayload | None,
+    now: float,
+    which: str,
+    *,
+    notify_peer: bool,
+    seen: str = "",
 ) -> None:
     sa.p1.hash_mismatches += 1
+    sa.p1.mismatch = which
     if sa.p1.hash_mismatches <= HASH_MISMATCHES_ALLOWED:
-        raise IntegrityError(f"{which} does not match (dropped; waiting for a retransmission)")
-    printable = "" if payload is None else _printable(payload)
-    reason = "public-key" if _public_key_method(sa) else "psk"
-    sa.emit(AuthenticationFailedEvent(sa.peer_addr, reason, False, printable))
-    _fail(
-        sa,
-        now,
-        f"{which} does not match",
-        NotifyType.AUTHENTICATION_FAILED,
-        notify_peer=notify_peer,
-    )
+        what = f"undecryptable ({seen})" if seen else f"{which} does not match"
+        raise IntegrityError(f"{what} (dropped; waiting for a retransmission)")
+    _authentication_failed(sa, payload, now, which, notify_peer=notify_peer)
+
+
+def _authentication_failed(
+    sa: IsakmpSa, payload: IdPayload | None, now: float, which: str, *, notify_peer: bool
+) -> None:
+    """The peer's HASH (or a sealed payload, or under PSK its encrypted message) did not
+    match twice: authentication failed. The reason names what was seen and, under PSK,
+    the likely cause; never any key material."""
+    claimed = None if payload is None else _printable(payload)
+    sa.emit(AuthenticationFailedEvent(sa.peer_addr, auth_check(sa), False, claimed))
+    reason = f"{which} does not match"
+    if auth_check(sa) == "psk":
+        seen = "answer to message 5" if sa.is_initiator else "message 5"
+        reason = f"{which} mismatch or undecryptable {seen}: probably a wrong pre-shared key"
+    _fail(sa, now, reason, NotifyType.AUTHENTICATION_FAILED, notify_peer=notify_peer)
+
+
+def auth_check(sa: IsakmpSa) -> str:
+    """The authentication this side is configured for, as the ``reason`` of an
+    :class:`AuthenticationFailedEvent` names it: ``psk``, ``signature`` or
+    ``public-key`` (encryption, methods 4 / 5). The configuration decides, not the
+    negotiation: a refusal may come before message 2 chose a method."""
+    auth = sa.config.auth
+    if auth.method == "psk":
+        return "psk"
+    return "signature" if auth.public_key_encryption is None else "public-key"
 
 
 def _derive(sa: IsakmpSa) -> None:
@@ -750,4 +842,13 @@ def _established(sa: IsakmpSa, remote: IdPayload, msg: Message, addr: Address, n
                 sa.initiate_child(child.name, now)
 
 
-__all__ = ["DPD_VENDOR_ID", "NATT_VENDOR_ID", "Phase1", "handle", "start"]
+__all__ = [
+    "DPD_VENDOR_ID",
+    "NATT_VENDOR_ID",
+    "Phase1",
+    "auth_check",
+    "handle",
+    "start",
+    "timed_out",
+    "unreadable",
+]
