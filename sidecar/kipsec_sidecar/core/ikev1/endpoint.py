@@ -38,7 +38,6 @@ class IsakmpEndpoint:
         *,
         rng: Rng = os.urandom,
         max_half_open: int = MAX_HALF_OPEN,
-        now: float = 0.0,
     ) -> None:
         self._lookup: ConfigLookup = config if callable(config) else (lambda _addr: config)
         self.rng = rng
