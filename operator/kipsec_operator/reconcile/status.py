@@ -304,7 +304,9 @@ def tunnel_status(
         last_error=last_error,
     )
     # A Tunnel to ExternalPeers uses their algorithms: each ExternalPeer warns itself.
-    status["warnings"] = [] if external_peer_names(spec) else deprecation_warnings(spec.ike_version)
+    status["warnings"] = (
+        [] if external_peer_names(spec) else deprecation_warnings(spec.ike_version, spec.proposals)
+    )
     return status
 
 

@@ -33,6 +33,7 @@ from kipsec_operator.crds.models import (
 from kipsec_sidecar.config.errors import FieldError, join_path
 from kipsec_sidecar.config.messages import pydantic_errors
 from kipsec_sidecar.config.proposals import (
+    LEGACY_SHA1_DEPRECATION,
     ProposalError,
     parse_child_proposal,
     parse_ike_proposal,
@@ -395,16 +396,22 @@ def check_proposals(
     proposals: Proposals, protocol: Literal["esp", "ah"], *, ike_version: int = 2
 ) -> Iterator[FieldError]:
     """Proposal strings (`spec.proposals`) the sidecar cannot use, with its messages
-    (the IKEv1 refusals too: the sidecar's own check, :func:`ikev1_proposal_problem`)."""
+    (the IKEv1 refusals too: the sidecar's own check, :func:`ikev1_proposal_problem`).
+
+    SHA-1 in `proposals.ike` passes where the sidecar admits it, for IKEv1 only (its
+    legacy opt-in, :func:`parse_ike_proposal` with ``legacy_sha1``; the resource then
+    warns, :func:`deprecation_warnings`); with IKEv2 it keeps the refusal it always had,
+    told where it would pass. `proposals.esp` / `.ah` never admit it."""
     for index, text in enumerate(ike_proposals(proposals, ike_version) or ()):
+        where = f"spec.proposals.ike[{index}]"
         try:
-            parsed = parse_ike_proposal(text)
+            parsed = parse_ike_proposal(text, legacy_sha1=ike_version == 1)
         except ProposalError as exc:
-            yield FieldError(f"spec.proposals.ike[{index}]", str(exc))
+            yield FieldError(where, str(exc) + _sha1_hint(text))
             continue
         problem = ikev1_proposal_problem(parsed) if ike_version == 1 else None
         if problem is not None:
-            yield FieldError(f"spec.proposals.ike[{index}]", f"with spec.ikeVersion 1: {problem}")
+            yield FieldError(where, f"with spec.ikeVersion 1: {problem}")
     for index, text in enumerate(getattr(proposals, protocol)):
         try:
             parse_child_proposal(text, protocol)
@@ -412,17 +419,49 @@ def check_proposals(
             yield FieldError(f"spec.proposals.{protocol}[{index}]", str(exc))
 
 
-def deprecation_warnings(ike_version: int) -> list[str]:
-    """What a valid spec opts in to that is deprecated, each naming its field, for the
-    status and a Warning Event: IKEv1 (RFC 9395). (SHA-1 needs no warning here:
-    :func:`check_proposals` parses without the sidecar's IKEv1 legacy opt-in, so naming
-    it in a Tunnel is an InvalidSpec.)"""
+def _sha1_hint(text: str) -> str:
+    """After an IKEv2 refusal: where `text` would pass (it passes with the legacy
+    opt-in, so SHA-1 is what was refused), as the sidecar says it for its IKEv2 peers."""
+    try:
+        parse_ike_proposal(text, legacy_sha1=True)
+    except ProposalError:
+        return ""
+    return " (SHA-1 is admitted only with spec.ikeVersion: 1, for a legacy peer)"
+
+
+def _legacy_sha1_fields(proposals: Proposals, ike_version: int) -> list[str]:
+    """The `spec.proposals.ike[i]` that name SHA-1 under the IKEv1 legacy opt-in (empty
+    for IKEv2, where :func:`check_proposals` refuses them)."""
     if ike_version != 1:
         return []
-    return [
+    found = []
+    for index, text in enumerate(ike_proposals(proposals, ike_version) or ()):
+        try:
+            legacy = parse_ike_proposal(text, legacy_sha1=True).legacy_sha1
+        except ProposalError:
+            continue
+        if legacy:
+            found.append(f"spec.proposals.ike[{index}]")
+    return found
+
+
+def deprecation_warnings(ike_version: int, proposals: Proposals) -> list[str]:
+    """What a valid spec opts in to that is deprecated, each naming its field, for the
+    status and a Warning Event: IKEv1 (RFC 9395), and SHA-1 in the phase 1 proposals
+    that name it (the legacy opt-in, the same the sidecar warns about)."""
+    if ike_version != 1:
+        return []
+    warnings = [
         "spec.ikeVersion: IKEv1 is deprecated (RFC 9395); use it only for a legacy peer "
         "that speaks nothing else"
     ]
+    sha1 = _legacy_sha1_fields(proposals, ike_version)
+    if sha1:
+        warnings.append(
+            f"{', '.join(sha1)}: IKEv1 phase 1 with SHA-1 because named there; "
+            f"{LEGACY_SHA1_DEPRECATION}"
+        )
+    return warnings
 
 
 def _check_manual(spec: TunnelSpec, namespace: str, cluster: Cluster) -> Iterator[FieldError]:
