@@ -45,12 +45,15 @@ CERTIFICATES = {
 }
 
 
-def _tunnel_certificate(algorithm: str = "RSA") -> dict[str, Any]:
+def _tunnel_certificate(algorithm: str = "RSA", **identity: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"selector": {}, "privateKey": {"algorithm": algorithm}}
+    if identity:
+        spec["identity"] = identity
     return {
         "apiVersion": "kipsec.io/v1alpha1",
         "kind": "TunnelCertificate",
         "metadata": {"name": "ids", "namespace": "default"},
-        "spec": {"selector": {}, "privateKey": {"algorithm": algorithm}},
+        "spec": spec,
     }
 
 
@@ -66,8 +69,10 @@ def _plan(
     spec: dict[str, Any],
     certificates: dict[ObjectKey, str],
     algorithm: str = "RSA",
+    **identity: Any,
 ) -> Any:
-    objects = [namespace("default"), _tunnel_certificate(algorithm), tunnel("t", spec), *PODS]
+    issuer = _tunnel_certificate(algorithm, **identity)
+    objects = [namespace("default"), issuer, tunnel("t", spec), *PODS]
     return plan(Cluster.of(objects, {("default", "ids"): BUNDLE}, pod_certificates=certificates))
 
 
@@ -201,3 +206,21 @@ def test_what_cannot_work_is_refused_naming_the_field(
     problems = rendering.problems[("default", "t")]
     assert any(p.path == FIELD and message in p.message for p in problems), problems
     assert rendering.pods == {}
+
+
+@pytest.mark.parametrize("method", ["rsa", None], ids=["public-key-encryption", "signatures"])
+def test_a_tunnelcertificate_without_the_pod_ips_is_refused_naming_the_field(
+    method: str | None,
+) -> None:
+    """Without the pods' IPs in their certificates no peer certificate would ever be
+    handed out (public-key encryption), and every document names the pods by address,
+    which the sidecar refuses unless the certificate carries it: refused up front."""
+    spec = _spec(method or "rsa")
+    if method is None:
+        del spec["authentication"]["certificate"]["publicKeyEncryption"]
+    rendering = _plan(spec, CERTIFICATES, includePodIps=False)
+    (problem,) = rendering.problems[("default", "t")]
+    assert problem.path == "spec.authentication.certificate.tunnelCertificateRef.name"
+    assert 'TunnelCertificate "ids" has spec.identity.includePodIps: false' in problem.message
+    assert rendering.pods == {}  # nothing half-configured
+    assert _plan(spec, CERTIFICATES, includePodIps=True).problems == {}

@@ -680,7 +680,8 @@ class CertificateIdentity(_Model):
     )
     """The trust domain of the URI SAN spiffe://<trustDomain>/ns/<namespace>/sa/<sa>."""
     include_pod_ips: bool = True
-    """Also put the pod IPs in iPAddress SANs (kipsec peers identify each other by IP)."""
+    """Also put the pod IPs in iPAddress SANs (kipsec peers identify each other by IP:
+    a Tunnel or ExternalPeer presenting certificates without them is refused)."""
 
 
 #: Bounds of a TunnelCertificate's lifetimes (Go durations), enforced by the CRD's CEL

@@ -36,8 +36,10 @@ from kipsec_sidecar.config.model import Identity as SidecarIdentity
 
 from .cluster import Cluster, K8sObject, ObjectKey, PodRef, ip_version
 from .validation import (
+    TUNNEL_CERTIFICATE_REF,
     check_ikev1_key,
     check_lifetimes,
+    check_pod_ips,
     check_proposals,
     decoded_secret,
     external_peer_names,
@@ -133,9 +135,10 @@ def _check(
         name = auth.certificate.tunnel_certificate_ref.name
         if (namespace, name) not in cluster.tunnel_certificates:
             yield FieldError(
-                f"{base}.certificate.tunnelCertificateRef.name",
+                TUNNEL_CERTIFICATE_REF,
                 f'TunnelCertificate "{name}" not found in namespace {namespace}',
             )
+        yield from check_pod_ips(namespace, name, cluster)
         yield from check_ikev1_key(spec.ike_version, namespace, name, cluster)
     yield from check_proposals(spec.proposals, "esp", ike_version=spec.ike_version)
     yield from check_lifetimes(spec.lifetimes, spec.liveness, ike=True)

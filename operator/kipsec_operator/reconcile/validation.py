@@ -168,6 +168,29 @@ def check_ikev1_key(
         )
 
 
+TUNNEL_CERTIFICATE_REF = "spec.authentication.certificate.tunnelCertificateRef.name"
+
+
+def check_pod_ips(namespace: str, name: str, cluster: Cluster) -> Iterator[FieldError]:
+    """The TunnelCertificate `name` that a Tunnel or ExternalPeer presents must put the
+    pod IPs in its certificates: every document the operator renders names the pod by
+    its address (`local.identity`, and each pod peer's `identity`), which the sidecar
+    refuses unless the certificate carries it, and public-key encryption hands a pod's
+    certificate to its peers only if it names the pod's address
+    (:func:`.pod_certificates.peer_certificate`). With `includePodIps: false` the pods
+    would get a document they refuse, or silently no peers: refused here instead."""
+    found = cluster.tunnel_certificates.get((namespace, name)) or {}
+    identity = (found.get("spec") or {}).get("identity") or {}
+    if identity.get("includePodIps", True) is False:
+        yield FieldError(
+            TUNNEL_CERTIFICATE_REF,
+            f'TunnelCertificate "{name}" has spec.identity.includePodIps: false, but kipsec '
+            "peers identify each other by the pod IPs in their certificates (and public-key "
+            "encryption hands out only certificates naming the peer's address): set it to "
+            "true, or use another TunnelCertificate",
+        )
+
+
 PUBLIC_KEY_ENCRYPTION = "spec.authentication.certificate.publicKeyEncryption"
 
 
@@ -351,6 +374,7 @@ def _check_authentication(
             )
         elif not cluster.trust_bundles.get((namespace, name)):
             yield FieldError(where, f'TunnelCertificate "{name}" has no CA bundle yet')
+        yield from check_pod_ips(namespace, name, cluster)
         return
     assert certificate.secret_ref is not None
     name = certificate.secret_ref.name
@@ -550,8 +574,10 @@ __all__ = [
     "MIN_MANUAL_KEY_BYTES",
     "PUBLIC_KEY_ENCRYPTION",
     "TLS_SECRET_TYPE",
+    "TUNNEL_CERTIFICATE_REF",
     "check_ikev1_key",
     "check_lifetimes",
+    "check_pod_ips",
     "check_proposals",
     "decoded_secret",
     "deprecation_warnings",
