@@ -17,6 +17,7 @@ from kipsec_operator.reconcile.render import (
     plan,
     with_pod_certificate,
 )
+from kipsec_operator.reconcile.status import SidecarReport, tunnel_status
 from kipsec_sidecar.config import load_config_string
 from support.operator_objects import namespace, pod, tunnel, two_sided_spec
 from support.pki import CertificateAuthority
@@ -224,3 +225,34 @@ def test_a_tunnelcertificate_without_the_pod_ips_is_refused_naming_the_field(
     assert 'TunnelCertificate "ids" has spec.identity.includePodIps: false' in problem.message
     assert rendering.pods == {}  # nothing half-configured
     assert _plan(spec, CERTIFICATES, includePodIps=True).problems == {}
+
+
+def _ready(certificates: dict[ObjectKey, str], established: bool = False) -> dict[str, Any]:
+    """The Tunnel's Ready condition, its sidecars reporting their links up or none."""
+    spec = _spec()
+    objects = [namespace("default"), _tunnel_certificate(), tunnel("t", spec), *PODS]
+    cluster = Cluster.of(objects, {("default", "ids"): BUNDLE}, pod_certificates=certificates)
+    rendering = plan(cluster, only=[])  # the status holds for pods not rendered in a pass
+    reports = {
+        CLIENT: SidecarReport(frozenset({"default/s1"})),
+        SERVER: SidecarReport(frozenset({"default/c1"})),
+    }
+    status = tunnel_status(
+        cluster.tunnels[("default", "t")],
+        rendering,
+        cluster,
+        reports if established else {},
+        now="T",
+    )
+    return next(c for c in status["conditions"] if c["type"] == "Ready")
+
+
+def test_pods_waiting_for_their_peers_certificates_are_told_apart_from_pending_sas() -> None:
+    for certificates, waiting in (({}, 2), ({CLIENT: CERTIFICATES[CLIENT]}, 1)):
+        ready = _ready(certificates)
+        assert (ready["status"], ready["reason"]) == ("False", "PeerCertificatesPending")
+        assert ready["message"].startswith(f"{waiting} pod(s) wait for their peers' certificates")
+        assert ready["message"].endswith("0 of 2 child SAs established")
+    # Every certificate known: what is left is the IKE exchanges.
+    assert _ready(CERTIFICATES)["reason"] == "SasPending"
+    assert _ready(CERTIFICATES, established=True)["reason"] == "AllSasEstablished"
