@@ -217,7 +217,8 @@ class CertificateAuthentication(_Model):
     """A Secret of type kubernetes.io/tls (as cert-manager writes: tls.crt, tls.key,
     ca.crt) shared by every pod of the Tunnel."""
     ca_secret_ref: CaSecretRef | None = None
-    """The CAs to trust, with `secretRef`; default: `ca.crt` of that Secret."""
+    """The CAs to trust, with `secretRef`; default: `ca.crt` of that Secret. A value
+    holding no PEM certificate is refused (as an ExternalPeer's)."""
     public_key_encryption: Literal["rsa", "revised"] | None = None
     """IKEv1 only (`ikeVersion: 1`), with `tunnelCertificateRef` issuing RSA keys:
     authenticate by public-key encryption instead of signatures, `rsa` (RFC 2409 5.2,

@@ -25,7 +25,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
 from pydantic import ValidationError
 
 from kipsec_operator.crds.models import ExternalPeerCertificate, ExternalPeerSpec, TunnelSpec
@@ -41,11 +40,11 @@ from .validation import (
     check_lifetimes,
     check_pod_ips,
     check_proposals,
-    decoded_secret,
     external_peer_names,
     parse_model,
+    pem_bundle,
     psk_problems,
-    secret_problem,
+    secret_ca_bundle,
 )
 
 NAME_PREFIX = "externalpeer"
@@ -231,34 +230,17 @@ def ca_bundle(
     if (secret_ref is None) == (map_ref is None):
         return FieldError(base, "give exactly one of caSecretRef, caConfigMapRef")
     if secret_ref is not None:
-        path, what, name, key = f"{base}.caSecretRef", "Secret", secret_ref.name, secret_ref.key
-        problem = secret_problem(cluster, namespace, name, key, path)
-        if problem is not None:
-            return problem
-        pem = decoded_secret(cluster, namespace, name, key)
-    else:
-        assert map_ref is not None
-        path, what, name, key = f"{base}.caConfigMapRef", "ConfigMap", map_ref.name, map_ref.key
-        data = cluster.config_map_data(namespace, name)
-        if data is None:
-            return FieldError(
-                f"{path}.name", f'ConfigMap "{name}" not found in namespace {namespace}'
-            )
-        if key not in data:
-            return FieldError(f"{path}.key", f'ConfigMap "{name}" has no key "{key}"')
-        pem = data[key]
-    if pem is None or not pem_certificates(pem):
-        return FieldError(f"{path}.key", f'{what} "{name}" key "{key}" holds no PEM CA certificate')
-    return pem
-
-
-def pem_certificates(data: bytes) -> list[x509.Certificate]:
-    """The certificates of a PEM bundle, as the sidecar loads its CA files (empty: none,
-    or not PEM)."""
-    try:
-        return x509.load_pem_x509_certificates(data)
-    except Exception:  # cryptography raises several types for bad PEM
-        return []
+        return secret_ca_bundle(
+            cluster, namespace, secret_ref.name, secret_ref.key, f"{base}.caSecretRef"
+        )
+    assert map_ref is not None
+    path, name, key = f"{base}.caConfigMapRef", map_ref.name, map_ref.key
+    data = cluster.config_map_data(namespace, name)
+    if data is None:
+        return FieldError(f"{path}.name", f'ConfigMap "{name}" not found in namespace {namespace}')
+    if key not in data:
+        return FieldError(f"{path}.key", f'ConfigMap "{name}" has no key "{key}"')
+    return pem_bundle(data[key], f"{path}.key", f'ConfigMap "{name}" key "{key}"')
 
 
 def sidecar_identity(spec: ExternalPeerSpec, address: str) -> dict[str, Any] | None:
@@ -371,6 +353,5 @@ __all__ = [
     "external_peer_name",
     "is_ip",
     "parse_external_peer",
-    "pem_certificates",
     "sidecar_identity",
 ]

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
+from cryptography import x509
 from pydantic import BaseModel, ValidationError
 
 from kipsec_operator.crds.models import (
@@ -336,6 +337,37 @@ def secret_problem(
     return None
 
 
+def pem_certificates(data: bytes) -> list[x509.Certificate]:
+    """The certificates of a PEM bundle, as the sidecar loads its CA files (empty: none,
+    or not PEM)."""
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except Exception:  # cryptography raises several types for bad PEM
+        return []
+
+
+def pem_bundle(pem: bytes | None, where: str, what: str) -> bytes | FieldError:
+    """`pem` if it holds a PEM CA certificate, else the problem at `where` (`what`
+    names the value: `Secret "x" key "ca.crt"`). The sidecar refuses its whole document
+    over a CA file it cannot read, so the operator tells it first."""
+    if pem is None or not pem_certificates(pem):
+        return FieldError(where, f"{what} holds no PEM CA certificate")
+    return pem
+
+
+def secret_ca_bundle(
+    cluster: Cluster, namespace: str, name: str, key: str, path: str
+) -> bytes | FieldError:
+    """The PEM CA bundle in a Secret's `key` (a Tunnel's or an ExternalPeer's
+    `caSecretRef` at `path`), or the problem: the Secret missing (`<path>.name`), the key
+    missing, not base64 or holding no PEM certificate (`<path>.key`)."""
+    problem = secret_problem(cluster, namespace, name, key, path)
+    if problem is not None:
+        return problem
+    pem = decoded_secret(cluster, namespace, name, key)
+    return pem_bundle(pem, f"{path}.key", f'Secret "{name}" key "{key}"')
+
+
 def decoded_secret(cluster: Cluster, namespace: str, name: str, key: str) -> bytes | None:
     """The decoded value of a Secret's key (None: missing, or not base64)."""
     data = cluster.secret_data(namespace, name) or {}
@@ -393,14 +425,19 @@ def _check_authentication(
             yield FieldError(f"{path}.secretRef.name", f'Secret "{name}" has no key "{key}"')
     ca = certificate.ca_secret_ref
     if ca is not None:
-        problem = secret_problem(cluster, namespace, ca.name, ca.key, f"{path}.caSecretRef")
-        if problem is not None:
-            yield problem
+        bundle = secret_ca_bundle(cluster, namespace, ca.name, ca.key, f"{path}.caSecretRef")
+        if isinstance(bundle, FieldError):
+            yield bundle
     elif "ca.crt" not in (secret.get("data") or {}):
         yield FieldError(
             f"{path}.caSecretRef",
             f'required: Secret "{name}" has no ca.crt to trust peers with',
         )
+    else:  # the TLS Secret's own ca.crt is the CA file, checked the same way
+        pem = decoded_secret(cluster, namespace, name, "ca.crt")
+        bundle = pem_bundle(pem, f"{path}.secretRef.name", f'Secret "{name}" key "ca.crt"')
+        if isinstance(bundle, FieldError):
+            yield bundle
 
 
 def ike_proposals(proposals: Proposals, ike_version: int) -> list[str] | None:
@@ -587,8 +624,11 @@ __all__ = [
     "master_key",
     "parse_model",
     "parse_spec",
+    "pem_bundle",
+    "pem_certificates",
     "psk_problems",
     "public_key_encryption",
+    "secret_ca_bundle",
     "secret_problem",
     "validate_tunnel",
 ]
