@@ -1,8 +1,9 @@
 """IKEv1 per Tunnel under kopf against the emulated API: `ikeVersion: 1` renders IKEv1
 peers (with the sidecar's IKEv1 proposals when none are chosen), the deprecation shows in
-the status and as a Warning Event, and a combination IKEv1 does not have (an AEAD phase 1
-proposal, Ed25519 certificates, manual keying) is a condition naming the field while a
-good Tunnel beside it still renders."""
+the status and as a Warning Event (SHA-1 named in `proposals.ike`, the legacy opt-in, too),
+and a combination IKEv1 does not have (an AEAD phase 1 proposal, Ed25519 certificates,
+manual keying; SHA-1 with IKEv2) is a condition naming the field while a good Tunnel
+beside it still renders."""
 
 from __future__ import annotations
 
@@ -77,6 +78,33 @@ async def test_ike_version_1_renders_v1_peers_and_warns_that_it_is_deprecated(
     assert events[0]["type"] == "Warning" and "spec.ikeVersion" in str(events[0]["message"])
 
 
+async def test_sha1_named_for_an_ikev1_tunnel_is_rendered_with_a_warning_and_an_event(
+    cluster: Cluster,
+) -> None:
+    await _pods(cluster)
+    sha1 = "aes128-sha1-modp2048"
+    await cluster.apply(tunnel("legacy", _v1_spec(proposals={"ike": [sha1]})))
+
+    (peer,) = await eventually(partial(_peers, cluster, "a"))
+    assert peer["ikeVersion"] == 1 and peer["proposals"]["ike"] == [sha1]
+    status = await eventually(lambda: cluster.tunnel("legacy").get("status"))
+    assert [w.split(":")[0] for w in status["warnings"]] == [
+        "spec.ikeVersion",
+        "spec.proposals.ike[0]",
+    ]
+    assert "SHA-1" in status["warnings"][1]
+    events = await eventually(
+        lambda: [
+            e
+            for e in cluster.events()
+            if e.get("involvedObject", {}).get("name") == "legacy"
+            and e["reason"] == "Deprecated"
+            and "spec.proposals.ike[0]" in str(e["message"])
+        ]
+    )
+    assert events[0]["type"] == "Warning" and "SHA-1" in str(events[0]["message"])
+
+
 @pytest.mark.parametrize(
     ("extra", "field", "words"),
     [
@@ -85,9 +113,12 @@ async def test_ike_version_1_renders_v1_peers_and_warns_that_it_is_deprecated(
             "spec.proposals.ike[1]",
             "IKEv1 has no AEAD cipher for the ISAKMP SA",
         ),
-        # SHA-1 has no legacy opt-in in the sidecar yet: naming it is refused outright.
+        # SHA-1 is the legacy opt-in of IKEv1 only: with IKEv2 it is refused as always.
         (
-            {"proposals": {"ike": ["aes256-sha256-modp2048", "aes128-sha1-modp2048"]}},
+            {
+                "ikeVersion": 2,
+                "proposals": {"ike": ["aes256gcm16-prfsha256-x25519", "aes128-sha1-modp2048"]},
+            },
             "spec.proposals.ike[1]",
             "sha1 is not implemented",
         ),

@@ -1,6 +1,7 @@
 """IKEv1 public-key encryption under kopf against the emulated API: the operator signs
 each pod's CSR, records the certificate in that pod's Secret, and gives every pod its
-peers' certificates (`peerCertFile`); a renewed certificate reaches the peers; private
+peers' certificates (`peerCertFile`), the Tunnel's Ready saying `PeerCertificatesPending`
+until it has; a renewed certificate reaches the peers; private
 keys appear nowhere; a TunnelCertificate issuing ECDSA keys is a condition naming
 `spec.authentication.certificate.publicKeyEncryption`."""
 
@@ -106,12 +107,26 @@ async def test_each_pod_gets_the_certificate_its_peer_was_issued(cluster: Cluste
     first = document(secret)
     assert first["peers"] == []
     assert first["local"]["auth"]["certificate"]["source"] == "operator"
+    # The Tunnel says what it waits for, not just that SAs are pending.
+    ready = await eventually(
+        lambda: (
+            (c := condition(cluster.tunnel("sealed"), "Ready")).get("reason")
+            == "PeerCertificatesPending"
+            and c
+        )
+    )
+    assert ready["message"].startswith("2 pod(s) wait for their peers' certificates")
 
     certificates = {name: await _enroll(cluster, name) for name in PODS}
 
     for name, other in (("keeper-0", "keeper-1"), ("keeper-1", "keeper-0")):
         expected = certificates[other]
         assert await eventually(partial(_peer_certificate, cluster, name)) == expected
+    # Both configured: what is left is the IKE exchanges (no sidecar reports here).
+    assert await eventually(
+        lambda: condition(cluster.tunnel("sealed"), "Ready").get("reason") == "SasPending"
+    )
+    for name in PODS:
         secret = cluster.config_secrets()[name]
         # The pod's own certificate is recorded in its own Secret ...
         assert secret["data"][POD_CERTIFICATE_KEY] == _b64(certificates[name])

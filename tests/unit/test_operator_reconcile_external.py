@@ -315,6 +315,26 @@ def test_bad_input_is_a_problem_naming_the_field(
     assert ("default", "m1") in rendering.pods
 
 
+def test_a_tunnelcertificate_without_the_pod_ips_is_refused_naming_the_field() -> None:
+    """The pods' documents name them by address (`local.identity`), which the sidecar
+    refuses unless their certificate carries it."""
+    issuer = _pods_certificate()
+    issuer["spec"]["identity"] = {"includePodIps": False}
+    cluster = _cluster(
+        secret("site-ca", {"ca.crt": SITE_CA}),
+        issuer,
+        _certificate_peer(),
+        tunnel("t", external_spec()),
+        tunnel("mesh", psk_mesh_spec()),
+    )
+    (problem,) = cluster.external_checks[("default", "site")]
+    assert problem.path == "spec.authentication.certificate.tunnelCertificateRef.name"
+    assert "includePodIps: false" in problem.message
+    rendering = plan(cluster)
+    assert ("default", "c1") not in rendering.pods
+    assert ("default", "m1") in rendering.pods
+
+
 def test_of_two_overlapping_peers_the_later_one_is_refused_naming_the_first() -> None:
     first, second = external_peer("a-site"), external_peer("b-site", address="192.0.2.20")
     checks = _cluster(first, second).external_checks

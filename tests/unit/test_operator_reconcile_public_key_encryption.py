@@ -17,6 +17,7 @@ from kipsec_operator.reconcile.render import (
     plan,
     with_pod_certificate,
 )
+from kipsec_operator.reconcile.status import SidecarReport, tunnel_status
 from kipsec_sidecar.config import load_config_string
 from support.operator_objects import namespace, pod, tunnel, two_sided_spec
 from support.pki import CertificateAuthority
@@ -45,12 +46,15 @@ CERTIFICATES = {
 }
 
 
-def _tunnel_certificate(algorithm: str = "RSA") -> dict[str, Any]:
+def _tunnel_certificate(algorithm: str = "RSA", **identity: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"selector": {}, "privateKey": {"algorithm": algorithm}}
+    if identity:
+        spec["identity"] = identity
     return {
         "apiVersion": "kipsec.io/v1alpha1",
         "kind": "TunnelCertificate",
         "metadata": {"name": "ids", "namespace": "default"},
-        "spec": {"selector": {}, "privateKey": {"algorithm": algorithm}},
+        "spec": spec,
     }
 
 
@@ -66,8 +70,10 @@ def _plan(
     spec: dict[str, Any],
     certificates: dict[ObjectKey, str],
     algorithm: str = "RSA",
+    **identity: Any,
 ) -> Any:
-    objects = [namespace("default"), _tunnel_certificate(algorithm), tunnel("t", spec), *PODS]
+    issuer = _tunnel_certificate(algorithm, **identity)
+    objects = [namespace("default"), issuer, tunnel("t", spec), *PODS]
     return plan(Cluster.of(objects, {("default", "ids"): BUNDLE}, pod_certificates=certificates))
 
 
@@ -201,3 +207,52 @@ def test_what_cannot_work_is_refused_naming_the_field(
     problems = rendering.problems[("default", "t")]
     assert any(p.path == FIELD and message in p.message for p in problems), problems
     assert rendering.pods == {}
+
+
+@pytest.mark.parametrize("method", ["rsa", None], ids=["public-key-encryption", "signatures"])
+def test_a_tunnelcertificate_without_the_pod_ips_is_refused_naming_the_field(
+    method: str | None,
+) -> None:
+    """Without the pods' IPs in their certificates no peer certificate would ever be
+    handed out (public-key encryption), and every document names the pods by address,
+    which the sidecar refuses unless the certificate carries it: refused up front."""
+    spec = _spec(method or "rsa")
+    if method is None:
+        del spec["authentication"]["certificate"]["publicKeyEncryption"]
+    rendering = _plan(spec, CERTIFICATES, includePodIps=False)
+    (problem,) = rendering.problems[("default", "t")]
+    assert problem.path == "spec.authentication.certificate.tunnelCertificateRef.name"
+    assert 'TunnelCertificate "ids" has spec.identity.includePodIps: false' in problem.message
+    assert rendering.pods == {}  # nothing half-configured
+    assert _plan(spec, CERTIFICATES, includePodIps=True).problems == {}
+
+
+def _ready(certificates: dict[ObjectKey, str], established: bool = False) -> dict[str, Any]:
+    """The Tunnel's Ready condition, its sidecars reporting their links up or none."""
+    spec = _spec()
+    objects = [namespace("default"), _tunnel_certificate(), tunnel("t", spec), *PODS]
+    cluster = Cluster.of(objects, {("default", "ids"): BUNDLE}, pod_certificates=certificates)
+    rendering = plan(cluster, only=[])  # the status holds for pods not rendered in a pass
+    reports = {
+        CLIENT: SidecarReport(frozenset({"default/s1"})),
+        SERVER: SidecarReport(frozenset({"default/c1"})),
+    }
+    status = tunnel_status(
+        cluster.tunnels[("default", "t")],
+        rendering,
+        cluster,
+        reports if established else {},
+        now="T",
+    )
+    return next(c for c in status["conditions"] if c["type"] == "Ready")
+
+
+def test_pods_waiting_for_their_peers_certificates_are_told_apart_from_pending_sas() -> None:
+    for certificates, waiting in (({}, 2), ({CLIENT: CERTIFICATES[CLIENT]}, 1)):
+        ready = _ready(certificates)
+        assert (ready["status"], ready["reason"]) == ("False", "PeerCertificatesPending")
+        assert ready["message"].startswith(f"{waiting} pod(s) wait for their peers' certificates")
+        assert ready["message"].endswith("0 of 2 child SAs established")
+    # Every certificate known: what is left is the IKE exchanges.
+    assert _ready(CERTIFICATES)["reason"] == "SasPending"
+    assert _ready(CERTIFICATES, established=True)["reason"] == "AllSasEstablished"

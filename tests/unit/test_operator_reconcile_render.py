@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from kipsec_operator.reconcile.cluster import Cluster
 from kipsec_operator.reconcile.render import CONFIG_KEY, MOUNT_PATH, plan
@@ -22,6 +23,7 @@ from support.operator_objects import (
     tunnel,
     two_sided_spec,
 )
+from support.pki import CertificateAuthority
 
 BASE = [namespace("default"), psk_secret()]
 MESH = [
@@ -154,9 +156,10 @@ def test_a_tunnel_certificate_gives_the_pod_identity_files_and_the_trust_bundle(
 def test_a_cert_manager_secret_is_copied_and_identities_are_left_to_the_ca() -> None:
     spec = psk_mesh_spec()
     spec["authentication"] = {"certificate": {"secretRef": {"name": "tls"}}}
+    ca = CertificateAuthority.root("tls CA").cert.public_bytes(Encoding.PEM).decode()
     tls = secret(
         "tls",
-        {"tls.crt": "CERT", "tls.key": "KEY", "ca.crt": "CA"},
+        {"tls.crt": "CERT", "tls.key": "KEY", "ca.crt": ca},
         type_="kubernetes.io/tls",
     )
     pod_config = _render([*BASE, tls, tunnel("t", spec), *MESH])["default/m1"]
@@ -169,7 +172,7 @@ def test_a_cert_manager_secret_is_copied_and_identities_are_left_to_the_ca() -> 
             ("ca", auth["caFiles"][0]),
         )
     }
-    assert values == {"cert": "CERT", "key": "KEY", "ca": "CA"}
+    assert values == {"cert": "CERT", "key": "KEY", "ca": ca}
     assert "identity" not in pod_config.document["peers"][0]
     assert "identity" not in pod_config.document["local"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from kipsec_operator.reconcile.cluster import Cluster
 from kipsec_operator.reconcile.validation import validate_tunnel
@@ -16,8 +17,10 @@ from support.operator_objects import (
     secret,
     tunnel,
 )
+from support.pki import CertificateAuthority
 
-TLS = secret("tls", {"tls.crt": "C", "tls.key": "K"}, type_="kubernetes.io/tls")
+TLS_TYPE = "kubernetes.io/tls"
+TLS = secret("tls", {"tls.crt": "C", "tls.key": "K"}, type_=TLS_TYPE)
 OBJECTS = [
     namespace("default"),
     psk_secret(),
@@ -185,3 +188,61 @@ def test_a_missing_spec_is_reported() -> None:
     obj = tunnel("t", {})
     del obj["spec"]
     assert [e.path for e in validate_tunnel(obj, cluster)] == ["spec"]
+
+
+CA_PEM = CertificateAuthority.root("peers' CA").cert.public_bytes(Encoding.PEM).decode()
+CA_SECRETS = [
+    secret("good-ca", {"ca.crt": CA_PEM}),
+    secret("junk-ca", {"ca.crt": "-----BEGIN CERTIFICATE-----\nnot one\n"}),
+    secret("tls-with-ca", {"tls.crt": "C", "tls.key": "K", "ca.crt": CA_PEM}, type_=TLS_TYPE),
+    secret("tls-junk-ca", {"tls.crt": "C", "tls.key": "K", "ca.crt": "CA"}, type_=TLS_TYPE),
+]
+
+
+def _certificate(tls: str, ca: dict[str, str] | None = None) -> dict[str, Any]:
+    certificate: dict[str, Any] = {"secretRef": {"name": tls}}
+    if ca is not None:
+        certificate["caSecretRef"] = ca
+    return _spec(authentication={"certificate": certificate})
+
+
+@pytest.mark.parametrize(
+    ("spec", "problems"),
+    [
+        (_certificate("tls", {"name": "good-ca"}), []),
+        (_certificate("tls-with-ca"), []),
+        (
+            _certificate("tls", {"name": "junk-ca"}),
+            [
+                (
+                    "spec.authentication.certificate.caSecretRef.key",
+                    'Secret "junk-ca" key "ca.crt" holds no PEM CA certificate',
+                )
+            ],
+        ),
+        (
+            _certificate("tls", {"name": "good-ca", "key": "other.crt"}),
+            [("spec.authentication.certificate.caSecretRef.key", 'Secret "good-ca" has no key')],
+        ),
+        (
+            _certificate("tls-junk-ca"),
+            [
+                (
+                    "spec.authentication.certificate.secretRef.name",
+                    'Secret "tls-junk-ca" key "ca.crt" holds no PEM CA certificate',
+                )
+            ],
+        ),
+    ],
+    ids=["ca-secret", "tls-ca", "junk-ca-secret", "missing-key", "junk-tls-ca"],
+)
+def test_the_ca_a_tunnel_trusts_is_checked_as_an_external_peers_is(
+    spec: dict[str, Any], problems: list[tuple[str, str]]
+) -> None:
+    """The same check as an ExternalPeer's `caSecretRef` (the sidecar refuses a whole
+    document over a CA file it cannot read, so the Tunnel is refused instead)."""
+    cluster = Cluster.of([*OBJECTS, *CA_SECRETS])
+    found = [(e.path, e.message) for e in validate_tunnel(tunnel("t", spec), cluster)]
+    assert [path for path, _ in found] == [path for path, _ in problems]
+    for (_, message), (_, words) in zip(found, problems, strict=True):
+        assert words in message

@@ -217,7 +217,8 @@ class CertificateAuthentication(_Model):
     """A Secret of type kubernetes.io/tls (as cert-manager writes: tls.crt, tls.key,
     ca.crt) shared by every pod of the Tunnel."""
     ca_secret_ref: CaSecretRef | None = None
-    """The CAs to trust, with `secretRef`; default: `ca.crt` of that Secret."""
+    """The CAs to trust, with `secretRef`; default: `ca.crt` of that Secret. A value
+    holding no PEM certificate is refused (as an ExternalPeer's)."""
     public_key_encryption: Literal["rsa", "revised"] | None = None
     """IKEv1 only (`ikeVersion: 1`), with `tunnelCertificateRef` issuing RSA keys:
     authenticate by public-key encryption instead of signatures, `rsa` (RFC 2409 5.2,
@@ -261,7 +262,8 @@ class Proposals(_Model):
     ike: Annotated[list[ProposalText], Field(min_length=1, max_length=16)] = list(
         DEFAULT_IKE_PROPOSALS
     )
-    """IKE SA proposals: cipher[-integrity][-prf]-dhgroup."""
+    """IKE SA proposals: cipher[-integrity][-prf]-dhgroup. SHA-1 (sha1, prfsha1) only
+    with ikeVersion 1, named here for a legacy peer (the status warns)."""
     esp: Annotated[list[ProposalText], Field(min_length=1, max_length=16)] = list(
         DEFAULT_ESP_PROPOSALS
     )
@@ -400,7 +402,7 @@ class TunnelSpec(_Model):
     for a legacy peer that speaks nothing else; the status warns). With 1, `proposals.ike`
     left at the IKEv2 default offers the sidecar's IKEv1 default
     (aes256-sha256-modp2048, aes256-sha256-ecp256); AEAD ciphers and Ed25519 keys are
-    refused (IKEv1 has neither)."""
+    refused (IKEv1 has neither); SHA-1 only where proposals.ike names it."""
     authentication: Authentication | None = None
     """IKE authentication; required with keying ike."""
     manual: ManualKeying | None = None
@@ -462,7 +464,8 @@ class TunnelStatus(_Model):
     last_error: Annotated[str, Field(max_length=1024)] | None = None
     """The latest error a sidecar reported, with its pod (never secret material)."""
     warnings: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=8)] = []
-    """Deprecated choices the spec opts in to (IKEv1), each naming its field."""
+    """Deprecated choices the spec opts in to (IKEv1; SHA-1 named in proposals.ike),
+    each naming its field."""
 
 
 # --- ExternalPeer --------------------------------------------------------------------------
@@ -580,7 +583,7 @@ class ExternalPeerSpec(_Model):
     for a legacy peer that speaks nothing else; the status warns). With 1, `proposals.ike`
     left at the IKEv2 default offers the sidecar's IKEv1 default
     (aes256-sha256-modp2048, aes256-sha256-ecp256); AEAD ciphers and Ed25519 keys are
-    refused (IKEv1 has neither)."""
+    refused (IKEv1 has neither); SHA-1 only where proposals.ike names it."""
     initiator: Literal["pods", "external", "either"] = "either"
     """Who starts the SAs: the pods, the external side (the pods only answer), either."""
     start: StartAction = "auto"
@@ -623,7 +626,8 @@ class ExternalPeerStatus(_Model):
     pod_errors: Annotated[list[PodError], Field(max_length=32)] = []
     """The latest failure per pod that is not established (at most 32 pods)."""
     warnings: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=8)] = []
-    """Deprecated choices the spec opts in to (IKEv1), each naming its field."""
+    """Deprecated choices the spec opts in to (IKEv1; SHA-1 named in proposals.ike),
+    each naming its field."""
 
 
 # --- TunnelCertificate -------------------------------------------------------------------------
@@ -677,7 +681,8 @@ class CertificateIdentity(_Model):
     )
     """The trust domain of the URI SAN spiffe://<trustDomain>/ns/<namespace>/sa/<sa>."""
     include_pod_ips: bool = True
-    """Also put the pod IPs in iPAddress SANs (kipsec peers identify each other by IP)."""
+    """Also put the pod IPs in iPAddress SANs (kipsec peers identify each other by IP:
+    a Tunnel or ExternalPeer presenting certificates without them is refused)."""
 
 
 #: Bounds of a TunnelCertificate's lifetimes (Go durations), enforced by the CRD's CEL

@@ -73,6 +73,13 @@ CONDITIONS: dict[str, tuple[ConditionReason, ...]] = {
             "waits for an IP",
         ),
         ConditionReason("Ready", "False", "SasPending", "some links are not established yet"),
+        ConditionReason(
+            "Ready",
+            "False",
+            "PeerCertificatesPending",
+            "public-key encryption: some pods wait for their peers' certificates (not yet "
+            "signed), so those links are not configured yet; the message counts the pods",
+        ),
         ConditionReason("Ready", "False", "PodsPending", "a selected pod has no IP yet"),
         ConditionReason("Ready", "False", "NoPodsSelected", "no pod matches `spec.selector`"),
         ConditionReason(

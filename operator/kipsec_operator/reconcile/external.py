@@ -25,7 +25,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
 from pydantic import ValidationError
 
 from kipsec_operator.crds.models import ExternalPeerCertificate, ExternalPeerSpec, TunnelSpec
@@ -36,14 +35,16 @@ from kipsec_sidecar.config.model import Identity as SidecarIdentity
 
 from .cluster import Cluster, K8sObject, ObjectKey, PodRef, ip_version
 from .validation import (
+    TUNNEL_CERTIFICATE_REF,
     check_ikev1_key,
     check_lifetimes,
+    check_pod_ips,
     check_proposals,
-    decoded_secret,
     external_peer_names,
     parse_model,
+    pem_bundle,
     psk_problems,
-    secret_problem,
+    secret_ca_bundle,
 )
 
 NAME_PREFIX = "externalpeer"
@@ -133,9 +134,10 @@ def _check(
         name = auth.certificate.tunnel_certificate_ref.name
         if (namespace, name) not in cluster.tunnel_certificates:
             yield FieldError(
-                f"{base}.certificate.tunnelCertificateRef.name",
+                TUNNEL_CERTIFICATE_REF,
                 f'TunnelCertificate "{name}" not found in namespace {namespace}',
             )
+        yield from check_pod_ips(namespace, name, cluster)
         yield from check_ikev1_key(spec.ike_version, namespace, name, cluster)
     yield from check_proposals(spec.proposals, "esp", ike_version=spec.ike_version)
     yield from check_lifetimes(spec.lifetimes, spec.liveness, ike=True)
@@ -228,34 +230,17 @@ def ca_bundle(
     if (secret_ref is None) == (map_ref is None):
         return FieldError(base, "give exactly one of caSecretRef, caConfigMapRef")
     if secret_ref is not None:
-        path, what, name, key = f"{base}.caSecretRef", "Secret", secret_ref.name, secret_ref.key
-        problem = secret_problem(cluster, namespace, name, key, path)
-        if problem is not None:
-            return problem
-        pem = decoded_secret(cluster, namespace, name, key)
-    else:
-        assert map_ref is not None
-        path, what, name, key = f"{base}.caConfigMapRef", "ConfigMap", map_ref.name, map_ref.key
-        data = cluster.config_map_data(namespace, name)
-        if data is None:
-            return FieldError(
-                f"{path}.name", f'ConfigMap "{name}" not found in namespace {namespace}'
-            )
-        if key not in data:
-            return FieldError(f"{path}.key", f'ConfigMap "{name}" has no key "{key}"')
-        pem = data[key]
-    if pem is None or not pem_certificates(pem):
-        return FieldError(f"{path}.key", f'{what} "{name}" key "{key}" holds no PEM CA certificate')
-    return pem
-
-
-def pem_certificates(data: bytes) -> list[x509.Certificate]:
-    """The certificates of a PEM bundle, as the sidecar loads its CA files (empty: none,
-    or not PEM)."""
-    try:
-        return x509.load_pem_x509_certificates(data)
-    except Exception:  # cryptography raises several types for bad PEM
-        return []
+        return secret_ca_bundle(
+            cluster, namespace, secret_ref.name, secret_ref.key, f"{base}.caSecretRef"
+        )
+    assert map_ref is not None
+    path, name, key = f"{base}.caConfigMapRef", map_ref.name, map_ref.key
+    data = cluster.config_map_data(namespace, name)
+    if data is None:
+        return FieldError(f"{path}.name", f'ConfigMap "{name}" not found in namespace {namespace}')
+    if key not in data:
+        return FieldError(f"{path}.key", f'ConfigMap "{name}" has no key "{key}"')
+    return pem_bundle(data[key], f"{path}.key", f'ConfigMap "{name}" key "{key}"')
 
 
 def sidecar_identity(spec: ExternalPeerSpec, address: str) -> dict[str, Any] | None:
@@ -368,6 +353,5 @@ __all__ = [
     "external_peer_name",
     "is_ip",
     "parse_external_peer",
-    "pem_certificates",
     "sidecar_identity",
 ]

@@ -113,7 +113,7 @@ def external_peer_status(
         established=len(established),
         pod_errors=[{"pod": pod, "reason": reason} for pod, reason in errors[:MAX_POD_ERRORS]],
     )
-    status["warnings"] = deprecation_warnings(checked.ike_version)
+    status["warnings"] = deprecation_warnings(checked.ike_version, checked.proposals)
     return status
 
 

@@ -581,18 +581,29 @@ def _auth(
     }
 
 
-def _peer_certificate_file(
-    link: Link, spec: TunnelSpec, cluster: Cluster, tag: str, files: dict[str, str]
-) -> str | None:
-    """The file holding the remote pod's certificate (added to `files`), or None when
-    the operator has no usable one for it yet (:func:`.pod_certificates.peer_certificate`).
-    Named after its content, so the document changes when the peer's certificate does."""
+def remote_certificate(link: Link, spec: TunnelSpec, cluster: Cluster) -> str | None:
+    """The remote pod's certificate (base64 PEM) that public-key encryption gives the
+    local pod of `link`, or None while the operator has no usable one for it
+    (:func:`.pod_certificates.peer_certificate`): the link then waits, the entry left
+    out of the document, and the Tunnel's status says so (`PeerCertificatesPending`)."""
     auth = spec.authentication
     ref = auth.certificate.tunnel_certificate_ref if auth and auth.certificate else None
     assert ref is not None, "validate_tunnel refuses publicKeyEncryption without it"
     value = cluster.pod_certificates.get(link.remote.key)
     bundle = cluster.trust_bundles.get((link.tunnel[0], ref.name), "")
     if value is None or not peer_certificate(value, link.remote.primary_ip, bundle):
+        return None
+    return value
+
+
+def _peer_certificate_file(
+    link: Link, spec: TunnelSpec, cluster: Cluster, tag: str, files: dict[str, str]
+) -> str | None:
+    """The file holding the remote pod's certificate (added to `files`), or None when
+    the operator has no usable one for it yet (:func:`remote_certificate`).
+    Named after its content, so the document changes when the peer's certificate does."""
+    value = remote_certificate(link, spec, cluster)
+    if value is None:
         return None
     name = f"peer-{_digest(tag, value)}.crt"
     files[name] = value
@@ -634,6 +645,7 @@ __all__ = [
     "Rendering",
     "TunnelPart",
     "plan",
+    "remote_certificate",
     "render_pod",
     "sa_actions",
     "secret_manifest",

@@ -25,7 +25,9 @@ inside a word or a name such as `rb-short`) and only values of at least
 
 Reasons (stable, for alerts and `kubectl wait`):
 
-Ready: `AllSasEstablished`, `SasPending`, `PodsPending`, `NoPodsSelected`, `NoPeers`,
+Ready: `AllSasEstablished`, `SasPending`, `PeerCertificatesPending` (public-key
+encryption: some pods wait for their peers' certificates, so those links cannot be up
+yet), `PodsPending`, `NoPodsSelected`, `NoPeers`,
 `PeerConflict`, `NoCertificate`, `NamespaceNotConsenting` (when that is why there is no
 link: Ready names the real cause, not a guess), `InvalidSpec`. Degraded: `AsExpected`,
 `InvalidSpec`, `PeerConflict` (a pod pair, or a pod and an ExternalPeer, already linked
@@ -50,8 +52,13 @@ from ..crds.models import TunnelSpec
 from .cluster import Cluster, K8sObject, ObjectKey, key_of
 from .external import ExternalLink
 from .peers import refusals, selected
-from .render import Rendering
-from .validation import deprecation_warnings, external_peer_names, parse_spec
+from .render import Rendering, remote_certificate
+from .validation import (
+    deprecation_warnings,
+    external_peer_names,
+    parse_spec,
+    public_key_encryption,
+)
 
 MAX_ERROR_LENGTH = 1024
 REDACTED = "[redacted]"
@@ -248,6 +255,7 @@ def tunnel_status(
         else ""
     )
     refused = refusals(tunnel, rendering.specs[key], cluster)
+    waiting = _awaiting_certificates(rendering, key, cluster)
     refused_message = (
         refused[0] + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else "")
         if refused
@@ -279,6 +287,15 @@ def tunnel_status(
         )
     elif established == len(links):
         ready = condition("Ready", False, "PodsPending", f"{pending} pod(s) have no IP yet")
+    elif waiting:
+        ready = condition(
+            "Ready",
+            False,
+            "PeerCertificatesPending",
+            f"{len(waiting)} pod(s) wait for their peers' certificates (public-key "
+            "encryption: a peer is configured once its pod has enrolled and its certificate "
+            f"is signed); {established} of {len(links)} child SAs established",
+        )
     else:
         ready = condition(
             "Ready", False, "SasPending", f"{established} of {len(links)} child SAs established"
@@ -304,8 +321,26 @@ def tunnel_status(
         last_error=last_error,
     )
     # A Tunnel to ExternalPeers uses their algorithms: each ExternalPeer warns itself.
-    status["warnings"] = [] if external_peer_names(spec) else deprecation_warnings(spec.ike_version)
+    status["warnings"] = (
+        [] if external_peer_names(spec) else deprecation_warnings(spec.ike_version, spec.proposals)
+    )
     return status
+
+
+def _awaiting_certificates(
+    rendering: Rendering, key: ObjectKey, cluster: Cluster
+) -> set[ObjectKey]:
+    """The pods of the Tunnel `key` left without an entry for a peer whose certificate
+    the operator cannot hand out yet (public-key encryption; :func:`remote_certificate`,
+    the rule the rendering follows, so this holds for pods not rendered in this pass)."""
+    spec = rendering.specs[key]
+    if public_key_encryption(spec) is None:
+        return set()
+    return {
+        link.local.key
+        for link in rendering.links.of_tunnel(key)
+        if remote_certificate(link, spec, cluster) is None
+    }
 
 
 def _certificate_name(link: ExternalLink, cluster: Cluster) -> str:

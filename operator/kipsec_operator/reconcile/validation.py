@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
+from cryptography import x509
 from pydantic import BaseModel, ValidationError
 
 from kipsec_operator.crds.models import (
@@ -33,6 +34,7 @@ from kipsec_operator.crds.models import (
 from kipsec_sidecar.config.errors import FieldError, join_path
 from kipsec_sidecar.config.messages import pydantic_errors
 from kipsec_sidecar.config.proposals import (
+    LEGACY_SHA1_DEPRECATION,
     ProposalError,
     parse_child_proposal,
     parse_ike_proposal,
@@ -164,6 +166,29 @@ def check_ikev1_key(
         yield FieldError(
             "spec.ikeVersion",
             f'TunnelCertificate "{name}" issues Ed25519 keys: {IKEV1_EDDSA_MESSAGE}',
+        )
+
+
+TUNNEL_CERTIFICATE_REF = "spec.authentication.certificate.tunnelCertificateRef.name"
+
+
+def check_pod_ips(namespace: str, name: str, cluster: Cluster) -> Iterator[FieldError]:
+    """The TunnelCertificate `name` that a Tunnel or ExternalPeer presents must put the
+    pod IPs in its certificates: every document the operator renders names the pod by
+    its address (`local.identity`, and each pod peer's `identity`), which the sidecar
+    refuses unless the certificate carries it, and public-key encryption hands a pod's
+    certificate to its peers only if it names the pod's address
+    (:func:`.pod_certificates.peer_certificate`). With `includePodIps: false` the pods
+    would get a document they refuse, or silently no peers: refused here instead."""
+    found = cluster.tunnel_certificates.get((namespace, name)) or {}
+    identity = (found.get("spec") or {}).get("identity") or {}
+    if identity.get("includePodIps", True) is False:
+        yield FieldError(
+            TUNNEL_CERTIFICATE_REF,
+            f'TunnelCertificate "{name}" has spec.identity.includePodIps: false, but kipsec '
+            "peers identify each other by the pod IPs in their certificates (and public-key "
+            "encryption hands out only certificates naming the peer's address): set it to "
+            "true, or use another TunnelCertificate",
         )
 
 
@@ -312,6 +337,37 @@ def secret_problem(
     return None
 
 
+def pem_certificates(data: bytes) -> list[x509.Certificate]:
+    """The certificates of a PEM bundle, as the sidecar loads its CA files (empty: none,
+    or not PEM)."""
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except Exception:  # cryptography raises several types for bad PEM
+        return []
+
+
+def pem_bundle(pem: bytes | None, where: str, what: str) -> bytes | FieldError:
+    """`pem` if it holds a PEM CA certificate, else the problem at `where` (`what`
+    names the value: `Secret "x" key "ca.crt"`). The sidecar refuses its whole document
+    over a CA file it cannot read, so the operator tells it first."""
+    if pem is None or not pem_certificates(pem):
+        return FieldError(where, f"{what} holds no PEM CA certificate")
+    return pem
+
+
+def secret_ca_bundle(
+    cluster: Cluster, namespace: str, name: str, key: str, path: str
+) -> bytes | FieldError:
+    """The PEM CA bundle in a Secret's `key` (a Tunnel's or an ExternalPeer's
+    `caSecretRef` at `path`), or the problem: the Secret missing (`<path>.name`), the key
+    missing, not base64 or holding no PEM certificate (`<path>.key`)."""
+    problem = secret_problem(cluster, namespace, name, key, path)
+    if problem is not None:
+        return problem
+    pem = decoded_secret(cluster, namespace, name, key)
+    return pem_bundle(pem, f"{path}.key", f'Secret "{name}" key "{key}"')
+
+
 def decoded_secret(cluster: Cluster, namespace: str, name: str, key: str) -> bytes | None:
     """The decoded value of a Secret's key (None: missing, or not base64)."""
     data = cluster.secret_data(namespace, name) or {}
@@ -350,6 +406,7 @@ def _check_authentication(
             )
         elif not cluster.trust_bundles.get((namespace, name)):
             yield FieldError(where, f'TunnelCertificate "{name}" has no CA bundle yet')
+        yield from check_pod_ips(namespace, name, cluster)
         return
     assert certificate.secret_ref is not None
     name = certificate.secret_ref.name
@@ -368,14 +425,19 @@ def _check_authentication(
             yield FieldError(f"{path}.secretRef.name", f'Secret "{name}" has no key "{key}"')
     ca = certificate.ca_secret_ref
     if ca is not None:
-        problem = secret_problem(cluster, namespace, ca.name, ca.key, f"{path}.caSecretRef")
-        if problem is not None:
-            yield problem
+        bundle = secret_ca_bundle(cluster, namespace, ca.name, ca.key, f"{path}.caSecretRef")
+        if isinstance(bundle, FieldError):
+            yield bundle
     elif "ca.crt" not in (secret.get("data") or {}):
         yield FieldError(
             f"{path}.caSecretRef",
             f'required: Secret "{name}" has no ca.crt to trust peers with',
         )
+    else:  # the TLS Secret's own ca.crt is the CA file, checked the same way
+        pem = decoded_secret(cluster, namespace, name, "ca.crt")
+        bundle = pem_bundle(pem, f"{path}.secretRef.name", f'Secret "{name}" key "ca.crt"')
+        if isinstance(bundle, FieldError):
+            yield bundle
 
 
 def ike_proposals(proposals: Proposals, ike_version: int) -> list[str] | None:
@@ -395,16 +457,22 @@ def check_proposals(
     proposals: Proposals, protocol: Literal["esp", "ah"], *, ike_version: int = 2
 ) -> Iterator[FieldError]:
     """Proposal strings (`spec.proposals`) the sidecar cannot use, with its messages
-    (the IKEv1 refusals too: the sidecar's own check, :func:`ikev1_proposal_problem`)."""
+    (the IKEv1 refusals too: the sidecar's own check, :func:`ikev1_proposal_problem`).
+
+    SHA-1 in `proposals.ike` passes where the sidecar admits it, for IKEv1 only (its
+    legacy opt-in, :func:`parse_ike_proposal` with ``legacy_sha1``; the resource then
+    warns, :func:`deprecation_warnings`); with IKEv2 it keeps the refusal it always had,
+    told where it would pass. `proposals.esp` / `.ah` never admit it."""
     for index, text in enumerate(ike_proposals(proposals, ike_version) or ()):
+        where = f"spec.proposals.ike[{index}]"
         try:
-            parsed = parse_ike_proposal(text)
+            parsed = parse_ike_proposal(text, legacy_sha1=ike_version == 1)
         except ProposalError as exc:
-            yield FieldError(f"spec.proposals.ike[{index}]", str(exc))
+            yield FieldError(where, str(exc) + _sha1_hint(text))
             continue
         problem = ikev1_proposal_problem(parsed) if ike_version == 1 else None
         if problem is not None:
-            yield FieldError(f"spec.proposals.ike[{index}]", f"with spec.ikeVersion 1: {problem}")
+            yield FieldError(where, f"with spec.ikeVersion 1: {problem}")
     for index, text in enumerate(getattr(proposals, protocol)):
         try:
             parse_child_proposal(text, protocol)
@@ -412,17 +480,49 @@ def check_proposals(
             yield FieldError(f"spec.proposals.{protocol}[{index}]", str(exc))
 
 
-def deprecation_warnings(ike_version: int) -> list[str]:
-    """What a valid spec opts in to that is deprecated, each naming its field, for the
-    status and a Warning Event: IKEv1 (RFC 9395). (SHA-1 needs no warning here:
-    :func:`check_proposals` parses without the sidecar's IKEv1 legacy opt-in, so naming
-    it in a Tunnel is an InvalidSpec.)"""
+def _sha1_hint(text: str) -> str:
+    """After an IKEv2 refusal: where `text` would pass (it passes with the legacy
+    opt-in, so SHA-1 is what was refused), as the sidecar says it for its IKEv2 peers."""
+    try:
+        parse_ike_proposal(text, legacy_sha1=True)
+    except ProposalError:
+        return ""
+    return " (SHA-1 is admitted only with spec.ikeVersion: 1, for a legacy peer)"
+
+
+def _legacy_sha1_fields(proposals: Proposals, ike_version: int) -> list[str]:
+    """The `spec.proposals.ike[i]` that name SHA-1 under the IKEv1 legacy opt-in (empty
+    for IKEv2, where :func:`check_proposals` refuses them)."""
     if ike_version != 1:
         return []
-    return [
+    found = []
+    for index, text in enumerate(ike_proposals(proposals, ike_version) or ()):
+        try:
+            legacy = parse_ike_proposal(text, legacy_sha1=True).legacy_sha1
+        except ProposalError:
+            continue
+        if legacy:
+            found.append(f"spec.proposals.ike[{index}]")
+    return found
+
+
+def deprecation_warnings(ike_version: int, proposals: Proposals) -> list[str]:
+    """What a valid spec opts in to that is deprecated, each naming its field, for the
+    status and a Warning Event: IKEv1 (RFC 9395), and SHA-1 in the phase 1 proposals
+    that name it (the legacy opt-in, the same the sidecar warns about)."""
+    if ike_version != 1:
+        return []
+    warnings = [
         "spec.ikeVersion: IKEv1 is deprecated (RFC 9395); use it only for a legacy peer "
         "that speaks nothing else"
     ]
+    sha1 = _legacy_sha1_fields(proposals, ike_version)
+    if sha1:
+        warnings.append(
+            f"{', '.join(sha1)}: IKEv1 phase 1 with SHA-1 because named there; "
+            f"{LEGACY_SHA1_DEPRECATION}"
+        )
+    return warnings
 
 
 def _check_manual(spec: TunnelSpec, namespace: str, cluster: Cluster) -> Iterator[FieldError]:
@@ -511,8 +611,10 @@ __all__ = [
     "MIN_MANUAL_KEY_BYTES",
     "PUBLIC_KEY_ENCRYPTION",
     "TLS_SECRET_TYPE",
+    "TUNNEL_CERTIFICATE_REF",
     "check_ikev1_key",
     "check_lifetimes",
+    "check_pod_ips",
     "check_proposals",
     "decoded_secret",
     "deprecation_warnings",
@@ -522,8 +624,11 @@ __all__ = [
     "master_key",
     "parse_model",
     "parse_spec",
+    "pem_bundle",
+    "pem_certificates",
     "psk_problems",
     "public_key_encryption",
+    "secret_ca_bundle",
     "secret_problem",
     "validate_tunnel",
 ]

@@ -295,13 +295,20 @@ def _names_sha1(parsed: _Parsed) -> bool:
     return bool(named & _LEGACY_SHA1)
 
 
+LEGACY_SHA1_DEPRECATION = (
+    "SHA-1 is deprecated (RFC 9395 deprecates IKEv1, RFC 8247 SHA-1 in IKE): "
+    "move the peer to SHA-256 or IKEv2"
+)
+"""Why SHA-1 is only tolerated: the end of the sidecar's warning and of the operator's
+(a Tunnel's or ExternalPeer's `status.warnings`)."""
+
+
 def legacy_sha1_warning(peer: str) -> str:
     """The one line logged at load and shown in the peer's status when an IKEv1 peer's
     proposals name SHA-1."""
     return (
         f"peer {peer}: IKEv1 phase 1 with SHA-1 because its proposals.ike name it; "
-        "SHA-1 is deprecated (RFC 9395 deprecates IKEv1, RFC 8247 SHA-1 in IKE): "
-        "move the peer to SHA-256 or IKEv2"
+        f"{LEGACY_SHA1_DEPRECATION}"
     )
 
 
@@ -425,6 +432,7 @@ __all__ = [
     "ENCRYPTION_NAMES",
     "ESN_NAMES",
     "INTEGRITY_NAMES",
+    "LEGACY_SHA1_DEPRECATION",
     "PRF_NAMES",
     "ChildProtocol",
     "Kind",
