@@ -126,16 +126,25 @@ class Pair:
         return when
 
 
-@pytest.fixture
-def pair(topology: Topology, tmp_path: Path) -> Iterator[Pair]:
+def enrolled_pair(
+    topology: Topology, tmp_path: Path, seed: int
+) -> tuple[Sidecar, Sidecar, CaState]:
+    """Pods pa and pb on nodes a and b, each with its issuer and a document naming the
+    other (not started), and the CA state both were published."""
     topology.add_node("a")
     topology.add_node("b")
     topology.add_pod("pa", "a")
     topology.add_pod("pb", "b")
-    state = CaState(signing=new_ca(3))
+    state = CaState(signing=new_ca(seed))
     a, b = Sidecar(topology, "pa", tmp_path), Sidecar(topology, "pb", tmp_path)
     enrol(a, topology, state, "pb")
     enrol(b, topology, state, "pa")
+    return a, b, state
+
+
+@pytest.fixture
+def pair(topology: Topology, tmp_path: Path) -> Iterator[Pair]:
+    a, b, state = enrolled_pair(topology, tmp_path, seed=3)
     try:
         a.start()
         b.start()
@@ -249,14 +258,7 @@ def test_a_document_naming_source_operator_only_after_start_gets_its_certificate
     # sidecar enrolls then and applies it once the certificate exists (before, it
     # refused that document for good: the certificate file it names did not exist, and
     # nothing would ever write it).
-    topology.add_node("a")
-    topology.add_node("b")
-    topology.add_pod("pa", "a")
-    topology.add_pod("pb", "b")
-    state = CaState(signing=new_ca(5))
-    a, b = Sidecar(topology, "pa", tmp_path), Sidecar(topology, "pb", tmp_path)
-    enrol(a, topology, state, "pb")
-    enrol(b, topology, state, "pa")
+    a, b, _ = enrolled_pair(topology, tmp_path, seed=5)
     later = a.config.read_bytes()
     a.write([], local={"identity": {"address": topology.address("pa")}})
     try:
