@@ -15,6 +15,9 @@ rotation while old and new share a CA) is *refreshed* rather than replaced
 (:func:`credentials_only`): future IKE_AUTH exchanges use the new material, while the
 established IKE SA (and its rekeys, which do not authenticate again) and its child SAs
 stay. A changed identity, or trust anchors with nothing in common, replace the peer.
+Under IKEv1 public-key encryption a refresh that replaced our private key also keeps
+the old key, to decrypt only, for :data:`RETIRED_KEY_GRACE` (:func:`retire_key`): the
+peers encrypt to the key their documents name until the new certificate reaches them.
 
 Settings that are not per peer (local addresses, datapath, metrics, control socket,
 logging) need a restart; :func:`restart_needed` names the ones that changed.
@@ -34,13 +37,24 @@ from pydantic import BaseModel
 
 from ..config.model import SidecarConfig
 from ..config.to_core import PeerPlan
+from ..core.ike.config import IkeConfig, RetiredKey
 
 #: Document fields whose change a reload cannot apply (the daemon must be restarted).
 GLOBAL_FIELDS = ("local", "datapath", "metrics", "control", "logging")
 
 #: Plan fields that differ between two loads of the same document and mean nothing for
-#: the link (the monotonic-to-wall-clock offset is recomputed at every load).
-IGNORED_FIELDS = frozenset({"wall_clock_epoch"})
+#: the link (the monotonic-to-wall-clock offset is recomputed at every load; a retired
+#: key is the daemon's, never the document's).
+IGNORED_FIELDS = frozenset({"wall_clock_epoch", "retired_key"})
+
+#: Seconds a private key replaced by a renewal still decrypts IKEv1 main mode messages 3
+#: and 4 (public-key encryption). The peers learn the new certificate from their next
+#: document: through ``/v1/config`` within seconds of the operator rendering it, at
+#: worst from the mounted Secret on the kubelet's next sync (about a minute, plus its
+#: cache TTL). Ten minutes is several times that and still short against a
+#: certificate's lifetime: the replaced certificate is still valid then (renewal comes
+#: well before expiry), so the peers would accept whoever holds that key anyway.
+RETIRED_KEY_GRACE = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +150,36 @@ def credentials_only(old: PeerPlan, new: PeerPlan) -> bool:
     return bool(set(old.ike.auth.trust_anchors) & set(new.ike.auth.trust_anchors))
 
 
+def retire_key(old: IkeConfig, new: IkeConfig, now: float) -> IkeConfig:
+    """``new`` (a :func:`credentials_only` refresh of ``old``) keeping the private key it
+    replaced as a :class:`~kipsec_sidecar.core.ike.config.RetiredKey` until ``now`` +
+    :data:`RETIRED_KEY_GRACE` (``now`` on the engine's clock), when it authenticates by
+    public-key encryption; if the key did not change (a CA rotation), the key ``old``
+    retired, if any, stays with the end of its grace. Only the latest replaced key is
+    kept; the caller drops the one this supersedes (:func:`retired_key`)."""
+    auth = new.auth
+    if auth.public_key_encryption is None or old.auth.private_key is None:
+        return new
+    if _public_der(old.auth.private_key) == _public_der(auth.private_key):
+        retired = old.auth.retired_key
+    else:
+        retired = RetiredKey(old.auth.private_key, now + RETIRED_KEY_GRACE)
+    return dataclasses.replace(new, auth=dataclasses.replace(auth, retired_key=retired))
+
+
+def retired_key(plan: PeerPlan) -> RetiredKey | None:
+    """The key ``plan`` still decrypts with after a renewal, if any."""
+    return plan.ike.auth.retired_key if plan.ike is not None else None
+
+
+def _public_der(private_key: Any) -> bytes:
+    return bytes(
+        private_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
 def _link_digest(plan: PeerPlan) -> str:
     """:func:`fingerprint` without the credentials, with our certificate's names instead."""
     digest = hashlib.sha256()
@@ -147,7 +191,7 @@ def _link_digest(plan: PeerPlan) -> str:
             _feed(digest, item.name)
             _feed(digest, getattr(ike, item.name))
     for item in dataclasses.fields(ike.auth):
-        if item.name not in CREDENTIAL_FIELDS:
+        if item.name not in CREDENTIAL_FIELDS | IGNORED_FIELDS:
             _feed(digest, item.name)
             _feed(digest, getattr(ike.auth, item.name))
     _feed(digest, _names(ike.auth.certificates[0]) if ike.auth.certificates else None)
@@ -209,10 +253,7 @@ def _feed(digest: Any, value: object) -> None:
             _feed(digest, value[key])
         digest.update(b"};")
     elif hasattr(value, "public_key"):  # a private key object: its public half names it
-        public = value.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        digest.update(b"key:" + hashlib.sha256(public).digest() + b";")
+        digest.update(b"key:" + hashlib.sha256(_public_der(value)).digest() + b";")
     else:  # selectors, lifetimes and other value objects with a stable repr
         digest.update(f"obj:{type(value).__name__}:{value!r};".encode())
 
@@ -220,10 +261,13 @@ def _feed(digest: Any, value: object) -> None:
 __all__ = [
     "CREDENTIAL_FIELDS",
     "GLOBAL_FIELDS",
+    "RETIRED_KEY_GRACE",
     "ReloadPlan",
     "credentials_only",
     "diff",
     "fingerprint",
     "fingerprints",
     "restart_needed",
+    "retire_key",
+    "retired_key",
 ]

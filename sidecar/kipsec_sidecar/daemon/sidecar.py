@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import sys
@@ -104,7 +105,7 @@ from .peers import (
     redundant_ike_sa,
     without_keys,
 )
-from .reload import diff, fingerprint, restart_needed
+from .reload import diff, fingerprint, restart_needed, retire_key, retired_key
 from .snapshot import peer_view
 from .sockets import IkeSockets
 
@@ -431,9 +432,28 @@ class Sidecar:
             self._initiate(peer)
         return peer
 
+    def _refresh_peer(self, peer: Peer, plan: PeerPlan, fp: str) -> None:
+        """Credentials only: ``plan`` in force for what starts from now on. A private key
+        the renewal replaced still decrypts IKEv1 public-key encryption for a grace
+        (:func:`~.reload.retire_key`) and is dropped, everywhere, when it ends."""
+        now = self.loop.time()
+        before = retired_key(peer.plan)
+        assert plan.ike is not None and peer.plan.ike is not None  # credentials_only
+        plan = dataclasses.replace(plan, ike=retire_key(peer.plan.ike, plan.ike, now))
+        after = retired_key(plan)
+        if before is not None and before is not after:
+            before.drop()
+        if after is not None and after is not before:
+            self.loop.call_at(after.until, after.drop)
+        peer.plan = plan
+        peer.fingerprint = fp
+
     def _remove_peer(self, name: str) -> None:
         peer = self.peers.pop(name)
         peer.retired = True
+        retired = retired_key(peer.plan)
+        if retired is not None:  # a new identity, or no peer: no one encrypts to it
+            retired.drop()
         handle = self._retries.pop(peer, None)
         if handle is not None:
             handle.cancel()
@@ -1035,8 +1055,7 @@ class Sidecar:
         for name in changes.refresh:
             # Only the certificate credentials changed (a renewal, a CA rotation): the
             # IKE SA, its rekeys and the child SAs stay; new IKE_AUTH uses the new plan.
-            self.peers[name].plan = by_name[name]
-            self.peers[name].fingerprint = new_fps[name]
+            self._refresh_peer(self.peers[name], by_name[name], new_fps[name])
         for name in changes.add:
             self._add_peer(by_name[name], new_fps[name])
         for peer in self.peers.values():
