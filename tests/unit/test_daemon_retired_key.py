@@ -30,6 +30,7 @@ CA = CertificateAuthority.root("kipsec retired key ca", key_slot=12)
 OLD = CA.issue("pod-a", key_kind="rsa", key_slot=87, dns=["pod-a.test"])
 RENEWED = CA.issue("pod-a", key_kind="rsa", key_slot=88, dns=["pod-a.test"])
 OTHER = CA.issue("pod-c", key_kind="rsa", key_slot=89, dns=["pod-c.test"])
+AGAIN = CA.issue("pod-a", key_kind="rsa", key_slot=90, dns=["pod-a.test"])
 PEER = CA.issue("pod-b", key_kind="rsa", key_slot=91, dns=["pod-b.test"])
 
 
@@ -150,6 +151,24 @@ def test_a_reload_that_changes_the_identity_drops_the_replaced_key(
         write_identity(tmp_path, OTHER)
         assert await car.reload() == ["replaced peer pb (configuration changed)"]
         assert kept.private_key is None and retired(car) is None
+
+        car.hurry()
+        await car.stop()
+
+    asyncio.run(main())
+
+
+def test_a_second_renewal_within_the_grace_keeps_only_the_newer_replaced_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        car, kept, timers = await renewed(tmp_path, monkeypatch)
+        write_identity(tmp_path, AGAIN)
+        assert await car.reload() == ["renewed credentials of peer pb (SAs kept)"]
+        newer = retired(car)
+        assert kept.private_key is None
+        assert newer is not None and newer.private_key.public_key() == RENEWED.cert.public_key()
+        assert [cb for _, cb in timers] == [kept.drop, newer.drop]
 
         car.hurry()
         await car.stop()

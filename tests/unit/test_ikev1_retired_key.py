@@ -12,7 +12,6 @@ responder and as initiator, and fails (cleanly) after it.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
 
 import pytest
 
@@ -25,39 +24,18 @@ from kipsec_sidecar.core.ike.events import (
 )
 from kipsec_sidecar.daemon.reload import RETIRED_KEY_GRACE, retire_key
 from support.ike_pair import IkePair, pair_configs
-from support.ikev1_public_key import ROOT, RSA_A, RSA_B, encrypting, signing
+from support.ikev1_public_key import (
+    RENEWAL,
+    RSA_A,
+    RSA_A_NEW,
+    RSA_B,
+    Renewed,
+    encrypting,
+    renewed_pair,
+    signing,
+)
 
-RSA_A_NEW = ROOT.issue("a", key_kind="rsa", key_slot=85, dns=["a.example"])
-RSA_B_NEW = ROOT.issue("b", key_kind="rsa", key_slot=86, dns=["b.example"])
-RENEWAL = 100.0  #: when the renewed side reloaded, on the engine's clock
 DELIVERY = 10.0  #: how long after it the peer starts a main mode, still on the old document
-
-Renewed = Literal["responder", "initiator"]
-
-
-def renewed_pair(
-    method: int, renewed: Renewed, *, start: float, peer_knows_new: bool = False
-) -> tuple[IkePair, RetiredKey | None]:
-    """a.example initiates to b.example; ``renewed`` side got a new key at RENEWAL and
-    went through the daemon's refresh (:func:`retire_key`); the other side encrypts to
-    its old certificate (its new one if ``peer_knows_new``). The pair starts at ``start``."""
-    i, r = pair_configs(version=1)
-    a_to_b = RSA_B_NEW.der if renewed == "responder" and peer_knows_new else RSA_B.der
-    b_to_a = RSA_A_NEW.der if renewed == "initiator" and peer_knows_new else RSA_A.der
-    a = encrypting(i, "a.example", "b.example", RSA_A, a_to_b, method)
-    b = encrypting(r, "b.example", "a.example", RSA_B, b_to_a, method)
-    if renewed == "responder":
-        b_new = encrypting(r, "b.example", "a.example", RSA_B_NEW, b_to_a, method)
-        b = retire_key(b, b_new, RENEWAL)
-        retired = b.auth.retired_key
-    else:
-        a_new = encrypting(i, "a.example", "b.example", RSA_A_NEW, a_to_b, method)
-        a = retire_key(a, a_new, RENEWAL)
-        retired = a.auth.retired_key
-    p = IkePair(a, b, version=1, start=False)
-    p.now = start
-    p.start()
-    return p, retired
 
 
 def no_internal_error(p: IkePair) -> bool:
@@ -147,6 +125,15 @@ def test_a_refresh_that_keeps_the_key_keeps_the_grace_of_the_last_renewal() -> N
     assert retired is renewed.auth.retired_key
     assert retired is not None and retired.until == 50.0 + RETIRED_KEY_GRACE
     assert retire_key(old, old, 80.0).auth.retired_key is None
+
+
+def test_the_grace_ends_when_the_replaced_certificate_expires_if_that_is_sooner() -> None:
+    """Past its notAfter no peer accepts the old certificate, whatever we decrypt."""
+    old, new = configs()
+    expiry = RSA_A.cert.not_valid_after_utc.timestamp() - old.wall_clock_epoch
+    retired = retire_key(old, new, expiry - 60.0).auth.retired_key
+    assert retired is not None and retired.until == expiry
+    assert retire_key(old, new, expiry + 1.0).auth.retired_key is None
 
 
 def test_signatures_keep_no_retired_key() -> None:

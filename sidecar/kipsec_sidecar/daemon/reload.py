@@ -51,9 +51,10 @@ IGNORED_FIELDS = frozenset({"wall_clock_epoch", "retired_key"})
 #: and 4 (public-key encryption). The peers learn the new certificate from their next
 #: document: through ``/v1/config`` within seconds of the operator rendering it, at
 #: worst from the mounted Secret on the kubelet's next sync (about a minute, plus its
-#: cache TTL). Ten minutes is several times that and still short against a
-#: certificate's lifetime: the replaced certificate is still valid then (renewal comes
-#: well before expiry), so the peers would accept whoever holds that key anyway.
+#: cache TTL). Ten minutes is several times that and short against a certificate's
+#: lifetime (renewal comes ``renewBefore``, 8 h by default, before expiry). It never
+#: outlasts the replaced certificate: until it expires the peers accept whoever holds
+#: that key anyway, after it they refuse it whatever we decrypt.
 RETIRED_KEY_GRACE = 600.0
 
 
@@ -153,18 +154,28 @@ def credentials_only(old: PeerPlan, new: PeerPlan) -> bool:
 def retire_key(old: IkeConfig, new: IkeConfig, now: float) -> IkeConfig:
     """``new`` (a :func:`credentials_only` refresh of ``old``) keeping the private key it
     replaced as a :class:`~kipsec_sidecar.core.ike.config.RetiredKey` until ``now`` +
-    :data:`RETIRED_KEY_GRACE` (``now`` on the engine's clock), when it authenticates by
-    public-key encryption; if the key did not change (a CA rotation), the key ``old``
-    retired, if any, stays with the end of its grace. Only the latest replaced key is
-    kept; the caller drops the one this supersedes (:func:`retired_key`)."""
+    :data:`RETIRED_KEY_GRACE` (``now`` on the engine's clock), or until the replaced
+    certificate expires if that is sooner, when it authenticates by public-key
+    encryption; if the key did not change (a CA rotation), the key ``old`` retired, if
+    any, stays with the end of its grace. Only the latest replaced key is kept; the
+    caller drops the one this supersedes (:func:`retired_key`)."""
     auth = new.auth
     if auth.public_key_encryption is None or old.auth.private_key is None:
         return new
     if _public_der(old.auth.private_key) == _public_der(auth.private_key):
         retired = old.auth.retired_key
     else:
-        retired = RetiredKey(old.auth.private_key, now + RETIRED_KEY_GRACE)
+        until = min(now + RETIRED_KEY_GRACE, _expiry(old))
+        retired = RetiredKey(old.auth.private_key, until) if until > now else None
     return dataclasses.replace(new, auth=dataclasses.replace(auth, retired_key=retired))
+
+
+def _expiry(config: IkeConfig) -> float:
+    """When our certificate in ``config`` expires, on the engine's clock."""
+    from cryptography import x509  # only certificate peers: see core.ike.ike_auth
+
+    cert = x509.load_der_x509_certificate(config.auth.certificates[0])
+    return cert.not_valid_after_utc.timestamp() - config.wall_clock_epoch
 
 
 def retired_key(plan: PeerPlan) -> RetiredKey | None:
