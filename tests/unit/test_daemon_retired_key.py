@@ -1,6 +1,8 @@
-"""The daemon's reload keeps the private key a renewal replaced, for IKEv1 public-key
-encryption, for :data:`~kipsec_sidecar.daemon.reload.RETIRED_KEY_GRACE`, and drops it
-when the grace ends or a reload changes the identity.
+"""The daemon's reload across certificate renewals under IKEv1 public-key encryption:
+it keeps the private key a renewal replaced for
+:data:`~kipsec_sidecar.daemon.reload.RETIRED_KEY_GRACE` and drops it when the grace ends
+or a reload changes the identity; a renewed peer certificate refreshes the peer in
+place; the live ISAKMP SAs re-authenticate with the renewed credentials.
 
 A real :class:`Sidecar` reloading documents from files, off the network (a recording
 datapath, no sockets); the main modes across a renewal are in
@@ -32,6 +34,8 @@ RENEWED = CA.issue("pod-a", key_kind="rsa", key_slot=88, dns=["pod-a.test"])
 OTHER = CA.issue("pod-c", key_kind="rsa", key_slot=89, dns=["pod-c.test"])
 AGAIN = CA.issue("pod-a", key_kind="rsa", key_slot=90, dns=["pod-a.test"])
 PEER = CA.issue("pod-b", key_kind="rsa", key_slot=91, dns=["pod-b.test"])
+PEER_RENEWED = CA.issue("pod-b", key_kind="rsa", key_slot=84, dns=["pod-b.test"])
+PEER_OTHER = CA.issue("pod-d", key_kind="rsa", key_slot=83, dns=["pod-d.test"])
 
 
 def write_identity(directory: Path, leaf: Issued) -> None:
@@ -169,6 +173,38 @@ def test_a_second_renewal_within_the_grace_keeps_only_the_newer_replaced_key(
         assert kept.private_key is None
         assert newer is not None and newer.private_key.public_key() == RENEWED.cert.public_key()
         assert [cb for _, cb in timers] == [kept.drop, newer.drop]
+
+        car.hurry()
+        await car.stop()
+
+    asyncio.run(main())
+
+
+def test_a_renewed_peer_certificate_refreshes_in_place_and_the_live_sa_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer renewed (our document's ``peerCertFile`` names its new certificate, the
+    same identity): its SAs stay, and the ISAKMP SA alive then re-authenticates with the
+    new plan (it encrypts to the peer's new key). Another identity replaces the peer."""
+
+    async def main() -> None:
+        write_identity(tmp_path, OLD)
+        car = sidecar(write_document(tmp_path), monkeypatch)
+        sent: list[bytes] = []
+        monkeypatch.setattr(car.sockets, "send", lambda data, *_a, **_k: sent.append(data))
+        await car.start()
+        await car.initiate("pb")
+        (sa,) = car.peers["pb"].live_sas()
+        assert sent  # main mode message 1
+
+        (tmp_path / "peer.crt").write_bytes(PEER_RENEWED.cert.public_bytes(Encoding.PEM))
+        assert await car.reload() == ["renewed credentials of peer pb (SAs kept)"]
+        assert car.peers["pb"].live_sas() == [sa]
+        assert sa.config is car.peers["pb"].plan.ike
+        assert sa.config.auth.peer_certificate == PEER_RENEWED.der
+
+        (tmp_path / "peer.crt").write_bytes(PEER_OTHER.cert.public_bytes(Encoding.PEM))
+        assert await car.reload() == ["replaced peer pb (configuration changed)"]
 
         car.hurry()
         await car.stop()

@@ -10,11 +10,13 @@ private-key objects have no value equality, and a fingerprint holds only digests
 the daemon never keeps a second copy of a PSK or key just to compare it.
 
 A peer whose only change is its certificate credentials (our key and certificate
-renewed for the same identity, or the trust bundle growing or shrinking during a CA
+renewed for the same identity, the peer's certificate renewed for the same identity
+under IKEv1 public-key encryption, or the trust bundle growing or shrinking during a CA
 rotation while old and new share a CA) is *refreshed* rather than replaced
-(:func:`credentials_only`): future IKE_AUTH exchanges use the new material, while the
-established IKE SA (and its rekeys, which do not authenticate again) and its child SAs
-stay. A changed identity, or trust anchors with nothing in common, replace the peer.
+(:func:`credentials_only`): future IKE_AUTH exchanges (and IKEv1 re-authentications of
+the live SAs) use the new material, while the established IKE SA (and its rekeys,
+which do not authenticate again) and its child SAs stay. A changed identity, or trust
+anchors with nothing in common, replace the peer.
 Under IKEv1 public-key encryption a refresh that replaced our private key also keeps
 the old key, to decrypt only, for :data:`RETIRED_KEY_GRACE` (:func:`retire_key`): the
 peers encrypt to the key their documents name until the new certificate reaches them.
@@ -123,17 +125,21 @@ def fingerprints(plans: Iterable[PeerPlan]) -> dict[str, str]:
     return {plan.name: fingerprint(plan) for plan in plans}
 
 
-#: AuthConfig fields that hold renewable credentials rather than the link's terms.
-CREDENTIAL_FIELDS = frozenset({"psk", "private_key", "certificates", "trust_anchors"})
+#: AuthConfig fields that hold renewable credentials rather than the link's terms (the
+#: peer's certificate: IKEv1 public-key encryption knows it in advance).
+CREDENTIAL_FIELDS = frozenset(
+    {"psk", "private_key", "certificates", "trust_anchors", "peer_certificate"}
+)
 
 
 def credentials_only(old: PeerPlan, new: PeerPlan) -> bool:
     """Whether ``new`` differs from ``old`` in credentials alone, so the peer can keep its
     SAs: the same link (everything :func:`fingerprint` covers except the PSK, our key,
-    our chain and the trust anchors) and the same authentication method; for
-    certificates also our certificate naming the same identity (subject and
-    subjectAltName) and old and new trust anchors sharing at least one CA (a CA rotation
-    adds the new CA before it drops the old one).
+    our chain, the trust anchors and the peer's certificate) and the same
+    authentication method; for certificates also our certificate naming the same
+    identity (subject and subjectAltName), under IKEv1 public-key encryption the peer's
+    certificate too (the peer renewed), and old and new trust anchors sharing at least
+    one CA (a CA rotation adds the new CA before it drops the old one).
 
     A new PSK keeps the SAs too: established IKE SAs rekey without authenticating again,
     so only the next IKE_AUTH uses (and needs the peer to have) the new key. A rotation
@@ -206,6 +212,7 @@ def _link_digest(plan: PeerPlan) -> str:
             _feed(digest, item.name)
             _feed(digest, getattr(ike.auth, item.name))
     _feed(digest, _names(ike.auth.certificates[0]) if ike.auth.certificates else None)
+    _feed(digest, _names(ike.auth.peer_certificate) if ike.auth.peer_certificate else None)
     return digest.hexdigest()
 
 

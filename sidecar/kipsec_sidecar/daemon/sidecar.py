@@ -67,7 +67,13 @@ from ..core.ike.events import (
     PeerDead,
     ProtocolErrorEvent,
 )
-from ..core.ike_versions import AnySa, VersionedEndpoint, awaiting_first_answer, detached
+from ..core.ike_versions import (
+    AnySa,
+    VersionedEndpoint,
+    awaiting_first_answer,
+    detached,
+    renew_credentials,
+)
 from ..core.negotiated import sa_pair
 from ..core.udpencap import build_keepalive
 from ..datapath.base import Datapath, DatapathError, PeerPolicy
@@ -433,20 +439,23 @@ class Sidecar:
         return peer
 
     def _refresh_peer(self, peer: Peer, plan: PeerPlan, fp: str) -> None:
-        """Credentials only: ``plan`` in force for what starts from now on. A private key
-        the renewal replaced still decrypts IKEv1 public-key encryption for a grace
+        """Credentials only: ``plan`` in force for what starts from now on, new SAs and
+        the IKEv1 re-authentications of the live ones. A private key the renewal
+        replaced still decrypts IKEv1 public-key encryption for a grace
         (:func:`~.reload.retire_key`) and is dropped, everywhere, when it ends."""
         now = self.loop.time()
         before = retired_key(peer.plan)
         assert plan.ike is not None and peer.plan.ike is not None  # credentials_only
-        plan = dataclasses.replace(plan, ike=retire_key(peer.plan.ike, plan.ike, now))
-        after = retired_key(plan)
+        ike = retire_key(peer.plan.ike, plan.ike, now)
+        after = ike.auth.retired_key
         if before is not None and before is not after:
             before.drop()
         if after is not None and after is not before:
             self.loop.call_at(after.until, after.drop)
-        peer.plan = plan
+        peer.plan = dataclasses.replace(plan, ike=ike)
         peer.fingerprint = fp
+        for sa in peer.live_sas():
+            renew_credentials(sa, ike)
 
     def _remove_peer(self, name: str) -> None:
         peer = self.peers.pop(name)
