@@ -198,7 +198,8 @@ def _public_der(private_key: Any) -> bytes:
 
 
 def _link_digest(plan: PeerPlan) -> str:
-    """:func:`fingerprint` without the credentials, with our certificate's names instead."""
+    """:func:`fingerprint` without the credentials, with the names of our certificate
+    (and of the peer's, under public-key encryption) instead."""
     digest = hashlib.sha256()
     ike = plan.ike
     assert ike is not None

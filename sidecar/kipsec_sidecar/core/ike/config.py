@@ -233,10 +233,10 @@ class RetiredKey:
     Under IKEv1 public-key encryption (methods 4 and 5) a peer encrypts its nonce and
     identity to our public key as its own configuration knows it; after our certificate
     is renewed (a new key) the peers still encrypt to the old one until their documents
-    carry the new certificate. Main mode tries this key when the current one does not
-    open message 3 / 4 (see :func:`kipsec_sidecar.core.ikev1.main_mode`), and only
-    before ``until`` (the engine's clock); it never signs, encrypts nor derives anything
-    we send. It is shared by every configuration (and SA) made from the renewed plan, so
+    carry the new certificate. Main mode tries this key on message 3 / 4 when what the
+    current one opens does not name the peer (:mod:`kipsec_sidecar.core.ikev1.main_mode`),
+    and only before ``until`` (the engine's clock); it never signs, encrypts nor derives
+    anything we send. It is shared by every configuration (and SA) made from the renewed plan, so
     :meth:`drop` (the daemon calls it when the grace ends or the peer is replaced)
     forgets the key everywhere at once. The repr never shows the key.
     """
