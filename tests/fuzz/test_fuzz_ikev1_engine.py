@@ -1,8 +1,8 @@
 """Peer garbage against the IKEv1 engine: random bytes, mutated real datagrams and
 authenticated nonsense (encrypted under the ISAKMP SA's keys with a correct HASH(1)).
-Public-key encryption (methods 4 and 5): any handshake datagram mutated on the way, and
-message 3 with sealed Nonce / ID bodies that are correctly encrypted to the responder's
-key but hold anything.
+Public-key encryption (methods 4 and 5): any handshake datagram mutated on the way (also
+across a renewal, the renewed side trying its retired key), and message 3 with sealed
+Nonce / ID bodies that are correctly encrypted to the responder's key but hold anything.
 
 No exception reaches the caller, and none is swallowed as an internal error: the
 ``internal_errors`` counter, where a bug would hide, stays at zero on both sides.
@@ -26,7 +26,7 @@ from kipsec_sidecar.core.ikev1.message import (
 )
 from kipsec_sidecar.core.ikev1.payloads import HashPayload, Payload, SealedPayload
 from support.ike_pair import I2R, INITIATOR_ADDR, R2I, IkePair, pair_configs
-from support.ikev1_public_key import RSA_B, public_key_pair
+from support.ikev1_public_key import RENEWAL, RSA_B, Renewed, public_key_pair, renewed_pair
 from support.ikev1_strategies import payloads
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -132,6 +132,37 @@ def test_public_key_encryption_with_a_mutated_handshake_datagram(
         return [data[:where] + bytes([data[where] ^ xor]) + data[where + 1 :]]
 
     pair = public_key_pair(method, tap=tap)
+    pair.run(60)
+    assert_no_internal_error(pair)
+
+
+@settings(FUZZ, max_examples=40)
+@given(
+    st.sampled_from([4, 5]),
+    st.sampled_from(["responder", "initiator"]),
+    st.sampled_from([I2R, R2I]),
+    st.integers(0, 3),
+    st.integers(0, 2000),
+    st.integers(1, 255),
+)
+def test_public_key_encryption_across_a_renewal_with_a_mutated_handshake_datagram(
+    method: int,
+    renewed: Renewed,
+    direction: str,
+    index: int,
+    position: int,
+    xor: int,
+) -> None:
+    """Within the grace the renewed side opens messages 3 / 4 with two keys: a mutated
+    one must fail cleanly under both (or be dropped and retransmitted)."""
+
+    def tap(way: str, at: int, data: bytes) -> list[bytes]:
+        if (way, at) != (direction, index):
+            return [data]
+        where = position % len(data)
+        return [data[:where] + bytes([data[where] ^ xor]) + data[where + 1 :]]
+
+    pair, _ = renewed_pair(method, renewed, start=RENEWAL + 10.0, tap=tap)
     pair.run(60)
     assert_no_internal_error(pair)
 

@@ -31,7 +31,9 @@ from kipsec_sidecar.core.ikev1 import informational
 from kipsec_sidecar.core.ikev1.constants import ExchangeType
 from kipsec_sidecar.core.ikev1.endpoint import IsakmpEndpoint
 from kipsec_sidecar.core.ikev1.engine import PEER_REAUTH_GRACE, IsakmpSa, Phase1State
+from kipsec_sidecar.daemon.reload import RETIRED_KEY_GRACE, retire_key
 from support.ike_pair import INITIATOR_ADDR, NAT_ADDR, RESPONDER_ADDR, SeededRng, pair_configs
+from support.ikev1_public_key import RSA_A, RSA_A_NEW, RSA_B, encrypting
 
 Tap = Callable[[str, bytes], list[bytes]]
 INFORMATIONAL = ExchangeType.INFORMATIONAL
@@ -599,3 +601,29 @@ def test_a_rekey_asked_of_a_detached_sa_re_establishes_first() -> None:
     assert old_a.closed
     assert_one_matching_sa_and_pair(link)
     assert link.a.of(ChildSaEstablished)[-1].replaces == spi and spi not in link.a.child_spis()
+
+
+def test_a_reauthentication_after_a_renewal_authenticates_with_the_renewed_credentials() -> None:
+    """Public-key encryption: A's ISAKMP SA, established before A renewed its key,
+    re-authenticates once B's configuration encrypts to A's new certificate and A's
+    grace for the replaced key is over. With the configuration the daemon's
+    credentials-only refresh hands it (``renew_credentials``) its new main mode opens
+    B's message 4 with the new key; with the one it was made from, nothing could."""
+    i, r = pair_configs(version=1)
+    a_old = encrypting(i, "a.example", "b.example", RSA_A, RSA_B.der, 4)
+    a_new = encrypting(i, "a.example", "b.example", RSA_A_NEW, RSA_B.der, 4)
+    b_configs = [encrypting(r, "b.example", "a.example", RSA_B, RSA_A.der, 4)]
+    link = Link()
+    link.a = Node("a", INITIATOR_ADDR, a_old, IsakmpEndpoint(a_old, rng=SeededRng(1)))
+    b_endpoint = IsakmpEndpoint(lambda _addr: b_configs[-1], rng=SeededRng(2))
+    link.b = Node("b", RESPONDER_ADDR, b_configs[0], b_endpoint)
+    sa = link.up()
+    sa.renew_credentials(retire_key(a_old, a_new, link.now))  # A renewed
+    b_configs.append(encrypting(r, "b.example", "a.example", RSA_B, RSA_A_NEW.der, 4))
+    link.run(RETIRED_KEY_GRACE + 60)  # B's document caught up long ago
+    sa.rekey_ike(link.now)
+    link.run(60)
+    assert len(link.a.of(IkeSaEstablished)) == 2 and len(link.b.of(IkeSaEstablished)) == 2
+    (new,) = link.a.live()
+    assert new is not sa and new.established and new.config.auth.private_key is RSA_A_NEW.key
+    assert all(s.stats.internal_errors == 0 for s in (sa, new))

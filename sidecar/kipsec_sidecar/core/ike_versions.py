@@ -64,6 +64,15 @@ def detached(sa: AnySa) -> bool:
     return sa.detached
 
 
+def renew_credentials(sa: AnySa, config: IkeConfig) -> None:
+    """Renewed credentials (``config``, the same link) for what ``sa`` authenticates
+    from now on: an IKEv1 SA's re-authentication
+    (:meth:`~kipsec_sidecar.core.ikev1.engine.IsakmpSa.renew_credentials`). An IKEv2 SA
+    rekeys without authenticating again: nothing to do."""
+    if not isinstance(sa, IkeSa):
+        sa.renew_credentials(config)
+
+
 def ike_version(sa: AnySa) -> int:
     """1 or 2: which protocol ``sa`` speaks."""
     return 2 if isinstance(sa, IkeSa) else 1
@@ -162,4 +171,11 @@ class VersionedEndpoint:
         return out
 
 
-__all__ = ["REFUSALS", "AnySa", "VersionedEndpoint", "awaiting_first_answer", "ike_version"]
+__all__ = [
+    "REFUSALS",
+    "AnySa",
+    "VersionedEndpoint",
+    "awaiting_first_answer",
+    "ike_version",
+    "renew_credentials",
+]

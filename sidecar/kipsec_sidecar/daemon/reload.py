@@ -10,11 +10,16 @@ private-key objects have no value equality, and a fingerprint holds only digests
 the daemon never keeps a second copy of a PSK or key just to compare it.
 
 A peer whose only change is its certificate credentials (our key and certificate
-renewed for the same identity, or the trust bundle growing or shrinking during a CA
+renewed for the same identity, the peer's certificate renewed for the same identity
+under IKEv1 public-key encryption, or the trust bundle growing or shrinking during a CA
 rotation while old and new share a CA) is *refreshed* rather than replaced
-(:func:`credentials_only`): future IKE_AUTH exchanges use the new material, while the
-established IKE SA (and its rekeys, which do not authenticate again) and its child SAs
-stay. A changed identity, or trust anchors with nothing in common, replace the peer.
+(:func:`credentials_only`): future IKE_AUTH exchanges (and IKEv1 re-authentications of
+the live SAs) use the new material, while the established IKE SA (and its rekeys,
+which do not authenticate again) and its child SAs stay. A changed identity, or trust
+anchors with nothing in common, replace the peer.
+Under IKEv1 public-key encryption a refresh that replaced our private key also keeps
+the old key, to decrypt only, for :data:`RETIRED_KEY_GRACE` (:func:`retire_key`): the
+peers encrypt to the key their documents name until the new certificate reaches them.
 
 Settings that are not per peer (local addresses, datapath, metrics, control socket,
 logging) need a restart; :func:`restart_needed` names the ones that changed.
@@ -34,13 +39,25 @@ from pydantic import BaseModel
 
 from ..config.model import SidecarConfig
 from ..config.to_core import PeerPlan
+from ..core.ike.config import IkeConfig, RetiredKey
 
 #: Document fields whose change a reload cannot apply (the daemon must be restarted).
 GLOBAL_FIELDS = ("local", "datapath", "metrics", "control", "logging")
 
 #: Plan fields that differ between two loads of the same document and mean nothing for
-#: the link (the monotonic-to-wall-clock offset is recomputed at every load).
-IGNORED_FIELDS = frozenset({"wall_clock_epoch"})
+#: the link (the monotonic-to-wall-clock offset is recomputed at every load; a retired
+#: key is the daemon's, never the document's).
+IGNORED_FIELDS = frozenset({"wall_clock_epoch", "retired_key"})
+
+#: Seconds a private key replaced by a renewal still decrypts IKEv1 main mode messages 3
+#: and 4 (public-key encryption). The peers learn the new certificate from their next
+#: document: through ``/v1/config`` within seconds of the operator rendering it, at
+#: worst from the mounted Secret on the kubelet's next sync (about a minute, plus its
+#: cache TTL). Ten minutes is several times that and short against a certificate's
+#: lifetime (renewal comes ``renewBefore``, 8 h by default, before expiry). It never
+#: outlasts the replaced certificate: until it expires the peers accept whoever holds
+#: that key anyway, after it they refuse it whatever we decrypt.
+RETIRED_KEY_GRACE = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,17 +125,21 @@ def fingerprints(plans: Iterable[PeerPlan]) -> dict[str, str]:
     return {plan.name: fingerprint(plan) for plan in plans}
 
 
-#: AuthConfig fields that hold renewable credentials rather than the link's terms.
-CREDENTIAL_FIELDS = frozenset({"psk", "private_key", "certificates", "trust_anchors"})
+#: AuthConfig fields that hold renewable credentials rather than the link's terms (the
+#: peer's certificate: IKEv1 public-key encryption knows it in advance).
+CREDENTIAL_FIELDS = frozenset(
+    {"psk", "private_key", "certificates", "trust_anchors", "peer_certificate"}
+)
 
 
 def credentials_only(old: PeerPlan, new: PeerPlan) -> bool:
     """Whether ``new`` differs from ``old`` in credentials alone, so the peer can keep its
     SAs: the same link (everything :func:`fingerprint` covers except the PSK, our key,
-    our chain and the trust anchors) and the same authentication method; for
-    certificates also our certificate naming the same identity (subject and
-    subjectAltName) and old and new trust anchors sharing at least one CA (a CA rotation
-    adds the new CA before it drops the old one).
+    our chain, the trust anchors and the peer's certificate) and the same
+    authentication method; for certificates also our certificate naming the same
+    identity (subject and subjectAltName), under IKEv1 public-key encryption the peer's
+    certificate too (the peer renewed), and old and new trust anchors sharing at least
+    one CA (a CA rotation adds the new CA before it drops the old one).
 
     A new PSK keeps the SAs too: established IKE SAs rekey without authenticating again,
     so only the next IKE_AUTH uses (and needs the peer to have) the new key. A rotation
@@ -136,8 +157,49 @@ def credentials_only(old: PeerPlan, new: PeerPlan) -> bool:
     return bool(set(old.ike.auth.trust_anchors) & set(new.ike.auth.trust_anchors))
 
 
+def retire_key(old: IkeConfig, new: IkeConfig, now: float) -> IkeConfig:
+    """``new`` (a :func:`credentials_only` refresh of ``old``) keeping the private key it
+    replaced as a :class:`~kipsec_sidecar.core.ike.config.RetiredKey` until ``now`` +
+    :data:`RETIRED_KEY_GRACE` (``now`` on the engine's clock), or until the replaced
+    certificate expires if that is sooner, when it authenticates by public-key
+    encryption; if the key did not change (a CA rotation), the key ``old`` retired, if
+    any, stays with the end of its grace. Only the latest replaced key is kept; the
+    caller drops the one this supersedes (:func:`retired_key`)."""
+    auth = new.auth
+    if auth.public_key_encryption is None or old.auth.private_key is None:
+        return new
+    if _public_der(old.auth.private_key) == _public_der(auth.private_key):
+        retired = old.auth.retired_key
+    else:
+        until = min(now + RETIRED_KEY_GRACE, _expiry(old))
+        retired = RetiredKey(old.auth.private_key, until) if until > now else None
+    return dataclasses.replace(new, auth=dataclasses.replace(auth, retired_key=retired))
+
+
+def _expiry(config: IkeConfig) -> float:
+    """When our certificate in ``config`` expires, on the engine's clock."""
+    from cryptography import x509  # only certificate peers: see core.ike.ike_auth
+
+    cert = x509.load_der_x509_certificate(config.auth.certificates[0])
+    return cert.not_valid_after_utc.timestamp() - config.wall_clock_epoch
+
+
+def retired_key(plan: PeerPlan) -> RetiredKey | None:
+    """The key ``plan`` still decrypts with after a renewal, if any."""
+    return plan.ike.auth.retired_key if plan.ike is not None else None
+
+
+def _public_der(private_key: Any) -> bytes:
+    return bytes(
+        private_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
 def _link_digest(plan: PeerPlan) -> str:
-    """:func:`fingerprint` without the credentials, with our certificate's names instead."""
+    """:func:`fingerprint` without the credentials, with the names of our certificate
+    (and of the peer's, under public-key encryption) instead."""
     digest = hashlib.sha256()
     ike = plan.ike
     assert ike is not None
@@ -147,10 +209,11 @@ def _link_digest(plan: PeerPlan) -> str:
             _feed(digest, item.name)
             _feed(digest, getattr(ike, item.name))
     for item in dataclasses.fields(ike.auth):
-        if item.name not in CREDENTIAL_FIELDS:
+        if item.name not in CREDENTIAL_FIELDS | IGNORED_FIELDS:
             _feed(digest, item.name)
             _feed(digest, getattr(ike.auth, item.name))
     _feed(digest, _names(ike.auth.certificates[0]) if ike.auth.certificates else None)
+    _feed(digest, _names(ike.auth.peer_certificate) if ike.auth.peer_certificate else None)
     return digest.hexdigest()
 
 
@@ -209,10 +272,7 @@ def _feed(digest: Any, value: object) -> None:
             _feed(digest, value[key])
         digest.update(b"};")
     elif hasattr(value, "public_key"):  # a private key object: its public half names it
-        public = value.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        digest.update(b"key:" + hashlib.sha256(public).digest() + b";")
+        digest.update(b"key:" + hashlib.sha256(_public_der(value)).digest() + b";")
     else:  # selectors, lifetimes and other value objects with a stable repr
         digest.update(f"obj:{type(value).__name__}:{value!r};".encode())
 
@@ -220,10 +280,13 @@ def _feed(digest: Any, value: object) -> None:
 __all__ = [
     "CREDENTIAL_FIELDS",
     "GLOBAL_FIELDS",
+    "RETIRED_KEY_GRACE",
     "ReloadPlan",
     "credentials_only",
     "diff",
     "fingerprint",
     "fingerprints",
     "restart_needed",
+    "retire_key",
+    "retired_key",
 ]

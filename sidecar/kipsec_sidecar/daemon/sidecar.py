@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import sys
@@ -66,7 +67,13 @@ from ..core.ike.events import (
     PeerDead,
     ProtocolErrorEvent,
 )
-from ..core.ike_versions import AnySa, VersionedEndpoint, awaiting_first_answer, detached
+from ..core.ike_versions import (
+    AnySa,
+    VersionedEndpoint,
+    awaiting_first_answer,
+    detached,
+    renew_credentials,
+)
 from ..core.negotiated import sa_pair
 from ..core.udpencap import build_keepalive
 from ..datapath.base import Datapath, DatapathError, PeerPolicy
@@ -104,7 +111,7 @@ from .peers import (
     redundant_ike_sa,
     without_keys,
 )
-from .reload import diff, fingerprint, restart_needed
+from .reload import diff, fingerprint, restart_needed, retire_key, retired_key
 from .snapshot import peer_view
 from .sockets import IkeSockets
 
@@ -431,9 +438,31 @@ class Sidecar:
             self._initiate(peer)
         return peer
 
+    def _refresh_peer(self, peer: Peer, plan: PeerPlan, fp: str) -> None:
+        """Credentials only: ``plan`` in force for what starts from now on, new SAs and
+        the IKEv1 re-authentications of the live ones. A private key the renewal
+        replaced still decrypts IKEv1 public-key encryption for a grace
+        (:func:`~.reload.retire_key`) and is dropped, everywhere, when it ends."""
+        now = self.loop.time()
+        before = retired_key(peer.plan)
+        assert plan.ike is not None and peer.plan.ike is not None  # credentials_only
+        ike = retire_key(peer.plan.ike, plan.ike, now)
+        after = ike.auth.retired_key
+        if before is not None and before is not after:
+            before.drop()
+        if after is not None and after is not before:
+            self.loop.call_at(after.until, after.drop)
+        peer.plan = dataclasses.replace(plan, ike=ike)
+        peer.fingerprint = fp
+        for sa in peer.live_sas():
+            renew_credentials(sa, ike)
+
     def _remove_peer(self, name: str) -> None:
         peer = self.peers.pop(name)
         peer.retired = True
+        retired = retired_key(peer.plan)
+        if retired is not None:  # a new identity, or no peer: no one encrypts to it
+            retired.drop()
         handle = self._retries.pop(peer, None)
         if handle is not None:
             handle.cancel()
@@ -1035,8 +1064,7 @@ class Sidecar:
         for name in changes.refresh:
             # Only the certificate credentials changed (a renewal, a CA rotation): the
             # IKE SA, its rekeys and the child SAs stay; new IKE_AUTH uses the new plan.
-            self.peers[name].plan = by_name[name]
-            self.peers[name].fingerprint = new_fps[name]
+            self._refresh_peer(self.peers[name], by_name[name], new_fps[name])
         for name in changes.add:
             self._add_peer(by_name[name], new_fps[name])
         for peer in self.peers.values():

@@ -226,6 +226,37 @@ class Identity:
         return f"{IdType(self.id_type).name}:{self.data!r}"
 
 
+@dataclass(eq=False, slots=True)
+class RetiredKey:
+    """Our private key that a renewal replaced, kept to *decrypt* for a while.
+
+    Under IKEv1 public-key encryption (methods 4 and 5) a peer encrypts its nonce and
+    identity to our public key as its own configuration knows it; after our certificate
+    is renewed (a new key) the peers still encrypt to the old one until their documents
+    carry the new certificate. Main mode tries this key on message 3 / 4 when what the
+    current one opens does not name the peer (:mod:`kipsec_sidecar.core.ikev1.main_mode`),
+    and only before ``until`` (the engine's clock); it never signs, encrypts nor derives
+    anything we send. It is shared by every configuration (and SA) made from the renewed plan, so
+    :meth:`drop` (the daemon calls it when the grace ends or the peer is replaced)
+    forgets the key everywhere at once. The repr never shows the key.
+    """
+
+    private_key: Any
+    until: float
+
+    def usable(self, now: float) -> Any:
+        """The key while ``now`` is before ``until``; None (and the key dropped) after."""
+        if now >= self.until:
+            self.drop()
+        return self.private_key
+
+    def drop(self) -> None:
+        self.private_key = None
+
+    def __repr__(self) -> str:
+        return f"RetiredKey(until={self.until}, dropped={self.private_key is None})"
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class AuthConfig:
     """How this side proves who it is and how it checks the peer.
@@ -238,7 +269,9 @@ class AuthConfig:
     ``public_key_encryption`` (IKEv1 only, with ``signature``'s key and certificates):
     4 (RSA encryption) or 5 (revised) authenticates by encrypting to
     ``peer_certificate`` (DER, RSA), the peer's certificate known in advance (RFC 2409
-    sections 5.2 / 5.3); both sides need RSA keys.
+    sections 5.2 / 5.3); both sides need RSA keys. ``retired_key`` (public-key
+    encryption only): the key a renewal replaced, to decrypt what peers still encrypt
+    to it during a grace (:class:`RetiredKey`).
     ``local_id`` defaults to the certificate subject (signatures) and must be given for
     PSK. ``remote_id`` None accepts any identity that authenticates (certificates must
     still name it). The repr never shows the PSK or the key.
@@ -256,10 +289,13 @@ class AuthConfig:
     send_certreq: bool = True
     public_key_encryption: int | None = None
     peer_certificate: bytes = b""
+    retired_key: RetiredKey | None = None
 
     def __post_init__(self) -> None:
         if self.public_key_encryption is not None:
             _check_public_key_encryption(self)
+        elif self.retired_key is not None:
+            raise _fail("auth.retired_key", "only public-key encryption decrypts with it")
         if self.method == "psk":
             if len(self.psk) < 8:
                 raise _fail("auth.psk", "a pre-shared key needs at least 8 bytes")
@@ -294,6 +330,9 @@ def _check_public_key_encryption(auth: AuthConfig) -> None:
         raise _fail("auth.method", "public-key encryption uses a private key and certificates")
     if not isinstance(auth.private_key, rsa.RSAPrivateKey):
         raise _fail("auth.private_key", "public-key encryption needs an RSA private key")
+    retired = auth.retired_key
+    if retired is not None and not isinstance(retired.private_key, rsa.RSAPrivateKey | None):
+        raise _fail("auth.retired_key", "public-key encryption needs an RSA private key")
     try:
         peer_key = x509.load_der_x509_certificate(auth.peer_certificate).public_key()
     except ValueError as exc:
@@ -450,6 +489,7 @@ __all__ = [
     "IkeProposal",
     "Lifetime",
     "Mode",
+    "RetiredKey",
     "Retransmission",
     "ikev1_proposal_problem",
 ]

@@ -412,6 +412,16 @@ class IsakmpSa:
             self._actions.append(lambda t: quick_mode.start(self, child.config, t, rekey=child))
         self._pump(now)
 
+    def renew_credentials(self, config: IkeConfig) -> None:
+        """``config``: this SA's link with renewed credentials (our key and certificate,
+        the trust anchors, the peer's certificate: the daemon's credentials-only reload).
+        What was negotiated stays; the main modes this SA starts from now on (its
+        re-authentication, and its retries) authenticate with them, as a new SA would.
+        Without this, a re-authentication after a renewal of either end would offer
+        the replaced certificate or, under public-key encryption, encrypt to the peer's
+        replaced key and fail to open what the peer encrypts to our new one."""
+        self.config = config
+
     def rekey_ike(self, now: float) -> None:
         """Re-authenticate: IKEv1 has no rekey of the ISAKMP SA, so a new main mode runs
         beside this one and takes its IPsec SAs over once established (traffic keeps

@@ -20,10 +20,11 @@ advance and messages 3-6 become:
     6  R -> I  HDR*, HASH_R
 
 with SKEYID = prf(hash(Ni_b | Nr_b), CKY-I | CKY-R). The optional HASH(1) is not sent
-(each side has one key). A sealed payload that does not open counts as a HASH_I /
-HASH_R mismatch: with OpenSSL's implicit rejection a wrong key often opens to garbage
-and only the HASH check (or the decryption of message 5 / 6) shows it, so both paths
-end the same way.
+(each side has one key; after a renewal it also decrypts with the one it replaced, for
+a grace, and the opened ID tells which key the peer used: :func:`_open_exchange`). A
+sealed payload that does not open counts as a HASH_I / HASH_R mismatch: with OpenSSL's
+implicit rejection a wrong key often opens to garbage and only the HASH check (or the
+decryption of message 5 / 6) shows it, so both paths end the same way.
 The key derivations, HASH_I / HASH_R and the IVs are the wire layer's
 (:mod:`.keys`, :mod:`.encryption`); this module only orders the messages, checks what
 arrives and decides. Aggressive mode is never offered nor answered.
@@ -506,7 +507,9 @@ def _open_exchange(
     """KE, nonce (and, under public-key encryption, the peer's ID) of message 3 / 4.
 
     A sealed payload that does not open is a mismatch (see the module docstring);
-    None when that ended main mode."""
+    None when that ended main mode. After a renewal the peer may still encrypt to our
+    retired key (:func:`_decryption_keys`): the key whose opening names the peer's
+    configured certificate is the one it used (:func:`_names_peer`)."""
     method = _public_key_method(sa)
     if method is None:
         ke, nonce = msg.get(KePayload), msg.get(NoncePayload)
@@ -516,32 +519,77 @@ def _open_exchange(
     sealed = {p.payload_type: p for p in msg.all(SealedPayload)}
     if PayloadType.NONCE not in sealed or PayloadType.ID not in sealed:
         raise RemoteProtocolError(f"main mode message {message} without sealed Nonce and ID")
-    own_key = sa.config.auth.private_key
+    if method == AuthMethod.RSA_REVISED_ENCRYPTION and PayloadType.KE not in sealed:
+        raise RemoteProtocolError(f"main mode message {message} without sealed KE")
+    candidates = _decryption_keys(sa, now)
+    first = None
+    for own_key in candidates:
+        opened = _open_sealed(sa, msg, sealed, own_key, cookie)
+        if opened is not None and (len(candidates) == 1 or _names_peer(sa, opened[2])):
+            return opened
+        first = first or opened
+    if first is not None:  # opened, naming someone else: _peer_id_accepted refuses it
+        return first
+    _hash_mismatch(sa, None, now, "a sealed payload", notify_peer=not sa.is_initiator)
+    return None
+
+
+def _decryption_keys(sa: IsakmpSa, now: float) -> list[rsa.RSAPrivateKey]:
+    """Our current private key, then the one a renewal retired while its grace lasts
+    (:class:`~kipsec_sidecar.core.ike.config.RetiredKey`; used to decrypt only)."""
+    auth = sa.config.auth
+    retired = auth.retired_key.usable(now) if auth.retired_key is not None else None
+    return [auth.private_key] if retired is None else [auth.private_key, retired]
+
+
+def _open_sealed(
+    sa: IsakmpSa,
+    msg: Message,
+    sealed: dict[int, SealedPayload],
+    own_key: rsa.RSAPrivateKey,
+    cookie: bytes,
+) -> tuple[KePayload, NoncePayload, IdPayload] | None:
+    """Message 3 / 4's KE, nonce and ID opened with ``own_key``; None if any does not.
+
+    Under method 5 the key only opens the nonce: Ke_i / Ke_r derive from the nonce and
+    the sender's cookie, so the KE and ID open or not with the nonce."""
     opened: list[Payload | None]
     try:
         opened_nonce = pubkey.open_rsa(sealed[PayloadType.NONCE], own_key)
-        if method == AuthMethod.RSA_ENCRYPTION:
+        if _public_key_method(sa) == AuthMethod.RSA_ENCRYPTION:
             opened = [
                 msg.get(KePayload),
                 opened_nonce,
                 pubkey.open_rsa(sealed[PayloadType.ID], own_key),
             ]
-        else:
-            if PayloadType.KE not in sealed or not isinstance(opened_nonce, NoncePayload):
-                raise RemoteProtocolError(f"main mode message {message} without sealed KE")
+        elif isinstance(opened_nonce, NoncePayload):
             ke_key = _revised_key(sa, opened_nonce.data, cookie)
             opened = [
                 pubkey.open_symmetric(sealed[PayloadType.KE], ke_key),
                 opened_nonce,
                 pubkey.open_symmetric(sealed[PayloadType.ID], ke_key),
             ]
+        else:
+            opened = []
     except AuthenticationFailed:
-        opened = []
+        return None
     match opened:
         case [KePayload() as ke, NoncePayload() as nonce, IdPayload() as peer_id]:
             return ke, nonce, peer_id
-    _hash_mismatch(sa, None, now, "a sealed payload", notify_peer=not sa.is_initiator)
     return None
+
+
+def _names_peer(sa: IsakmpSa, peer_id: IdPayload) -> bool:
+    """Whether ``peer_id`` names the peer's configured certificate. A key the peer did
+    not encrypt to opens its sealed payloads to random bytes (OpenSSL's implicit
+    rejection of bad PKCS#1 v1.5 padding), which name no one: this is how main mode
+    tells which of our keys the peer used without the optional HASH(1)."""
+    from cryptography import x509  # only public-key encryption peers: see ike_auth
+
+    from ..ike import certs
+
+    configured = x509.load_der_x509_certificate(sa.config.auth.peer_certificate)
+    return certs.identity_matches(configured, peer_id.id_type, peer_id.data)
 
 
 def _peer_id_accepted(sa: IsakmpSa, peer_id: IdPayload, now: float) -> bool:
