@@ -126,6 +126,19 @@ def test_global_settings_are_reported_as_needing_a_restart() -> None:
     assert restart_needed(old, load_config_data(document())) == []
 
 
+def test_local_identity_and_auth_apply_through_the_peers_and_need_no_restart() -> None:
+    # They are every peer's defaults: the peers' plans change, the reload applies them.
+    # Only the addresses (the sockets bound at start) wait for a restart.
+    doc = document()
+    doc["local"]["auth"]["psk"]["value"] = "another pre-shared key 9876543210"
+    doc["local"]["identity"] = {"fqdn": "a.example"}
+    old, new = load_config_data(document()), load_config_data(doc)
+    assert restart_needed(old, new) == []
+    assert diff(fingerprints(plans(document())), fingerprints(plans(doc))).replace
+    doc["local"]["addresses"] = ["10.9.9.9"]
+    assert restart_needed(old, load_config_data(doc)) == ["local.addresses"]
+
+
 def _rotated(spi_in: str, spi_out: str, key: str) -> dict[str, Any]:
     doc = copy.deepcopy(document())
     manual = doc["peers"][2]["manual"]

@@ -42,7 +42,10 @@ from ..config.to_core import PeerPlan
 from ..core.ike.config import IkeConfig, RetiredKey
 
 #: Document fields whose change a reload cannot apply (the daemon must be restarted).
-GLOBAL_FIELDS = ("local", "datapath", "metrics", "control", "logging")
+GLOBAL_FIELDS = ("local.addresses", "datapath", "metrics", "control", "logging")
+"""Document fields used only at start (``local.addresses``: the sockets bound). The rest
+of ``local``, its identity and auth, is every peer's default and reaches the peers' plans,
+so a reload applies it through them."""
 
 #: Plan fields that differ between two loads of the same document and mean nothing for
 #: the link (the monotonic-to-wall-clock offset is recomputed at every load; a retired
@@ -232,9 +235,14 @@ def _names(der: bytes) -> tuple[bytes, bytes]:
 
 def restart_needed(old: SidecarConfig, new: SidecarConfig) -> list[str]:
     """The document fields outside ``peers`` that changed but only apply on restart."""
-    return [
-        name for name in GLOBAL_FIELDS if _dump(getattr(old, name)) != _dump(getattr(new, name))
-    ]
+    return [name for name in GLOBAL_FIELDS if _dump(_field(old, name)) != _dump(_field(new, name))]
+
+
+def _field(config: SidecarConfig, dotted: str) -> object:
+    value: object = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def _dump(value: object) -> object:
