@@ -122,8 +122,9 @@ def _life_attributes(
     return out
 
 
-#: Octets in one kilobyte of a Life Duration: 1024, as racoon (ipsec-tools) and the
-#: Linux kernel's PF_KEY count them. RFC 2407 does not say; 1000 or 1024 differ by 2.4 %.
+#: Octets in one kilobyte of a Life Duration. RFC 2407 does not define the kilobyte;
+#: a peer counting 1000 holds a limit 2.4 % lower than ours, which changes nothing that
+#: matters (each side rekeys at its own 90 %).
 KILOBYTE = 1024
 
 
