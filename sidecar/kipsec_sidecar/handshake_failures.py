@@ -34,16 +34,22 @@ _BY_NOTIFY: Final[dict[int, str]] = {
 }
 
 
-def failure_reason(event: object) -> str | None:
+def failure_reason(event: object, earlier: str | None = None) -> str | None:
     """The reason `event` gives for a failing handshake, or None if it gives none.
 
     An :class:`IkeSaDeleted` names only ``peer-dead`` and ``authentication-failed``
     precisely; for ``negotiation-failed`` the event that preceded it says more, and
-    the caller should prefer that one.
+    the caller should prefer that one. ``earlier`` is the reason the same IKE SA gave
+    before: IKEv1 ends a main mode that failed to authenticate with a
+    :class:`NegotiationFailed` detailing the :class:`AuthenticationFailedEvent` it
+    reported first (its notify may be INVALID-ID-INFORMATION, for an identity), which
+    stays ``authentication_failed``.
     """
     match event:
         case AuthenticationFailedEvent():
             return "authentication_failed"
+        case NegotiationFailed() if earlier == "authentication_failed":
+            return earlier
         case NegotiationFailed(notify=notify):
             return _BY_NOTIFY.get(notify, "other") if notify is not None else "other"
         case PeerDead():

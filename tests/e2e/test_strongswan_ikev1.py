@@ -262,7 +262,7 @@ def test_a_wrong_psk_establishes_nothing(
     )
     which = "HASH_R" if kipsec_initiates else "HASH_I"
     last_error = refused_by_both(sidecar, charon, "authentication_failed", timeout=15)
-    assert last_error.startswith(f"NEGOTIATION_FAILED ({which} mismatch or undecryptable ")
+    assert last_error.startswith(f"AUTHENTICATION_FAILED ({which} mismatch or undecryptable ")
     assert last_error.endswith(": probably a wrong pre-shared key)"), last_error
     assert PSK_TEXT not in last_error and charon_secret not in last_error
     log = (tmp_path / "strongswan-b" / "charon.log").read_text()
@@ -317,7 +317,7 @@ def test_kipsec_refuses_charons_certificate(
     }
     sidecar, charon = refused_setup(interop_v1, kipsec_initiates, **cases[case])
     last_error = refused_by_both(sidecar, charon, "authentication_failed")
-    assert last_error.startswith(f"NEGOTIATION_FAILED ({error}: "), last_error
+    assert last_error.startswith(f"AUTHENTICATION_FAILED ({error}: "), last_error
     log = tmp_path / "strongswan-b" / "charon.log"
     wait_until(
         "charon to read kipsec's AUTHENTICATION-FAILED",

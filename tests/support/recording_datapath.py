@@ -21,6 +21,7 @@ class RecordingDatapath:
         self.inbound: dict[str, set[int]] = {}
         self.outbound: dict[str, int | None] = {}
         self.log: list[tuple[str, str, int]] = []
+        self.installed: list[IpsecSa] = []  #: every SA given, in or out
 
     async def start(self) -> None:
         return None
@@ -41,10 +42,12 @@ class RecordingDatapath:
 
     def install_inbound(self, peer: str, sa: IpsecSa, *, remote_port: int | None = None) -> None:
         self.inbound[peer].add(sa.spi)
+        self.installed.append(sa)
         self.log.append(("install_inbound", peer, sa.spi))
 
     def set_outbound(self, peer: str, sa: IpsecSa, *, remote_port: int | None = None) -> None:
         self.outbound[peer] = sa.spi
+        self.installed.append(sa)
         self.log.append(("set_outbound", peer, sa.spi))
 
     def remove_inbound(self, peer: str, spi: int) -> None:

@@ -7,11 +7,14 @@ already has its inbound SA in the datapath. With the kernel datapath the peer's 
 ESP packets are processed in softirq context, not behind the daemon's event loop, so a
 CREATE_CHILD_SA response or the DELETE of a replaced child sent a moment before the
 install loses packets (a VM check saw one ping in ~300 lost during a child rekey).
+The same pair shows the byte limit an IKEv1 quick mode agrees reaching the SAs the
+datapath installs, and the `last_error` of an IKEv1 authentication failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -30,13 +33,17 @@ PSK = "message order test pre-shared key 0123456789"
 ADDRESSES = {"pa": "10.77.0.1", "pb": "10.77.0.2"}
 
 
-def document(me: str, peer: str, ike_version: int = 2) -> SidecarConfig:
+def document(
+    me: str, peer: str, ike_version: int = 2, psk: str = PSK, **fields: Any
+) -> SidecarConfig:
+    """`fields`: more top-level fields of the document (`lifetimes`)."""
     return load_config_data(
         {
             "apiVersion": "kipsec.io/v1alpha1",
             "kind": "SidecarConfig",
-            "local": {"addresses": [ADDRESSES[me]], "auth": {"psk": {"value": PSK}}},
+            "local": {"addresses": [ADDRESSES[me]], "auth": {"psk": {"value": psk}}},
             "peers": [{"name": peer, "address": ADDRESSES[peer], "ikeVersion": ike_version}],
+            **fields,
         }
     )
 
@@ -58,9 +65,12 @@ async def pair(
     violations: list[str],
     ike_version: int = 2,
     dropped: set[str] | None = None,
+    documents: dict[str, dict[str, Any]] | None = None,
+    copies: int = 1,
 ) -> tuple[dict[str, Sidecar], dict[str, RecordingDatapath]]:
     """Two sidecars wired to each other; the next datagram of a side named in `dropped`
-    is lost (and the name removed)."""
+    is lost (and the name removed); `documents` holds the arguments of a side's
+    :func:`document`; every datagram is delivered `copies` times."""
     lost = dropped if dropped is not None else set()
     cars: dict[str, Sidecar] = {}
     datapaths: dict[str, RecordingDatapath] = {}
@@ -79,7 +89,7 @@ async def pair(
 
         car = Sidecar(
             "/nonexistent/config.yaml",
-            document(me, peer, ike_version),
+            document(me, peer, ike_version, **(documents or {}).get(me, {})),
             datapath_factory=factory,
             datapath_choice=DatapathChoice("kernel", "test"),
             mark=0,
@@ -98,7 +108,8 @@ async def pair(
             if me in lost:
                 lost.discard(me)
                 return
-            loop.call_soon(cars[peer]._ike_datagram, data, (ADDRESSES[me], port))
+            for _ in range(copies):
+                loop.call_soon(cars[peer]._ike_datagram, data, (ADDRESSES[me], port))
 
         return send
 
@@ -222,6 +233,75 @@ def test_an_own_initiation_still_at_its_first_message_gives_way_to_the_peers_sa(
         await settle(lambda: datapaths["pa"].outbound["pb"] is not None, "pb's child")
         live = cars["pa"].peers["pb"].live_sas()
         assert [sa.is_initiator for sa in live] == [False], live
+        for car in cars.values():
+            car.hurry()
+            await car.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("byte_limits", "agreed"),
+    [
+        # pa proposes 1 GiB (1,048,576 KB); pb, with no limit, takes it
+        ({"pa": 2**30}, 2**30),
+        # pb's shorter limit reaches pa in RESPONDER-LIFETIME (976 whole kilobytes)
+        ({"pa": 2**30, "pb": 1_000_000}, 976 * 1024),
+    ],
+)
+def test_the_byte_limit_agreed_in_ikev1_quick_mode_is_the_installed_sas_limit(
+    monkeypatch: pytest.MonkeyPatch, byte_limits: dict[str, int], agreed: int
+) -> None:
+    """The document's `lifetimes.bytes` is offered in kilobytes; the limit quick mode
+    agrees, not either document's, is what both datapaths get (soft at 90 %), so the
+    byte soft-limit rekey and the hard limit apply to the pair on both sides."""
+
+    async def main() -> None:
+        documents = {me: {"lifetimes": {"bytes": n}} for me, n in byte_limits.items()}
+        cars, datapaths = await pair(monkeypatch, [], 1, documents=documents)
+        await cars["pb"].start()
+        await cars["pa"].start()
+        await settle(
+            lambda: all(
+                d.outbound[p] is not None
+                for d, p in ((datapaths["pa"], "pb"), (datapaths["pb"], "pa"))
+            ),
+            "the first child on both sides",
+        )
+        for datapath in datapaths.values():
+            assert datapath.installed
+            for sa in datapath.installed:
+                assert sa.lifetime.hard_bytes == agreed
+                assert sa.lifetime.soft_bytes == int(agreed * 0.9)
+        for car in cars.values():
+            car.hurry()
+            await car.stop()
+
+    asyncio.run(main())
+
+
+def test_an_ikev1_authentication_failure_is_named_so_in_last_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another pre-shared key at pb, every datagram twice (so each side sees the
+    undecryptable message 5 or the notification answering it a second time and ends
+    main mode at once): both peers read AUTHENTICATION_FAILED with the engine's reason,
+    as an IKEv2 authentication failure does, not NEGOTIATION_FAILED."""
+
+    async def main() -> None:
+        documents = {"pb": {"psk": "another pre-shared key entirely"}}
+        cars, _ = await pair(monkeypatch, [], 1, documents=documents, copies=2)
+        await cars["pb"].start()
+        await cars["pa"].start()
+        peers = {"pa": cars["pa"].peers["pb"], "pb": cars["pb"].peers["pa"]}
+        await settle(lambda: all(p.last_failure for p in peers.values()), "both sides to fail")
+        for peer in peers.values():  # both initiate: each is initiator and responder
+            assert peer.last_failure == "authentication_failed"
+            assert re.fullmatch(
+                r"AUTHENTICATION_FAILED \(HASH_[IR] mismatch or undecryptable [a-z 0-9]+: "
+                r"probably a wrong pre-shared key\)",
+                peer.last_error or "",
+            ), peer.last_error
         for car in cars.values():
             car.hurry()
             await car.stop()

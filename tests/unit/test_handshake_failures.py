@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
-from kipsec_sidecar.core.ike.config import Encryption, IkeProposal
+from kipsec_sidecar.core.ike.config import Encryption, Identity, IkeProposal
 from kipsec_sidecar.core.ike.constants import EncrId, ExchangeType, IntegId, NotifyType
 from kipsec_sidecar.core.ike.events import IkeSaDeleted, NegotiationFailed, PeerDead
 from kipsec_sidecar.handshake_failures import REASONS, failure_reason
-from support.ike_pair import RESPONDER_ADDR, IkePair, child_config, mirrored, psk_config
+from support.ike_pair import (
+    RESPONDER_ADDR,
+    IkePair,
+    child_config,
+    mirrored,
+    pair_configs,
+    psk_config,
+)
 
 
 def counted_reason(events: Iterable[object]) -> str:
-    """What the daemon counts for a failed IKE SA: the latest cause its events gave."""
-    causes = [reason for e in events if (reason := failure_reason(e)) is not None]
-    return causes[-1] if causes else "other"
+    """What the daemon counts for a failed IKE SA: the latest cause its events gave,
+    each read knowing the one before."""
+    cause: str | None = None
+    for e in events:
+        cause = failure_reason(e, cause) or cause
+    return cause or "other"
 
 
 def pair(**initiator: object) -> IkePair:
@@ -42,6 +53,21 @@ def test_a_wrong_psk_counts_as_authentication_failed_on_both_sides() -> None:
     assert refused.initiator.closed
     assert counted_reason(refused.i.events) == "authentication_failed"
     assert counted_reason(refused.r.events) == "authentication_failed"
+
+
+def test_an_ikev1_identity_refused_in_message_6_counts_as_authentication_failed() -> None:
+    """IKEv1 tells the peer INVALID-ID-INFORMATION and ends main mode with a
+    NegotiationFailed naming it, after the AuthenticationFailedEvent that says what
+    failed: counted (and shown in ``last_error``) as the authentication failure it is."""
+    i, r = pair_configs(version=1)
+    i = replace(i, auth=replace(i.auth, remote_id=Identity.fqdn("c.example")))
+    refused = IkePair(i, r, version=1)
+    refused.run(30)
+    assert [type(e).__name__ for e in refused.i.events if failure_reason(e)] == [
+        "AuthenticationFailedEvent",
+        "NegotiationFailed",
+    ]
+    assert counted_reason(refused.i.events) == "authentication_failed"
 
 
 def test_a_silent_peer_counts_as_peer_dead() -> None:

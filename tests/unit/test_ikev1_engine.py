@@ -537,7 +537,7 @@ def test_a_shorter_responder_lifetime_is_sent_and_honoured() -> None:
     (cr,) = p.r.of(ChildSaEstablished)
     (note,) = sent_responder_lifetime(p, wire)
     assert note.protocol == ci.protocol and note.spi == cr.spi_in
-    assert policy.responder_lifetime_seconds(note.data) == 600
+    assert policy.responder_lifetime(note.data) == (600, None)
     # The initiator proposed 3960 s and uses the responder's 600 s, with its own soft
     # limit in proportion (3600 / 3960 of it, less the jitter).
     assert ci.expire_at is not None and ci.expire_at <= 600 + 1
@@ -576,3 +576,82 @@ def test_negotiated_lifetime_keeps_the_soft_limit_in_proportion() -> None:
     assert negotiated_lifetime(Lifetime(0, 0), 100) == Lifetime(0, 100, ours.jitter)
     unlimited = negotiated_lifetime(Lifetime(rekey_after=1000, expire_after=0), 100)
     assert unlimited.expire_after == 100 and unlimited.rekey_after == pytest.approx(90)
+
+
+# --- Lifetimes in kilobytes (RFC 2407 sections 4.5 and 4.6.3.1) --------------------------
+
+#: Cisco IOS's default IPsec SA lifetime: 4,608,000 kilobytes.
+CISCO_KB = 4_608_000
+MB = 1_000_000  # 976 whole kilobytes
+
+
+def byte_limits(i_bytes: int | None, r_bytes: int | None) -> IkePair:
+    """A pair whose children have the default lifetime in seconds and these byte limits."""
+    return child_lifetimes(Lifetime(max_bytes=i_bytes), Lifetime(max_bytes=r_bytes))
+
+
+def test_a_kilobyte_lifetime_proposed_is_accepted_by_a_responder_without_a_byte_limit() -> None:
+    """What a legacy appliance proposes (Cisco: 4,608,000 KB) is never refused, and a
+    responder with no byte limit takes it: both sides hold the same byte limit."""
+    p = byte_limits(CISCO_KB * policy.KILOBYTE, None)
+    wire = logged(p)
+    p.run(10)
+    (ci,) = p.i.of(ChildSaEstablished)
+    (cr,) = p.r.of(ChildSaEstablished)
+    assert ci.max_bytes == cr.max_bytes == CISCO_KB * 1024
+    assert not sent_responder_lifetime(p, wire)
+    assert not p.i.of(NegotiationFailed) and not p.r.of(NegotiationFailed)
+
+
+def test_a_shorter_proposed_byte_limit_binds_the_responder() -> None:
+    p = byte_limits(MB, 10 * MB)
+    wire = logged(p)
+    p.run(10)
+    (ci,) = p.i.of(ChildSaEstablished)
+    (cr,) = p.r.of(ChildSaEstablished)
+    assert ci.max_bytes == cr.max_bytes == 976 * 1024  # whole kilobytes, rounded down
+    assert not sent_responder_lifetime(p, wire)
+
+
+@pytest.mark.parametrize("i_bytes", [None, 10 * MB])
+def test_a_shorter_responder_byte_limit_is_sent_in_kilobytes_and_honoured(
+    i_bytes: int | None,
+) -> None:
+    """The initiator proposed no byte limit, or a longer one: the responder's goes in
+    RESPONDER-LIFETIME (kilobytes only, the seconds being equal) and both use it."""
+    p = byte_limits(i_bytes, MB)
+    wire = logged(p)
+    p.run(10)
+    (ci,) = p.i.of(ChildSaEstablished)
+    (cr,) = p.r.of(ChildSaEstablished)
+    (note,) = sent_responder_lifetime(p, wire)
+    assert policy.responder_lifetime(note.data) == (None, 976)
+    assert ci.max_bytes == cr.max_bytes == 976 * 1024
+    assert ci.expire_at is not None and ci.expire_at >= Lifetime().expire_after
+
+
+def test_responder_lifetime_names_seconds_and_kilobytes_when_both_are_shorter() -> None:
+    p = child_lifetimes(
+        replace(Lifetime(), max_bytes=10 * MB),
+        Lifetime(rekey_after=500, expire_after=600, max_bytes=MB),
+    )
+    wire = logged(p)
+    p.run(10)
+    (note,) = sent_responder_lifetime(p, wire)
+    assert policy.responder_lifetime(note.data) == (600, 976)
+    (ci,) = p.i.of(ChildSaEstablished)
+    assert ci.max_bytes == 976 * 1024
+    assert ci.expire_at is not None and ci.expire_at <= 600 + 1
+
+
+def test_negotiated_lifetime_takes_the_shorter_byte_limit_in_whole_kilobytes() -> None:
+    ours = Lifetime(rekey_after=3600, expire_after=3960, max_bytes=MB)
+    assert negotiated_lifetime(ours, None, None).max_bytes == 976 * 1024
+    assert negotiated_lifetime(ours, None, 2000).max_bytes == 976 * 1024
+    assert negotiated_lifetime(ours, None, 500).max_bytes == 500 * 1024
+    unlimited = Lifetime()
+    assert negotiated_lifetime(unlimited, None, None) is unlimited
+    assert negotiated_lifetime(unlimited, None, CISCO_KB).max_bytes == CISCO_KB * 1024
+    both = negotiated_lifetime(ours, 396, 100)
+    assert (both.expire_after, both.max_bytes) == (396, 100 * 1024)
+    assert negotiated_lifetime(replace(unlimited, max_bytes=1), None, None).max_bytes == 1024

@@ -17,7 +17,7 @@ all peers' problems together. Secrets are never put in a message.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.hazmat.primitives import serialization
@@ -209,18 +209,25 @@ def retransmission_for(timeout: float) -> Retransmission:
     return Retransmission(initial_timeout=initial, factor=RETRANSMIT_FACTOR, max_tries=tries)
 
 
+def _soft(hard: int | None) -> int | None:
+    return None if hard is None else max(1, int(hard * SOFT_LIMIT_FRACTION))
+
+
 def sa_lifetime_for(lifetimes: Lifetimes) -> ipsec_sa.Lifetime:
     """Byte/packet limits of a child SA; the soft limit (rekey) at 90 % of the hard one."""
-
-    def soft(hard: int | None) -> int | None:
-        return None if hard is None else max(1, int(hard * SOFT_LIMIT_FRACTION))
-
     return ipsec_sa.Lifetime(
-        soft_bytes=soft(lifetimes.bytes),
+        soft_bytes=_soft(lifetimes.bytes),
         hard_bytes=lifetimes.bytes,
-        soft_packets=soft(lifetimes.packets),
+        soft_packets=_soft(lifetimes.packets),
         hard_packets=lifetimes.packets,
     )
+
+
+def with_byte_limit(lifetime: ipsec_sa.Lifetime, hard_bytes: int | None) -> ipsec_sa.Lifetime:
+    """``lifetime`` (a plan's ``sa_lifetime``) with the byte limit a negotiated child SA
+    reports (``ChildSaEstablished.max_bytes``: IKEv1 may agree a shorter one than the
+    document's, or take the peer's), the soft limit again at 90 %."""
+    return replace(lifetime, soft_bytes=_soft(hard_bytes), hard_bytes=hard_bytes)
 
 
 def core_identity(identity: Identity) -> CoreIdentity:
@@ -441,7 +448,7 @@ class _Builder:
             remote_ts=remote_ts,
             proposals=child_proposals,
             mode=peer.mode,
-            lifetime=_lifetime(lifetimes.child_sa, lifetimes),
+            lifetime=_lifetime(lifetimes.child_sa, lifetimes, max_bytes=lifetimes.bytes),
             start=True,
         )
         ike_proposals: tuple[IkeProposal, ...] = tuple(
@@ -582,9 +589,12 @@ class _Builder:
             ) from None
 
 
-def _lifetime(hard: float, lifetimes: Lifetimes) -> Lifetime:
+def _lifetime(hard: float, lifetimes: Lifetimes, *, max_bytes: int | None = None) -> Lifetime:
     return Lifetime(
-        rekey_after=hard - lifetimes.rekey_margin, expire_after=hard, jitter=lifetimes.jitter
+        rekey_after=hard - lifetimes.rekey_margin,
+        expire_after=hard,
+        jitter=lifetimes.jitter,
+        max_bytes=max_bytes,
     )
 
 
@@ -618,4 +628,5 @@ __all__ = [
     "retransmission_for",
     "sa_lifetime_for",
     "to_core",
+    "with_byte_limit",
 ]

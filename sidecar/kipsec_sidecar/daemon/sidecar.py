@@ -50,7 +50,7 @@ from .. import __version__
 from ..config.errors import ConfigError
 from ..config.load import load_config
 from ..config.model import SidecarConfig, implied_action
-from ..config.to_core import PeerPlan, to_core
+from ..config.to_core import PeerPlan, to_core, with_byte_limit
 from ..core.errors import KipsecError
 from ..core.ike.config import Address, IkeConfig
 from ..core.ike.constants import NON_ESP_MARKER, ProtocolId
@@ -608,7 +608,7 @@ class Sidecar:
             if isinstance(event, IkeSaDeleted):
                 self._forget(sa)
             return
-        if (cause := failure_reason(event)) is not None:
+        if (cause := failure_reason(event, self._failure_causes.get(sa))) is not None:
             self._failure_causes[sa] = cause
         match event:
             case IkeSaEstablished():
@@ -659,7 +659,11 @@ class Sidecar:
                     extra=fields | {"reason": event.reason, "by_peer": event.by_peer},
                 )
             case NegotiationFailed():
-                peer.last_failure, peer.last_error = cause, f"NEGOTIATION_FAILED ({event.reason})"
+                # IKEv1 reports a main mode that failed to authenticate with this event
+                # too (after AuthenticationFailedEvent), its reason saying more: it
+                # keeps the name of the failure (see failure_reason)
+                failed = "AUTHENTICATION" if cause == "authentication_failed" else "NEGOTIATION"
+                peer.last_failure, peer.last_error = cause, f"{failed}_FAILED ({event.reason})"
                 log.warning(
                     "negotiation failed",
                     extra=fields | {"reason": event.reason, "child": event.child},
@@ -727,7 +731,7 @@ class Sidecar:
             return
         for ipsec in (pair.inbound, pair.outbound):
             ipsec.udp_encap = encapsulation == "udp" and ipsec.protocol == ProtocolId.ESP
-            ipsec.lifetime = plan.sa_lifetime
+            ipsec.lifetime = with_byte_limit(plan.sa_lifetime, event.max_bytes)
         # Behind a NAT, ESP goes where the peer's IKE comes from: a masquerading NAT may
         # have mapped its port 4500 to any port (RFC 3948 section 2.1).
         remote_port = (

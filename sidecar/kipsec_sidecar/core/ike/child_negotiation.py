@@ -219,8 +219,9 @@ def install(
     """Record a new child SA and report it (ChildSaEstablished, then ChildSaRekeyed).
 
     ``lifetime``: the one negotiated when it differs from the ChildConfig's (IKEv1
-    carries lifetimes in quick mode and RESPONDER-LIFETIME)."""
-    rekey_at, expire_at = sa.lifetimes(lifetime or choice.config.lifetime, now)
+    carries lifetimes, seconds and kilobytes, in quick mode and RESPONDER-LIFETIME)."""
+    agreed = lifetime or choice.config.lifetime
+    rekey_at, expire_at = sa.lifetimes(agreed, now)
     child = ChildSa(
         config=choice.config,
         protocol=choice.selection.protocol,
@@ -257,6 +258,7 @@ def install(
             remote_addr=sa.peer_addr,
             nat_detected=sa.nat_detected,
             replaces=child.replaces,
+            max_bytes=agreed.max_bytes,
             defer_outbound=defer_outbound,
             encr_key_in=child.encr_key_in,
             integ_key_in=child.integ_key_in,

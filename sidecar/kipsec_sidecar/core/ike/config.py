@@ -157,11 +157,15 @@ class Lifetime:
     Seconds. The soft time is lowered by a random fraction up to ``jitter`` (from the
     injected rng) so that two peers with the same configuration do not rekey at once.
     ``rekey_after`` 0 disables rekeying; ``expire_after`` 0 disables the hard limit.
+    ``max_bytes`` (child SAs only) is the hard limit of bytes a child SA carries (None:
+    unlimited): the datapath counts them and asks for the rekey at 90 %; the engine only
+    reports it, as IKEv1 negotiates it (in kilobytes, RFC 2407 section 4.5).
     """
 
     rekey_after: float = 3600.0
     expire_after: float = 3960.0
     jitter: float = 0.1
+    max_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.rekey_after < 0:
@@ -172,6 +176,8 @@ class Lifetime:
             raise _fail("lifetime.expire_after", "must be later than rekey_after")
         if not 0 <= self.jitter < 1:
             raise _fail("lifetime.jitter", "must be a fraction in [0, 1)")
+        if self.max_bytes is not None and self.max_bytes <= 0:
+            raise _fail("lifetime.max_bytes", "must be positive")
 
 
 @dataclass(frozen=True, slots=True)

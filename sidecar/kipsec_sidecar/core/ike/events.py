@@ -65,6 +65,9 @@ class ChildSaEstablished:
     remote_addr: Address  #: the peer address the IKE SA talks to
     nat_detected: bool  #: UDP-encapsulate ESP (RFC 3948)
     replaces: bytes | None = None  #: spi_in of the child SA this one rekeys
+    #: hard limit of bytes of each SA of the pair (None: unlimited): the ChildConfig's,
+    #: or the shorter one IKEv1 negotiated; the datapath enforces it
+    max_bytes: int | None = None
     #: Keep sending on ``replaces`` until it is deleted, as the responder of a rekey
     #: does: set by IKEv1, whose quick mode never says when the peer installed the SAs.
     defer_outbound: bool = False

@@ -33,6 +33,7 @@ from .policy import (
     PRF_FOR_HASH,
     Phase1Suite,
     Phase2Suite,
+    in_kilobytes,
     phase1_suite,
     phase2_suite,
 )
@@ -228,11 +229,12 @@ def _phase2_suites(
     integ = proposal.integrity[0] if proposal.integrity else None
     group = proposal.dh[0] if proposal.dh else None
     life = int(lifetime.expire_after) or None
+    kb = in_kilobytes(lifetime.max_bytes) if lifetime.max_bytes else None
     encapsulation = udp_mode(_MODES[mode]) if udp else _MODES[mode]
     if proposal.protocol == ProtocolId.AH:
-        return [Phase2Suite(ProtocolId.AH, None, 0, integ, encapsulation, group, life)]
+        return [Phase2Suite(ProtocolId.AH, None, 0, integ, encapsulation, group, life, kb)]
     return [
-        Phase2Suite(ProtocolId.ESP, e.encr_id, e.key_bits, integ, encapsulation, group, life)
+        Phase2Suite(ProtocolId.ESP, e.encr_id, e.key_bits, integ, encapsulation, group, life, kb)
         for e in proposal.encryption
     ]
 

@@ -8,9 +8,11 @@ Every quick mode has its own message ID and IV chain. The client IDs are the tra
 selectors (one each way: IKEv1 cannot carry a list), built from and checked against the
 ChildConfig with :mod:`kipsec_sidecar.core.traffic_selectors`; a responder accepts a
 proposal only if our configuration covers it (IKEv1 has no narrowing). A KE payload
-(PFS) is sent when the first proposal names a Diffie-Hellman group. The lifetime is the
-initiator's proposed one, or the responder's when that is shorter: the responder then
-sends RESPONDER-LIFETIME in message 2 and both use it (RFC 2407 section 4.6.3.1).
+(PFS) is sent when the first proposal names a Diffie-Hellman group. Each lifetime, in
+seconds and in kilobytes (the child's byte limit), is the initiator's proposed one, or
+the responder's when that is shorter (or the initiator proposed none): the responder
+then sends RESPONDER-LIFETIME in message 2 and both use it (RFC 2407 section
+4.6.3.1). A proposal is never refused for its lifetimes.
 
 The SAs are reported with the IKEv2 engine's own
 :func:`~kipsec_sidecar.core.ike.child_negotiation.install` (ChildSaEstablished,
@@ -30,7 +32,7 @@ and by then the peer holds the new inbound SA.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..errors import IntegrityError, ParseError, RemoteProtocolError
@@ -85,23 +87,47 @@ class QuickExchange:
     lifetime: Lifetime | None = None  #: as negotiated, when shorter than the config's
 
 
-def negotiated_lifetime(lifetime: Lifetime, seconds: int | None) -> Lifetime:
-    """``lifetime`` (a ChildConfig's) cut to a shorter hard limit the peer named (in its
-    proposal, or in RESPONDER-LIFETIME); the soft limit keeps its proportion."""
-    if not seconds or (lifetime.expire_after and seconds >= lifetime.expire_after):
-        return lifetime
-    ratio = lifetime.rekey_after / lifetime.expire_after if lifetime.expire_after else 0.9
-    rekey = min(lifetime.rekey_after, seconds * ratio) if lifetime.rekey_after else 0.0
-    return Lifetime(rekey, float(seconds), lifetime.jitter)
+def negotiated_lifetime(
+    lifetime: Lifetime, seconds: int | None, kilobytes: int | None = None
+) -> Lifetime:
+    """``lifetime`` (a ChildConfig's) cut to the shorter limits the peer named (in its
+    proposal, or in RESPONDER-LIFETIME): the hard limit in seconds, the soft one keeping
+    its proportion, and the byte limit. Ours counts in the whole kilobytes we send
+    (:func:`policy.in_kilobytes`), so both sides hold the same byte limit."""
+    agreed = lifetime
+    if seconds and not (lifetime.expire_after and seconds >= lifetime.expire_after):
+        ratio = lifetime.rekey_after / lifetime.expire_after if lifetime.expire_after else 0.9
+        rekey = min(lifetime.rekey_after, seconds * ratio) if lifetime.rekey_after else 0.0
+        agreed = replace(lifetime, rekey_after=rekey, expire_after=float(seconds))
+    kb = _shortest(_our_kilobytes(lifetime), kilobytes)
+    if kb is not None and kb * policy.KILOBYTE != lifetime.max_bytes:
+        agreed = replace(agreed, max_bytes=kb * policy.KILOBYTE)
+    return agreed
 
 
-def _responder_lifetime(protocol: int, spi: bytes, seconds: int) -> NotificationPayload:
+def _our_kilobytes(lifetime: Lifetime) -> int | None:
+    return policy.in_kilobytes(lifetime.max_bytes) if lifetime.max_bytes else None
+
+
+def _shortest(*limits: int | None) -> int | None:
+    """The lowest of the limits named (None and 0 name none)."""
+    return min((x for x in limits if x), default=None)
+
+
+def _if_shorter(ours: int | None, offered: int | None) -> int | None:
+    """Our limit when the initiator must hear it: it proposed a longer one, or none."""
+    return ours if ours and (offered is None or offered > ours) else None
+
+
+def _responder_lifetime(
+    protocol: int, spi: bytes, seconds: int | None, kilobytes: int | None
+) -> NotificationPayload:
     """RESPONDER-LIFETIME (RFC 2407 section 4.6.3.1) for our inbound ``spi``."""
     return NotificationPayload(
         NotifyType.RESPONDER_LIFETIME,
         protocol=protocol,
         spi=spi,
-        data=policy.responder_lifetime_data(seconds),
+        data=policy.responder_lifetime_data(seconds, kilobytes),
     )
 
 
@@ -228,17 +254,20 @@ def _on_message_2(sa: IsakmpSa, ex: QuickExchange, msg: Message, data: bytes, no
         _give_up(sa, ex, now, f"unusable answer: {exc}")
         return
     ex.choice, ex.nonce_r = choice, nonce.data
-    try:  # a shorter lifetime the responder chose: honoured (RFC 2407 4.6.3.1)
+    try:  # shorter lifetimes the responder chose: honoured (RFC 2407 4.6.3.1)
         told = [
-            policy.responder_lifetime_seconds(n.data)
+            policy.responder_lifetime(n.data)
             for n in msg.all(NotificationPayload)
             if n.notify_type == NotifyType.RESPONDER_LIFETIME
         ]
     except ParseError as exc:
         _give_up(sa, ex, now, f"unusable RESPONDER-LIFETIME: {exc}")
         return
-    limits = [s for s in (*told, choice.suite.life_seconds) if s]
-    ex.lifetime = negotiated_lifetime(ex.config.lifetime, min(limits, default=None))
+    ex.lifetime = negotiated_lifetime(
+        ex.config.lifetime,
+        _shortest(choice.suite.life_seconds, *(s for s, _ in told)),
+        _shortest(choice.suite.life_kilobytes, *(kb for _, kb in told)),
+    )
     if ex.ke is not None:
         ke = msg.get(KePayload)
         if ke is None:
@@ -332,12 +361,17 @@ def _on_message_1(sa: IsakmpSa, msg: Message, data: bytes, now: float) -> None:
         ex.shared = ex.ke.shared_secret(ke.data)
         tail.append(KePayload(ex.ke.public_bytes))
     tail += ids
-    # The initiator's proposed lifetime binds both sides unless ours is shorter: then we
-    # say so (RFC 2407 section 4.6.3.1) and both use ours.
-    offered, ours = choice.suite.life_seconds, int(found.lifetime.expire_after)
-    ex.lifetime = negotiated_lifetime(found.lifetime, offered)
-    if ours and (offered is None or offered > ours):
-        tail.append(_responder_lifetime(choice.proposal.protocol, ex.spi_in, ours))
+    # The initiator's proposed lifetimes bind both sides unless ours is shorter (or it
+    # proposed none of that kind): then we say so (RFC 2407 section 4.6.3.1) and both
+    # use ours. Seconds and kilobytes each on their own.
+    seconds, kb = choice.suite.life_seconds, choice.suite.life_kilobytes
+    ex.lifetime = negotiated_lifetime(found.lifetime, seconds, kb)
+    tell = (
+        _if_shorter(int(found.lifetime.expire_after), seconds),
+        _if_shorter(_our_kilobytes(found.lifetime), kb),
+    )
+    if any(tell):
+        tail.append(_responder_lifetime(choice.proposal.protocol, ex.spi_in, *tell))
     hash2 = keys.quick_mode_hash2(
         sa.p1.prf_id, k.skeyid_a, mid, ex.nonce_i, _hash_tail(tail), legacy_sha1=sa.p1.legacy_sha1
     )
