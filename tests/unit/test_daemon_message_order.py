@@ -118,6 +118,12 @@ async def pair(
     return cars, datapaths
 
 
+def one_ike_sa_each(cars: dict[str, Sidecar]) -> bool:
+    """Both sides initiate at start: until the duplicate is deleted, a rekey may be asked
+    of an SA that is about to go (what this file checks is ordering, not that race)."""
+    return len(cars["pa"].peers["pb"].live_sas()) == len(cars["pb"].peers["pa"].live_sas()) == 1
+
+
 async def settle(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     """Wait for ``check``; generous, as each exchange costs Diffie-Hellman in Python on a
     machine whose other cores may be busy (5 s was not enough under load)."""
@@ -138,6 +144,7 @@ def test_no_message_leaves_before_the_sa_it_announces_is_installed(
         await cars["pb"].start()
         await cars["pa"].start()
         await settle(lambda: datapaths["pb"].outbound["pa"] is not None, "the first child")
+        await settle(lambda: one_ike_sa_each(cars), "the duplicate IKE SA's deletion")
         first_a, first_b = datapaths["pa"].outbound["pb"], datapaths["pb"].outbound["pa"]
         for initiator in ("pa", "pb", "pa"):
             peer = "pb" if initiator == "pa" else "pa"
@@ -196,6 +203,7 @@ def test_the_outbound_sa_always_has_its_inbound_twin_on_the_peer(
         await cars["pb"].start()
         await cars["pa"].start()
         await settle(lambda: datapaths["pb"].outbound["pa"] is not None, "the first child")
+        await settle(lambda: one_ike_sa_each(cars), "the duplicate IKE SA's deletion")
         armed = True
         for initiator in ("pb", "pa"):
             peer = "pb" if initiator == "pa" else "pa"

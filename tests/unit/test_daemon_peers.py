@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
+from kipsec_sidecar.config.load import load_config_data
+from kipsec_sidecar.config.to_core import PeerPlan, to_core
 from kipsec_sidecar.core.backoff import Backoff
 from kipsec_sidecar.core.ike.constants import EncrId, ProtocolId
 from kipsec_sidecar.core.ike.engine import IkeSa
@@ -19,6 +21,7 @@ from kipsec_sidecar.daemon.peers import (
     ClearOutbound,
     InstalledChild,
     InstallInbound,
+    Peer,
     RemoveInbound,
     SetOutbound,
     address_order,
@@ -26,9 +29,20 @@ from kipsec_sidecar.daemon.peers import (
     redundant_ike_sa,
     without_keys,
 )
-from support.ike_pair import psk_config
+from support.ike_pair import IkePair, pair_configs, psk_config
 
 LOCAL, REMOTE = "10.10.1.2", "10.10.2.2"
+
+
+def _plan() -> PeerPlan:
+    document = {
+        "apiVersion": "kipsec.io/v1alpha1",
+        "kind": "SidecarConfig",
+        "local": {"addresses": [LOCAL], "auth": {"psk": {"value": "a test secret"}}},
+        "peers": [{"name": "b", "address": REMOTE}],
+    }
+    (plan,) = to_core(load_config_data(document))
+    return plan
 
 
 def _sa(spi: int, src: str, dst: str) -> IpsecSa:
@@ -222,6 +236,27 @@ def test_crossed_duplicates_keep_the_sa_initiated_by_the_lower_address() -> None
     # Seen from the peer (higher address): its own SA goes, and it deletes it.
     loser = redundant_ike_sa(REMOTE, LOCAL, ours, theirs, newer=theirs)
     assert loser is ours and deletes_redundant(loser, ours, theirs)
+
+
+def test_an_outlived_duplicate_is_not_the_sa_acted_on_while_the_survivor_is_established() -> None:
+    # Both sides initiated; we are the lower address, so the peer deletes its SA. Until
+    # its DELETE arrives both are established here, and the peer's is the newer: a
+    # rekey asked now must go to ours, or it dies with the peer's SA.
+    ours, theirs = IkePair(*pair_configs()), IkePair(*pair_configs(), seed=2)
+    for pair in (ours, theirs):
+        pair.run(5)
+    survivor: IkeSa = ours.initiator
+    doomed: IkeSa = theirs.responder
+    peer = Peer(plan=_plan(), fingerprint="")
+    peer.ike_sas = [survivor, doomed]
+    assert survivor.established and doomed.established
+    assert peer.preferred_sa() is doomed  # the newest, when nothing is known
+
+    peer.outlived.add(doomed)
+
+    assert peer.preferred_sa() is survivor
+    peer.ike_sas.remove(survivor)  # no survivor established: still something to show
+    assert peer.preferred_sa() is doomed
 
 
 def test_same_side_duplicates_drop_the_older_whoever_sees_them() -> None:

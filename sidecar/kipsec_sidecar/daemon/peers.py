@@ -256,6 +256,9 @@ class Peer:
     reconnect: Action = "restart"
     declined: bool = False  #: a declined on-demand initiation was logged (once per stop)
     planned_deletes: set[AnySa] = field(default_factory=set)
+    outlived: set[AnySa] = field(default_factory=set)
+    """Duplicate IKE SAs the peer deletes (:func:`redundant_ike_sa`), until it does: not
+    acted on while another is established (a rekey asked of one would die with it)."""
     rotation: ManualRotation | None = None
 
     @property
@@ -270,10 +273,11 @@ class Peer:
         return sum(1 for sa in self.live_sas() if not detached(sa))
 
     def preferred_sa(self) -> AnySa | None:
-        """The IKE SA to act on and to show: the newest established, else the newest live."""
+        """The IKE SA to act on and to show: the newest established that survives a
+        duplicate resolution, else the newest established, else the newest live."""
         live = self.live_sas()
         established = [sa for sa in live if sa.established]
-        pool = established or live
+        pool = [sa for sa in established if sa not in self.outlived] or established or live
         return pool[-1] if pool else None
 
     @property

@@ -702,6 +702,8 @@ class Sidecar:
                         "duplicate IKE SA deleted",
                         extra={"peer": peer.name, "spi_i": loser.spi_i.hex()},
                     )
+                else:
+                    peer.outlived.add(loser)
             elif other.is_initiator and not event.initiator and awaiting_first_answer(other):
                 # Still at its first message (IKE_SA_INIT; IKEv1 main mode message 1),
                 # the peer holds at most a half-open responder that times out:
@@ -844,6 +846,7 @@ class Sidecar:
         peer.established.pop(sa, None)
         peer.established_at.pop(sa, None)
         peer.planned_deletes.discard(sa)
+        peer.outlived.discard(sa)
 
     def _apply_ops(self, peer: Peer, ops: list[DatapathOp]) -> None:
         for op in ops:
