@@ -39,7 +39,7 @@ from .reconcile.cluster import Cluster, K8sObject, ObjectKey, PodRef, key_of, po
 from .reconcile.consent import ALLOW_TUNNELS_FROM
 from .reconcile.external_status import external_peer_status
 from .reconcile.failure_events import failure_events
-from .reconcile.peers import Links, selected, selects_any
+from .reconcile.peers import Links, TunnelIndex, selected, selects_any
 from .reconcile.render import (
     CONFIG_KEY,
     MANAGED_BY,
@@ -212,6 +212,8 @@ class Reconciler:
         """The links of the last pass (whom each pod's sidecar should report on)."""
         self.rendering = Rendering({}, {}, Links(), {})
         """The last pass's rendering (its links to ExternalPeers, for reports)."""
+        self._tunnels = TunnelIndex({}, {}, frozenset())
+        """Which Tunnels may select a pod, by its labels (:meth:`_tunnel_index`)."""
         self.operator_ca: str | None = None
         """PEM of the operator's serving CA, added to every pod's Secret (None: no TLS)."""
 
@@ -351,6 +353,18 @@ class Reconciler:
             pod_certificates=dict(self.pod_certificates),
         )
 
+    def _tunnel_index(self, cluster: Cluster) -> TunnelIndex:
+        """The :class:`~.reconcile.peers.TunnelIndex` of `cluster`'s Tunnels (rebuilt
+        when one of them is not the object the last index was built from)."""
+        if not self._tunnels.current(cluster.tunnels):
+            specs = {}
+            for key, tunnel in cluster.tunnels.items():
+                parsed = parse_spec(tunnel)
+                if not isinstance(parsed, list):
+                    specs[key] = parsed
+            self._tunnels = TunnelIndex.of(cluster.tunnels, specs)
+        return self._tunnels
+
     # --- the pass --------------------------------------------------------------------
     async def run(self, debounce: float = 0.2) -> None:
         """Reconcile after each burst of changes, forever (cancel to stop)."""
@@ -377,7 +391,11 @@ class Reconciler:
                 self._before, after
             ):
                 keys, touched = pod_batch(
-                    self._before, after, {c.key for c in changes}, self._before_selected
+                    self._before,
+                    after,
+                    {c.key for c in changes},
+                    self._before_selected,
+                    self._tunnel_index(after),
                 )
             else:
                 keys = batch_candidates(self._before, after, changes)
@@ -622,6 +640,7 @@ def pod_batch(
     after: Cluster,
     pods: set[ObjectKey],
     selected_before: Mapping[ObjectKey, frozenset[ObjectKey]] | None = None,
+    index: TunnelIndex | None = None,
 ) -> tuple[set[ObjectKey], set[ObjectKey]]:
     """(the pods a batch of pod changes may touch, the Tunnels that select one of the
     changed `pods` in `before` or `after`): the changed pods and every pod of those
@@ -631,14 +650,24 @@ def pod_batch(
     to select (:attr:`~.render.Rendering.selected`), not selected again; a Tunnel it
     does not hold is asked. In `after`, a batch of at most :data:`FEW_PODS` pods is
     checked against each Tunnel's selector (:func:`~.peers.selects_any`) and only the
-    Tunnels selecting one select their pods."""
+    Tunnels selecting one select their pods. `index` (built from `after`'s Tunnels)
+    narrows that to the Tunnels whose `matchLabels` the changed pods carry."""
     keys = set(pods)
     tunnels: set[ObjectKey] = set()
     if not pods:
         return keys, tunnels
+    may: set[ObjectKey] | None = None
+    if index is not None:
+        labels = after.pod_labels
+        may = set()
+        for pod in pods:
+            if pod in labels:
+                may |= index.may_select(labels[pod])
     for cluster, known in ((before, selected_before or {}), (after, {})):
         for key, tunnel in cluster.tunnels.items():
             found = known.get(key)
+            if found is None and cluster is after and may is not None and key not in may:
+                continue
             if found is None and cluster is after and len(pods) <= FEW_PODS:
                 parsed = parse_spec(tunnel)
                 if isinstance(parsed, list) or not selects_any(tunnel, parsed, after, pods):

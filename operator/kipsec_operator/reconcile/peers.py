@@ -58,6 +58,61 @@ class Link:
 
 
 @dataclass(frozen=True)
+class TunnelIndex:
+    """The Tunnels that may select a pod, found from the pod's labels alone.
+
+    A side selects a pod only if the pod carries every `matchLabels` pair of the side's
+    `podSelector`, so each side is indexed under one of its pairs (a side without
+    `matchLabels` may select any pod). Built from parsed specs once per set of Tunnel
+    objects (:meth:`current`): a pass with more than a few pod changes asked every
+    Tunnel of the cluster for its pods to find the few that select one of them.
+    """
+
+    tunnels: Mapping[ObjectKey, K8sObject]
+    """The Tunnel objects the index was built from."""
+    by_pair: Mapping[tuple[str, str], frozenset[ObjectKey]]
+    anywhere: frozenset[ObjectKey]
+    """Tunnels with a side that has no `matchLabels` (they may select any pod)."""
+
+    @classmethod
+    def of(
+        cls, tunnels: Mapping[ObjectKey, K8sObject], specs: Mapping[ObjectKey, TunnelSpec]
+    ) -> TunnelIndex:
+        """The index of `tunnels`; `specs` holds the valid ones' parsed specs (a Tunnel
+        without one selects nothing)."""
+        by_pair: dict[tuple[str, str], set[ObjectKey]] = {}
+        anywhere: set[ObjectKey] = set()
+        for key, spec in specs.items():
+            sides: list[Side] = [spec.selector.from_]
+            if spec.selector.to is not None and spec.selector.to.selects_pods:
+                sides.append(spec.selector.to)
+            for side in sides:
+                pairs = side.pod_selector.match_labels
+                if pairs:
+                    by_pair.setdefault(min(pairs.items()), set()).add(key)
+                else:
+                    anywhere.add(key)
+        return cls(
+            dict(tunnels),
+            {pair: frozenset(keys) for pair, keys in by_pair.items()},
+            frozenset(anywhere),
+        )
+
+    def current(self, tunnels: Mapping[ObjectKey, K8sObject]) -> bool:
+        """Whether `tunnels` are the very objects the index was built from."""
+        return len(tunnels) == len(self.tunnels) and all(
+            self.tunnels.get(key) is tunnel for key, tunnel in tunnels.items()
+        )
+
+    def may_select(self, labels: Mapping[str, str]) -> set[ObjectKey]:
+        """The Tunnels that may select a pod with `labels` (a superset of those that do)."""
+        found = set(self.anywhere)
+        for pair in labels.items():
+            found.update(self.by_pair.get(pair, ()))
+        return found
+
+
+@dataclass(frozen=True)
 class Links:
     """Every link of the cluster, per local pod, and the links dropped as conflicts."""
 
@@ -297,6 +352,7 @@ __all__ = [
     "Link",
     "Links",
     "Role",
+    "TunnelIndex",
     "all_links",
     "refusals",
     "selected",
