@@ -258,37 +258,67 @@ def tunnel_links(
     return links
 
 
+@dataclass(frozen=True)
+class TunnelLinks:
+    """One Tunnel's links before conflicts are resolved, and the same per local pod (in
+    their order): :func:`all_links` merges a Tunnel that shares no local pod with an
+    earlier one by its pods, not link by link (a pass merges every Tunnel's)."""
+
+    links: tuple[Link, ...] = ()
+    by_local: Mapping[ObjectKey, tuple[Link, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, links: Iterable[Link]) -> TunnelLinks:
+        found = tuple(links)
+        by_local: dict[ObjectKey, list[Link]] = {}
+        for link in found:
+            by_local.setdefault(link.pair[0], []).append(link)
+        return cls(found, {pod: tuple(mine) for pod, mine in by_local.items()})
+
+
 def all_links(
     cluster: Cluster,
     specs: Mapping[ObjectKey, TunnelSpec],
     sides: Mapping[ObjectKey, tuple[list[ObjectKey], list[ObjectKey]]] | None = None,
-    per_tunnel: Mapping[ObjectKey, Sequence[Link]] | None = None,
+    per_tunnel: Mapping[ObjectKey, TunnelLinks] | None = None,
 ) -> Links:
     """The links of every Tunnel in `specs` (the valid ones), conflicts resolved.
 
     `sides` maps Tunnels to :func:`selected`'s result where the caller has it already;
     `per_tunnel` maps Tunnels to their :func:`tunnel_links` where the caller has those.
+    A pair of pods is linked by two Tunnels only if they share its local pod, so a
+    Tunnel sharing no local pod with the Tunnels before it is merged whole.
     """
-    by_pod: dict[ObjectKey, list[Link]] = {}
+    by_pod: dict[ObjectKey, tuple[Link, ...] | list[Link]] = {}
     by_tunnel: dict[ObjectKey, Sequence[Link]] = {}
-    seen: set[tuple[ObjectKey, ObjectKey]] = set()
     conflicts: list[Link] = []
     for key in sorted(specs):
         known = sides.get(key) if sides is not None else None
         found = per_tunnel.get(key) if per_tunnel is not None else None
         if found is None:
-            found = tunnel_links(cluster.tunnels[key], specs[key], cluster, known)
+            found = TunnelLinks.of(tunnel_links(cluster.tunnels[key], specs[key], cluster, known))
+        if by_pod.keys().isdisjoint(found.by_local):
+            by_pod.update(found.by_local)  # shared tuples: never appended to in place
+            by_tunnel[key] = found.links
+            continue
         kept = []
-        for link in found:
-            pair = link.pair
-            if pair in seen:
+        for link in found.links:
+            local = link.pair[0]
+            mine = by_pod.get(local, ())
+            if any(other.pair == link.pair for other in mine):
                 conflicts.append(link)
                 continue
-            seen.add(pair)
             kept.append(link)
-            by_pod.setdefault(pair[0], []).append(link)
-        by_tunnel[key] = found if len(kept) == len(found) else kept
-    return Links({k: tuple(v) for k, v in by_pod.items()}, tuple(conflicts), by_tunnel)
+            if isinstance(mine, list):
+                mine.append(link)
+            else:
+                by_pod[local] = [*mine, link]
+        by_tunnel[key] = found.links if len(kept) == len(found.links) else kept
+    return Links(
+        {k: v if isinstance(v, tuple) else tuple(v) for k, v in by_pod.items()},
+        tuple(conflicts),
+        by_tunnel,
+    )
 
 
 def traffic_selectors(link: Link, rules: Iterable[TrafficRule]) -> dict[str, list[Any]]:
@@ -353,6 +383,7 @@ __all__ = [
     "Links",
     "Role",
     "TunnelIndex",
+    "TunnelLinks",
     "all_links",
     "refusals",
     "selected",
