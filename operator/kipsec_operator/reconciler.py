@@ -96,11 +96,15 @@ class Writer(Protocol):
     """What a reconcile pass writes; the handlers implement it on the API."""
 
     async def apply_secret(
-        self, manifest: Mapping[str, Any], previous: Mapping[str, str] | None
+        self,
+        manifest: Mapping[str, Any],
+        previous: Mapping[str, str] | None,
+        digests: Mapping[str, str],
     ) -> None:
         """Create the Secret (`previous` None) or merge-patch it; `previous` holds the
         keys of its data as the API holds them (their values are digests,
-        :func:`data_digests`: a key absent from `manifest` is removed)."""
+        :func:`data_digests`: a key absent from `manifest` is removed), `digests` those
+        of `manifest`'s data (the pass has them: it compared them with `previous`)."""
         ...
 
     async def patch_status(self, tunnel: K8sObject, status: Mapping[str, Any]) -> None: ...
@@ -418,9 +422,11 @@ class Reconciler:
                 manifest = with_pod_certificate(
                     manifest, None if certificate is None else {POD_CERTIFICATE_KEY: certificate}
                 )
-            if manifest is None or self.actual.get(key) == data_digests(manifest.get("data")):
+            if manifest is None:
                 continue
-            writes.append((key, manifest))
+            digests = data_digests(manifest.get("data"))
+            if self.actual.get(key) != digests:
+                writes.append((key, manifest, digests))
         await self._write_secrets(writes, result)
         patches: list[tuple[ObjectKey, Callable[[], Awaitable[None]]]] = []
         for key, tunnel in sorted(after.tunnels.items()):
@@ -478,15 +484,20 @@ class Reconciler:
         return patches
 
     async def _write_secrets(
-        self, writes: list[tuple[ObjectKey, dict[str, Any]]], result: PassResult
+        self, writes: list[tuple[ObjectKey, dict[str, Any], dict[str, str]]], result: PassResult
     ) -> None:
         result.secrets_written += await _bounded(
-            [(key, partial(self._write_secret, key, manifest)) for key, manifest in writes]
+            [
+                (key, partial(self._write_secret, key, manifest, digests))
+                for key, manifest, digests in writes
+            ]
         )
 
-    async def _write_secret(self, key: ObjectKey, manifest: dict[str, Any]) -> None:
-        await self.writer.apply_secret(manifest, self.actual.get(key))
-        self.actual[key] = data_digests(manifest.get("data"))
+    async def _write_secret(
+        self, key: ObjectKey, manifest: dict[str, Any], digests: dict[str, str]
+    ) -> None:
+        await self.writer.apply_secret(manifest, self.actual.get(key), digests)
+        self.actual[key] = digests
 
     async def _patch_status(
         self, key: ObjectKey, tunnel: K8sObject, status: dict[str, Any]

@@ -43,7 +43,10 @@ class Recorder:
         self.statuses: dict[ObjectKey, Mapping[str, Any]] = {}
 
     async def apply_secret(
-        self, manifest: Mapping[str, Any], previous: Mapping[str, str] | None
+        self,
+        manifest: Mapping[str, Any],
+        previous: Mapping[str, str] | None,
+        digests: Mapping[str, str],
     ) -> None:
         pass
 
@@ -179,7 +182,10 @@ class Writes(Recorder):
         self.secrets: list[str] = []
 
     async def apply_secret(
-        self, manifest: Mapping[str, Any], previous: Mapping[str, str] | None
+        self,
+        manifest: Mapping[str, Any],
+        previous: Mapping[str, str] | None,
+        digests: Mapping[str, str],
     ) -> None:
         self.secrets.append(manifest["metadata"]["annotations"][POD_ANNOTATION])
 
