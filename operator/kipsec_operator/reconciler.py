@@ -75,6 +75,9 @@ log = logging.getLogger(__name__)
 WRITE_CONCURRENCY = 16
 """Secret writes in flight at once during a pass."""
 
+LONGEST_WAIT = 1.0
+"""Seconds a pass waits at most for a stream of changes to pause (:meth:`Reconciler.run`)."""
+
 FEW_PODS = 16
 """Changed pods up to which :func:`pod_batch` checks them against each Tunnel's selector
 rather than selecting each Tunnel's pods (about the cost of selecting one Tunnel's)."""
@@ -370,11 +373,22 @@ class Reconciler:
         return self._tunnels
 
     # --- the pass --------------------------------------------------------------------
-    async def run(self, debounce: float = 0.2) -> None:
-        """Reconcile after each burst of changes, forever (cancel to stop)."""
+    async def run(self, debounce: float = 0.2, longest: float = LONGEST_WAIT) -> None:
+        """Reconcile after each burst of changes, forever (cancel to stop): once no
+        change came for `debounce` seconds, or `longest` seconds after the burst's
+        first change while changes keep coming. A lone change waits `debounce`; a
+        stream of them (thousands of pods applied) costs a pass per `longest` rather
+        than one per `debounce`, each pass's cost in proportion to the cluster and
+        every pod re-rendered once per pass its Tunnel's pods changed in."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
-            await asyncio.sleep(debounce)
+            first = loop.time()
+            while True:
+                self._wake.clear()
+                await asyncio.sleep(min(debounce, max(0.0, first + longest - loop.time())))
+                if not self._wake.is_set() or loop.time() - first >= longest:
+                    break
             self._wake.clear()
             await self.reconcile()
 
