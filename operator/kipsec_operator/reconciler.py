@@ -219,7 +219,7 @@ class Reconciler:
         """The links of the last pass (whom each pod's sidecar should report on)."""
         self.rendering = Rendering({}, {}, Links(), {})
         """The last pass's rendering (its links to ExternalPeers, for reports)."""
-        self._tunnels = TunnelIndex({}, {}, frozenset())
+        self._tunnels = TunnelIndex({}, {}, {}, frozenset())
         """Which Tunnels may select a pod, by its labels (:meth:`_tunnel_index`)."""
         self.operator_ca: str | None = None
         """PEM of the operator's serving CA, added to every pod's Secret (None: no TLS)."""
@@ -362,11 +362,12 @@ class Reconciler:
 
     def _tunnel_index(self, cluster: Cluster) -> TunnelIndex:
         """The :class:`~.reconcile.peers.TunnelIndex` of `cluster`'s Tunnels (rebuilt
-        when one of them is not the object the last index was built from)."""
+        when one of them is not the object the last index was built from, parsing only
+        the specs that changed: every status write replaces a Tunnel object)."""
         if not self._tunnels.current(cluster.tunnels):
             specs = {}
             for key, tunnel in cluster.tunnels.items():
-                parsed = parse_spec(tunnel)
+                parsed = self._tunnels.spec_of(key, tunnel) or parse_spec(tunnel)
                 if not isinstance(parsed, list):
                     specs[key] = parsed
             self._tunnels = TunnelIndex.of(cluster.tunnels, specs)

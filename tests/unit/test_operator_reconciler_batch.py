@@ -161,3 +161,7 @@ def test_the_tunnel_index_narrows_a_pod_batch_without_changing_it(
         ("default", "red"): copy.deepcopy(after.tunnels[("default", "red")]),
     }
     assert index.current(after.tunnels) and not index.current(replaced)
+    red = replaced[("default", "red")]
+    assert index.spec_of(("default", "red"), red) is specs[("default", "red")]
+    red["spec"]["selector"]["from"]["podSelector"]["matchLabels"] = {"app": "blue"}
+    assert index.spec_of(("default", "red"), red) is None

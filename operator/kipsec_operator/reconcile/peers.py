@@ -70,6 +70,8 @@ class TunnelIndex:
 
     tunnels: Mapping[ObjectKey, K8sObject]
     """The Tunnel objects the index was built from."""
+    specs: Mapping[ObjectKey, TunnelSpec]
+    """Their parsed specs (the valid ones)."""
     by_pair: Mapping[tuple[str, str], frozenset[ObjectKey]]
     anywhere: frozenset[ObjectKey]
     """Tunnels with a side that has no `matchLabels` (they may select any pod)."""
@@ -94,9 +96,20 @@ class TunnelIndex:
                     anywhere.add(key)
         return cls(
             dict(tunnels),
+            dict(specs),
             {pair: frozenset(keys) for pair, keys in by_pair.items()},
             frozenset(anywhere),
         )
+
+    def spec_of(self, key: ObjectKey, tunnel: K8sObject) -> TunnelSpec | None:
+        """The parsed spec the index holds for `tunnel` when its spec is the one it was
+        built from (a status written replaces the object, not the spec), else None."""
+        known = self.tunnels.get(key)
+        if known is None or key not in self.specs:
+            return None
+        if known is tunnel or known.get("spec") == tunnel.get("spec"):
+            return self.specs[key]
+        return None
 
     def current(self, tunnels: Mapping[ObjectKey, K8sObject]) -> bool:
         """Whether `tunnels` are the very objects the index was built from."""
