@@ -131,7 +131,10 @@ class Operator:
 
     # --- Writer ----------------------------------------------------------------------
     async def apply_secret(
-        self, manifest: Mapping[str, Any], previous: Mapping[str, str] | None
+        self,
+        manifest: Mapping[str, Any],
+        previous: Mapping[str, str] | None,
+        digests: Mapping[str, str],
     ) -> None:
         metadata = manifest["metadata"]
         path = object_path("v1", "secrets", metadata["namespace"], metadata["name"])
@@ -149,7 +152,6 @@ class Operator:
         # Only the keys that differ from `previous` (digests, as the reconciler keeps
         # them), and never the pod's certificate, which the signing replica writes (it
         # may have done so since `previous`).
-        wanted = data_digests(manifest["data"])
         data: dict[str, Any] = {
             key: None
             for key in previous
@@ -158,7 +160,7 @@ class Operator:
         data.update(
             (k, v)
             for k, v in manifest["data"].items()
-            if previous.get(k) != wanted[k] and k != POD_CERTIFICATE_KEY
+            if previous.get(k) != digests[k] and k != POD_CERTIFICATE_KEY
         )
         patch = {
             "metadata": {

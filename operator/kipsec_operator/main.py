@@ -40,13 +40,18 @@ class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
     handlers react to. This operator registers none (event handlers and timers only,
     `tests/unit/test_operator_kopf_settings.py` keeps it so), and those copies were a
     fifth of kopf's time per event at thousands of pods. Timers read the diff only
-    for `idle`, which none sets.
+    for `idle`, which none sets. Nor is a last-handled essence read back from each
+    object's annotations (parsed per event; 2 % of the operator at 5,000 pods): with
+    no change handler kopf never stores one, so there is none to read.
     """
 
     def build(
         self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
     ) -> kopf.BodyEssence:
         return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
 
 
 def settings(*, standalone: bool) -> kopf.OperatorSettings:

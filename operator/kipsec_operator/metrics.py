@@ -24,8 +24,8 @@ class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self._tunnel_series: set[tuple[str, str]] = set()
-        """(namespace, name) of the Tunnels with per-Tunnel series."""
+        self._tunnel_series: dict[tuple[str, str], tuple[Mapping[str, Any], bool]] = {}
+        """Per Tunnel with per-Tunnel series: the status they were set from, and Ready."""
         self.tunnels = Gauge(
             "kipsec_operator_tunnels",
             "Tunnels by Ready condition status (True, False).",
@@ -129,24 +129,29 @@ class OperatorMetrics:
     def observe_tunnels(self, statuses: Mapping[ObjectKey, Mapping[str, Any]]) -> None:
         """Tunnels by Ready, and per Tunnel its Ready and child SAs; a Tunnel absent from
         `statuses` (deleted) loses its series."""
-        ready = {"True": 0, "False": 0}
-        # Only the gone Tunnels' series are removed: clearing and recreating every
-        # series each pass was 5 % of the operator's CPU with 500 Tunnels.
-        for gone in self._tunnel_series - set(statuses):
+        # Only the gone Tunnels' series are removed and only the statuses that are new
+        # objects (the reconciler replaces a status it writes) set again: clearing and
+        # recreating every series each pass was 5 % of the operator's CPU with 500
+        # Tunnels, setting each one 1.4 %.
+        for gone in self._tunnel_series.keys() - statuses.keys():
             self.tunnel_ready.remove(*gone)
             self.tunnel_child_sas.remove(*gone)
-        self._tunnel_series = set(statuses)
+            del self._tunnel_series[gone]
         for (namespace, name), status in statuses.items():
+            seen = self._tunnel_series.get((namespace, name))
+            if seen is not None and seen[0] is status:
+                continue
             is_ready = any(
                 condition.get("type") == "Ready" and condition.get("status") == "True"
                 for condition in status.get("conditions") or []
             )
-            ready["True" if is_ready else "False"] += 1
+            self._tunnel_series[(namespace, name)] = (status, is_ready)
             self.tunnel_ready.labels(namespace=namespace, tunnel=name).set(int(is_ready))
             established = status.get("childSasEstablished") or 0
             self.tunnel_child_sas.labels(namespace=namespace, tunnel=name).set(established)
-        for value, count in ready.items():
-            self.tunnels.labels(ready=value).set(count)
+        ready = sum(1 for _, is_ready in self._tunnel_series.values() if is_ready)
+        self.tunnels.labels(ready="True").set(ready)
+        self.tunnels.labels(ready="False").set(len(self._tunnel_series) - ready)
 
     def observe_external_peers(self, statuses: Mapping[ObjectKey, Mapping[str, Any]]) -> None:
         """Per ExternalPeer, its configured and established pods; a deleted one loses its

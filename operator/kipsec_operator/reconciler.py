@@ -39,7 +39,7 @@ from .reconcile.cluster import Cluster, K8sObject, ObjectKey, PodRef, key_of, po
 from .reconcile.consent import ALLOW_TUNNELS_FROM
 from .reconcile.external_status import external_peer_status
 from .reconcile.failure_events import failure_events
-from .reconcile.peers import Links, selected, selects_any
+from .reconcile.peers import Links, TunnelIndex, selected, selects_any
 from .reconcile.render import (
     CONFIG_KEY,
     MANAGED_BY,
@@ -75,6 +75,9 @@ log = logging.getLogger(__name__)
 WRITE_CONCURRENCY = 16
 """Secret writes in flight at once during a pass."""
 
+LONGEST_WAIT = 1.0
+"""Seconds a pass waits at most for a stream of changes to pause (:meth:`Reconciler.run`)."""
+
 FEW_PODS = 16
 """Changed pods up to which :func:`pod_batch` checks them against each Tunnel's selector
 rather than selecting each Tunnel's pods (about the cost of selecting one Tunnel's)."""
@@ -96,11 +99,15 @@ class Writer(Protocol):
     """What a reconcile pass writes; the handlers implement it on the API."""
 
     async def apply_secret(
-        self, manifest: Mapping[str, Any], previous: Mapping[str, str] | None
+        self,
+        manifest: Mapping[str, Any],
+        previous: Mapping[str, str] | None,
+        digests: Mapping[str, str],
     ) -> None:
         """Create the Secret (`previous` None) or merge-patch it; `previous` holds the
         keys of its data as the API holds them (their values are digests,
-        :func:`data_digests`: a key absent from `manifest` is removed)."""
+        :func:`data_digests`: a key absent from `manifest` is removed), `digests` those
+        of `manifest`'s data (the pass has them: it compared them with `previous`)."""
         ...
 
     async def patch_status(self, tunnel: K8sObject, status: Mapping[str, Any]) -> None: ...
@@ -212,6 +219,8 @@ class Reconciler:
         """The links of the last pass (whom each pod's sidecar should report on)."""
         self.rendering = Rendering({}, {}, Links(), {})
         """The last pass's rendering (its links to ExternalPeers, for reports)."""
+        self._tunnels = TunnelIndex({}, {}, {}, frozenset())
+        """Which Tunnels may select a pod, by its labels (:meth:`_tunnel_index`)."""
         self.operator_ca: str | None = None
         """PEM of the operator's serving CA, added to every pod's Secret (None: no TLS)."""
 
@@ -351,12 +360,36 @@ class Reconciler:
             pod_certificates=dict(self.pod_certificates),
         )
 
+    def _tunnel_index(self, cluster: Cluster) -> TunnelIndex:
+        """The :class:`~.reconcile.peers.TunnelIndex` of `cluster`'s Tunnels (rebuilt
+        when one of them is not the object the last index was built from, parsing only
+        the specs that changed: every status write replaces a Tunnel object)."""
+        if not self._tunnels.current(cluster.tunnels):
+            specs = {}
+            for key, tunnel in cluster.tunnels.items():
+                parsed = self._tunnels.spec_of(key, tunnel) or parse_spec(tunnel)
+                if not isinstance(parsed, list):
+                    specs[key] = parsed
+            self._tunnels = TunnelIndex.of(cluster.tunnels, specs)
+        return self._tunnels
+
     # --- the pass --------------------------------------------------------------------
-    async def run(self, debounce: float = 0.2) -> None:
-        """Reconcile after each burst of changes, forever (cancel to stop)."""
+    async def run(self, debounce: float = 0.2, longest: float = LONGEST_WAIT) -> None:
+        """Reconcile after each burst of changes, forever (cancel to stop): once no
+        change came for `debounce` seconds, or `longest` seconds after the burst's
+        first change while changes keep coming. A lone change waits `debounce`; a
+        stream of them (thousands of pods applied) costs a pass per `longest` rather
+        than one per `debounce`, each pass's cost in proportion to the cluster and
+        every pod re-rendered once per pass its Tunnel's pods changed in."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
-            await asyncio.sleep(debounce)
+            first = loop.time()
+            while True:
+                self._wake.clear()
+                await asyncio.sleep(min(debounce, max(0.0, first + longest - loop.time())))
+                if not self._wake.is_set() or loop.time() - first >= longest:
+                    break
             self._wake.clear()
             await self.reconcile()
 
@@ -377,7 +410,11 @@ class Reconciler:
                 self._before, after
             ):
                 keys, touched = pod_batch(
-                    self._before, after, {c.key for c in changes}, self._before_selected
+                    self._before,
+                    after,
+                    {c.key for c in changes},
+                    self._before_selected,
+                    self._tunnel_index(after),
                 )
             else:
                 keys = batch_candidates(self._before, after, changes)
@@ -400,9 +437,11 @@ class Reconciler:
                 manifest = with_pod_certificate(
                     manifest, None if certificate is None else {POD_CERTIFICATE_KEY: certificate}
                 )
-            if manifest is None or self.actual.get(key) == data_digests(manifest.get("data")):
+            if manifest is None:
                 continue
-            writes.append((key, manifest))
+            digests = data_digests(manifest.get("data"))
+            if self.actual.get(key) != digests:
+                writes.append((key, manifest, digests))
         await self._write_secrets(writes, result)
         patches: list[tuple[ObjectKey, Callable[[], Awaitable[None]]]] = []
         for key, tunnel in sorted(after.tunnels.items()):
@@ -460,15 +499,20 @@ class Reconciler:
         return patches
 
     async def _write_secrets(
-        self, writes: list[tuple[ObjectKey, dict[str, Any]]], result: PassResult
+        self, writes: list[tuple[ObjectKey, dict[str, Any], dict[str, str]]], result: PassResult
     ) -> None:
         result.secrets_written += await _bounded(
-            [(key, partial(self._write_secret, key, manifest)) for key, manifest in writes]
+            [
+                (key, partial(self._write_secret, key, manifest, digests))
+                for key, manifest, digests in writes
+            ]
         )
 
-    async def _write_secret(self, key: ObjectKey, manifest: dict[str, Any]) -> None:
-        await self.writer.apply_secret(manifest, self.actual.get(key))
-        self.actual[key] = data_digests(manifest.get("data"))
+    async def _write_secret(
+        self, key: ObjectKey, manifest: dict[str, Any], digests: dict[str, str]
+    ) -> None:
+        await self.writer.apply_secret(manifest, self.actual.get(key), digests)
+        self.actual[key] = digests
 
     async def _patch_status(
         self, key: ObjectKey, tunnel: K8sObject, status: dict[str, Any]
@@ -622,6 +666,7 @@ def pod_batch(
     after: Cluster,
     pods: set[ObjectKey],
     selected_before: Mapping[ObjectKey, frozenset[ObjectKey]] | None = None,
+    index: TunnelIndex | None = None,
 ) -> tuple[set[ObjectKey], set[ObjectKey]]:
     """(the pods a batch of pod changes may touch, the Tunnels that select one of the
     changed `pods` in `before` or `after`): the changed pods and every pod of those
@@ -631,14 +676,24 @@ def pod_batch(
     to select (:attr:`~.render.Rendering.selected`), not selected again; a Tunnel it
     does not hold is asked. In `after`, a batch of at most :data:`FEW_PODS` pods is
     checked against each Tunnel's selector (:func:`~.peers.selects_any`) and only the
-    Tunnels selecting one select their pods."""
+    Tunnels selecting one select their pods. `index` (built from `after`'s Tunnels)
+    narrows that to the Tunnels whose `matchLabels` the changed pods carry."""
     keys = set(pods)
     tunnels: set[ObjectKey] = set()
     if not pods:
         return keys, tunnels
+    may: set[ObjectKey] | None = None
+    if index is not None:
+        labels = after.pod_labels
+        may = set()
+        for pod in pods:
+            if pod in labels:
+                may |= index.may_select(labels[pod])
     for cluster, known in ((before, selected_before or {}), (after, {})):
         for key, tunnel in cluster.tunnels.items():
             found = known.get(key)
+            if found is None and cluster is after and may is not None and key not in may:
+                continue
             if found is None and cluster is after and len(pods) <= FEW_PODS:
                 parsed = parse_spec(tunnel)
                 if isinstance(parsed, list) or not selects_any(tunnel, parsed, after, pods):

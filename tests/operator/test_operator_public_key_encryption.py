@@ -16,6 +16,7 @@ import pytest
 
 from kipsec_operator.handlers import Operator
 from kipsec_operator.reconcile.render import POD_CERTIFICATE_KEY
+from kipsec_operator.reconciler import data_digests
 from kipsec_sidecar.config import load_config_data
 from kipsec_sidecar.identity import IdentityRequest, build_csr, generate_key
 from support.operator_cluster import Cluster, bound_token, call, condition, document, eventually
@@ -185,6 +186,6 @@ async def test_a_pass_never_overwrites_or_removes_the_pods_certificate(cluster: 
         # The Writer the reconciler uses, on this test's loop (kopf runs in a thread).
         writer = Operator(cluster.operator.connection)
         async with writer.kube:
-            await writer.apply_secret(manifest, previous)
+            await writer.apply_secret(manifest, previous, data_digests(manifest_data))
         stored = cluster.config_secrets()["keeper-0"]["data"]
         assert stored[POD_CERTIFICATE_KEY] == certificate

@@ -22,3 +22,19 @@ def test_the_diff_base_is_empty() -> None:
     assert isinstance(storage, NoDiffBase)
     body = kopf.Body({"metadata": {"name": "p", "labels": {"a": "b"}}, "spec": {"x": 1}})
     assert storage.build(body=body) == {}
+
+
+def test_no_diff_base_is_read_back() -> None:
+    """kopf would parse this annotation on every watch event; nothing reads it here."""
+    storage = settings(standalone=True).persistence.diffbase_storage
+    stored = '{"spec": {"x": 1}}'
+    body = kopf.Body(
+        {
+            "metadata": {
+                "name": "p",
+                "annotations": {"kopf.zalando.org/last-handled-configuration": stored},
+            }
+        }
+    )
+    assert kopf.AnnotationsDiffBaseStorage().fetch(body=body) == {"spec": {"x": 1}}
+    assert storage.fetch(body=body) is None

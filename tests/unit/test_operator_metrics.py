@@ -45,6 +45,18 @@ def test_a_deleted_tunnel_loses_its_series() -> None:
     assert sample(metrics, "kipsec_operator_tunnels", ready="False") == 0
 
 
+def test_a_pass_that_rewrote_one_status_moves_only_its_series_and_the_counts() -> None:
+    metrics = OperatorMetrics()
+    web, db = status(True, 4), status(False, 1)
+    metrics.observe_tunnels({("shop", "web"): web, ("shop", "db"): db})
+    metrics.observe_tunnels({("shop", "web"): web, ("shop", "db"): status(True, 2)})
+    assert sample(metrics, "kipsec_operator_tunnel_ready", namespace="shop", tunnel="db") == 1
+    assert sample(metrics, "kipsec_operator_tunnel_child_sas", namespace="shop", tunnel="db") == 2
+    assert sample(metrics, "kipsec_operator_tunnel_child_sas", namespace="shop", tunnel="web") == 4
+    assert sample(metrics, "kipsec_operator_tunnels", ready="True") == 2
+    assert sample(metrics, "kipsec_operator_tunnels", ready="False") == 0
+
+
 def test_every_csr_refusal_code_starts_at_zero() -> None:
     metrics = OperatorMetrics()
     for code in REFUSAL_CODES:

@@ -8,7 +8,14 @@ import pytest
 
 from kipsec_operator.crds.models import TunnelSpec
 from kipsec_operator.reconcile.cluster import Cluster, ObjectKey
-from kipsec_operator.reconcile.peers import Links, all_links, refusals, traffic_selectors
+from kipsec_operator.reconcile.peers import (
+    Link,
+    Links,
+    all_links,
+    refusals,
+    traffic_selectors,
+    tunnel_links,
+)
 from support.operator_objects import (
     namespace,
     pod,
@@ -155,6 +162,41 @@ def test_a_pod_pair_claimed_by_two_tunnels_keeps_the_first_and_reports_the_secon
     links = _links(objects)
     assert {link.tunnel for v in links.by_pod.values() for link in v} == {("default", "a")}
     assert {link.tunnel for link in links.conflicts} == {("default", "b")}
+
+
+def test_tunnels_sharing_some_pods_keep_each_pair_of_the_first_tunnel_in_order() -> None:
+    """Merging a Tunnel whose pods no earlier Tunnel linked as a whole gives what merging
+    link by link gives (the rule: a pair keeps the first Tunnel's link)."""
+    objects = [
+        *BASE,
+        tunnel("a", psk_mesh_spec(app="x")),
+        tunnel("b", two_sided_spec("x", "y")),  # shares x1, x2 with a, no pair
+        tunnel("c", psk_mesh_spec(app="z")),  # shares nothing
+        tunnel("d", two_sided_spec("y", "x")),  # every pair is b's
+        tunnel("e", psk_mesh_spec(app="y")),  # shares y1, y2 with b, new pairs
+        *(
+            pod(f"{app}{i}", f"10.0.{n}.{i}", labels={"app": app})
+            for n, app in enumerate("xyz")
+            for i in (1, 2)
+        ),
+    ]
+    cluster = Cluster.of(objects)
+    specs = {k: TunnelSpec.model_validate(t["spec"]) for k, t in cluster.tunnels.items()}
+    seen: set[tuple[ObjectKey, ObjectKey]] = set()
+    expected: dict[ObjectKey, list[Link]] = {}
+    conflicts = []
+    for key in sorted(specs):
+        for link in tunnel_links(cluster.tunnels[key], specs[key], cluster):
+            if link.pair in seen:
+                conflicts.append(link)
+            else:
+                seen.add(link.pair)
+                expected.setdefault(link.pair[0], []).append(link)
+    links = all_links(cluster, specs)
+    assert links.by_pod == {k: tuple(v) for k, v in expected.items()}
+    assert links.conflicts == tuple(conflicts)
+    assert {link.tunnel[1] for link in conflicts} == {"d"}
+    assert {link.tunnel[1] for link in links.by_pod[("default", "y1")]} == {"b", "e"}
 
 
 def test_peers_of_another_ip_version_are_not_linked() -> None:

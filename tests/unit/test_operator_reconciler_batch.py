@@ -9,7 +9,7 @@ import pytest
 from kipsec_operator import reconciler as reconciler_module
 from kipsec_operator.reconcile.affected import Change, candidates
 from kipsec_operator.reconcile.cluster import Cluster
-from kipsec_operator.reconcile.peers import selected, selects_any
+from kipsec_operator.reconcile.peers import TunnelIndex, selected, selects_any
 from kipsec_operator.reconcile.render import plan
 from kipsec_operator.reconcile.validation import parse_spec
 from kipsec_operator.reconciler import batch_candidates, pod_batch
@@ -106,3 +106,62 @@ def test_a_small_pod_batch_finds_what_selecting_every_tunnel_finds(
     monkeypatch.setattr(reconciler_module, "FEW_PODS", 0)
     assert few == pod_batch(before, after, changed)
     assert few[1] == {("default", "red"), ("default", "blue"), ("default", "green")}
+
+
+@pytest.mark.parametrize("few", [16, 0])
+def test_the_tunnel_index_narrows_a_pod_batch_without_changing_it(
+    few: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Tunnels the index leaves out select none of the changed pods, whatever their
+    selectors: matchLabels, expressions only, an empty podSelector, another namespace."""
+    anything = psk_mesh_spec(app="unused")
+    anything["selector"]["from"]["podSelector"] = {}
+    expressions = psk_mesh_spec(app="unused")
+    expressions["selector"]["from"]["podSelector"] = {
+        "matchExpressions": [{"key": "app", "operator": "In", "values": ["red"]}]
+    }
+    invalid = psk_mesh_spec(app="red")
+    invalid["selector"]["from"]["podSelector"]["matchLabels"] = {"app": 7}
+    objects = [
+        *copy.deepcopy(BEFORE),
+        namespace("other", allow_tunnels_from="default"),
+        tunnel("anything", anything, namespace="other"),
+        tunnel("expressions", expressions),
+        tunnel("across", two_sided_spec("blue", "green")),
+        tunnel("invalid", invalid),
+    ]
+    before = Cluster.of(objects)
+    b1 = next(o for o in objects if o["metadata"]["name"] == "b1")
+    b1["metadata"]["labels"] = {"app": "green"}
+    objects.append(pod("r3", "10.0.1.3", labels={"app": "red"}))
+    objects.append(pod("o1", "10.0.9.1", namespace="other", labels={"app": "blue"}))
+    after = Cluster.of(objects)
+    specs = {}
+    for key, obj in after.tunnels.items():
+        parsed = parse_spec(obj)
+        if not isinstance(parsed, list):
+            specs[key] = parsed
+    index = TunnelIndex.of(after.tunnels, specs)
+    monkeypatch.setattr(reconciler_module, "FEW_PODS", few)
+    for changed in (
+        {("default", "b1")},
+        {("default", "r3")},
+        {("other", "o1")},
+        {("default", "g1")},
+    ):
+        assert pod_batch(before, after, changed, index=index) == pod_batch(before, after, changed)
+    assert index.may_select({"app": "blue"}) == {
+        ("default", "blue"),
+        ("default", "across"),
+        ("other", "anything"),
+        ("default", "expressions"),
+    }
+    replaced = {
+        **after.tunnels,
+        ("default", "red"): copy.deepcopy(after.tunnels[("default", "red")]),
+    }
+    assert index.current(after.tunnels) and not index.current(replaced)
+    red = replaced[("default", "red")]
+    assert index.spec_of(("default", "red"), red) is specs[("default", "red")]
+    red["spec"]["selector"]["from"]["podSelector"]["matchLabels"] = {"app": "blue"}
+    assert index.spec_of(("default", "red"), red) is None

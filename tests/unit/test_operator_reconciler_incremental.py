@@ -15,7 +15,7 @@ import pytest
 from kipsec_operator import reconciler as reconciler_module
 from kipsec_operator.reconcile.cluster import K8sObject, ObjectKey, key_of
 from kipsec_operator.reconcile.render import CONFIG_KEY, POD_ANNOTATION
-from kipsec_operator.reconciler import Reconciler, data_digests
+from kipsec_operator.reconciler import PassResult, Reconciler, data_digests
 from support.operator_objects import (
     external_peer,
     external_spec,
@@ -43,7 +43,10 @@ class Recorder:
         self.statuses: dict[ObjectKey, Mapping[str, Any]] = {}
 
     async def apply_secret(
-        self, manifest: Mapping[str, Any], previous: Mapping[str, str] | None
+        self,
+        manifest: Mapping[str, Any],
+        previous: Mapping[str, str] | None,
+        digests: Mapping[str, str],
     ) -> None:
         pass
 
@@ -179,7 +182,10 @@ class Writes(Recorder):
         self.secrets: list[str] = []
 
     async def apply_secret(
-        self, manifest: Mapping[str, Any], previous: Mapping[str, str] | None
+        self,
+        manifest: Mapping[str, Any],
+        previous: Mapping[str, str] | None,
+        digests: Mapping[str, str],
     ) -> None:
         self.secrets.append(manifest["metadata"]["annotations"][POD_ANNOTATION])
 
@@ -208,3 +214,43 @@ def test_the_index_keeps_digests_of_the_secrets_not_their_documents() -> None:
         assert live.actual[("default", "r1")] == data_digests(manifest["data"])
 
     asyncio.run(scenario())
+
+
+# The reconcile worker waits for a burst of changes to pause, but never longer than
+# `longest` after its first change: a stream of changes costs a pass per `longest`.
+
+
+async def _passes(changes: int, every: float, debounce: float, longest: float) -> int:
+    live = Reconciler(Recorder(), clock=lambda: "2026-12-07T00:00:00Z")
+    for obj in (namespace("default"), psk_secret(), tunnel("t", psk_mesh_spec(app="a"))):
+        live.observe(str(obj["kind"]), "ADDED", obj)
+    await live.reconcile()
+    passes = []
+    reconcile = live.reconcile
+
+    async def counted() -> PassResult:
+        passes.append(asyncio.get_running_loop().time())
+        return await reconcile()
+
+    live.reconcile = counted  # type: ignore[method-assign]
+    worker = asyncio.create_task(live.run(debounce, longest))
+    item = pod("p", "10.0.0.1", labels={"app": "a"})
+    for i in range(changes):
+        item = copy.deepcopy(item)
+        item["status"]["podIP"] = item["status"]["podIPs"][0]["ip"] = f"10.0.0.{i % 250 + 1}"
+        live.observe("Pod", "MODIFIED", item)
+        await asyncio.sleep(every)
+    await asyncio.sleep(debounce + longest + 0.2)
+    worker.cancel()
+    await asyncio.gather(worker, return_exceptions=True)
+    return len(passes)
+
+
+def test_a_stream_of_changes_costs_a_pass_per_longest_wait() -> None:
+    # 60 changes over >= 0.6 s, one per 10 ms: a pass per debounce would be about 12.
+    passes = asyncio.run(_passes(60, 0.01, debounce=0.05, longest=0.25))
+    assert 1 <= passes <= 5
+
+
+def test_a_lone_change_is_reconciled_after_the_debounce() -> None:
+    assert asyncio.run(_passes(1, 0.0, debounce=0.05, longest=0.25)) == 1

@@ -58,6 +58,74 @@ class Link:
 
 
 @dataclass(frozen=True)
+class TunnelIndex:
+    """The Tunnels that may select a pod, found from the pod's labels alone.
+
+    A side selects a pod only if the pod carries every `matchLabels` pair of the side's
+    `podSelector`, so each side is indexed under one of its pairs (a side without
+    `matchLabels` may select any pod). Built from parsed specs once per set of Tunnel
+    objects (:meth:`current`): a pass with more than a few pod changes asked every
+    Tunnel of the cluster for its pods to find the few that select one of them.
+    """
+
+    tunnels: Mapping[ObjectKey, K8sObject]
+    """The Tunnel objects the index was built from."""
+    specs: Mapping[ObjectKey, TunnelSpec]
+    """Their parsed specs (the valid ones)."""
+    by_pair: Mapping[tuple[str, str], frozenset[ObjectKey]]
+    anywhere: frozenset[ObjectKey]
+    """Tunnels with a side that has no `matchLabels` (they may select any pod)."""
+
+    @classmethod
+    def of(
+        cls, tunnels: Mapping[ObjectKey, K8sObject], specs: Mapping[ObjectKey, TunnelSpec]
+    ) -> TunnelIndex:
+        """The index of `tunnels`; `specs` holds the valid ones' parsed specs (a Tunnel
+        without one selects nothing)."""
+        by_pair: dict[tuple[str, str], set[ObjectKey]] = {}
+        anywhere: set[ObjectKey] = set()
+        for key, spec in specs.items():
+            sides: list[Side] = [spec.selector.from_]
+            if spec.selector.to is not None and spec.selector.to.selects_pods:
+                sides.append(spec.selector.to)
+            for side in sides:
+                pairs = side.pod_selector.match_labels
+                if pairs:
+                    by_pair.setdefault(min(pairs.items()), set()).add(key)
+                else:
+                    anywhere.add(key)
+        return cls(
+            dict(tunnels),
+            dict(specs),
+            {pair: frozenset(keys) for pair, keys in by_pair.items()},
+            frozenset(anywhere),
+        )
+
+    def spec_of(self, key: ObjectKey, tunnel: K8sObject) -> TunnelSpec | None:
+        """The parsed spec the index holds for `tunnel` when its spec is the one it was
+        built from (a status written replaces the object, not the spec), else None."""
+        known = self.tunnels.get(key)
+        if known is None or key not in self.specs:
+            return None
+        if known is tunnel or known.get("spec") == tunnel.get("spec"):
+            return self.specs[key]
+        return None
+
+    def current(self, tunnels: Mapping[ObjectKey, K8sObject]) -> bool:
+        """Whether `tunnels` are the very objects the index was built from."""
+        return len(tunnels) == len(self.tunnels) and all(
+            self.tunnels.get(key) is tunnel for key, tunnel in tunnels.items()
+        )
+
+    def may_select(self, labels: Mapping[str, str]) -> set[ObjectKey]:
+        """The Tunnels that may select a pod with `labels` (a superset of those that do)."""
+        found = set(self.anywhere)
+        for pair in labels.items():
+            found.update(self.by_pair.get(pair, ()))
+        return found
+
+
+@dataclass(frozen=True)
 class Links:
     """Every link of the cluster, per local pod, and the links dropped as conflicts."""
 
@@ -203,37 +271,67 @@ def tunnel_links(
     return links
 
 
+@dataclass(frozen=True)
+class TunnelLinks:
+    """One Tunnel's links before conflicts are resolved, and the same per local pod (in
+    their order): :func:`all_links` merges a Tunnel that shares no local pod with an
+    earlier one by its pods, not link by link (a pass merges every Tunnel's)."""
+
+    links: tuple[Link, ...] = ()
+    by_local: Mapping[ObjectKey, tuple[Link, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, links: Iterable[Link]) -> TunnelLinks:
+        found = tuple(links)
+        by_local: dict[ObjectKey, list[Link]] = {}
+        for link in found:
+            by_local.setdefault(link.pair[0], []).append(link)
+        return cls(found, {pod: tuple(mine) for pod, mine in by_local.items()})
+
+
 def all_links(
     cluster: Cluster,
     specs: Mapping[ObjectKey, TunnelSpec],
     sides: Mapping[ObjectKey, tuple[list[ObjectKey], list[ObjectKey]]] | None = None,
-    per_tunnel: Mapping[ObjectKey, Sequence[Link]] | None = None,
+    per_tunnel: Mapping[ObjectKey, TunnelLinks] | None = None,
 ) -> Links:
     """The links of every Tunnel in `specs` (the valid ones), conflicts resolved.
 
     `sides` maps Tunnels to :func:`selected`'s result where the caller has it already;
     `per_tunnel` maps Tunnels to their :func:`tunnel_links` where the caller has those.
+    A pair of pods is linked by two Tunnels only if they share its local pod, so a
+    Tunnel sharing no local pod with the Tunnels before it is merged whole.
     """
-    by_pod: dict[ObjectKey, list[Link]] = {}
+    by_pod: dict[ObjectKey, tuple[Link, ...] | list[Link]] = {}
     by_tunnel: dict[ObjectKey, Sequence[Link]] = {}
-    seen: set[tuple[ObjectKey, ObjectKey]] = set()
     conflicts: list[Link] = []
     for key in sorted(specs):
         known = sides.get(key) if sides is not None else None
         found = per_tunnel.get(key) if per_tunnel is not None else None
         if found is None:
-            found = tunnel_links(cluster.tunnels[key], specs[key], cluster, known)
+            found = TunnelLinks.of(tunnel_links(cluster.tunnels[key], specs[key], cluster, known))
+        if by_pod.keys().isdisjoint(found.by_local):
+            by_pod.update(found.by_local)  # shared tuples: never appended to in place
+            by_tunnel[key] = found.links
+            continue
         kept = []
-        for link in found:
-            pair = link.pair
-            if pair in seen:
+        for link in found.links:
+            local = link.pair[0]
+            mine = by_pod.get(local, ())
+            if any(other.pair == link.pair for other in mine):
                 conflicts.append(link)
                 continue
-            seen.add(pair)
             kept.append(link)
-            by_pod.setdefault(pair[0], []).append(link)
-        by_tunnel[key] = found if len(kept) == len(found) else kept
-    return Links({k: tuple(v) for k, v in by_pod.items()}, tuple(conflicts), by_tunnel)
+            if isinstance(mine, list):
+                mine.append(link)
+            else:
+                by_pod[local] = [*mine, link]
+        by_tunnel[key] = found.links if len(kept) == len(found.links) else kept
+    return Links(
+        {k: v if isinstance(v, tuple) else tuple(v) for k, v in by_pod.items()},
+        tuple(conflicts),
+        by_tunnel,
+    )
 
 
 def traffic_selectors(link: Link, rules: Iterable[TrafficRule]) -> dict[str, list[Any]]:
@@ -297,6 +395,8 @@ __all__ = [
     "Link",
     "Links",
     "Role",
+    "TunnelIndex",
+    "TunnelLinks",
     "all_links",
     "refusals",
     "selected",

@@ -62,6 +62,7 @@ from .manual import manual_link
 from .peers import (
     Link,
     Links,
+    TunnelLinks,
     all_links,
     selected,
     selectors,
@@ -201,7 +202,7 @@ class TunnelPart:
     spec: TunnelSpec | None
     problems: list[FieldError]
     sides: tuple[list[ObjectKey], list[ObjectKey]] = ([], [])
-    links: tuple[Link, ...] = ()
+    links: TunnelLinks = field(default_factory=TunnelLinks)
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,7 @@ def _tunnel_part(tunnel: K8sObject, cluster: Cluster) -> TunnelPart:
         return TunnelPart(tunnel, None, found)
     sides = selected(tunnel, parsed, cluster)
     return TunnelPart(
-        tunnel, parsed, [], sides, tuple(tunnel_links(tunnel, parsed, cluster, sides))
+        tunnel, parsed, [], sides, TunnelLinks.of(tunnel_links(tunnel, parsed, cluster, sides))
     )
 
 
