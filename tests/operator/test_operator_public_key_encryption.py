@@ -75,7 +75,11 @@ async def _setup(cluster: Cluster) -> dict[str, str]:
 
 
 async def _enroll(cluster: Cluster, name: str) -> str:
-    """What the pod's sidecar does: a new RSA key, a CSR, the certificate (PEM)."""
+    """What the pod's sidecar does: a new RSA key, a CSR, the certificate (PEM) — once
+    its configuration Secret exists, as a sidecar enrolls only after reading its document
+    from it (the signing replica records the certificate in that Secret, and skips a pod
+    that has none yet)."""
+    await eventually(lambda: cluster.config_secrets().get(name))
     request = IdentityRequest.from_strings("cluster.local", "default", "default", [PODS[name]])
     csr = build_csr(generate_key("RSA"), request).decode()
     status, answer = await call(cluster, "POST", "/v1/csr", {"csr": csr}, f"token-{name}")
