@@ -305,6 +305,9 @@ def all_links(
     by_pod: dict[ObjectKey, tuple[Link, ...] | list[Link]] = {}
     by_tunnel: dict[ObjectKey, Sequence[Link]] = {}
     conflicts: list[Link] = []
+    # The pairs of a pod that two Tunnels share, made on its first overlap: a pod in many
+    # overlapping Tunnels costs a set lookup per link, not a scan of the links before it.
+    paired: dict[ObjectKey, set[tuple[ObjectKey, ObjectKey]]] = {}
     for key in sorted(specs):
         known = sides.get(key) if sides is not None else None
         found = per_tunnel.get(key) if per_tunnel is not None else None
@@ -318,9 +321,13 @@ def all_links(
         for link in found.links:
             local = link.pair[0]
             mine = by_pod.get(local, ())
-            if any(other.pair == link.pair for other in mine):
+            pairs = paired.get(local)
+            if pairs is None:
+                pairs = paired[local] = {other.pair for other in mine}
+            if link.pair in pairs:
                 conflicts.append(link)
                 continue
+            pairs.add(link.pair)
             kept.append(link)
             if isinstance(mine, list):
                 mine.append(link)
