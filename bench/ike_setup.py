@@ -12,9 +12,16 @@ handshake of kipsec and one of strongSwan, alternately, so both see the same loa
 setup is an ``initiate`` that answers when the first child SA is installed: kipsec's
 control socket with ``wait`` and charon's vici ``initiate`` both do; it is followed by a
 ``terminate`` (not timed) and a wait until the responder holds nothing. Both sides use
-their default proposals (kipsec: AES-GCM-256 with X25519 first; charon: its defaults).
-Printed: the median (min-max) of each, and kipsec / strongSwan. In-memory CPU per
-handshake, without sockets or processes, is ``ike_handshakes.py``.
+their default proposals (kipsec: AES-GCM-256 with X25519 first; charon: its defaults);
+charon is tuned as in ``sidecar_throughput.py`` (``support.strongswan.TUNED``: logging at
+level 0, ``aesni`` first), kipsec logs warnings only.
+Printed: the median (min-max) of each, and kipsec / strongSwan; beside it the CPU time
+both daemons of a pair used during one setup (every thread's ``schedstat`` of the two
+sidecars, of the two charons, read before the request and after the answer: the
+protocol's crypto, message handling, the child's install, the control request and
+answer, and the kernel work done in their context such as sending through the veths),
+the figure a loaded machine stretches least. In-memory CPU per handshake, without
+sockets or processes, is ``ike_handshakes.py``.
 """
 
 from __future__ import annotations
@@ -34,8 +41,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from support.netns import Topology, sweep_stale  # noqa: E402
 from support.pki import CertificateAuthority  # noqa: E402
+from support.process_stats import cpu_seconds  # noqa: E402
 from support.sidecars import Sidecar, fqdn, peer_entry, wait_until  # noqa: E402
 from support.strongswan import (  # noqa: E402
+    TUNED,
     Auth,
     CertAuth,
     Charon,
@@ -48,10 +57,11 @@ PSK = "kipsec bench pre-shared key 0123456789"
 MAX_SETUPS = 30
 TIMEOUT = 8.0  # under the control client's 10 s read timeout
 
+#: One setup: wall seconds from request to answer, CPU seconds of both daemons meanwhile.
+Setup = Callable[[], tuple[float, float]]
 
-def kipsec_pair(
-    topo: Topology, workdir: Path, auth: str, ca: CertificateAuthority
-) -> Callable[[], float]:
+
+def kipsec_pair(topo: Topology, workdir: Path, auth: str, ca: CertificateAuthority) -> Setup:
     """Two sidecars (pods pa, pb) with each other as onDemand peers; a function timing
     one setup."""
     sidecars = {}
@@ -67,23 +77,26 @@ def kipsec_pair(
         )
         sidecars[me] = sidecar.start()
     a, b = sidecars["pa"], sidecars["pb"]
+    pids = [s.proc.pid for s in (a, b) if s.proc is not None]
 
-    def setup() -> float:
+    def setup() -> tuple[float, float]:
+        cpu = cpu_seconds(pids)
         start = time.monotonic()
         a.control("initiate", peer="pb", wait=TIMEOUT)
         elapsed = time.monotonic() - start
+        cpu = cpu_seconds(pids) - cpu
         if not a.installed("pb"):
             raise AssertionError(f"kipsec {auth}: no child SA after initiate\n{a.tail(10)}")
         a.control("terminate", peer="pb", wait=TIMEOUT)
         wait_until("pb cleared", lambda: b.peer("pa")["children"] == [], timeout=TIMEOUT)
-        return elapsed
+        return elapsed, cpu
 
     return setup
 
 
 def strongswan_pair(
     topo: Topology, workdir: Path, auth: str, ca: CertificateAuthority, stack: ExitStack
-) -> Callable[[], float]:
+) -> Setup:
     """Two charons (nodes a, b) as gateways for the pod subnets, stopped with ``stack``;
     a function timing one setup."""
     ids = ("a.bench", "b.bench")
@@ -96,21 +109,24 @@ def strongswan_pair(
         auths = (CertAuth(left, (ca.cert,)), CertAuth(right, (ca.cert,)))
     else:
         auths = (Psk(PSK), Psk(PSK))
-    charon_a = stack.enter_context(Charon(topo, "a", workdir / f"charon-a-{auth}"))
-    charon_b = stack.enter_context(Charon(topo, "b", workdir / f"charon-b-{auth}"))
+    charon_a = stack.enter_context(Charon(topo, "a", workdir / f"charon-a-{auth}", **TUNED))
+    charon_b = stack.enter_context(Charon(topo, "b", workdir / f"charon-b-{auth}", **TUNED))
     conn_a, conn_b = gateway_pair(topo, "a", "b", auth=auths, ids=ids)
     charon_a.configure(conn_a)
     charon_b.configure(conn_b)
     charon_a.load()
     charon_b.load()
+    pids = [c.pid for c in (charon_a, charon_b) if c.pid is not None]
 
-    def setup() -> float:
+    def setup() -> tuple[float, float]:
+        cpu = cpu_seconds(pids)
         start = time.monotonic()
         charon_a.initiate("net", timeout=TIMEOUT)
         elapsed = time.monotonic() - start
+        cpu = cpu_seconds(pids) - cpu
         charon_a.terminate(ike="gw", timeout=TIMEOUT)
         charon_b.wait_for(lambda sas: not sas, timeout=TIMEOUT, what="responder cleared")
-        return elapsed
+        return elapsed, cpu
 
     return setup
 
@@ -136,6 +152,7 @@ def main() -> int:
     sweep_stale()
     ca = CertificateAuthority.root("kipsec bench root")
     results: dict[tuple[str, str], list[float]] = {}
+    cpus: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="kipsec-ike-setup-") as tmp:
         for auth in ("psk", "ecdsa"):
             with ExitStack() as stack:
@@ -153,17 +170,25 @@ def main() -> int:
                 kipsec()  # unmeasured: first use of every code path
                 strongswan()
                 for _ in range(setups):
-                    results.setdefault(("kipsec", auth), []).append(kipsec())
-                    results.setdefault(("strongSwan", auth), []).append(strongswan())
+                    for name, setup in (("kipsec", kipsec), ("strongSwan", strongswan)):
+                        elapsed, cpu = setup()
+                        results.setdefault((name, auth), []).append(elapsed)
+                        cpus.setdefault((name, auth), []).append(cpu)
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(f"load average after:  {load}")
-    print("\nIKE SA + first child SA setup, initiate to installed (median (min-max))")
+    print(
+        "\nIKE SA + first child SA setup, initiate to installed (median (min-max));"
+        " CPU of both daemons during it"
+    )
     for auth in ("psk", "ecdsa"):
         ours, theirs = results[("kipsec", auth)], results[("strongSwan", auth)]
         ratio = statistics.median(ours) / statistics.median(theirs)
-        print(f"  {auth:6} kipsec      {median(ours)}")
-        print(f"  {auth:6} strongSwan  {median(theirs)}")
-        print(f"  {auth:6} kipsec / strongSwan = {ratio:.2f}  (goal: <= 1)")
+        cpu_ratio = statistics.median(cpus[("kipsec", auth)]) / statistics.median(
+            cpus[("strongSwan", auth)]
+        )
+        for name, times in (("kipsec", ours), ("strongSwan", theirs)):
+            print(f"  {auth:6} {name:11} {median(times)}   CPU {median(cpus[(name, auth)])}")
+        print(f"  {auth:6} kipsec / strongSwan = {ratio:.2f}  (goal: <= 1); CPU {cpu_ratio:.2f}")
     return 0
 
 

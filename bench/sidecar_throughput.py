@@ -64,6 +64,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from kipsec_sidecar.datapath.mtu import mss_clamp_ruleset  # noqa: E402
 from sidecar_startup import bytecode  # type: ignore[import-not-found]  # noqa: E402  (this directory)
 from support.netns import Topology, sweep_stale, tcp_throughput  # noqa: E402
+from support.process_stats import cpu_seconds  # noqa: E402
 from support.sidecars import (  # noqa: E402
     Sidecar,
     established,
@@ -73,6 +74,7 @@ from support.sidecars import (  # noqa: E402
 )
 from support.strongswan import (  # noqa: E402
     PLUGINS,
+    TUNED,
     Charon,
     Child,
     Connection,
@@ -86,9 +88,6 @@ FAKE_PEERS = "10.99.0.0/24"
 QUIET = {"logging": {"level": "warning"}}
 T = TypeVar("T")
 
-TUNED_PLUGINS = ("aesni", *(p for p in PLUGINS if p != "aesni"))
-"""charon's plugins with ``aesni`` first: its AES-GCM wins over openssl's and plain C's."""
-TUNED = {"plugins": TUNED_PLUGINS, "log_levels": {"default": 0}}
 UNTUNED = {"plugins": PLUGINS, "log_levels": {"default": 1, "ike": 2, "cfg": 2, "knl": 1}}
 """What this bench ran before (``support.strongswan``'s test defaults: openssl first)."""
 INNER = {"pa": "10.20.1.2", "pb": "10.20.2.2"}
@@ -149,17 +148,6 @@ def measure(path: Path_, seconds: float, pings: int) -> None:
     if path.pids:
         path.cpu_per_ping.append((cpu_seconds(path.pids) - before) / len(samples))
     path.rtts.extend(samples)
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """CPU time of every thread of ``pids`` (``/proc/PID/task/*/schedstat``: nanoseconds
-    on a CPU, not tick-sampled), including the kernel work done in their context."""
-    total = 0
-    for pid in pids:
-        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-            with contextlib.suppress(OSError):
-                total += int(stat.read_text().split()[0])
-    return total / 1e9
 
 
 def rss_mib(pid: int) -> float:

@@ -17,6 +17,7 @@ sent the request: exit 0 says nothing about the exchange's outcome.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import os
@@ -166,11 +167,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Importing the daemon creates some 73,000 objects the cyclic collector tracks, and
+    # nearly all live as long as the process. The collector would scan them over and over
+    # while they are created (~90 collections, ~20 ms of a start's CPU) and again at
+    # every full collection afterwards (~25 ms each, a pause of the datapath; 0.03 ms
+    # once they are frozen): collect nothing during the import, then freeze what it made
+    # out of the collector's sight (its garbage, ~750 objects, stays; VmRSS +0.3 MiB).
+    gc.disable()
     try:
         run: Callable[..., int] = importlib.import_module(f"{__package__}.daemon").run
     except (ImportError, AttributeError) as error:
         print(f"kipsec-sidecar: the daemon cannot be loaded: {error}", file=sys.stderr)
         return EXIT_CONTROL_ERROR
+    finally:
+        gc.freeze()
+        gc.enable()
     options = {
         name: value
         for name, value in (

@@ -4,9 +4,14 @@ event loop, handing their IKE datagrams around in memory."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from kipsec_sidecar.config.load import load_config
 from kipsec_sidecar.core.ipsec_sa import IpsecSa
+from kipsec_sidecar.daemon.datapath_choice import DatapathChoice
 from kipsec_sidecar.daemon.sidecar import Sidecar
 from kipsec_sidecar.datapath.base import DatapathStats, PeerPolicy
 
@@ -83,3 +88,23 @@ def offline(monkeypatch: pytest.MonkeyPatch, car: Sidecar) -> None:
     monkeypatch.setattr(car.sockets, "close", lambda: None)
     monkeypatch.setattr(car.service_nat, "apply", lambda services: False)
     monkeypatch.setattr(car.service_nat, "remove", lambda: None)
+
+
+def offline_sidecar(path: Path, monkeypatch: pytest.MonkeyPatch) -> Sidecar:
+    """A :class:`Sidecar` (not started) for the document at ``path``, :func:`offline`, on
+    a :class:`RecordingDatapath`, reloading only when asked."""
+    datapath = RecordingDatapath()
+
+    def factory(*_: Any) -> RecordingDatapath:
+        return datapath
+
+    car = Sidecar(
+        str(path),
+        load_config(str(path)),
+        datapath_factory=factory,
+        datapath_choice=DatapathChoice("kernel", "test"),
+        mark=0,
+        config_poll_interval=0,
+    )
+    offline(monkeypatch, car)
+    return car

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import importlib
 import json
 import os
 import subprocess
@@ -235,6 +237,40 @@ def test_run_passes_the_config_and_log_overrides_to_the_daemon(
         ("/etc/kipsec/sidecar.yaml", {"log_format": "json"}),
         ("a.yaml", {"log_level": "debug"}),
     ]
+
+
+def test_run_imports_the_daemon_without_collecting_and_runs_it_with_the_collector_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[bool, int]] = []
+    imported: list[bool] = []
+
+    def run(config_path: str, **options: object) -> int:
+        seen.append((gc.isenabled(), gc.get_freeze_count()))
+        return 0
+
+    def import_module(name: str) -> types.ModuleType:
+        imported.append(gc.isenabled())
+        if "broken" in name:
+            raise ImportError("broken")
+        fake = types.ModuleType(name)
+        fake.run = run  # type: ignore[attr-defined]
+        return fake
+
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    monkeypatch.setattr(cli, "__package__", "kipsec_sidecar")
+    try:
+        assert main(["run", "--config", "a.yaml"]) == 0
+        # the import ran with the collector off; the daemon runs with it on, what the
+        # import made frozen out of its sight
+        assert imported == [False]
+        assert seen[0][0] and seen[0][1] > 0
+        monkeypatch.setattr(cli, "__package__", "kipsec_sidecar.broken")
+        assert main(["run", "--config", "a.yaml"]) == cli.EXIT_CONTROL_ERROR
+        assert gc.isenabled()  # also when the daemon cannot be imported
+    finally:
+        gc.unfreeze()
+        gc.enable()
 
 
 def test_run_requires_a_config() -> None:

@@ -247,7 +247,7 @@ def test_an_outlived_duplicate_is_not_the_sa_acted_on_while_the_survivor_is_esta
         pair.run(5)
     survivor: IkeSa = ours.initiator
     doomed: IkeSa = theirs.responder
-    peer = Peer(plan=_plan(), fingerprint="")
+    peer = Peer(plan=_plan())
     peer.ike_sas = [survivor, doomed]
     assert survivor.established and doomed.established
     assert peer.preferred_sa() is doomed  # the newest, when nothing is known

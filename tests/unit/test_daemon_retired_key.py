@@ -15,18 +15,15 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from kipsec_sidecar.config.load import load_config
 from kipsec_sidecar.core.ike.config import RetiredKey
-from kipsec_sidecar.daemon.datapath_choice import DatapathChoice
 from kipsec_sidecar.daemon.reload import RETIRED_KEY_GRACE, retired_key
 from kipsec_sidecar.daemon.sidecar import Sidecar
 from support.pki import CertificateAuthority, Issued
-from support.recording_datapath import RecordingDatapath, offline
+from support.recording_datapath import offline_sidecar
 
 CA = CertificateAuthority.root("kipsec retired key ca", key_slot=12)
 OLD = CA.issue("pod-a", key_kind="rsa", key_slot=87, dns=["pod-a.test"])
@@ -74,24 +71,6 @@ def write_document(directory: Path) -> Path:
     return path
 
 
-def sidecar(path: Path, monkeypatch: pytest.MonkeyPatch) -> Sidecar:
-    datapath = RecordingDatapath()
-
-    def factory(*_: Any) -> RecordingDatapath:
-        return datapath
-
-    car = Sidecar(
-        str(path),
-        load_config(str(path)),
-        datapath_factory=factory,
-        datapath_choice=DatapathChoice("kernel", "test"),
-        mark=0,
-        config_poll_interval=0,
-    )
-    offline(monkeypatch, car)
-    return car
-
-
 def retired(car: Sidecar) -> RetiredKey | None:
     return retired_key(car.peers["pb"].plan)
 
@@ -105,7 +84,7 @@ async def renewed(
     """A started sidecar whose key OLD was renewed (RENEWED) and reloaded: the key kept
     and the timers the reload set (recorded, and set)."""
     write_identity(tmp_path, OLD)
-    car = sidecar(write_document(tmp_path), monkeypatch)
+    car = offline_sidecar(write_document(tmp_path), monkeypatch)
     await car.start()
     assert retired(car) is None
     timers: Timers = []
@@ -189,7 +168,7 @@ def test_a_renewed_peer_certificate_refreshes_in_place_and_the_live_sa_takes_it(
 
     async def main() -> None:
         write_identity(tmp_path, OLD)
-        car = sidecar(write_document(tmp_path), monkeypatch)
+        car = offline_sidecar(write_document(tmp_path), monkeypatch)
         sent: list[bytes] = []
         monkeypatch.setattr(car.sockets, "send", lambda data, *_a, **_k: sent.append(data))
         await car.start()

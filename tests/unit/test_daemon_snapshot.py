@@ -26,7 +26,7 @@ def _peer() -> Peer:
         "peers": [{"name": "b", "address": "10.0.0.2"}],
     }
     (plan,) = to_core(load_config_data(document))
-    return Peer(plan=plan, fingerprint="")
+    return Peer(plan=plan)
 
 
 def _view(pair: IkePair, sa: IkeSa) -> IkeSaView:

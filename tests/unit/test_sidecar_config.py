@@ -25,6 +25,7 @@ from kipsec_sidecar.config import (
 )
 from kipsec_sidecar.config.errors import FieldError
 from kipsec_sidecar.config.model import DEFAULT_IKEV1_PROPOSALS
+from kipsec_sidecar.config.proposals import parse_child_proposal, parse_ike_proposal
 from kipsec_sidecar.config.schema import REGENERATE, json_schema, render
 from kipsec_sidecar.config.to_core import retransmission_for
 from kipsec_sidecar.config.units import format_duration, parse_duration, parse_size
@@ -177,6 +178,22 @@ def test_a_peer_override_replaces_only_the_fields_it_writes() -> None:
     assert config.lifetimes_for(peer).rekey_margin == 600.0
     assert config.proposals_for(peer).esp == ["chacha20poly1305"]
     assert config.proposals_for(peer).ike == ["aes256gcm16-prfsha256-x25519"]
+
+
+def test_peers_with_the_same_proposals_share_them_parsed_once(files: ExampleFiles) -> None:
+    document = minimal()
+    document["peers"] = [{"name": f"p{i}", "address": f"10.0.1.{i}"} for i in range(3)]
+    document["peers"][2]["proposals"] = {"esp": ["chacha20poly1305"]}
+    document["peers"][2]["ikeVersion"] = 1  # legacy SHA-1 allowed: another parse
+    plans = to_core(load_config_data(document), read_file=files.read)
+    ike = [plan.ike for plan in plans if plan.ike is not None]
+    assert ike[0].proposals[0] is ike[1].proposals[0]
+    assert ike[0].children[0].proposals[0] is ike[1].children[0].proposals[0]
+    assert ike[2].proposals[0] is not ike[0].proposals[0]
+    assert ike[2].proposals == tuple(
+        parse_ike_proposal(text, legacy_sha1=True) for text in DEFAULT_IKEV1_PROPOSALS
+    )
+    assert ike[2].children[0].proposals == (parse_child_proposal("chacha20poly1305", "esp"),)
 
 
 # --- versioning ---------------------------------------------------------------------------

@@ -57,6 +57,7 @@ from .model import (
     TrafficSelector,
 )
 from .proposals import (
+    ChildProtocol,
     legacy_sha1_warning,
     parse_child_proposal,
     parse_ike_proposal,
@@ -270,6 +271,10 @@ class _Builder:
         self.epoch = epoch
         self.errors: list[FieldError] = []
         self._material: dict[int, _Material] = {}
+        # Proposal text -> parsed proposal (frozen), once per document: every peer
+        # usually has the same defaults, parsed 100 times at a 100-peer start otherwise.
+        self._ike_proposals: dict[tuple[str, bool], IkeProposal] = {}
+        self._child_proposals: dict[tuple[str, str], ChildProposal] = {}
 
     # --- files ---------------------------------------------------------------------
 
@@ -439,9 +444,7 @@ class _Builder:
         lifetimes = config.lifetimes_for(peer)
         liveness: Liveness = config.liveness_for(peer)
         texts = proposals.esp if peer.protocol == "esp" else proposals.ah
-        child_proposals: tuple[ChildProposal, ...] = tuple(
-            parse_child_proposal(text, peer.protocol) for text in texts
-        )
+        child_proposals = tuple(self.child_proposal(text, peer.protocol) for text in texts)
         child = ChildConfig(
             name=peer.name,
             local_ts=local_ts,
@@ -451,8 +454,8 @@ class _Builder:
             lifetime=_lifetime(lifetimes.child_sa, lifetimes, max_bytes=lifetimes.bytes),
             start=True,
         )
-        ike_proposals: tuple[IkeProposal, ...] = tuple(
-            parse_ike_proposal(text, legacy_sha1=peer.ike_version == 1) for text in proposals.ike
+        ike_proposals = tuple(
+            self.ike_proposal(text, legacy_sha1=peer.ike_version == 1) for text in proposals.ike
         )
         return IkeConfig(
             auth=auth_config,
@@ -466,6 +469,22 @@ class _Builder:
             liveness_interval=liveness.interval,
             version=peer.ike_version,
         )
+
+    def ike_proposal(self, text: str, *, legacy_sha1: bool) -> IkeProposal:
+        """:func:`parse_ike_proposal`, once per text (a refused one raises every time)."""
+        key = (text, legacy_sha1)
+        found = self._ike_proposals.get(key)
+        if found is None:
+            found = self._ike_proposals[key] = parse_ike_proposal(text, legacy_sha1=legacy_sha1)
+        return found
+
+    def child_proposal(self, text: str, protocol: ChildProtocol) -> ChildProposal:
+        """:func:`parse_child_proposal`, once per text and protocol."""
+        key = (text, protocol)
+        found = self._child_proposals.get(key)
+        if found is None:
+            found = self._child_proposals[key] = parse_child_proposal(text, protocol)
+        return found
 
     def public_key_encryption(self, auth: Auth, where: str) -> dict[str, Any]:
         """AuthConfig's public_key_encryption / peer_certificate (RSA keys on both

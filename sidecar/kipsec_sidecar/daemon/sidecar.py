@@ -419,11 +419,7 @@ class Sidecar:
         return None
 
     def _add_peer(self, plan: PeerPlan, fp: str | None = None) -> Peer:
-        peer = Peer(
-            plan=plan,
-            fingerprint=fp if fp is not None else fingerprint(plan),
-            reconnect=implied_action(plan.start),
-        )
+        peer = Peer(plan=plan, known_fingerprint=fp, reconnect=implied_action(plan.start))
         self.peers[plan.name] = peer
         self.datapath.add_peer(_policy(plan))
         log.info(
@@ -452,8 +448,8 @@ class Sidecar:
             before.drop()
         if after is not None and after is not before:
             self.loop.call_at(after.until, after.drop)
-        peer.plan = dataclasses.replace(plan, ike=ike)
-        peer.fingerprint = fp
+        # The retired key is not part of the fingerprint (reload.IGNORED_FIELDS).
+        peer.use(dataclasses.replace(plan, ike=ike), fp)
         for sa in peer.live_sas():
             renew_credentials(sa, ike)
 
@@ -1110,8 +1106,7 @@ class Sidecar:
         if peer.rotation is not None:
             self._switch_manual(peer)  # a rotation of a rotation: finish the first
         old = peer.children.current()
-        peer.plan = plan
-        peer.fingerprint = fp
+        peer.use(plan, fp)
         new = manual_child(plan, replaces=old.spi_in if old is not None else None)
         self._apply_ops(peer, peer.children.established(new))
         if old is not None and peer.children.outbound == old.spi_in:

@@ -375,7 +375,8 @@ class UserspaceDatapath:
         routing = PolicyRouting(opts.ids)
         self._routing = routing
         try:
-            remove_mss_clamp(opts.nft_table)
+            # A crashed run's MSS clamping table stays until install_mss_clamp below
+            # replaces it in one transaction (its script deletes the table first).
             # A crashed run's inbound table keeps dropping until this pass's write
             # replaces it atomically (with the peers the daemon adds meanwhile).
             self._schedule_filter_sync()
