@@ -4,6 +4,7 @@ Run (root; everything happens in network namespaces that are removed afterwards)
 
     .venv/bin/python bench/sidecar_throughput.py [--seconds 5] [--rounds 3] [--pings 200]
                                                  [--setups 5] [--untuned]
+                                                 [--variant NAME=VAR=VALUE,...]
 
 Two nodes a and b on a bridge, a pod behind each (pa 10.10.1.2, pb 10.10.2.2, see
 ``tests/support/netns.py``). Five (six with ``--untuned``) independent topologies are
@@ -24,7 +25,10 @@ strongSwan is tuned as its users tune it (``TUNED``): ``aesni`` before ``openssl
 context for every packet), logging at level 0, and in the gateway placement TCP MSS
 clamped on ``ipsec0`` as kipsec clamps on its device. ``--untuned`` adds the settings
 this bench used before (``openssl`` first, IKE logging at 2, no clamp) as one more
-gateway path, to measure what the tuning is worth in the same run.
+gateway path, to measure what the tuning is worth in the same run. ``--variant``
+(repeatable) adds kipsec paths in both placements whose sidecars run with environment
+variables set, e.g. ``before=PYTHONPATH=/tmp/old/sidecar`` (a ``git archive`` of an older
+commit's ``sidecar/``): two code trees side by side in the same rounds.
 
 Every path: AES-GCM-256 ESP in UDP 4500, PSK, X25519. Per round and path: TCP throughput
 (``iperf3 -t SECONDS`` one stream pa -> pb, the receiver's rate), then ``PINGS`` pings
@@ -181,11 +185,19 @@ def kipsec_setup_time(a: Sidecar, peer: str) -> float:
     return float(child["installed_at"]) - requested
 
 
-def kipsec_pods(stack: contextlib.ExitStack, work: Path, setups: int) -> tuple[Path_, list[float]]:
-    """(a) kipsec: a sidecar in each pod; also the setup times, measured here."""
+def kipsec_pods(
+    stack: contextlib.ExitStack,
+    work: Path,
+    setups: int,
+    env: Mapping[str, str] | None = None,
+    name: str = "kipsec",
+) -> tuple[Path_, list[float]]:
+    """(a) kipsec: a sidecar in each pod (run with ``env`` added); also the setup times,
+    measured here."""
     topo = stack.enter_context(Topology())
     pods(topo)
     a, b = Sidecar(topo, "pa", work), Sidecar(topo, "pb", work)
+    a.env = b.env = dict(env or {})
     a.write([peer_entry(topo, "pb", start="onDemand")], **QUIET)
     b.write([peer_entry(topo, "pa", start="onDemand")], **QUIET)
     stack.callback(b.stop)
@@ -199,18 +211,24 @@ def kipsec_pods(stack: contextlib.ExitStack, work: Path, setups: int) -> tuple[P
             a.control("terminate", peer="pb")
             wait_until("pb cleared", lambda: b.peer("pa")["children"] == [], timeout=10)
     wait_until("pb established", established(b, "pa"), timeout=10)
-    path = Path_("kipsec", "pods", topo, topo.address("pb"), sidecar=a)
+    path = Path_(name, "pods", topo, topo.address("pb"), sidecar=a)
     path.pids = [proc.pid for proc in (a.proc, b.proc) if proc is not None]
     return path, times
 
 
-def kipsec_gateways(stack: contextlib.ExitStack, work: Path) -> Path_:
-    """(b) kipsec: a sidecar on each node protecting its pod CIDR."""
+def kipsec_gateways(
+    stack: contextlib.ExitStack,
+    work: Path,
+    env: Mapping[str, str] | None = None,
+    name: str = "kipsec",
+) -> Path_:
+    """(b) kipsec: a sidecar on each node protecting its pod CIDR (run with ``env``)."""
     topo = stack.enter_context(Topology(pod_routes=False))
     pods(topo)
     sidecars = []
     for me, peer in (("a", "b"), ("b", "a")):
         sidecar = Sidecar(topo, me, work)
+        sidecar.env = dict(env or {})
         selectors = {
             "local": [str(topo.node(me).pod_cidr)],
             "remote": [str(topo.node(peer).pod_cidr)],
@@ -220,9 +238,23 @@ def kipsec_gateways(stack: contextlib.ExitStack, work: Path) -> Path_:
         stack.callback(sidecar.stop)
         sidecars.append(sidecar.start())
     wait_until("gateways established", established(sidecars[1], "a"), timeout=10)
-    path = Path_("kipsec", "gateway", topo, topo.address("pb"))
+    path = Path_(name, "gateway", topo, topo.address("pb"))
     path.pids = [s.proc.pid for s in sidecars if s.proc is not None]
     return path
+
+
+def variant_pods(
+    stack: contextlib.ExitStack, env: Mapping[str, str], name: str, work: Path
+) -> Path_:
+    """:func:`kipsec_pods` for a ``--variant`` (one setup: its times are not reported)."""
+    return kipsec_pods(stack, work, 1, env, name)[0]
+
+
+def variant_gateways(
+    stack: contextlib.ExitStack, env: Mapping[str, str], name: str, work: Path
+) -> Path_:
+    """:func:`kipsec_gateways` for a ``--variant``."""
+    return kipsec_gateways(stack, work, env, name)
 
 
 def charons(
@@ -361,7 +393,11 @@ def ratio_line(label: str, top: Path_, bottom: Path_) -> str:
     rounds = [t / b for t, b in zip(top.mbits, bottom.mbits, strict=False) if b]
     per_round = f"(per round {min(rounds):.2f}-{max(rounds):.2f})" if rounds else ""
     rtt = quantile(top.rtts, 0.5) / quantile(bottom.rtts, 0.5)
-    return f"{label:<34} TCP {m_top / m_bottom:5.2f} {per_round}  RTT p50 {rtt:5.2f}"
+    line = f"{label:<34} TCP {m_top / m_bottom:5.2f} {per_round}  RTT p50 {rtt:5.2f}"
+    cpu_top, cpu_bottom = median(top.cpu_per_ping), median(bottom.cpu_per_ping)
+    if cpu_top and cpu_bottom:
+        line += f"  CPU/ping {cpu_top / cpu_bottom:5.2f}"
+    return line
 
 
 def report(
@@ -386,13 +422,22 @@ def report(
     by = {(p.name, p.placement): p for p in paths}
     base = by[("plain", "")]
     print()
+    kipsecs = [p for p in paths if p.name.startswith("kipsec") and p.placement == "pods"]
     for placement in ("pods", "gateway"):
-        kipsec, swan = by.get(("kipsec", placement)), by.get(("strongSwan", placement))
-        if kipsec and swan:
-            print(ratio_line(f"kipsec / strongSwan ({placement})", kipsec, swan) + "  goal >= 2")
+        swan = by.get(("strongSwan", placement))
+        for name in (p.name for p in kipsecs):
+            kipsec = by.get((name, placement))
+            if kipsec and swan:
+                line = ratio_line(f"{name} / strongSwan ({placement})", kipsec, swan)
+                print(line + "  goal >= 2")
     for path in paths:
-        if path is not base and path.name in ("kipsec", "strongSwan"):
+        if path is not base and (path.name.startswith("kipsec") or path.name == "strongSwan"):
             print(ratio_line(f"{path.name} ({path.placement}) / plain", path, base))
+    for placement in ("pods", "gateway"):
+        kipsec = by.get(("kipsec", placement))
+        for path in paths:
+            if kipsec and path.placement == placement and path.name.startswith("kipsec "):
+                print(ratio_line(f"kipsec / {path.name} ({placement})", kipsec, path))
     untuned = by.get(("strongSwan untuned", "gateway"))
     tuned = by.get(("strongSwan", "gateway"))
     if untuned and tuned:
@@ -436,7 +481,19 @@ def main() -> int:
     parser.add_argument(
         "--untuned", action="store_true", help="also the old strongSwan settings (gateways)"
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=VAR=VALUE,...",
+        help="also kipsec paths whose sidecars run with these environment variables "
+        "(e.g. before=PYTHONPATH=/tmp/old/sidecar)",
+    )
     args = parser.parse_args()
+    variants: dict[str, dict[str, str]] = {}
+    for variant in args.variant:
+        name, _, settings = variant.partition("=")
+        variants[name] = dict(item.split("=", 1) for item in settings.split(","))
     seconds = min(max(args.seconds, 1.0), 60.0)
     rounds = min(max(args.rounds, 1), 20)
     pings = min(max(args.pings, 10), 2000)
@@ -464,9 +521,13 @@ def main() -> int:
             return path
 
         add("kipsec pods", kp)
+        for name, env in variants.items():
+            add(f"kipsec {name} pods", partial(variant_pods, stack, env, f"kipsec {name}"))
         if swan_missing is None:
             add("strongSwan pods", sp)
         add("kipsec gateway", lambda d: kipsec_gateways(stack, d))
+        for name, env in variants.items():
+            add(f"kipsec {name} gateway", partial(variant_gateways, stack, env, f"kipsec {name}"))
         if swan_missing is None:
             add(
                 "strongSwan gateway",
