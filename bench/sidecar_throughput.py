@@ -3,7 +3,7 @@
 Run (root; everything happens in network namespaces that are removed afterwards)::
 
     .venv/bin/python bench/sidecar_throughput.py [--seconds 5] [--rounds 3] [--pings 200]
-                                                 [--setups 5] [--untuned]
+                                                 [--setups 5] [--untuned] [--interval 10]
                                                  [--variant NAME=VAR=VALUE,...]
 
 Two nodes a and b on a bridge, a pod behind each (pa 10.10.1.2, pb 10.10.2.2, see
@@ -32,25 +32,27 @@ commit's ``sidecar/``): two code trees side by side in the same rounds.
 
 Every path: AES-GCM-256 ESP in UDP 4500, PSK, X25519. Per round and path: TCP throughput
 (``iperf3 -t SECONDS`` one stream pa -> pb, the receiver's rate), then ``PINGS`` pings
-10 ms apart (each reply's RTT). Reported: the median and range of the rounds'
-throughputs, the p50/p90/p99 of every RTT sample, the CPU time the two IPsec daemons
-spent per ping (every thread, kernel work in their context included; the median of the
-rounds): what a packet costs them, which load does not inflate as it does the RTT, and
-kipsec/strongSwan ratios per
-placement (of the medians; and the range of the per-round ratios). Then the time from
+``--interval`` ms apart (10; each reply's RTT). Reported: the median and range of the
+rounds' throughputs, the p50/p90/p99 of every RTT sample, the CPU time the two IPsec
+daemons spent per ping (every thread, kernel work in their context included; the median
+of the rounds): what a packet costs them, which load does not inflate as it does the
+RTT; its user-mode part (``user``, tick-sampled) and the daemons' context switches per
+ping (``csw``); and kipsec/strongSwan ratios per placement (of the medians; and the
+range of the per-round ratios; CPU per ping too). Then the time from
 "initiate" to the first installed child SA, median of ``--setups`` (pods placement,
 kipsec's control socket ``initiate`` vs vici ``initiate``), and the kipsec sidecar's
 resident memory (idle, after the rounds, with 0 and 100 configured on-demand peers).
 
 Bounds: every start and wait is bounded (sidecars 10 s, charon 10 s, iperf3
-``SECONDS`` + 30 s, ping 30 s); a run takes about ``ROUNDS × 5 × (SECONDS + 4)`` s plus
-about 40 s of set-up.
+``SECONDS`` + 30 s, ping 30 s + twice the pings' duration); a run takes about
+``ROUNDS × PATHS × (SECONDS + 4)`` s plus about 40 s of set-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import statistics
 import sys
@@ -115,6 +117,10 @@ class Path_:
     pids: list[int] = field(default_factory=list)
     """The two IPsec daemons (kipsec sidecars, charons) whose CPU per ping is reported."""
     cpu_per_ping: list[float] = field(default_factory=list)
+    user_per_ping: list[float] = field(default_factory=list)
+    """The user-mode part of ``cpu_per_ping`` (the rest is kernel work)."""
+    switches_per_ping: list[float] = field(default_factory=list)
+    """Context switches of the two daemons per ping (each a sleep and a wake-up)."""
 
 
 def pods(topo: Topology) -> None:
@@ -123,13 +129,18 @@ def pods(topo: Topology) -> None:
         topo.add_pod(pod, node)
 
 
-def ping_samples(topo: Topology, target: str, count: int, source: str | None) -> list[float]:
-    """Each reply's RTT in ms for ``count`` pings pa -> ``target``, 10 ms apart."""
+def ping_samples(
+    topo: Topology, target: str, count: int, source: str | None, interval: float = 0.01
+) -> list[float]:
+    """Each reply's RTT in ms for ``count`` pings pa -> ``target``, ``interval`` s apart."""
     bind = ("-I", source) if source else ()
+    deadline = int(30 + count * interval * 2)
     out = topo.run(
         "pa",
-        *("ping", "-n", "-c", str(count), "-i", "0.01", "-w", "30", *bind, target),
-        timeout=40,
+        *("ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-w", str(deadline)),
+        *bind,
+        target,
+        timeout=deadline + 10,
         check=False,
     ).stdout
     samples = [float(t) for t in re.findall(r"time=([\d.]+) ms", out)]
@@ -138,7 +149,7 @@ def ping_samples(topo: Topology, target: str, count: int, source: str | None) ->
     return samples
 
 
-def measure(path: Path_, seconds: float, pings: int) -> None:
+def measure(path: Path_, seconds: float, pings: int, interval: float = 0.01) -> None:
     """One round on ``path``: iperf3 then the pings."""
     topo = path.topo
     topo.ping("pa", path.target, count=1)  # ARP, caches
@@ -147,10 +158,13 @@ def measure(path: Path_, seconds: float, pings: int) -> None:
             topo, "pa", "pb", seconds, server_address=path.target, client_address=path.source
         )
     )
-    before = cpu_seconds(path.pids)
-    samples = ping_samples(topo, path.target, pings, path.source)
+    before = cpu_seconds(path.pids), daemon_counters(path.pids)
+    samples = ping_samples(topo, path.target, pings, path.source, interval)
     if path.pids:
-        path.cpu_per_ping.append((cpu_seconds(path.pids) - before) / len(samples))
+        after = cpu_seconds(path.pids), daemon_counters(path.pids)
+        path.cpu_per_ping.append((after[0] - before[0]) / len(samples))
+        path.user_per_ping.append((after[1][0] - before[1][0]) / len(samples))
+        path.switches_per_ping.append((after[1][1] - before[1][1]) / len(samples))
     path.rtts.extend(samples)
 
 
@@ -163,6 +177,21 @@ def cpu_seconds(pids: Sequence[int]) -> float:
             with contextlib.suppress(OSError):
                 total += int(stat.read_text().split()[0])
     return total / 1e9
+
+
+def daemon_counters(pids: Sequence[int]) -> tuple[float, int]:
+    """(user-mode CPU seconds, context switches) of every thread of ``pids``: ``utime``
+    of ``/proc/PID/task/*/stat`` (tick-sampled, so read over many pings) and the
+    voluntary and involuntary switches of ``status``."""
+    ticks = switches = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                ticks += int((task / "stat").read_text().rsplit(")", 1)[1].split()[11])
+                for line in (task / "status").read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        switches += int(line.split()[1])
+    return ticks / os.sysconf("SC_CLK_TCK"), switches
 
 
 def rss_mib(pid: int) -> float:
@@ -381,9 +410,15 @@ def describe(path: Path_) -> str:
         return f"{'n/a':>9}  {path.note}"
     spread = f"[{min(path.mbits):.0f}-{max(path.mbits):.0f}]"
     rtt = "  ".join(f"{quantile(path.rtts, q):6.3f}" for q in (0.5, 0.9, 0.99))
-    cpu = median(path.cpu_per_ping)
+    cpu, user = median(path.cpu_per_ping), median(path.user_per_ping)
+    switches = median(path.switches_per_ping)
     cpu_text = f"{cpu * 1e6:8.0f}" if cpu is not None else f"{'-':>8}"
-    return f"{median(path.mbits):9.1f} {spread:>13}  {rtt}  {cpu_text}  {path.note}"
+    user_text = f"{user * 1e6:6.0f}" if user is not None else f"{'-':>6}"
+    switch_text = f"{switches:5.1f}" if switches is not None else f"{'-':>5}"
+    return (
+        f"{median(path.mbits):9.1f} {spread:>13}  {rtt}  {cpu_text}  {user_text}  {switch_text}"
+        f"  {path.note}"
+    )
 
 
 def ratio_line(label: str, top: Path_, bottom: Path_) -> str:
@@ -407,14 +442,15 @@ def report(
     seconds: float,
     rounds: int,
     pings: int,
+    interval: float = 0.01,
 ) -> None:
     print(
         f"\npa -> pb, {rounds} interleaved rounds of iperf3 TCP {seconds:g} s + {pings} pings"
-        " 10 ms apart; AES-GCM-256 ESP in UDP, PSK"
+        f" {interval * 1e3:g} ms apart; AES-GCM-256 ESP in UDP, PSK"
     )
     print(
         f"{'path':<34} {'Mbit/s':>9} {'[min-max]':>13}  {'RTT p50':>6}  {'p90':>6}  {'p99':>6}"
-        f"  {'CPU us/ping':>8}"
+        f"  {'CPU us/ping':>8}  {'user':>6}  {'csw':>5}"
     )
     for path in paths:
         label = f"{path.name} ({path.placement})" if path.placement else path.name
@@ -477,6 +513,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="iperf3 time (max 60)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (max 20)")
     parser.add_argument("--pings", type=int, default=200, help="pings per round (max 2000)")
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="ms between pings (1 to 100; default 10)"
+    )
     parser.add_argument("--setups", type=int, default=5, help="setup-time samples (max 20)")
     parser.add_argument(
         "--untuned", action="store_true", help="also the old strongSwan settings (gateways)"
@@ -497,6 +536,7 @@ def main() -> int:
     seconds = min(max(args.seconds, 1.0), 60.0)
     rounds = min(max(args.rounds, 1), 20)
     pings = min(max(args.pings, 10), 2000)
+    interval = min(max(args.interval, 1.0), 100.0) / 1e3
     setups = min(max(args.setups, 1), 20)
     sweep_stale()
     swan_missing = is_available()
@@ -549,7 +589,9 @@ def main() -> int:
             memory["idle, 1 peer up"] = rss_mib(sidecar.proc.pid)
         for round_ in range(rounds):
             for path in paths:
-                guarded(partial(measure, path, seconds, pings), None, f"{path.name} round")
+                guarded(
+                    partial(measure, path, seconds, pings, interval), None, f"{path.name} round"
+                )
             print(
                 f"round {round_ + 1}: "
                 + ", ".join(
@@ -563,7 +605,7 @@ def main() -> int:
     with workdir() as work:
         none: dict[str, float] = {}
         memory.update(guarded(lambda: hundred_peers(work), none, "100 peers"))
-    report(paths, times, memory, seconds, rounds, pings)
+    report(paths, times, memory, seconds, rounds, pings, interval)
     return 0
 
 
