@@ -116,6 +116,7 @@ class _BenchChild(_Child):
         for data, source in receive_batch(self.sock, 64):
             if len(data) > 4 and data[:4] != b"\0\0\0\0":
                 receive(data, source)
+        self.datapath.flush_received()
 
 
 def _spec(me: str, peer: str, keys: dict[str, str], switches: dict[str, bool]) -> dict[str, Any]:

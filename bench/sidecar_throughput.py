@@ -3,7 +3,8 @@
 Run (root; everything happens in network namespaces that are removed afterwards)::
 
     .venv/bin/python bench/sidecar_throughput.py [--seconds 5] [--rounds 3] [--pings 200]
-                                                 [--setups 5] [--untuned]
+                                                 [--setups 5] [--untuned] [--interval 10]
+                                                 [--variant NAME=VAR=VALUE,...]
 
 Two nodes a and b on a bridge, a pod behind each (pa 10.10.1.2, pb 10.10.2.2, see
 ``tests/support/netns.py``). Five (six with ``--untuned``) independent topologies are
@@ -24,29 +25,34 @@ strongSwan is tuned as its users tune it (``TUNED``): ``aesni`` before ``openssl
 context for every packet), logging at level 0, and in the gateway placement TCP MSS
 clamped on ``ipsec0`` as kipsec clamps on its device. ``--untuned`` adds the settings
 this bench used before (``openssl`` first, IKE logging at 2, no clamp) as one more
-gateway path, to measure what the tuning is worth in the same run.
+gateway path, to measure what the tuning is worth in the same run. ``--variant``
+(repeatable) adds kipsec paths in both placements whose sidecars run with environment
+variables set, e.g. ``before=PYTHONPATH=/tmp/old/sidecar`` (a ``git archive`` of an older
+commit's ``sidecar/``): two code trees side by side in the same rounds.
 
 Every path: AES-GCM-256 ESP in UDP 4500, PSK, X25519. Per round and path: TCP throughput
 (``iperf3 -t SECONDS`` one stream pa -> pb, the receiver's rate), then ``PINGS`` pings
-10 ms apart (each reply's RTT). Reported: the median and range of the rounds'
-throughputs, the p50/p90/p99 of every RTT sample, the CPU time the two IPsec daemons
-spent per ping (every thread, kernel work in their context included; the median of the
-rounds): what a packet costs them, which load does not inflate as it does the RTT, and
-kipsec/strongSwan ratios per
-placement (of the medians; and the range of the per-round ratios). Then the time from
+``--interval`` ms apart (10; each reply's RTT). Reported: the median and range of the
+rounds' throughputs, the p50/p90/p99 of every RTT sample, the CPU time the two IPsec
+daemons spent per ping (every thread, kernel work in their context included; the median
+of the rounds): what a packet costs them, which load does not inflate as it does the
+RTT; its user-mode part (``user``, tick-sampled) and the daemons' context switches per
+ping (``csw``); and kipsec/strongSwan ratios per placement (of the medians; and the
+range of the per-round ratios; CPU per ping too). Then the time from
 "initiate" to the first installed child SA, median of ``--setups`` (pods placement,
 kipsec's control socket ``initiate`` vs vici ``initiate``), and the kipsec sidecar's
 resident memory (idle, after the rounds, with 0 and 100 configured on-demand peers).
 
 Bounds: every start and wait is bounded (sidecars 10 s, charon 10 s, iperf3
-``SECONDS`` + 30 s, ping 30 s); a run takes about ``ROUNDS × 5 × (SECONDS + 4)`` s plus
-about 40 s of set-up.
+``SECONDS`` + 30 s, ping 30 s + twice the pings' duration); a run takes about
+``ROUNDS × PATHS × (SECONDS + 4)`` s plus about 40 s of set-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import statistics
 import sys
@@ -111,6 +117,10 @@ class Path_:
     pids: list[int] = field(default_factory=list)
     """The two IPsec daemons (kipsec sidecars, charons) whose CPU per ping is reported."""
     cpu_per_ping: list[float] = field(default_factory=list)
+    user_per_ping: list[float] = field(default_factory=list)
+    """The user-mode part of ``cpu_per_ping`` (the rest is kernel work)."""
+    switches_per_ping: list[float] = field(default_factory=list)
+    """Context switches of the two daemons per ping (each a sleep and a wake-up)."""
 
 
 def pods(topo: Topology) -> None:
@@ -119,13 +129,18 @@ def pods(topo: Topology) -> None:
         topo.add_pod(pod, node)
 
 
-def ping_samples(topo: Topology, target: str, count: int, source: str | None) -> list[float]:
-    """Each reply's RTT in ms for ``count`` pings pa -> ``target``, 10 ms apart."""
+def ping_samples(
+    topo: Topology, target: str, count: int, source: str | None, interval: float = 0.01
+) -> list[float]:
+    """Each reply's RTT in ms for ``count`` pings pa -> ``target``, ``interval`` s apart."""
     bind = ("-I", source) if source else ()
+    deadline = int(30 + count * interval * 2)
     out = topo.run(
         "pa",
-        *("ping", "-n", "-c", str(count), "-i", "0.01", "-w", "30", *bind, target),
-        timeout=40,
+        *("ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-w", str(deadline)),
+        *bind,
+        target,
+        timeout=deadline + 10,
         check=False,
     ).stdout
     samples = [float(t) for t in re.findall(r"time=([\d.]+) ms", out)]
@@ -134,7 +149,7 @@ def ping_samples(topo: Topology, target: str, count: int, source: str | None) ->
     return samples
 
 
-def measure(path: Path_, seconds: float, pings: int) -> None:
+def measure(path: Path_, seconds: float, pings: int, interval: float = 0.01) -> None:
     """One round on ``path``: iperf3 then the pings."""
     topo = path.topo
     topo.ping("pa", path.target, count=1)  # ARP, caches
@@ -143,11 +158,29 @@ def measure(path: Path_, seconds: float, pings: int) -> None:
             topo, "pa", "pb", seconds, server_address=path.target, client_address=path.source
         )
     )
-    before = cpu_seconds(path.pids)
-    samples = ping_samples(topo, path.target, pings, path.source)
+    before = cpu_seconds(path.pids), daemon_counters(path.pids)
+    samples = ping_samples(topo, path.target, pings, path.source, interval)
     if path.pids:
-        path.cpu_per_ping.append((cpu_seconds(path.pids) - before) / len(samples))
+        after = cpu_seconds(path.pids), daemon_counters(path.pids)
+        path.cpu_per_ping.append((after[0] - before[0]) / len(samples))
+        path.user_per_ping.append((after[1][0] - before[1][0]) / len(samples))
+        path.switches_per_ping.append((after[1][1] - before[1][1]) / len(samples))
     path.rtts.extend(samples)
+
+
+def daemon_counters(pids: Sequence[int]) -> tuple[float, int]:
+    """(user-mode CPU seconds, context switches) of every thread of ``pids``: ``utime``
+    of ``/proc/PID/task/*/stat`` (tick-sampled, so read over many pings) and the
+    voluntary and involuntary switches of ``status``."""
+    ticks = switches = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                ticks += int((task / "stat").read_text().rsplit(")", 1)[1].split()[11])
+                for line in (task / "status").read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        switches += int(line.split()[1])
+    return ticks / os.sysconf("SC_CLK_TCK"), switches
 
 
 def rss_mib(pid: int) -> float:
@@ -170,11 +203,19 @@ def kipsec_setup_time(a: Sidecar, peer: str) -> float:
     return float(child["installed_at"]) - requested
 
 
-def kipsec_pods(stack: contextlib.ExitStack, work: Path, setups: int) -> tuple[Path_, list[float]]:
-    """(a) kipsec: a sidecar in each pod; also the setup times, measured here."""
+def kipsec_pods(
+    stack: contextlib.ExitStack,
+    work: Path,
+    setups: int,
+    env: Mapping[str, str] | None = None,
+    name: str = "kipsec",
+) -> tuple[Path_, list[float]]:
+    """(a) kipsec: a sidecar in each pod (run with ``env`` added); also the setup times,
+    measured here."""
     topo = stack.enter_context(Topology())
     pods(topo)
     a, b = Sidecar(topo, "pa", work), Sidecar(topo, "pb", work)
+    a.env = b.env = dict(env or {})
     a.write([peer_entry(topo, "pb", start="onDemand")], **QUIET)
     b.write([peer_entry(topo, "pa", start="onDemand")], **QUIET)
     stack.callback(b.stop)
@@ -188,18 +229,24 @@ def kipsec_pods(stack: contextlib.ExitStack, work: Path, setups: int) -> tuple[P
             a.control("terminate", peer="pb")
             wait_until("pb cleared", lambda: b.peer("pa")["children"] == [], timeout=10)
     wait_until("pb established", established(b, "pa"), timeout=10)
-    path = Path_("kipsec", "pods", topo, topo.address("pb"), sidecar=a)
+    path = Path_(name, "pods", topo, topo.address("pb"), sidecar=a)
     path.pids = [proc.pid for proc in (a.proc, b.proc) if proc is not None]
     return path, times
 
 
-def kipsec_gateways(stack: contextlib.ExitStack, work: Path) -> Path_:
-    """(b) kipsec: a sidecar on each node protecting its pod CIDR."""
+def kipsec_gateways(
+    stack: contextlib.ExitStack,
+    work: Path,
+    env: Mapping[str, str] | None = None,
+    name: str = "kipsec",
+) -> Path_:
+    """(b) kipsec: a sidecar on each node protecting its pod CIDR (run with ``env``)."""
     topo = stack.enter_context(Topology(pod_routes=False))
     pods(topo)
     sidecars = []
     for me, peer in (("a", "b"), ("b", "a")):
         sidecar = Sidecar(topo, me, work)
+        sidecar.env = dict(env or {})
         selectors = {
             "local": [str(topo.node(me).pod_cidr)],
             "remote": [str(topo.node(peer).pod_cidr)],
@@ -209,9 +256,23 @@ def kipsec_gateways(stack: contextlib.ExitStack, work: Path) -> Path_:
         stack.callback(sidecar.stop)
         sidecars.append(sidecar.start())
     wait_until("gateways established", established(sidecars[1], "a"), timeout=10)
-    path = Path_("kipsec", "gateway", topo, topo.address("pb"))
+    path = Path_(name, "gateway", topo, topo.address("pb"))
     path.pids = [s.proc.pid for s in sidecars if s.proc is not None]
     return path
+
+
+def variant_pods(
+    stack: contextlib.ExitStack, env: Mapping[str, str], name: str, work: Path
+) -> Path_:
+    """:func:`kipsec_pods` for a ``--variant`` (one setup: its times are not reported)."""
+    return kipsec_pods(stack, work, 1, env, name)[0]
+
+
+def variant_gateways(
+    stack: contextlib.ExitStack, env: Mapping[str, str], name: str, work: Path
+) -> Path_:
+    """:func:`kipsec_gateways` for a ``--variant``."""
+    return kipsec_gateways(stack, work, env, name)
 
 
 def charons(
@@ -338,9 +399,15 @@ def describe(path: Path_) -> str:
         return f"{'n/a':>9}  {path.note}"
     spread = f"[{min(path.mbits):.0f}-{max(path.mbits):.0f}]"
     rtt = "  ".join(f"{quantile(path.rtts, q):6.3f}" for q in (0.5, 0.9, 0.99))
-    cpu = median(path.cpu_per_ping)
+    cpu, user = median(path.cpu_per_ping), median(path.user_per_ping)
+    switches = median(path.switches_per_ping)
     cpu_text = f"{cpu * 1e6:8.0f}" if cpu is not None else f"{'-':>8}"
-    return f"{median(path.mbits):9.1f} {spread:>13}  {rtt}  {cpu_text}  {path.note}"
+    user_text = f"{user * 1e6:6.0f}" if user is not None else f"{'-':>6}"
+    switch_text = f"{switches:5.1f}" if switches is not None else f"{'-':>5}"
+    return (
+        f"{median(path.mbits):9.1f} {spread:>13}  {rtt}  {cpu_text}  {user_text}  {switch_text}"
+        f"  {path.note}"
+    )
 
 
 def ratio_line(label: str, top: Path_, bottom: Path_) -> str:
@@ -350,7 +417,11 @@ def ratio_line(label: str, top: Path_, bottom: Path_) -> str:
     rounds = [t / b for t, b in zip(top.mbits, bottom.mbits, strict=False) if b]
     per_round = f"(per round {min(rounds):.2f}-{max(rounds):.2f})" if rounds else ""
     rtt = quantile(top.rtts, 0.5) / quantile(bottom.rtts, 0.5)
-    return f"{label:<34} TCP {m_top / m_bottom:5.2f} {per_round}  RTT p50 {rtt:5.2f}"
+    line = f"{label:<34} TCP {m_top / m_bottom:5.2f} {per_round}  RTT p50 {rtt:5.2f}"
+    cpu_top, cpu_bottom = median(top.cpu_per_ping), median(bottom.cpu_per_ping)
+    if cpu_top and cpu_bottom:
+        line += f"  CPU/ping {cpu_top / cpu_bottom:5.2f}"
+    return line
 
 
 def report(
@@ -360,14 +431,15 @@ def report(
     seconds: float,
     rounds: int,
     pings: int,
+    interval: float = 0.01,
 ) -> None:
     print(
         f"\npa -> pb, {rounds} interleaved rounds of iperf3 TCP {seconds:g} s + {pings} pings"
-        " 10 ms apart; AES-GCM-256 ESP in UDP, PSK"
+        f" {interval * 1e3:g} ms apart; AES-GCM-256 ESP in UDP, PSK"
     )
     print(
         f"{'path':<34} {'Mbit/s':>9} {'[min-max]':>13}  {'RTT p50':>6}  {'p90':>6}  {'p99':>6}"
-        f"  {'CPU us/ping':>8}"
+        f"  {'CPU us/ping':>8}  {'user':>6}  {'csw':>5}"
     )
     for path in paths:
         label = f"{path.name} ({path.placement})" if path.placement else path.name
@@ -375,13 +447,22 @@ def report(
     by = {(p.name, p.placement): p for p in paths}
     base = by[("plain", "")]
     print()
+    kipsecs = [p for p in paths if p.name.startswith("kipsec") and p.placement == "pods"]
     for placement in ("pods", "gateway"):
-        kipsec, swan = by.get(("kipsec", placement)), by.get(("strongSwan", placement))
-        if kipsec and swan:
-            print(ratio_line(f"kipsec / strongSwan ({placement})", kipsec, swan) + "  goal >= 2")
+        swan = by.get(("strongSwan", placement))
+        for name in (p.name for p in kipsecs):
+            kipsec = by.get((name, placement))
+            if kipsec and swan:
+                line = ratio_line(f"{name} / strongSwan ({placement})", kipsec, swan)
+                print(line + "  goal >= 2")
     for path in paths:
-        if path is not base and path.name in ("kipsec", "strongSwan"):
+        if path is not base and (path.name.startswith("kipsec") or path.name == "strongSwan"):
             print(ratio_line(f"{path.name} ({path.placement}) / plain", path, base))
+    for placement in ("pods", "gateway"):
+        kipsec = by.get(("kipsec", placement))
+        for path in paths:
+            if kipsec and path.placement == placement and path.name.startswith("kipsec "):
+                print(ratio_line(f"kipsec / {path.name} ({placement})", kipsec, path))
     untuned = by.get(("strongSwan untuned", "gateway"))
     tuned = by.get(("strongSwan", "gateway"))
     if untuned and tuned:
@@ -421,14 +502,30 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="iperf3 time (max 60)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (max 20)")
     parser.add_argument("--pings", type=int, default=200, help="pings per round (max 2000)")
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="ms between pings (1 to 100; default 10)"
+    )
     parser.add_argument("--setups", type=int, default=5, help="setup-time samples (max 20)")
     parser.add_argument(
         "--untuned", action="store_true", help="also the old strongSwan settings (gateways)"
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=VAR=VALUE,...",
+        help="also kipsec paths whose sidecars run with these environment variables "
+        "(e.g. before=PYTHONPATH=/tmp/old/sidecar)",
+    )
     args = parser.parse_args()
+    variants: dict[str, dict[str, str]] = {}
+    for variant in args.variant:
+        name, _, settings = variant.partition("=")
+        variants[name] = dict(item.split("=", 1) for item in settings.split(","))
     seconds = min(max(args.seconds, 1.0), 60.0)
     rounds = min(max(args.rounds, 1), 20)
     pings = min(max(args.pings, 10), 2000)
+    interval = min(max(args.interval, 1.0), 100.0) / 1e3
     setups = min(max(args.setups, 1), 20)
     sweep_stale()
     memory: dict[str, float] = {}
@@ -437,14 +534,16 @@ def main() -> int:
         # The sidecars start from cached bytecode, as the image's do: compiling kipsec's
         # modules at each start (this checkout's PYTHONDONTWRITEBYTECODE) holds ~10 MiB more.
         bytecode(True, cache)
-        return measure_all(args, seconds, rounds, pings, setups, memory, times)
+        return measure_all(args, variants, seconds, rounds, pings, interval, setups, memory, times)
 
 
 def measure_all(
     args: argparse.Namespace,
+    variants: Mapping[str, Mapping[str, str]],
     seconds: float,
     rounds: int,
     pings: int,
+    interval: float,
     setups: int,
     memory: dict[str, float],
     times: dict[str, list[float]],
@@ -470,9 +569,13 @@ def measure_all(
             return path
 
         add("kipsec pods", kp)
+        for name, env in variants.items():
+            add(f"kipsec {name} pods", partial(variant_pods, stack, env, f"kipsec {name}"))
         if swan_missing is None:
             add("strongSwan pods", sp)
         add("kipsec gateway", lambda d: kipsec_gateways(stack, d))
+        for name, env in variants.items():
+            add(f"kipsec {name} gateway", partial(variant_gateways, stack, env, f"kipsec {name}"))
         if swan_missing is None:
             add(
                 "strongSwan gateway",
@@ -494,7 +597,9 @@ def measure_all(
             memory["idle, 1 peer up"] = rss_mib(sidecar.proc.pid)
         for round_ in range(rounds):
             for path in paths:
-                guarded(partial(measure, path, seconds, pings), None, f"{path.name} round")
+                guarded(
+                    partial(measure, path, seconds, pings, interval), None, f"{path.name} round"
+                )
             print(
                 f"round {round_ + 1}: "
                 + ", ".join(
@@ -508,7 +613,7 @@ def measure_all(
     with workdir() as work:
         none: dict[str, float] = {}
         memory.update(guarded(lambda: hundred_peers(work), none, "100 peers"))
-    report(paths, times, memory, seconds, rounds, pings)
+    report(paths, times, memory, seconds, rounds, pings, interval)
     return 0
 
 

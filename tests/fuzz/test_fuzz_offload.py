@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,6 +26,7 @@ from kipsec_sidecar.datapath.offload import (
     VNET_HDR_LEN,
     VnetHdr,
     coalesce,
+    complete_checksum,
     segment_tcp,
     split,
     transport_valid,
@@ -111,3 +113,57 @@ def test_checksum_completion_at_any_offset_is_bytes_or_parse_error(
 ) -> None:
     with contextlib.suppress(ParseError):
         split(VnetHdr(F_NEEDS_CSUM, 0, 0, 0, start, offset).pack() + body)
+
+
+def _split_by_fields(data: bytes) -> list[bytes]:
+    """:func:`split` spelled with :class:`VnetHdr` (what it did before it read the header
+    in place): the reference the in-place reading must equal."""
+    hdr = VnetHdr.unpack(data)
+    packet = data[VNET_HDR_LEN:]
+    gso = hdr.gso_type & 0x7F
+    if gso == 0:
+        if hdr.flags & F_NEEDS_CSUM:
+            return [complete_checksum(packet, hdr.csum_start, hdr.csum_offset)]
+        return [packet]
+    if gso in (GSO_TCPV4, GSO_TCPV6):
+        return segment_tcp(packet, hdr.gso_size)
+    raise ParseError("not TCP", field="vnet.gso_type")
+
+
+def _outcome(function: Callable[[bytes], list[bytes]], data: bytes) -> list[bytes] | str:
+    try:
+        return function(data)
+    except ParseError as exc:
+        return f"ParseError {exc.field}"
+
+
+@FUZZ
+@given(
+    st.builds(
+        VnetHdr,
+        st.integers(0, 255),
+        st.sampled_from([0, GSO_TCPV4, GSO_TCPV6, 3, 0x80, 0x81, 0x84]),
+        st.integers(0, 200),
+        st.integers(0, 1500),
+        st.integers(0, 200),
+        st.integers(0, 40),
+    ),
+    st.sampled_from([b"", _tcp(4, bytes(3000), 1, 0x18), _tcp(6, bytes(100), 9, 0x10)]),
+    st.binary(max_size=80),
+)
+def test_split_reads_the_header_in_place_as_its_fields_say(
+    hdr: VnetHdr, packet: bytes, tail: bytes
+) -> None:
+    data = hdr.pack() + packet + tail
+    assert _outcome(split, data) == _outcome(_split_by_fields, data)
+
+
+@FUZZ
+@given(st.binary(max_size=200) | st.builds(_tcp, st.sampled_from([4, 6]),
+                                           st.binary(max_size=100), st.integers(0, 2**32 - 1),
+                                           st.sampled_from([0x10, 0x18, 0x11, 0x02])))  # fmt: skip
+def test_a_lone_packet_is_written_as_it_came(packet: bytes) -> None:
+    """The one-packet shortcut of :func:`coalesce` writes what a group of one built (a
+    TCP segment) and what any other packet got: the packet behind an empty header."""
+    assert coalesce([packet]) == [PLAIN_HDR + packet]
+    assert coalesce([packet, packet])[0] == PLAIN_HDR + packet  # the general path agrees

@@ -140,17 +140,20 @@ class _Child:
         self.sock.sendto(data, address)
 
     def _on_udp(self) -> None:
-        for _ in range(64):
-            try:
-                data, source = self.sock.recvfrom(65535)
-            except BlockingIOError:
-                return
-            try:
-                kind = classify(data)
-            except Exception:
-                continue
-            if kind is UdpEncapKind.ESP:
-                self.datapath.receive_encapsulated(data, source)
+        try:
+            for _ in range(64):
+                try:
+                    data, source = self.sock.recvfrom(65535)
+                except BlockingIOError:
+                    return
+                try:
+                    kind = classify(data)
+                except Exception:
+                    continue
+                if kind is UdpEncapKind.ESP:
+                    self.datapath.receive_encapsulated(data, source)
+        finally:
+            self.datapath.flush_received()
 
     def _reply(self, obj: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(obj) + "\n")

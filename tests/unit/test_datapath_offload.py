@@ -337,3 +337,14 @@ def test_gso_runs_break_where_sizes_grow() -> None:
         datagrams = [os.urandom(n) for n in (500, 500, 200, 900, 900, 900, 10)]
         GsoSender(sender)(datagrams, receiver.getsockname())
         assert _drain(receiver, len(datagrams)) == datagrams
+
+
+def test_a_lone_datagram_is_sent_as_it_is_and_counted() -> None:
+    """The one-datagram shortcut (a ping, an ACK) sends what a run of one sent."""
+    sender, receiver = _pair()
+    with sender, receiver:
+        gso = GsoSender(sender)
+        for datagram in (os.urandom(84), os.urandom(1400)):
+            gso([datagram], receiver.getsockname())
+            assert gso.sent == 1 and gso.gso
+            assert _drain(receiver, 1) == [datagram]

@@ -146,11 +146,15 @@ class Datapath(Protocol):
         counted as no-SA drops, and ask again on its next packet."""
 
     def receive_encapsulated(self, data: bytes, source: UdpAddress) -> None:
-        """An ESP-in-UDP datagram (non-ESP marker already classified) from the 4500 socket."""
+        """An ESP-in-UDP datagram (non-ESP marker already classified) from the 4500 socket.
+
+        A datapath may hold what it decrypted until :meth:`flush_received`: callers call
+        that after the datagrams of each socket read."""
 
     def flush_received(self) -> None:
         """The 4500 socket's reader has handed over its batch: deliver what it held now,
-        not on a later event-loop pass (one pass less per packet: latency)."""
+        not on a later event-loop pass (one pass less per packet: latency). Required
+        after :meth:`receive_encapsulated`: nothing else delivers what it held."""
 
     def outbound_sa(self, peer: str) -> IpsecSa | None:
         """The SA the peer's traffic is sent on now, if any (for the control interface)."""

@@ -68,6 +68,9 @@ MAX_SUPER = 65535
 MAX_SEGMENTS = 64
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
+#: ``gso_size`` and ``csum_start``/``csum_offset`` of a :data:`VNET_HDR`, read in place.
+_GSO_SIZE = struct.Struct("=H")
+_CSUM_FIELDS = struct.Struct("=HH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,16 +179,21 @@ def split(data: bytes) -> list[bytes]:
     PSH on the last only, CWR on the first only) and full checksum. A ``NEEDS_CSUM``
     packet gets its checksum completed. Anything else comes back unchanged.
     """
-    hdr = VnetHdr.unpack(data)
+    if len(data) < VNET_HDR_LEN:
+        raise ParseError(f"{len(data)} bytes is shorter than a virtio_net_hdr", field="vnet")
+    # The header's fields read in place, not through VnetHdr: this runs for every read,
+    # and a lone small packet (a ping) is mostly this and its copy.
+    flags, gso_type = data[0], data[1]
     packet = data[VNET_HDR_LEN:]
-    gso = hdr.gso_type & ~GSO_ECN
+    gso = gso_type & ~GSO_ECN
     if gso == GSO_NONE:
-        if hdr.flags & F_NEEDS_CSUM:
-            return [complete_checksum(packet, hdr.csum_start, hdr.csum_offset)]
+        if flags & F_NEEDS_CSUM:
+            csum_start, csum_offset = _CSUM_FIELDS.unpack_from(data, 6)
+            return [complete_checksum(packet, csum_start, csum_offset)]
         return [packet]
     if gso in (GSO_TCPV4, GSO_TCPV6):
-        return segment_tcp(packet, hdr.gso_size)
-    raise ParseError(f"GSO type {hdr.gso_type} is not TCP", field="vnet.gso_type")
+        return segment_tcp(packet, _GSO_SIZE.unpack_from(data, 4)[0])
+    raise ParseError(f"GSO type {gso_type} is not TCP", field="vnet.gso_type")
 
 
 def segment_tcp(packet: bytes, mss: int) -> list[bytes]:
@@ -396,8 +404,11 @@ def coalesce(packets: Sequence[bytes]) -> list[bytes]:
     Order within a flow is kept: a packet of a flow that cannot join the flow's open
     merge closes it and goes after it. Packets of different flows may be reordered
     relative to each other (as GRO does). Checksums are not verified: the packets were
-    authenticated by ESP (see the module docstring).
+    authenticated by ESP (see the module docstring). A lone packet is written as it came
+    whatever it is (what a group of one builds too), without looking at it.
     """
+    if len(packets) == 1:
+        return [PLAIN_HDR + packets[0]]
     writes: list[_Group | bytes] = []
     open_groups: dict[bytes, tuple[bytes, _Group]] = {}
     for packet in packets:

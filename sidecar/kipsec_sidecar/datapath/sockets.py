@@ -192,6 +192,10 @@ class GsoSender:
     def __call__(self, datagrams: Sequence[bytes], address: tuple[str, int]) -> None:
         self.sent = 0
         sock = self.sock
+        if len(datagrams) == 1:  # a lone packet (a ping, an ACK): what a run of one does
+            sock.sendto(datagrams[0], address)
+            self.sent = 1
+            return
         if not self.gso:
             for datagram in datagrams:
                 sock.sendto(datagram, address)

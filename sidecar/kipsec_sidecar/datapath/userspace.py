@@ -52,8 +52,8 @@ the profile of the per-packet path said the limit is kernel work per packet — 
   the wire and the peer see exactly what they saw before); the segments of one read share
   one peer lookup and one SA. Inbound, decrypted packets are not written one by one: they
   are collected during the burst the socket reader hands over and written when it ends
-  (:meth:`UserspaceDatapath.flush_received`, called by the daemon's 4500 reader and by
-  this datapath's raw-socket readers in the same callback),
+  (:meth:`UserspaceDatapath.flush_received`, which every reader calls in the same
+  callback: the daemon's 4500 reader, this datapath's raw-socket readers),
   consecutive TCP segments of a flow merged into one GSO super-segment
   (:func:`.offload.coalesce`) that the kernel splits again. The merge does not re-sum
   each segment's TCP checksum: ESP's ICV already authenticated every byte (a tampered
@@ -342,7 +342,6 @@ class UserspaceDatapath:
         )
         self._rx_pending: list[bytes] = []
         self._rx_counts: dict[str, list[int]] = {}
-        self._rx_scheduled = False
         self.offload = False
         self._on_acquire = on_acquire
         self._peers: dict[str, _Peer] = {}
@@ -922,10 +921,6 @@ class UserspaceDatapath:
                 counts = self._rx_counts[peer.policy.peer] = [0, 0]
             counts[0] += 1
             counts[1] += len(packet)
-            if not self._rx_scheduled:
-                self._rx_scheduled = True
-                assert self._loop is not None
-                self._loop.call_soon(self._flush_inbound)
             return
         try:
             os.write(self._tun.fd, packet)
@@ -938,24 +933,22 @@ class UserspaceDatapath:
         stats.bytes_in[name] = stats.bytes_in.get(name, 0) + len(packet)
 
     def flush_received(self) -> None:
-        """The daemon's socket reader ends its batch: write it now (see :meth:`_flush_inbound`).
+        """The socket reader ends its batch: write what it delivered (see
+        :meth:`_flush_inbound`).
 
-        Without this the batch waited for the next event-loop pass: one more ``epoll_wait``
-        and loop turn on every packet's way in, which is latency (an echo's reply is only
-        generated once the request is written). The pass scheduled by :meth:`_deliver`
-        still runs, finds nothing, and remains the flush for callers that never call this
-        (the test harness)."""
+        With offload, :meth:`receive_encapsulated` only collects: every caller calls this
+        after the datagrams of one socket read (the daemon's 4500 reader, this datapath's
+        raw-socket readers, the test harnesses). Writing here, in the reader's callback,
+        and nowhere else: a flush on a later event-loop pass was one more ``epoll_wait``
+        and loop turn on every packet's way in (an echo's reply is only generated once the
+        request is written), and the ``call_soon`` that kept it as a fallback cost a
+        handle and a loop turn per read (bench/README.md, "Latency, issue 14 second
+        part")."""
         if self._rx_pending:
             self._flush_inbound()
 
     def _flush_inbound(self) -> None:
-        """Write what arrived since the last flush, TCP segments merged (:mod:`.offload`).
-
-        Runs at the end of the burst of ``receive_encapsulated`` calls that one read of
-        the daemon's socket hands over (:meth:`flush_received`), else once per event-loop
-        pass.
-        """
-        self._rx_scheduled = False
+        """Write what arrived since the last flush, TCP segments merged (:mod:`.offload`)."""
         packets, self._rx_pending = self._rx_pending, []
         counts, self._rx_counts = self._rx_counts, {}
         tun = self._tun
