@@ -669,7 +669,8 @@ def narrowed_selectors(topo: Topology, work: Path, a: Sidecar, b: Sidecar) -> No
         inner = inner / b"KIPSEC-FORGED"
         esp = sa.encrypt(inner, seq_num=seq)
         outer = IP(src=other, dst=me) / UDP(sport=4500, dport=4500) / bytes(esp[ESP])
-        topo.run("pb", sys.executable, "-c", _FORGE, bytes(outer).hex(), me, "0", paths)
+        # The import of the kernel datapath takes seconds under the VM's emulation.
+        topo.run("pb", sys.executable, "-c", _FORGE, bytes(outer).hex(), me, "0", paths, timeout=60)
         time.sleep(0.5)
 
     mismatch = _counter(topo, "pa", "/proc/net/xfrm_stat", "XfrmInStateMismatch")
