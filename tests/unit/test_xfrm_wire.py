@@ -179,3 +179,11 @@ def test_an_acknowledgement_carries_no_error_and_no_text() -> None:
     data = netlink.frame(netlink.NLMSG_ERROR, 0, SEQ, struct.pack("=i", 0) + bytes(16))
     (message,) = netlink.parse_messages(data)
     assert (message.error, message.ack_message) == (0, None)
+
+
+def test_an_error_too_short_for_its_copied_request_has_no_text() -> None:
+    # NLM_F_ACK_TLVS set, not capped, but no room for the copied request's header.
+    body = struct.pack("=i", -errno.EINVAL) + bytes(8)
+    data = netlink.frame(netlink.NLMSG_ERROR, netlink.NLM_F_ACK_TLVS, SEQ, body)
+    (message,) = netlink.parse_messages(data)
+    assert (message.error, message.ack_message) == (errno.EINVAL, None)

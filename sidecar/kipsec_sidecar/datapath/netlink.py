@@ -160,8 +160,10 @@ def ack_message(flags: int, body: bytes | memoryview) -> str | None:
     pos = _ERRNO.size
     if flags & NLM_F_CAPPED:
         pos += _NLMSGHDR.size
-    elif len(body) >= pos + 4:
-        pos += align(_U32.unpack_from(body, pos)[0])
+    elif len(body) >= pos + _NLMSGHDR.size:
+        pos += align(_U32.unpack_from(body, pos)[0])  # the copied request's own length
+    else:
+        return None
     if pos > len(body):
         return None
     value = parse_attrs(body[pos:]).get(NLMSGERR_ATTR_MSG)

@@ -42,7 +42,14 @@ from pyroute2.netlink import (
 )
 
 from .base import IPAddress
-from .netlink import NETLINK_EXT_ACK, NETLINK_XFRM, SOL_NETLINK, ack_message, netns_socket
+from .netlink import (
+    NETLINK_EXT_ACK,
+    NETLINK_XFRM,
+    SOL_NETLINK,
+    NetlinkParseError,
+    ack_message,
+    netns_socket,
+)
 from .xfrm_sa import (
     XfrmAction,
     XfrmDir,
@@ -1142,7 +1149,10 @@ def _error_code(data: bytes, offset: int, length: int, msg_type: int) -> int:
 def _ext_ack_message(data: bytes, offset: int, length: int) -> str | None:
     """NLMSGERR_ATTR_MSG of an error with extended ack TLVs (the kernel's explanation)."""
     (flags,) = struct.unpack_from("=H", data, offset + 6)
-    return ack_message(flags, memoryview(data)[offset + 16 : offset + length])
+    try:
+        return ack_message(flags, memoryview(data)[offset + 16 : offset + length])
+    except NetlinkParseError:
+        return None  # a malformed explanation is no reason to lose the errno
 
 
 __all__ = [
