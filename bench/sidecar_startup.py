@@ -3,7 +3,7 @@
 Run (root; one pod in a network namespace, removed afterwards)::
 
     .venv/bin/python bench/sidecar_startup.py [--runs 5] [--idle 1.0] [--peers 0,10,100]
-        [--variant NAME=VAR=VALUE,...]
+        [--datapath userspace|auto] [--variant NAME=VAR=VALUE,...]
 
 Printed, each the median of ``--runs`` (at most 20) with the spread; the runs are
 interleaved (round r starts every peer count and variant once before round r+1), so a
@@ -15,16 +15,19 @@ change of the machine's load falls on all of them alike:
   document with it costs),
   the CLI entry point (``kipsec_sidecar.cli``, what ``kipsec-sidecar`` imports before it
   parses its arguments), the daemon (``kipsec_sidecar.daemon``, what ``run`` imports)
-  and the daemon with the userspace datapath (all a start imports), with how many
-  modules each leaves in ``sys.modules`` and its VmRSS at the end;
-- exec to ready: from just before ``exec`` of ``kipsec-sidecar run`` (userspace datapath,
-  PSK, the injected sidecar's two listeners) to the first ``/healthz`` answered 200 on
-  the probes listener (what the injected startupProbe asks) and to the first ``sas``
-  answered on the control socket (what the tests and ``kipsec-sidecar`` wait for), and
-  the CPU seconds (user + system, from ``/proc/<pid>/stat``, with those of the commands
-  it ran, such as ``nft``) the sidecar used until it was ready — the figure a loaded
-  machine stretches least —, with each ``--peers`` count
-  of configured peers;
+  and the daemon with the userspace datapath (all a start imports; with ``--datapath
+  auto`` also with the capability probe), with how many modules each leaves in
+  ``sys.modules`` and its VmRSS at the end;
+- exec to ready: from just before ``exec`` of ``kipsec-sidecar run`` (the ``--datapath``
+  setting: ``userspace``, the default here, or ``auto``, the configuration's default,
+  which first probes the kernel for ESP: on a kernel without it, like this machine's,
+  the userspace datapath then runs; PSK, the injected sidecar's two listeners) to the
+  first ``/healthz`` answered 200 on the probes listener (what the injected startupProbe
+  asks) and to the first ``sas`` answered on the control socket (what the tests and
+  ``kipsec-sidecar`` wait for), and the CPU seconds (user + system, from
+  ``/proc/<pid>/stat``, with those of the commands it ran, such as ``nft``) the sidecar
+  used until it was ready — the figure a loaded machine stretches least —, with each
+  ``--peers`` count of configured peers;
 - memory: ``VmRSS`` (and its anonymous part, ``RssAnon``) from ``/proc/<pid>/status``
   ``--idle`` seconds after ready, per peer count.
 
@@ -184,17 +187,25 @@ IMPORTS = (
     ("kipsec_sidecar.daemon", "kipsec_sidecar.daemon"),
     ("daemon + userspace datapath", "kipsec_sidecar.daemon, kipsec_sidecar.datapath.userspace"),
 )
+#: With ``--datapath auto``: what such a start imports on a kernel without ESP (the probe
+#: runs, then the userspace datapath).
+PROBE_IMPORTS = (
+    (
+        "daemon + probe + userspace",
+        "kipsec_sidecar.daemon, kipsec_sidecar.datapath.probe, kipsec_sidecar.datapath.userspace",
+    ),
+)
 
 
-def import_times(runs: int) -> dict[str, tuple[list[float], int, float]]:
+def import_times(
+    runs: int, rows: tuple[tuple[str, str], ...] = IMPORTS
+) -> dict[str, tuple[list[float], int, float]]:
     """Wall seconds of ``python -c "import M"`` per run (rounds interleaved across the
     rows), the modules it loaded and its VmRSS (MiB) at the end."""
-    results: dict[str, tuple[list[float], int, float]] = {
-        label: ([], 0, 0.0) for label, _ in IMPORTS
-    }
+    results: dict[str, tuple[list[float], int, float]] = {label: ([], 0, 0.0) for label, _ in rows}
     python = str(REPO / ".venv" / "bin" / "python")
     for _ in range(runs):
-        for label, modules in IMPORTS:
+        for label, modules in rows:
             code = (
                 f"import sys{', ' + modules if modules else ''}\n"
                 "rss = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')]\n"
@@ -212,13 +223,15 @@ def import_times(runs: int) -> dict[str, tuple[list[float], int, float]]:
     return results
 
 
-def prepare(topo: Topology, workdir: Path, count: int, name: str = "peers") -> Sidecar:
+def prepare(
+    topo: Topology, workdir: Path, count: int, datapath: str, name: str = "peers"
+) -> Sidecar:
     """The work directory and document of a sidecar with ``count`` onDemand peers in pm."""
     sidecar = Sidecar(topo, "pm", workdir / f"{name}{count}")
     sidecar.workdir.mkdir()
     sidecar.write(
         fake_peers(count),
-        datapath="userspace",
+        datapath=datapath,
         metrics={"enabled": True},
         logging={"level": "warning"},
     )
@@ -264,6 +277,12 @@ def main() -> int:
         "--peers", default="0,10,100", help="configured peer counts, comma-separated (0-254)"
     )
     parser.add_argument(
+        "--datapath",
+        choices=("userspace", "auto"),
+        default="userspace",
+        help="the sidecars' datapath setting (auto: probe the kernel first)",
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -284,7 +303,7 @@ def main() -> int:
     print(f"load average before: {loadavg()}  ({os.cpu_count()} CPUs, {runs} runs each)")
     with tempfile.TemporaryDirectory(prefix="kipsec-startup-") as tmp:
         bytecode(not args.no_bytecode, Path(tmp))
-        return measure(Path(tmp), runs, idle, counts, variants)
+        return measure(Path(tmp), runs, idle, counts, variants, args.datapath)
 
 
 def bytecode(enabled: bool, tmp: Path) -> None:
@@ -304,11 +323,16 @@ def bytecode(enabled: bool, tmp: Path) -> None:
 
 
 def measure(
-    tmp: Path, runs: int, idle: float, counts: list[int], variants: dict[str, dict[str, str]]
+    tmp: Path,
+    runs: int,
+    idle: float,
+    counts: list[int],
+    variants: dict[str, dict[str, str]],
+    datapath: str,
 ) -> int:
     """Print the import rows, then ``runs`` interleaved rounds of starts: every peer
     count with every variant once per round."""
-    imports = import_times(runs)
+    imports = import_times(runs, IMPORTS + (PROBE_IMPORTS if datapath == "auto" else ()))
     sweep_stale()
     measured: dict[tuple[int, str], list[dict[str, Any]]] = {
         (count, name): [] for count in counts for name in variants
@@ -317,10 +341,10 @@ def measure(
         topo.add_node("a")
         topo.add_pod("pm", "a")
         topo.ip("pm", f"route add blackhole {FAKE_PEERS}")
-        sidecars = {count: prepare(topo, tmp, count) for count in counts}
+        sidecars = {count: prepare(topo, tmp, count, datapath) for count in counts}
         # Unmeasured: the first start also fills the bytecode cache (modules a start loads
         # beyond the imports above) and the page cache.
-        warm = prepare(topo, tmp, 1, name="warm-up")
+        warm = prepare(topo, tmp, 1, datapath, name="warm-up")
         for env in variants.values():
             start(topo, warm, 1, 0.0, env)
         for _ in range(runs):
@@ -333,7 +357,7 @@ def measure(
     for label, (times, modules, rss) in imports.items():
         print(f"  {label:32} {median(times):28} {modules:5d} modules {rss:6.1f} MiB")
     print(
-        "\nkipsec-sidecar run (userspace datapath), exec to ready and CPU to ready, seconds;"
+        f"\nkipsec-sidecar run (datapath: {datapath}), exec to ready and CPU to ready, seconds;"
         " memory idle, MiB"
     )
     print(

@@ -39,7 +39,7 @@ import signal
 import subprocess
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Final
 
@@ -170,6 +170,19 @@ def delete_namespace(namespace: str) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     host_command(["ip", "netns", "delete", namespace], check=False)
+
+
+@contextlib.contextmanager
+def scratch_namespace(name: str) -> Iterator[str]:
+    """One empty namespace (only ``lo``, down) for a test that asks the kernel something
+    in a namespace of its own; deleted afterwards, and named so that :func:`sweep_stale`
+    removes it if the run dies first."""
+    namespace = f"{PREFIX}-{os.getpid()}-{next(_SEQUENCE)}-{name}"
+    host_command(["ip", "netns", "add", namespace])
+    try:
+        yield namespace
+    finally:
+        delete_namespace(namespace)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -9,30 +9,31 @@ Needs root for the scratch namespace (this machine and CI run as root).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from kipsec_sidecar.datapath.base import DatapathError
 from kipsec_sidecar.datapath.kernel import KernelDatapath
-from kipsec_sidecar.datapath.probe import probe_kernel_esp
-from kipsec_sidecar.datapath.xfrm import XfrmSocket
-from kipsec_sidecar.datapath.xfrm_sa import SaKeys
+from kipsec_sidecar.datapath.netlink import NetlinkError
+from kipsec_sidecar.datapath.probe import _probe_states, probe_kernel_esp
+from kipsec_sidecar.datapath.xfrm import XfrmError, XfrmSocket
+from kipsec_sidecar.datapath.xfrm_sa import DEFAULT_OWNER_MASK, SaKeys
+from kipsec_sidecar.datapath.xfrm_wire import XfrmNetlink
+from support.netns import scratch_namespace
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")
 
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"kipsec-probe-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    try:
+    with scratch_namespace("probe") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
 
 def iproute2_accepts_esp(netns: str) -> bool:
@@ -76,6 +77,30 @@ def test_probe_on_a_kernel_without_esp_explains_the_refusal(netns: str) -> None:
     assert not kernel
     assert reason.startswith("kernel refused ESP SA (cbc(aes)): EPROTONOSUPPORT (")
     assert "esp4" in reason
+
+
+def answer(call: Callable[[], None]) -> tuple[int | None, str | None] | None:
+    """(errno, kernel message) of a refused request, None if the kernel accepted it."""
+    try:
+        call()
+    except (NetlinkError, XfrmError) as exc:
+        return exc.errno, exc.kernel_message
+    return None
+
+
+def test_the_probe_socket_reads_the_kernel_as_the_xfrm_codec_does(netns: str) -> None:
+    # The same states through both: the probe's own packing and pyroute2's codec (the
+    # kernel datapath's). Refused (here) or accepted (the VM), they must agree on errno
+    # and the kernel's extended-ack text, which the probe's reason shows.
+    with XfrmNetlink(netns=netns, timeout=15) as wire, XfrmSocket(netns=netns) as codec:
+        for spec in _probe_states(DEFAULT_OWNER_MASK):
+            twin = dataclasses.replace(spec, spi=spec.spi ^ 1)
+            mine = answer(functools.partial(wire.new_sa, spec))
+            assert mine == answer(functools.partial(codec.new_sa, twin))
+            if mine is None:
+                wire.delete_sa(spec.dst, spec.spi, spec.proto, spec.mark)
+                codec.delete_sa(twin.dst, twin.spi, twin.proto, twin.mark)
+        assert codec.states() == []
 
 
 def test_probe_outside_any_namespace_it_can_open_says_so() -> None:

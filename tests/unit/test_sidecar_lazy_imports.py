@@ -2,7 +2,8 @@
 
 The sidecar's start time and resident memory are mostly imports (see
 ``bench/sidecar_startup.py``): pyroute2 alone is ~160 modules and ~10 MiB, and only the
-kernel datapath still uses it. These tests
+kernel datapath still uses it (the ``datapath: auto`` probe packs its XFRM messages
+itself, ``datapath/xfrm_wire.py``). These tests
 run each path in a fresh interpreter and read its ``sys.modules``, so an eager import
 added anywhere on the way (a module-level ``from ..datapath.kernel import ...``) fails
 here, not as a slower start someone has to notice. They are structural, not timed.
@@ -11,17 +12,26 @@ here, not as a slower start someone has to notice. They are structural, not time
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+
+from support.netns import scratch_namespace
 
 #: Never in the sidecar: test-only, operator-side or lab packages.
 NEVER = ("scapy", "aiohttp", "kopf", "kubernetes", "kipsec_operator", "kipsec_lab")
-#: The kernel (XFRM) datapath and its probe: only when the kernel datapath is chosen.
+#: The kernel (XFRM) datapath and its pyroute2 codec: only when the kernel datapath is
+#: chosen.
+KERNEL_DATAPATH = ("kipsec_sidecar.datapath.kernel", "kipsec_sidecar.datapath.xfrm")
+#: The kernel datapath and the probe: neither with ``datapath: userspace``.
 KERNEL = (
-    "kipsec_sidecar.datapath.kernel",
-    "kipsec_sidecar.datapath.xfrm",
+    *KERNEL_DATAPATH,
     "kipsec_sidecar.datapath.xfrm_sa",
+    "kipsec_sidecar.datapath.xfrm_wire",
     "kipsec_sidecar.datapath.probe",
 )
 #: What a started userspace datapath needs, and nothing before: its rtnetlink routing, TUN.
@@ -47,11 +57,13 @@ X509 = ("cryptography.x509", "kipsec_sidecar.core.ike.certs")
 IKEV1 = ("kipsec_sidecar.core.ikev1.endpoint", "kipsec_sidecar.core.ikev1.engine")
 
 
-def loaded(code: str, *args: str) -> set[str]:
-    """The modules in ``sys.modules`` after ``code`` ran in a fresh interpreter."""
+def loaded(code: str, *args: str, netns: str | None = None) -> set[str]:
+    """The modules in ``sys.modules`` after ``code`` ran in a fresh interpreter (inside
+    the network namespace ``netns``, if given)."""
     script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    where = [] if netns is None else ["ip", "netns", "exec", netns]
     out = subprocess.run(
-        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60
+        [*where, sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -87,6 +99,35 @@ def test_the_userspace_path_never_loads_the_kernel_datapath() -> None:
         "import kipsec_sidecar.health, kipsec_sidecar.metrics"
     )
     assert present(modules, NEVER + KERNEL + PYROUTE2 + SCHEMA + YAML + HTTP + X509 + IKEV1) == []
+    assert present(modules, DATAPATH) == list(DATAPATH)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    with scratch_namespace("imports") as name:
+        yield name
+
+
+def test_auto_on_a_kernel_without_esp_probes_without_pyroute2(netns: str) -> None:
+    # What the daemon does for `datapath: auto` (the default), in a namespace of its own:
+    # the probe asks the kernel for ESP states; refused, the userspace datapath starts.
+    # The probe's XFRM messages must not have brought pyroute2 or the kernel datapath in.
+    modules = loaded(
+        "from kipsec_sidecar.daemon.datapath_choice import choose_datapath, factory_for\n"
+        "import kipsec_sidecar.daemon.sidecar\n"
+        "choice = choose_datapath('auto')\n"
+        "if choice.name == 'userspace':\n"
+        "    assert factory_for(choice).__name__ == 'userspace_factory'\n"
+        "    import kipsec_sidecar.datapath.userspace\n"
+        "    import kipsec_sidecar.health, kipsec_sidecar.metrics",
+        netns=netns,
+    )
+    if "kipsec_sidecar.datapath.userspace" not in modules:
+        pytest.skip("this kernel accepts ESP: auto runs the kernel datapath (VM tier)")
+    assert "kipsec_sidecar.datapath.probe" in modules  # it did probe
+    assert present(modules, NEVER + KERNEL_DATAPATH + PYROUTE2 + SCHEMA + YAML + HTTP) == []
     assert present(modules, DATAPATH) == list(DATAPATH)
 
 

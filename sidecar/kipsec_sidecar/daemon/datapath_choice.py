@@ -23,8 +23,8 @@ from ..datapath.base import AcquireCallback, Datapath, DatapathError, UdpSender
 from ..datapath.mtu import Suite
 
 if TYPE_CHECKING:
-    # The probe speaks XFRM netlink (pyroute2): imported when a probe runs, not on the
-    # userspace path (see choose_datapath).
+    # The probe (its own XFRM packing, no pyroute2): imported when a probe runs, not on
+    # the userspace path (see choose_datapath).
     from ..datapath.probe import ProbeResult
 
 #: The capability probe: ``ProbeResult(kernel, reason)``; tests pass a fixed answer.
@@ -51,8 +51,9 @@ def choose_datapath(
     if configured == "userspace":
         return DatapathChoice("userspace", "configured: datapath userspace")
     if probe is None:
-        # Here, not at import: `datapath: userspace` never probes, and the probe's XFRM
-        # netlink code (xfrm, xfrm_sa; ~0.1 s, ~3 MiB) is the kernel datapath's.
+        # Here, not at import: `datapath: userspace` never probes. The probe packs its
+        # two XFRM states itself (xfrm_wire), so an `auto` start on a kernel without ESP
+        # never loads pyroute2; only the kernel datapath does.
         from ..datapath.probe import probe_kernel_esp
 
         probe = probe_kernel_esp

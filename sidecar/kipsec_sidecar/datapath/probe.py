@@ -10,6 +10,10 @@ start's cleanup removes.
 
 Two states are tried: AES-CBC + HMAC-SHA2-256 (tells whether the ESP type exists at
 all) and AES-GCM-16 (kipsec's default suite). Both must succeed for the kernel datapath.
+
+The messages are packed by :mod:`.xfrm_wire` and sent with :mod:`.netlink`, not with
+:mod:`.xfrm`: a node whose kernel refuses ESP runs the userspace datapath, which would
+otherwise hold pyroute2 (~13 MiB) for its whole life only to have asked this question.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import platform
 import secrets
 from typing import NamedTuple
 
-from .xfrm import DEFAULT_TIMEOUT, XfrmError, XfrmSocket
+from .netlink import NetlinkError
 from .xfrm_sa import (
     DEFAULT_OWNER_MASK,
     REQID_RANGE,
@@ -33,6 +37,7 @@ from .xfrm_sa import (
     XfrmStateSpec,
     owner_mark,
 )
+from .xfrm_wire import DEFAULT_TIMEOUT, XfrmNetlink
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +107,7 @@ def probe_kernel_esp(
     a named namespace (tests); the sidecar probes its own.
     """
     try:
-        sock = XfrmSocket(netns=netns, timeout=timeout)
+        sock = XfrmNetlink(netns=netns, timeout=timeout)
     except OSError as exc:
         name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
         return ProbeResult(False, f"no XFRM netlink socket: {name} ({exc.strerror})")
@@ -113,7 +118,7 @@ def probe_kernel_esp(
                 sock.new_sa(spec)
             except TimeoutError:
                 return ProbeResult(False, f"kernel did not answer an ESP SA ({alg}) in {timeout}s")
-            except XfrmError as exc:
+            except NetlinkError as exc:
                 name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
                 hint = ""
                 if exc.errno in (errno.EPROTONOSUPPORT, errno.ENOSYS):
@@ -126,7 +131,7 @@ def probe_kernel_esp(
                 return ProbeResult(False, reason)
             try:
                 sock.delete_sa(spec.dst, spec.spi, spec.proto, spec.mark)
-            except XfrmError as exc:
+            except NetlinkError as exc:
                 # The probe state stays until the next start's cleanup: say so, loudly.
                 log.warning(
                     "could not delete the probe SA",

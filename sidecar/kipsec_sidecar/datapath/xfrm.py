@@ -30,7 +30,6 @@ from enum import IntEnum
 from typing import Any, ClassVar
 
 from pyroute2.netlink import (
-    NETLINK_XFRM,
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_DUMP,
@@ -41,9 +40,16 @@ from pyroute2.netlink import (
     nla,
     nlmsg,
 )
-from pyroute2.netns import create_socket
 
 from .base import IPAddress
+from .netlink import (
+    NETLINK_EXT_ACK,
+    NETLINK_XFRM,
+    SOL_NETLINK,
+    NetlinkParseError,
+    ack_message,
+    netns_socket,
+)
 from .xfrm_sa import (
     XfrmAction,
     XfrmDir,
@@ -56,36 +62,9 @@ from .xfrm_sa import (
     XfrmTemplate,
     replay_bitmap_words,
 )
+from .xfrm_wire import DEFAULT_TIMEOUT, INFINITY, XfrmMsg, pack_address
 
-SOL_NETLINK = 270
-NETLINK_EXT_ACK = 11
-NLM_F_CAPPED = 0x100
-NLM_F_ACK_TLVS = 0x200
-NLMSGERR_ATTR_MSG = 1
-#: Seconds a request may take. XFRM calls are normally sub-millisecond, but the first
-#: state using an algorithm makes the kernel load and self-test its crypto modules,
-#: which takes seconds (5-6 s under software emulation).
-DEFAULT_TIMEOUT = 15.0
 RECV_SIZE = 1 << 16
-
-
-class XfrmMsg(IntEnum):
-    """``XFRM_MSG_*`` message types."""
-
-    NEWSA = 0x10
-    DELSA = 0x11
-    GETSA = 0x12
-    NEWPOLICY = 0x13
-    DELPOLICY = 0x14
-    GETPOLICY = 0x15
-    ALLOCSPI = 0x16
-    ACQUIRE = 0x17
-    EXPIRE = 0x18
-    UPDPOLICY = 0x19
-    UPDSA = 0x1A
-    POLEXPIRE = 0x1B
-    FLUSHSA = 0x1C
-    FLUSHPOLICY = 0x1D
 
 
 class XfrmGroup(IntEnum):
@@ -132,15 +111,6 @@ class Address:
         data.extend(b"\0" * 16)
         data[offset : offset + 16] = raw
         return offset + 16
-
-
-def pack_address(value: Any) -> bytes:
-    """16 bytes of ``xfrm_address_t`` for an address (IPv4 in the first 4 bytes)."""
-    if value is None or value == 0 or value == "":
-        return b"\0" * 16
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).ljust(16, b"\0")[:16]
-    return ipaddress.ip_address(value).packed.ljust(16, b"\0")
 
 
 def unpack_address(raw: bytes, family: int) -> str:
@@ -497,11 +467,8 @@ def _selector_values(sel: XfrmSelector, prefix: str = "sel_") -> dict[str, Any]:
     }
 
 
-_INFINITY = 0xFFFFFFFFFFFFFFFF  # XFRM_INF: "no limit" in xfrm_lifetime_cfg
-
-
 def _limit(value: int) -> int:
-    return value if value else _INFINITY
+    return value if value else INFINITY
 
 
 def _mark_attr(mark: XfrmMark | None) -> list[list[Any]]:
@@ -612,7 +579,7 @@ def policy_message(spec: XfrmPolicySpec) -> xfrm_userpolicy_info:
     msg.update(_selector_values(spec.selector))
     msg.update(
         {
-            f"lft_{n}": _INFINITY
+            f"lft_{n}": INFINITY
             for n in (
                 "soft_byte_limit",
                 "hard_byte_limit",
@@ -907,15 +874,12 @@ class XfrmSocket:
     ) -> None:
         #: Called with every datagram received (tests record kernel replies with it).
         self.recorder = recorder
-        # flags=0: a missing namespace is an error (pyroute2's default O_CREAT would
-        # silently create an empty one and probe or configure that).
-        self._sock = create_socket(
-            netns=netns,
-            family=socket.AF_NETLINK,
-            socket_type=socket.SOCK_RAW,
-            proto=NETLINK_XFRM,
-            flags=0,
-        )
+        # A missing namespace is an error (never created: probing or configuring an
+        # empty namespace would hide the mistake).
+        if netns is None:
+            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_XFRM)
+        else:
+            self._sock = netns_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_XFRM)
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             self._sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
@@ -1185,23 +1149,10 @@ def _error_code(data: bytes, offset: int, length: int, msg_type: int) -> int:
 def _ext_ack_message(data: bytes, offset: int, length: int) -> str | None:
     """NLMSGERR_ATTR_MSG of an error with extended ack TLVs (the kernel's explanation)."""
     (flags,) = struct.unpack_from("=H", data, offset + 6)
-    if not flags & NLM_F_ACK_TLVS:
-        return None
-    pos = offset + 20  # nlmsghdr + error code
-    if flags & NLM_F_CAPPED:
-        pos += 16
-    else:
-        (orig_len,) = struct.unpack_from("=I", data, pos)
-        pos += (orig_len + 3) & ~3
-    end = offset + length
-    while pos + 4 <= end:
-        attr_len, attr_type = struct.unpack_from("=HH", data, pos)
-        if attr_len < 4:
-            break
-        if attr_type & 0x3FFF == NLMSGERR_ATTR_MSG:
-            return bytes(data[pos + 4 : pos + attr_len]).rstrip(b"\0").decode(errors="replace")
-        pos += (attr_len + 3) & ~3
-    return None
+    try:
+        return ack_message(flags, memoryview(data)[offset + 16 : offset + length])
+    except NetlinkParseError:
+        return None  # a malformed explanation is no reason to lose the errno
 
 
 __all__ = [
