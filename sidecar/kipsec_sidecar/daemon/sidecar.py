@@ -614,17 +614,16 @@ class Sidecar:
     def _delete_stale(self, peer: Peer, sa: AnySa) -> None:
         """``sa`` answered the peer's IKE_SA_INIT before a reload replaced the peer: it
         completes under the old terms (its first child refused, or one the new
-        configuration does not want). Delete it, so that the IKE SA negotiated under the
-        new terms (the peer's, or ours that the reload started) is the one that stays,
-        and start ours if none is under way."""
+        configuration does not want). Delete it (a DELETE once established), so that the
+        IKE SA negotiated under the new terms is the one that stays: the one an onStart
+        peer's reload started, which adopting ``sa`` would have abandoned as a
+        duplicate, or the peer's, whose own reconnect mode answers the DELETE."""
         self._stale.add(sa)
         sa.delete(self.loop.time())
         log.info(
             "IKE SA set up under a replaced configuration deleted",
             extra={"peer": peer.name, "spi_i": sa.spi_i.hex()},
         )
-        if peer.plan.start == "onStart" and not peer.operator_stopped:
-            self._initiate(peer)
 
     def _apply(self, sa: AnySa, event: Event) -> None:
         peer = self._owner(sa)
