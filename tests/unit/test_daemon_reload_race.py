@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ def settled(cars: dict[str, Sidecar]) -> bool:
 
 
 def test_a_reload_between_ike_sa_init_and_ike_auth_still_settles_on_one_new_child(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -104,7 +105,10 @@ def test_a_reload_between_ike_sa_init_and_ike_auth_still_settles_on_one_new_chil
             car.hurry()
             await car.stop()
 
+    caplog.set_level(logging.INFO, logger="kipsec_sidecar.daemon.sidecar")
     asyncio.run(main())
+    stale = "IKE SA set up under a replaced configuration deleted"
+    assert [r.message for r in caplog.records].count(stale) == 1  # pa's, the race was hit
 
 
 def one_child_each(cars: dict[str, Sidecar]) -> bool:
