@@ -13,6 +13,7 @@ from kipsec_sidecar.daemon.reload import (
     diff,
     fingerprint,
     fingerprints,
+    negotiated_under,
     restart_needed,
 )
 
@@ -112,6 +113,22 @@ def test_a_new_psk_with_another_change_replaces_the_peer() -> None:
     result = diff(fingerprints(plans(document())), fingerprints(plans(doc)))
     refreshed = result.refreshing(by_name(document()), by_name(doc))
     assert (refreshed.refresh, refreshed.replace) == (("pc",), ("pb",))
+
+
+def test_an_ike_sa_set_up_under_replaced_terms_is_not_the_new_peers() -> None:
+    """A responder's IKE SA keeps the configuration of its IKE_SA_INIT; after a reload it
+    belongs to the peer only if the reload would have kept the SAs (see
+    test_daemon_reload_race.py for the pair that settled without a child)."""
+    old = by_name(document())["pb"]
+    assert old.ike is not None
+    assert negotiated_under(old, old.ike)
+    assert negotiated_under(by_name(document())["pb"], old.ike)  # the same terms, reloaded
+    doc = document()
+    doc["local"]["auth"]["psk"]["value"] = "another pre-shared key 9876543210"
+    assert negotiated_under(by_name(doc)["pb"], old.ike)  # credentials only: kept
+    doc["peers"][0]["proposals"] = {"esp": ["chacha20poly1305"]}
+    assert not negotiated_under(by_name(doc)["pb"], old.ike)
+    assert not negotiated_under(by_name(document())["legacy"], old.ike)  # manual: no IKE
 
 
 def test_fingerprints_do_not_reveal_secrets() -> None:

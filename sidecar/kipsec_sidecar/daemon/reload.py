@@ -160,6 +160,25 @@ def credentials_only(old: PeerPlan, new: PeerPlan) -> bool:
     return bool(set(old.ike.auth.trust_anchors) & set(new.ike.auth.trust_anchors))
 
 
+def negotiated_under(plan: PeerPlan, config: IkeConfig) -> bool:
+    """Whether an IKE SA set up with ``config`` belongs to the peer that ``plan`` now
+    describes: ``config`` is the plan's, or differs from it only in the credentials a
+    reload would have refreshed in place (:func:`credentials_only`).
+
+    A responder's IKE SA takes the peer's configuration at its IKE_SA_INIT. If a reload
+    replaces the peer before the IKE_AUTH that completes it, the SA finishes under the
+    replaced terms: its first child is refused or negotiated under the old ones. The
+    daemon deletes such an SA instead of adopting it (the peer's new IKE SA stands),
+    otherwise it wins the duplicate resolution over that new SA and the pair settles
+    on an IKE SA without the child the new configuration asks for.
+    """
+    if plan.ike is None:
+        return False
+    if config is plan.ike:
+        return True
+    return credentials_only(dataclasses.replace(plan, ike=config), plan)
+
+
 def retire_key(old: IkeConfig, new: IkeConfig, now: float) -> IkeConfig:
     """``new`` (a :func:`credentials_only` refresh of ``old``) keeping the private key it
     replaced as a :class:`~kipsec_sidecar.core.ike.config.RetiredKey` until ``now`` +
@@ -294,6 +313,7 @@ __all__ = [
     "diff",
     "fingerprint",
     "fingerprints",
+    "negotiated_under",
     "restart_needed",
     "retire_key",
     "retired_key",

@@ -111,7 +111,14 @@ from .peers import (
     redundant_ike_sa,
     without_keys,
 )
-from .reload import diff, fingerprint, restart_needed, retire_key, retired_key
+from .reload import (
+    diff,
+    fingerprint,
+    negotiated_under,
+    restart_needed,
+    retire_key,
+    retired_key,
+)
 from .snapshot import peer_view
 from .sockets import IkeSockets
 
@@ -189,6 +196,9 @@ class Sidecar:
         self.ike_malformed = 0
         self.datapath_errors: dict[str, int] = {}
         self._owners: dict[AnySa, Peer] = {}
+        self._stale: set[AnySa] = set()
+        """Responder IKE SAs set up under a configuration a reload replaced since: being
+        deleted, never adopted (:meth:`_owner`)."""
         self._retries: dict[Peer, asyncio.TimerHandle] = {}
         self._waiters: dict[str, list[tuple[WaitCommand, asyncio.Future[Outcome]]]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -588,13 +598,32 @@ class Sidecar:
     # ------------------------------------------------------------------ events
 
     def _owner(self, sa: AnySa) -> Peer | None:
+        """The peer ``sa`` belongs to; a responder's SA is adopted at its first event by
+        the peer at its address, unless it was set up under terms a reload replaced."""
         peer = self._owners.get(sa)
-        if peer is None:
+        if peer is None and sa not in self._stale:
             peer = self._peer_by_address(sa.peer_addr[0])
+            if peer is not None and not negotiated_under(peer.plan, sa.config):
+                self._delete_stale(peer, sa)
+                return None
             if peer is not None:
                 peer.ike_sas.append(sa)
                 self._owners[sa] = peer
         return peer
+
+    def _delete_stale(self, peer: Peer, sa: AnySa) -> None:
+        """``sa`` answered the peer's IKE_SA_INIT before a reload replaced the peer: it
+        completes under the old terms (its first child refused, or one the new
+        configuration does not want). Delete it (a DELETE once established), so that the
+        IKE SA negotiated under the new terms is the one that stays: the one an onStart
+        peer's reload started, which adopting ``sa`` would have abandoned as a
+        duplicate, or the peer's, whose own reconnect mode answers the DELETE."""
+        self._stale.add(sa)
+        sa.delete(self.loop.time())
+        log.info(
+            "IKE SA set up under a replaced configuration deleted",
+            extra={"peer": peer.name, "spi_i": sa.spi_i.hex()},
+        )
 
     def _apply(self, sa: AnySa, event: Event) -> None:
         peer = self._owner(sa)
@@ -834,6 +863,7 @@ class Sidecar:
 
     def _forget(self, sa: AnySa) -> None:
         self._failure_causes.pop(sa, None)
+        self._stale.discard(sa)
         peer = self._owners.pop(sa, None)
         if peer is None:
             return
