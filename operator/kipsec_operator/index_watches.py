@@ -2,8 +2,8 @@
 
 kopf used to feed it, one `on.event` handler per kind. At thousands of pods that was
 the largest item of the operator's CPU (about three watch events per pod, each through
-kopf's per-object worker, cause detection, logger adapters and handler kwargs), and it
-made the index of a standby replica stale: kopf's peering pauses a standby's watches.
+kopf's per-object worker, cause detection, logger adapters and handler kwargs), and
+kopf's peering paused a standby's watches, whose index went stale (or stayed empty).
 Each kind here is one :class:`~.list_watch.ListWatch` (per namespace with
 ``--namespace``), in every replica, so a standby's index is whole and current when it
 takes over (:mod:`.leadership` tells whether this replica writes; this module never

@@ -3,10 +3,10 @@
 ``GET /v1/config`` used to read the pod's Secret from the API server on every poll, so
 each sidecar cost the API server a GET every few seconds (two with the pod's). The
 Secrets the operator writes for pods carry its managed-by label; this mirror LISTs them
-once, then follows a WATCH from the list's resourceVersion, in every replica —
-independently of kopf, whose peering pauses the standby's watches and lets its index go
-stale. The configuration endpoint reads the mirror once it has listed (:attr:`synced`)
-and the API server before that, and can hold a request whose ETag is current until the
+once, then follows a WATCH from the list's resourceVersion, in every replica (the
+index keeps only digests of the documents, :mod:`.index_watches`). The configuration
+endpoint reads the mirror once it has listed (:attr:`synced`) and the API server
+before that, and can hold a request whose ETag is current until the
 pod's Secret changes (:meth:`SecretMirror.changed`), so a sidecar learns of a new
 document as soon as the watch does.
 
