@@ -382,12 +382,12 @@ class Operator:
         leading, the pass under way is cancelled (a standby writes nothing)."""
         assert self.watches is not None
         while True:
-            await self.leadership.until_active()
+            await self._stand_by()
             await self.watches.wait_synced()
             if not self.leadership.active:
                 continue
             log.info("leading: reconciling")
-            self.reconciler.retry_all()  # what a pass derived before may be stale
+            self.reconciler.take_over()
             passes = asyncio.create_task(self._passes(), name="kipsec-passes")
             paused = asyncio.create_task(self.leadership.until_paused())
             try:
@@ -397,6 +397,18 @@ class Operator:
                     task.cancel()
                 await asyncio.gather(passes, paused, return_exceptions=True)
             log.info("paused: a standby does not reconcile")
+
+    async def _stand_by(self) -> None:
+        """Until this replica leads, dropping the changes its index records every
+        second (a standby never passes; its first pass as leader looks at everything)."""
+        leading = asyncio.create_task(self.leadership.until_active())
+        try:
+            while not leading.done():
+                self.reconciler.take_over()
+                await asyncio.wait({leading}, timeout=1.0)
+        finally:
+            leading.cancel()
+            await asyncio.gather(leading, return_exceptions=True)
 
     async def _passes(self) -> None:
         while True:

@@ -570,9 +570,24 @@ class Reconciler:
         return self._external_statuses
 
     def retry_all(self) -> None:
-        """After a failed pass: reconsider every pod on the next one."""
+        """After a failed pass: reconsider every pod on the next one (and drop the
+        changes recorded meanwhile, which that pass covers)."""
         self._full = True
+        self._missing_full = True
+        self._changes.clear()
         self._wake.set()
+
+    def take_over(self) -> None:
+        """When this replica starts leading: the next pass looks at everything, and a
+        status this replica wrote when it led before counts as written only if the
+        object still holds it (another leader may have replaced it since). Called on a
+        standby too, which passes never, so that its recorded changes do not pile up."""
+        for kind, kept in (("Tunnel", self._statuses), ("ExternalPeer", self._external_statuses)):
+            for key, status in list(kept.items()):
+                current = self.objects[kind].get(key)
+                if current is None or current.get("status") != status:
+                    del kept[key]
+        self.retry_all()
 
     @property
     def missing_sidecars(self) -> int:

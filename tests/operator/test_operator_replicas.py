@@ -295,6 +295,7 @@ async def test_a_standby_keeps_its_index_writes_nothing_and_takes_over_whole(
                 await asyncio.sleep(0.5)  # a standby's pass would have written by now
                 assert not standby.leadership.active
                 assert writes == []
+                await eventually(lambda: not standby.reconciler._changes)  # not piling up
             # the leader is gone; the standby sees what changes meanwhile and takes over
             await cluster.delete("Pod", "default", "b")
             await eventually(lambda: standby.leadership.active, timeout=30)
