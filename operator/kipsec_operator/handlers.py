@@ -43,7 +43,7 @@ from .login import connection_info
 from .metrics import OperatorMetrics
 from .reconcile.cluster import K8sObject, ObjectKey, key_of, pod_ref
 from .reconcile.external import is_ip
-from .reconcile.render import MANAGED_BY, POD_CERTIFICATE_KEY, secret_name
+from .reconcile.render import POD_CERTIFICATE_KEY, is_managed, secret_name
 from .reconciler import PassResult, Reconciler, data_digests
 from .server import serve, serving_ca
 from .sidecar_reports import Fetcher, HttpFetcher, poll
@@ -367,8 +367,7 @@ class Operator:
         if not self.leadership.active or not self.reconciler.objects["TunnelCertificate"]:
             return
         if kind == "Secret":
-            labels = (obj.get("metadata") or {}).get("labels") or {}
-            if all(labels.get(k) == v for k, v in MANAGED_BY.items()):
+            if is_managed(obj):
                 return  # a per-pod Secret is no issuer
         elif kind != "TunnelCertificate":
             return

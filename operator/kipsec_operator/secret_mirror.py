@@ -25,7 +25,7 @@ from typing import Any
 
 from .kube import Kube
 from .list_watch import Key, ListWatch, key_of
-from .reconcile.render import MANAGED_BY
+from .reconcile.render import MANAGED_BY, is_managed
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class SecretMirror:
         listed = {}
         for item in items:
             key = key_of(item)
-            if key is not None and _managed(item):
+            if key is not None and is_managed(item):
                 listed[key] = item
         for key in set(self._secrets) | set(listed):
             if self._secrets.get(key) != listed.get(key):
@@ -104,17 +104,11 @@ class SecretMirror:
         key = key_of(obj)
         if key is None:
             return
-        if kind == "DELETED" or not _managed(obj):
+        if kind == "DELETED" or not is_managed(obj):
             self._secrets.pop(key, None)
         else:
             self._secrets[key] = obj
         self._notify(key)
-
-
-def _managed(obj: Mapping[str, Any]) -> bool:
-    """The label check the API server's selector made (the test emulator ignores it)."""
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    return all(labels.get(k) == v for k, v in MANAGED_BY.items())
 
 
 __all__ = ["LABEL_SELECTOR", "SecretMirror"]
