@@ -16,8 +16,8 @@ read from the API server, to have the same uid.
 The answer (JSON) is ``{"files": {key: base64 value}}``: the data of the pod's Secret,
 ``config.yaml`` and the files it names, bytes for bytes. It is read from the replica's
 own :class:`~.secret_mirror.SecretMirror` (a LIST and a WATCH that every replica keeps,
-independent of kopf's watch index, which is stale on a standby: a sidecar polling
-through the Service must get the same document from every replica), or from the API
+holding the documents' text, which the index does not: a sidecar polling through the
+Service must get the same document from every replica), or from the API
 server while the mirror has not listed. A request with ``?wait=S`` and a current
 ``If-None-Match`` is held until the Secret changes or S seconds (at most
 :data:`MAX_WAIT_SECONDS`) pass, so a sidecar asking every few seconds costs the API

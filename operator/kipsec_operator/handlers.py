@@ -1,9 +1,10 @@
-"""kopf handlers: thin glue between watch events, timers and the :class:`Reconciler`.
+"""kopf handlers: thin glue between timers and the :class:`Reconciler`; the Operator.
 
-Every watched kind has one `on.event` handler that hands the object to
-:meth:`Reconciler.observe` (no finalizer, nothing stored on the objects). A worker task
-started at startup runs the reconcile passes (writes per-pod Secrets, Tunnel status,
-Events). Timers: per Tunnel, the sidecar reports (:mod:`.sidecar_reports`); per
+The index is fed by the operator's own watches (:mod:`.index_watches`), in every
+replica; kopf runs the timers, the login, startup and cleanup, and the peering that
+makes one replica the leader (:mod:`.leadership`). A worker task started at startup
+runs the reconcile passes (writes per-pod Secrets, Tunnel status, Events) while this
+replica leads. Timers: per Tunnel, the sidecar reports (:mod:`.sidecar_reports`); per
 TunnelCertificate, its issuer's trust bundle and CA rotation; per ExternalPeer, the
 resolution of its DNS name (bounded by :data:`RESOLVE_TIMEOUT`). kopf's timers are the
 one place a finalizer is needed (kopf puts its own on the resources it times so
@@ -35,12 +36,14 @@ from .certificates.readiness import readiness
 from .certificates.terms import TermsError, certificate_terms, issuer_secret_field
 from .config_delivery import configuration_data
 from .crds.models import GROUP, VERSION
+from .index_watches import RESOURCES, IndexWatches
 from .kube import ApiError, Credentials, Kube, object_path
+from .leadership import Leadership
 from .login import connection_info
 from .metrics import OperatorMetrics
 from .reconcile.cluster import K8sObject, ObjectKey, key_of, pod_ref
 from .reconcile.external import is_ip
-from .reconcile.render import POD_CERTIFICATE_KEY, secret_name
+from .reconcile.render import POD_CERTIFICATE_KEY, is_managed, secret_name
 from .reconciler import PassResult, Reconciler, data_digests
 from .server import serve, serving_ca
 from .sidecar_reports import Fetcher, HttpFetcher, poll
@@ -51,18 +54,6 @@ log = logging.getLogger("kipsec.operator")
 
 MAX_REFUSAL_TEXT = 512
 """Characters of a pod's refusal kept for the TunnelCertificate's condition."""
-
-RESOURCES: dict[str, tuple[str, str, str]] = {
-    "Pod": ("", "v1", "pods"),
-    "Namespace": ("", "v1", "namespaces"),
-    "Secret": ("", "v1", "secrets"),
-    "ConfigMap": ("", "v1", "configmaps"),
-    "Service": ("", "v1", "services"),
-    "EndpointSlice": ("discovery.k8s.io", "v1", "endpointslices"),
-    "Tunnel": (GROUP, VERSION, "tunnels"),
-    "TunnelCertificate": (GROUP, VERSION, "tunnelcertificates"),
-    "ExternalPeer": (GROUP, VERSION, "externalpeers"),
-}
 
 RESOLVE_TIMEOUT = 5.0
 """Seconds an ExternalPeer's DNS name may take to resolve (then: unresolvable)."""
@@ -110,7 +101,13 @@ class Operator:
         self.certificate_interval = certificate_interval
         self.debounce = debounce
         self.ca = CaStore(self.kube, namespace)
+        self.leadership = Leadership()
+        """Whether this replica writes (:func:`.main.run_operator` makes it follow kopf)."""
+        self.namespaces: tuple[str, ...] = ()
+        """Where the index watches (empty: cluster-wide); set before :meth:`start`."""
+        self.watches: IndexWatches | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.listen = listen
         self.tls = tls
         if tls is not None:  # pods verify the operator (CSR, /v1/config) with this CA
@@ -354,13 +351,65 @@ class Operator:
     # --- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         await self.kube.__aenter__()
+        self.watches = IndexWatches(
+            self.kube, self.reconciler, self.namespaces, changed=self._index_changed
+        )
+        self.watches.start()
         self._worker = asyncio.create_task(self._work(), name="kipsec-reconcile")
         if self.listen is not None:
             cert, key = self.tls or (None, None)
             self._runner = await serve(self, self.listen[0], self.listen[1], cert, key)
             self.endpoint_port = int(self._runner.addresses[0][1])
 
+    def _index_changed(self, kind: str, event_type: str, obj: K8sObject) -> None:
+        """After a watch event: the TunnelCertificates it may concern get their status
+        rewritten at once (:meth:`certificates_changed`; the leader only)."""
+        if not self.leadership.active or not self.reconciler.objects["TunnelCertificate"]:
+            return
+        if kind == "Secret":
+            if is_managed(obj):
+                return  # a per-pod Secret is no issuer
+        elif kind != "TunnelCertificate":
+            return
+        task = asyncio.create_task(self.certificates_changed(kind, obj))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _work(self) -> None:
+        """Reconcile while this replica leads, from a whole index: each time it becomes
+        the leader, once every kind is listed, a pass over everything; when it stops
+        leading, the pass under way is cancelled (a standby writes nothing)."""
+        assert self.watches is not None
+        while True:
+            await self._stand_by()
+            await self.watches.wait_synced()
+            if not self.leadership.active:
+                continue
+            log.info("leading: reconciling")
+            self.reconciler.take_over()
+            passes = asyncio.create_task(self._passes(), name="kipsec-passes")
+            paused = asyncio.create_task(self.leadership.until_paused())
+            try:
+                await asyncio.wait({passes, paused}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (passes, paused):
+                    task.cancel()
+                await asyncio.gather(passes, paused, return_exceptions=True)
+            log.info("paused: a standby does not reconcile")
+
+    async def _stand_by(self) -> None:
+        """Until this replica leads, dropping the changes its index records every
+        second (a standby never passes; its first pass as leader looks at everything)."""
+        leading = asyncio.create_task(self.leadership.until_active())
+        try:
+            while not leading.done():
+                self.reconciler.take_over()
+                await asyncio.wait({leading}, timeout=1.0)
+        finally:
+            leading.cancel()
+            await asyncio.gather(leading, return_exceptions=True)
+
+    async def _passes(self) -> None:
         while True:
             try:
                 await self.reconciler.run(self.debounce)
@@ -378,6 +427,11 @@ class Operator:
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.watches is not None:
+            await self.watches.stop()
         if self._http_fetcher is not None:
             await self._http_fetcher.close()
         await self.kube.__aexit__()
@@ -530,8 +584,8 @@ class Operator:
         if issued:
             status["notAfter"] = min(a for a, _ in issued.values()).isoformat()
             status["renewalTime"] = min(r for _, r in issued.values()).isoformat()
-        if status == previous:
-            return
+        if status == previous or not self.leadership.active:
+            return  # a standby writes nothing (the CSR endpoint runs in every replica)
         path = object_path(f"{GROUP}/{VERSION}", "tunnelcertificates", *key) + "/status"
         try:
             await self.kube.merge_patch(path, {"status": status})
@@ -581,16 +635,6 @@ def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         await operator.stop()
-
-    for kind, (group, version, plural) in RESOURCES.items():
-        # async, so kopf calls it on its loop: a sync handler costs a thread-pool
-        # round trip per watch event (most of kopf's time at thousands of pods).
-        async def observe(event: Mapping[str, Any], _kind: str = kind, **_: Any) -> None:
-            operator.reconciler.observe(_kind, event.get("type"), event["object"])
-            if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
-                await operator.certificates_changed(_kind, event["object"])
-
-        kopf.on.event(group, version, plural, registry=registry, id=f"observe-{plural}")(observe)
 
     @kopf.timer(GROUP, VERSION, "tunnels", interval=operator.report_interval, registry=registry)
     async def sidecar_reports(namespace: str | None, name: str, **_: Any) -> None:

@@ -1,8 +1,8 @@
 """What the operator's endpoints read from the API server instead of the watch index.
 
-The chart runs two replicas behind one Service and kopf peering pauses the standby, so
-the standby's watch index goes stale; and even the leader's index lags the API by a
-watch event, long enough to miss a Tunnel applied together with its pods. Every
+The chart runs two replicas behind one Service, and a replica's watch index lags the
+API by a watch event (longer while a watch reconnects), long enough to miss a Tunnel
+applied together with its pods. Every
 endpoint therefore answers from the API server itself, so any replica gives the same
 answer: the webhook LISTs the Tunnels and GETs the pod's Namespace through these
 reads, ``/v1/config`` GETs the pod and its Secret, the CSR endpoint the pod and the

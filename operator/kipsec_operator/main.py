@@ -3,11 +3,13 @@
 Two replicas are safe: kopf peering (a `ClusterKopfPeering` named `kipsec`, or a
 namespaced `KopfPeering` with `--namespace`) pauses every replica but the one with
 the highest priority, and each replica takes a random priority so that two never tie
-(kopf pauses both on a tie). The webhook, CSR and configuration endpoints are served
-by every replica: they only read, from the API server rather than the (on a paused
-standby, stale) watch index (:mod:`.live_reads`). `--standalone` disables peering (one
-replica, tests, the lab). What the webhook injects comes from the environment the chart
-sets (:mod:`.webhook.environment`).
+(kopf pauses both on a tie). Every replica keeps its index with its own watches
+(:mod:`.index_watches`); only the one kopf does not pause reconciles
+(:mod:`.leadership`). The webhook, CSR and configuration endpoints are served by every
+replica: they only read, from the API server rather than the index
+(:mod:`.live_reads`). `--standalone` disables peering (one replica, tests, the lab).
+What the webhook injects comes from the environment the chart sets
+(:mod:`.webhook.environment`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import kopf
 
 from .handlers import Operator, register
 from .kube import ConfigException, Connection, Credentials, default_credentials
+from .leadership import kopf_pause
 from .webhook.environment import SettingsError, cluster_networks, injection_settings
 from .webhook.injection import InjectionSettings
 
@@ -37,7 +40,7 @@ class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
 
     kopf builds the "essence" of the object in every watch event (a deep copy of it,
     then a second copy to clear it) to find the changes that `on.create`/`on.update`
-    handlers react to. This operator registers none (event handlers and timers only,
+    handlers react to. This operator registers none (timers only,
     `tests/unit/test_operator_kopf_settings.py` keeps it so), and those copies were a
     fifth of kopf's time per event at thousands of pods. Timers read the diff only
     for `idle`, which none sets. Nor is a last-handled essence read back from each
@@ -76,22 +79,33 @@ async def run_operator(
     *,
     namespaces: Sequence[str] = (),
     standalone: bool = False,
+    priority: int | None = None,
     stop_flag: asyncio.Event | threading.Event | None = None,
     ready_flag: asyncio.Event | threading.Event | None = None,
 ) -> None:
-    """Run kopf with `operator`'s handlers until `stop_flag` is set (or forever)."""
+    """Run kopf with `operator`'s handlers until `stop_flag` is set (or forever).
+
+    What :func:`kopf.operator` does (spawn its tasks, run them), with the operator told
+    in between whether it leads: kopf's peering pause (:mod:`.leadership`). `priority`
+    is this replica's peering priority (default: random, :func:`settings`)."""
     registry = kopf.OperatorRegistry()
     register(operator, registry)
-    await kopf.operator(
+    operator.namespaces = tuple(namespaces)
+    current = asyncio.current_task()
+    existing = {task for task in asyncio.all_tasks() if task is not current}
+    tasks = await kopf.spawn_tasks(
         registry=registry,
         settings=settings(standalone=standalone),
         standalone=standalone,
+        priority=priority,
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         stop_flag=stop_flag,
         ready_flag=ready_flag,
         memo=kopf.Memo(),
     )
+    operator.leadership.follow(None if standalone else kopf_pause(tasks), PEERING_NAME)
+    await kopf.run_tasks(tasks, ignored=existing)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -169,9 +183,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(str(exc))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:
-        # kopf logs a line per watch event at INFO ("Handler 'observe-pods' succeeded."):
-        # four per pod, 4 % of the operator's CPU at thousands of pods. Its warnings and
-        # errors stay; the operator's own log ("kipsec.operator") is unchanged.
+        # kopf logs a line per handler run at INFO ("Timer 'sidecar_reports' succeeded."):
+        # one per Tunnel every report interval (and, when kopf fed the index, four per
+        # pod: 4 % of the operator's CPU at thousands of pods). Its warnings and errors
+        # stay; the operator's own log ("kipsec.operator") is unchanged.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(_main(args, injection, networks))
 

@@ -42,10 +42,10 @@ from .reconcile.failure_events import failure_events
 from .reconcile.peers import Links, TunnelIndex, selected, selects_any
 from .reconcile.render import (
     CONFIG_KEY,
-    MANAGED_BY,
     POD_ANNOTATION,
     POD_CERTIFICATE_KEY,
     Rendering,
+    is_managed,
     plan,
     render_pod,
     with_operator_ca,
@@ -131,11 +131,6 @@ class PassResult:
     secrets_written: list[ObjectKey] = field(default_factory=list)
     statuses_written: list[ObjectKey] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def _is_managed(obj: K8sObject) -> bool:
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    return all(labels.get(k) == v for k, v in MANAGED_BY.items())
 
 
 def _managed_pod(obj: K8sObject) -> ObjectKey | None:
@@ -236,7 +231,7 @@ class Reconciler:
         )
         bucket = self.objects[kind]
         old = bucket.get(key)
-        if kind == "Secret" and _is_managed(obj):
+        if kind == "Secret" and is_managed(obj):
             self._observe_own_secret(obj, deleted)
             return
         if deleted:
@@ -570,9 +565,24 @@ class Reconciler:
         return self._external_statuses
 
     def retry_all(self) -> None:
-        """After a failed pass: reconsider every pod on the next one."""
+        """After a failed pass: reconsider every pod on the next one (and drop the
+        changes recorded meanwhile, which that pass covers)."""
         self._full = True
+        self._missing_full = True
+        self._changes.clear()
         self._wake.set()
+
+    def take_over(self) -> None:
+        """When this replica starts leading: the next pass looks at everything, and a
+        status this replica wrote when it led before counts as written only if the
+        object still holds it (another leader may have replaced it since). Called on a
+        standby too, which passes never, so that its recorded changes do not pile up."""
+        for kind, kept in (("Tunnel", self._statuses), ("ExternalPeer", self._external_statuses)):
+            for key, status in list(kept.items()):
+                current = self.objects[kind].get(key)
+                if current is None or current.get("status") != status:
+                    del kept[key]
+        self.retry_all()
 
     @property
     def missing_sidecars(self) -> int:

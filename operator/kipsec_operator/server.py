@@ -11,9 +11,9 @@ Routes: `POST /mutate-pods`, `GET /v1/identity`, `POST /v1/csr`, `GET /v1/config
 (:mod:`.config_delivery`), `GET /metrics`, `GET /healthz`. The bearer token of the CSR
 and configuration routes is passed to a TokenReview and nowhere else.
 
-Every route answers from the API server, never from kopf's watch index
-(:mod:`.live_reads`): both replicas serve behind one Service and the standby's index is
-stale, so reading it would let a replica inject without a new Tunnel or serve an old
+Every route answers from the API server, never from the watch index
+(:mod:`.live_reads`): both replicas serve behind one Service and an index lags the API
+by a watch event, so reading it would let a replica inject without a new Tunnel or serve an old
 configuration. When the API server cannot be read the webhook refuses the pod (503,
 fail closed: a pod must not start without the sidecar it should have) and the
 configuration, identity and CSR routes answer 503 ``api-unavailable`` (retryable).

@@ -15,6 +15,7 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,21 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from kipsec_lab.apiserver import serve as serve_api
 from kipsec_operator.ca_store import CaStore
 from kipsec_operator.certificates.rotation import CaRotationPolicy
 from kipsec_operator.handlers import Operator
-from kipsec_operator.kube import Connection, Credentials
+from kipsec_operator.kube import Connection, Credentials, Kube
 from kipsec_operator.server import serve
-from support.operator_cluster import Cluster, bound_token, eventually, psk_mesh
+from support.operator_cluster import (
+    Cluster,
+    bound_token,
+    document,
+    eventually,
+    new_operator,
+    psk_mesh,
+    running,
+)
 from support.operator_objects import (
     admission_review,
     namespace,
@@ -226,3 +236,68 @@ async def test_a_replica_shutting_down_answers_held_config_requests_at_once(
 
     assert time.monotonic() - began < 10
     assert status == 304
+
+
+PEERING = {
+    "apiVersion": "kopf.dev/v1",
+    "kind": "ClusterKopfPeering",
+    "metadata": {"name": "kipsec"},
+}
+
+
+def recorded_writes(kube: Kube) -> list[str]:
+    """Every write `kube` makes from now on (method and path), as a list that grows."""
+    writes: list[str] = []
+    for method in ("create", "merge_patch", "delete"):
+        real = getattr(kube, method)
+
+        async def record(path: str, *args: Any, _real: Any = real, _method: str = method) -> Any:
+            writes.append(f"{_method} {path}")
+            return await _real(path, *args)
+
+        setattr(kube, method, record)
+    return writes
+
+
+def peers_of(cluster: Cluster, name: str) -> list[str]:
+    """The peer addresses in pod `name`'s document."""
+    secret = cluster.config_secrets().get(name)
+    if not secret or "config.yaml" not in secret["data"]:
+        return []
+    return sorted(str(p.get("address")) for p in document(secret).get("peers") or [])
+
+
+async def test_a_standby_keeps_its_index_writes_nothing_and_takes_over_whole(
+    tmp_path: Path,
+) -> None:
+    """Two replicas under kopf peering: the standby's own watches keep its index current
+    while kopf pauses it, it makes no write (no pass, no Secret, status or Event), and
+    when the leader goes it reconciles what changed meanwhile."""
+    async with serve_api() as (emulator, url), Kube(Connection(url)) as kube:
+        await kube.create("/apis/kopf.dev/v1/clusterkopfpeerings", PEERING)
+        (tmp_path / "leader").mkdir()
+        (tmp_path / "standby").mkdir()
+        leader = new_operator(Connection(url), {}, tmp_path / "leader")
+        standby = new_operator(Connection(url), {}, tmp_path / "standby")
+        cluster = Cluster(emulator, kube, leader)
+        async with AsyncExitStack() as standing:
+            async with AsyncExitStack() as leading:
+                await leading.enter_async_context(running(leader, priority=200))
+                await eventually(lambda: leader.leadership.active, timeout=20)
+                await standing.enter_async_context(running(standby, priority=100))
+                writes = recorded_writes(standby.kube)
+                await psk_mesh(cluster)
+                await eventually(lambda: peers_of(cluster, "a") == ["10.0.0.2"])
+                await eventually(lambda: ("default", "b") in standby.reconciler.objects["Pod"])
+                await cluster.apply(pod("c", "10.0.0.3", labels={"app": "mesh"}))
+                await eventually(lambda: peers_of(cluster, "a") == ["10.0.0.2", "10.0.0.3"])
+                await eventually(lambda: ("default", "c") in standby.reconciler.objects["Pod"])
+                await asyncio.sleep(0.5)  # a standby's pass would have written by now
+                assert not standby.leadership.active
+                assert writes == []
+                await eventually(lambda: not standby.reconciler._changes)  # not piling up
+            # the leader is gone; the standby sees what changes meanwhile and takes over
+            await cluster.delete("Pod", "default", "b")
+            await eventually(lambda: standby.leadership.active, timeout=30)
+            await eventually(lambda: peers_of(cluster, "a") == ["10.0.0.3"])
+            assert any("/secrets/" in write for write in writes)

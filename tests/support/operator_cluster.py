@@ -242,13 +242,23 @@ def new_operator(
 
 
 @asynccontextmanager
-async def running(operator: Operator) -> AsyncIterator[None]:
-    """`operator` under kopf (standalone), in a thread with its own event loop: kopf
-    cancels every task of its loop that it did not start."""
+async def running(operator: Operator, priority: int | None = None) -> AsyncIterator[None]:
+    """`operator` under kopf, in a thread with its own event loop (kopf cancels every
+    task of its loop that it did not start): standalone, or with `priority` a replica
+    under kopf peering (the ``kipsec`` ClusterKopfPeering must exist)."""
     stop, ready = threading.Event(), threading.Event()
+    standalone = priority is None
     thread = threading.Thread(
         target=asyncio.run,
-        args=(run_operator(operator, standalone=True, stop_flag=stop, ready_flag=ready),),
+        args=(
+            run_operator(
+                operator,
+                standalone=standalone,
+                priority=priority,
+                stop_flag=stop,
+                ready_flag=ready,
+            ),
+        ),
         name="kipsec-operator",
         daemon=True,
     )

@@ -1,5 +1,5 @@
 """kopf builds no diff base for this operator (:class:`NoDiffBase`), which is right only
-while no handler reacts to changes: every handler is an event handler or a timer."""
+while no handler reacts to changes: kopf runs timers only (the index has its own watches)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ def test_no_handler_needs_kopfs_diff_base() -> None:
     registry = kopf.OperatorRegistry()
     register(Operator(Connection("http://127.0.0.1:9")), registry)
     assert registry._changing.get_all_handlers() == []
-    assert registry._watching.get_all_handlers() != []
+    assert registry._watching.get_all_handlers() == []
+    assert registry._spawning.get_all_handlers() != []
 
 
 def test_the_diff_base_is_empty() -> None:

@@ -254,3 +254,24 @@ def test_a_stream_of_changes_costs_a_pass_per_longest_wait() -> None:
 
 def test_a_lone_change_is_reconciled_after_the_debounce() -> None:
     assert asyncio.run(_passes(1, 0.0, debounce=0.05, longest=0.25)) == 1
+
+
+def test_a_replica_taking_over_rewrites_a_status_another_leader_replaced() -> None:
+    """It led, wrote each Tunnel's status, stood by while another leader wrote a different
+    one for `red`; its pass after taking over puts `red`'s right, writes `green`'s, whose
+    object does not show it, and not `blue`'s, which still holds what it wrote."""
+    objects = copy.deepcopy(OBJECTS)
+    found, writer = reconciler(objects)
+    asyncio.run(found.reconcile())
+    for name in ("red", "blue"):
+        written = {**named(objects, name), "status": writer.statuses[("default", name)]}
+        found.observe("Tunnel", "MODIFIED", written)
+    other = {**named(objects, "red"), "status": {"conditions": [], "podsSelected": 0}}
+    found.observe("Tunnel", "MODIFIED", other)  # the other leader's write
+    writer.statuses.clear()
+
+    found.take_over()
+    asyncio.run(found.reconcile())
+
+    assert set(writer.statuses) == {("default", "red"), ("default", "green")}
+    assert not found._changes

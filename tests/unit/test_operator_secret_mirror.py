@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
-from kipsec_operator import secret_mirror
+from kipsec_operator import list_watch
 from kipsec_operator.kube import ApiError, Kube
 from kipsec_operator.reconcile.render import MANAGED_BY
 from kipsec_operator.secret_mirror import LABEL_SELECTOR, SecretMirror
@@ -124,7 +124,7 @@ def test_a_410_gone_lists_again_and_a_deleted_secret_is_forgotten() -> None:
 
 
 def test_while_the_api_fails_the_mirror_is_not_trusted(monkeypatch: Any) -> None:
-    monkeypatch.setattr(secret_mirror, "RETRY_SECONDS", (0.01, 0.01))
+    monkeypatch.setattr(list_watch, "RETRY_SECONDS", (0.01, 0.01))
     api = Api()
     api.lists = [listed(secret("a", 5)), ApiError(500, "InternalError", "etcd"), listed()]
     api.watches = [[ApiError(500, "InternalError", "etcd")]]

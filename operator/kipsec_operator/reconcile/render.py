@@ -94,6 +94,12 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "kipsec-operator"}
 POD_ANNOTATION = "kipsec.io/pod"
 
 
+def is_managed(obj: Mapping[str, Any]) -> bool:
+    """Whether `obj` carries the operator's :data:`MANAGED_BY` labels (a per-pod Secret)."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in MANAGED_BY.items())
+
+
 def sidecar_start(wanted: StartAction) -> Start | None:
     """The peer's `start` in the document: None for `auto` (the sidecar's default)."""
     return None if wanted == "auto" else wanted
