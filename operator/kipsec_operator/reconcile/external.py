@@ -25,12 +25,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
 from kipsec_operator.crds.models import ExternalPeerCertificate, ExternalPeerSpec, TunnelSpec
 from kipsec_operator.webhook.selection import certificate_selects
 from kipsec_sidecar.config.errors import FieldError, join_path
-from kipsec_sidecar.config.messages import pydantic_errors
+from kipsec_sidecar.config.fields import ModelError
 from kipsec_sidecar.config.model import Identity as SidecarIdentity
 
 from .cluster import Cluster, K8sObject, ObjectKey, PodRef, ip_version
@@ -205,8 +203,8 @@ def _check_identity(spec: ExternalPeerSpec) -> Iterator[FieldError]:
     given = {name: value for name, value in identity.model_dump(by_alias=True).items() if value}
     try:
         SidecarIdentity.model_validate(given)
-    except ValidationError as exc:
-        for problem in pydantic_errors(exc, SidecarIdentity):
+    except ModelError as exc:
+        for problem in exc.errors:
             yield FieldError(join_path("spec.identity", problem.path), problem.message)
         return
     if identity.key_id is not None and spec.authentication.certificate is not None:

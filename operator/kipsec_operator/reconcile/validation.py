@@ -32,7 +32,6 @@ from kipsec_operator.crds.models import (
     TunnelSpec,
 )
 from kipsec_sidecar.config.errors import FieldError, join_path
-from kipsec_sidecar.config.messages import pydantic_errors
 from kipsec_sidecar.config.proposals import (
     LEGACY_SHA1_DEPRECATION,
     ProposalError,
@@ -45,6 +44,7 @@ from kipsec_sidecar.config.units import parse_duration
 from kipsec_sidecar.core.ike.config import IKEV1_EDDSA_MESSAGE, ikev1_proposal_problem
 
 from .cluster import Cluster, K8sObject, key_of
+from .messages import pydantic_errors
 
 MANUAL_KEY = "key"
 MANUAL_PREVIOUS_KEY = "previousKey"

@@ -35,8 +35,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import ValidationError
-
 from ..regular_files import (
     MAX_FILE_BYTES,
     FileRefused,
@@ -46,7 +44,7 @@ from ..regular_files import (
 )
 from .checks import check
 from .errors import ConfigError, FieldError
-from .messages import pydantic_errors
+from .fields import ModelError
 from .model import API_VERSION, KIND, SidecarConfig
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
@@ -188,8 +186,8 @@ def load_config_data(
     document = _current_version(data, source)
     try:
         config = SidecarConfig.model_validate(document)
-    except ValidationError as exc:
-        raise ConfigError(pydantic_errors(exc), source=source) from None
+    except ModelError as exc:
+        raise ConfigError(exc.errors, source=source) from None
     problems = check(config)
     if problems:
         raise ConfigError(problems, source=source)

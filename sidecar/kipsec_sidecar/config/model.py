@@ -26,20 +26,18 @@ import ipaddress
 import os
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
+from .fields import (
+    After,
+    Before,
     Field,
-    PlainSerializer,
-    PrivateAttr,
+    JsonSchema,
+    Model,
+    Private,
     SecretStr,
-    WithJsonSchema,
-    model_validator,
+    Serializer,
+    model_check,
+    to_camel,
 )
-from pydantic.alias_generators import to_camel
-
 from .proposals import parse_child_proposal, parse_ike_proposal
 from .psk import MIN_PSK_LENGTH, psk_bytes
 from .units import DURATION_PATTERN, SIZE_PATTERN, format_duration, parse_duration, parse_size
@@ -60,20 +58,6 @@ IDENTITY_CERT_FILE = "tls.crt"
 IDENTITY_KEY_FILE = "tls.key"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=True,
-        frozen=True,
-        hide_input_in_errors=True,
-        allow_inf_nan=False,  # .nan/.inf fail as "must be a finite number", not as a bound
-        serialize_by_alias=True,
-        # No use_attribute_docstrings: reading them parses this file's source at every
-        # start; the JSON schema export reads them itself (:mod:`.schema`).
-    )
-
-
 # --- scalar types ---------------------------------------------------------------------
 
 
@@ -87,9 +71,9 @@ def _size(value: object) -> int:
 
 Duration = Annotated[
     float,
-    BeforeValidator(_duration),
-    PlainSerializer(format_duration, return_type=str, when_used="json"),
-    WithJsonSchema(
+    Before(_duration),
+    Serializer(format_duration, json_only=True),
+    JsonSchema(
         {
             "anyOf": [
                 {"type": "number", "minimum": 0},
@@ -103,8 +87,8 @@ Duration = Annotated[
 
 Size = Annotated[
     int,
-    BeforeValidator(_size),
-    WithJsonSchema(
+    Before(_size),
+    JsonSchema(
         {
             "anyOf": [
                 {"type": "integer", "minimum": 1},
@@ -125,8 +109,8 @@ def _ip(value: str) -> str:
 
 IpAddress = Annotated[
     str,
-    AfterValidator(_ip),
-    WithJsonSchema(
+    After(_ip),
+    JsonSchema(
         {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]}
     ),
 ]
@@ -154,7 +138,7 @@ def _key_not_number(value: object) -> object:
     return value
 
 
-HexKey = Annotated[SecretStr, BeforeValidator(_key_not_number), AfterValidator(_hex_key)]
+HexKey = Annotated[SecretStr, Before(_key_not_number), After(_hex_key)]
 """A secret key in hexadecimal (`0x` prefix and `:` separators allowed)."""
 
 
@@ -170,9 +154,9 @@ def _spi(value: object) -> object:
 
 Spi = Annotated[
     int,
-    BeforeValidator(_spi),
+    Before(_spi),
     Field(ge=256, le=0xFFFFFFFF),
-    WithJsonSchema(
+    JsonSchema(
         {
             "anyOf": [
                 {"type": "integer", "minimum": 256, "maximum": 0xFFFFFFFF},
@@ -200,12 +184,12 @@ def _ah_proposal(value: str) -> str:
     return value
 
 
-IkeProposalText = Annotated[str, AfterValidator(_ike_proposal)]
-EspProposalText = Annotated[str, AfterValidator(_esp_proposal)]
-AhProposalText = Annotated[str, AfterValidator(_ah_proposal)]
+IkeProposalText = Annotated[str, After(_ike_proposal)]
+EspProposalText = Annotated[str, After(_esp_proposal)]
+AhProposalText = Annotated[str, After(_ah_proposal)]
 
 
-def _exactly_one(model: BaseModel, names: tuple[str, ...], what: str) -> None:
+def _exactly_one(model: Model, names: tuple[str, ...], what: str) -> None:
     given = [n for n in names if getattr(model, n) is not None]
     if len(given) != 1:
         aliases = ", ".join(to_camel(n) for n in names)
@@ -233,7 +217,7 @@ def _dn(value: str) -> str:
     return value
 
 
-class Identity(_Model):
+class Identity(Model):
     """An IKE identity: exactly one of the fields.
 
     With certificates the identity must name the certificate (a dNSName, rfc822Name or
@@ -246,12 +230,12 @@ class Identity(_Model):
     """An IPv4 or IPv6 address (ID_IPV4_ADDR / ID_IPV6_ADDR)."""
     email: Annotated[str, Field(pattern=_EMAIL)] | None = None
     """An email-style name, user@domain (ID_RFC822_ADDR)."""
-    dn: Annotated[str, AfterValidator(_dn)] | None = None
+    dn: Annotated[str, After(_dn)] | None = None
     """An X.500 distinguished name in RFC 4514 form, e.g. 'CN=pod-a,O=kipsec' (ID_DER_ASN1_DN)."""
     key_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     """An opaque key identifier, for PSK authentication only (ID_KEY_ID)."""
 
-    @model_validator(mode="after")
+    @model_check
     def _one(self) -> Identity:
         _exactly_one(self, ("fqdn", "address", "email", "dn", "key_id"), "identity")
         return self
@@ -265,7 +249,7 @@ def _psk_value(value: SecretStr) -> SecretStr:
     return value
 
 
-class Psk(_Model):
+class Psk(Model):
     """A pre-shared key: a file holding it (production) or the value itself (tests only)."""
 
     secret_file: Path | None = None
@@ -273,17 +257,17 @@ class Psk(_Model):
     hex or `0s` + base64 for a binary key (as strongSwan's swanctl.conf). Exactly one
     trailing newline (`\\n` or `\\r\\n`) is ignored; nothing else is stripped. A regular
     file of at most 1 MiB; at least 8 bytes of key."""
-    value: Annotated[SecretStr, AfterValidator(_psk_value)] | None = None
+    value: Annotated[SecretStr, After(_psk_value)] | None = None
     """The key itself, UTF-8, with the same `0x`/`0s` forms. For tests only: it sits
     in the document in clear."""
 
-    @model_validator(mode="after")
+    @model_check
     def _one(self) -> Psk:
         _exactly_one(self, ("secret_file", "value"), "psk")
         return self
 
 
-class Certificate(_Model):
+class Certificate(Model):
     """X.509 authentication: our certificate and key, the CAs we trust for the peers."""
 
     cert_file: Path
@@ -317,7 +301,7 @@ class Certificate(_Model):
     """PEM file with the peer's certificate (RSA), known in advance: required with
     `publicKeyEncryption`, and it must still chain to `caFiles`."""
 
-    @model_validator(mode="after")
+    @model_check
     def _peer_certificate(self) -> Certificate:
         if self.public_key_encryption is not None and self.peer_cert_file is None:
             raise ValueError("peerCertFile: required with publicKeyEncryption")
@@ -325,7 +309,7 @@ class Certificate(_Model):
             raise ValueError("peerCertFile: only used with publicKeyEncryption")
         return self
 
-    @model_validator(mode="after")
+    @model_check
     def _operator_files(self) -> Certificate:
         if self.source == "operator":
             directory, name = os.path.split(self.cert_file)
@@ -341,13 +325,13 @@ class Certificate(_Model):
         return self
 
 
-class Auth(_Model):
+class Auth(Model):
     """How this side authenticates: exactly one of `psk` or `certificate`."""
 
     psk: Psk | None = None
     certificate: Certificate | None = None
 
-    @model_validator(mode="after")
+    @model_check
     def _one(self) -> Auth:
         _exactly_one(self, ("psk", "certificate"), "auth")
         return self
@@ -357,7 +341,7 @@ class Auth(_Model):
         return "psk" if self.psk is not None else "certificate"
 
 
-class Local(_Model):
+class Local(Model):
     """This side: who it is, its addresses and its authentication material."""
 
     identity: Identity | None = None
@@ -427,10 +411,10 @@ def _format_ports(value: tuple[int, int]) -> str | int:
 
 PortRange = Annotated[
     tuple[int, int],
-    BeforeValidator(_ports),
-    AfterValidator(_port_range),
-    PlainSerializer(_format_ports),
-    WithJsonSchema(
+    Before(_ports),
+    After(_port_range),
+    Serializer(_format_ports),
+    JsonSchema(
         {
             "anyOf": [
                 {"type": "integer", "minimum": 0, "maximum": 65535},
@@ -454,19 +438,19 @@ def _cidr(value: str) -> str:
     return str(network)
 
 
-Cidr = Annotated[str, AfterValidator(_cidr)]
+Cidr = Annotated[str, After(_cidr)]
 
 
-class TrafficSelector(_Model):
+class TrafficSelector(Model):
     """Which traffic: a CIDR block, optionally one IP protocol and a port range."""
 
     cidr: Cidr
     """Addresses: a CIDR block (10.0.1.0/24) or a single address (10.0.1.7)."""
     protocol: Annotated[
         int,
-        BeforeValidator(_protocol),
+        Before(_protocol),
         Field(ge=0, le=255),
-        WithJsonSchema(
+        JsonSchema(
             {
                 "anyOf": [
                     {"type": "integer", "minimum": 0, "maximum": 255},
@@ -479,7 +463,7 @@ class TrafficSelector(_Model):
     ports: PortRange | None = None
     """Port or port range; only with protocol tcp, udp, sctp or udplite. All by default."""
 
-    @model_validator(mode="after")
+    @model_check
     def _ports_need_protocol(self) -> TrafficSelector:
         if self.ports is not None and self.protocol not in PORT_PROTOCOLS:
             raise ValueError("ports need protocol tcp, udp, sctp or udplite")
@@ -494,12 +478,12 @@ def _selector(value: object) -> object:
 
 SelectorEntry = Annotated[
     TrafficSelector,
-    BeforeValidator(_selector, json_schema_input_type=Cidr | TrafficSelector),
+    Before(_selector, json_input=Cidr | TrafficSelector),
 ]
 """A selector written as a CIDR string or as a {cidr, protocol, ports} mapping."""
 
 
-class TrafficSelectors(_Model):
+class TrafficSelectors(Model):
     """The traffic the peer link protects: ours (local) and the peer's (remote)."""
 
     local: Annotated[list[SelectorEntry], Field(min_length=1)]
@@ -509,7 +493,7 @@ class TrafficSelectors(_Model):
 # --- manual keying -----------------------------------------------------------------------
 
 
-class ManualKeys(_Model):
+class ManualKeys(Model):
     """Hex keys of a manually keyed SA pair; `In` protects traffic from the peer.
 
     AEAD ciphers (aes*gcm16, chacha20poly1305) take key plus 4-byte salt: 36 bytes for
@@ -522,7 +506,7 @@ class ManualKeys(_Model):
     integrity_out: HexKey | None = None
 
 
-class Manual(_Model):
+class Manual(Model):
     """Keys and SPIs of a manually keyed peer (no IKE): both sides must mirror each other.
 
     Our `spiIn` is the peer's `spiOut` and our `keys.encryptionIn` its
@@ -546,7 +530,7 @@ class Manual(_Model):
     keys: ManualKeys | None = None
     """The keys inline. For tests only: they sit in the document in clear."""
 
-    @model_validator(mode="after")
+    @model_check
     def _one(self) -> Manual:
         _exactly_one(self, ("keys_file", "keys"), "manual")
         return self
@@ -562,7 +546,7 @@ DEFAULT_ESP_PROPOSALS = ("aes256gcm16",)
 DEFAULT_AH_PROPOSALS = ("sha256",)
 
 
-class Proposals(_Model):
+class Proposals(Model):
     """Algorithms offered and accepted, most preferred first, strongSwan syntax.
 
     In a peer's `proposals` only the lists written there replace the document's.
@@ -576,7 +560,7 @@ class Proposals(_Model):
     """AH proposals: an integrity algorithm; a DH group adds PFS."""
 
 
-class Lifetimes(_Model):
+class Lifetimes(Model):
     """How long SAs live: each is rekeyed `rekeyMargin` (minus jitter) before it expires.
 
     In a peer's `lifetimes` only the fields written there replace the document's.
@@ -597,7 +581,7 @@ class Lifetimes(_Model):
     """Hard limit of packets per child SA; rekeyed at 90 %. Unlimited by default."""
 
 
-class Liveness(_Model):
+class Liveness(Model):
     """Dead peer detection.
 
     In a peer's `liveness` only the fields written there replace the document's.
@@ -610,7 +594,7 @@ class Liveness(_Model):
     each time) before the peer is declared dead."""
 
 
-class NatTraversal(_Model):
+class NatTraversal(Model):
     """NAT detection (RFC 7296 section 2.23) and UDP encapsulation when a NAT is found."""
 
     enabled: bool = True
@@ -637,11 +621,11 @@ def _listen(value: str) -> str:
     return value
 
 
-class Metrics(_Model):
+class Metrics(Model):
     """The Prometheus endpoint (/metrics, /healthz, /readyz)."""
 
     enabled: bool = True
-    listen: Annotated[str, AfterValidator(_listen)] = DEFAULT_METRICS_LISTEN
+    listen: Annotated[str, After(_listen)] = DEFAULT_METRICS_LISTEN
     """address:port to serve on ([::]:9585 for IPv6)."""
 
 
@@ -653,13 +637,13 @@ def _socket_path(value: str) -> str:
     return value
 
 
-class Control(_Model):
+class Control(Model):
     """The local control socket used by `kipsec-sidecar sas|initiate|rekey|...`."""
 
-    socket: Annotated[str, AfterValidator(_socket_path)] = DEFAULT_CONTROL_SOCKET
+    socket: Annotated[str, After(_socket_path)] = DEFAULT_CONTROL_SOCKET
 
 
-class Logging(_Model):
+class Logging(Model):
     """Structured logs on stderr, one line per event; never a key, PSK or nonce."""
 
     format: Literal["text", "json"] = "text"
@@ -680,12 +664,12 @@ traffic (restart: after about 1 s, then with backoff while it fails)."""
 Encapsulation = Literal["udp", "raw", "auto"]
 Datapath = Literal["auto", "userspace", "kernel"]
 
-_M = TypeVar("_M", bound=BaseModel)
+_M = TypeVar("_M", bound=Model)
 
 _PEER_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$"
 
 
-class Peer(_Model):
+class Peer(Model):
     """One peer this pod talks to, and how the link to it is protected."""
 
     name: Annotated[str, Field(pattern=_PEER_NAME)]
@@ -742,7 +726,7 @@ def _lower(value: object) -> object:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-class ServiceEndpoint(_Model):
+class ServiceEndpoint(Model):
     """One backend of a Service port: a protected peer's address and the port it serves on."""
 
     address: IpAddress
@@ -753,12 +737,12 @@ class ServiceEndpoint(_Model):
     as its EndpointSlice lists it)."""
 
 
-class ServicePort(_Model):
+class ServicePort(Model):
     """One port of a Service and the endpoints that serve it."""
 
     port: PortNumber
     """The port clients connect to on the ClusterIP."""
-    protocol: Annotated[Literal["tcp", "udp", "sctp"], BeforeValidator(_lower)] = "tcp"
+    protocol: Annotated[Literal["tcp", "udp", "sctp"], Before(_lower)] = "tcp"
     """tcp, udp or sctp (Kubernetes' TCP/UDP/SCTP, any case)."""
     endpoints: list[ServiceEndpoint] = []
     """Where new connections go, chosen at random per connection. A ClusterIP whose IP
@@ -769,7 +753,7 @@ class ServicePort(_Model):
 _SERVICE_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$"
 
 
-class Service(_Model):
+class Service(Model):
     """A Service whose ClusterIP the sidecar translates inside the pod (kernel NAT).
 
     kube-proxy rewrites a ClusterIP to a pod address only after the packet has left the
@@ -797,7 +781,7 @@ def _format_mtu(value: int | None) -> int | str:
     return "auto" if value is None else value
 
 
-class SidecarConfig(_Model):
+class SidecarConfig(Model):
     """The whole document; see docs/sidecar-config.md for every field with examples."""
 
     api_version: Literal["kipsec.io/v1alpha1"]
@@ -828,9 +812,9 @@ class SidecarConfig(_Model):
     nat_traversal: NatTraversal = NatTraversal()
     mtu: Annotated[
         Annotated[int, Field(ge=576, le=65535)] | None,
-        BeforeValidator(_mtu),
-        PlainSerializer(_format_mtu),
-        WithJsonSchema(
+        Before(_mtu),
+        Serializer(_format_mtu),
+        JsonSchema(
             {
                 "anyOf": [
                     {"const": "auto"},
@@ -849,7 +833,8 @@ class SidecarConfig(_Model):
     control: Control = Control()
     logging: Logging = Logging()
 
-    _base_dir: str | None = PrivateAttr(default=None)
+    _base_dir = Private()
+    """The directory of the document's file (set by :mod:`.load`), for relative paths."""
 
     def to_document(self) -> dict[str, Any]:
         """The document form (camelCase, JSON types) of this configuration, for writing.

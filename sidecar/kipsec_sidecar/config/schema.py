@@ -15,50 +15,27 @@ import inspect
 import json
 import sys
 import textwrap
-from functools import cache
 from itertools import pairwise
 from typing import Any
 
-from pydantic import BaseModel
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
-
+from . import model
+from .fields import Model
 from .model import API_VERSION, SidecarConfig
 
 SCHEMA_ID = "https://kipsec.io/schemas/sidecar-config/v1alpha1.json"
 REGENERATE = "python -m kipsec_sidecar.config.schema > docs/sidecar-config.schema.json"
 
 
-class _Generator(GenerateJsonSchema):
-    """Pydantic's generator without the auto-made titles ("Ikesa") that say nothing, and
-    with each field's attribute docstring as its description.
-
-    The docstrings are read here, not by pydantic when the models are built
-    (``use_attribute_docstrings``): that parses model.py's source at every sidecar start,
-    for descriptions only this export shows (``bench/sidecar_startup.py``).
-    """
-
-    def field_title_should_be_set(self, schema: Any) -> bool:
-        return False
-
-    def model_schema(self, schema: Any) -> JsonSchemaValue:
-        json_schema = super().model_schema(schema)
-        model = schema["cls"]
-        properties = json_schema.get("properties", {})
-        for name, field in model.model_fields.items():
-            doc = attribute_docstrings(model).get(name)
-            prop = properties.get(field.alias or name)
-            if doc is not None and prop is not None and field.description is None:
-                prop["description"] = doc
-        return json_schema
-
-
-@cache
-def attribute_docstrings(model: type[BaseModel]) -> dict[str, str]:
+def attribute_docstrings(model: type[Model]) -> dict[str, str]:
     """Field name → the string literal written right under its annotation in ``model``
-    and its bases (the nearest class wins), cleaned like a docstring."""
+    and its bases (the nearest class wins), cleaned like a docstring.
+
+    Read here, from model.py's source, not when the models are built: parsing the source
+    at every sidecar start would cost time for descriptions only this export shows.
+    """
     docs: dict[str, str] = {}
     for cls in reversed(model.__mro__):
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+        if not (isinstance(cls, type) and issubclass(cls, Model)) or cls is Model:
             continue
         try:
             tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
@@ -77,9 +54,28 @@ def attribute_docstrings(model: type[BaseModel]) -> dict[str, str]:
     return docs
 
 
+def _describe(definition: dict[str, Any], model: type[Model]) -> None:
+    """Each property of ``model``'s schema gets its field's attribute docstring (over the
+    one its type may carry, as for a duration or a size)."""
+    properties = definition.get("properties", {})
+    docs = attribute_docstrings(model)
+    for name, field in model.model_fields.items():
+        doc = docs.get(name)
+        if doc is not None and field.alias in properties:
+            properties[field.alias]["description"] = doc
+
+
 def json_schema() -> dict[str, Any]:
     """The document's JSON Schema (draft 2020-12) as a dict."""
-    schema = SidecarConfig.model_json_schema(by_alias=True, schema_generator=_Generator)
+    schema = SidecarConfig.model_json_schema()
+    models = {
+        name: value
+        for name, value in vars(model).items()
+        if isinstance(value, type) and issubclass(value, Model) and value is not Model
+    }
+    _describe(schema, SidecarConfig)
+    for name, definition in schema.get("$defs", {}).items():
+        _describe(definition, models[name])
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import ValidationError
 
 from ..core import ipsec_sa
 from ..core.errors import KipsecError
@@ -42,8 +41,8 @@ from ..core.traffic_selectors import TrafficSelector as CoreSelector
 from ..regular_files import read_regular_file, why_unreadable
 from .checks import key_length_problems
 from .errors import ConfigError, FieldError, join_path
+from .fields import ModelError
 from .load import parse_text
-from .messages import pydantic_errors
 from .model import (
     IKE_PORT,
     Action,
@@ -601,10 +600,9 @@ class _Builder:
             ) from None
         try:
             return ManualKeys.model_validate(document)
-        except ValidationError as exc:
-            problems = pydantic_errors(exc, ManualKeys)
+        except ModelError as exc:
             raise ConfigError(
-                [FieldError(join_path(where, p.path), p.message) for p in problems]
+                [FieldError(join_path(where, p.path), p.message) for p in exc.errors]
             ) from None
 
 

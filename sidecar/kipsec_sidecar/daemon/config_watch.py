@@ -31,9 +31,8 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel
-
 from ..config.errors import ConfigError
+from ..config.fields import Model
 from ..config.load import load_config
 from ..config.model import SidecarConfig
 from ..regular_files import FileRefused, read_regular_file
@@ -52,7 +51,7 @@ def referenced_files(config: SidecarConfig) -> tuple[str, ...]:
     found: set[str] = set()
 
     def walk(value: object) -> None:
-        if isinstance(value, BaseModel):
+        if isinstance(value, Model):
             for name in type(value).model_fields:
                 item = getattr(value, name)
                 if name in FILE_FIELDS:

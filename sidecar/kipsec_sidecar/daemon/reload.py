@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from pydantic import BaseModel
 
+from ..config.fields import Model
 from ..config.model import SidecarConfig
 from ..config.to_core import PeerPlan
 from ..core.ike.config import IkeConfig, RetiredKey
@@ -265,7 +265,7 @@ def _field(config: SidecarConfig, dotted: str) -> object:
 
 
 def _dump(value: object) -> object:
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    return value.model_dump(mode="json") if isinstance(value, Model) else value
 
 
 # --- the canonical walk -------------------------------------------------------------------

@@ -1,9 +1,12 @@
-"""Pydantic's validation errors rephrased as the document's field errors.
+"""Pydantic's validation errors of the operator's resources (its CRD models) rephrased
+as field errors.
 
 Pydantic reports `loc` tuples and developer-facing messages ("Input should be a valid
 dictionary or instance of Peer"); a person editing YAML wants the path they wrote and
 what to change. Input values are never included, so a secret that failed validation is
-not echoed into a log.
+not echoed into a log. The sidecar's own configuration model does not use pydantic
+(:mod:`kipsec_sidecar.config.fields`) but words its errors the same way, so a Tunnel's
+status and a sidecar's log read alike.
 """
 
 from __future__ import annotations
@@ -15,8 +18,7 @@ import typing
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from .errors import FieldError, join_path
-from .model import SidecarConfig
+from kipsec_sidecar.config.errors import FieldError, join_path
 
 _MESSAGES: dict[str, str] = {
     "missing": "required",
@@ -35,9 +37,7 @@ _MESSAGES: dict[str, str] = {
 }
 
 
-def pydantic_errors(
-    exc: ValidationError, root: type[BaseModel] = SidecarConfig
-) -> list[FieldError]:
+def pydantic_errors(exc: ValidationError, root: type[BaseModel]) -> list[FieldError]:
     """Each pydantic error of validating `root` as a FieldError with the document path.
 
     Paths use the document's keys (camelCase, `[i]` for list items); messages are
