@@ -1,18 +1,23 @@
 """The sidecar configuration document (`apiVersion: kipsec.io/v1alpha1`, `kind: SidecarConfig`).
 
 One document per pod, written by the operator (or by hand for a standalone sidecar) and
-read by `kipsec-sidecar run --config FILE`. These pydantic models are the single
-source of the document's shape: validation, the committed JSON Schema
-(`docs/sidecar-config.schema.json`, from :mod:`kipsec_sidecar.config.schema`) and the
-prose page (`docs/sidecar-config.md`) all follow them.
+read by `kipsec-sidecar run --config FILE`. These models are the single source of the
+document's shape: validation, the committed JSON Schema (`docs/sidecar-config.schema.json`,
+from :mod:`kipsec_sidecar.config.schema`) and the prose page (`docs/sidecar-config.md`)
+all follow them.
 
 Conventions a reader of the code must know:
 
+* The models are written on :mod:`.fields`, the project's own small layer, not pydantic:
+  building pydantic models cost every sidecar start ~0.13 s and ~13 MiB
+  (``bench/sidecar_startup.py``). The layer keeps pydantic's lax coercions and its
+  messages (an int field takes `"12"` and `2.0`, a bool field `yes`), so a document
+  means what it meant; :mod:`.fields` lists them.
 * Keys are camelCase in the document (`trafficSelectors`), snake_case in Python.
   Unknown keys are errors, so a typo never silently falls back to a default.
 * Durations are stored as float seconds, sizes as int; the document may write
   `"4h"`/`"1Gi"` (:mod:`.units`).
-* Secrets (inline PSKs and manual keys) are :class:`pydantic.SecretStr`: never shown by
+* Secrets (inline PSKs and manual keys) are :class:`.fields.SecretStr`: never shown by
   `repr`, `str` or `model_dump_json`, and validation errors never echo input.
 * Checks that need more than one field (unique peer names, AH with UDP
   encapsulation, merged per-peer lifetimes, ...) live in :mod:`.checks` and run in

@@ -1,6 +1,6 @@
 """Plain, validated configuration of one IKEv2 peer: proposals, authentication, children.
 
-These frozen dataclasses are what the engine reads; the sidecar's pydantic document maps
+These frozen dataclasses are what the engine reads; the sidecar's document model maps
 onto them. Each one validates itself on construction and raises
 :class:`~kipsec_sidecar.core.errors.LocalProtocolError` naming the bad field, so a
 configuration mistake is reported once, at load time, never in the middle of a handshake.
