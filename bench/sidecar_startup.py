@@ -10,9 +10,10 @@ interleaved (round r starts every peer count and variant once before round r+1),
 change of the machine's load falls on all of them alike:
 
 - import: the wall time of ``python -c "import M"`` for the bare interpreter, the
-  third-party floor (asyncio, cryptography's AEAD, EC and X25519 primitives, pydantic:
-  what any sidecar imports) and that floor without pydantic (what validating the
-  document with it costs),
+  third-party floor (asyncio, cryptography's AEAD, EC and X25519 primitives: what any
+  sidecar imports) and that floor with pydantic (what the sidecar imported until its
+  configuration model moved to its own layer, ``config/fields.py``: for comparison with
+  an older tree run as a ``--variant``),
   the CLI entry point (``kipsec_sidecar.cli``, what ``kipsec-sidecar`` imports before it
   parses its arguments), the daemon (``kipsec_sidecar.daemon``, what ``run`` imports)
   and the daemon with the userspace datapath (all a start imports; with ``--datapath
@@ -175,8 +176,8 @@ _CRYPTO = (
     " cryptography.hazmat.primitives.asymmetric.x25519"
 )
 #: (label, modules) of the import rows: the bare interpreter, the third-party floor every
-#: sidecar pays (its event loop, crypto and config validation; PyYAML loads only for a
-#: document that is not plain JSON) and that floor without the validation, the CLI entry
+#: sidecar pays (its event loop and crypto; PyYAML loads only for a document that is not
+#: plain JSON) and that floor with pydantic (what older sidecars validated with), the CLI entry
 #: point, the daemon, and the daemon with the userspace datapath (everything a start
 #: imports).
 IMPORTS = (

@@ -2,7 +2,7 @@
 
 Every rendered document goes through the sidecar's own loader
 (:func:`~kipsec_sidecar.config.load_config_data`), so that what the operator writes is
-exactly what the sidecar accepts. That loader (pydantic plus the cross-field checks)
+exactly what the sidecar accepts. That loader (the model plus the cross-field checks)
 cost about 4 ms per pod, most of a pass at 1,000 pods. But the pods of one Tunnel get
 documents that differ only in names and addresses, and the loader's verdict does not
 depend on *which* address a pod has, only on its IP version and on which addresses and
