@@ -9,8 +9,8 @@ all follow them.
 Conventions a reader of the code must know:
 
 * The models are written on :mod:`.fields`, the project's own small layer, not pydantic:
-  building pydantic models cost every sidecar start ~0.13 s and ~13 MiB
-  (``bench/sidecar_startup.py``). The layer keeps pydantic's lax coercions and its
+  importing pydantic and building its models cost every sidecar start ~0.28 s of CPU
+  and ~13 MiB (``bench/sidecar_startup.py``). The layer keeps pydantic's lax coercions and its
   messages (an int field takes `"12"` and `2.0`, a bool field `yes`), so a document
   means what it meant; :mod:`.fields` lists them.
 * Keys are camelCase in the document (`trafficSelectors`), snake_case in Python.
