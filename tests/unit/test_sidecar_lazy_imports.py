@@ -182,7 +182,8 @@ def test_a_json_document_is_read_without_pyyaml_and_a_yaml_one_with_it() -> None
 
 def test_a_psk_document_is_planned_without_x509_and_a_dn_identity_loads_it() -> None:
     # What the daemon does with a document: validate it and build the core's configs.
-    # PSK peers named by FQDN or address never parse a certificate or a DN.
+    # PSK peers named by FQDN or address never parse a certificate or a DN, nor does our
+    # own identity (the operator writes the pod address as one for every PSK pod).
     code = (
         "import json, sys\n"
         "from kipsec_sidecar.config.load import load_config_data\n"
@@ -197,7 +198,11 @@ def test_a_psk_document_is_planned_without_x509_and_a_dn_identity_loads_it() -> 
     document = {
         "apiVersion": "kipsec.io/v1alpha1",
         "kind": "SidecarConfig",
-        "local": {"addresses": ["10.0.0.1"], "auth": {"psk": {"secretFile": "/psk"}}},
+        "local": {
+            "addresses": ["10.0.0.1"],
+            "identity": {"fqdn": "a.example"},
+            "auth": {"psk": {"secretFile": "/psk"}},
+        },
         "peers": peers,
     }
     assert present(loaded(code, json.dumps(document)), X509 + PYDANTIC) == []

@@ -511,9 +511,11 @@ class _Builder:
             return CoreIdentity.address(local_address) if auth.psk is not None else None
         core = core_identity(identity)
         cert = material.certificate
+        if cert is None:  # PSK: no certificate to match, and no x509 import (~40 modules)
+            return core
         from ..core.ike import certs
 
-        if cert is not None and not certs.identity_matches(cert, core.id_type, core.data):
+        if not certs.identity_matches(cert, core.id_type, core.data):
             raise ConfigError(
                 [
                     FieldError(
