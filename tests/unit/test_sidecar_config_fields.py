@@ -49,6 +49,16 @@ def test_an_int_field_refuses_the_rest(given: object) -> None:
     assert errors({"count": given}, Inner) == [FieldError("count", "must be an integer")]
 
 
+@pytest.mark.parametrize("digits", [4301, 100_000])
+def test_an_int_field_refuses_more_digits_than_python_converts(digits: int) -> None:
+    # int() raises its own ValueError past 4,300 digits: a field error, not a crash
+    # (pydantic said the same for such input).
+    assert errors({"count": "1" * digits}, Inner) == [
+        FieldError("count", "Unable to parse input string as an integer, exceeded maximum size")
+    ]
+    assert Inner.model_validate({"count": "0" * 4299 + "7"}).count == 7
+
+
 def test_floats_take_numeric_strings_and_refuse_nan_and_bounds() -> None:
     assert Inner.model_validate({"ratio": " .25 "}).ratio == 0.25
     assert errors({"ratio": "nan"}, Inner) == [FieldError("ratio", "must be a finite number")]

@@ -328,7 +328,11 @@ class _Int(_Number):
             text = text.strip()
             if not _INT_TEXT.fullmatch(text):
                 return _error(errors, loc, "must be an integer")
-            return self._bounded(int(text.partition(".")[0]), loc, errors)
+            try:
+                number = int(text.partition(".")[0])
+            except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+                return _error(errors, loc, _INT_TOO_LARGE)
+            return self._bounded(number, loc, errors)
         return _error(errors, loc, "must be an integer")
 
     def json_schema(self, defs: dict[str, Any]) -> dict[str, Any]:
