@@ -41,6 +41,8 @@ _RESPONSE_BIT = int(HeaderFlag.RESPONSE)
 _INITIATOR_BIT = int(HeaderFlag.INITIATOR)
 # SPIi, SPIr, next payload, version, exchange, flags, message ID, length (section 3.1).
 _HEADER = struct.Struct("!8s8sBBBBII")
+# Next Payload, C and RESERVED, Payload Length (section 3.2).
+_GENERIC_HEADER = struct.Struct("!BBH")
 _MAJOR_VERSION = IKE_VERSION >> 4
 _ENCRYPTED_TYPES = (PayloadType.SK, PayloadType.SKF)
 
@@ -261,6 +263,7 @@ def encode_payloads(payloads: Iterable[Payload]) -> tuple[int, bytes]:
     :class:`UnknownPayload` keeps its own.
     """
     items = list(payloads)
+    types = [payload_type(payload) for payload in items]
     w = Writer()
     for i, payload in enumerate(items):
         last = i == len(items) - 1
@@ -269,17 +272,15 @@ def encode_payloads(payloads: Iterable[Payload]) -> tuple[int, bytes]:
                 raise LocalProtocolError("an SK or SKF payload must be the last payload")
             next_type = payload.first_inner
         else:
-            next_type = payload_type(items[i + 1]) if not last else PayloadType.NONE
+            next_type = types[i + 1] if not last else PayloadType.NONE
         body = encode_body(payload)
         length = GENERIC_HEADER_LEN + len(body)
         if length > 0xFFFF:
             raise LocalProtocolError(f"{type(payload).__name__} of {length} bytes is too long")
         critical = isinstance(payload, UnknownPayload) and payload.critical
-        w.push_uint8(next_type)
-        w.push_uint8(_CRITICAL if critical else 0)
-        w.push_uint16(length)
+        w.push_bytes(_GENERIC_HEADER.pack(next_type & 0xFF, _CRITICAL if critical else 0, length))
         w.push_bytes(body)
-    first = payload_type(items[0]) if items else PayloadType.NONE
+    first = types[0] if items else PayloadType.NONE
     return first, bytes(w)
 
 
