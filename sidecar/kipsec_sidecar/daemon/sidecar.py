@@ -1220,7 +1220,6 @@ def _is_kernel(datapath: Datapath) -> TypeGuard[KernelDatapath]:
     return kernel is not None and isinstance(datapath, kernel.KernelDatapath)
 
 
-
 @lru_cache(maxsize=4096)
 def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """``address`` parsed (None when it is not an IP address), cached: every IKE_SA_INIT
