@@ -14,7 +14,10 @@ control socket with ``wait`` and charon's vici ``initiate`` both do; it is follo
 ``terminate`` (not timed) and a wait until the responder holds nothing. Both sides use
 their default proposals (kipsec: AES-GCM-256 with X25519 first; charon: its defaults);
 charon is tuned as in ``sidecar_throughput.py`` (``support.strongswan.TUNED``: logging at
-level 0, ``aesni`` first), kipsec logs warnings only.
+level 0, ``aesni`` first), kipsec logs warnings only. ``--variant NAME=VAR=VALUE,...``
+(repeatable) adds a kipsec pair whose sidecars run with those environment variables, e.g.
+``before=PYTHONPATH=/tmp/old/sidecar`` (a ``git archive`` of an older commit's
+``sidecar/``), in its own pods, timed in the same rounds: two code trees side by side.
 Printed: the median (min-max) of each, and kipsec / strongSwan; beside it the CPU time
 both daemons of a pair used during one setup (every thread's ``schedstat`` of the two
 sidecars, of the two charons, read before the request and after the answer: the
@@ -61,12 +64,19 @@ TIMEOUT = 8.0  # under the control client's 10 s read timeout
 Setup = Callable[[], tuple[float, float]]
 
 
-def kipsec_pair(topo: Topology, workdir: Path, auth: str, ca: CertificateAuthority) -> Setup:
-    """Two sidecars (pods pa, pb) with each other as onDemand peers; a function timing
-    one setup."""
+def kipsec_pair(
+    topo: Topology,
+    workdir: Path,
+    auth: str,
+    ca: CertificateAuthority,
+    env: dict[str, str] | None = None,
+) -> Setup:
+    """Two sidecars (pods pa, pb) with each other as onDemand peers, run with ``env``
+    added to their environment; a function timing one setup."""
     sidecars = {}
     for slot, (me, other) in enumerate((("pa", "pb"), ("pb", "pa"))):
         sidecar = Sidecar(topo, me, workdir / auth)
+        sidecar.env = dict(env or {})
         sidecar.workdir.mkdir(exist_ok=True)
         local: dict[str, Any] = {}
         if auth == "ecdsa":
@@ -141,7 +151,19 @@ def median(values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--setups", type=int, default=9, help=f"rounds (1-{MAX_SETUPS})")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=VAR=VALUE,...",
+        help="also a kipsec pair whose sidecars run with these environment variables "
+        "(e.g. before=PYTHONPATH=/tmp/old/sidecar)",
+    )
     args = parser.parse_args()
+    variants: dict[str, dict[str, str]] = {}
+    for variant in args.variant:
+        name, _, settings = variant.partition("=")
+        variants[f"kipsec {name}"] = dict(item.split("=", 1) for item in settings.split(","))
     setups = max(1, min(args.setups, MAX_SETUPS))
     missing = is_available()
     if missing is not None:
@@ -165,12 +187,20 @@ def main() -> int:
                     topo.add_pod("pb", "b")
                 workdir = Path(tmp) / auth
                 workdir.mkdir()
-                kipsec = kipsec_pair(pods, workdir, auth, ca)
-                strongswan = strongswan_pair(gateways, workdir, auth, ca, stack)
-                kipsec()  # unmeasured: first use of every code path
-                strongswan()
+                pairs = {"kipsec": kipsec_pair(pods, workdir, auth, ca)}
+                for n, (name, env) in enumerate(variants.items()):
+                    own = stack.enter_context(Topology())
+                    own.add_node("a")
+                    own.add_node("b")
+                    own.add_pod("pa", "a")
+                    own.add_pod("pb", "b")
+                    (workdir / f"variant{n}").mkdir()
+                    pairs[name] = kipsec_pair(own, workdir / f"variant{n}", auth, ca, env)
+                pairs["strongSwan"] = strongswan_pair(gateways, workdir, auth, ca, stack)
+                for setup in pairs.values():
+                    setup()  # unmeasured: first use of every code path
                 for _ in range(setups):
-                    for name, setup in (("kipsec", kipsec), ("strongSwan", strongswan)):
+                    for name, setup in pairs.items():
                         elapsed, cpu = setup()
                         results.setdefault((name, auth), []).append(elapsed)
                         cpus.setdefault((name, auth), []).append(cpu)
@@ -180,15 +210,21 @@ def main() -> int:
         "\nIKE SA + first child SA setup, initiate to installed (median (min-max));"
         " CPU of both daemons during it"
     )
+    names = ["kipsec", *variants, "strongSwan"]
+    width = max(len(name) for name in names)
     for auth in ("psk", "ecdsa"):
-        ours, theirs = results[("kipsec", auth)], results[("strongSwan", auth)]
-        ratio = statistics.median(ours) / statistics.median(theirs)
-        cpu_ratio = statistics.median(cpus[("kipsec", auth)]) / statistics.median(
-            cpus[("strongSwan", auth)]
-        )
-        for name, times in (("kipsec", ours), ("strongSwan", theirs)):
-            print(f"  {auth:6} {name:11} {median(times)}   CPU {median(cpus[(name, auth)])}")
-        print(f"  {auth:6} kipsec / strongSwan = {ratio:.2f}  (goal: <= 1); CPU {cpu_ratio:.2f}")
+        theirs = results[("strongSwan", auth)]
+        for name in names:
+            times = results[(name, auth)]
+            print(f"  {auth:6} {name:{width}} {median(times)}   CPU {median(cpus[(name, auth)])}")
+        for name in names[:-1]:
+            ratio = statistics.median(results[(name, auth)]) / statistics.median(theirs)
+            cpu_ratio = statistics.median(cpus[(name, auth)]) / statistics.median(
+                cpus[("strongSwan", auth)]
+            )
+            print(
+                f"  {auth:6} {name} / strongSwan = {ratio:.2f}  (goal: <= 1); CPU {cpu_ratio:.2f}"
+            )
     return 0
 
 

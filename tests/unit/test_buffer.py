@@ -30,6 +30,26 @@ def test_overrun_names_the_field() -> None:
         Reader(b"\x00\x01").pull_uint32("spi")
 
 
+@pytest.mark.parametrize(
+    ("width", "default"), [(1, "uint8"), (2, "uint16"), (4, "uint32"), (8, "uint64")]
+)
+def test_a_short_fixed_width_pull_names_its_field_and_leaves_the_position(
+    width: int, default: str
+) -> None:
+    """The fixed-width pulls index the data directly (no pull_bytes): same checks."""
+    pull = {1: "pull_uint8", 2: "pull_uint16", 4: "pull_uint32", 8: "pull_uint64"}[width]
+    r = Reader(b"\x00" + bytes(range(1, width)), 1)  # one byte short, read from 1
+    with pytest.raises(ParseError) as named:
+        getattr(r, pull)("spi")
+    with pytest.raises(ParseError) as unnamed:
+        getattr(r, pull)()
+    assert (named.value.field, unnamed.value.field) == ("spi", default)
+    assert r.position == 1 and r.remaining() == width - 1
+    bounded = Reader(b"\xff" * (width + 1), 0, width - 1)  # the end bounds it, not the data
+    with pytest.raises(ParseError):
+        getattr(bounded, pull)()
+
+
 def test_sub_reader_is_confined_to_its_length() -> None:
     r = Reader(b"abcdef")
     sub = r.sub(2, "payload")

@@ -146,6 +146,34 @@ def test_a_flood_beyond_the_threshold_gets_cookies_without_decoding_or_state(
     assert all(reply.notify(NotifyType.COOKIE) is not None for reply in cookies)
 
 
+def test_a_new_ike_sa_init_is_decoded_once_by_the_endpoint_and_its_sa(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The endpoint decodes a new request whole before it makes state; the new SA takes
+    that decoding instead of decoding the same bytes again, and answers as before."""
+    initiator_config, responder_config = configs()
+    endpoint = Endpoint(responder_config, rng=SeededRng(1))
+    decoded: list[bytes] = []
+
+    def counting_decode(data: bytes) -> Message:
+        decoded.append(data)
+        return decode_message(data)
+
+    monkeypatch.setattr("kipsec_sidecar.core.ike.endpoint.decode_message", counting_decode)
+    monkeypatch.setattr("kipsec_sidecar.core.ike.engine.decode_message", counting_decode)
+    (request,) = _requests(1, initiator_config)
+    endpoint.receive_datagram(request, INITIATOR_ADDR, 1.0)
+    assert decoded == [request]
+    ((answer, addr),) = endpoint.datagrams_to_send(1.0)
+    response = decode_message(answer)
+    assert addr == INITIATOR_ADDR and response.is_response
+    assert response.spi_i == decode_message(request).spi_i
+    # A retransmission reaches the half-open SA, which answers it from its cache.
+    endpoint.receive_datagram(request, INITIATOR_ADDR, 1.5)
+    assert endpoint.datagrams_to_send(1.5) == [(answer, INITIATOR_ADDR)]
+    assert len(set(endpoint.sas.values())) == 1
+
+
 def test_a_request_echoing_its_cookie_gets_state_in_a_flood() -> None:
     initiator_config, responder_config = configs()
     endpoint = Endpoint(responder_config, rng=SeededRng(1), cookie_threshold=1)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 from typing import Any
 
+import pytest
+
+import kipsec_sidecar.core.ike.engine  # noqa: F401  (first: ike_sa_init is in an import cycle)
+from kipsec_sidecar.core.ike import ike_sa_init
 from kipsec_sidecar.core.ike.config import Encryption, IkeConfig, IkeProposal
 from kipsec_sidecar.core.ike.constants import (
     NON_ESP_MARKER,
@@ -280,3 +286,19 @@ def test_the_same_seeds_give_the_same_bytes_on_the_wire() -> None:
 
     assert wire_of(7) == wire_of(7)
     assert wire_of(7) != wire_of(8)
+
+
+@pytest.mark.parametrize("address", ["192.0.2.7", "2001:db8::7"])
+def test_nat_hash_is_sha1_of_the_spis_the_address_and_the_port(address: str) -> None:
+    """The address's bytes are cached per address string: the hash must not change."""
+    spi_i, spi_r = b"i" * 8, b"r" * 8
+    packed = ipaddress.ip_address(address).packed
+    expected = hashlib.sha1(spi_i + spi_r + packed + (4500).to_bytes(2, "big")).digest()
+    for _ in range(2):  # the second call is answered from the cache
+        assert ike_sa_init.nat_hash(spi_i, spi_r, (address, 4500)) == expected
+    assert ike_sa_init.nat_hash(spi_i, spi_r, (address, 500)) != expected
+
+
+def test_nat_hash_of_something_that_is_not_an_address_raises() -> None:
+    with pytest.raises(ValueError):
+        ike_sa_init.nat_hash(b"i" * 8, b"r" * 8, ("not-an-address", 500))

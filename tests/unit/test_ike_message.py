@@ -153,6 +153,48 @@ def test_header_shorter_than_28_bytes_is_rejected() -> None:
         decode_header(CAPTURED_SA_INIT_REQUEST[:27])
 
 
+@pytest.mark.parametrize(
+    ("cut", "field"),
+    [
+        (0, "header.spi_i"),
+        (12, "header.spi_r"),
+        (16, "header.next_payload"),
+        (17, "header.version"),
+        (18, "header.exchange"),
+        (19, "header.flags"),
+        (22, "header.message_id"),
+        (27, "header.length"),
+    ],
+)
+def test_a_short_header_names_the_first_missing_field(cut: int, field: str) -> None:
+    """A whole header is read in one unpack; a short one still says what is missing."""
+    with pytest.raises(ParseError) as info:
+        decode_header(CAPTURED_SA_INIT_REQUEST[:cut])
+    assert info.value.field == field
+
+
+def test_header_flags_give_the_direction_and_the_side() -> None:
+    request, response = (
+        decode_header(CAPTURED_SA_INIT_REQUEST),
+        decode_header(CAPTURED_SA_INIT_RESPONSE),
+    )
+    assert (request.is_response, request.is_initiator) == (False, True)
+    assert (response.is_response, response.is_initiator) == (True, False)
+    assert decode_message(CAPTURED_SA_INIT_RESPONSE).flags == response.flags == 0x20
+
+
+@pytest.mark.parametrize(
+    ("left", "field"),
+    [(1, "payload[1].critical"), (2, "payload[1].length"), (3, "payload[1].length")],
+)
+def test_a_short_generic_payload_header_names_the_missing_field(left: int, field: str) -> None:
+    _, body = encode_payloads([NoncePayload(b"n" * 16)])
+    chain = bytes([PayloadType.NONCE]) + body[1:] + bytes(left)  # a second payload, cut
+    with pytest.raises(ParseError) as info:
+        decode_payloads(PayloadType.NONCE, chain)
+    assert info.value.field == field
+
+
 def test_length_field_must_equal_the_datagram_length() -> None:
     with pytest.raises(ParseError, match=r"header\.length"):
         decode_header(CAPTURED_SA_INIT_REQUEST + b"\x00")

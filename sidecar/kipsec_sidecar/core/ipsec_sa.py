@@ -77,7 +77,12 @@ class Lifetime:
                 )
 
 
-def _address(value: str | IPAddress) -> IPAddress:
+def as_address(value: str | IPAddress) -> IPAddress:
+    """``value`` as an address object (as is when it is one); LocalProtocolError if not
+    an IP address. :func:`~.negotiated.sa_pair` parses its two endpoints once with it
+    for both directions."""
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
     try:
         return ipaddress.ip_address(value)
     except ValueError as exc:
@@ -146,8 +151,8 @@ class IpsecSa:
         if not MIN_SPI <= spi <= 0xFFFFFFFF:
             raise LocalProtocolError(f"SPI {spi:#x} is reserved or out of range")
         self.spi = spi
-        self.src = _address(src)
-        self.dst = _address(dst)
+        self.src = as_address(src)
+        self.dst = as_address(dst)
         if self.src.version != self.dst.version:
             raise LocalProtocolError("SA source and destination mix IPv4 and IPv6")
         self.src_packed = self.src.packed  # for the tunnel-mode outer header, per packet

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .ike.constants import EncrId, IntegId, ProtocolId
 from .ike.events import ChildSaEstablished
-from .ipsec_sa import IpsecSa, Mode
+from .ipsec_sa import IpsecSa, Mode, as_address
 from .traffic_selectors import IPAddress
 
 _MODES = {"tunnel": Mode.TUNNEL, "transport": Mode.TRANSPORT}
@@ -40,6 +40,7 @@ def sa_pair(
     use. Raises :class:`~.errors.LocalProtocolError` (or a subclass) if the negotiated
     algorithms cannot be installed, which the engine's proposal checks should prevent.
     """
+    local, remote = as_address(local_addr), as_address(remote_addr)
     protocol = ProtocolId(event.protocol)
     encr = EncrId(event.encr_id) if event.encr_id is not None else None
     integ = IntegId(event.integ_id) if event.integ_id is not None else None
@@ -58,16 +59,16 @@ def sa_pair(
         common["replay_window"] = replay_window
     inbound = IpsecSa(
         spi=int.from_bytes(event.spi_in, "big"),
-        src=remote_addr,
-        dst=local_addr,
+        src=remote,
+        dst=local,
         encr_key=event.encr_key_in,
         integ_key=event.integ_key_in,
         **common,  # type: ignore[arg-type]
     )
     outbound = IpsecSa(
         spi=int.from_bytes(event.spi_out, "big"),
-        src=local_addr,
-        dst=remote_addr,
+        src=local,
+        dst=remote,
         encr_key=event.encr_key_out,
         integ_key=event.integ_key_out,
         **common,  # type: ignore[arg-type]

@@ -120,16 +120,18 @@ class Endpoint:
             return
         ours = header.spi_r if header.is_initiator else header.spi_i
         sa = self.sas.get(ours) if ours != ZERO_SPI else None
+        decoded: Message | None = None
         if sa is None and self._is_new_init(header.exchange, header.is_response, header.spi_r):
             sa = self._half_open.get((header.spi_i, addr))
             if sa is None:
-                sa = self._new_responder(raw, header, addr, now)
-                if sa is None:
+                made = self._new_responder(raw, header, addr, now)
+                if made is None:
                     return  # refused, and counted as such
+                sa, decoded = made  # the new SA takes the request as decoded here
         if sa is None:
             self.dropped += 1
             return
-        sa.receive_datagram(data, addr, now)
+        sa.receive_datagram(data, addr, now, decoded=decoded)
         self._collect(sa)
 
     def handle_timer(self, now: float) -> None:
@@ -175,8 +177,11 @@ class Endpoint:
     def _is_new_init(exchange: int, is_response: bool, spi_r: bytes) -> bool:
         return exchange == ExchangeType.IKE_SA_INIT and not is_response and spi_r == ZERO_SPI
 
-    def _new_responder(self, raw: bytes, header: Header, addr: Address, now: float) -> IkeSa | None:
-        """A responder for a new IKE_SA_INIT, or None (refused, counted): see the module."""
+    def _new_responder(
+        self, raw: bytes, header: Header, addr: Address, now: float
+    ) -> tuple[IkeSa, Message] | None:
+        """A responder for a new IKE_SA_INIT and the request decoded, or None (refused,
+        counted): see the module."""
         config = self._lookup(addr)
         if config is None:
             self.refused["unknown_peer"] += 1
@@ -196,7 +201,7 @@ class Endpoint:
             self._send_cookie(header.spi_i, nonce, addr)
             return None
         try:
-            decode_message(raw)
+            request = decode_message(raw)
         except UnsupportedCriticalPayload as exc:
             self.refused["unsupported_critical"] += 1
             self._send_unsupported(raw, exc.payload_type, addr)
@@ -208,7 +213,7 @@ class Endpoint:
         self._half_open[(header.spi_i, addr)] = sa
         self._half_open_key[sa] = (header.spi_i, addr)
         self._register(sa)
-        return sa
+        return sa, request
 
     def _valid_cookie(
         self, first: tuple[int, bytes], nonce_i: bytes, addr: Address, spi_i: bytes

@@ -9,6 +9,7 @@ SKF payload sealed as :class:`~.payloads.EncryptedPayload` /
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -34,6 +35,14 @@ SPI_LEN = 8
 MAX_MESSAGE_LEN = 0xFFFFFFFF
 
 _CRITICAL = 0x80
+# The flag bits as plain ints: ``int & IntFlag`` runs Python-level Flag code, and every
+# message asks its header which side and direction it is several times.
+_RESPONSE_BIT = int(HeaderFlag.RESPONSE)
+_INITIATOR_BIT = int(HeaderFlag.INITIATOR)
+# SPIi, SPIr, next payload, version, exchange, flags, message ID, length (section 3.1).
+_HEADER = struct.Struct("!8s8sBBBBII")
+# Next Payload, C and RESERVED, Payload Length (section 3.2).
+_GENERIC_HEADER = struct.Struct("!BBH")
 _MAJOR_VERSION = IKE_VERSION >> 4
 _ENCRYPTED_TYPES = (PayloadType.SK, PayloadType.SKF)
 
@@ -76,11 +85,11 @@ class Header:
 
     @property
     def is_response(self) -> bool:
-        return bool(self.flags & HeaderFlag.RESPONSE)
+        return bool(self.flags & _RESPONSE_BIT)
 
     @property
     def is_initiator(self) -> bool:
-        return bool(self.flags & HeaderFlag.INITIATOR)
+        return bool(self.flags & _INITIATOR_BIT)
 
 
 class PayloadLookup:
@@ -130,8 +139,8 @@ class Message(PayloadLookup):
     @property
     def flags(self) -> int:
         """The header flags byte for this message."""
-        return (HeaderFlag.RESPONSE if self.is_response else 0) | (
-            HeaderFlag.INITIATOR if self.is_initiator else 0
+        return (_RESPONSE_BIT if self.is_response else 0) | (
+            _INITIATOR_BIT if self.is_initiator else 0
         )
 
     def notify(self, notify_type: int) -> NotifyPayload | None:
@@ -187,15 +196,19 @@ def read_header(data: bytes) -> tuple[Header, int]:
     version shares: 28 bytes, a non-zero initiator SPI (cookie), and a Length field
     equal to ``len(data)``. The caller checks the version (IKEv1 reads through here too).
     """
-    r = Reader(data)
-    spi_i = r.pull_bytes(SPI_LEN, "header.spi_i")
-    spi_r = r.pull_bytes(SPI_LEN, "header.spi_r")
-    next_payload = r.pull_uint8("header.next_payload")
-    version = r.pull_uint8("header.version")
-    exchange = r.pull_uint8("header.exchange")
-    flags = r.pull_uint8("header.flags")
-    message_id = r.pull_uint32("header.message_id")
-    length = r.pull_uint32("header.length")
+    if len(data) >= HEADER_LEN:  # one unpack; the checks below are the same either way
+        fields = _HEADER.unpack_from(data)
+        spi_i, spi_r, next_payload, version, exchange, flags, message_id, length = fields
+    else:  # too short: the pulls name the field that is missing
+        r = Reader(data)
+        spi_i = r.pull_bytes(SPI_LEN, "header.spi_i")
+        spi_r = r.pull_bytes(SPI_LEN, "header.spi_r")
+        next_payload = r.pull_uint8("header.next_payload")
+        version = r.pull_uint8("header.version")
+        exchange = r.pull_uint8("header.exchange")
+        flags = r.pull_uint8("header.flags")
+        message_id = r.pull_uint32("header.message_id")
+        length = r.pull_uint32("header.length")
     if spi_i == bytes(SPI_LEN):
         raise ParseError("the initiator SPI is zero", field="header.spi_i")
     if length != len(data):
@@ -250,6 +263,7 @@ def encode_payloads(payloads: Iterable[Payload]) -> tuple[int, bytes]:
     :class:`UnknownPayload` keeps its own.
     """
     items = list(payloads)
+    types = [payload_type(payload) for payload in items]
     w = Writer()
     for i, payload in enumerate(items):
         last = i == len(items) - 1
@@ -258,17 +272,15 @@ def encode_payloads(payloads: Iterable[Payload]) -> tuple[int, bytes]:
                 raise LocalProtocolError("an SK or SKF payload must be the last payload")
             next_type = payload.first_inner
         else:
-            next_type = payload_type(items[i + 1]) if not last else PayloadType.NONE
+            next_type = types[i + 1] if not last else PayloadType.NONE
         body = encode_body(payload)
         length = GENERIC_HEADER_LEN + len(body)
         if length > 0xFFFF:
             raise LocalProtocolError(f"{type(payload).__name__} of {length} bytes is too long")
         critical = isinstance(payload, UnknownPayload) and payload.critical
-        w.push_uint8(next_type)
-        w.push_uint8(_CRITICAL if critical else 0)
-        w.push_uint16(length)
+        w.push_bytes(_GENERIC_HEADER.pack(next_type & 0xFF, _CRITICAL if critical else 0, length))
         w.push_bytes(body)
-    first = payload_type(items[0]) if items else PayloadType.NONE
+    first = types[0] if items else PayloadType.NONE
     return first, bytes(w)
 
 
@@ -284,9 +296,13 @@ def decode_payloads(first: int, data: bytes) -> tuple[Payload, ...]:
     ptype = first
     while ptype != PayloadType.NONE:
         field = f"payload[{len(out)}]"
-        next_type = r.pull_uint8(f"{field}.next_payload")
-        critical = bool(r.pull_uint8(f"{field}.critical") & _CRITICAL)
-        length = r.pull_uint16(f"{field}.length")
+        if r.remaining() >= GENERIC_HEADER_LEN:  # the pulls' field names only when short
+            next_type, flags, length = r.pull_uint8(), r.pull_uint8(), r.pull_uint16()
+        else:
+            next_type = r.pull_uint8(f"{field}.next_payload")
+            flags = r.pull_uint8(f"{field}.critical")
+            length = r.pull_uint16(f"{field}.length")
+        critical = bool(flags & _CRITICAL)
         if length < GENERIC_HEADER_LEN:
             raise ParseError(f"payload length {length} is below 4", field=f"{field}.length")
         body = r.pull_bytes(length - GENERIC_HEADER_LEN, f"{field}.length")

@@ -15,6 +15,7 @@ payload the constructors accept, which the property tests hold the codec to.
 from __future__ import annotations
 
 import ipaddress
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -127,22 +128,23 @@ class SaPayload:
     proposals: tuple[Proposal, ...]
 
 
+# Last Substruc, RESERVED, Transform Length, Transform Type, RESERVED, Transform ID:
+# one pack per transform (an IKE_SA_INIT offer carries ten or more).
+_TRANSFORM_HEADER = struct.Struct("!BBHBBH")
+_KEY_LENGTH_TV = _ATTR_FORMAT_TV | TransformAttr.KEY_LENGTH
+
+
 def _encode_transform(w: Writer, t: Transform, last: bool) -> None:
     _check_uint(t.type, 8, "transform type")
     _check_uint(t.id, 16, "transform id")
-    attrs = Writer()
+    attrs = t.other_attributes
     if t.key_length is not None:
         _check_uint(t.key_length, 16, "key length")
-        attrs.push_uint16(_ATTR_FORMAT_TV | TransformAttr.KEY_LENGTH)
-        attrs.push_uint16(t.key_length)
-    attrs.push_bytes(t.other_attributes)
-    w.push_uint8(LAST if last else MORE_TRANSFORMS)
-    w.push_uint8(0)
-    w.push_uint16(8 + len(attrs))
-    w.push_uint8(t.type)
-    w.push_uint8(0)
-    w.push_uint16(t.id)
-    w.push_bytes(bytes(attrs))
+        attrs = _KEY_LENGTH_TV.to_bytes(2, "big") + t.key_length.to_bytes(2, "big") + attrs
+    marker = LAST if last else MORE_TRANSFORMS
+    length = (8 + len(attrs)) & 0xFFFF  # as push_uint16 wrote it; the proposal checks its own
+    w.push_bytes(_TRANSFORM_HEADER.pack(marker, 0, length, t.type, 0, t.id))
+    w.push_bytes(attrs)
 
 
 def _decode_transform(r: Reader) -> tuple[Transform, bool]:
@@ -158,6 +160,8 @@ def _decode_transform(r: Reader) -> tuple[Transform, bool]:
     ttype = body.pull_uint8("transform.type")
     body.pull_uint8("transform.reserved")
     tid = body.pull_uint16("transform.id")
+    if body.eof():  # most transforms carry no attribute
+        return Transform(ttype, tid), marker == MORE_TRANSFORMS
     key_length: int | None = None
     other = Writer()
     while not body.eof():
