@@ -54,6 +54,29 @@ def awaiting_first_answer(sa: AnySa) -> bool:
     return sa.state is Phase1State.MM_SENT_SA
 
 
+def authenticating(sa: AnySa) -> bool:
+    """Whether ``sa`` is our initiation whose authenticating message is sent and not yet
+    answered (IKE_AUTH; IKEv1 main mode message 5): the peer may already hold it
+    established as responder (with, for IKEv2, its first child SA), so closing it
+    without a DELETE could leave the peer an orphan. Before that message the peer holds
+    at most a half-open responder (:func:`awaiting_first_answer`)."""
+    if isinstance(sa, IkeSa):
+        return sa.state is IkeState.AUTH_SENT
+    from .ikev1.engine import Phase1State  # loaded already: an IKEv1 SA exists
+
+    return sa.state is Phase1State.MM_SENT_ID
+
+
+def quick_mode_under_way(sa: AnySa) -> bool:
+    """Whether ``sa`` is an IKEv1 SA with a quick mode in flight (its initiator starts
+    the first one as soon as main mode completes): deleting it now would leave the peer
+    the IPsec SAs that quick mode makes, which a Delete of the ISAKMP SA alone does not
+    remove. IKEv2 has no such state: its first child comes inside IKE_AUTH."""
+    if isinstance(sa, IkeSa):
+        return False
+    return bool(sa.quick)
+
+
 def detached(sa: AnySa) -> bool:
     """Whether ``sa`` is an IKEv1 SA whose ISAKMP SA is gone (expired, or deleted alone
     by the peer) while the IPsec SAs it holds live on until their own lifetime or a new
@@ -175,7 +198,9 @@ __all__ = [
     "REFUSALS",
     "AnySa",
     "VersionedEndpoint",
+    "authenticating",
     "awaiting_first_answer",
     "ike_version",
+    "quick_mode_under_way",
     "renew_credentials",
 ]

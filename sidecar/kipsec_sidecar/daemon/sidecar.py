@@ -71,8 +71,10 @@ from ..core.ike.events import (
 from ..core.ike_versions import (
     AnySa,
     VersionedEndpoint,
+    authenticating,
     awaiting_first_answer,
     detached,
+    quick_mode_under_way,
     renew_credentials,
 )
 from ..core.negotiated import sa_pair
@@ -200,6 +202,9 @@ class Sidecar:
         self._stale: set[AnySa] = set()
         """Responder IKE SAs set up under a configuration a reload replaced since: being
         deleted, never adopted (:meth:`_owner`)."""
+        self._completing: set[AnySa] = set()
+        """IKE SAs of removed peers that were authenticating (:meth:`_remove_peer`):
+        deleted with a DELETE once they complete (:meth:`_delete_completed`)."""
         self._retries: dict[Peer, asyncio.TimerHandle] = {}
         self._waiters: dict[str, list[tuple[WaitCommand, asyncio.Future[Outcome]]]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -474,7 +479,19 @@ class Sidecar:
             handle.cancel()
         now = self.loop.time()
         for sa in peer.live_sas():
-            sa.delete(now)
+            if authenticating(sa):
+                # Our IKE_AUTH (main mode message 5) is out: the peer may have
+                # established the SA as responder already, and closing it here, without
+                # a DELETE, would leave it an orphan IKE SA and child. It completes or
+                # fails on its own (retransmitted up to the limit); completed, it is
+                # deleted with a DELETE (_delete_completed), its child never installed.
+                self._completing.add(sa)
+                log.info(
+                    "IKE SA of a removed peer in flight: deleted once it completes",
+                    extra={"peer": name, "spi_i": sa.spi_i.hex()},
+                )
+            else:
+                sa.delete(now)
         peer.children.clear()
         self.datapath.remove_peer(name)
         log.info("peer removed", extra={"peer": name})
@@ -625,6 +642,21 @@ class Sidecar:
             extra={"peer": peer.name, "spi_i": sa.spi_i.hex()},
         )
 
+    def _delete_completed(self, peer: Peer, sa: AnySa) -> None:
+        """``sa`` was authenticating when a reload removed or replaced ``peer``: once it
+        is established (IKEv1: and the quick mode its initiator started at once is over,
+        so the Delete names that quick mode's IPsec SAs too), delete it with a DELETE,
+        which the peer, holding it as responder, sees. A failure or timeout closes it
+        without help (an IkeSaDeleted)."""
+        if not sa.established or quick_mode_under_way(sa):
+            return
+        self._completing.discard(sa)
+        sa.delete(self.loop.time())
+        log.info(
+            "IKE SA of a removed peer completed: deleted",
+            extra={"peer": peer.name, "spi_i": sa.spi_i.hex()},
+        )
+
     def _apply(self, sa: AnySa, event: Event) -> None:
         peer = self._owner(sa)
         fields: dict[str, object] = {"ike_event": _name(event), "peer": peer.name if peer else None}
@@ -632,6 +664,8 @@ class Sidecar:
             LIMITER.log(log, logging.INFO, "IKE event for a removed peer", fields)
             if isinstance(event, IkeSaDeleted):
                 self._forget(sa)
+            elif peer is not None and sa in self._completing:
+                self._delete_completed(peer, sa)
             return
         if (cause := failure_reason(event, self._failure_causes.get(sa))) is not None:
             self._failure_causes[sa] = cause
@@ -864,6 +898,7 @@ class Sidecar:
     def _forget(self, sa: AnySa) -> None:
         self._failure_causes.pop(sa, None)
         self._stale.discard(sa)
+        self._completing.discard(sa)
         peer = self._owners.pop(sa, None)
         if peer is None:
             return
