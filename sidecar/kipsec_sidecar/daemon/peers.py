@@ -234,7 +234,9 @@ class Peer:
     """What the daemon holds for one configured peer.
 
     ``retired`` is set when a reload removed or replaced the peer: events of its IKE SAs
-    that arrive afterwards (their DELETE answers) are logged and otherwise ignored.
+    that arrive afterwards (their DELETE answers) are logged and otherwise ignored, but
+    for one: an IKE SA whose IKE_AUTH was in flight is deleted once it completes
+    (``Sidecar._delete_completed``), its child never installed.
     ``operator_stopped`` is set by ``terminate``: no initiation of ours at all (retry,
     traffic, close or dead-peer action) until ``initiate`` or a reload; the peer may
     still bring the SAs up itself. ``reconnect`` is what the peer does while it has no
