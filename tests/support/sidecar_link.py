@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kipsec_sidecar.core.ike.constants import NON_ESP_MARKER, ExchangeType
+from kipsec_sidecar.core.ike.constants import NON_ESP_MARKER, EncrId, ExchangeType
 from kipsec_sidecar.core.ikev1.constants import ExchangeType as V1Exchange
 from kipsec_sidecar.core.ikev1.constants import Flag as V1Flag
 from kipsec_sidecar.daemon.sidecar import Sidecar
@@ -91,6 +91,24 @@ def authenticates(data: bytes) -> bool:
     if raw[17] >> 4 == 1:
         return exchange == V1Exchange.MAIN and bool(flags & V1Flag.ENCRYPTION)
     return exchange == ExchangeType.IKE_AUTH
+
+
+def settled(cars: dict[str, Sidecar], encr: EncrId = EncrId.CHACHA20_POLY1305) -> bool:
+    """One IKE SA each, one child each, its SPIs the other side's, under the cipher
+    ``encr`` (a reload's new terms)."""
+    mine, theirs = cars["pa"].peers["pb"], cars["pb"].peers["pa"]
+    sas = [*mine.live_sas(), *theirs.live_sas()]
+    if len(sas) != 2 or not all(sa.established for sa in sas):
+        return False
+    children = [child for sa in sas for child in sa.children.values()]
+    if len(children) != 2:
+        return False
+    a, b = children
+    return (
+        a.spi_in == b.spi_out
+        and a.spi_out == b.spi_in
+        and all(c.selection.encr_id == encr for c in children)
+    )
 
 
 def recorder(car: Sidecar) -> RecordingDatapath:

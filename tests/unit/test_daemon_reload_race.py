@@ -34,6 +34,7 @@ from support.sidecar_link import (
     authenticates,
     logged,
     recorder,
+    settled,
     stop,
     until,
     write,
@@ -43,24 +44,6 @@ from support.sidecar_link import (
 def is_init_response(data: bytes) -> bool:
     """An IKE_SA_INIT response (header: exchange type at byte 18, R flag 0x20 at 19)."""
     return data[18] == ExchangeType.IKE_SA_INIT and bool(data[19] & 0x20)
-
-
-def settled(cars: dict[str, Sidecar], encr: EncrId = EncrId.CHACHA20_POLY1305) -> bool:
-    """One IKE SA each, one child each, its SPIs the other side's, under the new terms
-    (the cipher ``encr``)."""
-    mine, theirs = cars["pa"].peers["pb"], cars["pb"].peers["pa"]
-    sas = [*mine.live_sas(), *theirs.live_sas()]
-    if len(sas) != 2 or not all(sa.established for sa in sas):
-        return False
-    children = [child for sa in sas for child in sa.children.values()]
-    if len(children) != 2:
-        return False
-    a, b = children
-    return (
-        a.spi_in == b.spi_out
-        and a.spi_out == b.spi_in
-        and all(c.selection.encr_id == encr for c in children)
-    )
 
 
 def test_a_reload_between_ike_sa_init_and_ike_auth_still_settles_on_one_new_child(

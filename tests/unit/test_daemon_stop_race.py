@@ -23,9 +23,19 @@ from typing import Any
 
 import pytest
 
+from kipsec_sidecar.core.ike.constants import EncrId
 from kipsec_sidecar.daemon.sidecar import Sidecar
 from support.recording_datapath import offline_sidecar
-from support.sidecar_link import ADDRESSES, Link, authenticates, logged, recorder, until, write
+from support.sidecar_link import (
+    ADDRESSES,
+    Link,
+    authenticates,
+    logged,
+    recorder,
+    settled,
+    until,
+    write,
+)
 
 COMPLETED = "IKE SA in flight completed: deleted"
 
@@ -97,6 +107,37 @@ def test_terminate_while_our_ike_auth_is_in_flight_leaves_the_peer_no_orphan(
     caplog.set_level(logging.INFO, logger="kipsec_sidecar.daemon.sidecar")
     asyncio.run(main())
     assert logged(caplog, COMPLETED) == 1  # the race was hit
+
+
+def test_initiate_right_after_that_terminate_brings_the_link_up_on_a_new_ike_sa(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``initiate`` ends the hold at once: it starts a new IKE SA beside the one being
+    let go of (which still completes and is deleted), rather than counting that one as
+    under way and leaving the peer down once it is gone."""
+
+    async def main() -> None:
+        async def terminate_then_initiate(car: Sidecar) -> None:
+            await car.terminate("pb")
+            await car.initiate("pb")
+
+        cars, _, tasks, racing, _ = race(tmp_path, monkeypatch, 2, terminate_then_initiate)
+        for car in cars.values():
+            await car.start()
+        await cars["pa"].initiate("pb")
+        await until(
+            lambda: all(sa.closed for sa in racing) and settled(cars, EncrId.AES_GCM_16),
+            "the let-go IKE SA gone and one new child each",
+        )
+        await asyncio.gather(*tasks)
+        assert not cars["pa"].peers["pb"].operator_stopped
+        for car in cars.values():
+            car.hurry()
+            await car.stop()
+
+    caplog.set_level(logging.INFO, logger="kipsec_sidecar.daemon.sidecar")
+    asyncio.run(main())
+    assert logged(caplog, COMPLETED) == 1
 
 
 @VERSIONS

@@ -502,6 +502,8 @@ class Sidecar:
         (:meth:`_delete_completed`), its child never installed."""
         now = self.loop.time()
         for sa in sas:
+            if sa in self._completing:
+                continue  # let go of already (terminate, then a stop)
             if authenticating(sa):
                 self._completing[sa] = False
                 log.info(
@@ -520,7 +522,7 @@ class Sidecar:
             handle.cancel()
         peer.retry_at = None
         now = self.loop.time()
-        live = peer.live_sas()
+        live = [sa for sa in peer.live_sas() if sa not in self._completing]  # let go of
         established = [sa for sa in live if sa.established]
         if established and not peer.children.children:
             sa = established[-1]
@@ -767,7 +769,7 @@ class Sidecar:
         now = self.loop.time()
         local, remote = peer.plan.local_address, peer.plan.address
         for other in peer.live_sas():
-            if other is sa or other in peer.planned_deletes:
+            if other is sa or other in peer.planned_deletes or other in self._completing:
                 continue
             if other.established:
                 loser = redundant_ike_sa(local, remote, other, sa, newer=sa)
