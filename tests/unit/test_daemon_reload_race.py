@@ -1,7 +1,7 @@
 """Reloads that race a link's handshake.
 
 Two real :class:`Sidecar` objects in one event loop hand each other their IKE datagrams
-in memory (:class:`Link`; the datapath is a recorder).
+in memory (:class:`support.sidecar_link.Link`; the datapath is a recorder).
 
 Both ends reload a few milliseconds apart: ``pb`` reloads first and starts an IKE SA
 under the new proposals; ``pa`` answers its IKE_SA_INIT under the old ones and reloads
@@ -11,108 +11,39 @@ over the IKE SA ``pa``'s reload had started, and the pair stayed on an IKE SA wi
 child SA (``tests/e2e/test_sidecar_reload_both.py`` failed about one run in ten). The
 daemon now deletes such an SA (:func:`~kipsec_sidecar.daemon.reload.negotiated_under`).
 
-One end reloads while its own IKE_AUTH is in flight: see the second test.
+One end reloads while its own IKE_AUTH is in flight: see the second test
+(``test_daemon_stop_race.py``: the same for ``terminate`` and a stop).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kipsec_sidecar.core.ike.constants import NON_ESP_MARKER, EncrId, ExchangeType
-from kipsec_sidecar.core.ikev1.constants import ExchangeType as V1Exchange
-from kipsec_sidecar.core.ikev1.constants import Flag as V1Flag
+from kipsec_sidecar.core.ike.constants import EncrId, ExchangeType
 from kipsec_sidecar.daemon.sidecar import Sidecar
-from support.recording_datapath import RecordingDatapath, offline_sidecar
-
-PSK = "reload race test pre-shared key 0123456789"
-ADDRESSES = {"pa": "10.78.0.1", "pb": "10.78.0.2"}
-SETTLE = 10.0
-"""Seconds of loop time to settle; the pair takes well under one once fixed."""
-
-
-def write(path: Path, me: str, peer: str, esp: str | list[str], **fields: object) -> None:
-    """``me``'s document: one PSK peer with these ESP proposals (and ``fields``)."""
-    proposals = {"esp": [esp] if isinstance(esp, str) else esp}
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "kipsec.io/v1alpha1",
-                "kind": "SidecarConfig",
-                "local": {"addresses": [ADDRESSES[me]], "auth": {"psk": {"value": PSK}}},
-                "peers": [
-                    {"name": peer, "address": ADDRESSES[peer], "proposals": proposals, **fields}
-                ],
-            }
-        )
-    )
-
-
-class Link:
-    """Hands each car's IKE datagrams to the other in memory, one loop turn later.
-
-    ``before(me, data)`` sees every datagram as it leaves ``me`` (where a test forces a
-    race); ``in_flight`` counts those sent and not yet delivered."""
-
-    def __init__(
-        self,
-        cars: dict[str, Sidecar],
-        monkeypatch: pytest.MonkeyPatch,
-        before: Callable[[str, bytes], None] = lambda me, data: None,
-    ) -> None:
-        self.in_flight = 0
-        loop = asyncio.get_running_loop()
-        for me, peer in (("pa", "pb"), ("pb", "pa")):
-
-            def send(
-                data: bytes,
-                addr: Any,
-                *,
-                natt: bool,
-                local: str | None,
-                me: str = me,
-                peer: str = peer,
-            ) -> None:
-                before(me, data)
-                self.in_flight += 1
-                loop.call_soon(
-                    self._deliver, cars[peer], data, (ADDRESSES[me], 4500 if natt else 500)
-                )
-
-            monkeypatch.setattr(cars[me].sockets, "send", send)
-
-    def _deliver(self, car: Sidecar, data: bytes, source: tuple[str, int]) -> None:
-        self.in_flight -= 1
-        car._ike_datagram(data, source)
+from support.recording_datapath import offline_sidecar
+from support.sidecar_link import (
+    ADDRESSES,
+    SETTLE,
+    Link,
+    authenticates,
+    logged,
+    recorder,
+    settled,
+    stop,
+    until,
+    write,
+)
 
 
 def is_init_response(data: bytes) -> bool:
     """An IKE_SA_INIT response (header: exchange type at byte 18, R flag 0x20 at 19)."""
     return data[18] == ExchangeType.IKE_SA_INIT and bool(data[19] & 0x20)
-
-
-def settled(cars: dict[str, Sidecar], encr: EncrId = EncrId.CHACHA20_POLY1305) -> bool:
-    """One IKE SA each, one child each, its SPIs the other side's, under the new terms
-    (the cipher ``encr``)."""
-    mine, theirs = cars["pa"].peers["pb"], cars["pb"].peers["pa"]
-    sas = [*mine.live_sas(), *theirs.live_sas()]
-    if len(sas) != 2 or not all(sa.established for sa in sas):
-        return False
-    children = [child for sa in sas for child in sa.children.values()]
-    if len(children) != 2:
-        return False
-    a, b = children
-    return (
-        a.spi_in == b.spi_out
-        and a.spi_out == b.spi_in
-        and all(c.selection.encr_id == encr for c in children)
-    )
 
 
 def test_a_reload_between_ike_sa_init_and_ike_auth_still_settles_on_one_new_child(
@@ -150,16 +81,6 @@ def test_a_reload_between_ike_sa_init_and_ike_auth_still_settles_on_one_new_chil
     asyncio.run(main())
     stale = "IKE SA set up under a replaced configuration deleted"
     assert logged(caplog, stale) == 1  # pa's, the race was hit
-
-
-def authenticates(data: bytes) -> bool:
-    """A message that completes the responder's IKE SA, or its answer: IKE_AUTH (IKEv2),
-    an encrypted main mode message (IKEv1: 5 from the initiator, 6 from the responder)."""
-    raw = data[4:] if data[:4] == NON_ESP_MARKER else data
-    exchange, flags = raw[18], raw[19]
-    if raw[17] >> 4 == 1:
-        return exchange == V1Exchange.MAIN and bool(flags & V1Flag.ENCRYPTION)
-    return exchange == ExchangeType.IKE_AUTH
 
 
 @pytest.mark.parametrize("version", [2, 1], ids=["ikev2", "ikev1"])
@@ -217,23 +138,7 @@ def test_a_reload_while_our_ike_auth_is_in_flight_leaves_the_peer_no_orphan(
 
     caplog.set_level(logging.INFO, logger="kipsec_sidecar.daemon.sidecar")
     asyncio.run(main())
-    assert logged(caplog, "IKE SA of a removed peer completed: deleted") == 1  # race hit
-
-
-def recorder(car: Sidecar) -> RecordingDatapath:
-    assert isinstance(car.datapath, RecordingDatapath)
-    return car.datapath
-
-
-async def stop(cars: dict[str, Sidecar]) -> None:
-    for car in cars.values():
-        car.hurry()
-        await car.stop()
-
-
-def logged(caplog: pytest.LogCaptureFixture, message: str) -> int:
-    """How many times the daemon logged ``message``."""
-    return [r.message for r in caplog.records].count(message)
+    assert logged(caplog, "IKE SA in flight completed: deleted") == 1  # race hit
 
 
 def one_child_each(cars: dict[str, Sidecar]) -> bool:
@@ -241,11 +146,3 @@ def one_child_each(cars: dict[str, Sidecar]) -> bool:
         sum(len(sa.children) for sa in car.peers[peer].live_sas()) == 1
         for car, peer in ((cars["pa"], "pb"), (cars["pb"], "pa"))
     )
-
-
-async def until(check: Callable[[], bool], what: str, timeout: float = SETTLE) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)

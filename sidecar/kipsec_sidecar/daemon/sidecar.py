@@ -202,9 +202,11 @@ class Sidecar:
         self._stale: set[AnySa] = set()
         """Responder IKE SAs set up under a configuration a reload replaced since: being
         deleted, never adopted (:meth:`_owner`)."""
-        self._completing: set[AnySa] = set()
-        """IKE SAs of removed peers that were authenticating (:meth:`_remove_peer`):
-        deleted with a DELETE once they complete (:meth:`_delete_completed`)."""
+        self._completing: dict[AnySa, bool] = {}
+        """IKE SAs let go of while authenticating (:meth:`_let_go`: a reload removed their
+        peer, ``terminate``, a stop): deleted with a DELETE once they complete
+        (:meth:`_delete_completed`; True once it is sent), their events dropped until
+        they are gone (:meth:`_forget`)."""
         self._retries: dict[Peer, asyncio.TimerHandle] = {}
         self._waiters: dict[str, list[tuple[WaitCommand, asyncio.Future[Outcome]]]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -285,22 +287,24 @@ class Sidecar:
 
     async def stop(self) -> None:
         """DELETE every IKE SA, wait up to ``shutdown_wait`` s for the answers (less after
-        :meth:`hurry`), then remove every device, route and rule and close the sockets."""
+        :meth:`hurry`), then remove every device, route and rule and close the sockets.
+        An IKE SA whose IKE_AUTH is in flight is let complete within that wait and then
+        deleted (:meth:`_let_go`); if the wait ends first it is closed without a DELETE."""
         self._stopping = True
         for task in self._tasks:
             task.cancel()
+        for handle in self._retries.values():
+            handle.cancel()
+        self._retries.clear()
+        # Before the first await: an answer that lands meanwhile finds the SAs let go.
+        live = [sa for sa in self._owners if not sa.closed]
+        for peer in {self._owners[sa] for sa in live}:
+            self._let_go(peer, [sa for sa in live if self._owners[sa] is peer])
+        self.pump()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        for handle in self._retries.values():
-            handle.cancel()
-        self._retries.clear()
-        now = self.loop.time()
-        live = [sa for sa in self._owners if not sa.closed]
-        for sa in live:
-            sa.delete(now)
-        self.pump()
         deadline = self.loop.time() + self.shutdown_wait
         while (
             any(not sa.closed for sa in live)
@@ -309,6 +313,13 @@ class Sidecar:
         ):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), 0.02)
+        # The bound holds: an SA still authenticating when the wait ends (or on hurry)
+        # is closed without a DELETE, as it would have been at once before it was given
+        # the chance to complete; the peer may keep it until its dead-peer detection.
+        now = self.loop.time()
+        for sa, deleting in list(self._completing.items()):
+            if not deleting and not sa.closed:
+                sa.delete(now)
         log.info(
             "IKE SAs deleted",
             extra={
@@ -477,24 +488,30 @@ class Sidecar:
         handle = self._retries.pop(peer, None)
         if handle is not None:
             handle.cancel()
-        now = self.loop.time()
-        for sa in peer.live_sas():
-            if authenticating(sa):
-                # Our IKE_AUTH (main mode message 5) is out: the peer may have
-                # established the SA as responder already, and closing it here, without
-                # a DELETE, would leave it an orphan IKE SA and child. It completes or
-                # fails on its own (retransmitted up to the limit); completed, it is
-                # deleted with a DELETE (_delete_completed), its child never installed.
-                self._completing.add(sa)
-                log.info(
-                    "IKE SA of a removed peer in flight: deleted once it completes",
-                    extra={"peer": name, "spi_i": sa.spi_i.hex()},
-                )
-            else:
-                sa.delete(now)
+        self._let_go(peer, peer.live_sas())
         peer.children.clear()
         self.datapath.remove_peer(name)
         log.info("peer removed", extra={"peer": name})
+
+    def _let_go(self, peer: Peer, sas: list[AnySa]) -> None:
+        """Delete ``sas`` (a reload removed ``peer``, ``terminate``, a stop), except those
+        whose IKE_AUTH (IKEv1: main mode message 5) is out: the peer may have established
+        such an SA as responder already, and closing it here, without a DELETE, would
+        leave it an orphan IKE SA and child. It completes or fails on its own
+        (retransmitted up to the limit); completed, it is deleted with a DELETE
+        (:meth:`_delete_completed`), its child never installed."""
+        now = self.loop.time()
+        for sa in sas:
+            if sa in self._completing:
+                continue  # let go of already (terminate, then a stop)
+            if authenticating(sa):
+                self._completing[sa] = False
+                log.info(
+                    "IKE SA in flight: deleted once it completes",
+                    extra={"peer": peer.name, "spi_i": sa.spi_i.hex()},
+                )
+            else:
+                sa.delete(now)
 
     def _initiate(self, peer: Peer) -> None:
         """Start an IKE SA (or the missing child) with ``peer`` unless one is under way."""
@@ -505,7 +522,7 @@ class Sidecar:
             handle.cancel()
         peer.retry_at = None
         now = self.loop.time()
-        live = peer.live_sas()
+        live = [sa for sa in peer.live_sas() if sa not in self._completing]  # let go of
         established = [sa for sa in live if sa.established]
         if established and not peer.children.children:
             sa = established[-1]
@@ -643,29 +660,31 @@ class Sidecar:
         )
 
     def _delete_completed(self, peer: Peer, sa: AnySa) -> None:
-        """``sa`` was authenticating when a reload removed or replaced ``peer``: once it
-        is established (IKEv1: and the quick mode its initiator started at once is over,
-        so the Delete names that quick mode's IPsec SAs too), delete it with a DELETE,
-        which the peer, holding it as responder, sees. A failure or timeout closes it
-        without help (an IkeSaDeleted)."""
-        if not sa.established or quick_mode_under_way(sa):
+        """``sa`` was authenticating when we let go of it (:meth:`_let_go`: a reload
+        removed or replaced ``peer``, ``terminate``, a stop): once it is established
+        (IKEv1: and the quick mode its initiator started at once is over, so the Delete
+        names that quick mode's IPsec SAs too), delete it with a DELETE, which the peer,
+        holding it as responder, sees. A failure or timeout closes it without help (an
+        IkeSaDeleted)."""
+        if self._completing[sa] or not sa.established or quick_mode_under_way(sa):
             return
-        self._completing.discard(sa)
+        self._completing[sa] = True
         sa.delete(self.loop.time())
         log.info(
-            "IKE SA of a removed peer completed: deleted",
+            "IKE SA in flight completed: deleted",
             extra={"peer": peer.name, "spi_i": sa.spi_i.hex()},
         )
 
     def _apply(self, sa: AnySa, event: Event) -> None:
         peer = self._owner(sa)
         fields: dict[str, object] = {"ike_event": _name(event), "peer": peer.name if peer else None}
+        if peer is not None and sa in self._completing and not isinstance(event, IkeSaDeleted):
+            self._delete_completed(peer, sa)  # let go of: its child is never installed
+            return
         if peer is None or peer.retired:
             LIMITER.log(log, logging.INFO, "IKE event for a removed peer", fields)
             if isinstance(event, IkeSaDeleted):
                 self._forget(sa)
-            elif peer is not None and sa in self._completing:
-                self._delete_completed(peer, sa)
             return
         if (cause := failure_reason(event, self._failure_causes.get(sa))) is not None:
             self._failure_causes[sa] = cause
@@ -750,7 +769,7 @@ class Sidecar:
         now = self.loop.time()
         local, remote = peer.plan.local_address, peer.plan.address
         for other in peer.live_sas():
-            if other is sa or other in peer.planned_deletes:
+            if other is sa or other in peer.planned_deletes or other in self._completing:
                 continue
             if other.established:
                 loser = redundant_ike_sa(local, remote, other, sa, newer=sa)
@@ -898,7 +917,7 @@ class Sidecar:
     def _forget(self, sa: AnySa) -> None:
         self._failure_causes.pop(sa, None)
         self._stale.discard(sa)
-        self._completing.discard(sa)
+        self._completing.pop(sa, None)
         peer = self._owners.pop(sa, None)
         if peer is None:
             return
@@ -1082,10 +1101,8 @@ class Sidecar:
         if handle is not None:
             handle.cancel()
         target.retry_at = None
-        now = self.loop.time()
         live = target.live_sas()
-        for sa in live:
-            sa.delete(now)
+        self._let_go(target, live)
         log.info("terminate requested", extra={"peer": peer})
         future = self._waiter(target, "terminate") if wait is not None and live else None
         self.pump()
