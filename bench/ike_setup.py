@@ -55,6 +55,7 @@ from support.strongswan import (  # noqa: E402
     gateway_pair,
     is_available,
 )
+from support.variants import parse_variants  # noqa: E402
 
 PSK = "kipsec bench pre-shared key 0123456789"
 MAX_SETUPS = 30
@@ -160,10 +161,7 @@ def main() -> int:
         "(e.g. before=PYTHONPATH=/tmp/old/sidecar)",
     )
     args = parser.parse_args()
-    variants: dict[str, dict[str, str]] = {}
-    for variant in args.variant:
-        name, _, settings = variant.partition("=")
-        variants[f"kipsec {name}"] = dict(item.split("=", 1) for item in settings.split(","))
+    variants = {f"kipsec {name}": env for name, env in parse_variants(args.variant).items()}
     setups = max(1, min(args.setups, MAX_SETUPS))
     missing = is_available()
     if missing is not None:

@@ -68,6 +68,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from support.netns import Topology, sweep_stale  # noqa: E402
 from support.sidecars import SIDECAR, Sidecar, fake_peers  # noqa: E402
+from support.variants import parse_variants  # noqa: E402
 
 FAKE_PEERS = "10.99.0.0/24"
 HEALTH_LISTEN = "127.0.0.1:9585"
@@ -293,10 +294,7 @@ def main() -> int:
     args = parser.parse_args()
     runs = max(1, min(args.runs, MAX_RUNS))
     counts = [max(0, min(int(c), 254)) for c in args.peers.split(",")]
-    variants: dict[str, dict[str, str]] = {"base": {}}
-    for variant in args.variant:
-        name, _, settings = variant.partition("=")
-        variants[name] = dict(item.split("=", 1) for item in settings.split(","))
+    variants: dict[str, dict[str, str]] = {"base": {}, **parse_variants(args.variant)}
     idle = max(0.0, min(args.idle, 10.0))
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)

@@ -88,6 +88,7 @@ from support.strongswan import (  # noqa: E402
     gateway_pair,
     is_available,
 )
+from support.variants import parse_variants  # noqa: E402
 
 PSK = "kipsec bench pre-shared key 0123456789"
 FAKE_PEERS = "10.99.0.0/24"
@@ -518,10 +519,7 @@ def main() -> int:
         "(e.g. before=PYTHONPATH=/tmp/old/sidecar)",
     )
     args = parser.parse_args()
-    variants: dict[str, dict[str, str]] = {}
-    for variant in args.variant:
-        name, _, settings = variant.partition("=")
-        variants[name] = dict(item.split("=", 1) for item in settings.split(","))
+    variants = parse_variants(args.variant)
     seconds = min(max(args.seconds, 1.0), 60.0)
     rounds = min(max(args.rounds, 1), 20)
     pings = min(max(args.pings, 10), 2000)

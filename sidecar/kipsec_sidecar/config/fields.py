@@ -35,11 +35,13 @@ do not reach.
 
 from __future__ import annotations
 
+import hmac
 import inspect
 import json
 import math
 import re
 import types
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import (
@@ -104,7 +106,11 @@ class SecretStr:
         return "**********" if self._secret else ""
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, SecretStr) and other._secret == self._secret
+        # Constant-time, as every comparison of key material in the project.
+        return isinstance(other, SecretStr) and hmac.compare_digest(
+            other._secret.encode("utf-8", "surrogatepass"),
+            self._secret.encode("utf-8", "surrogatepass"),
+        )
 
     def __hash__(self) -> int:
         return hash(self._secret)
@@ -191,17 +197,19 @@ def to_camel(name: str) -> str:
 # --- the checks of each kind of value -----------------------------------------------------
 
 
-class Node:
+class Node(ABC):
     """Validates, dumps and describes one kind of value."""
 
+    @abstractmethod
     def validate(self, value: Any, loc: Loc, errors: Errors) -> Any:
-        raise NotImplementedError
+        """``value`` checked (and coerced), or INVALID with its errors appended."""
 
     def dump(self, value: Any, json_mode: bool, exclude_unset: bool) -> Any:
         return value
 
+    @abstractmethod
     def json_schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        """The JSON Schema of the value's document form (shared records into ``defs``)."""
 
 
 def _error(errors: Errors, loc: Loc, message: str) -> Any:
@@ -567,8 +575,16 @@ class _Wrapped(Node):
         if self.schema is not None:
             return dict(self.schema.schema)
         if self.before_inputs:
-            return _node(self.before_inputs[-1]).json_schema(defs)
+            return _input_schema(self.before_inputs[-1], defs)
         return self.inner.json_schema(defs)
+
+
+def _input_schema(annotation: Any, defs: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of a :class:`Before`'s ``json_input``: a type, or a union of types
+    the document may hold before the function turns it into the field's type."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return {"anyOf": [_node(a).json_schema(defs) for a in get_args(annotation)]}
+    return _node(annotation).json_schema(defs)
 
 
 def _node(annotation: Any, constraints: Field | None = None) -> Node:
@@ -601,8 +617,6 @@ def _node(annotation: Any, constraints: Field | None = None) -> Node:
         args = [a for a in get_args(annotation) if a is not type(None)]
         if len(args) == 1 and len(args) < len(get_args(annotation)):
             return _Optional(_node(args[0], constraints))
-        if len(args) == 2 and constraints is None:  # only for JSON Schema input types
-            return _AnyOf(tuple(_node(a) for a in args))
         raise TypeError(f"unions other than X | None are not supported: {annotation}")
     if origin is Literal:
         return _Literal(get_args(annotation))
@@ -624,16 +638,6 @@ def _node(annotation: Any, constraints: Field | None = None) -> Node:
     if isinstance(annotation, type) and issubclass(annotation, Model):
         return _ModelNode(annotation)
     raise TypeError(f"unsupported field type {annotation!r}")
-
-
-class _AnyOf(Node):
-    """Only for a :class:`Before`'s ``json_input`` (what the document may hold)."""
-
-    def __init__(self, options: tuple[Node, ...]) -> None:
-        self.options = options
-
-    def json_schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        return {"anyOf": [o.json_schema(defs) for o in self.options]}
 
 
 def _merge_fields(a: Field, b: Field) -> Field:
@@ -665,7 +669,6 @@ class Model:
 
     model_fields: ClassVar[dict[str, FieldInfo]] = {}
     _fields: ClassVar[tuple[FieldInfo, ...]] = ()
-    _keys: ClassVar[dict[str, FieldInfo]] = {}
     _checks: ClassVar[tuple[Callable[[Any], Any], ...]] = ()
     _private: ClassVar[dict[str, Any]] = {}
 
@@ -690,7 +693,6 @@ class Model:
                 delattr(cls, name)  # the instance's __dict__ holds every field
         cls.model_fields = fields
         cls._fields = tuple(fields.values())
-        cls._keys = {**{f.name: f for f in cls._fields}, **{f.alias: f for f in cls._fields}}
         cls._checks = tuple(
             value for value in cls.__dict__.values() if getattr(value, "__model_check__", False)
         )
@@ -716,9 +718,9 @@ class Model:
         every problem otherwise."""
         if isinstance(data, cls):
             return data
-        errors: Errors = []
         if not isinstance(data, dict):
             raise ModelError([FieldError("", "must be a mapping")])
+        errors: Errors = []
         built = cls._from_mapping(data, (), errors)
         if built is INVALID:
             raise ModelError(errors)
