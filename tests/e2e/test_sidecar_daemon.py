@@ -183,8 +183,10 @@ def test_manual_keys_carry_traffic_and_rotate_to_new_spis_without_loss(
     k1, k2, k3, k4 = (f"{n:02x}" * 36 for n in (0x11, 0x22, 0x33, 0x44))
     a.write([manual_entry(pods, "pb", 0x1001, 0x2001, k1, k2)])
     b.write([manual_entry(pods, "pa", 0x2001, 0x1001, k2, k1)])
-    a.start(rotation_grace=1.0)
-    b.start(rotation_grace=1.0)
+    # The file is re-read on `reload` only: a poll landing between a write and the
+    # command would apply it first, and `reload` would then report nothing to change.
+    a.start(rotation_grace=1.0, config_poll_interval=60.0)
+    b.start(rotation_grace=1.0, config_poll_interval=60.0)
     assert a.spis("pb") == {("00001001", "00002001")}
     pods.ping("pa", "pb")
     count = 5000
